@@ -1,0 +1,3 @@
+module github.com/clink-mcp/clink-mcp
+
+go 1.26.0
