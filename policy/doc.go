@@ -1,0 +1,17 @@
+// Package policy is the operator's promise about what an agent may do: which
+// tools it may call, in which currencies, for how much per session and for
+// which customers.
+//
+// Money is exact: amounts are parsed from their decimal text into integer
+// minor units of an ISO 4217 currency (see [ParseMoney]) and never pass
+// through a float. A policy is loaded once from a YAML file (see [Load]) or
+// taken from the built-in sandbox demo ([Demo]); after that it is immutable,
+// and [Policy.Evaluate] is a pure function of the policy and the request,
+// safe for concurrent use and free of I/O.
+//
+// The policy fails closed: a request it cannot positively allow is denied
+// with a stable [Code] and a message the model can act on.
+//
+// The package knows nothing of MCP or of the Clink API; tools are named by
+// their string names ([ToolAgentPaymentSession], [ToolCheckoutSession]).
+package policy
