@@ -1,0 +1,374 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse parses a policy file's content. filename is used in error messages
+// and as the policy's [Policy.Source]. Every problem found is reported,
+// each with its line, in one [*ParseError].
+//
+// The file is strict: unknown keys, duplicate keys, aliases, several YAML
+// documents, wrongly typed values, currencies without max_amount, a
+// min_amount above max_amount, amounts too precise for their currency,
+// malformed email patterns, unknown tools and tool rules wider than the
+// global ones are all errors. Amounts are read exactly from their text,
+// quoted or not.
+func Parse(filename string, data []byte) (*Policy, error) {
+	fp := &fileParser{file: filename}
+	p := fp.parse(data)
+	if len(fp.problems) > 0 {
+		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
+		return nil, &ParseError{File: filename, Problems: fp.problems}
+	}
+	p.source = filename
+	return p, nil
+}
+
+type fileParser struct {
+	file     string
+	problems []Problem
+}
+
+func (fp *fileParser) errorf(n *yaml.Node, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	fp.problems = append(fp.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError turns a YAML syntax error into a Problem with its line.
+func (fp *fileParser) yamlError(err error) {
+	msg := err.Error()
+	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		fp.problems = append(fp.problems, Problem{Line: line, Message: "invalid YAML: " + m[2]})
+		return
+	}
+	fp.problems = append(fp.problems, Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")})
+}
+
+func (fp *fileParser) parse(data []byte) *Policy {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			fp.errorf(nil, "the file is empty; a policy needs at least version: 1 and currencies")
+		} else {
+			fp.yamlError(err)
+		}
+		return nil
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		fp.errorf(&next, "a second YAML document; a policy file holds exactly one")
+	case !errors.Is(err, io.EOF):
+		fp.yamlError(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		fp.errorf(&doc, "the file is empty; a policy needs at least version: 1 and currencies")
+		return nil
+	}
+	root := doc.Content[0]
+	if fp.hasAliases(root) {
+		return nil
+	}
+
+	p := &Policy{allowAnyEmail: true, tools: make(map[string]*toolRules, len(knownTools))}
+	top := fp.fields(root, "the top level", "version", "currencies", "customers", "tools")
+	if top == nil {
+		return nil
+	}
+
+	if e, ok := top["version"]; !ok {
+		fp.errorf(root, "version is missing; this format is version: 1")
+	} else if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!int" || e.val.Value != "1" {
+		fp.errorf(e.val, "version must be 1, the only version of this format")
+	}
+
+	if e, ok := top["currencies"]; !ok {
+		fp.errorf(root, "currencies is missing: list the currencies agents may use, each with a max_amount")
+	} else {
+		p.currencies = fp.currencies(e.val, nil, "")
+	}
+
+	if e, ok := top["customers"]; ok {
+		fp.customers(e.val, p)
+	}
+
+	var toolEntries map[string]entry
+	if e, ok := top["tools"]; ok {
+		toolEntries = fp.fields(e.val, "tools", knownTools...)
+	}
+	for _, name := range knownTools {
+		t := &toolRules{name: name, enabled: true, currencies: p.currencies}
+		if e, ok := toolEntries[name]; ok {
+			fp.tool(e.val, t, &p.currencies)
+		}
+		p.tools[name] = t
+	}
+	return p
+}
+
+// hasAliases reports (and explains) any YAML alias or merge key: they make a
+// file harder to review and are a classic way to blow up a parser's memory.
+func (fp *fileParser) hasAliases(n *yaml.Node) bool {
+	found := false
+	var walk func(*yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode {
+			fp.errorf(n, "YAML aliases (*%s) are not supported; write the value out", n.Value)
+			found = true
+			return
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(n)
+	return found
+}
+
+type entry struct{ key, val *yaml.Node }
+
+// entries returns the key/value pairs of a mapping node, reporting a node
+// that is not a mapping, keys that are not plain strings, and duplicates.
+func (fp *fileParser) entries(n *yaml.Node, what string) ([]entry, bool) {
+	if n.Kind != yaml.MappingNode {
+		fp.errorf(n, "%s must be a mapping (key: value)", what)
+		return nil, false
+	}
+	out := make([]entry, 0, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			fp.errorf(k, "%s: keys must be plain names", what)
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			fp.errorf(k, "%s: duplicate key %q (first at line %d)", what, k.Value, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		out = append(out, entry{k, v})
+	}
+	return out, true
+}
+
+// fields returns the entries of a mapping with a fixed set of keys,
+// reporting unknown ones. It returns nil if n is not a mapping.
+func (fp *fileParser) fields(n *yaml.Node, what string, known ...string) map[string]entry {
+	es, ok := fp.entries(n, what)
+	if !ok {
+		return nil
+	}
+	m := make(map[string]entry, len(es))
+	for _, e := range es {
+		if !slices.Contains(known, e.key.Value) {
+			fp.errorf(e.key, "%s: unknown key %q (known keys: %s)", what, e.key.Value, strings.Join(known, ", "))
+			continue
+		}
+		m[e.key.Value] = e
+	}
+	return m
+}
+
+// currencies parses a currencies mapping. With global nil it is the global
+// allowlist, where max_amount is required; otherwise it is tool's list,
+// which may only narrow global.
+func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool string) currencyRules {
+	what := "currencies"
+	if global != nil {
+		what = "tool " + tool + ": currencies"
+	}
+	r := currencyRules{byCode: map[string]limits{}}
+	es, ok := fp.entries(n, what)
+	if !ok {
+		return r
+	}
+	if len(n.Content) == 0 {
+		if global == nil {
+			fp.errorf(n, "currencies lists no currency; list the currencies agents may use, each with a max_amount")
+		} else {
+			fp.errorf(n, "%s lists no currency; remove it to use the global list, or set enabled: false", what)
+		}
+		return r
+	}
+	for _, e := range es {
+		c, err := ParseCurrency(e.key.Value)
+		if err != nil {
+			fp.errorf(e.key, "%s: %v", what, err)
+			continue
+		}
+		where := c.code
+		if global != nil {
+			where = "tool " + tool + ": " + c.code
+		}
+		var base limits
+		if global != nil {
+			var listed bool
+			if base, listed = global.byCode[c.code]; !listed {
+				if len(global.byCode) > 0 { // else the global entry already had its own error
+					fp.errorf(e.key, "%s is not in the global currencies list; a tool can only narrow the global rules", where)
+				}
+				continue
+			}
+		}
+		f := fp.fields(e.val, where, "max_amount", "min_amount")
+		if f == nil {
+			continue
+		}
+		lim := base
+		okLim := true
+		if m, ok := f["max_amount"]; ok {
+			if lim.max, ok = fp.amount(m.val, c, where+" max_amount"); !ok {
+				okLim = false
+			}
+		} else if global == nil {
+			fp.errorf(e.key, "%s has no max_amount; every currency needs a per-session cap", where)
+			okLim = false
+		}
+		if m, ok := f["min_amount"]; ok {
+			if lim.min, ok = fp.amount(m.val, c, where+" min_amount"); !ok {
+				okLim = false
+			}
+		}
+		if !okLim {
+			continue
+		}
+		if global != nil {
+			if lim.max.minor > base.max.minor {
+				fp.errorf(f["max_amount"].val, "%s max_amount %s is above the global max_amount %s; a tool can only narrow the global rules", where, lim.max.Amount(), base.max.Amount())
+				okLim = false
+			}
+			if lim.min.minor < base.min.minor {
+				fp.errorf(f["min_amount"].val, "%s min_amount %s is below the global min_amount %s; a tool can only narrow the global rules", where, lim.min.Amount(), base.min.Amount())
+				okLim = false
+			}
+			if !okLim {
+				continue
+			}
+		}
+		if !lim.min.IsZero() && lim.min.minor > lim.max.minor {
+			at := e.key
+			if m, ok := f["min_amount"]; ok {
+				at = m.val
+			}
+			fp.errorf(at, "%s min_amount %s is above max_amount %s", where, lim.min.Amount(), lim.max.Amount())
+			continue
+		}
+		r.byCode[c.code] = lim
+		r.codes = append(r.codes, c.code)
+	}
+	sort.Strings(r.codes)
+	return r
+}
+
+// amount reads an amount literal exactly from its text, quoted or not.
+func (fp *fileParser) amount(n *yaml.Node, c Currency, what string) (Money, bool) {
+	if n.Kind != yaml.ScalarNode {
+		fp.errorf(n, "%s must be a number", what)
+		return Money{}, false
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float", "!!str":
+	default:
+		fp.errorf(n, "%s must be a number, not %s", what, strings.TrimPrefix(n.ShortTag(), "!!"))
+		return Money{}, false
+	}
+	text := n.Value
+	switch strings.ToLower(strings.TrimLeft(text, "+-")) {
+	case ".inf":
+		text = "Infinity" // YAML's spelling, so the error says what it is
+	case ".nan":
+		text = "NaN"
+	}
+	minor, err := parseMinor(text, c)
+	if err != nil {
+		fp.errorf(n, "%s: %v", what, err)
+		return Money{}, false
+	}
+	return Money{minor: minor, cur: c}, true
+}
+
+func (fp *fileParser) boolean(n *yaml.Node, what string) (bool, bool) {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+		fp.errorf(n, "%s must be true or false", what)
+		return false, false
+	}
+	return b, true
+}
+
+func (fp *fileParser) customers(n *yaml.Node, p *Policy) {
+	f := fp.fields(n, "customers", "allow_emails", "deny_emails", "allow_without_email")
+	if e, ok := f["allow_emails"]; ok {
+		p.allowAnyEmail = false
+		fp.emailList(e.val, "allow_emails", &p.allow)
+	}
+	if e, ok := f["deny_emails"]; ok {
+		fp.emailList(e.val, "deny_emails", &p.deny)
+	}
+	if e, ok := f["allow_without_email"]; ok {
+		p.allowWithoutEmail, _ = fp.boolean(e.val, "customers: allow_without_email")
+	}
+}
+
+func (fp *fileParser) emailList(n *yaml.Node, what string, set *emailSet) {
+	if n.Kind != yaml.SequenceNode {
+		if what == "allow_emails" {
+			fp.errorf(n, "customers: allow_emails must be a list of addresses or patterns; remove it to allow any email")
+		} else {
+			fp.errorf(n, "customers: %s must be a list of addresses or patterns", what)
+		}
+		return
+	}
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode || item.ShortTag() != "!!str" {
+			fp.errorf(item, "customers: %s: each entry must be an address or a pattern like *@example.com", what)
+			continue
+		}
+		pat, err := parseEmailPattern(item.Value)
+		if err != nil {
+			fp.errorf(item, "customers: %s: %v", what, err)
+			continue
+		}
+		if !set.add(pat) {
+			fp.errorf(item, "customers: %s: %s is listed twice", what, pat)
+		}
+	}
+}
+
+func (fp *fileParser) tool(n *yaml.Node, t *toolRules, global *currencyRules) {
+	where := "tool " + t.name
+	f := fp.fields(n, where, "enabled", "currencies")
+	if f == nil {
+		return
+	}
+	if e, ok := f["enabled"]; ok {
+		if b, ok := fp.boolean(e.val, where+": enabled"); ok {
+			t.enabled = b
+		} else {
+			t.enabled = false
+		}
+	}
+	if e, ok := f["currencies"]; ok {
+		t.narrowed = true
+		t.currencies = fp.currencies(e.val, global, t.name)
+	}
+}

@@ -1,0 +1,169 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/apd/v3"
+)
+
+// FuzzParseMoney: the parser never panics; whatever it accepts is within
+// bounds, equals the text's exact value, and formats back to itself.
+func FuzzParseMoney(f *testing.F) {
+	for _, s := range []struct{ amount, code string }{
+		{"19.99", "USD"}, {"10.500", "USD"}, {"1.5e1", "JPY"}, {"1e-3", "USD"}, {"1.2345", "KWD"},
+		{"NaN", "USD"}, {"-Infinity", "EUR"}, {"0", "USD"}, {"-5", "USD"}, {"1e999999999", "USD"},
+		{"10000000000000.00", "USD"}, {"0500", "JPY"}, {"10", "usd"}, {"10", "XAU"},
+	} {
+		f.Add(s.amount, s.code)
+	}
+	f.Fuzz(func(t *testing.T, amount, code string) {
+		m, err := ParseMoney(amount, code)
+		if err != nil {
+			for _, kind := range []error{ErrInvalidAmount, ErrTooPrecise, ErrAmountTooLarge, ErrUnknownCurrency, ErrNotTender} {
+				if errors.Is(err, kind) {
+					return
+				}
+			}
+			t.Fatalf("ParseMoney(%q, %q) = %v, which matches no sentinel", amount, code, err)
+		}
+		if m.Minor() <= 0 || m.Minor() > MaxMinor {
+			t.Fatalf("ParseMoney(%q, %q) = %d minor units, out of bounds", amount, code, m.Minor())
+		}
+		if m.Currency().Code() != code {
+			t.Fatalf("ParseMoney(%q, %q) has currency %q", amount, code, m.Currency().Code())
+		}
+		// The text's exact value is the parsed value.
+		want, _, err := apd.NewFromString(amount)
+		if err != nil {
+			t.Fatalf("accepted %q, which apd cannot read: %v", amount, err)
+		}
+		got := apd.New(m.Minor(), -int32(m.Currency().Digits()))
+		if got.Cmp(want) != 0 {
+			t.Fatalf("ParseMoney(%q, %q) = %s, not the same value", amount, code, m)
+		}
+		again, err := ParseMoney(m.Amount(), code)
+		if err != nil || again != m {
+			t.Fatalf("ParseMoney(%q) = %v, %v; want %v", m.Amount(), again, err, m)
+		}
+	})
+}
+
+// FuzzMoneyRoundTrip: parse(format(x)) == x for every valid amount in every
+// tender currency.
+func FuzzMoneyRoundTrip(f *testing.F) {
+	codes := TenderCodes()
+	for _, s := range []struct {
+		minor int64
+		code  uint8
+	}{{1, 0}, {1999, 10}, {MaxMinor, 20}, {100, 200}, {-5, 3}, {0, 0}} {
+		f.Add(s.minor, s.code)
+	}
+	f.Fuzz(func(t *testing.T, minor int64, code uint8) {
+		c, err := ParseCurrency(codes[int(code)%len(codes)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := NewMoney(minor, c)
+		got, err := ParseMoney(m.Amount(), c.Code())
+		if minor <= 0 || minor > MaxMinor {
+			if err == nil {
+				t.Fatalf("ParseMoney(%q, %s) accepted an amount out of bounds", m.Amount(), c)
+			}
+			return
+		}
+		if err != nil || got != m {
+			t.Fatalf("ParseMoney(%q, %s) = %v, %v; want %v", m.Amount(), c, got, err, m)
+		}
+	})
+}
+
+// FuzzMatchEmail: normalising and matching never panic; normalisation is
+// idempotent and its fast path agrees with IDNA; and a match means what the
+// pattern says, whatever the input.
+func FuzzMatchEmail(f *testing.F) {
+	for _, s := range []struct{ email, pattern string }{
+		{"alice@example.com", "alice@example.com"},
+		{"Alice@Example.COM", "*@example.com"},
+		{"alice@example.com.evil.com", "*@example.com"},
+		{"bob@mail.example.net", "*@*.example.net"},
+		{"bob@example.net", "*@*.example.net"},
+		{"hans@bücher.example", "*@xn--bcher-kva.example"},
+		{"x@evil.com@example.org", "*@example.org"},
+		{"Alice <alice@example.com>", "alice@example.com"},
+		{"a@ｅｘａｍｐｌｅ.com", "*@example.com"},
+		{"a@xn--a.example", "*@*"},
+	} {
+		f.Add(s.email, s.pattern)
+	}
+	f.Fuzz(func(t *testing.T, email, pattern string) {
+		addr, err := NormalizeEmail(email)
+		if err == nil {
+			again, err := NormalizeEmail(addr)
+			if err != nil || again != addr {
+				t.Fatalf("NormalizeEmail(%q) = %q, but normalising that gives %q, %v", email, addr, again, err)
+			}
+			domain := addr[strings.LastIndexByte(addr, '@')+1:]
+			if isNormalASCIIDomain(domain) {
+				if a, err := domainProfile.ToASCII(domain); err != nil || a != domain {
+					t.Fatalf("fast path accepts %q, IDNA gives %q, %v", domain, a, err)
+				}
+			}
+			if MaskEmail(addr) == addr {
+				t.Fatalf("MaskEmail(%q) masks nothing", addr)
+			}
+		}
+		pat, perr := parseEmailPattern(pattern)
+		if err != nil || perr != nil {
+			return
+		}
+		var s emailSet
+		s.add(pat)
+		if !s.match(addr) {
+			return
+		}
+		domain := addr[strings.LastIndexByte(addr, '@')+1:]
+		switch pat.kind {
+		case patternExact:
+			if addr != pat.value {
+				t.Fatalf("%q matched exact pattern %q", addr, pat.value)
+			}
+		case patternDomain:
+			if domain != pat.value {
+				t.Fatalf("%q matched *@%s", addr, pat.value)
+			}
+		case patternSubdomain:
+			if !strings.HasSuffix(domain, "."+pat.value) {
+				t.Fatalf("%q matched *@*.%s", addr, pat.value)
+			}
+		}
+	})
+}
+
+// FuzzParse: the policy file parser never panics, and a policy it accepts
+// renders and evaluates.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"version: 1\ncurrencies:\n  USD: { max_amount: 500.00, min_amount: 1 }\n",
+		string(demoYAML),
+		"version: 1\ncurrencies:\n  USD: &a { max_amount: 1 }\n  EUR: *a\n",
+		"version: 1\ncurrencies: {USD: {max_amount: 1}}\ncustomers: {allow_emails: ['*@*.example.net']}\ntools: {create_checkout_session: {currencies: {USD: {}}}}\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		p, err := Parse("fuzz.yaml", []byte(data))
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPolicy) {
+				t.Fatalf("error %v is not an ErrInvalidPolicy", err)
+			}
+			return
+		}
+		_ = p.Render()
+		for _, tool := range KnownTools() {
+			_ = p.Summary(tool)
+			_ = p.Evaluate(&Request{Tool: tool, CustomerEmail: "alice@example.com"})
+		}
+	})
+}

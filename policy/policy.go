@@ -1,0 +1,145 @@
+package policy
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Tool names, as the policy knows them.
+const (
+	// ToolAgentPaymentSession creates a Clink agent payment session.
+	ToolAgentPaymentSession = "create_agent_payment_session"
+	// ToolCheckoutSession creates a Clink checkout session.
+	ToolCheckoutSession = "create_checkout_session"
+)
+
+// knownTools is every tool a policy can govern, in rendering order.
+var knownTools = []string{ToolAgentPaymentSession, ToolCheckoutSession}
+
+// KnownTools returns the names of the tools a policy governs.
+func KnownTools() []string { return append([]string(nil), knownTools...) }
+
+// DemoSource is what [Policy.Source] returns for the [Demo] policy.
+const DemoSource = "built-in demo policy"
+
+// Policy is a loaded, validated policy. It is immutable: every method is
+// safe for concurrent use.
+type Policy struct {
+	source string
+
+	currencies currencyRules // the global allowlist and limits
+
+	allowAnyEmail     bool // allow_emails absent
+	allow             emailSet
+	deny              emailSet
+	allowWithoutEmail bool
+
+	tools map[string]*toolRules // every known tool, with effective rules
+}
+
+// limits are the per-session limits for one currency.
+type limits struct {
+	max Money
+	min Money // the zero Money when there is no minimum
+}
+
+// currencyRules is an allowlist of currencies with their limits.
+type currencyRules struct {
+	byCode map[string]limits
+	codes  []string // sorted
+}
+
+// toolRules are the effective rules of one tool: the global ones, narrowed
+// by the tool's own entry.
+type toolRules struct {
+	name       string
+	enabled    bool
+	narrowed   bool // has its own currencies list
+	currencies currencyRules
+}
+
+// Source returns where the policy came from: the file path given to [Load]
+// or [Parse], or [DemoSource].
+func (p *Policy) Source() string { return p.source }
+
+// maxFileSize bounds a policy file; a real one is a few hundred bytes.
+const maxFileSize = 1 << 20
+
+// Load reads and parses the policy file at path. Errors name the file and,
+// for problems in its content, the line (see [ParseError]).
+func Load(path string) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, &ParseError{File: path, Problems: []Problem{{Message: fmt.Sprintf("the file is larger than %d bytes", maxFileSize)}}}
+	}
+	return Parse(path, data)
+}
+
+// ErrInvalidPolicy is matched (with errors.Is) by every [ParseError].
+var ErrInvalidPolicy = errors.New("invalid policy file")
+
+// ParseError lists every problem found in a policy file. Its message has
+// one line per problem, "FILE:LINE: problem", in line order.
+type ParseError struct {
+	File     string
+	Problems []Problem
+}
+
+// Problem is one problem in a policy file. Line is 1-based; 0 means the
+// problem is with the file as a whole.
+type Problem struct {
+	Line    int
+	Message string
+}
+
+// Error returns one "FILE:LINE: problem" line per problem.
+func (e *ParseError) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if p.Line > 0 {
+			fmt.Fprintf(&b, "%s:%d: %s", e.File, p.Line, p.Message)
+		} else {
+			fmt.Fprintf(&b, "%s: %s", e.File, p.Message)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrInvalidPolicy].
+func (e *ParseError) Unwrap() error { return ErrInvalidPolicy }
+
+//go:embed demo.yaml
+var demoYAML []byte
+
+var demo = func() *Policy {
+	p, err := Parse(DemoSource, demoYAML)
+	if err != nil {
+		panic("policy: the built-in demo policy does not parse: " + err.Error())
+	}
+	return p
+}()
+
+// DemoYAML returns the text of the built-in demo policy, a valid policy file.
+func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
+
+// Demo returns the built-in demo policy for the sandbox: USD 0.50–100.00,
+// EUR up to 100.00 and JPY up to 10000 per session; agent payment sessions
+// in USD only, up to 50.00; any customer email except blocked@example.com;
+// checkouts without an email allowed when a customer ID is given. Its text is
+// [DemoYAML]. Production must not run on it.
+func Demo() *Policy { return demo }
