@@ -1,0 +1,188 @@
+package clink
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Checkout UI modes (CheckoutSessionRequest.UIMode).
+const (
+	UIModeHostedPage = "hostedPage" // redirect to Clink's hosted checkout page
+	UIModeElements   = "elements"   // embedded checkout; needs ReturnURL
+)
+
+// PaymentMethodTypes are the payment methods Clink documents for PaymentMethodType and
+// PaymentMethodTypeBlackList.
+var PaymentMethodTypes = []string{"CARD", "CASHAPP", "WECHAT", "KAKAO", "PIX", "ALIPAY", "UPI", "PAYPAL", "GOOGLEPAY", "APPLEPAY", "QRIS", "GCASH"}
+
+// DirectQRPaymentMethodTypes are the values Clink documents for
+// DirectPaymentQrCodePaymentMethodType.
+var DirectQRPaymentMethodTypes = []string{"CASHAPP", "QRIS"}
+
+// Checkout session states (CheckoutSessionDetails.Status).
+const (
+	StatusOpen      = "open"
+	StatusCompleted = "completed"
+	StatusExpired   = "expired"
+)
+
+// Checkout payment states (CheckoutSessionDetails.PaymentStatus).
+const (
+	PaymentStatusUnpaid     = "unpaid"
+	PaymentStatusProcessing = "processing"
+	PaymentStatusPaid       = "paid"
+)
+
+// PriceData is a one-time line item of a checkout session, for purchases without products
+// configured in the Clink dashboard.
+type PriceData struct {
+	Name       string `json:"name"`
+	UnitAmount Amount `json:"unitAmount"`         // > 0
+	Quantity   int64  `json:"quantity,omitempty"` // >= 1 when set
+	Currency   string `json:"currency,omitempty"`
+	ImageURL   string `json:"imageUrl,omitempty"`
+}
+
+// CheckoutSessionRequest asks Clink for a checkout session. At least one of CustomerID,
+// CustomerEmail and ReferenceCustomerID is required (else CUSTOMER_NOT_FOUND); identifiers
+// naming different customers fail with CUSTOMER_IDENTIFIER_NOT_MATCHED.
+type CheckoutSessionRequest struct {
+	OriginalAmount                       Amount            `json:"originalAmount"`   // > 0
+	OriginalCurrency                     string            `json:"originalCurrency"` // ISO 4217
+	CustomerID                           string            `json:"customerId,omitempty"`
+	CustomerEmail                        string            `json:"customerEmail,omitempty"`
+	ReferenceCustomerID                  string            `json:"referenceCustomerId,omitempty"` // the merchant's own customer ID
+	MerchantReferenceID                  string            `json:"merchantReferenceId,omitempty"` // tracking only: not unique, not an idempotency key
+	PriceID                              string            `json:"priceId,omitempty"`
+	ProductID                            string            `json:"productId,omitempty"`
+	UIMode                               string            `json:"uiMode,omitempty"`    // UIModeHostedPage or UIModeElements
+	ReturnURL                            string            `json:"returnUrl,omitempty"` // required for elements; {ELEMENTS_SESSION_ID} is replaced
+	SuccessURL                           string            `json:"successUrl,omitempty"`
+	CancelURL                            string            `json:"cancelUrl,omitempty"`
+	PaymentMethodType                    string            `json:"paymentMethodType,omitempty"` // one of PaymentMethodTypes
+	PaymentMethodTypeBlackList           []string          `json:"paymentMethodTypeBlackList,omitempty"`
+	DirectPaymentQrCodePaymentMethodType string            `json:"directPaymentQrCodePaymentMethodType,omitempty"` // one of DirectQRPaymentMethodTypes; only effective when equal to PaymentMethodType
+	PriceDataList                        []PriceData       `json:"priceDataList,omitempty"`
+	AllowPromotionCodes                  *bool             `json:"allowPromotionCodes,omitempty"`
+	PromotionCode                        string            `json:"promotionCode,omitempty"` // only effective with AllowPromotionCodes
+	ShowPromotionCode                    *bool             `json:"showPromotionCode,omitempty"`
+	Metadata                             map[string]string `json:"metadata,omitempty"` // <= 20 keys, key <= 40, value <= 500 chars
+}
+
+// CheckoutSession is a created checkout session. TokenValue is a secret access token for
+// the session; it prints as [REDACTED].
+type CheckoutSession struct {
+	SessionID           string    `json:"sessionId"`
+	URL                 string    `json:"url"` // the hosted checkout page
+	ExpireTime          time.Time `json:"expireTime"`
+	CustomerID          string    `json:"customerId"`
+	OriginalAmount      Amount    `json:"originalAmount"`
+	OriginalCurrency    string    `json:"originalCurrency"`
+	UIMode              string    `json:"uiMode"`
+	ReturnURL           string    `json:"returnUrl"`
+	MerchantReferenceID string    `json:"merchantReferenceId"`
+	TokenValue          Secret    `json:"tokenValue"`
+}
+
+// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
+func (s *CheckoutSession) UnmarshalJSON(b []byte) error {
+	type plain CheckoutSession
+	var w struct {
+		*plain
+		ExpireTime wireTime `json:"expireTime"`
+	}
+	w.plain = (*plain)(s)
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	s.ExpireTime = time.Time(w.ExpireTime)
+	return nil
+}
+
+func (s *CheckoutSession) validate() error {
+	if s.SessionID == "" {
+		return errNoSessionID
+	}
+	return nil
+}
+
+// CheckoutSessionDetails is a checkout session as GET /checkout/session/{id} returns it.
+type CheckoutSessionDetails struct {
+	SessionID           string      `json:"sessionId"`
+	URL                 string      `json:"url"`
+	Status              string      `json:"status"`        // StatusOpen, StatusCompleted or StatusExpired
+	PaymentStatus       string      `json:"paymentStatus"` // PaymentStatusUnpaid, ...Processing or ...Paid
+	OrderID             string      `json:"orderId"`
+	ExpireTime          time.Time   `json:"expireTime"`
+	CustomerID          string      `json:"customerId"`
+	OriginalAmount      Amount      `json:"originalAmount"`
+	OriginalCurrency    string      `json:"originalCurrency"`
+	UIMode              string      `json:"uiMode"`
+	ReturnURL           string      `json:"returnUrl"`
+	SuccessURL          string      `json:"successUrl"`
+	CancelURL           string      `json:"cancelUrl"`
+	MerchantReferenceID string      `json:"merchantReferenceId"`
+	PriceDataList       []PriceData `json:"priceDataList"`
+	TokenValue          Secret      `json:"tokenValue"` // if Clink sends it; prints as [REDACTED]
+}
+
+// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
+func (d *CheckoutSessionDetails) UnmarshalJSON(b []byte) error {
+	type plain CheckoutSessionDetails
+	var w struct {
+		*plain
+		ExpireTime wireTime `json:"expireTime"`
+	}
+	w.plain = (*plain)(d)
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	d.ExpireTime = time.Time(w.ExpireTime)
+	return nil
+}
+
+func (d *CheckoutSessionDetails) validate() error {
+	if d.SessionID == "" {
+		return errNoSessionID
+	}
+	return nil
+}
+
+// CreateCheckoutSession creates a checkout session (POST /checkout/session). It is retried
+// only when the request provably never reached Clink or Clink rejected its timestamp; an
+// error matching ErrOutcomeUnknown means the session may exist.
+func (c *Client) CreateCheckoutSession(ctx context.Context, req *CheckoutSessionRequest) (*CheckoutSession, error) {
+	if req == nil {
+		return nil, invalidRequest("nil CheckoutSessionRequest")
+	}
+	if req.OriginalAmount.IsZero() {
+		return nil, invalidRequest("originalAmount is unset")
+	}
+	for i, p := range req.PriceDataList {
+		if p.UnitAmount.IsZero() {
+			return nil, invalidRequest("priceDataList[%d].unitAmount is unset", i)
+		}
+	}
+	op := operation{name: "create checkout session", method: http.MethodPost, path: "checkout/session", create: true}
+	var out CheckoutSession
+	if err := c.do(ctx, op, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetCheckoutSession fetches a checkout session by ID (GET /checkout/session/{id}).
+func (c *Client) GetCheckoutSession(ctx context.Context, sessionID string) (*CheckoutSessionDetails, error) {
+	path, err := idPath("checkout/session/", sessionID)
+	if err != nil {
+		return nil, err
+	}
+	op := operation{name: "get checkout session", method: http.MethodGet, path: path}
+	var out CheckoutSessionDetails
+	if err := c.do(ctx, op, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -1,0 +1,19 @@
+// Package clink is a client for the Clink payments HTTP API (clinkbill.com): agent payment
+// sessions and checkout sessions.
+//
+// Every call goes through one request path (Client.do): the body is encoded once, each attempt
+// gets fresh authentication headers from Client.sign, the response is read through a size cap
+// and decoded from Clink's {"code","msg","data"} envelope, and every failure becomes an *Error.
+//
+// A call succeeds only when the HTTP status is 2xx and the envelope code is 200.
+//
+// Clink has no idempotency key, so retries are deliberately narrow. A create call is retried
+// only when the request provably never reached Clink (a dial or DNS failure) or Clink rejected
+// the request timestamp; a create that failed after the request may have reached Clink
+// (a timeout after sending, a reset connection, a 5xx, an unreadable 2xx body) is reported as an
+// error matching ErrOutcomeUnknown, because the session may exist. Reads (Get*) are also
+// retried on 5xx, 429 and network failures.
+//
+// Secrets stay inside: the API key never appears in an error, a String or a log value, and a
+// checkout session's tokenValue is held in a Secret, which prints as [REDACTED].
+package clink

@@ -1,0 +1,329 @@
+package clink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxBodySize caps how much of a response body is read. Clink's answers are a few hundred
+// bytes; anything near a mebibyte is not an answer.
+const maxBodySize = 1 << 20
+
+// Clink's success code in the response envelope.
+const codeSuccess = 200
+
+// operation describes one API endpoint call.
+type operation struct {
+	name   string // for messages, e.g. "create checkout session"
+	method string
+	path   string // below the base URL, already escaped, no leading slash
+	create bool   // creates something: retried only when provably not processed
+}
+
+// validator is implemented by response types that can tell a useless answer ("success" without
+// a session ID) from a real one.
+type validator interface {
+	validate() error
+}
+
+// do performs op: it sends in (if not nil) as the JSON body, retries as op allows, and decodes
+// the envelope's data into out. Every failure is an *Error.
+func (c *Client) do(ctx context.Context, op operation, in, out any) error {
+	var body []byte
+	if in != nil {
+		b, err := encodeJSON(in)
+		if err != nil {
+			return newError(op, kindRequest, err, c.key)
+		}
+		body = b
+	}
+	var last *Error
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return stopped(op, err, last, attempt-1)
+		}
+		e, retry := c.attempt(ctx, op, body, out)
+		if e == nil {
+			return nil
+		}
+		e.Attempts = attempt
+		if !retry || attempt >= c.maxAttempts {
+			return e
+		}
+		last = e
+		if err := c.pause(ctx, attempt); err != nil {
+			return stopped(op, err, last, attempt)
+		}
+	}
+}
+
+// stopped is the error for a call whose context ended before or between attempts, when no
+// attempt in flight can have reached Clink (a retry only follows a definite failure).
+func stopped(op operation, ctxErr error, last *Error, attempts int) *Error {
+	e := &Error{Op: op.name, kind: kindCanceled, causes: []error{ctxErr}, detail: ctxErr.Error(), Attempts: attempts}
+	if last != nil {
+		e.prev = last
+		e.causes = append(e.causes, last)
+	}
+	return e
+}
+
+// pause waits before the retry that follows attempt, or until ctx is done.
+func (c *Client) pause(ctx context.Context, attempt int) error {
+	d := c.backoffBase
+	for i := 1; i < attempt && d < c.backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.backoffMax)
+	d = d/2 + rand.N(d/2+1) // jitter: somewhere in [d/2, d]
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// attempt sends one request and reads its answer. It reports whether the failure, if any,
+// allows another attempt.
+func (c *Client) attempt(ctx context.Context, op operation, body []byte, out any) (*Error, bool) {
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := c.newRequest(actx, op, body)
+	if err != nil {
+		return newError(op, kindRequest, err, c.key), false
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.transportError(ctx, actx, op, err, 0)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize+1))
+	if err != nil {
+		return c.transportError(ctx, actx, op, err, resp.StatusCode)
+	}
+	e := c.decode(op, resp.StatusCode, resp.Header.Get("Content-Type"), data, out)
+	if e == nil {
+		return nil, false
+	}
+	return e, e.timestampRejected() || (!op.create && (e.HTTPStatus >= 500 || e.HTTPStatus == http.StatusTooManyRequests))
+}
+
+// newRequest builds the HTTP request for one attempt. It is the only place requests are made.
+func (c *Client) newRequest(ctx context.Context, op operation, body []byte) (*http.Request, error) {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, op.method, c.baseURL+op.path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	c.sign(req, body)
+	return req, nil
+}
+
+// sign adds Clink's authentication headers, with a timestamp taken now (so every attempt has
+// a fresh one). Clink publishes no signature algorithm today; when it does, the signature
+// header is computed here from the request and body.
+func (c *Client) sign(req *http.Request, _ []byte) {
+	req.Header.Set("X-API-KEY", c.key)
+	req.Header.Set("X-Timestamp", strconv.FormatInt(c.now().UnixMilli(), 10))
+}
+
+// transportError classifies a failure to get or read a response. status is the HTTP status if
+// a response had arrived (its body then failed), else 0.
+func (c *Client) transportError(ctx, actx context.Context, op operation, err error, status int) (*Error, bool) {
+	e := newError(op, kindNetwork, err, c.key)
+	e.HTTPStatus = status
+	notSent := status == 0 && neverSent(err)
+	switch {
+	case ctx.Err() != nil:
+		e.kind = kindCanceled
+		e.causes = append(e.causes, ctx.Err())
+	case actx.Err() != nil:
+		e.kind = kindTimeout
+		e.timeout = c.timeout
+		e.causes = append(e.causes, actx.Err())
+	}
+	if op.create && !notSent {
+		e.outcomeUnknown = true
+	}
+	return e, ctx.Err() == nil && (notSent || !op.create)
+}
+
+// neverSent reports whether err proves the request never left this machine: the connection
+// could not be made at all (DNS lookup, TCP dial, proxy connect). Anything later (TLS
+// handshake timeouts, resets, EOF, timeouts after writing) may have delivered the request.
+func neverSent(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && (opErr.Op == "dial" || opErr.Op == "proxyconnect")
+}
+
+// envelope is Clink's response wrapper. Code is raw so a string code ("200") or a missing one
+// can be told apart from a number.
+type envelope struct {
+	Code json.RawMessage `json:"code"`
+	Msg  json.RawMessage `json:"msg"`
+	Data json.RawMessage `json:"data"`
+}
+
+// parsedEnvelope is an envelope whose code was understood.
+type parsedEnvelope struct {
+	code    int
+	hasCode bool
+	msg     string
+	data    json.RawMessage
+}
+
+// parseEnvelope decodes body as exactly one JSON object in Clink's envelope. A truncated body
+// yields io.ErrUnexpectedEOF.
+func parseEnvelope(body []byte) (parsedEnvelope, error) {
+	var env envelope
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&env); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return parsedEnvelope{}, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return parsedEnvelope{}, errTrailingData
+	}
+	p := parsedEnvelope{data: env.Data}
+	if len(env.Code) > 0 && string(env.Code) != "null" {
+		raw := env.Code
+		if raw[0] == '"' {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return parsedEnvelope{}, errBadCode
+			}
+			raw = []byte(s)
+		}
+		n, err := strconv.Atoi(string(raw))
+		if err != nil {
+			return parsedEnvelope{}, errBadCode
+		}
+		p.code, p.hasCode = n, true
+	}
+	if len(env.Msg) > 0 && env.Msg[0] == '"' {
+		_ = json.Unmarshal(env.Msg, &p.msg) // a string that decoded as part of valid JSON
+	}
+	return p, nil
+}
+
+var (
+	errTrailingData = errors.New("data after the JSON object")
+	errBadCode      = errors.New("envelope code is not an integer")
+	errNoData       = errors.New("envelope has code 200 but no data")
+	errNoCode       = errors.New("envelope has no code")
+)
+
+// decode turns a response into nil (success, data decoded into out) or an *Error.
+func (c *Client) decode(op operation, status int, contentType string, body []byte, out any) *Error {
+	e := &Error{Op: op.name, HTTPStatus: status}
+	if len(body) > maxBodySize {
+		e.kind = kindTooLarge
+		e.outcomeUnknown = op.create && (status < 300 || status >= 500)
+		return e
+	}
+	env, perr := parseEnvelope(body)
+	ok2xx := status >= 200 && status < 300
+	if !ok2xx {
+		e.kind = kindHTTP
+		if perr == nil && env.hasCode {
+			e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
+		} else {
+			e.body = describeBody(contentType, body, perr)
+			e.Excerpt = excerpt(body, c.key)
+		}
+		e.outcomeUnknown = op.create && status >= 500
+		return e
+	}
+	malformed := func(err error) *Error {
+		e.kind = kindMalformed
+		e.body = describeBody(contentType, body, perr)
+		if perr != nil { // a valid envelope is described by err alone
+			e.Excerpt = excerpt(body, c.key)
+		}
+		e.causes = []error{err}
+		e.detail = clean(strings.ReplaceAll(err.Error(), "clink: ", ""), detailLen, c.key)
+		e.outcomeUnknown = op.create
+		return e
+	}
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		return malformed(errEmptyBody)
+	case perr != nil:
+		return malformed(perr)
+	case !env.hasCode:
+		return malformed(errNoCode)
+	case env.code != codeSuccess:
+		e.kind = kindAPI
+		e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if len(env.data) == 0 || string(env.data) == "null" {
+		return malformed(errNoData)
+	}
+	if err := json.Unmarshal(env.data, out); err != nil {
+		return malformed(fmt.Errorf("data: %w", err))
+	}
+	if v, ok := out.(validator); ok {
+		if err := v.validate(); err != nil {
+			return malformed(err)
+		}
+	}
+	return nil
+}
+
+var errEmptyBody = errors.New("empty body")
+
+// encodeJSON encodes v without HTML escaping (URLs in the body keep their '&') and without the
+// trailing newline json.Encoder adds.
+func encodeJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// idPath returns prefix + the escaped id, refusing IDs that are empty or would change the path's
+// meaning ("." and ".." survive escaping).
+func idPath(prefix, id string) (string, error) {
+	switch id {
+	case "":
+		return "", invalidRequest("session ID is empty")
+	case ".", "..":
+		return "", invalidRequest("session ID %q is not a session ID", id)
+	}
+	return prefix + url.PathEscape(id), nil
+}

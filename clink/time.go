@@ -1,0 +1,61 @@
+package clink
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// wireTime decodes the date-times Clink may send. The API notes say only "date-time", so it
+// accepts the shapes a Java backend commonly emits: RFC 3339 ("2025-01-02T15:04:05Z"), the
+// same with a "+0000" offset, "2025-01-02 15:04:05" and "2025-01-02T15:04:05" (no zone: UTC),
+// each with optional fractional seconds, and milliseconds since the epoch as a number or a
+// string. null and "" leave the time zero.
+type wireTime time.Time
+
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02T15:04:05Z0700",
+	"2006-01-02 15:04:05Z07:00",
+	"2006-01-02 15:04:05Z0700",
+	"2006-01-02T15:04:05",
+	"2006-01-02 15:04:05",
+}
+
+var errBadTime = errors.New("clink: unrecognised date-time")
+
+// UnmarshalJSON implements json.Unmarshaler. Its errors never repeat the input.
+func (t *wireTime) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		return nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return errBadTime
+		}
+		if s == "" {
+			return nil
+		}
+	}
+	if allDigits(s) {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errBadTime
+		}
+		*t = wireTime(time.UnixMilli(ms).UTC())
+		return nil
+	}
+	if len(s) > 64 {
+		return errBadTime
+	}
+	for _, layout := range timeLayouts {
+		if v, err := time.Parse(layout, s); err == nil {
+			*t = wireTime(v)
+			return nil
+		}
+	}
+	return errBadTime
+}
