@@ -47,6 +47,9 @@ func NormalizeEmail(s string) (string, error) {
 	if len(s) > 254 {
 		return "", emailErr("the email address is longer than 254 characters")
 	}
+	if !utf8.ValidString(s) {
+		return "", emailErr("the email address is not valid UTF-8")
+	}
 	switch {
 	case strings.ContainsAny(s, "<>"):
 		return "", emailErr("give the bare address (like alice@example.com), without a display name or angle brackets")
@@ -129,6 +132,13 @@ func normalizeDomain(d string) (string, error) {
 		}
 	}
 	a, err := domainProfile.ToASCII(d)
+	if err == nil {
+		// The ASCII form must be a fixed point, or the same address could
+		// normalise to two different strings.
+		if again, err2 := domainProfile.ToASCII(a); err2 != nil || again != a {
+			err = errors.New("not idempotent")
+		}
+	}
 	if err != nil {
 		return "", emailErr(fmt.Sprintf("the domain %s is not a valid domain name", quoteInput(d)))
 	}

@@ -64,6 +64,7 @@ func TestNormalizeEmail(t *testing.T) {
 		{"refuses a domain label over 63 characters", "a@" + strings.Repeat("b", 64) + ".com", "a label of the domain is longer than 63 characters"},
 		{"refuses an address over 254 characters", "a@" + strings.Repeat(strings.Repeat("b", 60)+".", 5) + "com", "the email address is longer than 254 characters"},
 		{"refuses a full-width at sign", "alice＠example.com", "the email address has no @"},
+		{"refuses invalid UTF-8", "0@\xc4.example", "the email address is not valid UTF-8"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,20 +24,21 @@ type Request struct {
 // Code is a stable, machine-readable reason for a [Decision].
 type Code string
 
-// Decision codes. They are stable: clients and logs may match on them.
+// Decision codes. They are stable: clients, logs and audit records may
+// match on them.
 const (
-	CodeAllowed                    Code = "allowed"
-	CodeCurrencyNotAllowed         Code = "currency_not_allowed"
-	CodeLineItemCurrencyNotAllowed Code = "line_item_currency_not_allowed"
-	CodeAmountOverCap              Code = "amount_over_cap"
-	CodeAmountUnderMin             Code = "amount_under_min"
-	CodeEmailNotAllowed            Code = "email_not_allowed"
-	CodeEmailRequired              Code = "email_required"
-	CodeEmailInvalid               Code = "email_invalid"
-	CodeToolDisabled               Code = "tool_disabled"
-	CodeUnknownTool                Code = "unknown_tool"
-	CodeInvalidRequest             Code = "invalid_request"
-	CodeNoPolicy                   Code = "no_policy"
+	CodeAllowed                    Code = "allowed"                        // the call may go ahead
+	CodeCurrencyNotAllowed         Code = "currency_not_allowed"           // the session's currency is not on the tool's allowlist
+	CodeLineItemCurrencyNotAllowed Code = "line_item_currency_not_allowed" // a line item's currency is not on the tool's allowlist
+	CodeAmountOverCap              Code = "amount_over_cap"                // the amount, or a line-item sum, is above the per-session cap
+	CodeAmountUnderMin             Code = "amount_under_min"               // the amount is below the per-session minimum
+	CodeEmailNotAllowed            Code = "email_not_allowed"              // the email is denied, or not on the allowlist
+	CodeEmailRequired              Code = "email_required"                 // no email, and the call may not go without one
+	CodeEmailInvalid               Code = "email_invalid"                  // the email is not a single bare address
+	CodeToolDisabled               Code = "tool_disabled"                  // the policy turns the tool off
+	CodeUnknownTool                Code = "unknown_tool"                   // the policy does not govern the tool, so refuses it
+	CodeInvalidRequest             Code = "invalid_request"                // the request is malformed (no amount, quantity below 1, ...)
+	CodeNoPolicy                   Code = "no_policy"                      // Evaluate was called on a nil *Policy
 )
 
 // Decision is the outcome of [Policy.Evaluate]. Later limits (budgets, rate

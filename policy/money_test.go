@@ -58,6 +58,13 @@ func TestParseCurrency(t *testing.T) {
 		{"refuses the Chilean unit of account", "CLF", ErrNotTender, ""},
 		{"refuses a withdrawn currency", "DEM", ErrNotTender, ""},
 	}
+	for _, code := range []string{"XBB", "XBC", "XBD", "BOV", "COU", "MXV", "UYI", "CHE", "CHW", "FRF"} {
+		bad = append(bad, struct {
+			name, code string
+			kind       error
+			msg        string
+		}{"refuses the non-tender code " + code, code, ErrNotTender, ""})
+	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseCurrency(tc.code)
