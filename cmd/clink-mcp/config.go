@@ -1,0 +1,202 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/lmittmann/tint"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+)
+
+// config is everything the server is run with, from flags and their
+// environment twins (flags win).
+type config struct {
+	sandbox    bool
+	env        string // "" until resolved: sandbox | production
+	baseURL    string
+	apiKeyFile string
+	policyPath string
+	logLevel   string
+	logFormat  string
+
+	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
+}
+
+// setting is one flag with its environment twin, so that the flag set, the
+// environment and --help are written from one list.
+type setting struct {
+	flag, env, def, usage string
+	boolean               bool
+	target                func(*config) any // *string or *bool
+}
+
+var settings = []setting{
+	{flag: "sandbox", env: "CLINK_SANDBOX", boolean: true, usage: "serve against the built-in Clink sandbox: sessions are simulated, no account needed",
+		target: func(c *config) any { return &c.sandbox }},
+	{flag: "env", env: "CLINK_ENV", usage: "Clink environment: sandbox or production (default: from the API key's prefix, production if it has none)",
+		target: func(c *config) any { return &c.env }},
+	{flag: "base-url", env: "CLINK_BASE_URL", usage: "override the Clink API base URL (http or https)",
+		target: func(c *config) any { return &c.baseURL }},
+	{flag: "api-key-file", env: "CLINK_API_KEY_FILE", usage: "read the Clink API key from this file (else CLINK_API_KEY; never a flag)",
+		target: func(c *config) any { return &c.apiKeyFile }},
+	{flag: "policy", env: "CLINK_POLICY", usage: "policy file (YAML); required in production, the built-in demo policy otherwise",
+		target: func(c *config) any { return &c.policyPath }},
+	{flag: "log-level", env: "CLINK_LOG_LEVEL", def: "info", usage: "log level: debug, info, warn or error",
+		target: func(c *config) any { return &c.logLevel }},
+	{flag: "log-format", env: "CLINK_LOG_FORMAT", def: "text", usage: "log format on stderr: text or json",
+		target: func(c *config) any { return &c.logFormat }},
+}
+
+// errHelp is returned by parseConfig when --help was asked for; the usage
+// has been printed.
+var errHelp = flag.ErrHelp
+
+// parseConfig reads the environment, then args (flags win), into a config.
+// It does not touch the network or the policy file.
+func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config, []string, error) {
+	c := &config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		switch p := s.target(c).(type) {
+		case *bool:
+			b, err := parseBool(def)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %v", s.env, err)
+			}
+			fs.BoolVar(p, s.flag, b, s.usage)
+		case *string:
+			fs.StringVar(p, s.flag, def, s.usage)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stderr)
+			return nil, nil, errHelp
+		}
+		return nil, nil, err
+	}
+	c.apiKey = strings.TrimSpace(getenv("CLINK_API_KEY"))
+	return c, fs.Args(), nil
+}
+
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "", "0", "false", "no", "off":
+		return false, nil
+	case "1", "true", "yes", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (true or false)", s)
+}
+
+// printUsage writes --help: the commands, then every flag with its
+// environment twin.
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `clink-mcp %s: an MCP server that creates Clink payment sessions inside an operator's policy.
+
+Usage:
+  clink-mcp [serve] [flags]     serve MCP over stdio (needs CLINK_API_KEY, or --sandbox)
+  clink-mcp demo                run the server against the built-in sandbox and show what it does
+  clink-mcp policy check FILE   validate a policy file and print the effective policy
+  clink-mcp version             print the version
+  clink-mcp help                print this help
+
+Flags (each has an environment twin; a flag wins over its variable):
+`, clink.Version)
+	for _, s := range settings {
+		name := "--" + s.flag
+		if !s.boolean {
+			name += " VALUE"
+		}
+		def := ""
+		if s.def != "" {
+			def = fmt.Sprintf(" (default %q)", s.def)
+		}
+		fmt.Fprintf(w, "  %-24s %-20s %s%s\n", name, s.env, s.usage, def)
+	}
+	fmt.Fprintf(w, `
+Environment only:
+  CLINK_API_KEY            the Clink secret API key (sk_test_... or sk_prod_...)
+  NO_COLOR                 disable coloured logs
+`)
+}
+
+// resolveAPIKey reads the key from its file when one is named. A key from a
+// file wins over CLINK_API_KEY, since naming a file is the more deliberate
+// act.
+func (c *config) resolveAPIKey() error {
+	if c.apiKeyFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.apiKeyFile)
+	if err != nil {
+		return fmt.Errorf("api-key-file: cannot read %s: %v", c.apiKeyFile, errors.Unwrap(err))
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return fmt.Errorf("api-key-file: %s is empty", c.apiKeyFile)
+	}
+	c.apiKey = key
+	return nil
+}
+
+// resolveEnv settles the Clink environment: the explicit setting, else
+// sandbox for the built-in sandbox or a test key, else production, the one
+// that demands a policy file.
+func (c *config) resolveEnv() (clink.Environment, error) {
+	if c.env != "" {
+		env, err := clink.ParseEnvironment(c.env)
+		if err != nil {
+			return "", fmt.Errorf("env (CLINK_ENV): %q is not sandbox or production", c.env)
+		}
+		if c.sandbox && env != clink.Sandbox {
+			return "", errors.New("sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with env production")
+		}
+		return env, nil
+	}
+	if c.sandbox || strings.HasPrefix(c.apiKey, "sk_test_") {
+		return clink.Sandbox, nil
+	}
+	return clink.Production, nil
+}
+
+// newLogger builds the stderr logger: tint for people (colour only on a
+// terminal, never with NO_COLOR), JSON for machines.
+func newLogger(w io.Writer, level, format string, getenv func(string) string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level (CLINK_LOG_LEVEL): %q is not debug, info, warn or error", level)
+	}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+	case "text", "":
+		return slog.New(tint.NewTextHandler(w, &tint.Options{
+			Level:      lvl,
+			TimeFormat: "15:04:05.000",
+			NoColor:    getenv("NO_COLOR") != "" || !isTerminal(w),
+		})), nil
+	}
+	return nil, fmt.Errorf("log-format (CLINK_LOG_FORMAT): %q is not text or json", format)
+}
+
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,163 @@
+package tools
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDecodeStrictRefusesByName(t *testing.T) {
+	tests := []struct {
+		name string
+		args string
+		want []string // each must appear in the error
+	}{
+		{"an unknown argument is named with the valid ones listed", `{"customerEmail":"a@example.com","amout":1,"currency":"USD"}`,
+			[]string{`unknown argument "amout"`, "valid arguments are: amount, currency, customerEmail"}},
+		{"a case variant of a known argument is refused with the right name", `{"customerEmail":"a@example.com","amount":1,"Amount":9,"currency":"USD"}`,
+			[]string{`unknown argument "Amount"`, `did you mean "amount"?`}},
+		{"a duplicate key is refused", `{"customerEmail":"a@example.com","amount":1,"amount":900,"currency":"USD"}`,
+			[]string{`argument "amount" is given more than once`}},
+		{"a string where a number belongs is refused", `{"customerEmail":"a@example.com","amount":"10","currency":"USD"}`,
+			[]string{`argument "amount" must be a number, not the string "10"`}},
+		{"a number where a string belongs is refused", `{"customerEmail":42,"amount":10,"currency":"USD"}`,
+			[]string{`argument "customerEmail" must be a string, not the number 42`}},
+		{"a boolean where a number belongs is refused", `{"customerEmail":"a@example.com","amount":true,"currency":"USD"}`,
+			[]string{`argument "amount" must be a number, not true`}},
+		{"an object where a string belongs is refused", `{"customerEmail":{"x":1},"amount":1,"currency":"USD"}`,
+			[]string{`argument "customerEmail" must be a string, not an object`}},
+		{"arguments that are not an object are refused", `[1,2]`, []string{"must be a JSON object"}},
+		{"invalid JSON is refused", `{"amount":`, []string{"not valid JSON"}},
+		{"trailing data after the object is refused", `{"amount":1} {"amount":2}`, []string{"single JSON object"}},
+		{"every problem is reported at once", `{"customerEmail":1,"amount":"x","currency":"USD","foo":1}`,
+			[]string{`"customerEmail" must be a string`, `"amount" must be a number`, `unknown argument "foo"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var args agentPaymentSessionArgs
+			err := decodeStrict([]byte(tt.args), agentPaymentSessionShape, &args)
+			var probs decodeProblems
+			if !errors.As(err, &probs) {
+				t.Fatalf("decodeStrict = %v, want decodeProblems", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeStrictChecksNestedArguments(t *testing.T) {
+	tests := []struct {
+		name string
+		args string
+		want string
+	}{
+		{"an unknown field of a line item is named with its path", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"price":3}]}`,
+			`unknown argument "priceDataList[0].price"; valid fields of "priceDataList[0]" are: currency, imageUrl, name, quantity, unitAmount`},
+		{"a fractional quantity is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1.5}]}`,
+			`argument "priceDataList[0].quantity" must be a whole number, not 1.5`},
+		{"a quantity too large for any integer is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":99999999999999999999}]}`,
+			`must be a whole number`},
+		{"a string where a list belongs is refused", `{"amount":1,"currency":"USD","paymentMethodTypeBlackList":"CARD"}`,
+			`argument "paymentMethodTypeBlackList" must be an array, not the string "CARD"`},
+		{"a number inside a string list is refused", `{"amount":1,"currency":"USD","paymentMethodTypeBlackList":["CARD",3]}`,
+			`argument "paymentMethodTypeBlackList[1]" must be a string`},
+		{"a metadata value that is not a string is refused", `{"amount":1,"currency":"USD","metadata":{"order":42}}`,
+			`argument "metadata.order" must be a string, not the number 42`},
+		{"a duplicate metadata key is refused", `{"amount":1,"currency":"USD","metadata":{"a":"1","a":"2"}}`,
+			`argument "metadata.a" is given more than once`},
+		{"a boolean given as a string is refused", `{"amount":1,"currency":"USD","allowPromotionCodes":"true"}`,
+			`argument "allowPromotionCodes" must be true or false`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var args checkoutSessionArgs
+			err := decodeStrict([]byte(tt.args), checkoutSessionShape, &args)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("decodeStrict error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeStrictDecodesValidArguments(t *testing.T) {
+	t.Run("keeps the amount's digits exactly and takes null as not given", func(t *testing.T) {
+		var args checkoutSessionArgs
+		raw := `{"amount":19.990,"currency":"USD","customerEmail":null,"customerId":"cus_1",
+			"metadata":{"a":"1","A":"2"},"priceDataList":[{"name":"x","unitAmount":1e1,"quantity":2}],"showPromotionCode":false}`
+		if err := decodeStrict([]byte(raw), checkoutSessionShape, &args); err != nil {
+			t.Fatal(err)
+		}
+		two := int64(2)
+		no := false
+		want := checkoutSessionArgs{
+			Amount: "19.990", Currency: "USD", CustomerID: "cus_1",
+			Metadata:          map[string]string{"a": "1", "A": "2"},
+			PriceDataList:     []priceDataArgs{{Name: "x", UnitAmount: "1e1", Quantity: &two}},
+			ShowPromotionCode: &no,
+		}
+		if diff := cmp.Diff(want, args); diff != "" {
+			t.Errorf("decoded (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("takes absent arguments as an empty object", func(t *testing.T) {
+		for _, raw := range []string{"", "null", "  {}  "} {
+			var args agentPaymentSessionArgs
+			if err := decodeStrict([]byte(raw), agentPaymentSessionShape, &args); err != nil {
+				t.Errorf("decodeStrict(%q) = %v", raw, err)
+			}
+		}
+	})
+	t.Run("refuses arguments over the size limit", func(t *testing.T) {
+		raw := `{"amount":1,"currency":"USD","merchantReferenceId":"` + strings.Repeat("x", maxArgumentBytes) + `"}`
+		var args checkoutSessionArgs
+		if err := decodeStrict([]byte(raw), checkoutSessionShape, &args); err == nil || !strings.Contains(err.Error(), "too large") {
+			t.Fatalf("decodeStrict = %v, want too large", err)
+		}
+	})
+}
+
+// FuzzDecodeStrict feeds hostile arguments to the strict decoder: it must
+// never panic, and whatever it accepts must be valid JSON.
+func FuzzDecodeStrict(f *testing.F) {
+	f.Add(`{"amount":1,"currency":"USD","customerEmail":"a@example.com"}`)
+	f.Add(`{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":2}],"metadata":{"k":"v"}}`)
+	f.Add(`{"amount":1,"amount":2}`)
+	f.Add(`{"a":{"b":[{"c":[1,2,{"d":null}]}]}}`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		var args checkoutSessionArgs
+		if err := decodeStrict([]byte(raw), checkoutSessionShape, &args); err == nil {
+			if strings.TrimSpace(raw) != "" && !json.Valid([]byte(raw)) {
+				t.Fatalf("accepted invalid JSON %q", raw)
+			}
+		}
+	})
+}
+
+func TestShapeOfFollowsJSONTags(t *testing.T) {
+	got := checkoutSessionShape.fields["priceDataList"]
+	if got.kind != kindArray || got.elem.kind != kindObject || got.elem.fields["quantity"].kind != kindInteger {
+		t.Fatalf("priceDataList shape = %+v", got)
+	}
+	if checkoutSessionShape.fields["allowPromotionCodes"].kind != kindBoolean {
+		t.Error("a *bool argument should be a boolean")
+	}
+	if checkoutSessionShape.fields["metadata"].kind != kindStringMap {
+		t.Error("metadata should be a map of strings")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("shapeOf should panic on a type it cannot describe")
+		}
+	}()
+	shapeOf(reflect.TypeFor[struct {
+		F float64 `json:"f"`
+	}]())
+}

@@ -1,0 +1,209 @@
+package tools_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/tools"
+)
+
+// e2e is a real MCP client talking in-process to the server, which talks
+// over loopback to the sandbox.
+type e2e struct {
+	sb  *sandbox.Server
+	cli *client.Client
+}
+
+func newE2E(t testing.TB, opts ...sandbox.Option) *e2e {
+	t.Helper()
+	sb := sandbox.New(opts...)
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	c, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithEnvironment(clink.Sandbox), clink.WithBaseURL(srv.URL+"/"), clink.WithMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Load("testdata/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p}, "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx := context.Background()
+	if err := cli.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcp.Implementation{Name: "e2e", Version: "1"}
+	res, err := cli.Initialize(ctx, init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Instructions, "limits") {
+		t.Fatalf("server instructions do not mention limits: %q", res.Instructions)
+	}
+	return &e2e{sb: sb, cli: cli}
+}
+
+func (e *e2e) call(t testing.TB, tool, args string) *mcp.CallToolResult {
+	t.Helper()
+	res, err := e.cli.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: tool, Arguments: json.RawMessage(args)}})
+	if err != nil {
+		t.Fatalf("tools/call: %v", err)
+	}
+	return res
+}
+
+func resultText(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := mcp.AsTextContent(c); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func TestEndToEndListsBothToolsWithSchemas(t *testing.T) {
+	e := newE2E(t)
+	list, err := e.cli.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range list.Tools {
+		names = append(names, tl.Name)
+		if len(tl.InputSchema.Properties) == 0 || tl.OutputSchema.Type != "object" {
+			t.Errorf("%s: input or output schema missing in tools/list", tl.Name)
+		}
+		if tl.InputSchema.AdditionalProperties != false {
+			t.Errorf("%s: additionalProperties = %v, want false", tl.Name, tl.InputSchema.AdditionalProperties)
+		}
+	}
+	if strings.Join(names, ",") != policy.ToolAgentPaymentSession+","+policy.ToolCheckoutSession {
+		t.Errorf("tools = %v", names)
+	}
+}
+
+func TestEndToEndCreatesSessionsOnTheSandbox(t *testing.T) {
+	e := newE2E(t)
+	res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":12.5,"currency":"USD"}`)
+	if res.IsError {
+		t.Fatalf("agent session: %s", resultText(res))
+	}
+	var agent struct {
+		SessionID, ExpireTime, Currency, CustomerEmail string
+		Amount                                         json.Number
+	}
+	decodeStructured(t, res, &agent)
+	if agent.SessionID == "" || agent.ExpireTime == "" || !sameNumber(agent.Amount, 12.5) || agent.Currency != "USD" || agent.CustomerEmail != "alice@example.com" {
+		t.Errorf("agent session result = %+v", agent)
+	}
+
+	res = e.call(t, policy.ToolCheckoutSession, `{"amount":30,"currency":"EUR","customerEmail":"bob@example.org","priceDataList":[{"name":"A","unitAmount":15,"quantity":2}]}`)
+	if res.IsError {
+		t.Fatalf("checkout session: %s", resultText(res))
+	}
+	var co struct {
+		SessionID, URL, ExpireTime, Currency string
+		Amount                               json.Number
+	}
+	decodeStructured(t, res, &co)
+	if !strings.HasSuffix(co.URL, co.SessionID) || !sameNumber(co.Amount, 30) || co.Currency != "EUR" {
+		t.Errorf("checkout result = %+v", co)
+	}
+	if got := e.sb.Requests(); got != 2 {
+		t.Errorf("sandbox saw %d requests, want 2", got)
+	}
+}
+
+// sameNumber compares an amount as the client decoded it; the in-process
+// transport hands structured content over as Go values, so the digits
+// ("12.50" on the wire) may come back as 12.5.
+func sameNumber(n json.Number, want float64) bool {
+	f, err := n.Float64()
+	return err == nil && f == want
+}
+
+func decodeStructured(t testing.TB, res *mcp.CallToolResult, v any) {
+	t.Helper()
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("structured content %s: %v", b, err)
+	}
+}
+
+func TestEndToEndRefusalsMakeZeroUpstreamRequests(t *testing.T) {
+	e := newE2E(t)
+	refusals := []struct{ name, tool, args, want string }{
+		{"validation", policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","uiMode":"elements"}`, `"returnUrl" is required`},
+		{"strict decoding", policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":10,"Amount":10,"currency":"USD"}`, `did you mean "amount"`},
+		{"currency policy", policy.ToolCheckoutSession, `{"amount":10,"currency":"GBP","customerEmail":"alice@example.com"}`, "currency_not_allowed"},
+		{"cap policy", policy.ToolCheckoutSession, `{"amount":900,"currency":"USD","customerEmail":"alice@example.com"}`, "amount_over_cap"},
+		{"minimum policy", policy.ToolCheckoutSession, `{"amount":0.99,"currency":"USD","customerEmail":"alice@example.com"}`, "amount_under_min"},
+		{"email policy", policy.ToolAgentPaymentSession, `{"customerEmail":"eve@example.com.evil.com","amount":10,"currency":"USD"}`, "email_not_allowed"},
+		{"email required policy", policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","referenceCustomerId":"r1"}`, "email_required"},
+	}
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			res := e.call(t, r.tool, r.args)
+			if !res.IsError || !strings.Contains(resultText(res), r.want) {
+				t.Fatalf("result %q, want a refusal containing %q", resultText(res), r.want)
+			}
+		})
+	}
+	if got := e.sb.Requests(); got != 0 {
+		t.Errorf("refused calls made %d upstream requests, want 0", got)
+	}
+}
+
+func TestEndToEndMapsClinkFailures(t *testing.T) {
+	e := newE2E(t)
+	t.Run("a business error carries Clink's code and an explanation", func(t *testing.T) {
+		e.sb.SetFault(sandbox.Fault{Code: 90101206, Msg: "amount or currency incorrect", Count: 1})
+		res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
+		if got := resultText(res); !res.IsError || !strings.Contains(got, "code 90101206") || !strings.Contains(got, "Nothing was created") {
+			t.Fatalf("result = %q", got)
+		}
+	})
+	t.Run("a server error on a create is an unknown outcome", func(t *testing.T) {
+		e.sb.SetFault(sandbox.Fault{Status: 502, Count: 1})
+		res := e.call(t, policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`)
+		if got := resultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") || !strings.Contains(got, "do not retry blindly") {
+			t.Fatalf("result = %q", got)
+		}
+	})
+	t.Run("a connection closed after the request is an unknown outcome", func(t *testing.T) {
+		e.sb.SetFault(sandbox.Fault{CloseConn: true, Count: 1})
+		res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
+		if got := resultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") {
+			t.Fatalf("result = %q", got)
+		}
+	})
+	t.Run("the sandbox's own customer rule comes back as a refusal", func(t *testing.T) {
+		e.sb.AddCustomer(sandbox.Customer{ID: "cus_a", Email: "alice@example.com"})
+		e.sb.AddCustomer(sandbox.Customer{ID: "cus_b", Email: "bob@example.org", ReferenceID: "ref-b"})
+		res := e.call(t, policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","referenceCustomerId":"ref-b"}`)
+		if got := resultText(res); !res.IsError || !strings.Contains(got, "CUSTOMER_IDENTIFIER_NOT_MATCHED") {
+			t.Fatalf("result = %q", got)
+		}
+	})
+}

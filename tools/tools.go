@@ -1,0 +1,151 @@
+// Package tools defines the MCP tools of clink-mcp: their schemas, their
+// annotations and the pipeline every call goes through.
+//
+// A call is handled in this order, and nothing reaches Clink before the last
+// step:
+//
+//  1. strict decoding: unknown, duplicate and case-variant arguments and wrong
+//     JSON types are refused by name;
+//  2. validation (validator/v10 and exact money parsing), every problem at once;
+//  3. the policy decision;
+//  4. the Clink call.
+//
+// Every failure is a tool result with isError set and a message the model
+// can act on; it never carries the API key, Clink's tokenValue, a stack
+// trace or a raw upstream body.
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// Payments is what the tools need of Clink. *clink.Client satisfies it; tests
+// pass fakes.
+type Payments interface {
+	CreateAgentPaymentSession(ctx context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error)
+	CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error)
+}
+
+// Policy is what the tools need of the operator's policy. *policy.Policy
+// satisfies it.
+type Policy interface {
+	// Evaluate decides one request; it must be safe for concurrent use.
+	Evaluate(req *policy.Request) policy.Decision
+	// Summary describes a tool's limits in a sentence or two for the model.
+	Summary(tool string) string
+}
+
+var (
+	_ Payments = (*clink.Client)(nil)
+	_ Policy   = (*policy.Policy)(nil)
+)
+
+// Deps are what the tools are built from.
+type Deps struct {
+	// Payments creates the sessions. Required.
+	Payments Payments
+	// Policy decides every call before Payments sees it. Required.
+	Policy Policy
+	// Logger receives one line per tool call. Nil discards.
+	Logger *slog.Logger
+}
+
+// Tool is one tool definition with its handler, as registered with the MCP
+// server.
+type Tool = server.ServerTool
+
+// toolset holds what every tool's handler shares.
+type toolset struct {
+	payments Payments
+	policy   Policy
+	log      *slog.Logger
+	validate *validator.Validate
+}
+
+func newToolset(d Deps) *toolset {
+	if d.Payments == nil || d.Policy == nil {
+		panic("tools: Deps.Payments and Deps.Policy are required")
+	}
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &toolset{payments: d.Payments, policy: d.Policy, log: log, validate: newValidator()}
+}
+
+// All returns every tool, in a stable order, ready to register.
+func All(d Deps) []Tool {
+	ts := newToolset(d)
+	return []Tool{
+		ts.agentPaymentSession(),
+		ts.checkoutSession(),
+	}
+}
+
+// Instructions is the server's instructions text for the agent.
+const Instructions = `This server creates payment sessions on Clink, a payment platform, on behalf of its operator.
+
+- create_agent_payment_session: a session that a customer's payment agent pays, bound to the customer's email, an amount and a currency. Use it when a task needs payment from a customer through their agent.
+- create_checkout_session: a hosted (or embedded) checkout page for a customer. Give the url from the result to the customer.
+
+Every call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead. These tools create real payment requests and are not idempotent: if a result says the outcome is unknown, do not retry blindly.`
+
+// NewServer returns an MCP server offering every tool, with the server's
+// instructions, recovering from panics in handlers.
+func NewServer(d Deps, version string) *server.MCPServer {
+	s := server.NewMCPServer("clink-mcp", version,
+		server.WithToolCapabilities(false),
+		server.WithInstructions(Instructions),
+		server.WithRecovery(),
+	)
+	s.AddTools(All(d)...)
+	return s
+}
+
+// rawArguments returns a call's arguments as JSON: the bytes the client sent
+// when the call came over the wire, so duplicate keys can still be seen.
+func rawArguments(req mcp.CallToolRequest) []byte {
+	if len(req.Params.RawArguments) > 0 {
+		return req.Params.RawArguments
+	}
+	if req.Params.Arguments == nil {
+		return nil
+	}
+	b, err := json.Marshal(req.Params.Arguments)
+	if err != nil {
+		return []byte("invalid")
+	}
+	return b
+}
+
+// annotations are the same for both tools, and set explicitly: creating a
+// payment session writes (not read-only), adds rather than destroys (not
+// destructive), makes a new session every time (not idempotent) and talks to
+// Clink (open world).
+func annotations(title string) mcp.ToolAnnotation {
+	return mcp.ToolAnnotation{
+		Title:           title,
+		ReadOnlyHint:    mcp.ToBoolPtr(false),
+		DestructiveHint: mcp.ToBoolPtr(false),
+		IdempotentHint:  mcp.ToBoolPtr(false),
+		OpenWorldHint:   mcp.ToBoolPtr(true),
+	}
+}
+
+// formatTime writes a session's expiry for the model.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,383 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// fakePayments records what would have been sent to Clink.
+type fakePayments struct {
+	mu       sync.Mutex
+	agent    []clink.AgentPaymentSessionRequest
+	checkout []clink.CheckoutSessionRequest
+	err      error
+}
+
+func (f *fakePayments) CreateAgentPaymentSession(_ context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.agent = append(f.agent, *req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}, nil
+}
+
+func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checkout = append(f.checkout, *req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1",
+		ExpireTime: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}, nil
+}
+
+func (f *fakePayments) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.agent) + len(f.checkout)
+}
+
+func testPolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	p, err := policy.Load("testdata/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// harness is the tools wired to a fake Clink and a log buffer.
+type harness struct {
+	pay   *fakePayments
+	tools map[string]Tool
+	logs  *bytes.Buffer
+}
+
+func newHarness(t testing.TB, p Policy) *harness {
+	t.Helper()
+	h := &harness{pay: &fakePayments{}, tools: map[string]Tool{}, logs: &bytes.Buffer{}}
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, tool := range All(Deps{Payments: h.pay, Policy: p, Logger: logger}) {
+		h.tools[tool.Tool.Name] = tool
+	}
+	return h
+}
+
+func (h *harness) call(t testing.TB, tool, args string) *mcp.CallToolResult {
+	t.Helper()
+	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: tool, RawArguments: json.RawMessage(args)}}
+	res, err := h.tools[tool].Handler(context.Background(), req)
+	if err != nil {
+		t.Fatalf("handler returned a Go error: %v", err)
+	}
+	return res
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := mcp.AsTextContent(c); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+const (
+	agent    = policy.ToolAgentPaymentSession
+	checkout = policy.ToolCheckoutSession
+)
+
+func TestRefusalsNeverReachClink(t *testing.T) {
+	tests := []struct {
+		name string
+		tool string
+		args string
+		want []string
+	}{
+		// Decoding.
+		{"an unknown argument is refused", agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD","note":"x"}`, []string{`unknown argument "note"`}},
+		{"a case variant of an argument is refused", agent, `{"customerEmail":"alice@example.com","amount":10,"AMOUNT":10,"currency":"USD"}`, []string{`did you mean "amount"`}},
+		{"a duplicate argument is refused", checkout, `{"amount":10,"amount":1000,"currency":"USD","customerEmail":"alice@example.com"}`, []string{"more than once"}},
+		{"an amount sent as a string is refused", agent, `{"customerEmail":"alice@example.com","amount":"10","currency":"USD"}`, []string{"must be a number"}},
+		// Validation.
+		{"missing required arguments are each named", agent, `{}`, []string{`"customerEmail" is required`, `"amount" is required`, `"currency" is required`}},
+		{"a malformed email is refused", agent, `{"customerEmail":"alice at example.com","amount":10,"currency":"USD"}`, []string{`"customerEmail" must be an email address`}},
+		{"an email with a display name is refused", agent, `{"customerEmail":"Alice <alice@example.com>","amount":10,"currency":"USD"}`, []string{`"customerEmail"`}},
+		{"a lower-case currency is refused", agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"usd"}`, []string{`"currency" must be a three-letter ISO 4217`}},
+		{"an unknown currency is refused", checkout, `{"amount":10,"currency":"ABC","customerEmail":"alice@example.com"}`, []string{`"currency" must be a three-letter ISO 4217`}},
+		{"a currency that is not legal tender is refused", checkout, `{"amount":10,"currency":"XAU","customerEmail":"alice@example.com"}`, []string{`argument "amount"`}},
+		{"more decimals than USD has are refused, never rounded", checkout, `{"amount":10.005,"currency":"USD","customerEmail":"alice@example.com"}`, []string{`argument "amount"`, "10.005"}},
+		{"a fractional yen amount is refused", checkout, `{"amount":100.5,"currency":"JPY","customerEmail":"alice@example.com"}`, []string{`argument "amount"`}},
+		{"a zero amount is refused", checkout, `{"amount":0,"currency":"USD","customerEmail":"alice@example.com"}`, []string{`argument "amount"`}},
+		{"a negative amount is refused", checkout, `{"amount":-5,"currency":"USD","customerEmail":"alice@example.com"}`, []string{`argument "amount"`}},
+		{"an agent session under 0.5 is refused", agent, `{"customerEmail":"alice@example.com","amount":0.49,"currency":"USD"}`, []string{`must be at least 0.5`}},
+		{"a checkout without any customer identifier is refused", checkout, `{"amount":10,"currency":"USD"}`, []string{"at least one customer identifier"}},
+		{"a non-http URL is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","successUrl":"javascript:alert(1)"}`, []string{`"successUrl" must be an absolute http:// or https:// URL`}},
+		{"a relative URL is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","cancelUrl":"/cart"}`, []string{`"cancelUrl" must be an absolute`}},
+		{"an unknown uiMode is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","uiMode":"popup"}`, []string{`"uiMode" must be one of: hostedPage, elements`}},
+		{"elements without a returnUrl is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","uiMode":"elements"}`, []string{`"returnUrl" is required when "uiMode" is "elements"`}},
+		{"a promotion code without allowPromotionCodes is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","promotionCode":"SPRING"}`, []string{`"promotionCode" only works with "allowPromotionCodes": true`}},
+		{"a hidden promotion field without a code is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","showPromotionCode":false}`, []string{`"showPromotionCode": false needs a "promotionCode"`}},
+		{"a direct QR method unlike the default method is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","paymentMethodType":"CARD","directPaymentQrCodePaymentMethodType":"CASHAPP"}`, []string{`must equal "paymentMethodType"`}},
+		{"a method both default and excluded is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","paymentMethodType":"CARD","paymentMethodTypeBlackList":["CARD"]}`, []string{`payment method CARD cannot be both`}},
+		{"an unknown payment method is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","paymentMethodTypeBlackList":["BITCOIN"]}`, []string{`"paymentMethodTypeBlackList[0]" must be one of`}},
+		{"a repeated excluded method is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","paymentMethodTypeBlackList":["CARD","CARD"]}`, []string{`must not list a value twice`}},
+		{"more than 20 metadata keys are refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","metadata":` + metadataJSON(21, 1, 1) + `}`, []string{`"metadata" must have at most 20 entries`}},
+		{"a metadata key over 40 characters is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","metadata":` + metadataJSON(1, 41, 1) + `}`, []string{"metadata keys must be 1 to 40 characters"}},
+		{"a metadata value over 500 characters is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","metadata":` + metadataJSON(1, 1, 501) + `}`, []string{"metadata values must be at most 500 characters"}},
+		{"a line item without a name is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"unitAmount":1}]}`, []string{`"priceDataList[0].name" is required`}},
+		{"a line item with quantity 0 is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"x","unitAmount":1,"quantity":0}]}`, []string{`"priceDataList[0].quantity" must be at least 1`}},
+		{"a line item too precise for its currency is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"x","unitAmount":1.5,"currency":"JPY"}]}`, []string{`"priceDataList[0].unitAmount"`}},
+		// Policy.
+		{"a currency not on the allowlist is refused by policy", checkout, `{"amount":10,"currency":"GBP","customerEmail":"alice@example.com"}`, []string{"refused by policy (currency_not_allowed)"}},
+		{"an amount over the cap is refused naming the cap", checkout, `{"amount":900,"currency":"USD","customerEmail":"alice@example.com"}`, []string{"refused by policy (amount_over_cap)", "500.00 USD"}},
+		{"the agent tool's narrower cap applies to it", agent, `{"customerEmail":"alice@example.com","amount":60,"currency":"USD"}`, []string{"refused by policy (amount_over_cap)", "50.00 USD"}},
+		{"line items over the cap are refused whatever the total says", checkout, `{"amount":1,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"x","unitAmount":100,"quantity":6}]}`, []string{"refused by policy (amount_over_cap)"}},
+		{"a line item in a currency not on the allowlist is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"x","unitAmount":1,"currency":"GBP"}]}`, []string{"refused by policy"}},
+		{"an amount under the minimum is refused", checkout, `{"amount":0.5,"currency":"USD","customerEmail":"alice@example.com"}`, []string{"refused by policy (amount_under_min)"}},
+		{"an email off the allowlist is refused", agent, `{"customerEmail":"mallory@evil.example","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
+		{"a look-alike domain is refused", agent, `{"customerEmail":"bob@example.org.evil.com","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
+		{"a denied email is refused even though its domain is allowed", agent, `{"customerEmail":"ceo@example.org","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
+		{"a checkout without an email is refused when the policy needs one", checkout, `{"amount":10,"currency":"USD","customerId":"cus_1"}`, []string{"refused by policy (email_required)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testPolicy(t))
+			res := h.call(t, tt.tool, tt.args)
+			got := text(res)
+			if !res.IsError {
+				t.Fatalf("call succeeded: %s", got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("result %q does not contain %q", got, w)
+				}
+			}
+			if !strings.Contains(got, "Nothing was created") {
+				t.Errorf("result %q does not say nothing was created", got)
+			}
+			if n := h.pay.calls(); n != 0 {
+				t.Errorf("Clink was called %d times for a refused call", n)
+			}
+		})
+	}
+}
+
+func metadataJSON(n, keyLen, valueLen int) string {
+	m := map[string]string{}
+	for i := range n {
+		key := fmt.Sprintf("%0*d", keyLen, i)
+		m[key] = strings.Repeat("v", valueLen)
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func TestDisabledToolIsRefusedByPolicy(t *testing.T) {
+	p, err := policy.Parse("off.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 100 }\ntools:\n  create_agent_payment_session: { enabled: false }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, p)
+	res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
+	if !res.IsError || !strings.Contains(text(res), "tool_disabled") {
+		t.Fatalf("result = %q, want a tool_disabled refusal", text(res))
+	}
+	if h.pay.calls() != 0 {
+		t.Fatal("a disabled tool reached Clink")
+	}
+}
+
+func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
+	h := newHarness(t, testPolicy(t))
+	res := h.call(t, agent, `{"customerEmail":"  Bob@Sub.EXAMPLE.net ","amount":19.9,"currency":"USD"}`)
+	if res.IsError {
+		t.Fatalf("call failed: %s", text(res))
+	}
+	if len(h.pay.agent) != 1 {
+		t.Fatalf("Clink called %d times, want 1", len(h.pay.agent))
+	}
+	sent := h.pay.agent[0]
+	if sent.CustomerEmail != "bob@sub.example.net" || sent.Amount.String() != "19.90" || sent.Currency != "USD" {
+		t.Errorf("sent %+v (amount %s), want the normalised email and 19.90 USD", sent, sent.Amount)
+	}
+	want := map[string]any{
+		"sessionId": "aps_1", "expireTime": "2026-11-21T10:00:00Z", "amount": json.Number("19.90"),
+		"currency": "USD", "customerEmail": "bob@sub.example.net",
+	}
+	if diff := cmp.Diff(want, structured(t, res)); diff != "" {
+		t.Errorf("structured content (-want +got):\n%s", diff)
+	}
+	if got := text(res); !strings.Contains(got, "aps_1") || !strings.Contains(got, "19.90 USD") {
+		t.Errorf("summary %q lacks the session or the amount", got)
+	}
+}
+
+func TestCheckoutSessionSendsEveryField(t *testing.T) {
+	h := newHarness(t, testPolicy(t))
+	res := h.call(t, checkout, `{
+		"amount": 120, "currency": "USD",
+		"customerEmail": "alice@example.com", "customerId": "cus_1", "referenceCustomerId": "ref-1",
+		"merchantReferenceId": "order-42", "priceId": "price_1", "productId": "prod_1",
+		"uiMode": "elements", "returnUrl": "https://shop.example.com/done?session_id={ELEMENTS_SESSION_ID}",
+		"successUrl": "https://shop.example.com/ok", "cancelUrl": "http://shop.example.com/cancel",
+		"paymentMethodType": "CASHAPP", "paymentMethodTypeBlackList": ["WECHAT", "ALIPAY"],
+		"directPaymentQrCodePaymentMethodType": "CASHAPP",
+		"priceDataList": [{"name": "Plan", "unitAmount": 50, "quantity": 2, "imageUrl": "https://shop.example.com/p.png"},
+		                  {"name": "Fee", "unitAmount": 2000, "currency": "JPY"}],
+		"allowPromotionCodes": true, "promotionCode": "SPRING", "showPromotionCode": false,
+		"metadata": {"order": "42"}
+	}`)
+	if res.IsError {
+		t.Fatalf("call failed: %s", text(res))
+	}
+	if len(h.pay.checkout) != 1 {
+		t.Fatalf("Clink called %d times, want 1", len(h.pay.checkout))
+	}
+	yes, no := true, false
+	got := h.pay.checkout[0]
+	body, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := clink.CheckoutSessionRequest{
+		OriginalAmount: mustAmount(t, "120.00"), OriginalCurrency: "USD",
+		CustomerID: "cus_1", CustomerEmail: "alice@example.com", ReferenceCustomerID: "ref-1",
+		MerchantReferenceID: "order-42", PriceID: "price_1", ProductID: "prod_1",
+		UIMode: "elements", ReturnURL: "https://shop.example.com/done?session_id={ELEMENTS_SESSION_ID}",
+		SuccessURL: "https://shop.example.com/ok", CancelURL: "http://shop.example.com/cancel",
+		PaymentMethodType: "CASHAPP", PaymentMethodTypeBlackList: []string{"WECHAT", "ALIPAY"},
+		DirectPaymentQrCodePaymentMethodType: "CASHAPP",
+		PriceDataList: []clink.PriceData{
+			{Name: "Plan", UnitAmount: mustAmount(t, "50.00"), Quantity: 2, Currency: "USD", ImageURL: "https://shop.example.com/p.png"},
+			{Name: "Fee", UnitAmount: mustAmount(t, "2000"), Quantity: 1, Currency: "JPY"},
+		},
+		AllowPromotionCodes: &yes, PromotionCode: "SPRING", ShowPromotionCode: &no,
+		Metadata: map[string]string{"order": "42"},
+	}
+	wantBody, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(body, wantBody) {
+		t.Errorf("request to Clink\n got %s\nwant %s", body, wantBody)
+	}
+	if s := structured(t, res); s["url"] != "https://checkout.example/pay/sess_1" || s["amount"] != json.Number("120.00") {
+		t.Errorf("structured content = %v", s)
+	}
+}
+
+func mustAmount(t testing.TB, s string) clink.Amount {
+	t.Helper()
+	a, err := clink.ParseAmount(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// structured returns a result's structured content as the client would see
+// it, numbers kept as written.
+func structured(t testing.TB, res *mcp.CallToolResult) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestClinkFailuresBecomeResultsTheModelCanActOn(t *testing.T) {
+	const apiKey = "sk_test_SECRET_KEY_123"
+	tests := []struct {
+		name     string
+		err      error
+		want     string
+		decision string
+	}{
+		{"a business error names Clink's code and explains it",
+			&clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}, "Clink refused the request (code 400 CUSTOMER_NOT_FOUND)", codeUpstreamRefused},
+		{"an authentication failure is reported for the operator",
+			&clink.Error{HTTPStatus: 401}, "Clink refused the request (HTTP 401)", codeUpstreamAuth},
+		{"an unknown outcome warns against a blind retry",
+			fmt.Errorf("%w: read tcp: connection reset", clink.ErrOutcomeUnknown), "outcome unknown: the session may have been created; do not retry blindly", codeOutcomeUnknown},
+		{"an unexpected error is an internal error with no detail",
+			errors.New("dial with key " + apiKey), "internal error", codeInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testPolicy(t))
+			h.pay.err = tt.err
+			res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
+			got := text(res)
+			if !res.IsError || !strings.Contains(got, tt.want) {
+				t.Fatalf("result %q (isError %v), want an error containing %q", got, res.IsError, tt.want)
+			}
+			if strings.Contains(got, apiKey) {
+				t.Errorf("result leaks the API key: %q", got)
+			}
+			if !strings.Contains(h.logs.String(), `"decision":"`+tt.decision+`"`) {
+				t.Errorf("log %s lacks decision %s", h.logs, tt.decision)
+			}
+		})
+	}
+}
+
+func TestEveryCallLogsOneLineWithAMaskedEmail(t *testing.T) {
+	h := newHarness(t, testPolicy(t))
+	h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
+	h.call(t, agent, `{"customerEmail":"alice@example.com","amount":100,"currency":"USD"}`)
+	h.call(t, agent, `{"customerEmail":"alice@example.com"}`)
+	var lines []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(h.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if m["msg"] == "tool call" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 3 {
+		t.Fatalf("got %d tool call lines, want 3:\n%s", len(lines), h.logs)
+	}
+	wantDecisions := []string{codeCreated, string(policy.CodeAmountOverCap), codeInvalidArguments}
+	for i, l := range lines {
+		if l["decision"] != wantDecisions[i] || l["tool"] != agent || l["duration"] == nil {
+			t.Errorf("line %d = %v, want decision %s", i, l, wantDecisions[i])
+		}
+	}
+	if lines[0]["session_id"] != "aps_1" {
+		t.Errorf("the created call's line lacks its session: %v", lines[0])
+	}
+	if strings.Contains(h.logs.String(), "alice@example.com") {
+		t.Errorf("logs contain the raw email:\n%s", h.logs)
+	}
+	if lines[0]["email"] != policy.MaskEmail("alice@example.com") {
+		t.Errorf("email = %v, want the masked address", lines[0]["email"])
+	}
+}

@@ -1,0 +1,114 @@
+package tools
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/go-playground/validator/v10"
+)
+
+// newValidator returns the validator every tool shares: JSON names in
+// messages, and the cross-field rules of the checkout session registered as
+// struct-level validations.
+func newValidator() *validator.Validate {
+	v := validator.New(validator.WithRequiredStructEnabled())
+	v.RegisterTagNameFunc(func(f reflect.StructField) string {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			return ""
+		}
+		return name
+	})
+	v.RegisterAlias("metadata_key", "min=1,max=40")
+	v.RegisterAlias("metadata_value", "max=500")
+	v.RegisterStructValidation(checkoutRules, checkoutSessionArgs{})
+	return v
+}
+
+// validate runs v over args and returns every problem in plain English,
+// naming the argument, or nil.
+func validate(v *validator.Validate, args any) []string {
+	err := v.Struct(args)
+	if err == nil {
+		return nil
+	}
+	var verrs validator.ValidationErrors
+	if !errors.As(err, &verrs) {
+		// Only a programming error (a bad tag) gets here.
+		panic("tools: validator: " + err.Error())
+	}
+	problems := make([]string, 0, len(verrs))
+	for _, fe := range verrs {
+		problems = append(problems, describeFieldError(fe))
+	}
+	return problems
+}
+
+// argPath turns a validator namespace ("checkoutSessionArgs.priceDataList[0].name")
+// into the argument path the model sent ("priceDataList[0].name").
+func argPath(fe validator.FieldError) string {
+	ns := fe.Namespace()
+	if _, rest, ok := strings.Cut(ns, "."); ok {
+		return rest
+	}
+	return ns
+}
+
+// describeFieldError is the plain-English message for one validation failure.
+func describeFieldError(fe validator.FieldError) string {
+	path := argPath(fe)
+	param := fe.Param()
+	switch fe.Tag() {
+	case "required":
+		return fmt.Sprintf("argument %q is required", path)
+	case "email":
+		return fmt.Sprintf("argument %q must be an email address such as alice@example.com", path)
+	case "http_url":
+		return fmt.Sprintf("argument %q must be an absolute http:// or https:// URL", path)
+	case "iso4217":
+		return fmt.Sprintf("argument %q must be a three-letter ISO 4217 currency code in capitals, such as USD", path)
+	case "oneof":
+		return fmt.Sprintf("argument %q must be one of: %s", path, strings.ReplaceAll(param, " ", ", "))
+	case "unique":
+		return fmt.Sprintf("argument %q must not list a value twice", path)
+	case "metadata_key":
+		return fmt.Sprintf("%s: metadata keys must be 1 to 40 characters long", path)
+	case "metadata_value":
+		return fmt.Sprintf("%s: metadata values must be at most 500 characters long", path)
+	case "min", "max":
+		return describeBound(fe, path)
+	case ruleCustomerIdentifier:
+		return "give at least one customer identifier: customerEmail, customerId or referenceCustomerId"
+	case ruleReturnURLForElements:
+		return `argument "returnUrl" is required when "uiMode" is "elements"`
+	case rulePromotionNeedsAllow:
+		return `argument "promotionCode" only works with "allowPromotionCodes": true; set it or drop the code`
+	case ruleHiddenPromotionNeedsCode:
+		return `argument "showPromotionCode": false needs a "promotionCode" to apply`
+	case ruleDirectQRMatchesDefault:
+		return `argument "directPaymentQrCodePaymentMethodType" must equal "paymentMethodType" (set both to the same method, e.g. CASHAPP)`
+	case ruleDefaultNotExcluded:
+		return fmt.Sprintf(`payment method %s cannot be both "paymentMethodType" and listed in "paymentMethodTypeBlackList"`, param)
+	}
+	return fmt.Sprintf("argument %q is not valid (%s)", path, fe.Tag())
+}
+
+// describeBound words a min or max failure for strings, lists and maps.
+func describeBound(fe validator.FieldError, path string) string {
+	limit := "at most"
+	if fe.Tag() == "min" {
+		limit = "at least"
+	}
+	switch fe.Kind() {
+	case reflect.String:
+		return fmt.Sprintf("argument %q must be %s %s characters long", path, limit, fe.Param())
+	case reflect.Slice:
+		return fmt.Sprintf("argument %q must have %s %s items", path, limit, fe.Param())
+	case reflect.Map:
+		return fmt.Sprintf("argument %q must have %s %s entries", path, limit, fe.Param())
+	default:
+		return fmt.Sprintf("argument %q must be %s %s", path, limit, fe.Param())
+	}
+}
