@@ -307,19 +307,20 @@ func (c *Client) BaseURL() string { return c.baseURL }
 // CloseIdleConnections closes idle keep-alive connections of the client's transport.
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
-// String describes the client without its API key.
-func (c *Client) String() string {
+// String describes the client without its API key. It and the other printing methods have
+// value receivers so that a dereferenced Client prints safely too.
+func (c Client) String() string {
 	return fmt.Sprintf("clink.Client{env: %s, baseURL: %s, key: [REDACTED]}", c.env, c.baseURL)
 }
 
 // GoString is String, so that %#v does not print the API key.
-func (c *Client) GoString() string { return c.String() }
+func (c Client) GoString() string { return c.String() }
 
 // Format prints String for every verb, so that no verb prints the API key.
-func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+func (c Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
 
 // LogValue describes the client for log/slog without its API key.
-func (c *Client) LogValue() slog.Value {
+func (c Client) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("env", string(c.env)),
 		slog.String("baseURL", c.baseURL),

@@ -79,15 +79,20 @@ func stopped(op operation, ctxErr error, last *Error, attempts int) *Error {
 	return e
 }
 
-// pause waits before the retry that follows attempt, or until ctx is done.
-func (c *Client) pause(ctx context.Context, attempt int) error {
+// delay is the wait before the retry that follows attempt: base doubled per earlier retry,
+// capped at max, jittered to somewhere in [d/2, d] so clients do not retry in step.
+func (c *Client) delay(attempt int) time.Duration {
 	d := c.backoffBase
 	for i := 1; i < attempt && d < c.backoffMax; i++ {
 		d *= 2
 	}
 	d = min(d, c.backoffMax)
-	d = d/2 + rand.N(d/2+1) // jitter: somewhere in [d/2, d]
-	t := time.NewTimer(d)
+	return d/2 + rand.N(d/2+1)
+}
+
+// pause waits before the retry that follows attempt, or until ctx is done.
+func (c *Client) pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(c.delay(attempt))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

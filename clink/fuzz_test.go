@@ -1,0 +1,110 @@
+package clink
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
+
+const fuzzKey = "sk_test_FUZZKEY0123456789"
+
+// FuzzDecodeResponse feeds hostile responses to the decoder: it must never panic, and its
+// errors must stay short, printable, key-free and classified.
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add(200, "application/json", []byte(`{"code":200,"msg":"success","data":{"sessionId":"sess_1","originalAmount":19.99,"expireTime":"2026-01-01 00:00:00","tokenValue":"tok_x"}}`))
+	f.Add(401, "text/plain", []byte("Unauthorized"))
+	f.Add(200, "application/json", []byte(`{"code":200,"msg":"success","data":{"sessionId":"se`))
+	f.Add(502, "text/html", []byte("<html><body>Bad Gateway "+fuzzKey+"</body></html>"))
+	f.Add(200, "application/json", []byte(`{"code":"80102203","msg":"`+fuzzKey+`"}`))
+	c := &Client{key: fuzzKey}
+	f.Fuzz(func(t *testing.T, status int, contentType string, body []byte) {
+		if status < 100 || status > 999 {
+			return // net/http only delivers three-digit statuses
+		}
+		for _, op := range []operation{
+			{name: "create checkout session", method: http.MethodPost, create: true},
+			{name: "get agent payment session", method: http.MethodGet},
+		} {
+			var checkout CheckoutSession
+			var agent AgentPaymentSessionDetails
+			out := any(&checkout)
+			if !op.create {
+				out = &agent
+			}
+			e := c.decode(op, status, contentType, body, out)
+			if e == nil {
+				if status < 200 || status > 299 {
+					t.Fatalf("HTTP %d decoded as success", status)
+				}
+				amount := checkout.OriginalAmount
+				if !op.create {
+					amount = agent.Amount
+				}
+				if !amount.IsZero() {
+					if _, err := ParseAmount(amount.String()); err != nil {
+						t.Fatalf("decoded amount %q does not parse: %v", amount, err)
+					}
+				}
+				continue
+			}
+			msg := e.Error()
+			if strings.Contains(msg, fuzzKey) || strings.Contains(e.Excerpt, fuzzKey) || strings.Contains(e.Message, fuzzKey) {
+				t.Fatalf("error carries the key: %q", msg)
+			}
+			if len(msg) > 2000 || utf8.RuneCountInString(e.Excerpt) > excerptLen+1 || utf8.RuneCountInString(e.Message) > messageLen+1 {
+				t.Fatalf("error too long: %d bytes: %q", len(msg), msg)
+			}
+			for _, r := range msg {
+				if !unicode.IsPrint(r) {
+					t.Fatalf("error has non-printable %U: %q", r, msg)
+				}
+			}
+			if e.Explanation() == "" {
+				t.Fatal("empty Explanation")
+			}
+			unknown := errors.Is(e, ErrOutcomeUnknown)
+			if unknown && !op.create {
+				t.Fatalf("a get reported an unknown outcome: %q", msg)
+			}
+			if op.create && status >= 500 && !unknown {
+				t.Fatalf("a create with HTTP %d is not ErrOutcomeUnknown: %q", status, msg)
+			}
+		}
+	})
+}
+
+// FuzzAmount checks that any amount ParseAmount or UnmarshalJSON accepts survives a round
+// trip through JSON with the same digits.
+func FuzzAmount(f *testing.F) {
+	for _, s := range []string{"19.99", "0.5", "007.50", "1e3", "1.5E+1", "-1", `"12.30"`, "null", "1e-40", "9.99e40"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if a, err := ParseAmount(s); err == nil {
+			roundTrip(t, a)
+		}
+		var a Amount
+		if err := json.Unmarshal([]byte(s), &a); err == nil && !a.IsZero() {
+			roundTrip(t, a)
+		}
+	})
+}
+
+func roundTrip(t *testing.T, a Amount) {
+	t.Helper()
+	b, err := json.Marshal(a)
+	if err != nil || !json.Valid(b) {
+		t.Fatalf("Marshal(%q) = %s, %v: not valid JSON", a, b, err)
+	}
+	var back Amount
+	if err := json.Unmarshal(b, &back); err != nil || back != a {
+		t.Fatalf("round trip of %q gave %q, %v", a, back, err)
+	}
+	if a.Rat() == nil || a.Rat().Sign() < 0 {
+		t.Fatalf("Rat(%q) = %v", a, a.Rat())
+	}
+}
