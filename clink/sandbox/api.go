@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,7 +177,9 @@ func checkJSONBody(r *http.Request, body []byte) (response, bool) {
 	return response{}, true
 }
 
-// decodeStrict decodes exactly one JSON object into v, refusing unknown fields.
+// decodeStrict decodes exactly one JSON object into v, refusing unknown fields. Field names
+// must match exactly: encoding/json alone would accept "paymentMethodTypeBlacklist" for
+// "paymentMethodTypeBlackList", and a Java backend would not.
 func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -185,6 +188,38 @@ func decodeStrict(body []byte, v any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("data after the JSON object")
+	}
+	return exactNames(body, reflect.TypeOf(v).Elem())
+}
+
+// exactNames checks that every object key in data is spelt exactly as a json tag of t, a
+// struct type, recursing into struct and slice-of-struct fields.
+func exactNames(data []byte, t reflect.Type) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		return nil // not an object (null); the typed decode has judged it
+	}
+	fields := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		fields[name] = t.Field(i).Type
+	}
+	for key, raw := range obj {
+		ft, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("json: unknown field %q", key)
+		}
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			var items []json.RawMessage
+			if err := json.Unmarshal(raw, &items); err != nil {
+				continue // null
+			}
+			for _, item := range items {
+				if err := exactNames(item, ft.Elem()); err != nil {
+					return fmt.Errorf("%s: %w", key, err)
+				}
+			}
+		}
 	}
 	return nil
 }
