@@ -81,8 +81,11 @@ func (c *call) finish(ctx context.Context) {
 // invalid is the result for arguments that failed decoding or validation.
 func (c *call) invalid(problems []string) *mcp.CallToolResult {
 	c.code = codeInvalidArguments
-	msg := "invalid arguments: " + strings.Join(problems, "; ") + ". Nothing was created."
-	return mcp.NewToolResultError(msg)
+	msg := "invalid arguments: " + strings.Join(problems, "; ")
+	if !strings.HasSuffix(msg, "?") && !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return mcp.NewToolResultError(msg + " Nothing was created.")
 }
 
 // denied is the result for a call the policy refused.

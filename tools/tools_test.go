@@ -381,3 +381,15 @@ func TestEveryCallLogsOneLineWithAMaskedEmail(t *testing.T) {
 		t.Errorf("email = %v, want the masked address", lines[0]["email"])
 	}
 }
+
+// nopPayments answers every create at once, keeping nothing: for
+// benchmarks of the server's own cost.
+type nopPayments struct{}
+
+func (nopPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
+	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+}
+
+func (nopPayments) CreateCheckoutSession(context.Context, *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
+	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1", ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+}
