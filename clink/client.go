@@ -98,8 +98,10 @@ func WithEnvironment(env Environment) Option {
 }
 
 // WithBaseURL overrides the environment's base URL (default: SandboxBaseURL or
-// ProductionBaseURL). It must be an absolute http or https URL without user info, query or
-// fragment; a missing trailing slash is added, and endpoint paths are resolved below it.
+// ProductionBaseURL; an empty u keeps it, so an unset setting can be passed through). It must
+// be an absolute http or https URL without user info, query or fragment; a missing trailing
+// slash is added, and endpoint paths are resolved below it. The key check against the
+// environment still applies.
 func WithBaseURL(u string) Option {
 	return func(c *config) { c.baseURL = u }
 }
@@ -119,7 +121,9 @@ func WithHTTPClient(hc *http.Client) Option {
 }
 
 // WithTimeout bounds each attempt (request sent and response read). Default: DefaultTimeout
-// (30s). A duration <= 0 is refused: a call must never wait forever.
+// (30s). A duration <= 0 is refused: a call must never wait forever. A call that retries can
+// take up to WithMaxAttempts times this plus the backoff; bound the whole call with its
+// context.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -274,20 +278,21 @@ func isHeaderSafe(s string, spaceOK bool) bool {
 	return true
 }
 
+// normalizeBaseURL checks a base URL override. Its errors quote the URL without any password.
 func normalizeBaseURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("clink: base URL %s is not a URL", quoteShort(raw))
+		return "", errors.New("clink: base URL is not a valid URL")
 	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("clink: base URL %s must use http or https", quoteShort(raw))
-	case u.Host == "":
-		return "", fmt.Errorf("clink: base URL %s has no host", quoteShort(raw))
+	switch shown := quoteShort(u.Redacted()); {
 	case u.User != nil:
-		return "", errors.New("clink: base URL must not contain user info")
+		return "", fmt.Errorf("clink: base URL %s must not contain user info", shown)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("clink: base URL %s must use http or https", shown)
+	case u.Host == "":
+		return "", fmt.Errorf("clink: base URL %s has no host", shown)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", fmt.Errorf("clink: base URL %s must not have a query or fragment", quoteShort(raw))
+		return "", fmt.Errorf("clink: base URL %s must not have a query or fragment", shown)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"

@@ -64,11 +64,15 @@ const (
 	kindRequest                      // the request could not be built
 )
 
-// Error is a failure of a Clink call: a failure Clink reported (a non-2xx status or a non-200
-// envelope code), a response that could not be understood, or no response at all (HTTPStatus
-// 0; Unwrap yields the network or context error). Match it with errors.As; match classes
-// with errors.Is against ErrOutcomeUnknown, ErrTimestampRejected, ErrUnauthorized,
-// context.Canceled and context.DeadlineExceeded.
+// Error is a failure Clink reported (a non-2xx status or a non-200 envelope code) or a
+// response that could not be understood or read. Match it with errors.As; match classes with
+// errors.Is against ErrOutcomeUnknown, ErrTimestampRejected and ErrUnauthorized.
+//
+// A call that got no HTTP response at all (a network failure, a timeout, a context that
+// ended) fails with an error that is not an *Error: it wraps the network or context error
+// (errors.Is works for context.Canceled and context.DeadlineExceeded) and, when a create may
+// have reached Clink, ErrOutcomeUnknown. If such a failure ended a wait to retry after a
+// refusal, errors.As still finds that refusal's *Error.
 //
 // Its strings hold at most a short, sanitized excerpt of what Clink sent, and never the API
 // key.
@@ -87,6 +91,26 @@ type Error struct {
 	outcomeUnknown bool
 	prev           *Error // the failure that led to a retry, for kindCanceled
 	causes         []error
+}
+
+// noResponseError is the error of a call that got no HTTP response. It is an *Error inside,
+// for one way of building messages, but does not match errors.As(*Error): callers treat an
+// *Error as Clink's answer.
+type noResponseError struct{ e *Error }
+
+func (n *noResponseError) Error() string   { return n.e.Error() }
+func (n *noResponseError) Unwrap() []error { return n.e.Unwrap() }
+func (n *noResponseError) Is(target error) bool {
+	return n.e.Is(target)
+}
+
+// public returns e as the error a call returns: e itself when a response arrived, else a
+// noResponseError.
+func (e *Error) public() error {
+	if e.HTTPStatus != 0 {
+		return e
+	}
+	return &noResponseError{e}
 }
 
 func newError(op operation, kind errKind, cause error, key string) *Error {

@@ -44,14 +44,14 @@ func (c *Client) do(ctx context.Context, op operation, in, out any) error {
 	if in != nil {
 		b, err := encodeJSON(in)
 		if err != nil {
-			return newError(op, kindRequest, err, c.key)
+			return newError(op, kindRequest, err, c.key).public()
 		}
 		body = b
 	}
 	var last *Error
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return stopped(op, err, last, attempt-1)
+			return stopped(op, err, last, attempt-1).public()
 		}
 		e, retry := c.attempt(ctx, op, body, out)
 		if e == nil {
@@ -59,11 +59,11 @@ func (c *Client) do(ctx context.Context, op operation, in, out any) error {
 		}
 		e.Attempts = attempt
 		if !retry || attempt >= c.maxAttempts {
-			return e
+			return e.public()
 		}
 		last = e
 		if err := c.pause(ctx, attempt); err != nil {
-			return stopped(op, err, last, attempt)
+			return stopped(op, err, last, attempt).public()
 		}
 	}
 }
@@ -74,7 +74,7 @@ func stopped(op operation, ctxErr error, last *Error, attempts int) *Error {
 	e := &Error{Op: op.name, kind: kindCanceled, causes: []error{ctxErr}, detail: ctxErr.Error(), Attempts: attempts}
 	if last != nil {
 		e.prev = last
-		e.causes = append(e.causes, last)
+		e.causes = append(e.causes, last.public())
 	}
 	return e
 }

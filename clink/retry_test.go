@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,11 +86,16 @@ func TestRetriesDependOnTheFailureAndWhetherTheCallCreates(t *testing.T) {
 
 func checkRetryError(t *testing.T, call string, err error, wantStatus int, wantIs error, wantUnknown bool) {
 	t.Helper()
-	var ce *clink.Error
-	if !errors.As(err, &ce) {
-		t.Fatalf("%s: err = %v, want a *clink.Error", call, err)
+	if err == nil {
+		t.Fatalf("%s succeeded, want an error", call)
 	}
-	if ce.HTTPStatus != wantStatus {
+	var ce *clink.Error
+	switch {
+	case wantStatus == 0 && errors.As(err, &ce):
+		t.Errorf("%s: err = %v is a *clink.Error, but no response arrived", call, err)
+	case wantStatus != 0 && !errors.As(err, &ce):
+		t.Errorf("%s: err = %v, want a *clink.Error", call, err)
+	case wantStatus != 0 && ce.HTTPStatus != wantStatus:
 		t.Errorf("%s: HTTPStatus = %d, want %d (err: %v)", call, ce.HTTPStatus, wantStatus, err)
 	}
 	if got := errors.Is(err, clink.ErrOutcomeUnknown); got != wantUnknown {
@@ -148,9 +154,12 @@ func TestACreateIsRetriedWhenTheRequestProvablyNeverLeft(t *testing.T) {
 			if got := d.dials.Load(); got != 4 {
 				t.Errorf("dialled %d times, want 4", got)
 			}
+			if err == nil || !strings.HasSuffix(err.Error(), "(after 4 attempts)") {
+				t.Fatalf("err = %v, want a failure after 4 attempts", err)
+			}
 			var ce *clink.Error
-			if !errors.As(err, &ce) || ce.HTTPStatus != 0 || ce.Attempts != 4 {
-				t.Fatalf("err = %v, want a *clink.Error without HTTP status after 4 attempts", err)
+			if errors.As(err, &ce) {
+				t.Errorf("err = %v is a *clink.Error, but no response arrived", err)
 			}
 			if errors.Is(err, clink.ErrOutcomeUnknown) {
 				t.Errorf("err = %v matches ErrOutcomeUnknown, but the request never left", err)
@@ -187,6 +196,22 @@ func TestATimestampRejectionIsRetriedWithAFreshTimestamp(t *testing.T) {
 	defer mu.Unlock()
 	if len(stamps) != 2 || stamps[0] == stamps[1] {
 		t.Errorf("X-Timestamp of each attempt = %q, want two different values", stamps)
+	}
+}
+
+func TestARefusalStaysVisibleWhenTheContextEndsTheWaitToRetry(t *testing.T) {
+	sb := sandbox.New()
+	c := newClient(t, startSandbox(t, sb), clink.WithBackoff(time.Minute, time.Minute))
+	sb.SetFault(sandbox.Fault{Code: sandbox.CodeTimestampExpired, Msg: sandbox.MsgTimestampExpired})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.CreateAgentPaymentSession(ctx, agentRequest(t))
+	var ce *clink.Error
+	if !errors.As(err, &ce) || ce.Code != sandbox.CodeTimestampExpired {
+		t.Fatalf("err = %v, want it to carry the timestamp refusal", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, clink.ErrTimestampRejected) || errors.Is(err, clink.ErrOutcomeUnknown) {
+		t.Errorf("err = %v, want DeadlineExceeded and ErrTimestampRejected, not ErrOutcomeUnknown", err)
 	}
 }
 
@@ -269,8 +294,8 @@ func TestAContextDeadlineEndsTheCallWithin100ms(t *testing.T) {
 			t.Errorf("err = %v, want DeadlineExceeded and not ErrOutcomeUnknown", err)
 		}
 		var ce *clink.Error
-		if !errors.As(err, &ce) || ce.Attempts != 1 {
-			t.Errorf("err = %v, want a *clink.Error after 1 attempt", err)
+		if errors.As(err, &ce) {
+			t.Errorf("err = %v is a *clink.Error, but no response arrived", err)
 		}
 		if d.dials.Load() != 1 {
 			t.Errorf("dialled %d times, want 1", d.dials.Load())

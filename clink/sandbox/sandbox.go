@@ -33,7 +33,8 @@
 //	200   404       SESSION_NOT_FOUND                 GET of an unknown session ID
 //	200   200       success                           otherwise
 //
-// Business errors are HTTP 200 with a non-200 code, as Clink's clients expect.
+// Business errors are HTTP 200 with a non-200 code: Clink does not document the HTTP status
+// of its business errors, and its envelope makes the code the authority.
 //
 // Customers: those added with AddCustomer, plus those created on the fly. An email or
 // reference ID that matches no customer creates one ("cus_..."); an identifier that matches
