@@ -3,7 +3,8 @@
 //
 // Every call goes through one request path (Client.do): the body is encoded once, each attempt
 // gets fresh authentication headers from Client.sign, the response is read through a size cap
-// and decoded from Clink's {"code","msg","data"} envelope, and every failure becomes an *Error.
+// and decoded from Clink's {"code","msg","data"} envelope, and a failed answer becomes an
+// *Error (a call that got no answer at all wraps the network or context error instead).
 //
 // A call succeeds only when the HTTP status is 2xx and the envelope code is 200.
 //
@@ -11,7 +12,8 @@
 // only when the request provably never reached Clink (a dial or DNS failure) or Clink rejected
 // the request timestamp; a create that failed after the request may have reached Clink
 // (a timeout after sending, a reset connection, a 5xx, an unreadable 2xx body) is reported as an
-// error matching ErrOutcomeUnknown, because the session may exist. Reads (Get*) are also
+// error matching ErrOutcomeUnknown, because the session may exist. A 429 is taken as a
+// refusal: a create is neither retried nor reported as unknown. Reads (Get*) are also
 // retried on 5xx, 429 and network failures.
 //
 // Secrets stay inside: the API key never appears in an error, a String or a log value, and a

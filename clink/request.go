@@ -38,7 +38,8 @@ type validator interface {
 }
 
 // do performs op: it sends in (if not nil) as the JSON body, retries as op allows, and decodes
-// the envelope's data into out. Every failure is an *Error.
+// the envelope's data into out. Every failure is built as an *Error, one place for messages
+// and classes; public decides whether the caller sees it as one.
 func (c *Client) do(ctx context.Context, op operation, in, out any) error {
 	var body []byte
 	if in != nil {
