@@ -12,8 +12,13 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strconv"
 	"time"
 )
 
@@ -31,7 +36,9 @@ const (
 // Limit is one rolling-window counter a call is checked against.
 //
 // An entry recorded at time t counts for every check at a time in
-// [t, t+Window): capacity returns exactly when the window has passed.
+// [t, t+Window): capacity returns exactly when the window has passed. An
+// entry stamped later than the check (the clocks of processes sharing a
+// store disagree) counts too: the store fails closed.
 type Limit struct {
 	// Key names the counter, e.g. "budget|*|USD|24h|" or
 	// "rate|*|1m|cust:4f2a…". Callers choose keys; the store only compares
@@ -164,7 +171,9 @@ type Store interface {
 	// nothing and returns a *Denied error.
 	Reserve(ctx context.Context, at time.Time, limits []Limit) (id string, err error)
 	// Settle records how a reserved call ended. Settling an unknown ID is
-	// an error; settling twice keeps the first outcome.
+	// an error ([ErrNotFound]); settling twice keeps the first outcome. A
+	// reservation is remembered for at least an hour after its longest
+	// window has passed.
 	Settle(ctx context.Context, id string, outcome Outcome) error
 
 	// Claim takes the duplicate guard's slot for c.Key, or reports what
@@ -194,3 +203,159 @@ type Store interface {
 
 // ErrNotFound is returned by Settle, Finish and Drop for an unknown ID or key.
 var ErrNotFound = errors.New("store: not found")
+
+// auditHashDomain starts every audit hash input, so the digest cannot be
+// confused with a hash of anything else and the format can be versioned.
+const auditHashDomain = "clink-mcp/audit/v1"
+
+// ComputeHash returns the hex SHA-256 of r's canonical encoding: every
+// field except Hash, PrevHash included, so each record commits to the one
+// before it. It is part of the on-disk format: changing it breaks the
+// verification of every stored trail.
+//
+// The encoding is a sequence of netstrings ("<decimal length>:<bytes>,"),
+// one per value, in this order: the domain tag "clink-mcp/audit/v1", Seq
+// (decimal), Time (UTC, [time.RFC3339Nano]), Tool, Decision, Amount,
+// Currency, EmailMasked, EmailHash, SessionID, Duration (decimal
+// nanoseconds) and PrevHash. Length prefixes make it unambiguous: no two
+// different records encode alike, whatever bytes their strings hold.
+func (r *AuditRecord) ComputeHash() string {
+	h := sha256.New()
+	var buf []byte
+	put := func(s string) {
+		buf = strconv.AppendInt(buf[:0], int64(len(s)), 10)
+		buf = append(buf, ':')
+		buf = append(buf, s...)
+		buf = append(buf, ',')
+		h.Write(buf)
+	}
+	put(auditHashDomain)
+	put(strconv.FormatInt(r.Seq, 10))
+	put(r.Time.UTC().Format(time.RFC3339Nano))
+	put(r.Tool)
+	put(r.Decision)
+	put(r.Amount)
+	put(r.Currency)
+	put(r.EmailMasked)
+	put(r.EmailHash)
+	put(r.SessionID)
+	put(strconv.FormatInt(int64(r.Duration), 10))
+	put(r.PrevHash)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// AuditReport is what [VerifyAudit] found.
+type AuditReport struct {
+	// Records is how many records the trail holds.
+	Records int64
+	// Broken is the first broken record, or nil when the chain is intact.
+	Broken *BrokenRecord
+}
+
+// OK reports whether the trail verified.
+func (r *AuditReport) OK() bool { return r.Broken == nil }
+
+// BrokenRecord names the first place where an audit trail fails to verify.
+type BrokenRecord struct {
+	// Seq is the record that is missing, altered or out of place.
+	Seq int64
+	// Reason says what is wrong, for the operator, e.g. "record 3 was
+	// altered: its hash does not match its content".
+	Reason string
+}
+
+// VerifyAudit checks s's audit trail: Seq runs 1, 2, 3, … without gaps,
+// each record's Hash is its [AuditRecord.ComputeHash], and each PrevHash
+// is the previous record's Hash ("" for the first). It also checks the
+// trail against [Store.AuditHead], read before and after the scan, so that
+// deleting the last records, or adding records past the head, is caught
+// too; records appended while it runs do not make it fail.
+//
+// A broken trail is reported in the [AuditReport], naming the first broken
+// record, with a nil error; the error is for failures to read the store.
+//
+// The chain is not keyed: it detects editing or deleting records, not a
+// rewrite of the whole trail from the altered record on.
+func VerifyAudit(ctx context.Context, s Store) (*AuditReport, error) {
+	headSeq, headHash, err := s.AuditHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &AuditReport{}
+	var (
+		prevHash   string
+		lastSeq    int64
+		hashAtHead string
+	)
+	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
+		rep.Records++
+		if rep.Broken != nil {
+			return nil // keep counting
+		}
+		want := lastSeq + 1
+		switch {
+		case r.Seq > want:
+			rep.Broken = &BrokenRecord{Seq: want, Reason: fmt.Sprintf(
+				"record %d is missing (the next stored record is %d)", want, r.Seq)}
+		case r.Seq < want:
+			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
+				"record %d is out of order: it comes after record %d", r.Seq, lastSeq)}
+		case r.Hash != r.ComputeHash():
+			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
+				"record %d was altered: its hash does not match its content", r.Seq)}
+		case r.PrevHash != prevHash:
+			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
+				"record %d does not follow record %d: its previous hash does not match (a record was altered or replaced)",
+				r.Seq, lastSeq)}
+		}
+		if rep.Broken != nil {
+			return nil
+		}
+		prevHash, lastSeq = r.Hash, r.Seq
+		if r.Seq == headSeq {
+			hashAtHead = r.Hash
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Broken != nil {
+		return rep, nil
+	}
+	switch {
+	case lastSeq < headSeq:
+		rep.Broken = &BrokenRecord{Seq: lastSeq + 1, Reason: fmt.Sprintf(
+			"record %d is missing: the trail ends at record %d but %d records were appended (the last records were deleted)",
+			lastSeq+1, lastSeq, headSeq)}
+		return rep, nil
+	case headSeq > 0 && hashAtHead != headHash:
+		rep.Broken = &BrokenRecord{Seq: headSeq, Reason: fmt.Sprintf(
+			"record %d was replaced: its hash does not match the one recorded when it was appended", headSeq)}
+		return rep, nil
+	}
+	afterSeq, _, err := s.AuditHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if lastSeq > afterSeq {
+		rep.Broken = &BrokenRecord{Seq: afterSeq + 1, Reason: fmt.Sprintf(
+			"record %d was not appended by the store: the store recorded only %d records", afterSeq+1, afterSeq)}
+	}
+	return rep, nil
+}
+
+// ExportAudit writes s's audit trail to w as JSON lines, one
+// [AuditRecord] per line in Seq order, and returns how many it wrote.
+func ExportAudit(ctx context.Context, s Store, w io.Writer) (int64, error) {
+	enc := json.NewEncoder(w)
+	var n int64
+	err := s.ScanAudit(ctx, func(r *AuditRecord) error {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	return n, err
+}

@@ -1,0 +1,140 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// Retention rules shared by the implementations, so that they prune alike.
+const (
+	// pruneGrace is how long counter entries and claims are kept after
+	// their windows have passed: a tolerance for processes sharing a store
+	// whose clocks disagree a little.
+	pruneGrace = time.Minute
+	// reservationRetention is how long a reservation is remembered after
+	// its longest window has passed, so that a slow call can still be
+	// settled.
+	reservationRetention = time.Hour
+)
+
+// entry is one counted amount, in unix nanoseconds.
+type entry struct {
+	at     int64
+	amount int64
+}
+
+// checkLimits refuses a time or limits no store can count correctly.
+func checkLimits(at time.Time, limits []Limit) error {
+	if err := checkTime(at); err != nil {
+		return err
+	}
+	for i, l := range limits {
+		switch {
+		case l.Key == "":
+			return fmt.Errorf("store: limit %d has an empty key", i)
+		case l.Kind != KindBudget && l.Kind != KindRate:
+			return fmt.Errorf("store: limit %d (%s) has an unknown kind %d", i, l.Key, l.Kind)
+		case l.Window <= 0:
+			return fmt.Errorf("store: limit %d (%s) has a non-positive window %v", i, l.Key, l.Window)
+		case l.Max < 0 || l.Add < 0:
+			return fmt.Errorf("store: limit %d (%s) has a negative max or add", i, l.Key)
+		}
+		for j := range i {
+			if limits[j].Key == l.Key {
+				return fmt.Errorf("store: limit %d repeats the key of limit %d (%s)", i, j, l.Key)
+			}
+		}
+	}
+	return nil
+}
+
+// checkTime refuses a time outside what unix nanoseconds can hold, with
+// room for a window on either side.
+func checkTime(at time.Time) error {
+	const margin = 100 * 365 * 24 * time.Hour
+	lo, hi := time.Unix(0, math.MinInt64).Add(margin), time.Unix(0, math.MaxInt64).Add(-margin)
+	if at.Before(lo) || at.After(hi) {
+		return fmt.Errorf("store: time %v is out of range", at)
+	}
+	return nil
+}
+
+// windowStart returns the exclusive lower bound of the entries that count
+// at now: an entry at t counts when t > now-window.
+func windowStart(now int64, l Limit) int64 { return now - int64(l.Window) }
+
+// fits reports whether add more fits a counter holding used.
+func fits(l Limit, used int64) bool { return l.Add <= l.Max && used <= l.Max-l.Add }
+
+// denial builds the *Denied for limit i, which holds used, from the entries
+// that count towards it sorted oldest first.
+func denial(i int, l Limit, used int64, counting []entry) *Denied {
+	d := &Denied{Limit: i, Used: used}
+	if l.Add > l.Max {
+		return d
+	}
+	sort.Slice(counting, func(a, b int) bool { return counting[a].at < counting[b].at })
+	var freed int64
+	for k, e := range counting {
+		freed += e.amount
+		if k+1 < len(counting) && counting[k+1].at == e.at {
+			continue // entries at the same time leave the window together
+		}
+		if used-freed <= l.Max-l.Add {
+			d.RetryAt = time.Unix(0, e.at+int64(l.Window)).UTC()
+			return d
+		}
+	}
+	// Unreachable while used is the sum of counting; fail safe regardless.
+	return d
+}
+
+// expiry returns when the last of limits' windows, starting at now, passes.
+func expiry(now int64, limits []Limit) int64 {
+	end := now
+	for _, l := range limits {
+		end = max(end, now+int64(l.Window))
+	}
+	return end
+}
+
+// newReservationID returns a random reservation ID.
+func newReservationID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("store: reservation id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// checkOutcome refuses an outcome Settle does not know.
+func checkOutcome(o Outcome) error {
+	if o != Spent && o != Released && o != Unknown {
+		return fmt.Errorf("store: unknown outcome %d", o)
+	}
+	return nil
+}
+
+// checkClaim refuses a claim no store can keep.
+func checkClaim(c Claim) error {
+	if c.Key == "" {
+		return fmt.Errorf("store: claim has an empty key")
+	}
+	if c.Window <= 0 {
+		return fmt.Errorf("store: claim %s has a non-positive window %v", c.Key, c.Window)
+	}
+	return checkTime(c.At)
+}
+
+// cloneBytes copies b, returning nil for an empty b so that every
+// implementation answers alike.
+func cloneBytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
