@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"time"
 )
 
 // LineItem is one line of a checkout session: UnitAmount times Quantity.
@@ -39,11 +40,24 @@ const (
 	CodeUnknownTool                Code = "unknown_tool"                   // the policy does not govern the tool, so refuses it
 	CodeInvalidRequest             Code = "invalid_request"                // the request is malformed (no amount, quantity below 1, ...)
 	CodeNoPolicy                   Code = "no_policy"                      // Evaluate was called on a nil *Policy
+
+	// CodeBudgetExceeded: the call's amount does not fit what is left of a
+	// rolling-window budget (see [Policy.LimitDecision]). The message says
+	// how much is left and when enough frees up.
+	CodeBudgetExceeded Code = "budget_exceeded"
+	// CodeRateLimited: a rolling-window rate limit has no call left (see
+	// [Policy.LimitDecision]). The message says when to retry.
+	CodeRateLimited Code = "rate_limited"
+	// CodeDuplicateConflict: an idempotency key was used again with
+	// different arguments. The tools layer, which owns idempotency keys,
+	// returns it; a new key is a deliberate new session.
+	CodeDuplicateConflict Code = "idempotency_key_reused"
 )
 
-// Decision is the outcome of [Policy.Evaluate]. Later limits (budgets, rate
-// limits) add fields; the zero Decision is a denial, so code that forgets to
-// fill one in fails closed.
+// Decision is the outcome of [Policy.Evaluate] or [Policy.LimitDecision].
+// The zero Decision is a denial, so code that forgets to fill one in fails
+// closed. It holds no pointers to fill on the allowed path, so returning one
+// allocates nothing.
 type Decision struct {
 	Allowed bool
 	Code    Code
@@ -52,8 +66,17 @@ type Decision struct {
 	// lists.
 	Message string
 	// Limit is the cap or minimum a denial with CodeAmountOverCap or
-	// CodeAmountUnderMin hit; the zero Money otherwise.
+	// CodeAmountUnderMin hit, or the whole budget for CodeBudgetExceeded;
+	// the zero Money otherwise.
 	Limit Money
+	// Remaining is what is left of the budget that refused the call, for
+	// CodeBudgetExceeded; the zero Money otherwise.
+	Remaining Money
+	// RetryAt is when enough of a rolling window will have passed for the
+	// call to fit, for CodeBudgetExceeded and CodeRateLimited (UTC, rounded
+	// up to the second); the zero time when there is none (a budget the
+	// amount can never fit, and every other code).
+	RetryAt time.Time
 }
 
 var allowed = Decision{Allowed: true, Code: CodeAllowed}
@@ -134,6 +157,24 @@ type lineSum struct {
 	sum int64 // saturates at MaxMinor+1
 }
 
+// total is UnitAmount x Quantity in minor units, saturating at
+// MaxMinor+1, for a line item with a positive unit amount and quantity.
+func (li LineItem) total() int64 { return mulCapped(li.UnitAmount.minor, li.Quantity) }
+
+// lineTotal is the sum of the line items in currency cur, saturating at
+// MaxMinor+1. Items Evaluate would refuse (no unit amount, quantity below 1)
+// add nothing: they cannot make a sum smaller, only go unchecked here.
+func lineTotal(items []LineItem, cur Currency) int64 {
+	var sum int64
+	for _, li := range items {
+		if li.UnitAmount.cur != cur || li.UnitAmount.minor <= 0 || li.Quantity < 1 {
+			continue
+		}
+		sum = addCapped(sum, li.total())
+	}
+	return sum
+}
+
 func (t *toolRules) checkLineItems(items []LineItem) Decision {
 	var buf [4]lineSum // most checkouts use one currency; more spill to the heap
 	sums := buf[:0]
@@ -149,7 +190,7 @@ func (t *toolRules) checkLineItems(items []LineItem) Decision {
 		if _, ok := t.currencies.byCode[u.cur.code]; !ok {
 			return deny(CodeLineItemCurrencyNotAllowed, "line item %d is in %s, which is not allowed for %s; allowed: %s", n, u.cur.code, t.name, t.currencies.list())
 		}
-		line := mulCapped(u.minor, li.Quantity)
+		line := li.total()
 		j := 0
 		for j < len(sums) && sums[j].cur != u.cur {
 			j++

@@ -21,11 +21,21 @@ import (
 // The file is strict: unknown keys, duplicate keys, aliases, several YAML
 // documents, wrongly typed values, currencies without max_amount, a
 // min_amount above max_amount, amounts too precise for their currency,
-// malformed email patterns, unknown tools and tool rules wider than the
-// global ones are all errors. Amounts are read exactly from their text,
-// quoted or not.
+// malformed email patterns, unknown tools, malformed or duplicate budgets
+// and rate limits, and tool rules wider than the global ones are all
+// errors. Amounts are read exactly from their text, quoted or not.
+//
+// filename is also where a relative store.path is resolved from (its
+// directory), and the store path's default comes from the environment
+// ($XDG_STATE_HOME or the home directory); see [Policy.StorePath].
 func Parse(filename string, data []byte) (*Policy, error) {
-	fp := &fileParser{file: filename}
+	return parse(filename, data, false)
+}
+
+// parse is [Parse]; with inMemory, a file without store.path gets no store
+// file ([Policy.StorePath] is "") instead of the default location.
+func parse(filename string, data []byte, inMemory bool) (*Policy, error) {
+	fp := &fileParser{file: filename, inMemory: inMemory}
 	p := fp.parse(data)
 	if len(fp.problems) > 0 {
 		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
@@ -37,6 +47,7 @@ func Parse(filename string, data []byte) (*Policy, error) {
 
 type fileParser struct {
 	file     string
+	inMemory bool // no default store file
 	problems []Problem
 }
 
@@ -89,7 +100,7 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	}
 
 	p := &Policy{allowAnyEmail: true, tools: make(map[string]*toolRules, len(knownTools))}
-	top := fp.fields(root, "the top level", "version", "currencies", "customers", "tools")
+	top := fp.fields(root, "the top level", topKeys...)
 	if top == nil {
 		return nil
 	}
@@ -110,6 +121,22 @@ func (fp *fileParser) parse(data []byte) *Policy {
 		fp.customers(e.val, p)
 	}
 
+	if e, ok := top["budgets"]; ok {
+		p.budgets = fp.budgets(e.val, p, nil)
+	}
+	if e, ok := top["rate_limits"]; ok {
+		p.rates = fp.rateLimits(e.val)
+	}
+	p.dupWindow = defaultDuplicatesWindow
+	if e, ok := top["duplicates"]; ok {
+		p.dupWindow = fp.duplicates(e.val)
+	}
+	var storeNode *yaml.Node
+	if e, ok := top["store"]; ok {
+		storeNode = e.val
+	}
+	p.storePath = fp.store(storeNode)
+
 	var toolEntries map[string]entry
 	if e, ok := top["tools"]; ok {
 		toolEntries = fp.fields(e.val, "tools", knownTools...)
@@ -117,12 +144,16 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	for _, name := range knownTools {
 		t := &toolRules{name: name, enabled: true, currencies: p.currencies}
 		if e, ok := toolEntries[name]; ok {
-			fp.tool(e.val, t, &p.currencies)
+			fp.tool(e.val, t, p)
 		}
 		p.tools[name] = t
 	}
 	return p
 }
+
+// topKeys are the keys of a policy file's top level, in the order the
+// README documents them.
+var topKeys = []string{"version", "currencies", "customers", "budgets", "rate_limits", "duplicates", "store", "tools"}
 
 // hasAliases reports (and explains) any YAML alias or merge key: they make a
 // file harder to review and are a classic way to blow up a parser's memory.
@@ -354,9 +385,9 @@ func (fp *fileParser) emailList(n *yaml.Node, what string, set *emailSet) {
 	}
 }
 
-func (fp *fileParser) tool(n *yaml.Node, t *toolRules, global *currencyRules) {
+func (fp *fileParser) tool(n *yaml.Node, t *toolRules, p *Policy) {
 	where := "tool " + t.name
-	f := fp.fields(n, where, "enabled", "currencies")
+	f := fp.fields(n, where, "enabled", "currencies", "budgets")
 	if f == nil {
 		return
 	}
@@ -369,6 +400,10 @@ func (fp *fileParser) tool(n *yaml.Node, t *toolRules, global *currencyRules) {
 	}
 	if e, ok := f["currencies"]; ok {
 		t.narrowed = true
-		t.currencies = fp.currencies(e.val, global, t.name)
+		t.currencies = fp.currencies(e.val, &p.currencies, t.name)
+	}
+	// After currencies: a tool's budget must be in a currency it allows.
+	if e, ok := f["budgets"]; ok {
+		t.budgets = fp.budgets(e.val, p, t)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // Tool names, as the policy knows them.
@@ -39,6 +40,11 @@ type Policy struct {
 	allowWithoutEmail bool
 
 	tools map[string]*toolRules // every known tool, with effective rules
+
+	budgets   []budgetRule  // global budgets, in file order
+	rates     []rateRule    // global rate limits, in file order
+	dupWindow time.Duration // 0: the duplicate guard is off
+	storePath string        // absolute; "" for an in-memory store (the demo)
 }
 
 // limits are the per-session limits for one currency.
@@ -60,6 +66,7 @@ type toolRules struct {
 	enabled    bool
 	narrowed   bool // has its own currencies list
 	currencies currencyRules
+	budgets    []budgetRule // the tool's own budgets, on top of the global ones
 }
 
 // Source returns where the policy came from: the file path given to [Load]
@@ -127,7 +134,9 @@ func (e *ParseError) Unwrap() error { return ErrInvalidPolicy }
 var demoYAML []byte
 
 var demo = func() *Policy {
-	p, err := Parse(DemoSource, demoYAML)
+	// The demo keeps its state in memory: no file, and no need for a home
+	// directory to find one.
+	p, err := parse(DemoSource, demoYAML, true)
 	if err != nil {
 		panic("policy: the built-in demo policy does not parse: " + err.Error())
 	}
@@ -140,6 +149,9 @@ func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
 // Demo returns the built-in demo policy for the sandbox: USD 0.50–100.00,
 // EUR up to 100.00 and JPY up to 10000 per session; agent payment sessions
 // in USD only, up to 50.00; any customer email except blocked@example.com;
-// checkouts without an email allowed when a customer ID is given. Its text is
-// [DemoYAML]. Production must not run on it.
+// checkouts without an email allowed when a customer ID is given; at most
+// 500.00 USD per rolling 24h and 30 calls per rolling minute; identical calls
+// within 10 minutes replayed. Its text is [DemoYAML]. Its [Policy.StorePath]
+// is "": the sandbox keeps its state in memory. Production must not run on
+// it.
 func Demo() *Policy { return demo }

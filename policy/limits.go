@@ -1,0 +1,412 @@
+package policy
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy/store"
+)
+
+// budgetRule is one rolling-window spending budget from the policy file.
+type budgetRule struct {
+	tool        string // "" for a global budget
+	max         Money  // its currency is the budget's
+	window      time.Duration
+	perCustomer bool
+	key         string // the store key, without the customer part
+}
+
+// rateRule is one rolling-window rate limit from the policy file.
+type rateRule struct {
+	window      time.Duration
+	max         int64
+	perCustomer bool
+	key         string // the store key, without the customer part
+}
+
+// Store keys. Every key has a fixed number of "|"-separated fields, the
+// last being the customer part, so no two rules share a key and a customer
+// key (whatever it contains) can never be read as another field:
+//
+//	budget|TOOL|CUR|WINDOW|CUSTOMER   e.g. budget|*|USD|24h0m0s|
+//	rate|TOOL|WINDOW|CUSTOMER         e.g. rate|*|1m0s|c:3f9a…
+//
+// TOOL is "*" for a global rule; WINDOW is Go's canonical duration text;
+// CUSTOMER is "" for a limit shared by everyone, "c:" followed by the
+// caller's opaque customer key for a per-customer limit, or
+// [noCustomerPart] for a per-customer limit on a call with no customer.
+// Changing a rule's currency, window or per starts a fresh counter; changing
+// its max keeps the counter.
+const (
+	keyGlobalTool  = "*"
+	customerPrefix = "c:"
+	// noCustomerPart is the one shared bucket per-customer limits use for
+	// calls without a customer identity: those calls fail closed, sharing
+	// one allowance, instead of each getting a fresh one.
+	noCustomerPart = "no-customer"
+)
+
+func (b *budgetRule) keyPrefix() string {
+	tool := b.tool
+	if tool == "" {
+		tool = keyGlobalTool
+	}
+	return "budget|" + tool + "|" + b.max.cur.code + "|" + b.window.String() + "|"
+}
+
+func (r *rateRule) keyPrefix() string {
+	return "rate|" + keyGlobalTool + "|" + r.window.String() + "|"
+}
+
+// amountWindow renders a budget for people: "USD 2000.00 per 24h".
+func (b *budgetRule) amountWindow() string {
+	return b.max.cur.code + " " + b.max.Amount() + " per " + formatWindow(b.window)
+}
+
+// describe is amountWindow plus " per customer" where it applies.
+func (b *budgetRule) describe() string {
+	if b.perCustomer {
+		return b.amountWindow() + " per customer"
+	}
+	return b.amountWindow()
+}
+
+// scope names what makes a budget distinct: "USD per 24h per customer".
+func (b *budgetRule) scope() string {
+	s := b.max.cur.code + " per " + formatWindow(b.window)
+	if b.perCustomer {
+		s += " per customer"
+	}
+	return s
+}
+
+// callsWindow renders a rate limit: "at most 10 calls per 1m".
+func (r *rateRule) callsWindow() string {
+	return "at most " + calls(r.max) + " per " + formatWindow(r.window)
+}
+
+func (r *rateRule) scope() string {
+	s := formatWindow(r.window)
+	if r.perCustomer {
+		s += " per customer"
+	}
+	return s
+}
+
+func calls(n int64) string {
+	if n == 1 {
+		return "1 call"
+	}
+	return strconv.FormatInt(n, 10) + " calls"
+}
+
+// limitRule is one rule [Policy.Limits] turns into a [store.Limit].
+type limitRule struct {
+	key         string // without the customer part
+	perCustomer bool
+	kind        store.Kind
+	window      time.Duration
+	max         int64
+}
+
+// rulesFor yields the rules a call of tool in currency cur is checked
+// against, in Limits' order: global budgets, the tool's budgets, rate
+// limits. A budget applies only to calls in its currency.
+func (p *Policy) rulesFor(tool string, cur Currency) iter.Seq[limitRule] {
+	return func(yield func(limitRule) bool) {
+		var own []budgetRule
+		if t, ok := p.tools[tool]; ok {
+			own = t.budgets
+		}
+		for _, bs := range [2][]budgetRule{p.budgets, own} {
+			for i := range bs {
+				b := &bs[i]
+				if cur.code == "" || b.max.cur != cur {
+					continue
+				}
+				if !yield(limitRule{b.key, b.perCustomer, store.KindBudget, b.window, b.max.minor}) {
+					return
+				}
+			}
+		}
+		for i := range p.rates {
+			r := &p.rates[i]
+			if !yield(limitRule{r.key, r.perCustomer, store.KindRate, r.window, r.max}) {
+				return
+			}
+		}
+	}
+}
+
+// Limits returns the budget and rate-limit counters req is checked against,
+// in a stable order: global budgets, then the tool's own budgets (each in
+// file order), then rate limits. Call it for a request [Policy.Evaluate]
+// allowed, and reserve the result in the store before calling Clink.
+//
+// A budget applies only to requests in its currency (req.Amount's). The
+// amount it counts is the larger of req.Amount and the sum of the request's
+// line items in that currency (the rule the per-session cap uses), in minor
+// units; a request with no positive amount counts as more than any budget,
+// so it never fits one. Line items in other currencies count against no
+// budget: the session is charged in its own currency. A rate limit counts 1.
+//
+// customer is an opaque key for the request's customer that the caller
+// derives, such as [CustomerKey]; it must never be a raw email, since keys
+// are stored. A per-customer limit keys on it; with customer "" (no email,
+// no customer ID), every such request shares one "no-customer" bucket per
+// limit, so calls without a customer identity fail closed instead of each
+// getting a fresh allowance.
+//
+// The keys and rules are built when the policy is loaded; Limits allocates
+// the returned slice and, only when there are per-customer limits, one
+// string holding their keys.
+func (p *Policy) Limits(req *Request, customer string) []store.Limit {
+	if p == nil || req == nil {
+		return nil
+	}
+	cur := req.Amount.cur
+	cust := noCustomerPart
+	if customer != "" {
+		cust = customerPrefix + customer
+	}
+	n, keyLen := 0, 0
+	for r := range p.rulesFor(req.Tool, cur) {
+		n++
+		if r.perCustomer {
+			keyLen += len(r.key) + len(cust)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// One string holds every per-customer key; each Key is a slice of it.
+	var keys string
+	if keyLen > 0 {
+		var kb strings.Builder
+		kb.Grow(keyLen)
+		for r := range p.rulesFor(req.Tool, cur) {
+			if r.perCustomer {
+				kb.WriteString(r.key)
+				kb.WriteString(cust)
+			}
+		}
+		keys = kb.String()
+	}
+	add := budgetAmount(req)
+	out := make([]store.Limit, 0, n)
+	off := 0
+	for r := range p.rulesFor(req.Tool, cur) {
+		l := store.Limit{Key: r.key, Kind: r.kind, Window: r.window, Max: r.max, Add: 1}
+		if r.kind == store.KindBudget {
+			l.Add = add
+		}
+		if r.perCustomer {
+			end := off + len(r.key) + len(cust)
+			l.Key = keys[off:end]
+			off = end
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// budgetAmount is what a request counts against its currency's budgets, in
+// minor units: the larger of the amount and the line items in its currency.
+func budgetAmount(req *Request) int64 {
+	amt := req.Amount.minor
+	if amt <= 0 {
+		// Evaluate refuses such a request; should one get here anyway, it
+		// fails closed rather than spending nothing, or less than nothing.
+		return MaxMinor + 1
+	}
+	if s := lineTotal(req.LineItems, req.Amount.cur); s > amt {
+		amt = s
+	}
+	return amt
+}
+
+// LimitDecision turns a store's denial of limits[d.Limit] into a
+// [Decision] the model can act on:
+//
+//   - a budget: [CodeBudgetExceeded], saying how much of the budget is left
+//     and when enough of the window frees up ("amount 300.00 USD exceeds
+//     what is left of the rolling 24h USD budget (2000.00 USD, 150.00 USD
+//     left); enough frees up at 2026-11-21T14:03:00Z (in 3h12m5s)"), or
+//     that the amount can never fit when d.RetryAt is zero. Limit is the
+//     budget and Remaining what is left of it.
+//   - a rate limit: [CodeRateLimited], saying when to retry ("rate limit of
+//     10 calls per 1m reached; retry after 2026-11-21T14:03:00Z (in 42s)").
+//
+// Limits that apply per customer say so. Times are RFC 3339 in UTC, rounded
+// up to the second (so is the Decision's RetryAt), and waits are measured
+// from now; policy reads no clock. limits must be what [Policy.Limits]
+// returned for the call. A denial it cannot interpret is still a denial.
+func (p *Policy) LimitDecision(limits []store.Limit, d *store.Denied, now time.Time) Decision {
+	if d == nil || d.Limit < 0 || d.Limit >= len(limits) {
+		return deny(CodeBudgetExceeded, "a budget or rate limit of this server's policy refuses the call")
+	}
+	l := &limits[d.Limit]
+	var retry time.Time
+	if !d.RetryAt.IsZero() {
+		retry = ceilSecond(d.RetryAt.UTC())
+	}
+	when := ""
+	if !retry.IsZero() {
+		when = retry.Format(time.RFC3339) + " (in " + formatWait(retry.Sub(now)) + ")"
+	}
+	if l.Kind == store.KindRate {
+		dec := Decision{Code: CodeRateLimited, RetryAt: retry}
+		name := "rate limit of " + calls(l.Max) + " per " + formatWindow(l.Window) + ruleScope(l.Key, 4, 1, 3)
+		if when != "" {
+			dec.Message = name + " reached; retry after " + when
+		} else {
+			dec.Message = name + " reached"
+		}
+		return dec
+	}
+
+	var cur Currency
+	if parts := strings.SplitN(l.Key, "|", 5); len(parts) == 5 && parts[0] == "budget" {
+		cur, _ = ParseCurrency(parts[2])
+	}
+	if l.Kind != store.KindBudget || cur.code == "" {
+		return Decision{Code: CodeBudgetExceeded, RetryAt: retry,
+			Message: "the amount exceeds what is left of a budget of this server's policy"}
+	}
+	name := "the rolling " + formatWindow(l.Window) + " " + cur.code + " budget" + ruleScope(l.Key, 5, 1, 4)
+	budget := Money{minor: l.Max, cur: cur}
+	left := Money{minor: max(l.Max-max(d.Used, 0), 0), cur: cur}
+	amount := Money{minor: l.Add, cur: cur}
+	dec := Decision{Code: CodeBudgetExceeded, Limit: budget, Remaining: left, RetryAt: retry}
+	switch {
+	case retry.IsZero():
+		dec.Message = fmt.Sprintf("amount %s is more than %s allows in all (%s), so it can never fit this budget", amount, name, budget)
+	default:
+		dec.Message = fmt.Sprintf("amount %s exceeds what is left of %s (%s, %s left); enough frees up at %s", amount, name, budget, left, when)
+	}
+	return dec
+}
+
+// ruleScope reads the tool and customer fields of a key with n fields and
+// says " for TOOL" and " per customer" where they apply.
+func ruleScope(key string, n, toolField, customerField int) string {
+	parts := strings.SplitN(key, "|", n)
+	if len(parts) != n {
+		return ""
+	}
+	s := ""
+	if t := parts[toolField]; t != keyGlobalTool && t != "" {
+		s += " for " + t
+	}
+	if parts[customerField] != "" {
+		s += " per customer"
+	}
+	return s
+}
+
+// DuplicatesWindow returns how long an identical call is answered with the
+// earlier one's result; 0 means the duplicate guard is off. It is 10 minutes
+// when the policy file does not say.
+func (p *Policy) DuplicatesWindow() time.Duration { return p.dupWindow }
+
+// StorePath returns the absolute path of the state file (budgets, rate
+// limits, the duplicate guard, the audit trail): the file's store.path with
+// "~" expanded and a relative path resolved against the policy file's
+// directory, or by default $XDG_STATE_HOME/clink-mcp/state.db, else
+// ~/.local/state/clink-mcp/state.db. It is "" for the [Demo] policy, whose
+// state is kept in memory.
+func (p *Policy) StorePath() string { return p.storePath }
+
+// HasState reports whether the policy has any budget, rate limit or
+// duplicate guard, that is, whether calls need the store for more than the
+// audit trail.
+func (p *Policy) HasState() bool {
+	if len(p.budgets) > 0 || len(p.rates) > 0 || p.dupWindow > 0 {
+		return true
+	}
+	for _, t := range p.tools {
+		if len(t.budgets) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CustomerKey returns an opaque key for req's customer, for
+// [Policy.Limits]: the hex of the first 16 bytes of HMAC-SHA256 under
+// secret of the normalised email, or, when there is no email, of the
+// customer ID (domain-separated, so an ID that looks like an email is not
+// that email's customer). It returns "" when req has neither, or an email
+// that does not normalise (Evaluate refuses those), so such calls share the
+// no-customer bucket. A reference customer ID alone is not an identity:
+// it is free text the agent chooses.
+//
+// secret must be a server-held random key of at least 16 bytes; without
+// one, an email's key could be found by hashing guesses.
+func CustomerKey(secret []byte, req *Request) string {
+	if req == nil {
+		return ""
+	}
+	var kind, id string
+	switch {
+	case req.CustomerEmail != "":
+		addr, err := NormalizeEmail(req.CustomerEmail)
+		if err != nil {
+			return ""
+		}
+		kind, id = "email", addr
+	case req.CustomerID != "":
+		kind, id = "customer_id", req.CustomerID
+	default:
+		return ""
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("clink-mcp customer\x00" + kind + "\x00" + id))
+	return hex.EncodeToString(mac.Sum(nil)[:16])
+}
+
+// formatWindow renders a window for people: "24h", "1m", "1h30m", "7d".
+func formatWindow(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= 2*day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return trimDuration(d)
+}
+
+// formatWait renders a wait rounded up to the second: "42s", "3h12m5s".
+func formatWait(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
+	}
+	return trimDuration(d)
+}
+
+// trimDuration is d.String() without zero minutes and seconds at the end:
+// "24h0m0s" becomes "24h", "1m0s" becomes "1m".
+func trimDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func ceilSecond(t time.Time) time.Time {
+	if tr := t.Truncate(time.Second); !tr.Equal(t) {
+		return tr.Add(time.Second)
+	}
+	return t
+}
