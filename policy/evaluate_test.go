@@ -305,19 +305,46 @@ func TestSummary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	off := mustParse(t, "version: 1\ncurrencies:\n  USD: { max_amount: 5 }\ntools:\n  create_checkout_session: { enabled: false }\n")
+	off := mustParse(t, "version: 1\ncurrencies:\n  USD: { max_amount: 5 }\nduplicates: { window: 0 }\ntools:\n  create_checkout_session: { enabled: false }\n")
+	eurOnly := mustParse(t, `version: 1
+currencies:
+  USD: { max_amount: 100 }
+  EUR: { max_amount: 100 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 1000 }
+  - { currency: EUR, window: 7d, max_amount: 2000 }
+tools:
+  create_agent_payment_session: { currencies: { EUR: {} }, budgets: [ { currency: EUR, window: 1h, max_amount: 50, per: customer } ] }
+`)
 	cases := []struct {
 		name string
 		p    *Policy
 		tool string
 		want string
 	}{
-		{"tells the agent its narrowed limits and that emails are allowlisted", example, ToolAgentPaymentSession,
-			"Allowed currencies and per-session limits: USD 1.00–50.00. Customer email: required; only addresses on the operator's allowlist are accepted."},
-		{"tells the agent the global limits of a tool without its own", example, ToolCheckoutSession,
-			"Allowed currencies and per-session limits: EUR up to 400.00, JPY up to 50000, USD 1.00–500.00. Customer email: required; only addresses on the operator's allowlist are accepted."},
+		{"tells the agent its narrowed limits, budgets, rate limits, that emails are allowlisted and that repeats replay", example, ToolAgentPaymentSession,
+			"Allowed currencies and per-session limits: USD 1.00–50.00." +
+				" Budgets (rolling windows): USD 2000.00 per 24h; per customer: USD 300.00 per 1h." +
+				" Rate limits (rolling windows, all tools together): at most 10 calls per 1m; per customer: at most 20 calls per 1h." +
+				" Customer email: required; only addresses on the operator's allowlist are accepted." +
+				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
+		{"tells the agent the global limits of a tool without its own and the tool's own budget", example, ToolCheckoutSession,
+			"Allowed currencies and per-session limits: EUR up to 400.00, JPY up to 50000, USD 1.00–500.00." +
+				" Budgets (rolling windows): USD 2000.00 per 24h; per customer: USD 300.00 per 1h; this tool only, USD 500.00 per 24h." +
+				" Rate limits (rolling windows, all tools together): at most 10 calls per 1m; per customer: at most 20 calls per 1h." +
+				" Customer email: required; only addresses on the operator's allowlist are accepted." +
+				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent an email is optional with a customer ID where allowed", Demo(), ToolCheckoutSession,
-			"Allowed currencies and per-session limits: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00. Customer email: required unless customerId or referenceCustomerId is given; any valid address except ones the operator blocks."},
+			"Allowed currencies and per-session limits: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00." +
+				" Budgets (rolling windows): USD 500.00 per 24h." +
+				" Rate limits (rolling windows, all tools together): at most 30 calls per 1m." +
+				" Customer email: required unless customerId or referenceCustomerId is given; any valid address except ones the operator blocks." +
+				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
+		{"tells the agent only the budgets in currencies the tool allows, per customer ones marked", eurOnly, ToolAgentPaymentSession,
+			"Allowed currencies and per-session limits: EUR up to 100.00." +
+				" Budgets (rolling windows): EUR 2000.00 per 7d; this tool only, per customer: EUR 50.00 per 1h." +
+				" Customer email: required; any valid address." +
+				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent any address is fine when nothing is restricted", off, ToolAgentPaymentSession,
 			"Allowed currencies and per-session limits: USD up to 5.00. Customer email: required; any valid address."},
 		{"tells the agent a tool is disabled", off, ToolCheckoutSession,

@@ -11,6 +11,7 @@ import (
 )
 
 func TestLoadReadsTheExampleFile(t *testing.T) {
+	t.Setenv("HOME", "/home/operator")
 	p, err := Load("testdata/example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -27,9 +28,18 @@ Customer emails:
   allowed: alice@example.com, *@example.org, *@*.example.net
   denied (wins over allowed): ceo@example.org
   checkout without an email: refused
+Budgets (rolling windows, all tools together):
+  USD 2000.00 per 24h
+  per customer: USD 300.00 per 1h
+Rate limits (rolling windows, all tools together):
+  at most 10 calls per 1m
+  per customer: at most 20 calls per 1h
+Duplicate calls: an identical call within 10m returns the first call's result instead of creating another session
 Tools:
   create_agent_payment_session: USD 1.00–50.00
   create_checkout_session: EUR up to 400.00, JPY up to 50000, USD 1.00–500.00 (the global limits)
+    own budget: USD 500.00 per 24h
+Store: /home/operator/.local/state/clink-mcp/state.db
 `
 	if diff := cmp.Diff(want, p.Render()); diff != "" {
 		t.Errorf("Render() mismatch (-want +got):\n%s", diff)
@@ -261,14 +271,19 @@ func TestDemo(t *testing.T) {
 	if p.Source() != DemoSource {
 		t.Errorf("Source() = %q", p.Source())
 	}
+	t.Setenv("XDG_STATE_HOME", "/state")
 	again, err := Parse("demo.yaml", DemoYAML())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(strings.ReplaceAll(p.Render(), DemoSource, "demo.yaml"), again.Render()); diff != "" {
+	// Only the source and the store differ: the demo keeps its state in
+	// memory, the same text in a file gets the default store path.
+	want := strings.ReplaceAll(p.Render(), DemoSource, "demo.yaml")
+	want = strings.ReplaceAll(want, "Store: in memory (nothing survives a restart)", "Store: /state/clink-mcp/state.db")
+	if diff := cmp.Diff(want, again.Render()); diff != "" {
 		t.Errorf("DemoYAML() is not the demo policy (-want +got):\n%s", diff)
 	}
-	want := `Policy: built-in demo policy
+	want = `Policy: built-in demo policy
 Currencies and per-session limits:
   EUR up to 100.00
   JPY up to 10000
@@ -277,9 +292,15 @@ Customer emails:
   allowed: any valid address
   denied (wins over allowed): blocked@example.com
   checkout without an email: allowed when customerId or referenceCustomerId is given
+Budgets (rolling windows, all tools together):
+  USD 500.00 per 24h
+Rate limits (rolling windows, all tools together):
+  at most 30 calls per 1m
+Duplicate calls: an identical call within 10m returns the first call's result instead of creating another session
 Tools:
   create_agent_payment_session: USD 0.50–50.00
   create_checkout_session: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00 (the global limits)
+Store: in memory (nothing survives a restart)
 `
 	if diff := cmp.Diff(want, p.Render()); diff != "" {
 		t.Errorf("Render() mismatch (-want +got):\n%s", diff)

@@ -5,9 +5,10 @@ import (
 )
 
 // Render returns the effective policy as plain text, one fact per line, in a
-// stable order (currencies by code, tools in a fixed order, email patterns
-// as written). It is what `clink-mcp policy check FILE` prints for the
-// operator, so it does list the email patterns.
+// stable order (currencies by code, budgets and rate limits and email
+// patterns as written, tools in a fixed order). It is what `clink-mcp policy
+// check FILE` prints for the operator, so it does list the email patterns
+// and the store path.
 func (p *Policy) Render() string {
 	var b strings.Builder
 	b.WriteString("Policy: " + p.source + "\n")
@@ -31,24 +32,76 @@ func (p *Policy) Render() string {
 	} else {
 		b.WriteString("  checkout without an email: refused\n")
 	}
+	if len(p.budgets) == 0 {
+		b.WriteString("Budgets: none\n")
+	} else {
+		b.WriteString("Budgets (rolling windows, all tools together):\n")
+		for i := range p.budgets {
+			b.WriteString("  " + p.budgets[i].perAmountWindow() + "\n")
+		}
+	}
+	if len(p.rates) == 0 {
+		b.WriteString("Rate limits: none\n")
+	} else {
+		b.WriteString("Rate limits (rolling windows, all tools together):\n")
+		for i := range p.rates {
+			b.WriteString("  " + p.rates[i].perCallsWindow() + "\n")
+		}
+	}
+	b.WriteString("Duplicate calls: " + p.duplicatesRule() + "\n")
 	b.WriteString("Tools:\n")
 	for _, name := range knownTools {
 		t := p.tools[name]
 		switch {
 		case !t.enabled:
 			b.WriteString("  " + name + ": disabled\n")
+			continue
 		case t.narrowed:
 			b.WriteString("  " + name + ": " + t.currencies.describeAll() + "\n")
 		default:
 			b.WriteString("  " + name + ": " + t.currencies.describeAll() + " (the global limits)\n")
 		}
+		for i := range t.budgets {
+			b.WriteString("    own budget: " + t.budgets[i].perAmountWindow() + "\n")
+		}
+	}
+	if p.storePath == "" {
+		b.WriteString("Store: in memory (nothing survives a restart)\n")
+	} else {
+		b.WriteString("Store: " + p.storePath + "\n")
 	}
 	return b.String()
 }
 
-// Summary returns one or two lines telling an agent what it may do with a
-// tool: currencies, per-session limits and the customer email rule. It
-// names no email address or pattern: a tricked agent must not learn the
+// perAmountWindow renders a budget as a list entry: "USD 2000.00 per 24h"
+// or "per customer: USD 300.00 per 1h".
+func (b *budgetRule) perAmountWindow() string {
+	if b.perCustomer {
+		return "per customer: " + b.amountWindow()
+	}
+	return b.amountWindow()
+}
+
+// perCallsWindow renders a rate limit as a list entry: "at most 10 calls
+// per 1m" or "per customer: at most 20 calls per 1h".
+func (r *rateRule) perCallsWindow() string {
+	if r.perCustomer {
+		return "per customer: " + r.callsWindow()
+	}
+	return r.callsWindow()
+}
+
+func (p *Policy) duplicatesRule() string {
+	if p.dupWindow == 0 {
+		return "not detected (duplicates window 0)"
+	}
+	return "an identical call within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session"
+}
+
+// Summary returns a few sentences telling an agent what it may do with a
+// tool: currencies, per-session limits, the budgets in those currencies and
+// the rate limits, the customer email rule and the duplicate guard. It names
+// no email address or pattern: a tricked agent must not learn the
 // operator's customer list.
 func (p *Policy) Summary(tool string) string {
 	t, ok := p.tools[tool]
@@ -60,6 +113,39 @@ func (p *Policy) Summary(tool string) string {
 	}
 	var b strings.Builder
 	b.WriteString("Allowed currencies and per-session limits: " + t.currencies.describeAll() + ".")
+	n := 0
+	for _, bs := range [2][]budgetRule{p.budgets, t.budgets} {
+		for i := range bs {
+			r := &bs[i]
+			if _, ok := t.currencies.byCode[r.max.cur.code]; !ok {
+				continue // a budget in a currency this tool cannot use
+			}
+			if n == 0 {
+				b.WriteString(" Budgets (rolling windows): ")
+			} else {
+				b.WriteString("; ")
+			}
+			if r.tool != "" {
+				b.WriteString("this tool only, ")
+			}
+			b.WriteString(r.perAmountWindow())
+			n++
+		}
+	}
+	if n > 0 {
+		b.WriteString(".")
+	}
+	for i := range p.rates {
+		if i == 0 {
+			b.WriteString(" Rate limits (rolling windows, all tools together): ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.rates[i].perCallsWindow())
+	}
+	if len(p.rates) > 0 {
+		b.WriteString(".")
+	}
 	b.WriteString(" Customer email: ")
 	switch {
 	case tool == ToolAgentPaymentSession:
@@ -76,6 +162,9 @@ func (p *Policy) Summary(tool string) string {
 		b.WriteString("; any valid address except ones the operator blocks.")
 	default:
 		b.WriteString("; any valid address.")
+	}
+	if p.dupWindow > 0 {
+		b.WriteString(" An identical call repeated within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session.")
 	}
 	return b.String()
 }
