@@ -1,0 +1,329 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// rawDB opens the store's file directly, as a tamperer or an operator's
+// sqlite3 shell would.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func TestSQLiteTwoHandlesOnOneFileShareTheBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	hammerReserve(t, []Store{openSQLite(t, path), openSQLite(t, path)}, 300)
+}
+
+func TestSQLiteTwoHandlesOnOneFileMakeOneNewClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	hammerClaim(t, []Store{openSQLite(t, path), openSQLite(t, path)}, 50)
+}
+
+func TestSQLiteStateSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	limits := []Limit{budget("budget|*|USD|24h|", 24*time.Hour, 2000, 1500)}
+
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Reserve(ctx, day, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx, id, Spent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day, Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, "k", []byte("session")); err != nil {
+		t.Fatal(err)
+	}
+	before := sampleRecords(3)
+	appendAll(t, s, before)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openSQLite(t, path)
+	var d *Denied
+	if _, err := s.Reserve(ctx, day.Add(time.Hour), limits); !errors.As(err, &d) || d.Used != 1500 {
+		t.Fatalf("Reserve after reopening = %v, want a denial with 1500 used", err)
+	}
+	if err := s.Settle(ctx, id, Released); err != nil {
+		t.Fatalf("Settle after reopening: %v", err)
+	}
+	p, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day.Add(time.Minute), Window: time.Hour})
+	if diff := cmp.Diff(Prior{State: ClaimDone, Result: []byte("session")}, p); err != nil || diff != "" {
+		t.Fatalf("Claim after reopening: %v (-want +got):\n%s", err, diff)
+	}
+	after := sampleRecords(2)
+	appendAll(t, s, after)
+	if after[0].Seq != 4 || after[0].PrevHash != before[2].Hash {
+		t.Fatalf("first record after reopening has seq %d and prev %q, want 4 and %q", after[0].Seq, after[0].PrevHash, before[2].Hash)
+	}
+	rep, err := VerifyAudit(ctx, s)
+	if err != nil || !rep.OK() || rep.Records != 5 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 5 records, intact", rep, err)
+	}
+}
+
+func TestSQLiteAuditTamperingIsNamed(t *testing.T) {
+	ctx := context.Background()
+	// dropGuards removes the triggers that refuse updates and deletes, as
+	// a tamperer with write access to the file can.
+	dropGuards := func(t *testing.T, db *sql.DB) {
+		mustExec(t, db, `DROP TRIGGER audit_no_update`)
+		mustExec(t, db, `DROP TRIGGER audit_no_delete`)
+	}
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, db *sql.DB, recs []AuditRecord)
+		want   BrokenRecord
+	}{
+		{"an updated field names the record", func(t *testing.T, db *sql.DB, _ []AuditRecord) {
+			mustExec(t, db, `UPDATE audit SET amount = '9999.00' WHERE seq = 3`)
+		}, BrokenRecord{Seq: 3, Reason: "record 3 was altered: its hash does not match its content"}},
+		{"an updated time names the record", func(t *testing.T, db *sql.DB, _ []AuditRecord) {
+			mustExec(t, db, `UPDATE audit SET time = '2025-03-02T00:00:00Z' WHERE seq = 2`)
+		}, BrokenRecord{Seq: 2, Reason: "record 2 was altered: its hash does not match its content"}},
+		{"a deleted middle record names it", func(t *testing.T, db *sql.DB, _ []AuditRecord) {
+			mustExec(t, db, `DELETE FROM audit WHERE seq = 3`)
+		}, BrokenRecord{Seq: 3, Reason: "record 3 is missing (the next stored record is 4)"}},
+		{"a deleted last record is caught through the head", func(t *testing.T, db *sql.DB, _ []AuditRecord) {
+			mustExec(t, db, `DELETE FROM audit WHERE seq = 5`)
+		}, BrokenRecord{Seq: 5, Reason: "record 5 is missing: the trail ends at record 4 but 5 records were appended (the last records were deleted)"}},
+		{"an edit with a recomputed hash breaks the next link", func(t *testing.T, db *sql.DB, recs []AuditRecord) {
+			r := recs[2]
+			r.Decision = "created"
+			mustExec(t, db, `UPDATE audit SET decision = ?, hash = ? WHERE seq = 3`, r.Decision, r.ComputeHash())
+		}, BrokenRecord{Seq: 4, Reason: "record 4 does not follow record 3: its previous hash does not match (a record was altered or replaced)"}},
+		{"a rewritten last record is caught through the head", func(t *testing.T, db *sql.DB, recs []AuditRecord) {
+			r := recs[4]
+			r.SessionID = "sess_forged"
+			mustExec(t, db, `UPDATE audit SET session_id = ?, hash = ? WHERE seq = 5`, r.SessionID, r.ComputeHash())
+		}, BrokenRecord{Seq: 5, Reason: "record 5 was replaced: its hash does not match the one recorded when it was appended"}},
+		{"a record inserted past the head is caught", func(t *testing.T, db *sql.DB, recs []AuditRecord) {
+			r := recs[4]
+			r.Seq, r.PrevHash = 6, r.Hash
+			r.Hash = r.ComputeHash()
+			mustExec(t, db, `INSERT INTO audit SELECT 6, time, tool, decision, amount, currency, email_masked, email_hash,
+				session_id, duration_ns, ?, ? FROM audit WHERE seq = 5`, r.PrevHash, r.Hash)
+		}, BrokenRecord{Seq: 6, Reason: "record 6 was not appended by the store: the store recorded only 5 records"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			s := openSQLite(t, path)
+			recs := sampleRecords(5)
+			appendAll(t, s, recs)
+			db := rawDB(t, path)
+			dropGuards(t, db)
+			tt.tamper(t, db, recs)
+			rep, err := VerifyAudit(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(&tt.want, rep.Broken); diff != "" {
+				t.Fatalf("Broken (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("the trail refuses updates and deletes until its guards are dropped", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		appendAll(t, openSQLite(t, path), sampleRecords(2))
+		db := rawDB(t, path)
+		for _, q := range []string{`UPDATE audit SET tool = 'x' WHERE seq = 1`, `DELETE FROM audit WHERE seq = 2`} {
+			if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "append-only") {
+				t.Errorf("%s: %v, want an append-only error", q, err)
+			}
+		}
+	})
+	t.Run("an unreadable time is an error naming the record", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		s := openSQLite(t, path)
+		appendAll(t, s, sampleRecords(2))
+		db := rawDB(t, path)
+		dropGuards(t, db)
+		mustExec(t, db, `UPDATE audit SET time = 'yesterday' WHERE seq = 2`)
+		if _, err := VerifyAudit(ctx, s); err == nil || !strings.Contains(err.Error(), "record 2") {
+			t.Fatalf("VerifyAudit = %v, want an error naming record 2", err)
+		}
+	})
+}
+
+func TestOpenSQLiteCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "clink-mcp")
+	path := filepath.Join(dir, "state.db")
+	s := openSQLite(t, path)
+	if _, err := s.Reserve(context.Background(), day, []Limit{rate("r", time.Minute, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]os.FileMode{
+		dir: os.ModeDir | 0o700, filepath.Dir(dir): os.ModeDir | 0o700,
+		path: 0o600, path + "-wal": 0o600, path + "-shm": 0o600,
+	} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode(); got != want {
+			t.Errorf("%s has mode %v, want %v", name, got, want)
+		}
+	}
+	if s.Path() != path {
+		t.Errorf("Path = %q, want %q", s.Path(), path)
+	}
+}
+
+func TestOpenSQLiteRestrictsAnExistingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	openSQLite(t, path).Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	openSQLite(t, path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode after reopening = %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestOpenSQLiteRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup prepares dir and returns the path to open.
+		setup func(t *testing.T, dir string) string
+		want  string
+	}{
+		{"a file of random bytes", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "state.db")
+			garbage := make([]byte, 8192)
+			rand.Read(garbage)
+			if err := os.WriteFile(path, garbage, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, "not a database"},
+		{"a text file", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "state.db")
+			if err := os.WriteFile(path, []byte("budgets: []\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, "not a database"},
+		{"a path under a regular file", func(t *testing.T, dir string) string {
+			file := filepath.Join(dir, "file")
+			if err := os.WriteFile(file, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(file, "sub", "state.db")
+		}, "not a directory"},
+		{"a directory", func(t *testing.T, dir string) string {
+			return dir
+		}, "is a directory"},
+		{"a database from a newer clink-mcp", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "state.db")
+			openSQLite(t, path).Close()
+			mustExec(t, rawDB(t, path), `PRAGMA user_version = 99`)
+			return path
+		}, "schema version 99, newer than this clink-mcp understands (1)"},
+		{"another program's database", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "other.db")
+			mustExec(t, rawDB(t, path), `CREATE TABLE notes (body TEXT)`)
+			return path
+		}, "another program"},
+	}
+	for _, tt := range tests {
+		t.Run("it refuses "+tt.name+" with an error naming the path", func(t *testing.T) {
+			path := tt.setup(t, t.TempDir())
+			s, err := OpenSQLite(path)
+			if err == nil {
+				s.Close()
+				t.Fatal("OpenSQLite succeeded")
+			}
+			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, tt.want) {
+				t.Fatalf("OpenSQLite error %q, want it to name %s and say %q", msg, path, tt.want)
+			}
+		})
+	}
+	t.Run("it refuses an empty path", func(t *testing.T) {
+		if _, err := OpenSQLite(""); err == nil {
+			t.Fatal("OpenSQLite succeeded")
+		}
+	})
+	t.Run("a refused file is left as it was", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		if err := os.WriteFile(path, []byte("budgets: []\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenSQLite(path); err == nil {
+			t.Fatal("OpenSQLite succeeded")
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != "budgets: []\n" {
+			t.Fatalf("file now holds %q, %v", b, err)
+		}
+	})
+}
+
+func TestOpenSQLiteHandlesAwkwardPaths(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a dir?x=1#frag%20", "state.db")
+	s := openSQLite(t, path)
+	if _, err := s.Reserve(context.Background(), day, []Limit{rate("r", time.Minute, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the store is not at the path given: %v", err)
+	}
+}
+
+func TestOpenSQLiteMigratesOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	openSQLite(t, path).Close()
+	openSQLite(t, path).Close()
+	var version, appID int
+	db := rawDB(t, path)
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(`PRAGMA application_id`).Scan(&appID); err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if version != len(migrations) || appID != applicationID || mode != "wal" {
+		t.Fatalf("user_version %d, application_id %#x, journal_mode %s; want %d, %#x, wal",
+			version, appID, mode, len(migrations), applicationID)
+	}
+}
