@@ -82,3 +82,22 @@ func BenchmarkParseMoney(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLimits measures building the counters of one checkout call
+// against the example policy: two global budgets (one per customer), the
+// tool's own budget, two rate limits (one per customer).
+func BenchmarkLimits(b *testing.B) {
+	b.Setenv("HOME", "/home/operator")
+	p, err := Load("testdata/example.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := benchRequest(b)
+	customer := CustomerKey([]byte("0123456789abcdef0123456789abcdef"), req)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ls := p.Limits(req, customer); len(ls) != 5 {
+			b.Fatalf("%d limits", len(ls))
+		}
+	}
+}

@@ -171,15 +171,18 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 		return nil
 	}
 	cur := req.Amount.cur
-	cust := noCustomerPart
-	if customer != "" {
-		cust = customerPrefix + customer
+	// The customer part is prefix+customer, written straight into the
+	// keys' string rather than concatenated first.
+	prefix, cust := customerPrefix, customer
+	if customer == "" {
+		prefix, cust = noCustomerPart, ""
 	}
+	custLen := len(prefix) + len(cust)
 	n, keyLen := 0, 0
 	for r := range p.rulesFor(req.Tool, cur) {
 		n++
 		if r.perCustomer {
-			keyLen += len(r.key) + len(cust)
+			keyLen += len(r.key) + custLen
 		}
 	}
 	if n == 0 {
@@ -193,6 +196,7 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 		for r := range p.rulesFor(req.Tool, cur) {
 			if r.perCustomer {
 				kb.WriteString(r.key)
+				kb.WriteString(prefix)
 				kb.WriteString(cust)
 			}
 		}
@@ -207,7 +211,7 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 			l.Add = add
 		}
 		if r.perCustomer {
-			end := off + len(r.key) + len(cust)
+			end := off + len(r.key) + custLen
 			l.Key = keys[off:end]
 			off = end
 		}

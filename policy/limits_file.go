@@ -270,10 +270,10 @@ func (fp *fileParser) window(n *yaml.Node, what string, max time.Duration, zeroO
 		fp.errorf(n, "%s: window %s must be positive, or 0 to turn the guard off", what, n.Value)
 	case d <= 0:
 		fp.errorf(n, "%s: window %s must be greater than zero", what, n.Value)
-	case d%time.Second != 0:
-		fp.errorf(n, "%s: window %s must be a whole number of seconds", what, n.Value)
 	case d > max:
 		fp.errorf(n, "%s: window %s is longer than the most allowed, %s", what, n.Value, formatWindow(max))
+	case d%time.Second != 0:
+		fp.errorf(n, "%s: window %s must be a whole number of seconds", what, n.Value)
 	default:
 		return d, true
 	}
@@ -305,7 +305,9 @@ func (fp *fileParser) maxCalls(n *yaml.Node, what string) (int64, bool) {
 		fp.errorf(n, "%s: max_calls must be a whole number of calls, at least 1", what)
 		return 0, false
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+	// YAML reads digits too long for 64 bits as a float: let the digit
+	// check below tell those from real fractions.
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
 		return bad()
 	}
 	digits, neg := strings.CutPrefix(n.Value, "-")
