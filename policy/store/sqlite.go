@@ -37,14 +37,14 @@ CREATE TABLE reservations (
 CREATE INDEX reservations_expires ON reservations (expires);
 
 CREATE TABLE counter_entries (
-	reservation TEXT NOT NULL,
 	key         TEXT NOT NULL,
-	kind        INTEGER NOT NULL,       -- a Kind
 	at          INTEGER NOT NULL,       -- unix ns
+	reservation TEXT NOT NULL,
+	kind        INTEGER NOT NULL,       -- a Kind
 	amount      INTEGER NOT NULL,
-	expires     INTEGER NOT NULL        -- unix ns: at + the limit's window
-);
-CREATE INDEX counter_entries_key_at ON counter_entries (key, at, amount);
+	expires     INTEGER NOT NULL,       -- unix ns: at + the limit's window
+	PRIMARY KEY (key, at, reservation)
+) WITHOUT ROWID;
 CREATE INDEX counter_entries_reservation ON counter_entries (reservation);
 CREATE INDEX counter_entries_expires ON counter_entries (expires);
 

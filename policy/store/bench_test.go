@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// benchLimits is a call checked against a global budget, a per-customer
+// budget and a rate limit, as a policy with all three would ask.
+var benchLimits = []Limit{
+	budget("budget|*|USD|24h|", time.Minute, math.MaxInt64/2, 1999),
+	budget("budget|*|USD|1h|cust:4f2a", time.Minute, math.MaxInt64/2, 1999),
+	rate("rate|*|1m|", time.Minute, math.MaxInt64/2),
+}
+
+func benchStores() []implementation {
+	return []implementation{
+		{"memory", func(testing.TB) Store { return NewMemory() }},
+		{"sqlite", func(b testing.TB) Store { return openSQLite(b, filepath.Join(b.TempDir(), "state.db")) }},
+	}
+}
+
+// BenchmarkReserveSettle reserves and settles one call per iteration, the
+// clock moving 600ms a call so that about 100 entries per counter are in
+// their windows and the rest are pruned, as in steady use.
+func BenchmarkReserveSettle(b *testing.B) {
+	ctx := context.Background()
+	for _, impl := range benchStores() {
+		b.Run(impl.name, func(b *testing.B) {
+			s := impl.open(b)
+			at := day
+			b.ReportAllocs()
+			for b.Loop() {
+				at = at.Add(600 * time.Millisecond)
+				id, err := s.Reserve(ctx, at, benchLimits)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Settle(ctx, id, Spent); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkAppendAudit(b *testing.B) {
+	ctx := context.Background()
+	for _, impl := range benchStores() {
+		b.Run(impl.name, func(b *testing.B) {
+			s := impl.open(b)
+			rec := sampleRecords(1)[0]
+			b.ReportAllocs()
+			for b.Loop() {
+				r := rec
+				if err := s.AppendAudit(ctx, &r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkClaimFinish(b *testing.B) {
+	ctx := context.Background()
+	for _, impl := range benchStores() {
+		b.Run(impl.name, func(b *testing.B) {
+			s := impl.open(b)
+			result := []byte(`{"sessionId":"sess_123","url":"https://pay.example/s/123"}`)
+			at, n := day, 0
+			b.ReportAllocs()
+			for b.Loop() {
+				at, n = at.Add(time.Millisecond), n+1
+				key := fmt.Sprintf("create_checkout_session|%d", n)
+				p, err := s.Claim(ctx, Claim{Key: key, Fingerprint: "f", At: at, Window: time.Minute})
+				if err != nil || p.State != ClaimNew {
+					b.Fatalf("Claim = %v, %v", p, err)
+				}
+				if err := s.Finish(ctx, key, result); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
