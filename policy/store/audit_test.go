@@ -126,31 +126,36 @@ func TestVerifyAuditNamesTheFirstBrokenRecord(t *testing.T) {
 
 func TestVerifyAuditToleratesAppendsWhileItRuns(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory()
-	appendAll(t, m, sampleRecords(3))
-	appender := &appendDuringScan{Memory: m}
-	rep, err := VerifyAudit(ctx, appender)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.OK() || rep.Records != 3 {
-		t.Fatalf("VerifyAudit = %+v, want 3 records, intact", rep)
-	}
-	if seq, _, _ := m.AuditHead(ctx); seq != 4 {
-		t.Fatalf("head = %d, want 4: the append did not happen", seq)
-	}
+	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+		s := open(t)
+		appendAll(t, s, sampleRecords(3))
+		rep, err := VerifyAudit(ctx, &appendDuringScan{Store: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK() || rep.Records != 3 {
+			t.Fatalf("VerifyAudit = %+v, want 3 records, intact", rep)
+		}
+		if seq, _, _ := s.AuditHead(ctx); seq != 4 {
+			t.Fatalf("head = %d, want 4: the append did not happen", seq)
+		}
+		if rep, err := VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 4 {
+			t.Fatalf("VerifyAudit afterwards = %+v, %v; want 4 records, intact", rep, err)
+		}
+	})
 }
 
-// appendDuringScan appends a record once its scan has read the first.
-type appendDuringScan struct{ *Memory }
+// appendDuringScan appends a record, through the store being scanned, once
+// its scan has read the first record.
+type appendDuringScan struct{ Store }
 
 func (a *appendDuringScan) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
 	first := true
-	return a.Memory.ScanAudit(ctx, func(r *AuditRecord) error {
+	return a.Store.ScanAudit(ctx, func(r *AuditRecord) error {
 		if first {
 			first = false
 			rec := AuditRecord{Time: day, Tool: "t", Decision: "created"}
-			if err := a.Memory.AppendAudit(ctx, &rec); err != nil {
+			if err := a.Store.AppendAudit(ctx, &rec); err != nil {
 				return err
 			}
 		}

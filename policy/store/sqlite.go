@@ -95,7 +95,7 @@ const (
 	qInsertReservation = `INSERT INTO reservations (id, at, expires) VALUES (?, ?, ?)`
 	qInsertEntry       = `INSERT INTO counter_entries (reservation, key, kind, at, amount, expires) VALUES (?, ?, ?, ?, ?, ?)`
 	qOutcome           = `SELECT outcome FROM reservations WHERE id = ?`
-	qSetOutcome        = `UPDATE reservations SET outcome = ? WHERE id = ?`
+	qSetOutcome        = `UPDATE reservations SET outcome = ? WHERE id = ? AND outcome = 0`
 	qRelease           = `DELETE FROM counter_entries WHERE reservation = ? AND kind = ?`
 	qPruneClaims       = `DELETE FROM claims WHERE expires <= ?`
 	qGetClaim          = `SELECT fingerprint, expires, state, result FROM claims WHERE key = ?`
@@ -429,17 +429,21 @@ func (s *SQLite) Settle(ctx context.Context, id string, outcome Outcome) error {
 		return err
 	}
 	return s.write(ctx, func(t *txn) error {
-		var prior int64
-		switch err := t.row(qOutcome, id).Scan(&prior); {
-		case errors.Is(err, sql.ErrNoRows):
-			return ErrNotFound
-		case err != nil:
-			return fmt.Errorf("store: %w", err)
-		case prior != 0:
-			return nil // the first outcome stands
-		}
-		if _, err := t.exec(qSetOutcome, int64(outcome), id); err != nil {
+		res, err := t.exec(qSetOutcome, int64(outcome), id)
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		} else if n == 0 {
+			// Settled before (the first outcome stands), or unknown.
+			var prior int64
+			if err := t.row(qOutcome, id).Scan(&prior); errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			} else if err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			return nil
 		}
 		if outcome == Released {
 			if _, err := t.exec(qRelease, id, int64(KindBudget)); err != nil {

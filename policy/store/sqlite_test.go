@@ -296,13 +296,28 @@ func TestOpenSQLiteRefuses(t *testing.T) {
 }
 
 func TestOpenSQLiteHandlesAwkwardPaths(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a dir?x=1#frag%20", "state.db")
-	s := openSQLite(t, path)
+	root := t.TempDir()
+	const awkward = "a dir?x=1#frag%20&_txlock=deferred"
+	path := filepath.Join(root, awkward, "state.db")
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Reserve(context.Background(), day, []Limit{rate("r", time.Minute, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the store is not at the path given: %v", err)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		t.Fatalf("the database is not at the path given: %v", err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != awkward {
+		t.Fatalf("%s holds %v, want only %q", root, entries, awkward)
 	}
 }
 
@@ -325,5 +340,37 @@ func TestOpenSQLiteMigratesOnce(t *testing.T) {
 	if version != len(migrations) || appID != applicationID || mode != "wal" {
 		t.Fatalf("user_version %d, application_id %#x, journal_mode %s; want %d, %#x, wal",
 			version, appID, mode, len(migrations), applicationID)
+	}
+}
+
+func TestSQLiteConnectionsAreSetUp(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "state.db"))
+	ctx := context.Background()
+	// Hold several connections at once, so each one's settings are read.
+	var conns []*sql.Conn
+	for range 3 {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for i, c := range conns {
+		var mode string
+		var sync, timeout int
+		if err := c.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&timeout); err != nil {
+			t.Fatal(err)
+		}
+		if mode != "wal" || sync != 1 || timeout != int(busyTimeout.Milliseconds()) {
+			t.Errorf("connection %d: journal_mode %s, synchronous %d, busy_timeout %d; want wal, 1 (NORMAL), %d",
+				i, mode, sync, timeout, busyTimeout.Milliseconds())
+		}
 	}
 }
