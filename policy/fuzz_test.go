@@ -4,8 +4,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/apd/v3"
+
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // FuzzParseMoney: the parser never panics; whatever it accepts is within
@@ -142,13 +145,17 @@ func FuzzMatchEmail(f *testing.F) {
 }
 
 // FuzzParse: the policy file parser never panics, and a policy it accepts
-// renders and evaluates.
+// renders, evaluates, and gives each call limits with distinct keys and
+// positive windows, every one of whose denials it can explain.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"version: 1\ncurrencies:\n  USD: { max_amount: 500.00, min_amount: 1 }\n",
 		string(demoYAML),
 		"version: 1\ncurrencies:\n  USD: &a { max_amount: 1 }\n  EUR: *a\n",
 		"version: 1\ncurrencies: {USD: {max_amount: 1}}\ncustomers: {allow_emails: ['*@*.example.net']}\ntools: {create_checkout_session: {currencies: {USD: {}}}}\n",
+		limitsPolicy,
+		"version: 1\ncurrencies: {USD: {max_amount: 1}}\nbudgets: [{currency: USD, window: 7d, max_amount: 5, per: customer}]\nrate_limits: [{window: 90s, max_calls: 3}]\nduplicates: {window: 0}\nstore: {path: ../s.db}\n",
+		"version: 1\ncurrencies: {USD: {max_amount: 1}}\nbudgets: [{currency: USD, window: 99999999999d, max_amount: 5}]\nrate_limits: [{window: 1m, max_calls: 99999999999999999999}]\n",
 	} {
 		f.Add(s)
 	}
@@ -161,9 +168,25 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		_ = p.Render()
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		for _, tool := range KnownTools() {
 			_ = p.Summary(tool)
 			_ = p.Evaluate(&Request{Tool: tool, CustomerEmail: "alice@example.com"})
+			for _, code := range p.currencies.codes {
+				c, _ := ParseCurrency(code)
+				ls := p.Limits(&Request{Tool: tool, Amount: NewMoney(1, c)}, "k")
+				seen := map[string]bool{}
+				for i, l := range ls {
+					if seen[l.Key] || l.Window <= 0 || l.Max <= 0 || l.Add <= 0 {
+						t.Fatalf("limit %d of %v is bad", i, ls)
+					}
+					seen[l.Key] = true
+					d := p.LimitDecision(ls, &store.Denied{Limit: i, RetryAt: now.Add(l.Window)}, now)
+					if d.Allowed || d.Message == "" {
+						t.Fatalf("LimitDecision(%v) = %+v", l, d)
+					}
+				}
+			}
 		}
 	})
 }
