@@ -1,6 +1,6 @@
 // Package policy is the operator's promise about what an agent may do: which
-// tools it may call, in which currencies, for how much per session and for
-// which customers.
+// tools it may call, in which currencies, for how much per session and over
+// rolling windows, how often, and for which customers.
 //
 // Money is exact: amounts are parsed from their decimal text into integer
 // minor units of an ISO 4217 currency (see [ParseMoney]) and never pass
@@ -11,6 +11,22 @@
 //
 // The policy fails closed: a request it cannot positively allow is denied
 // with a stable [Code] and a message the model can act on.
+//
+// Budgets and rate limits need memory, which the policy does not keep: for
+// an allowed request, [Policy.Limits] lists the counters it must fit, the
+// caller reserves them in a [store.Store], and [Policy.LimitDecision] turns
+// the store's refusal into a Decision:
+//
+//	d := p.Evaluate(req)
+//	if d.Allowed {
+//		limits := p.Limits(req, policy.CustomerKey(secret, req))
+//		id, err := st.Reserve(ctx, now, limits)
+//		var den *store.Denied
+//		if errors.As(err, &den) {
+//			d = p.LimitDecision(limits, den, now)
+//		}
+//		...
+//	}
 //
 // The package knows nothing of MCP or of the Clink API; tools are named by
 // their string names ([ToolAgentPaymentSession], [ToolCheckoutSession]).
