@@ -16,9 +16,10 @@ import (
 // agentPaymentSessionArgs are the arguments of create_agent_payment_session.
 // The json tags are the argument names; the schema below must list the same.
 type agentPaymentSessionArgs struct {
-	CustomerEmail string      `json:"customerEmail" validate:"required,max=254,email"`
-	Amount        json.Number `json:"amount" validate:"required"`
-	Currency      string      `json:"currency" validate:"required,iso4217"`
+	CustomerEmail  string      `json:"customerEmail" validate:"required,max=254,email"`
+	Amount         json.Number `json:"amount" validate:"required"`
+	Currency       string      `json:"currency" validate:"required,iso4217"`
+	IdempotencyKey string      `json:"idempotencyKey" validate:"omitempty,min=8,max=128,printascii"`
 }
 
 var agentPaymentSessionShape = shapeOf(reflect.TypeFor[agentPaymentSessionArgs]())
@@ -30,6 +31,7 @@ type agentPaymentSessionResult struct {
 	Amount        json.Number `json:"amount"`
 	Currency      string      `json:"currency"`
 	CustomerEmail string      `json:"customerEmail"`
+	Replayed      bool        `json:"replayed,omitempty"`
 }
 
 const agentPaymentSessionInputSchema = `{
@@ -50,7 +52,8 @@ const agentPaymentSessionInputSchema = `{
       "type": "string",
       "pattern": "^[A-Z]{3}$",
       "description": "ISO 4217 currency code in capitals. Example: \"USD\"."
-    }
+    },
+    "idempotencyKey": ` + idempotencyKeySchema + `
   },
   "required": ["customerEmail", "amount", "currency"],
   "additionalProperties": false
@@ -63,7 +66,8 @@ const agentPaymentSessionOutputSchema = `{
     "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC)."},
     "amount": {"type": "number", "description": "Amount of the session, in major units of the currency."},
     "currency": {"type": "string", "description": "ISO 4217 currency code of the session."},
-    "customerEmail": {"type": "string", "description": "The customer's email as sent to Clink (domain lower-cased)."}
+    "customerEmail": {"type": "string", "description": "The customer's email as sent to Clink (normalised: lower-cased)."},
+    "replayed": ` + replayedSchema + `
   },
   "required": ["sessionId", "expireTime", "amount", "currency", "customerEmail"],
   "additionalProperties": false
@@ -118,39 +122,42 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 	}
 	c.setEmail(email)
 
-	// 3. Policy.
-	d := ts.policy.Evaluate(&policy.Request{
-		Tool:          policy.ToolAgentPaymentSession,
-		Amount:        amount,
-		CustomerEmail: email,
-	})
-	if !d.Allowed {
-		return c.denied(d), nil
-	}
-
-	// 4. Clink: exactly what the policy allowed.
+	// 3 to 5: policy, duplicate guard, limits, Clink, with exactly the money
+	// the policy allows.
 	wire, err := clink.ParseAmount(amount.Amount())
 	if err != nil {
-		return c.upstreamFailure(ctx, err), nil
+		return c.internal(ctx, err), nil
 	}
-	sess, err := ts.payments.CreateAgentPaymentSession(ctx, &clink.AgentPaymentSessionRequest{
+	request := &clink.AgentPaymentSessionRequest{
 		CustomerEmail: email,
 		Amount:        wire,
 		Currency:      amount.Currency().Code(),
-	})
-	if err != nil {
-		return c.upstreamFailure(ctx, err), nil
 	}
-	out := agentPaymentSessionResult{
-		SessionID:     sess.SessionID,
-		ExpireTime:    formatTime(sess.ExpireTime),
-		Amount:        json.Number(amount.Amount()),
-		Currency:      amount.Currency().Code(),
-		CustomerEmail: email,
-	}
-	summary := fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
-		out.SessionID, amount, email, out.ExpireTime)
-	return c.created(sess.SessionID, out, summary), nil
+	return ts.execute(ctx, c, &order{
+		request: policy.Request{
+			Tool:          policy.ToolAgentPaymentSession,
+			Amount:        amount,
+			CustomerEmail: email,
+		},
+		idempotencyKey: args.IdempotencyKey,
+		wire:           request,
+		create: func(ctx context.Context) (*created, error) {
+			sess, err := ts.payments.CreateAgentPaymentSession(ctx, request)
+			if err != nil {
+				return nil, err
+			}
+			out := agentPaymentSessionResult{
+				SessionID:     sess.SessionID,
+				ExpireTime:    formatTime(sess.ExpireTime),
+				Amount:        json.Number(amount.Amount()),
+				Currency:      amount.Currency().Code(),
+				CustomerEmail: email,
+			}
+			return &created{sessionID: sess.SessionID, structured: out,
+				summary: fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
+					out.SessionID, amount, email, out.ExpireTime)}, nil
+		},
+	}), nil
 }
 
 // parseAmount turns an amount argument into exact money, naming the argument

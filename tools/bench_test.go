@@ -16,7 +16,7 @@ const benchArgs = `{"amount":120,"currency":"USD","customerEmail":"bob@example.o
 // initialized returns an MCP server whose Clink answers at once, after an
 // initialize handshake.
 func initialized(b *testing.B) *server.MCPServer {
-	s := NewServer(Deps{Payments: nopPayments{}, Policy: testPolicy(b)}, "bench")
+	s := NewServer(testDeps(b, nopPayments{}, testPolicy(b)), "bench")
 	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"` + mcp.LATEST_PROTOCOL_VERSION +
 		`","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`
 	if res := s.HandleMessage(context.Background(), json.RawMessage(init)); res == nil {
@@ -48,7 +48,7 @@ func BenchmarkServerCostPerCall(b *testing.B) {
 // the server's cost.
 func BenchmarkInProcessRoundTrip(b *testing.B) {
 	ctx := context.Background()
-	cli, err := client.NewInProcessClient(NewServer(Deps{Payments: nopPayments{}, Policy: testPolicy(b)}, "bench"))
+	cli, err := client.NewInProcessClient(NewServer(testDeps(b, nopPayments{}, testPolicy(b)), "bench"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func BenchmarkInProcessRoundTrip(b *testing.B) {
 // BenchmarkHandler measures the tool handler alone: decoding, validation,
 // policy and the result, without JSON-RPC.
 func BenchmarkHandler(b *testing.B) {
-	handler := All(Deps{Payments: nopPayments{}, Policy: testPolicy(b)})[1].Handler
+	handler := All(testDeps(b, nopPayments{}, testPolicy(b)))[1].Handler
 	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: checkout, RawArguments: json.RawMessage(benchArgs)}}
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -39,6 +39,7 @@ type checkoutSessionArgs struct {
 	PromotionCode                        string            `json:"promotionCode" validate:"omitempty,max=64"`
 	ShowPromotionCode                    *bool             `json:"showPromotionCode"`
 	Metadata                             map[string]string `json:"metadata" validate:"omitempty,max=20,dive,keys,metadata_key,endkeys,metadata_value"`
+	IdempotencyKey                       string            `json:"idempotencyKey" validate:"omitempty,min=8,max=128,printascii"`
 }
 
 // priceDataArgs is one line item of priceDataList.
@@ -95,6 +96,7 @@ type checkoutSessionResult struct {
 	ExpireTime string      `json:"expireTime"`
 	Amount     json.Number `json:"amount"`
 	Currency   string      `json:"currency"`
+	Replayed   bool        `json:"replayed,omitempty"`
 }
 
 // checkoutSession is create_checkout_session: Clink's POST /checkout/session.
@@ -161,38 +163,39 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 	}
 	c.setEmail(email)
 
-	// 3. Policy.
-	d := ts.policy.Evaluate(&policy.Request{
-		Tool:                policy.ToolCheckoutSession,
-		Amount:              amount,
-		CustomerEmail:       email,
-		CustomerID:          args.CustomerID,
-		ReferenceCustomerID: args.ReferenceCustomerID,
-		LineItems:           items,
-	})
-	if !d.Allowed {
-		return c.denied(d), nil
-	}
-
-	// 4. Clink: exactly what the policy allowed.
-	creq, err := checkoutRequest(&args, amount, email, items)
+	// 3 to 5: policy, duplicate guard, limits, Clink.
+	request, err := checkoutRequest(&args, amount, email, items)
 	if err != nil {
-		return c.upstreamFailure(ctx, err), nil
+		return c.internal(ctx, err), nil
 	}
-	sess, err := ts.payments.CreateCheckoutSession(ctx, creq)
-	if err != nil {
-		return c.upstreamFailure(ctx, err), nil
-	}
-	out := checkoutSessionResult{
-		SessionID:  sess.SessionID,
-		URL:        sess.URL,
-		ExpireTime: formatTime(sess.ExpireTime),
-		Amount:     json.Number(amount.Amount()),
-		Currency:   amount.Currency().Code(),
-	}
-	summary := fmt.Sprintf("Created checkout session %s for %s; the customer pays at %s (expires %s).",
-		out.SessionID, amount, out.URL, out.ExpireTime)
-	return c.created(sess.SessionID, out, summary), nil
+	return ts.execute(ctx, c, &order{
+		request: policy.Request{
+			Tool:                policy.ToolCheckoutSession,
+			Amount:              amount,
+			CustomerEmail:       email,
+			CustomerID:          args.CustomerID,
+			ReferenceCustomerID: args.ReferenceCustomerID,
+			LineItems:           items,
+		},
+		idempotencyKey: args.IdempotencyKey,
+		wire:           request,
+		create: func(ctx context.Context) (*created, error) {
+			sess, err := ts.payments.CreateCheckoutSession(ctx, request)
+			if err != nil {
+				return nil, err
+			}
+			out := checkoutSessionResult{
+				SessionID:  sess.SessionID,
+				URL:        sess.URL,
+				ExpireTime: formatTime(sess.ExpireTime),
+				Amount:     json.Number(amount.Amount()),
+				Currency:   amount.Currency().Code(),
+			}
+			return &created{sessionID: sess.SessionID, structured: out,
+				summary: fmt.Sprintf("Created checkout session %s for %s; the customer pays at %s (expires %s).",
+					out.SessionID, amount, out.URL, out.ExpireTime)}, nil
+		},
+	}), nil
 }
 
 // quantity is a line item's quantity, 1 when not given.
@@ -368,7 +371,8 @@ const checkoutSessionInputSchema = `{
       "propertyNames": {"minLength": 1, "maxLength": 40},
       "additionalProperties": {"type": "string", "maxLength": 500},
       "description": "Up to 20 string key-value pairs stored with the session (keys up to 40 characters, values up to 500). Example: {\"orderId\": \"42\"}."
-    }
+    },
+    "idempotencyKey": ` + idempotencyKeySchema + `
   },
   "required": ["amount", "currency"],
   "additionalProperties": false
@@ -381,7 +385,8 @@ const checkoutSessionOutputSchema = `{
     "url": {"type": "string", "format": "uri", "description": "The checkout page to give the customer."},
     "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC)."},
     "amount": {"type": "number", "description": "Total amount of the session, in major units of the currency."},
-    "currency": {"type": "string", "description": "ISO 4217 currency code of the session."}
+    "currency": {"type": "string", "description": "ISO 4217 currency code of the session."},
+    "replayed": ` + replayedSchema + `
   },
   "required": ["sessionId", "url", "expireTime", "amount", "currency"],
   "additionalProperties": false

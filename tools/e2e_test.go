@@ -13,6 +13,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -36,7 +37,9 @@ func newE2E(t testing.TB, opts ...sandbox.Option) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p}, "test"))
+	st := store.NewMemory()
+	t.Cleanup(func() { st.Close() })
+	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, State: st, AuditKey: []byte("k")}, "test"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // Outcome codes of a call that are not policy decisions. Together with the
@@ -22,6 +23,7 @@ const (
 	codeUpstreamRefused  = "upstream_refused"
 	codeUpstreamAuth     = "upstream_auth"
 	codeOutcomeUnknown   = "outcome_unknown"
+	codeReplayed         = "replayed"
 	codeInternal         = "internal_error"
 )
 
@@ -35,16 +37,25 @@ const outcomeUnknownMessage = "outcome unknown: the session may have been create
 // call is one tool call in flight: it builds the result and writes the one
 // log line every call gets.
 type call struct {
-	ts      *toolset
-	tool    string
-	started time.Time
-	code    string
-	session string
-	email   string // masked
+	ts       *toolset
+	tool     string
+	at       time.Time // the call's time by the toolset's clock
+	started  time.Time // for the duration
+	code     string
+	session  string
+	email    string // masked
+	amount   string // exact decimal, once parsed
+	currency string
+	customer string // keyed hash of the customer, see toolset.customerKey
 }
 
 func (ts *toolset) begin(tool string) *call {
-	return &call{ts: ts, tool: tool, started: time.Now()}
+	return &call{ts: ts, tool: tool, at: ts.now(), started: time.Now()}
+}
+
+// setMoney records the call's amount for the log line and the audit trail.
+func (c *call) setMoney(m policy.Money) {
+	c.amount, c.currency = m.Amount(), m.Currency().Code()
 }
 
 // setEmail records the customer email for the log line, masked.
@@ -54,8 +65,20 @@ func (c *call) setEmail(email string) {
 	}
 }
 
-// finish writes the call's log line.
+// finish writes the call's audit record and log line.
 func (c *call) finish(ctx context.Context) {
+	duration := time.Since(c.started)
+	rec := &store.AuditRecord{
+		Time: c.at.UTC(), Tool: c.tool, Decision: c.code, Amount: c.amount, Currency: c.currency,
+		EmailMasked: c.email, SessionID: c.session, Duration: duration,
+	}
+	if c.email != "" {
+		rec.EmailHash = c.customer
+	}
+	if err := c.ts.state.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
+		c.ts.log.ErrorContext(ctx, "audit trail: append failed", "tool", c.tool, "decision", c.code, "err", err)
+	}
+
 	level := slog.LevelInfo
 	switch c.code {
 	case codeInternal, codeOutcomeUnknown, codeUpstreamAuth:
@@ -67,13 +90,16 @@ func (c *call) finish(ctx context.Context) {
 	attrs := []slog.Attr{
 		slog.String("tool", c.tool),
 		slog.String("decision", c.code),
-		slog.Duration("duration", time.Since(c.started)),
+		slog.Duration("duration", duration),
 	}
 	if c.session != "" {
 		attrs = append(attrs, slog.String("session_id", c.session))
 	}
 	if c.email != "" {
 		attrs = append(attrs, slog.String("email", c.email))
+	}
+	if c.amount != "" {
+		attrs = append(attrs, slog.String("amount", c.amount+" "+c.currency))
 	}
 	c.ts.log.LogAttrs(ctx, level, "tool call", attrs...)
 }
@@ -94,30 +120,48 @@ func (c *call) denied(d policy.Decision) *mcp.CallToolResult {
 	return mcp.NewToolResultError(fmt.Sprintf("refused by policy (%s): %s. Nothing was created.", d.Code, d.Message))
 }
 
-// upstreamFailure is the result for a Clink call that did not succeed. The
-// error itself goes to the operator's log; the model gets what it can act on.
-func (c *call) upstreamFailure(ctx context.Context, err error) *mcp.CallToolResult {
+// upstreamFailure is the result for a Clink call that did not succeed, and
+// what it means for the reservation: Released when Clink definitely created
+// nothing, Unknown when it may have. The error itself goes to the
+// operator's log; the model gets what it can act on.
+func (c *call) upstreamFailure(ctx context.Context, err error) (*mcp.CallToolResult, store.Outcome) {
 	var cerr *clink.Error
 	switch {
 	case errors.Is(err, clink.ErrOutcomeUnknown):
 		c.code = codeOutcomeUnknown
 		c.ts.log.ErrorContext(ctx, "clink outcome unknown", "tool", c.tool, "err", err)
-		return mcp.NewToolResultError(outcomeUnknownMessage)
+		return mcp.NewToolResultError(outcomeUnknownMessage), store.Unknown
 	case errors.As(err, &cerr):
 		c.code = codeUpstreamRefused
 		if cerr.HTTPStatus == 401 || (cerr.Code >= 80102221 && cerr.Code <= 80102223) {
 			c.code = codeUpstreamAuth
 		}
 		c.ts.log.WarnContext(ctx, "clink refused", "tool", c.tool, "err", err)
-		return mcp.NewToolResultError(fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation()))
+		return mcp.NewToolResultError(fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation())), store.Released
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		c.code = codeInternal
-		return mcp.NewToolResultError("the call was cancelled before it reached Clink. Nothing was created.")
+		return mcp.NewToolResultError("the call was cancelled before it reached Clink. Nothing was created."), store.Released
 	default:
-		c.code = codeInternal
-		c.ts.log.ErrorContext(ctx, "clink call failed", "tool", c.tool, "err", err)
-		return mcp.NewToolResultError("internal error: the session was not created; the operator's log has the details.")
+		// The client reports every failure after sending as an unknown
+		// outcome, so anything else happened before the request left.
+		return c.internal(ctx, err), store.Released
 	}
+}
+
+// internal is the result for a failure the model cannot act on: the detail
+// goes to the operator's log only.
+func (c *call) internal(ctx context.Context, err error) *mcp.CallToolResult {
+	c.code = codeInternal
+	c.ts.log.ErrorContext(ctx, "tool call failed", "tool", c.tool, "err", err)
+	return mcp.NewToolResultError("internal error: the session was not created; the operator's log has the details.")
+}
+
+// stateFailure is the result when the state store (budgets, rate limits,
+// duplicate guard) cannot answer: the call fails closed, before Clink.
+func (c *call) stateFailure(ctx context.Context, op string, err error) *mcp.CallToolResult {
+	c.code = codeInternal
+	c.ts.log.ErrorContext(ctx, "state store failed; refusing the call", "tool", c.tool, "op", op, "err", err)
+	return mcp.NewToolResultError("internal error: the server could not check its spending limits, so nothing was created; the operator's log has the details.")
 }
 
 // refusalLabel names a Clink refusal by its code and message, e.g.
@@ -150,6 +194,17 @@ func isWord(s string) bool {
 		}
 	}
 	return true
+}
+
+// resultText is the text content of a result.
+func resultText(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, content := range res.Content {
+		if t, ok := mcp.AsTextContent(content); ok {
+			b.WriteString(t.Text)
+		}
+	}
+	return b.String()
 }
 
 // created is the successful result: structured content matching the tool's

@@ -19,7 +19,7 @@ var updateGolden = os.Getenv("UPDATE_GOLDEN") != ""
 // sends it, in testdata/, so that a change to a schema or a description
 // shows up in review.
 func TestToolSnapshots(t *testing.T) {
-	for _, tool := range All(Deps{Payments: &fakePayments{}, Policy: testPolicy(t)}) {
+	for _, tool := range All(testDeps(t, &fakePayments{}, testPolicy(t))) {
 		t.Run(tool.Tool.Name, func(t *testing.T) {
 			got, err := json.MarshalIndent(tool.Tool, "", "  ")
 			if err != nil {
@@ -45,7 +45,7 @@ func TestToolSnapshots(t *testing.T) {
 }
 
 func TestEveryToolIsDescribedAndAnnotated(t *testing.T) {
-	for _, tool := range All(Deps{Payments: &fakePayments{}, Policy: testPolicy(t)}) {
+	for _, tool := range All(testDeps(t, &fakePayments{}, testPolicy(t))) {
 		t.Run(tool.Tool.Name, func(t *testing.T) {
 			tl := tool.Tool
 			if tl.Description == "" || tl.Title == "" || tl.Annotations.Title == "" {
@@ -132,12 +132,13 @@ func checkObjectSchema(t *testing.T, s map[string]any, typ reflect.Type) {
 		required = append(required, r.(string))
 	}
 	sort.Strings(required)
-	// Arguments are required where validation requires them; every result
-	// field is always present.
+	// Arguments are required where validation requires them; a result field
+	// is required unless it is omitted when empty.
 	var wantRequired []string
 	for f := range typ.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if strings.HasPrefix(f.Tag.Get("validate"), "required") || strings.HasSuffix(typ.Name(), "Result") {
+		result := strings.HasSuffix(typ.Name(), "Result") && !strings.Contains(f.Tag.Get("json"), "omitempty")
+		if strings.HasPrefix(f.Tag.Get("validate"), "required") || result {
 			wantRequired = append(wantRequired, name)
 		}
 	}

@@ -7,8 +7,15 @@
 //  1. strict decoding: unknown, duplicate and case-variant arguments and wrong
 //     JSON types are refused by name;
 //  2. validation (validator/v10 and exact money parsing), every problem at once;
-//  3. the policy decision;
-//  4. the Clink call.
+//  3. the policy decision: the stateless rules, then the duplicate guard
+//     (an identical call within the window gets the earlier result, marked
+//     as a replay) and the budgets and rate limits, reserved atomically;
+//  4. the Clink call, after which the reservation is settled: spent on
+//     success, released when Clink definitely refused, kept when the
+//     outcome is unknown.
+//
+// Every call, whatever its outcome, leaves one record in the audit trail
+// and one log line.
 //
 // Every failure is a tool result with isError set and a message the model
 // can act on; it never carries the API key, Clink's tokenValue, a stack
@@ -27,6 +34,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // Payments is what the tools need of Clink. *clink.Client satisfies it; tests
@@ -37,17 +45,37 @@ type Payments interface {
 }
 
 // Policy is what the tools need of the operator's policy. *policy.Policy
-// satisfies it.
+// satisfies it. Every method must be safe for concurrent use.
 type Policy interface {
-	// Evaluate decides one request; it must be safe for concurrent use.
+	// Evaluate decides one request by the stateless rules.
 	Evaluate(req *policy.Request) policy.Decision
+	// Limits returns the budget and rate-limit counters req is checked
+	// against; customer is the opaque key of its customer.
+	Limits(req *policy.Request, customer string) []store.Limit
+	// LimitDecision explains a store's refusal of limits[d.Limit].
+	LimitDecision(limits []store.Limit, d *store.Denied, now time.Time) policy.Decision
+	// DuplicatesWindow is how long an identical call is answered with the
+	// earlier result; 0 turns the guard off.
+	DuplicatesWindow() time.Duration
 	// Summary describes a tool's limits in a sentence or two for the model.
 	Summary(tool string) string
+}
+
+// State is what the tools need of the state store. Every store.Store
+// satisfies it.
+type State interface {
+	Reserve(ctx context.Context, at time.Time, limits []store.Limit) (string, error)
+	Settle(ctx context.Context, id string, outcome store.Outcome) error
+	Claim(ctx context.Context, c store.Claim) (store.Prior, error)
+	Finish(ctx context.Context, key string, result []byte) error
+	Drop(ctx context.Context, key string) error
+	AppendAudit(ctx context.Context, rec *store.AuditRecord) error
 }
 
 var (
 	_ Payments = (*clink.Client)(nil)
 	_ Policy   = (*policy.Policy)(nil)
+	_ State    = (store.Store)(nil)
 )
 
 // Deps are what the tools are built from.
@@ -56,6 +84,15 @@ type Deps struct {
 	Payments Payments
 	// Policy decides every call before Payments sees it. Required.
 	Policy Policy
+	// State holds budgets, rate limits, the duplicate guard and the audit
+	// trail. Required: without it no limit over time could be kept.
+	State State
+	// AuditKey keys the hash that stands for a customer in the store and
+	// the audit trail, so the raw address is never stored. Required.
+	AuditKey []byte
+	// Clock is the time of calls for budgets, rate limits, duplicates and
+	// the audit trail. Nil means time.Now.
+	Clock func() time.Time
 	// Logger receives one line per tool call. Nil discards.
 	Logger *slog.Logger
 }
@@ -68,19 +105,26 @@ type Tool = server.ServerTool
 type toolset struct {
 	payments Payments
 	policy   Policy
+	state    State
+	auditKey []byte
+	now      func() time.Time
 	log      *slog.Logger
 	validate *validator.Validate
 }
 
 func newToolset(d Deps) *toolset {
-	if d.Payments == nil || d.Policy == nil {
-		panic("tools: Deps.Payments and Deps.Policy are required")
+	if d.Payments == nil || d.Policy == nil || d.State == nil || len(d.AuditKey) == 0 {
+		panic("tools: Deps.Payments, Policy, State and AuditKey are required")
 	}
-	log := d.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	ts := &toolset{payments: d.Payments, policy: d.Policy, state: d.State, auditKey: d.AuditKey,
+		now: d.Clock, log: d.Logger, validate: newValidator()}
+	if ts.now == nil {
+		ts.now = time.Now
 	}
-	return &toolset{payments: d.Payments, policy: d.Policy, log: log, validate: newValidator()}
+	if ts.log == nil {
+		ts.log = slog.New(slog.DiscardHandler)
+	}
+	return ts
 }
 
 // All returns every tool, in a stable order, ready to register.
@@ -98,7 +142,7 @@ const Instructions = `This server creates payment sessions on Clink, a payment p
 - create_agent_payment_session: a session that a customer's payment agent pays, bound to the customer's email, an amount and a currency. Use it when a task needs payment from a customer through their agent.
 - create_checkout_session: a hosted (or embedded) checkout page for a customer. Give the url from the result to the customer.
 
-Every call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead. These tools create real payment requests and are not idempotent: if a result says the outcome is unknown, do not retry blindly.`
+Every call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead. These tools create real payment requests. An identical call repeated within a few minutes returns the first call's result (marked "replayed") instead of creating a second session; pass an idempotencyKey to make that explicit. If a result says the outcome is unknown, do not retry blindly.`
 
 // NewServer returns an MCP server offering every tool, with the server's
 // instructions, recovering from panics in handlers.
@@ -149,3 +193,14 @@ func formatTime(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+// idempotencyKeySchema is the idempotencyKey property, the same on both tools.
+const idempotencyKeySchema = `{
+      "type": "string",
+      "minLength": 8,
+      "maxLength": 128,
+      "description": "Optional key you choose for this payment, e.g. a UUID (8 to 128 printable ASCII characters). A call with a key already used within the duplicate window returns that first call's result instead of creating a second session; the same key with different arguments is refused. Without a key, identical arguments within the window count as the same call. Example: \"7c9e6679-7425-40de-944b-e07fc1f90ae7\"."
+    }`
+
+// replayedSchema is the replayed property of both tools' results.
+const replayedSchema = `{"type": "boolean", "description": "Present and true when this result repeats an identical earlier call's (the duplicate guard); no new session was created."}`

@@ -17,6 +17,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // fakePayments records what would have been sent to Clink.
@@ -63,18 +64,38 @@ func testPolicy(t testing.TB) *policy.Policy {
 	return p
 }
 
-// harness is the tools wired to a fake Clink and a log buffer.
+// testAuditKey keys the customer hashes in tests.
+var testAuditKey = []byte("test audit key")
+
+// testDeps wires the tools to pay and p with an in-memory store.
+func testDeps(t testing.TB, pay Payments, p Policy) Deps {
+	t.Helper()
+	st := store.NewMemory()
+	t.Cleanup(func() { st.Close() })
+	return Deps{Payments: pay, Policy: p, State: st, AuditKey: testAuditKey}
+}
+
+// harness is the tools wired to a fake Clink, an in-memory store and a log
+// buffer.
 type harness struct {
 	pay   *fakePayments
+	state *store.Memory
 	tools map[string]Tool
 	logs  *bytes.Buffer
+}
+
+func (h *harness) deps(t testing.TB, p Policy, logger *slog.Logger) Deps {
+	d := testDeps(t, h.pay, p)
+	d.Logger = logger
+	h.state = d.State.(*store.Memory)
+	return d
 }
 
 func newHarness(t testing.TB, p Policy) *harness {
 	t.Helper()
 	h := &harness{pay: &fakePayments{}, tools: map[string]Tool{}, logs: &bytes.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	for _, tool := range All(Deps{Payments: h.pay, Policy: p, Logger: logger}) {
+	for _, tool := range All(h.deps(t, p, logger)) {
 		h.tools[tool.Tool.Name] = tool
 	}
 	return h
@@ -88,16 +109,6 @@ func (h *harness) call(t testing.TB, tool, args string) *mcp.CallToolResult {
 		t.Fatalf("handler returned a Go error: %v", err)
 	}
 	return res
-}
-
-func text(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := mcp.AsTextContent(c); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }
 
 const (
@@ -162,7 +173,7 @@ func TestRefusalsNeverReachClink(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testPolicy(t))
 			res := h.call(t, tt.tool, tt.args)
-			got := text(res)
+			got := resultText(res)
 			if !res.IsError {
 				t.Fatalf("call succeeded: %s", got)
 			}
@@ -198,8 +209,8 @@ func TestDisabledToolIsRefusedByPolicy(t *testing.T) {
 	}
 	h := newHarness(t, p)
 	res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-	if !res.IsError || !strings.Contains(text(res), "tool_disabled") {
-		t.Fatalf("result = %q, want a tool_disabled refusal", text(res))
+	if !res.IsError || !strings.Contains(resultText(res), "tool_disabled") {
+		t.Fatalf("result = %q, want a tool_disabled refusal", resultText(res))
 	}
 	if h.pay.calls() != 0 {
 		t.Fatal("a disabled tool reached Clink")
@@ -210,7 +221,7 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 	h := newHarness(t, testPolicy(t))
 	res := h.call(t, agent, `{"customerEmail":"  Bob@Sub.EXAMPLE.net ","amount":19.9,"currency":"USD"}`)
 	if res.IsError {
-		t.Fatalf("call failed: %s", text(res))
+		t.Fatalf("call failed: %s", resultText(res))
 	}
 	if len(h.pay.agent) != 1 {
 		t.Fatalf("Clink called %d times, want 1", len(h.pay.agent))
@@ -226,7 +237,7 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 	if diff := cmp.Diff(want, structured(t, res)); diff != "" {
 		t.Errorf("structured content (-want +got):\n%s", diff)
 	}
-	if got := text(res); !strings.Contains(got, "aps_1") || !strings.Contains(got, "19.90 USD") {
+	if got := resultText(res); !strings.Contains(got, "aps_1") || !strings.Contains(got, "19.90 USD") {
 		t.Errorf("summary %q lacks the session or the amount", got)
 	}
 }
@@ -247,7 +258,7 @@ func TestCheckoutSessionSendsEveryField(t *testing.T) {
 		"metadata": {"order": "42"}
 	}`)
 	if res.IsError {
-		t.Fatalf("call failed: %s", text(res))
+		t.Fatalf("call failed: %s", resultText(res))
 	}
 	if len(h.pay.checkout) != 1 {
 		t.Fatalf("Clink called %d times, want 1", len(h.pay.checkout))
@@ -333,7 +344,7 @@ func TestClinkFailuresBecomeResultsTheModelCanActOn(t *testing.T) {
 			h := newHarness(t, testPolicy(t))
 			h.pay.err = tt.err
 			res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-			got := text(res)
+			got := resultText(res)
 			if !res.IsError || !strings.Contains(got, tt.want) {
 				t.Fatalf("result %q (isError %v), want an error containing %q", got, res.IsError, tt.want)
 			}

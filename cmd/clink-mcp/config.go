@@ -109,6 +109,8 @@ Usage:
   clink-mcp [serve] [flags]     serve MCP over stdio (needs CLINK_API_KEY, or --sandbox)
   clink-mcp demo                run the server against the built-in sandbox and show what it does
   clink-mcp policy check FILE   validate a policy file and print the effective policy
+  clink-mcp audit verify        check the audit trail's hash chain (the store of --policy)
+  clink-mcp audit export        write the audit trail to stdout as JSON lines
   clink-mcp version             print the version
   clink-mcp help                print this help
 

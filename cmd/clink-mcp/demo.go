@@ -40,6 +40,8 @@ type demoStep struct {
 	want  string // "" for success, else a substring of the refusal (its code)
 	// disabled runs the call on the server whose checkout tool is off.
 	disabled bool
+	// replayed: the call must succeed as a replay, without reaching Clink.
+	replayed bool
 }
 
 var demoSteps = []demoStep{
@@ -66,6 +68,21 @@ var demoSteps = []demoStep{
 		args: `{"amount":10,"currency":"USD","referenceCustomerId":"user-1042"}`, want: "email_required"},
 	{title: "policy: a tool the operator switched off", tool: policy.ToolCheckoutSession, disabled: true,
 		args: `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`, want: "tool_disabled"},
+
+	{title: "duplicates: the first call again, as an agent might retry it", tool: policy.ToolAgentPaymentSession, replayed: true,
+		args: `{"customerEmail":"alice@example.com","amount":25.5,"currency":"USD"}`},
+	{title: "duplicates: a call with an idempotency key", tool: policy.ToolCheckoutSession,
+		args: `{"amount":20,"currency":"USD","customerEmail":"dave@example.com","idempotencyKey":"order-2026-0042"}`},
+	{title: "duplicates: the same key with other arguments", tool: policy.ToolCheckoutSession,
+		args: `{"amount":21,"currency":"USD","customerEmail":"dave@example.com","idempotencyKey":"order-2026-0042"}`, want: "idempotency_key_reused"},
+	{title: "rate limit: a first call for carol", tool: policy.ToolAgentPaymentSession,
+		args: `{"customerEmail":"carol@example.com","amount":5,"currency":"USD"}`},
+	{title: "rate limit: a second call for carol", tool: policy.ToolAgentPaymentSession,
+		args: `{"customerEmail":"carol@example.com","amount":6,"currency":"USD"}`},
+	{title: "rate limit: a third call for carol within the minute", tool: policy.ToolAgentPaymentSession,
+		args: `{"customerEmail":"carol@example.com","amount":7,"currency":"USD"}`, want: "rate_limited"},
+	{title: "budget: a call the rolling 24h USD budget has no room left for", tool: policy.ToolCheckoutSession,
+		args: `{"amount":199,"currency":"USD","customerEmail":"erin@example.com"}`, want: "budget_exceeded"},
 
 	{title: "validation: a misspelt argument", tool: policy.ToolAgentPaymentSession,
 		args: `{"customerEmail":"alice@example.com","amout":10,"currency":"USD"}`, want: `unknown argument "amout"`},
@@ -124,7 +141,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "  %s (%s)\n", t.Name, t.Title)
 	}
 
-	failures := 0
+	failures, sessions := 0, 0
 	for i, step := range demoSteps {
 		a, cli := main, mainClient
 		if step.disabled {
@@ -149,18 +166,28 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			failures++
 			fmt.Fprintf(stdout, "   !! unexpected: %s\n", problem)
 		}
+		sessions += int(upstream)
 	}
 	if failures > 0 {
 		fmt.Fprintf(stderr, "clink-mcp demo: %d of %d calls did not behave as expected\n", failures, len(demoSteps))
 		return errFailed
 	}
-	fmt.Fprintf(stdout, "\nAll %d calls behaved as expected: 2 sessions created, every refusal stopped before Clink (the sandbox saw %d requests).\n",
-		len(demoSteps), main.sandbox.Requests()+off.sandbox.Requests())
+	fmt.Fprintf(stdout, "\nAll %d calls behaved as expected: %d sessions created; no refusal or replay reached Clink.\n",
+		len(demoSteps), sessions)
 	return nil
 }
 
 // checkDemoStep says what is wrong with a step's outcome, or "".
 func checkDemoStep(step demoStep, res *mcp.CallToolResult, text string, upstream int64) string {
+	if step.replayed {
+		if res.IsError || !strings.Contains(text, "Replay") {
+			return "the call should have been answered with the earlier result"
+		}
+		if upstream != 0 {
+			return fmt.Sprintf("a replay reached Clink (%d requests)", upstream)
+		}
+		return ""
+	}
 	if step.want == "" {
 		if res.IsError {
 			return "the call should have created a session"

@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -46,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = demoCommand(ctx, args, stdout, stderr)
 	case "policy":
 		err = policyCommand(args, stdout, stderr)
+	case "audit":
+		err = auditCommand(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "clink-mcp %s\n", clink.Version)
 	case "help":
@@ -162,8 +167,37 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		a.close()
 		return nil, fmt.Errorf("CLINK_API_KEY: %v", err)
 	}
-	a.mcp = tools.NewServer(tools.Deps{Payments: a.client, Policy: a.policy, Logger: logger}, clink.Version)
+	// The built-in sandbox keeps its state in memory, like its sessions;
+	// everything else uses the durable store the policy names, and a store
+	// that cannot be opened stops the server: it never runs without its
+	// limits.
+	var st store.Store
+	if cfg.sandbox {
+		st = store.NewMemory()
+	} else if st, err = store.OpenSQLite(a.policy.StorePath()); err != nil {
+		a.close()
+		return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+	}
+	closeSandbox := a.close
+	a.close = func() {
+		if err := st.Close(); err != nil {
+			logger.Error("closing the store", "err", err)
+		}
+		closeSandbox()
+	}
+	a.mcp = tools.NewServer(tools.Deps{
+		Payments: a.client, Policy: a.policy, State: st, AuditKey: auditKey(key), Logger: logger,
+	}, clink.Version)
 	return a, nil
+}
+
+// auditKey derives the key of the hash that stands for a customer in the
+// store and the audit trail from the API key, so the store alone is not
+// enough to test guesses of an address against it.
+func auditKey(apiKey string) []byte {
+	m := hmac.New(sha256.New, []byte(apiKey))
+	m.Write([]byte("clink-mcp audit key v1"))
+	return m.Sum(nil)
 }
 
 // slogWriter turns the MCP library's log lines into warnings on our logger,

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // env is a fake environment for run.
@@ -163,4 +168,59 @@ func TestDemoFailsWhenAStepMisbehaves(t *testing.T) {
 	if code != 1 || !strings.Contains(stdout, "unexpected") || !strings.Contains(stderr, "did not behave as expected") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
+}
+
+func TestAuditVerifyNamesATamperedRecord(t *testing.T) {
+	policyFile := policyWithStore(t)
+	st, err := store.OpenSQLite(storePathOf(t, policyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		rec := &store.AuditRecord{Time: time.Unix(int64(1_800_000_000+i), 0), Tool: "create_checkout_session", Decision: "created", Amount: "10.00", Currency: "USD"}
+		if err := st.AppendAudit(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	if code, out, errOut := runCmd(t, nil, "audit", "verify", "--policy", policyFile); code != 0 || !strings.Contains(out, "4 records") {
+		t.Fatalf("intact trail: exit %d %s%s", code, out, errOut)
+	}
+
+	// An operator with write access to the file edits a record.
+	db, err := sql.Open("sqlite", storePathOf(t, policyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{`DROP TRIGGER audit_no_update`, `UPDATE audit SET amount = '1.00' WHERE seq = 3`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	code, out, errOut := runCmd(t, nil, "audit", "verify", "--policy", policyFile)
+	if code != 1 || !strings.Contains(errOut, "BROKEN at record 3") || out != "" {
+		t.Fatalf("tampered trail: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestAuditCommandsNeedAnExistingStore(t *testing.T) {
+	policyFile := policyWithStore(t)
+	code, _, errOut := runCmd(t, nil, "audit", "verify", "--policy", policyFile)
+	if code != 1 || !strings.Contains(errOut, "state.db") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, nil, "audit", "check"); code != 1 || !strings.Contains(errOut, "usage") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+// storePathOf is the store path a policy file names.
+func storePathOf(t *testing.T, policyFile string) string {
+	t.Helper()
+	p, err := policy.Load(policyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.StorePath()
 }

@@ -79,6 +79,8 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 	srv := httptest.NewServer(sb)
 	defer srv.Close()
 
+	policyFile := policyWithStore(t)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "serve", "--log-format", "json", "--log-level", "debug")
@@ -86,7 +88,7 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 		"CLINK_API_KEY="+apiKey,
 		"CLINK_ENV=sandbox",
 		"CLINK_BASE_URL="+srv.URL+"/",
-		"CLINK_POLICY=../../tools/testdata/policy.yaml",
+		"CLINK_POLICY="+policyFile,
 	)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -171,6 +173,39 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 	if sb.Requests() != 2 {
 		t.Errorf("sandbox saw %d requests, want 2", sb.Requests())
 	}
+
+	// The audit commands find the server's store through the same policy
+	// file: one record per call, an intact chain, and no secret in it.
+	code, out, errOut := runCmd(t, nil, "audit", "verify", "--policy", policyFile)
+	if code != 0 || !strings.Contains(out, "3 records, hash chain intact") {
+		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCmd(t, map[string]string{"CLINK_POLICY": policyFile}, "audit", "export")
+	if code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("audit export: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, secret := range []string{apiKey, token, "alice@example.com"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the audit export contains %q", secret)
+		}
+	}
+}
+
+// policyWithStore writes the tools' test policy with its store in a
+// temporary directory, and returns the file's path.
+func policyWithStore(t *testing.T) string {
+	t.Helper()
+	base, err := os.ReadFile("../../tools/testdata/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	data := append(base, []byte("store: { path: "+filepath.Join(dir, "state.db")+" }\n")...)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestStdioBinaryStopsOnSIGTERM proves a signal shuts the server down with

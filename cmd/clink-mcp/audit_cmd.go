@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
+)
+
+// auditCommand is "clink-mcp audit verify" (check the hash chain; exit 1
+// naming the first broken record) and "clink-mcp audit export" (JSON lines
+// on stdout). They find the store exactly as the server does, from the
+// policy file named by --policy or CLINK_POLICY.
+func auditCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
+		return errors.New("usage: clink-mcp audit verify|export [--policy FILE]")
+	}
+	sub, args := args[0], args[1:]
+	cfg, rest, err := parseConfig("clink-mcp audit "+sub, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("audit %s: unexpected argument %q", sub, rest[0])
+	}
+	p := policy.Demo()
+	if cfg.policyPath != "" {
+		if p, err = policy.Load(cfg.policyPath); err != nil {
+			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
+		}
+	}
+	path := p.StorePath()
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("store %s: %v (is --policy / CLINK_POLICY the server's?)", path, errors.Unwrap(err))
+	}
+	st, err := store.OpenSQLite(path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	if sub == "export" {
+		n, err := store.ExportAudit(ctx, st, stdout)
+		if err != nil {
+			return fmt.Errorf("audit export: %v", err)
+		}
+		fmt.Fprintf(stderr, "clink-mcp: exported %d audit records from %s\n", n, path)
+		return nil
+	}
+	report, err := store.VerifyAudit(ctx, st)
+	if err != nil {
+		return fmt.Errorf("audit verify: %v", err)
+	}
+	if report.Broken != nil {
+		fmt.Fprintf(stderr, "clink-mcp: audit trail %s is BROKEN at record %d: %s\n", path, report.Broken.Seq, report.Broken.Reason)
+		return errFailed
+	}
+	fmt.Fprintf(stdout, "audit trail %s: %d records, hash chain intact\n", path, report.Records)
+	return nil
+}

@@ -1,0 +1,234 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
+)
+
+// order is a decoded, validated call, ready for the policy and the stateful
+// steps.
+type order struct {
+	// request is what the policy decides.
+	request policy.Request
+	// idempotencyKey is the agent's explicit key, or "".
+	idempotencyKey string
+	// wire is the request Clink will receive; its JSON is the call's
+	// fingerprint for the duplicate guard.
+	wire any
+	// create makes the Clink call.
+	create func(ctx context.Context) (*created, error)
+}
+
+// created is a successful Clink call, as the model will see it.
+type created struct {
+	sessionID  string
+	structured any
+	summary    string
+}
+
+// replay is what the duplicate guard stores of a finished call, to answer
+// an identical call within the window without calling Clink again.
+type replay struct {
+	At         time.Time       `json:"at"`
+	Decision   string          `json:"decision"`
+	IsError    bool            `json:"isError,omitempty"`
+	Text       string          `json:"text"`
+	SessionID  string          `json:"sessionId,omitempty"`
+	Structured json.RawMessage `json:"structured,omitempty"`
+}
+
+// defaultKeyWindow is how long an explicit idempotency key is honoured when
+// the policy turns the implicit duplicate guard off.
+const defaultKeyWindow = 24 * time.Hour
+
+// maxClaimWait bounds how long a call waits for an identical call in flight.
+const maxClaimWait = 2 * time.Minute
+
+// claimPoll is how often a call waiting for an identical one looks again.
+const claimPoll = 20 * time.Millisecond
+
+// execute runs steps 3 to 5 of a call: the policy decision, the duplicate
+// guard and the budget and rate-limit reservation, then the Clink call, and
+// settles the reservation by the outcome.
+func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallToolResult {
+	c.setMoney(o.request.Amount)
+	c.customer = ts.customerKey(&o.request)
+
+	// 3. The stateless rules.
+	if d := ts.policy.Evaluate(&o.request); !d.Allowed {
+		return c.denied(d)
+	}
+
+	// 4. The duplicate guard.
+	claimKey, res := ts.claim(ctx, c, o)
+	if res != nil {
+		return res
+	}
+	drop := func() {
+		if claimKey != "" {
+			if err := ts.state.Drop(context.WithoutCancel(ctx), claimKey); err != nil {
+				ts.log.ErrorContext(ctx, "duplicate guard: drop", "tool", c.tool, "err", err)
+			}
+		}
+	}
+
+	// 5. Budgets and rate limits, reserved before Clink is called.
+	now := ts.now()
+	limits := ts.policy.Limits(&o.request, c.customer)
+	reservation, err := ts.state.Reserve(ctx, now, limits)
+	var denied *store.Denied
+	switch {
+	case errors.As(err, &denied):
+		drop()
+		return c.denied(ts.policy.LimitDecision(limits, denied, now))
+	case err != nil:
+		drop()
+		return c.stateFailure(ctx, "reserve", err)
+	}
+
+	// 6. Clink.
+	out, err := o.create(ctx)
+	var result *mcp.CallToolResult
+	outcome := store.Spent
+	if err != nil {
+		result, outcome = c.upstreamFailure(ctx, err)
+	} else {
+		result = c.created(out.sessionID, out.structured, out.summary)
+	}
+	if serr := ts.state.Settle(context.WithoutCancel(ctx), reservation, outcome); serr != nil {
+		ts.log.ErrorContext(ctx, "settle reservation", "tool", c.tool, "outcome", outcome, "err", serr)
+	}
+	if claimKey == "" {
+		return result
+	}
+	if outcome == store.Released {
+		drop() // Clink definitely made nothing: a retry may try again.
+		return result
+	}
+	rec, err := json.Marshal(replay{At: now.UTC(), Decision: c.code, IsError: result.IsError,
+		Text: resultText(result), SessionID: c.session, Structured: structuredJSON(out)})
+	if err == nil {
+		err = ts.state.Finish(context.WithoutCancel(ctx), claimKey, rec)
+	}
+	if err != nil {
+		ts.log.ErrorContext(ctx, "duplicate guard: finish", "tool", c.tool, "err", err)
+	}
+	return result
+}
+
+func structuredJSON(out *created) json.RawMessage {
+	if out == nil {
+		return nil
+	}
+	b, err := json.Marshal(out.structured)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// claim takes the duplicate guard's slot for the call. It returns the
+// claim's key when the call now owns it (or "" when the guard is off), or
+// the result to answer with instead: a replay, a conflict, or a failure.
+func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.CallToolResult) {
+	window := ts.policy.DuplicatesWindow()
+	if window <= 0 && o.idempotencyKey == "" {
+		return "", nil
+	}
+	if window <= 0 {
+		window = defaultKeyWindow
+	}
+	wire, err := json.Marshal(o.wire)
+	if err != nil {
+		return "", c.internal(ctx, fmt.Errorf("fingerprint: %w", err))
+	}
+	sum := sha256.Sum256(append([]byte(c.tool+"\n"), wire...))
+	fingerprint := hex.EncodeToString(sum[:])
+	key := c.tool + "|args|" + fingerprint
+	if o.idempotencyKey != "" {
+		key = c.tool + "|key|" + o.idempotencyKey
+	}
+	deadline := time.NewTimer(maxClaimWait)
+	defer deadline.Stop()
+	for {
+		prior, err := ts.state.Claim(ctx, store.Claim{Key: key, Fingerprint: fingerprint, At: ts.now(), Window: window})
+		if err != nil {
+			return "", c.stateFailure(ctx, "claim", err)
+		}
+		switch prior.State {
+		case store.ClaimNew:
+			return key, nil
+		case store.ClaimDone:
+			return "", c.replayed(ctx, prior.Result)
+		case store.ClaimConflict:
+			return "", c.denied(policy.Decision{Code: policy.CodeDuplicateConflict,
+				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"})
+		}
+		// In flight: wait for the identical call to finish, then replay it.
+		select {
+		case <-ctx.Done():
+			return "", c.internal(ctx, fmt.Errorf("waiting for an identical call in flight: %w", ctx.Err()))
+		case <-deadline.C:
+			return "", c.denied(policy.Decision{Code: policy.CodeDuplicateConflict,
+				Message: "an identical call is still in flight; wait for its result instead of repeating it"})
+		case <-time.After(claimPoll):
+		}
+	}
+}
+
+// customerKey is the opaque key of the request's customer for per-customer
+// limits and the audit trail: a keyed hash of the normalised email, or of
+// the customer ID or reference ID when there is no email; "" when the
+// request names no customer. The raw address is never stored.
+func (ts *toolset) customerKey(r *policy.Request) string {
+	var id string
+	switch {
+	case r.CustomerEmail != "":
+		id = "email:" + r.CustomerEmail
+	case r.CustomerID != "":
+		id = "id:" + r.CustomerID
+	case r.ReferenceCustomerID != "":
+		id = "ref:" + r.ReferenceCustomerID
+	default:
+		return ""
+	}
+	m := hmac.New(sha256.New, ts.auditKey)
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// replayed answers a call with the stored result of an identical earlier
+// one, marked as a replay.
+func (c *call) replayed(ctx context.Context, stored []byte) *mcp.CallToolResult {
+	var r replay
+	if err := json.Unmarshal(stored, &r); err != nil {
+		return c.internal(ctx, fmt.Errorf("duplicate guard: stored result: %w", err))
+	}
+	c.code = codeReplayed
+	c.session = r.SessionID
+	text := fmt.Sprintf("Replay: an identical call was made at %s; this is its result, and no new session was created. %s",
+		r.At.Format(time.RFC3339), r.Text)
+	if r.IsError {
+		return mcp.NewToolResultError(text)
+	}
+	var structured map[string]any
+	dec := json.NewDecoder(bytes.NewReader(r.Structured))
+	dec.UseNumber()
+	if err := dec.Decode(&structured); err != nil {
+		return c.internal(ctx, fmt.Errorf("duplicate guard: stored result: %w", err))
+	}
+	structured["replayed"] = true
+	return mcp.NewToolResultStructured(structured, text)
+}

@@ -1,0 +1,403 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
+)
+
+// statePolicy has a budget, rate limits and the duplicate guard.
+const statePolicy = `version: 1
+currencies:
+  USD: { max_amount: 500 }
+  EUR: { max_amount: 500 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 1000 }
+  - { currency: EUR, window: 1h, max_amount: 100, per: customer }
+rate_limits:
+  - { window: 1m, max_calls: 1000 }
+  - { window: 1h, max_calls: 3, per: customer }
+duplicates: { window: 10m }
+`
+
+func parsePolicy(t testing.TB, yaml string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("state.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// countingPayments is a Clink fake that counts calls, can be slowed down to
+// keep calls in flight, and can fail.
+type countingPayments struct {
+	calls atomic.Int64
+	delay time.Duration
+	err   error
+}
+
+func (p *countingPayments) CreateAgentPaymentSession(ctx context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
+	n := p.calls.Add(1)
+	time.Sleep(p.delay)
+	if p.err != nil {
+		return nil, p.err
+	}
+	return &clink.AgentPaymentSession{SessionID: fmt.Sprintf("aps_%d", n), ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+}
+
+func (p *countingPayments) CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
+	n := p.calls.Add(1)
+	time.Sleep(p.delay)
+	if p.err != nil {
+		return nil, p.err
+	}
+	id := fmt.Sprintf("sess_%d", n)
+	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id, ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+}
+
+// stateHarness is the tools on a fake Clink, a given store and a clock the
+// test moves.
+type stateHarness struct {
+	pay   *countingPayments
+	state store.Store
+	tools map[string]Tool
+	mu    sync.Mutex
+	now   time.Time
+}
+
+func newStateHarness(t testing.TB, p *policy.Policy, st store.Store) *stateHarness {
+	t.Helper()
+	h := &stateHarness{pay: &countingPayments{}, state: st, tools: map[string]Tool{},
+		now: time.Date(2026, 11, 21, 23, 59, 0, 0, time.UTC)}
+	for _, tool := range All(Deps{Payments: h.pay, Policy: p, State: st, AuditKey: testAuditKey, Clock: h.clock}) {
+		h.tools[tool.Tool.Name] = tool
+	}
+	return h
+}
+
+func (h *stateHarness) clock() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.now
+}
+
+func (h *stateHarness) advance(d time.Duration) {
+	h.mu.Lock()
+	h.now = h.now.Add(d)
+	h.mu.Unlock()
+}
+
+func (h *stateHarness) call(t testing.TB, tool, args string) *mcp.CallToolResult {
+	t.Helper()
+	res, err := h.tools[tool].Handler(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: tool, RawArguments: json.RawMessage(args)}})
+	if err != nil {
+		t.Fatalf("handler returned a Go error: %v", err)
+	}
+	return res
+}
+
+func memoryStore(t testing.TB) store.Store {
+	st := store.NewMemory()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func checkoutArgs(amount string, email string) string {
+	return `{"amount":` + amount + `,"currency":"USD","customerEmail":"` + email + `"}`
+}
+
+func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
+	t.Run("a repeated call returns the same session with one upstream request", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		first := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		h.advance(time.Minute)
+		second := h.call(t, checkout, `{"currency":"USD","customerEmail":" a@EXAMPLE.com","amount":10.00}`)
+		if first.IsError || second.IsError {
+			t.Fatalf("results: %q / %q", resultText(first), resultText(second))
+		}
+		if n := h.pay.calls.Load(); n != 1 {
+			t.Fatalf("Clink called %d times, want 1", n)
+		}
+		s1, s2 := structured(t, first), structured(t, second)
+		if s1["sessionId"] != s2["sessionId"] || s2["replayed"] != true || s1["replayed"] != nil {
+			t.Errorf("first %v, second %v: want the same session, the second marked replayed", s1, s2)
+		}
+		if !strings.Contains(resultText(second), "Replay") {
+			t.Errorf("replay text %q does not say so", resultText(second))
+		}
+	})
+	t.Run("calls that differ in any argument are not duplicates", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		for _, args := range []string{
+			`{"customerEmail":"a@example.com","amount":5,"currency":"USD"}`,
+			`{"customerEmail":"a@example.com","amount":6,"currency":"USD"}`,
+			`{"customerEmail":"a@example.com","amount":6,"currency":"EUR"}`,
+			`{"customerEmail":"b@example.com","amount":6,"currency":"EUR"}`,
+		} {
+			if res := h.call(t, agent, args); res.IsError || structured(t, res)["replayed"] != nil {
+				t.Fatalf("%s: %s", args, resultText(res))
+			}
+		}
+		if n := h.pay.calls.Load(); n != 4 {
+			t.Fatalf("Clink called %d times, want 4", n)
+		}
+	})
+	t.Run("two concurrent identical calls make one upstream request", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		h.pay.delay = 100 * time.Millisecond
+		var wg sync.WaitGroup
+		results := make([]*mcp.CallToolResult, 2)
+		for i := range results {
+			wg.Go(func() { results[i] = h.call(t, checkout, checkoutArgs("10", "a@example.com")) })
+		}
+		wg.Wait()
+		if n := h.pay.calls.Load(); n != 1 {
+			t.Fatalf("Clink called %d times, want 1", n)
+		}
+		if structured(t, results[0])["sessionId"] != structured(t, results[1])["sessionId"] {
+			t.Error("the two calls got different sessions")
+		}
+	})
+	t.Run("the window passing allows the same call again", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		h.advance(10 * time.Minute)
+		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		if n := h.pay.calls.Load(); n != 2 {
+			t.Fatalf("Clink called %d times, want 2", n)
+		}
+	})
+	t.Run("a replay spends no budget", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		for range 5 {
+			h.call(t, checkout, checkoutArgs("400", "a@example.com"))
+		}
+		// 400 spent once; 600 must still fit.
+		if res := h.call(t, checkout, checkoutArgs("300", "b@example.com")); res.IsError {
+			t.Fatalf("replays consumed budget: %s", resultText(res))
+		}
+		if res := h.call(t, checkout, checkoutArgs("300", "c@example.com")); res.IsError {
+			t.Fatalf("replays consumed budget: %s", resultText(res))
+		}
+	})
+	t.Run("a definite Clink refusal is not replayed", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		h.pay.err = &clink.Error{HTTPStatus: 200, Code: 90101206, Message: "amount or currency incorrect"}
+		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		h.pay.err = nil
+		if res := h.call(t, checkout, checkoutArgs("10", "a@example.com")); res.IsError || structured(t, res)["replayed"] != nil {
+			t.Fatalf("retry after a refusal: %s", resultText(res))
+		}
+		if n := h.pay.calls.Load(); n != 2 {
+			t.Fatalf("Clink called %d times, want 2", n)
+		}
+	})
+	t.Run("an unknown outcome is replayed, not retried blindly", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		h.pay.err = fmt.Errorf("%w: timeout", clink.ErrOutcomeUnknown)
+		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		h.pay.err = nil
+		res := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		if !res.IsError || !strings.Contains(resultText(res), "Replay") || !strings.Contains(resultText(res), "outcome unknown") {
+			t.Fatalf("retry after an unknown outcome: %s", resultText(res))
+		}
+		if n := h.pay.calls.Load(); n != 1 {
+			t.Fatalf("Clink called %d times, want 1", n)
+		}
+	})
+}
+
+func TestIdempotencyKeys(t *testing.T) {
+	h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+	keyed := func(amount, key string) string {
+		return `{"amount":` + amount + `,"currency":"USD","customerEmail":"a@example.com","idempotencyKey":"` + key + `"}`
+	}
+	first := h.call(t, checkout, keyed("10", "order-0001"))
+	again := h.call(t, checkout, keyed("10", "order-0001"))
+	if structured(t, first)["sessionId"] != structured(t, again)["sessionId"] || structured(t, again)["replayed"] != true {
+		t.Error("the same key and arguments should replay the first session")
+	}
+	conflict := h.call(t, checkout, keyed("11", "order-0001"))
+	if !conflict.IsError || !strings.Contains(resultText(conflict), string(policy.CodeDuplicateConflict)) {
+		t.Errorf("the same key with other arguments: %s", resultText(conflict))
+	}
+	fresh := h.call(t, checkout, keyed("10", "order-0002"))
+	if fresh.IsError || structured(t, fresh)["sessionId"] == structured(t, first)["sessionId"] {
+		t.Errorf("a new key should make a new session: %s", resultText(fresh))
+	}
+	if n := h.pay.calls.Load(); n != 2 {
+		t.Errorf("Clink called %d times, want 2", n)
+	}
+	short := h.call(t, checkout, keyed("10", "abc"))
+	if !short.IsError || !strings.Contains(resultText(short), `"idempotencyKey" must be at least 8 characters`) {
+		t.Errorf("a short key: %s", resultText(short))
+	}
+}
+
+func TestBudgetUnderConcurrentCalls(t *testing.T) {
+	// 300 different calls of 7.00 USD against a 1000.00 USD budget: exactly
+	// 142 fit, and the total authorised never exceeds the budget.
+	h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+	var wg sync.WaitGroup
+	var ok, refused atomic.Int64
+	for i := range 300 {
+		wg.Go(func() {
+			res := h.call(t, checkout, checkoutArgs("7", fmt.Sprintf("c%d@example.com", i)))
+			switch {
+			case !res.IsError:
+				ok.Add(1)
+			case strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)):
+				refused.Add(1)
+			default:
+				t.Errorf("unexpected result: %s", resultText(res))
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != 142 || refused.Load() != 158 || h.pay.calls.Load() != 142 {
+		t.Fatalf("%d allowed, %d refused, %d upstream; want 142, 158, 142", ok.Load(), refused.Load(), h.pay.calls.Load())
+	}
+}
+
+func TestBudgetSettlement(t *testing.T) {
+	p := parsePolicy(t, statePolicy)
+	t.Run("a definite refusal releases the reservation", func(t *testing.T) {
+		h := newStateHarness(t, p, memoryStore(t))
+		h.pay.err = &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}
+		h.call(t, checkout, checkoutArgs("500", "a@example.com"))
+		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
+		h.pay.err = nil
+		if res := h.call(t, checkout, checkoutArgs("500", "c@example.com")); res.IsError {
+			t.Fatalf("released budget was not freed: %s", resultText(res))
+		}
+		if res := h.call(t, checkout, checkoutArgs("500", "d@example.com")); res.IsError {
+			t.Fatalf("released budget was not freed: %s", resultText(res))
+		}
+	})
+	t.Run("an unknown outcome keeps the reservation", func(t *testing.T) {
+		h := newStateHarness(t, p, memoryStore(t))
+		h.pay.err = fmt.Errorf("%w: reset", clink.ErrOutcomeUnknown)
+		h.call(t, checkout, checkoutArgs("500", "a@example.com"))
+		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
+		h.pay.err = nil
+		res := h.call(t, checkout, checkoutArgs("1", "c@example.com"))
+		if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)) {
+			t.Fatalf("an unknown outcome freed its budget: %s", resultText(res))
+		}
+	})
+	t.Run("a rolling window bounds spends either side of midnight and frees exactly when it passes", func(t *testing.T) {
+		h := newStateHarness(t, p, memoryStore(t)) // starts at 23:59
+		h.call(t, checkout, checkoutArgs("500", "a@example.com"))
+		h.advance(2 * time.Minute) // 00:01 the next day
+		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
+		res := h.call(t, checkout, checkoutArgs("1", "c@example.com"))
+		if !res.IsError || !strings.Contains(resultText(res), "budget_exceeded") {
+			t.Fatalf("a calendar reset let a spend through: %s", resultText(res))
+		}
+		h.advance(24*time.Hour - 2*time.Minute - time.Nanosecond) // a nanosecond before 23:59 next day
+		if res := h.call(t, checkout, checkoutArgs("2", "c@example.com")); !res.IsError {
+			t.Fatal("capacity returned before the window passed")
+		}
+		h.advance(time.Nanosecond)
+		if res := h.call(t, checkout, checkoutArgs("3", "c@example.com")); res.IsError {
+			t.Fatalf("capacity did not return when the window passed: %s", resultText(res))
+		}
+	})
+}
+
+func TestRateLimitPerCustomer(t *testing.T) {
+	h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+	for i := range 3 {
+		if res := h.call(t, agent, fmt.Sprintf(`{"customerEmail":"a@example.com","amount":%d,"currency":"USD"}`, i+1)); res.IsError {
+			t.Fatalf("call %d: %s", i, resultText(res))
+		}
+	}
+	res := h.call(t, agent, `{"customerEmail":"A@example.com","amount":9,"currency":"USD"}`)
+	if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeRateLimited)) {
+		t.Fatalf("fourth call for one customer: %s", resultText(res))
+	}
+	if res := h.call(t, agent, `{"customerEmail":"b@example.com","amount":9,"currency":"USD"}`); res.IsError {
+		t.Fatalf("another customer was limited: %s", resultText(res))
+	}
+}
+
+func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
+	const planted = "tok_PLANTED_41b2"
+	st := memoryStore(t)
+	h := newStateHarness(t, parsePolicy(t, statePolicy), st)
+	calls := []struct{ tool, args, decision string }{
+		{checkout, checkoutArgs("10", "alice@example.com"), codeCreated},
+		{checkout, checkoutArgs("10", "alice@example.com"), codeReplayed},
+		{checkout, checkoutArgs("900", "alice@example.com"), string(policy.CodeAmountOverCap)},
+		{checkout, `{"amount":"x"}`, codeInvalidArguments},
+		{checkout, `{"amount":10,"currency":"GBP","customerEmail":"alice@example.com"}`, string(policy.CodeCurrencyNotAllowed)},
+		{agent, `{"customerEmail":"bob@example.com","amount":5,"currency":"USD"}`, codeCreated},
+	}
+	for _, c := range calls {
+		h.call(t, c.tool, c.args)
+	}
+	h.pay.err = fmt.Errorf("%w: %s", clink.ErrOutcomeUnknown, planted)
+	h.call(t, agent, `{"customerEmail":"bob@example.com","amount":6,"currency":"USD"}`)
+	var recs []*store.AuditRecord
+	if err := st.ScanAudit(context.Background(), func(r *store.AuditRecord) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(calls)+1 {
+		t.Fatalf("%d audit records for %d calls", len(recs), len(calls)+1)
+	}
+	for i, c := range calls {
+		if recs[i].Decision != c.decision || recs[i].Tool != c.tool {
+			t.Errorf("record %d = %s %s, want %s %s", i, recs[i].Tool, recs[i].Decision, c.tool, c.decision)
+		}
+	}
+	if last := recs[len(recs)-1]; last.Decision != codeOutcomeUnknown {
+		t.Errorf("last record decision = %s", last.Decision)
+	}
+	first := recs[0]
+	if first.Amount != "10.00" || first.Currency != "USD" || first.SessionID == "" || first.EmailMasked == "" || first.EmailHash == "" || recs[1].SessionID != first.SessionID {
+		t.Errorf("first records = %+v / %+v", first, recs[1])
+	}
+	if recs[0].EmailHash != recs[2].EmailHash || recs[0].EmailHash == recs[5].EmailHash {
+		t.Error("email hashes should correlate one customer's calls and tell customers apart")
+	}
+	b, _ := json.Marshal(recs)
+	for _, secret := range []string{"alice@example.com", "bob@example.com", planted} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("the audit trail contains %q", secret)
+		}
+	}
+	report, err := store.VerifyAudit(context.Background(), st)
+	if err != nil || report.Broken != nil {
+		t.Fatalf("verify: %v %+v", err, report)
+	}
+}
+
+func TestAFailingStoreFailsClosed(t *testing.T) {
+	h := newStateHarness(t, parsePolicy(t, statePolicy), failingStore{memoryStore(t)})
+	res := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+	if !res.IsError || !strings.Contains(resultText(res), "could not check its spending limits") {
+		t.Fatalf("result: %s", resultText(res))
+	}
+	if h.pay.calls.Load() != 0 {
+		t.Fatal("a call reached Clink without its limits checked")
+	}
+}
+
+// failingStore is a store whose reservations fail.
+type failingStore struct{ store.Store }
+
+func (failingStore) Reserve(context.Context, time.Time, []store.Limit) (string, error) {
+	return "", fmt.Errorf("disk I/O error")
+}
