@@ -3,11 +3,19 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 const benchArgs = `{"amount":120,"currency":"USD","customerEmail":"bob@example.org","successUrl":"https://shop.example.com/ok",` +
@@ -84,4 +92,55 @@ func BenchmarkHandler(b *testing.B) {
 			b.Fatal(err, res)
 		}
 	}
+}
+
+// benchStatePolicy turns every stateful rule on, with limits no benchmark
+// run reaches.
+const benchStatePolicy = `version: 1
+currencies:
+  USD: { max_amount: 500 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 9000000000 }
+  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
+rate_limits:
+  - { window: 1m, max_calls: 100000000 }
+  - { window: 1h, max_calls: 100000000, per: customer }
+duplicates: { window: 10m }
+`
+
+// BenchmarkServerCostPerCallWithStore is BenchmarkServerCostPerCall with
+// the durable SQLite store on: duplicate guard, two budgets and two rate
+// limits reserved and settled, and an audit record, per call. Every call
+// is distinct (a new idempotency key), so none is a replay. It reports the
+// median and 99th percentile of the calls as p50-ns and p99-ns.
+func BenchmarkServerCostPerCallWithStore(b *testing.B) {
+	st, err := store.OpenSQLite(filepath.Join(b.TempDir(), "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	p, err := policy.Parse("bench.yaml", []byte(benchStatePolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := NewServer(Deps{Payments: nopPayments{}, Policy: p, State: st, AuditKey: testAuditKey}, "bench")
+	ctx := context.Background()
+	var times []time.Duration
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		msg := json.RawMessage(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session","arguments":`+
+			`{"amount":12,"currency":"USD","customerEmail":"c%d@example.org","idempotencyKey":"bench-key-%d"}}}`, i, i%50, i))
+		start := time.Now()
+		res := s.HandleMessage(ctx, msg)
+		out, err := json.Marshal(res)
+		times = append(times, time.Since(start))
+		if err != nil || !strings.Contains(string(out), `"sessionId"`) {
+			b.Fatalf("%v %s", err, out)
+		}
+	}
+	slices.Sort(times)
+	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns")
 }
