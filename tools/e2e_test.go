@@ -39,7 +39,7 @@ func newE2E(t testing.TB, opts ...sandbox.Option) *e2e {
 	}
 	st := store.NewMemory()
 	t.Cleanup(func() { st.Close() })
-	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, State: st, AuditKey: []byte("k")}, "test"))
+	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, State: st, AuditKey: []byte("e2e audit key, at least 16 bytes")}, "test"))
 	if err != nil {
 		t.Fatal(err)
 	}

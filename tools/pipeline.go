@@ -3,7 +3,6 @@ package tools
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -64,7 +63,7 @@ const claimPoll = 20 * time.Millisecond
 // settles the reservation by the outcome.
 func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallToolResult {
 	c.setMoney(o.request.Amount)
-	c.customer = ts.customerKey(&o.request)
+	c.customer = policy.CustomerKey(ts.auditKey, &o.request)
 
 	// 3. The stateless rules.
 	if d := ts.policy.Evaluate(&o.request); !d.Allowed {
@@ -186,27 +185,6 @@ func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.C
 		case <-time.After(claimPoll):
 		}
 	}
-}
-
-// customerKey is the opaque key of the request's customer for per-customer
-// limits and the audit trail: a keyed hash of the normalised email, or of
-// the customer ID or reference ID when there is no email; "" when the
-// request names no customer. The raw address is never stored.
-func (ts *toolset) customerKey(r *policy.Request) string {
-	var id string
-	switch {
-	case r.CustomerEmail != "":
-		id = "email:" + r.CustomerEmail
-	case r.CustomerID != "":
-		id = "id:" + r.CustomerID
-	case r.ReferenceCustomerID != "":
-		id = "ref:" + r.ReferenceCustomerID
-	default:
-		return ""
-	}
-	m := hmac.New(sha256.New, ts.auditKey)
-	m.Write([]byte(id))
-	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // replayed answers a call with the stored result of an identical earlier

@@ -46,7 +46,7 @@ type call struct {
 	email    string // masked
 	amount   string // exact decimal, once parsed
 	currency string
-	customer string // keyed hash of the customer, see toolset.customerKey
+	customer string // keyed hash of the customer, see policy.CustomerKey
 }
 
 func (ts *toolset) begin(tool string) *call {

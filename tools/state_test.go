@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,4 +401,90 @@ type failingStore struct{ store.Store }
 
 func (failingStore) Reserve(context.Context, time.Time, []store.Limit) (string, error) {
 	return "", fmt.Errorf("disk I/O error")
+}
+
+func TestPerCustomerLimitsCannotBeDodgedWithReferenceIDs(t *testing.T) {
+	p := parsePolicy(t, `version: 1
+currencies:
+  USD: { max_amount: 500 }
+customers: { allow_without_email: true }
+rate_limits:
+  - { window: 1h, max_calls: 2, per: customer }
+`)
+	h := newStateHarness(t, p, memoryStore(t))
+	for i := range 2 {
+		if res := h.call(t, checkout, fmt.Sprintf(`{"amount":%d,"currency":"USD","referenceCustomerId":"ref-%d"}`, i+1, i)); res.IsError {
+			t.Fatalf("call %d: %s", i, resultText(res))
+		}
+	}
+	res := h.call(t, checkout, `{"amount":3,"currency":"USD","referenceCustomerId":"ref-new"}`)
+	if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeRateLimited)) {
+		t.Fatalf("a fresh reference ID escaped the per-customer limit: %s", resultText(res))
+	}
+	if res := h.call(t, checkout, `{"amount":3,"currency":"USD","customerId":"cus_1"}`); res.IsError {
+		t.Fatalf("a real customer ID was limited with the anonymous calls: %s", resultText(res))
+	}
+}
+
+func TestBudgetAcrossTwoServersSharingAStoreFile(t *testing.T) {
+	// Two servers, each with its own handle on one SQLite file, as two
+	// processes would be: 200 calls of 7.00 USD against a 1000.00 USD budget,
+	// half through each. Exactly 142 fit.
+	path := filepath.Join(t.TempDir(), "state.db")
+	p := parsePolicy(t, statePolicy)
+	var servers []*stateHarness
+	for range 2 {
+		st, err := store.OpenSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		servers = append(servers, newStateHarness(t, p, st))
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := range 200 {
+		wg.Go(func() {
+			res := servers[i%2].call(t, checkout, checkoutArgs("7", fmt.Sprintf("c%d@example.com", i)))
+			if !res.IsError {
+				ok.Add(1)
+			} else if !strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)) {
+				t.Errorf("unexpected result: %s", resultText(res))
+			}
+		})
+	}
+	wg.Wait()
+	upstream := servers[0].pay.calls.Load() + servers[1].pay.calls.Load()
+	if ok.Load() != 142 || upstream != 142 {
+		t.Fatalf("%d allowed, %d upstream; want 142", ok.Load(), upstream)
+	}
+}
+
+func TestBudgetSurvivesARestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	p := parsePolicy(t, statePolicy)
+	st, err := store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newStateHarness(t, p, st)
+	if res := h.call(t, checkout, checkoutArgs("500", "a@example.com")); res.IsError {
+		t.Fatal(resultText(res))
+	}
+	if res := h.call(t, checkout, checkoutArgs("450", "b@example.com")); res.IsError {
+		t.Fatal(resultText(res))
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h = newStateHarness(t, p, st)
+	res := h.call(t, checkout, checkoutArgs("51", "c@example.com"))
+	if !res.IsError || !strings.Contains(resultText(res), "50.00 USD left") {
+		t.Fatalf("after a restart: %s", resultText(res))
+	}
 }

@@ -65,7 +65,7 @@ func testPolicy(t testing.TB) *policy.Policy {
 }
 
 // testAuditKey keys the customer hashes in tests.
-var testAuditKey = []byte("test audit key")
+var testAuditKey = []byte("test audit key, 32 bytes long...")
 
 // testDeps wires the tools to pay and p with an in-memory store.
 func testDeps(t testing.TB, pay Payments, p Policy) Deps {
