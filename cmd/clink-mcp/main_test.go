@@ -224,3 +224,14 @@ func storePathOf(t *testing.T, policyFile string) string {
 	}
 	return p.StorePath()
 }
+
+func TestACorruptStoreStopsTheServer(t *testing.T) {
+	policyFile := policyWithStore(t)
+	if err := os.WriteFile(storePathOf(t, policyFile), []byte("this is not a database, just bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, map[string]string{"CLINK_API_KEY": "sk_test_abc"}, "serve", "--policy", policyFile)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "store (the policy's store.path)") || !strings.Contains(stderr, "state.db") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
