@@ -113,12 +113,14 @@ type limitRule struct {
 	kind        store.Kind
 	window      time.Duration
 	max         int64
+	cur         Currency // a budget's currency
 }
 
-// rulesFor yields the rules a call of tool in currency cur is checked
-// against, in Limits' order: global budgets, the tool's budgets, rate
-// limits. A budget applies only to calls in its currency.
-func (p *Policy) rulesFor(tool string, cur Currency) iter.Seq[limitRule] {
+// rulesFor yields the rules req is checked against, in Limits' order:
+// global budgets, the tool's budgets, rate limits. A budget applies to a
+// call that involves its currency: the call's own, or a line item's.
+func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
+	tool := req.Tool
 	return func(yield func(limitRule) bool) {
 		var own []budgetRule
 		if t, ok := p.tools[tool]; ok {
@@ -127,17 +129,17 @@ func (p *Policy) rulesFor(tool string, cur Currency) iter.Seq[limitRule] {
 		for _, bs := range [2][]budgetRule{p.budgets, own} {
 			for i := range bs {
 				b := &bs[i]
-				if cur.code == "" || b.max.cur != cur {
+				if !involves(req, b.max.cur) {
 					continue
 				}
-				if !yield(limitRule{b.key, b.perCustomer, store.KindBudget, b.window, b.max.minor}) {
+				if !yield(limitRule{b.key, b.perCustomer, store.KindBudget, b.window, b.max.minor, b.max.cur}) {
 					return
 				}
 			}
 		}
 		for i := range p.rates {
 			r := &p.rates[i]
-			if !yield(limitRule{r.key, r.perCustomer, store.KindRate, r.window, r.max}) {
+			if !yield(limitRule{r.key, r.perCustomer, store.KindRate, r.window, r.max, Currency{}}) {
 				return
 			}
 		}
@@ -149,12 +151,14 @@ func (p *Policy) rulesFor(tool string, cur Currency) iter.Seq[limitRule] {
 // file order), then rate limits. Call it for a request [Policy.Evaluate]
 // allowed, and reserve the result in the store before calling Clink.
 //
-// A budget applies only to requests in its currency (req.Amount's). The
-// amount it counts is the larger of req.Amount and the sum of the request's
-// line items in that currency (the rule the per-session cap uses), in minor
-// units; a request with no positive amount counts as more than any budget,
-// so it never fits one. Line items in other currencies count against no
-// budget: the session is charged in its own currency. A rate limit counts 1.
+// A budget applies to every request that involves its currency: the
+// request's own (req.Amount's) or a line item's. For the request's currency
+// it counts the larger of req.Amount and the sum of the line items in that
+// currency (the rule the per-session cap uses); for another currency, the
+// sum of the line items in it, since Clink's docs do not say which amount
+// is charged and the budget must hold either way. Amounts are in minor
+// units; a request with no positive amount counts as more than any budget
+// in its currency, so it never fits one. A rate limit counts 1.
 //
 // customer is an opaque key for the request's customer that the caller
 // derives, such as [CustomerKey]; it must never be a raw email, since keys
@@ -170,7 +174,6 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 	if p == nil || req == nil {
 		return nil
 	}
-	cur := req.Amount.cur
 	// The customer part is prefix+customer, written straight into the
 	// keys' string rather than concatenated first.
 	prefix, cust := customerPrefix, customer
@@ -179,7 +182,7 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 	}
 	custLen := len(prefix) + len(cust)
 	n, keyLen := 0, 0
-	for r := range p.rulesFor(req.Tool, cur) {
+	for r := range p.rulesFor(req) {
 		n++
 		if r.perCustomer {
 			keyLen += len(r.key) + custLen
@@ -193,7 +196,7 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 	if keyLen > 0 {
 		var kb strings.Builder
 		kb.Grow(keyLen)
-		for r := range p.rulesFor(req.Tool, cur) {
+		for r := range p.rulesFor(req) {
 			if r.perCustomer {
 				kb.WriteString(r.key)
 				kb.WriteString(prefix)
@@ -202,13 +205,12 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 		}
 		keys = kb.String()
 	}
-	add := budgetAmount(req)
 	out := make([]store.Limit, 0, n)
 	off := 0
-	for r := range p.rulesFor(req.Tool, cur) {
+	for r := range p.rulesFor(req) {
 		l := store.Limit{Key: r.key, Kind: r.kind, Window: r.window, Max: r.max, Add: 1}
 		if r.kind == store.KindBudget {
-			l.Add = add
+			l.Add = budgetAmount(req, r.cur)
 		}
 		if r.perCustomer {
 			end := off + len(r.key) + custLen
@@ -220,17 +222,39 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 	return out
 }
 
-// budgetAmount is what a request counts against its currency's budgets, in
-// minor units: the larger of the amount and the line items in its currency.
-func budgetAmount(req *Request) int64 {
-	amt := req.Amount.minor
-	if amt <= 0 {
-		// Evaluate refuses such a request; should one get here anyway, it
-		// fails closed rather than spending nothing, or less than nothing.
-		return MaxMinor + 1
+// involves reports whether req is in cur or has a line item in cur.
+func involves(req *Request, cur Currency) bool {
+	if req.Amount.cur == cur {
+		return true
 	}
-	if s := lineTotal(req.LineItems, req.Amount.cur); s > amt {
+	for _, li := range req.LineItems {
+		if li.UnitAmount.cur == cur {
+			return true
+		}
+	}
+	return false
+}
+
+// budgetAmount is what a request counts against cur's budgets, in minor
+// units: for the request's currency the larger of the amount and the line
+// items in it, for another the line items in it.
+func budgetAmount(req *Request, cur Currency) int64 {
+	var amt int64
+	if req.Amount.cur == cur {
+		amt = req.Amount.minor
+		if amt <= 0 {
+			// Evaluate refuses such a request; should one get here anyway, it
+			// fails closed rather than spending nothing, or less than nothing.
+			return MaxMinor + 1
+		}
+	}
+	if s := lineTotal(req.LineItems, cur); s > amt {
 		amt = s
+	}
+	if amt <= 0 {
+		// A line item in cur that lineTotal skips (no positive unit amount
+		// or quantity): Evaluate refuses it; fail closed all the same.
+		return MaxMinor + 1
 	}
 	return amt
 }
