@@ -36,6 +36,7 @@ const (
 	CodeEmailNotAllowed            Code = "email_not_allowed"              // the email is denied, or not on the allowlist
 	CodeEmailRequired              Code = "email_required"                 // no email, and the call may not go without one
 	CodeEmailInvalid               Code = "email_invalid"                  // the email is not a single bare address
+	CodeCustomerIDNotAllowed       Code = "customer_id_not_allowed"        // a customerId beside an email the email rules alone cannot vouch for
 	CodeToolDisabled               Code = "tool_disabled"                  // the policy turns the tool off
 	CodeUnknownTool                Code = "unknown_tool"                   // the policy does not govern the tool, so refuses it
 	CodeInvalidRequest             Code = "invalid_request"                // the request is malformed (no amount, quantity below 1, ...)
@@ -237,6 +238,12 @@ func (p *Policy) checkCustomer(tool string, req *Request) Decision {
 	}
 	if !p.allowAnyEmail && !p.allow.match(addr) {
 		return deny(CodeEmailNotAllowed, "the customer email is not on this server's allowlist")
+	}
+	// With a customerId, Clink charges that customer whatever the email
+	// says, so where emails are restricted and calls may not go by
+	// identifier alone, the email rules could be dodged with one.
+	if req.CustomerID != "" && !p.allowWithoutEmail && (!p.allowAnyEmail || len(p.deny.patterns) > 0) {
+		return deny(CodeCustomerIDNotAllowed, "customerId cannot be used on this server: Clink charges the customerId's customer whatever the email, and this server checks customers by email; send customerEmail without customerId")
 	}
 	return allowed
 }

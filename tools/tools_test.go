@@ -167,6 +167,7 @@ func TestRefusalsNeverReachClink(t *testing.T) {
 		{"an email off the allowlist is refused", agent, `{"customerEmail":"mallory@evil.example","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
 		{"a look-alike domain is refused", agent, `{"customerEmail":"bob@example.org.evil.com","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
 		{"a denied email is refused even though its domain is allowed", agent, `{"customerEmail":"ceo@example.org","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
+		{"a customer ID beside an allowlisted email is refused, since Clink would charge that customer", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"cus_victim"}`, []string{"refused by policy (customer_id_not_allowed)"}},
 		{"a checkout without an email is refused when the policy needs one", checkout, `{"amount":10,"currency":"USD","customerId":"cus_1"}`, []string{"refused by policy (email_required)"}},
 	}
 	for _, tt := range tests {
@@ -243,7 +244,13 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 }
 
 func TestCheckoutSessionSendsEveryField(t *testing.T) {
-	h := newHarness(t, testPolicy(t))
+	// Customer IDs beside emails need a policy that accepts calls by
+	// identifier.
+	p, err := policy.Parse("open.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 500 }\n  JPY: { max_amount: 50000 }\ncustomers:\n  allow_emails: [alice@example.com]\n  allow_without_email: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, p)
 	res := h.call(t, checkout, `{
 		"amount": 120, "currency": "USD",
 		"customerEmail": "alice@example.com", "customerId": "cus_1", "referenceCustomerId": "ref-1",
