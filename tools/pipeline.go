@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/policy/store"
 )
@@ -98,7 +100,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	}
 
 	// 6. Clink.
-	out, err := o.create(ctx)
+	out, err := ts.safeCreate(ctx, c, o)
 	var result *mcp.CallToolResult
 	outcome := store.Spent
 	if err != nil {
@@ -125,6 +127,22 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 		ts.log.ErrorContext(ctx, "duplicate guard: finish", "tool", c.tool, "err", err)
 	}
 	return result
+}
+
+// errCreatePanicked marks a Clink call that panicked: it may have sent the
+// request, so its outcome is unknown.
+var errCreatePanicked = fmt.Errorf("%w: the Clink call panicked", clink.ErrOutcomeUnknown)
+
+// safeCreate makes the Clink call, turning a panic into an unknown outcome
+// so the reservation and the duplicate guard are still settled.
+func (ts *toolset) safeCreate(ctx context.Context, c *call, o *order) (out *created, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ts.log.ErrorContext(ctx, "panic in the Clink call", "tool", c.tool, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			out, err = nil, errCreatePanicked
+		}
+	}()
+	return o.create(ctx)
 }
 
 func structuredJSON(out *created) json.RawMessage {

@@ -67,6 +67,10 @@ func (c *call) setEmail(email string) {
 
 // finish writes the call's audit record and log line.
 func (c *call) finish(ctx context.Context) {
+	if c.code == "" {
+		// The handler is unwinding from a panic, which recovering reports.
+		c.code = codeInternal
+	}
 	duration := time.Since(c.started)
 	rec := &store.AuditRecord{
 		Time: c.at.UTC(), Tool: c.tool, Decision: c.code, Amount: c.amount, Currency: c.currency,

@@ -488,3 +488,72 @@ func TestBudgetSurvivesARestart(t *testing.T) {
 		t.Fatalf("after a restart: %s", resultText(res))
 	}
 }
+
+// panickingPayments panics in every create, with a secret in the panic.
+type panickingPayments struct{}
+
+func (panickingPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
+	panic("boom sk_test_PLANTED_KEY")
+}
+
+func (panickingPayments) CreateCheckoutSession(context.Context, *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
+	panic("boom sk_test_PLANTED_KEY")
+}
+
+func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
+	st := memoryStore(t)
+	p := parsePolicy(t, statePolicy)
+	handlers := map[string]Tool{}
+	for _, tool := range All(Deps{Payments: panickingPayments{}, Policy: p, State: st, AuditKey: testAuditKey}) {
+		handlers[tool.Tool.Name] = tool
+	}
+	call := func(args string) *mcp.CallToolResult {
+		res, err := handlers[checkout].Handler(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: checkout, RawArguments: json.RawMessage(args)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := call(checkoutArgs("500", "a@example.com"))
+	if !res.IsError || !strings.Contains(resultText(res), "outcome unknown") || strings.Contains(resultText(res), "PLANTED") {
+		t.Fatalf("result: %s", resultText(res))
+	}
+	// The claim was finished: an identical retry replays at once instead of
+	// waiting for a call in flight.
+	done := make(chan *mcp.CallToolResult, 1)
+	go func() { done <- call(checkoutArgs("500", "a@example.com")) }()
+	select {
+	case res := <-done:
+		if !strings.Contains(resultText(res), "Replay") {
+			t.Fatalf("retry: %s", resultText(res))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retry waited for a claim the panicking call never settled")
+	}
+	// The reservations stayed spent: with another 500 (which panics too),
+	// the 1000 USD budget is full.
+	call(checkoutArgs("500", "b@example.com"))
+	if res := call(checkoutArgs("1", "c@example.com")); !strings.Contains(resultText(res), "budget_exceeded") {
+		t.Fatalf("the panicking call's reservation was not kept: %s", resultText(res))
+	}
+}
+
+func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
+	st := memoryStore(t)
+	tool := All(Deps{Payments: nopPayments{}, Policy: panickingPolicy{parsePolicy(t, statePolicy)}, State: st, AuditKey: testAuditKey})[0]
+	res, err := tool.Handler(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: agent,
+		RawArguments: json.RawMessage(`{"customerEmail":"a@example.com","amount":5,"currency":"USD"}`)}})
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "internal error") || strings.Contains(resultText(res), "PLANTED") {
+		t.Fatalf("result %v, err %v", resultText(res), err)
+	}
+	var recs []*store.AuditRecord
+	st.ScanAudit(context.Background(), func(r *store.AuditRecord) error { recs = append(recs, r); return nil })
+	if len(recs) != 1 || recs[0].Decision != codeInternal {
+		t.Fatalf("audit records: %+v", recs)
+	}
+}
+
+// panickingPolicy panics while evaluating.
+type panickingPolicy struct{ *policy.Policy }
+
+func (panickingPolicy) Evaluate(*policy.Request) policy.Decision { panic("policy bug sk_test_PLANTED_KEY") }

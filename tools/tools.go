@@ -25,7 +25,9 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-playground/validator/v10"
@@ -130,9 +132,28 @@ func newToolset(d Deps) *toolset {
 // All returns every tool, in a stable order, ready to register.
 func All(d Deps) []Tool {
 	ts := newToolset(d)
-	return []Tool{
+	all := []Tool{
 		ts.agentPaymentSession(),
 		ts.checkoutSession(),
+	}
+	for i := range all {
+		all[i].Handler = ts.recovering(all[i].Handler)
+	}
+	return all
+}
+
+// recovering turns a panic in a handler into a generic tool result and an
+// operator log line with the stack: the panic's text, which could hold
+// anything, never reaches the model.
+func (ts *toolset) recovering(h server.ToolHandlerFunc) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (res *mcp.CallToolResult, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				ts.log.ErrorContext(ctx, "panic in a tool handler", "tool", req.Params.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				res, err = mcp.NewToolResultError("internal error: the operator's log has the details. Check with the operator before retrying."), nil
+			}
+		}()
+		return h(ctx, req)
 	}
 }
 

@@ -42,10 +42,14 @@ type memReservation struct {
 
 type memClaim struct {
 	fingerprint string
+	at          int64
 	expires     int64
 	done        bool
 	result      []byte
 }
+
+// liveUntil is when the claim stops holding its key: see [InFlightLease].
+func (cl *memClaim) liveUntil() int64 { return claimLiveUntil(cl.at, cl.expires, cl.done) }
 
 var _ Store = (*Memory)(nil)
 
@@ -181,12 +185,12 @@ func (m *Memory) Claim(ctx context.Context, c Claim) (Prior, error) {
 	m.claimCalls++
 	if m.claimCalls%sweepEvery == 0 {
 		for key, cl := range m.claims {
-			if cl.expires <= now-int64(pruneGrace) {
+			if cl.liveUntil() <= now-int64(pruneGrace) {
 				delete(m.claims, key)
 			}
 		}
 	}
-	if cl, ok := m.claims[c.Key]; ok && now < cl.expires {
+	if cl, ok := m.claims[c.Key]; ok && now < cl.liveUntil() {
 		switch {
 		case cl.fingerprint != c.Fingerprint:
 			return Prior{State: ClaimConflict}, nil
@@ -196,7 +200,7 @@ func (m *Memory) Claim(ctx context.Context, c Claim) (Prior, error) {
 			return Prior{State: ClaimInFlight}, nil
 		}
 	}
-	m.claims[c.Key] = &memClaim{fingerprint: c.Fingerprint, expires: now + int64(c.Window)}
+	m.claims[c.Key] = &memClaim{fingerprint: c.Fingerprint, at: now, expires: now + int64(c.Window)}
 	return Prior{State: ClaimNew}, nil
 }
 

@@ -97,8 +97,8 @@ const (
 	qOutcome           = `SELECT outcome FROM reservations WHERE id = ?`
 	qSetOutcome        = `UPDATE reservations SET outcome = ? WHERE id = ? AND outcome = 0`
 	qRelease           = `DELETE FROM counter_entries WHERE reservation = ? AND kind = ?`
-	qPruneClaims       = `DELETE FROM claims WHERE expires <= ?`
-	qGetClaim          = `SELECT fingerprint, expires, state, result FROM claims WHERE key = ?`
+	qPruneClaims       = `DELETE FROM claims WHERE expires <= ? AND (state = 2 OR at <= ?)`
+	qGetClaim          = `SELECT fingerprint, at, expires, state, result FROM claims WHERE key = ?`
 	qPutClaim          = `INSERT OR REPLACE INTO claims (key, fingerprint, at, expires, state, result) VALUES (?, ?, ?, ?, 1, NULL)`
 	qFinishClaim       = `UPDATE claims SET state = 2, result = ? WHERE key = ?`
 	qDropClaim         = `DELETE FROM claims WHERE key = ?`
@@ -462,16 +462,16 @@ func (s *SQLite) Claim(ctx context.Context, c Claim) (Prior, error) {
 	now := c.At.UnixNano()
 	var p Prior
 	err := s.write(ctx, func(t *txn) error {
-		if _, err := t.exec(qPruneClaims, now-int64(pruneGrace)); err != nil {
+		if _, err := t.exec(qPruneClaims, now-int64(pruneGrace), now-int64(pruneGrace)-int64(InFlightLease)); err != nil {
 			return err
 		}
 		var (
-			fingerprint    string
-			expires, state int64
-			result         []byte
+			fingerprint        string
+			at, expires, state int64
+			result             []byte
 		)
-		switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &expires, &state, &result); {
-		case err == nil && now < expires:
+		switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &at, &expires, &state, &result); {
+		case err == nil && now < claimLiveUntil(at, expires, state == claimDone):
 			switch {
 			case fingerprint != c.Fingerprint:
 				p = Prior{State: ClaimConflict}

@@ -119,6 +119,23 @@ type Claim struct {
 	Window time.Duration
 }
 
+// InFlightLease is how long a claim in flight holds its key at least,
+// whatever its window: an identical call never overtakes a slow one, even
+// when the duplicate window is shorter than the call. A call must finish
+// (or drop its claim) within the lease; the Clink client's worst case, all
+// attempts and backoff included, is well under it.
+const InFlightLease = 10 * time.Minute
+
+// claimLiveUntil is when a claim made at at, with its window ending at
+// expires, stops holding its key: at the end of its window once done, and
+// not before the end of the lease while in flight.
+func claimLiveUntil(at, expires int64, done bool) int64 {
+	if done {
+		return expires
+	}
+	return max(expires, at+int64(InFlightLease))
+}
+
 // Prior is the answer to a [Claim].
 type Prior struct {
 	State ClaimState
@@ -177,7 +194,8 @@ type Store interface {
 	Settle(ctx context.Context, id string, outcome Outcome) error
 
 	// Claim takes the duplicate guard's slot for c.Key, or reports what
-	// holds it. A claim whose window has passed is replaced.
+	// holds it. A finished claim whose window has passed is replaced; one
+	// still in flight only after [InFlightLease] too.
 	Claim(ctx context.Context, c Claim) (Prior, error)
 	// Finish stores the result of the claimed call for replays and ends
 	// its flight.

@@ -358,6 +358,17 @@ func TestClaim(t *testing.T) {
 			clm(claim(day.Add(time.Hour), "f1"), Prior{State: ClaimNew}),
 			clm(claim(day.Add(time.Hour), "f1"), Prior{State: ClaimInFlight}),
 		}},
+		{"a claim in flight holds its key past a short window until the lease ends", []op{
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, Prior{State: ClaimNew}),
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(time.Minute), Window: 30 * time.Second}, Prior{State: ClaimInFlight}),
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(InFlightLease - time.Nanosecond), Window: 30 * time.Second}, Prior{State: ClaimInFlight}),
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(InFlightLease), Window: 30 * time.Second}, Prior{State: ClaimNew}),
+		}},
+		{"a finished claim with a short window ends with its window, not the lease", []op{
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, Prior{State: ClaimNew}),
+			fin("r"),
+			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(30 * time.Second), Window: 30 * time.Second}, Prior{State: ClaimNew}),
+		}},
 		{"a dropped claim can be taken again", []op{
 			clm(claim(day, "f1"), Prior{State: ClaimNew}),
 			{drop: true},
