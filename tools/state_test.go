@@ -556,4 +556,6 @@ func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
 // panickingPolicy panics while evaluating.
 type panickingPolicy struct{ *policy.Policy }
 
-func (panickingPolicy) Evaluate(*policy.Request) policy.Decision { panic("policy bug sk_test_PLANTED_KEY") }
+func (panickingPolicy) Evaluate(*policy.Request) policy.Decision {
+	panic("policy bug sk_test_PLANTED_KEY")
+}
