@@ -220,7 +220,7 @@ func (fp *fileParser) store(n *yaml.Node) string {
 		if fp.inMemory {
 			return ""
 		}
-		path, err := defaultStorePath()
+		path, err := DefaultStorePath()
 		if err != nil {
 			fp.errorf(nil, "store.path is not set and its default location cannot be found (%v); set store.path", err)
 		}
@@ -361,11 +361,12 @@ func resolveStorePath(file, path string) (string, error) {
 	return abs, nil
 }
 
-// defaultStorePath is where the state file lives when the policy does not
+// DefaultStorePath is where the state file lives when the policy does not
 // say: $XDG_STATE_HOME/clink-mcp/state.db, or
 // ~/.local/state/clink-mcp/state.db when XDG_STATE_HOME is unset or not
-// absolute (the XDG spec says to ignore a relative one).
-func defaultStorePath() (string, error) {
+// absolute (the XDG spec says to ignore a relative one). The server uses it
+// too for the built-in demo policy outside the built-in sandbox.
+func DefaultStorePath() (string, error) {
 	if x := os.Getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
 		return filepath.Join(x, "clink-mcp", "state.db"), nil
 	}

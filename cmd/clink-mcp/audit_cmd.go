@@ -33,7 +33,10 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
 		}
 	}
-	path := p.StorePath()
+	path, err := storePath(p)
+	if err != nil {
+		return fmt.Errorf("store: %v", err)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("store %s: %v (is --policy / CLINK_POLICY the server's?)", path, errors.Unwrap(err))
 	}

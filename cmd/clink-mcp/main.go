@@ -174,9 +174,15 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	var st store.Store
 	if cfg.sandbox {
 		st = store.NewMemory()
-	} else if st, err = store.OpenSQLite(a.policy.StorePath()); err != nil {
-		a.close()
-		return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+	} else {
+		path, err := storePath(a.policy)
+		if err == nil {
+			st, err = store.OpenSQLite(path)
+		}
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+		}
 	}
 	closeSandbox := a.close
 	a.close = func() {
@@ -189,6 +195,16 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		Payments: a.client, Policy: a.policy, State: st, AuditKey: auditKey(key), Logger: logger,
 	}, clink.Version)
 	return a, nil
+}
+
+// storePath is where p keeps its state: its store.path, or the default
+// location for a policy without a file (the built-in demo policy, when the
+// server talks to a real Clink).
+func storePath(p *policy.Policy) (string, error) {
+	if path := p.StorePath(); path != "" {
+		return path, nil
+	}
+	return policy.DefaultStorePath()
 }
 
 // auditKey derives the key of the hash that stands for a customer in the

@@ -235,3 +235,22 @@ func TestACorruptStoreStopsTheServer(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+func TestASandboxKeyWithoutAPolicyServesTheDemoPolicyOnTheDefaultStore(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	code, stdout, stderr := runCmd(t, map[string]string{"CLINK_API_KEY": "sk_test_abc"}, "serve")
+	if code != 0 || stdout != "" {
+		t.Fatalf("serve: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "built-in demo policy") {
+		t.Errorf("stderr does not name the demo policy: %q", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(state, "clink-mcp", "state.db")); err != nil {
+		t.Fatalf("no store at the default path: %v", err)
+	}
+	code, stdout, stderr = runCmd(t, nil, "audit", "verify")
+	if code != 0 || !strings.Contains(stdout, "0 records, hash chain intact") {
+		t.Fatalf("audit verify: exit %d, %q %q", code, stdout, stderr)
+	}
+}
