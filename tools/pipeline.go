@@ -3,6 +3,10 @@ package tools
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -82,8 +86,22 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 			if err := ts.state.Drop(context.WithoutCancel(ctx), claimKey); err != nil {
 				ts.log.ErrorContext(ctx, "duplicate guard: drop", "tool", c.tool, "err", err)
 			}
+			claimKey = ""
 		}
 	}
+	// Should anything below panic, the claim must not stay in flight nor
+	// the reservation unsettled: the reservation is kept (the money may be
+	// committed) and the claim dropped; the handler's recovery reports it.
+	var reservation string
+	defer func() {
+		if r := recover(); r != nil {
+			if reservation != "" {
+				ts.settle(ctx, c, reservation, store.Unknown)
+			}
+			drop()
+			panic(r)
+		}
+	}()
 
 	// 5. Budgets and rate limits, reserved before Clink is called.
 	now := ts.now()
@@ -108,9 +126,8 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	} else {
 		result = c.created(out.sessionID, out.structured, out.summary)
 	}
-	if serr := ts.state.Settle(context.WithoutCancel(ctx), reservation, outcome); serr != nil {
-		ts.log.ErrorContext(ctx, "settle reservation", "tool", c.tool, "outcome", outcome, "err", serr)
-	}
+	ts.settle(ctx, c, reservation, outcome)
+	reservation = ""
 	if claimKey == "" {
 		return result
 	}
@@ -118,7 +135,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 		drop() // Clink definitely made nothing: a retry may try again.
 		return result
 	}
-	rec, err := json.Marshal(replay{At: now.UTC(), Decision: c.code, IsError: result.IsError,
+	rec, err := ts.sealReplay(claimKey, replay{At: now.UTC(), Decision: c.code, IsError: result.IsError,
 		Text: resultText(result), SessionID: c.session, Structured: structuredJSON(out)})
 	if err == nil {
 		err = ts.state.Finish(context.WithoutCancel(ctx), claimKey, rec)
@@ -127,6 +144,58 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 		ts.log.ErrorContext(ctx, "duplicate guard: finish", "tool", c.tool, "err", err)
 	}
 	return result
+}
+
+// settle records a reservation's outcome; a failure is the operator's to
+// see, since the call itself has already happened.
+func (ts *toolset) settle(ctx context.Context, c *call, reservation string, outcome store.Outcome) {
+	if err := ts.state.Settle(context.WithoutCancel(ctx), reservation, outcome); err != nil {
+		ts.log.ErrorContext(ctx, "settle reservation", "tool", c.tool, "outcome", outcome, "err", err)
+	}
+}
+
+// sealReplay encrypts a replay for the store (AES-256-GCM, bound to its
+// claim key): results hold the customer's email, which the store must not.
+func (ts *toolset) sealReplay(key string, r replay) ([]byte, error) {
+	plain, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, ts.replayAEAD.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return ts.replayAEAD.Seal(nonce, nonce, plain, []byte(key)), nil
+}
+
+// openReplay decrypts what sealReplay stored under key.
+func (ts *toolset) openReplay(key string, sealed []byte) (replay, error) {
+	var r replay
+	n := ts.replayAEAD.NonceSize()
+	if len(sealed) < n {
+		return r, errors.New("stored result too short")
+	}
+	plain, err := ts.replayAEAD.Open(nil, sealed[:n], sealed[n:], []byte(key))
+	if err != nil {
+		return r, fmt.Errorf("stored result: %w", err)
+	}
+	err = json.Unmarshal(plain, &r)
+	return r, err
+}
+
+// newReplayAEAD derives the cipher for stored replays from the audit key.
+func newReplayAEAD(auditKey []byte) cipher.AEAD {
+	m := hmac.New(sha256.New, auditKey)
+	m.Write([]byte("clink-mcp replay encryption v1"))
+	block, err := aes.NewCipher(m.Sum(nil))
+	if err != nil {
+		panic("tools: " + err.Error()) // a 32-byte key cannot fail
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic("tools: " + err.Error())
+	}
+	return aead
 }
 
 // errCreatePanicked marks a Clink call that panicked: it may have sent the
@@ -188,7 +257,7 @@ func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.C
 		case store.ClaimNew:
 			return key, nil
 		case store.ClaimDone:
-			return "", c.replayed(ctx, prior.Result)
+			return "", c.replayed(ctx, key, prior.Result)
 		case store.ClaimConflict:
 			return "", c.denied(policy.Decision{Code: policy.CodeDuplicateConflict,
 				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"})
@@ -198,7 +267,7 @@ func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.C
 		case <-ctx.Done():
 			return "", c.internal(ctx, fmt.Errorf("waiting for an identical call in flight: %w", ctx.Err()))
 		case <-deadline.C:
-			return "", c.denied(policy.Decision{Code: policy.CodeDuplicateConflict,
+			return "", c.denied(policy.Decision{Code: codeDuplicateInFlight,
 				Message: "an identical call is still in flight; wait for its result instead of repeating it"})
 		case <-time.After(claimPoll):
 		}
@@ -207,10 +276,10 @@ func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.C
 
 // replayed answers a call with the stored result of an identical earlier
 // one, marked as a replay.
-func (c *call) replayed(ctx context.Context, stored []byte) *mcp.CallToolResult {
-	var r replay
-	if err := json.Unmarshal(stored, &r); err != nil {
-		return c.internal(ctx, fmt.Errorf("duplicate guard: stored result: %w", err))
+func (c *call) replayed(ctx context.Context, key string, stored []byte) *mcp.CallToolResult {
+	r, err := c.ts.openReplay(key, stored)
+	if err != nil {
+		return c.internal(ctx, fmt.Errorf("duplicate guard: %w", err))
 	}
 	c.code = codeReplayed
 	c.session = r.SessionID

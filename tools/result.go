@@ -18,13 +18,14 @@ import (
 // Outcome codes of a call that are not policy decisions. Together with the
 // policy's codes they are the "decision" of the log line.
 const (
-	codeInvalidArguments = "invalid_arguments"
-	codeCreated          = "created"
-	codeUpstreamRefused  = "upstream_refused"
-	codeUpstreamAuth     = "upstream_auth"
-	codeOutcomeUnknown   = "outcome_unknown"
-	codeReplayed         = "replayed"
-	codeInternal         = "internal_error"
+	codeInvalidArguments  = "invalid_arguments"
+	codeCreated           = "created"
+	codeUpstreamRefused   = "upstream_refused"
+	codeUpstreamAuth      = "upstream_auth"
+	codeOutcomeUnknown    = "outcome_unknown"
+	codeReplayed          = "replayed"
+	codeDuplicateInFlight = "duplicate_in_flight"
+	codeInternal          = "internal_error"
 )
 
 // outcomeUnknownMessage is what the model reads when a create may or may not

@@ -24,6 +24,7 @@ package tools
 
 import (
 	"context"
+	"crypto/cipher"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -105,20 +106,21 @@ type Tool = server.ServerTool
 
 // toolset holds what every tool's handler shares.
 type toolset struct {
-	payments Payments
-	policy   Policy
-	state    State
-	auditKey []byte
-	now      func() time.Time
-	log      *slog.Logger
-	validate *validator.Validate
+	replayAEAD cipher.AEAD // seals stored replays
+	payments   Payments
+	policy     Policy
+	state      State
+	auditKey   []byte
+	now        func() time.Time
+	log        *slog.Logger
+	validate   *validator.Validate
 }
 
 func newToolset(d Deps) *toolset {
 	if d.Payments == nil || d.Policy == nil || d.State == nil || len(d.AuditKey) == 0 {
 		panic("tools: Deps.Payments, Policy, State and AuditKey are required")
 	}
-	ts := &toolset{payments: d.Payments, policy: d.Policy, state: d.State, auditKey: d.AuditKey,
+	ts := &toolset{replayAEAD: newReplayAEAD(d.AuditKey), payments: d.Payments, policy: d.Policy, state: d.State, auditKey: d.AuditKey,
 		now: d.Clock, log: d.Logger, validate: newValidator()}
 	if ts.now == nil {
 		ts.now = time.Now

@@ -189,6 +189,23 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 			t.Errorf("the audit export contains %q", secret)
 		}
 	}
+	// Nor is any of them anywhere in the store's files: replays of results
+	// naming the customer are stored encrypted.
+	files, err := filepath.Glob(storePathOf(t, policyFile) + "*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("store files: %v %v", files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{apiKey, token, "alice@example.com"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains %q", filepath.Base(f), secret)
+			}
+		}
+	}
 }
 
 // policyWithStore writes the tools' test policy with its store in a
