@@ -20,6 +20,9 @@ type Request struct {
 	CustomerID          string
 	ReferenceCustomerID string
 	LineItems           []LineItem // checkout only
+	// PriceID and ProductID name prices configured in the Clink dashboard
+	// (checkout only), whose amounts the policy cannot see.
+	PriceID, ProductID string
 }
 
 // Code is a stable, machine-readable reason for a [Decision].
@@ -37,6 +40,7 @@ const (
 	CodeEmailRequired              Code = "email_required"                 // no email, and the call may not go without one
 	CodeEmailInvalid               Code = "email_invalid"                  // the email is not a single bare address
 	CodeCustomerIDNotAllowed       Code = "customer_id_not_allowed"        // a customerId beside an email the email rules alone cannot vouch for
+	CodeDashboardPriceNotAllowed   Code = "dashboard_price_not_allowed"    // a priceId or productId, which the tool's rules do not allow
 	CodeToolDisabled               Code = "tool_disabled"                  // the policy turns the tool off
 	CodeUnknownTool                Code = "unknown_tool"                   // the policy does not govern the tool, so refuses it
 	CodeInvalidRequest             Code = "invalid_request"                // the request is malformed (no amount, quantity below 1, ...)
@@ -132,6 +136,13 @@ func (p *Policy) Evaluate(req *Request) Decision {
 	}
 	if amt.minor > lim.max.minor {
 		return overCap("amount "+amt.String(), lim.max, t.name)
+	}
+
+	// A dashboard price's amount is set in Clink and unknown here, and
+	// Clink does not document whether it or the amount sent is charged: it
+	// is refused unless the operator allows it.
+	if (req.PriceID != "" || req.ProductID != "") && !t.allowDashboardPrices {
+		return deny(CodeDashboardPriceNotAllowed, "priceId and productId name prices set in the Clink dashboard, which this server cannot check against its limits, and its policy does not allow them for %s; describe the purchase with amount and priceDataList instead", t.name)
 	}
 
 	if len(req.LineItems) > 0 {

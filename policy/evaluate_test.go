@@ -228,6 +228,14 @@ currencies:
 			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1", CustomerEmail: "alice@example.com"}, allowed},
 		{"allows a customer ID beside an allowlisted email when calls may go by ID alone", mustParse(t, "version: 1\ncurrencies:\n  USD: { max_amount: 100 }\ncustomers:\n  allow_emails: [alice@example.com]\n  allow_without_email: true\n"),
 			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1", CustomerEmail: "alice@example.com"}, allowed},
+		{"refuses a dashboard price the policy does not allow", example,
+			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerEmail: "alice@example.com", PriceID: "price_1"},
+			Decision{Code: CodeDashboardPriceNotAllowed, Message: "priceId and productId name prices set in the Clink dashboard, which this server cannot check against its limits, and its policy does not allow them for create_checkout_session; describe the purchase with amount and priceDataList instead"}},
+		{"refuses a dashboard product the policy does not allow", example,
+			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerEmail: "alice@example.com", ProductID: "prod_1"},
+			Decision{Code: CodeDashboardPriceNotAllowed, Message: "priceId and productId name prices set in the Clink dashboard, which this server cannot check against its limits, and its policy does not allow them for create_checkout_session; describe the purchase with amount and priceDataList instead"}},
+		{"allows dashboard prices where the operator allows them", mustParse(t, "version: 1\ncurrencies:\n  USD: { max_amount: 100 }\ntools:\n  create_checkout_session: { allow_dashboard_prices: true }\n"),
+			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerEmail: "alice@example.com", PriceID: "price_1", ProductID: "prod_1"}, allowed},
 		{"refuses an email of spaces rather than treating it as absent", withoutEmail,
 			Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1", CustomerEmail: "  "},
 			Decision{Code: CodeEmailInvalid, Message: "customerEmail is not usable: the email address is empty"}},
@@ -343,12 +351,14 @@ tools:
 				" Budgets (rolling windows): USD 2000.00 per 24h; per customer: USD 300.00 per 1h; this tool only, USD 500.00 per 24h." +
 				" Rate limits (rolling windows, all tools together): at most 10 calls per 1m; per customer: at most 20 calls per 1h." +
 				" Customer email: required; only addresses on the operator's allowlist are accepted." +
+				" priceId and productId are not accepted: give amount, and priceDataList for line items." +
 				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent an email is optional with a customer ID where allowed", Demo(), ToolCheckoutSession,
 			"Allowed currencies and per-session limits: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00." +
 				" Budgets (rolling windows): USD 500.00 per 24h." +
 				" Rate limits (rolling windows, all tools together): at most 30 calls per 1m." +
 				" Customer email: required unless customerId or referenceCustomerId is given; any valid address except ones the operator blocks." +
+				" priceId and productId are not accepted: give amount, and priceDataList for line items." +
 				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent only the budgets in currencies the tool allows, per customer ones marked", eurOnly, ToolAgentPaymentSession,
 			"Allowed currencies and per-session limits: EUR up to 100.00." +

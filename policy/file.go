@@ -387,9 +387,16 @@ func (fp *fileParser) emailList(n *yaml.Node, what string, set *emailSet) {
 
 func (fp *fileParser) tool(n *yaml.Node, t *toolRules, p *Policy) {
 	where := "tool " + t.name
-	f := fp.fields(n, where, "enabled", "currencies", "budgets")
+	f := fp.fields(n, where, "enabled", "currencies", "budgets", "allow_dashboard_prices")
 	if f == nil {
 		return
+	}
+	if e, ok := f["allow_dashboard_prices"]; ok {
+		if t.name != ToolCheckoutSession {
+			fp.errorf(e.key, "%s: allow_dashboard_prices applies only to %s", where, ToolCheckoutSession)
+		} else if b, ok := fp.boolean(e.val, where+": allow_dashboard_prices"); ok {
+			t.allowDashboardPrices = b
+		}
 	}
 	if e, ok := f["enabled"]; ok {
 		if b, ok := fp.boolean(e.val, where+": enabled"); ok {

@@ -81,7 +81,7 @@ func TestLoadReportsEveryProblemWithFileAndLine(t *testing.T) {
 				`7: tool create_agent_payment_session: USD max_amount 150.00 is above the global max_amount 100.00; a tool can only narrow the global rules`,
 				`7: tool create_agent_payment_session: USD min_amount 0.50 is below the global min_amount 1.00; a tool can only narrow the global rules`,
 				`8: tool create_agent_payment_session: EUR is not in the global currencies list; a tool can only narrow the global rules`,
-				`9: tool create_checkout_session: unknown key "colour" (known keys: enabled, currencies, budgets)`,
+				`9: tool create_checkout_session: unknown key "colour" (known keys: enabled, currencies, budgets, allow_dashboard_prices)`,
 				`9: tool create_checkout_session: enabled must be true or false`,
 			},
 		},
@@ -163,7 +163,9 @@ func TestParseRefuses(t *testing.T) {
 		{"refuses a tool minimum above the inherited global cap", head + "tools:\n  create_checkout_session: { currencies: { USD: { min_amount: 101 } } }\n", "f.yaml:5: tool create_checkout_session: USD min_amount 101.00 is above max_amount 100.00"},
 		{"refuses a tool with an empty currencies list", head + "tools:\n  create_checkout_session: { currencies: {} }\n", "f.yaml:5: tool create_checkout_session: currencies lists no currency; remove it to use the global list, or set enabled: false"},
 		{"refuses a tool amount too precise for its currency", head + "tools:\n  create_checkout_session: { currencies: { USD: { max_amount: 9.999 } } }\n", `f.yaml:5: tool create_checkout_session: USD max_amount: amount "9.999" has more decimals than USD allows (2)`},
-		{"refuses an unknown key under a tool", head + "tools:\n  create_checkout_session: { enable: false }\n", `f.yaml:5: tool create_checkout_session: unknown key "enable" (known keys: enabled, currencies, budgets)`},
+		{"refuses an unknown key under a tool", head + "tools:\n  create_checkout_session: { enable: false }\n", `f.yaml:5: tool create_checkout_session: unknown key "enable" (known keys: enabled, currencies, budgets, allow_dashboard_prices)`},
+		{"refuses dashboard prices on the agent tool, which takes none", head + "tools:\n  create_agent_payment_session: { allow_dashboard_prices: true }\n", `f.yaml:5: tool create_agent_payment_session: allow_dashboard_prices applies only to create_checkout_session`},
+		{"refuses a dashboard price switch that is not a boolean", head + "tools:\n  create_checkout_session: { allow_dashboard_prices: yes }\n", `f.yaml:5: tool create_checkout_session: allow_dashboard_prices must be true or false`},
 		{"refuses a top-level key this version does not have", head + "limits: []\n", `f.yaml:4: the top level: unknown key "limits" (known keys: version, currencies, customers, budgets, rate_limits, duplicates, store, tools)`},
 	}
 	for _, tc := range cases {

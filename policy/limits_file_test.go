@@ -102,7 +102,7 @@ func TestParseRefusesBadLimits(t *testing.T) {
 		{"refuses tool budgets that are not a list", head + "tools:\n  create_checkout_session: { budgets: 5 }\n",
 			"f.yaml:6: tool create_checkout_session: budgets must be a list of entries like { currency: USD, window: 24h, max_amount: 500 }"},
 		{"refuses rate limits on a tool", head + "tools:\n  create_checkout_session: { rate_limits: [] }\n",
-			`f.yaml:6: tool create_checkout_session: unknown key "rate_limits" (known keys: enabled, currencies, budgets)`},
+			`f.yaml:6: tool create_checkout_session: unknown key "rate_limits" (known keys: enabled, currencies, budgets, allow_dashboard_prices)`},
 
 		// Rate limits.
 		{"refuses rate limits that are not a list", head + "rate_limits: { window: 1m, max_calls: 10 }\n",

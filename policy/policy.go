@@ -67,6 +67,8 @@ type toolRules struct {
 	narrowed   bool // has its own currencies list
 	currencies currencyRules
 	budgets    []budgetRule // the tool's own budgets, on top of the global ones
+
+	allowDashboardPrices bool // priceId / productId accepted (checkout only)
 }
 
 // Source returns where the policy came from: the file path given to [Load]

@@ -64,6 +64,9 @@ func (p *Policy) Render() string {
 		for i := range t.budgets {
 			b.WriteString("    own budget: " + t.budgets[i].perAmountWindow() + "\n")
 		}
+		if t.allowDashboardPrices {
+			b.WriteString("    dashboard prices (priceId, productId): allowed\n")
+		}
 	}
 	if p.storePath == "" {
 		b.WriteString("Store: in memory (nothing survives a restart)\n")
@@ -162,6 +165,9 @@ func (p *Policy) Summary(tool string) string {
 		b.WriteString("; any valid address except ones the operator blocks.")
 	default:
 		b.WriteString("; any valid address.")
+	}
+	if tool == ToolCheckoutSession && !t.allowDashboardPrices {
+		b.WriteString(" priceId and productId are not accepted: give amount, and priceDataList for line items.")
 	}
 	if p.dupWindow > 0 {
 		b.WriteString(" An identical call repeated within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session.")

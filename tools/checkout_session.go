@@ -176,6 +176,8 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 			CustomerID:          args.CustomerID,
 			ReferenceCustomerID: args.ReferenceCustomerID,
 			LineItems:           items,
+			PriceID:             args.PriceID,
+			ProductID:           args.ProductID,
 		},
 		idempotencyKey: args.IdempotencyKey,
 		wire:           request,
@@ -288,12 +290,12 @@ const checkoutSessionInputSchema = `{
     "priceId": {
       "type": "string",
       "maxLength": 128,
-      "description": "ID of a price configured in the Clink dashboard. Example: \"price_1a2b3c\"."
+      "description": "ID of a price configured in the Clink dashboard. Refused unless the operator allows dashboard prices (see the limits in this tool's description). Example: \"price_1a2b3c\"."
     },
     "productId": {
       "type": "string",
       "maxLength": 128,
-      "description": "ID of a product configured in the Clink dashboard. Example: \"prod_9z8y7x\"."
+      "description": "ID of a product configured in the Clink dashboard. Refused unless the operator allows dashboard prices (see the limits in this tool's description). Example: \"prod_9z8y7x\"."
     },
     "uiMode": {
       "type": "string",

@@ -168,6 +168,7 @@ func TestRefusalsNeverReachClink(t *testing.T) {
 		{"a look-alike domain is refused", agent, `{"customerEmail":"bob@example.org.evil.com","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
 		{"a denied email is refused even though its domain is allowed", agent, `{"customerEmail":"ceo@example.org","amount":10,"currency":"USD"}`, []string{"refused by policy (email_not_allowed)"}},
 		{"a customer ID beside an allowlisted email is refused, since Clink would charge that customer", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"cus_victim"}`, []string{"refused by policy (customer_id_not_allowed)"}},
+		{"a dashboard price is refused where the policy does not allow one", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","priceId":"price_1"}`, []string{"refused by policy (dashboard_price_not_allowed)"}},
 		{"a checkout without an email is refused when the policy needs one", checkout, `{"amount":10,"currency":"USD","customerId":"cus_1"}`, []string{"refused by policy (email_required)"}},
 	}
 	for _, tt := range tests {
@@ -246,7 +247,7 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 func TestCheckoutSessionSendsEveryField(t *testing.T) {
 	// Customer IDs beside emails need a policy that accepts calls by
 	// identifier.
-	p, err := policy.Parse("open.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 500 }\n  JPY: { max_amount: 50000 }\ncustomers:\n  allow_emails: [alice@example.com]\n  allow_without_email: true\n"))
+	p, err := policy.Parse("open.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 500 }\n  JPY: { max_amount: 50000 }\ncustomers:\n  allow_emails: [alice@example.com]\n  allow_without_email: true\ntools:\n  create_checkout_session: { allow_dashboard_prices: true }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
