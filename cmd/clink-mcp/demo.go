@@ -66,6 +66,10 @@ var demoSteps = []demoStep{
 		args: `{"customerEmail":"blocked@example.com","amount":10,"currency":"USD"}`, want: "email_not_allowed"},
 	{title: "policy: a checkout with no email, which this policy requires", tool: policy.ToolCheckoutSession,
 		args: `{"amount":10,"currency":"USD","referenceCustomerId":"user-1042"}`, want: "email_required"},
+	{title: "policy: an allowlisted email beside another customer's ID", tool: policy.ToolCheckoutSession,
+		args: `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"cus_someone_else"}`, want: "customer_id_not_allowed"},
+	{title: "policy: a price from the Clink dashboard, whose amount the policy cannot see", tool: policy.ToolCheckoutSession,
+		args: `{"amount":1,"currency":"USD","customerEmail":"alice@example.com","priceId":"price_enterprise"}`, want: "dashboard_price_not_allowed"},
 	{title: "policy: a tool the operator switched off", tool: policy.ToolCheckoutSession, disabled: true,
 		args: `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`, want: "tool_disabled"},
 
