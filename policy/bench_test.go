@@ -87,7 +87,6 @@ func BenchmarkParseMoney(b *testing.B) {
 // against the example policy: two global budgets (one per customer), the
 // tool's own budget, two rate limits (one per customer).
 func BenchmarkLimits(b *testing.B) {
-	b.Setenv("HOME", "/home/operator")
 	p, err := Load("testdata/example.yaml")
 	if err != nil {
 		b.Fatal(err)

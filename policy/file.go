@@ -26,16 +26,9 @@ import (
 // errors. Amounts are read exactly from their text, quoted or not.
 //
 // filename is also where a relative store.path is resolved from (its
-// directory), and the store path's default comes from the environment
-// ($XDG_STATE_HOME or the home directory); see [Policy.StorePath].
+// directory); see [Policy.StorePath].
 func Parse(filename string, data []byte) (*Policy, error) {
-	return parse(filename, data, false)
-}
-
-// parse is [Parse]; with inMemory, a file without store.path gets no store
-// file ([Policy.StorePath] is "") instead of the default location.
-func parse(filename string, data []byte, inMemory bool) (*Policy, error) {
-	fp := &fileParser{file: filename, inMemory: inMemory}
+	fp := &fileParser{file: filename}
 	p := fp.parse(data)
 	if len(fp.problems) > 0 {
 		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
@@ -47,7 +40,6 @@ func parse(filename string, data []byte, inMemory bool) (*Policy, error) {
 
 type fileParser struct {
 	file     string
-	inMemory bool // no default store file
 	problems []Problem
 }
 

@@ -273,15 +273,12 @@ func TestDemo(t *testing.T) {
 	if p.Source() != DemoSource {
 		t.Errorf("Source() = %q", p.Source())
 	}
-	t.Setenv("XDG_STATE_HOME", "/state")
 	again, err := Parse("demo.yaml", DemoYAML())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Only the source and the store differ: the demo keeps its state in
-	// memory, the same text in a file gets the default store path.
+	// Only the source differs.
 	want := strings.ReplaceAll(p.Render(), DemoSource, "demo.yaml")
-	want = strings.ReplaceAll(want, "Store: in memory (nothing survives a restart)", "Store: /state/clink-mcp/state.db")
 	if diff := cmp.Diff(want, again.Render()); diff != "" {
 		t.Errorf("DemoYAML() is not the demo policy (-want +got):\n%s", diff)
 	}
@@ -302,7 +299,7 @@ Duplicate calls: an identical call within 10m returns the first call's result in
 Tools:
   create_agent_payment_session: USD 0.50–50.00
   create_checkout_session: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00 (the global limits)
-Store: in memory (nothing survives a restart)
+Store: the default ($XDG_STATE_HOME/clink-mcp/state.db, else ~/.local/state/clink-mcp/state.db)
 `
 	if diff := cmp.Diff(want, p.Render()); diff != "" {
 		t.Errorf("Render() mismatch (-want +got):\n%s", diff)

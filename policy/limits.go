@@ -343,13 +343,26 @@ func ruleScope(key string, n, toolField, customerField int) string {
 // when the policy file does not say.
 func (p *Policy) DuplicatesWindow() time.Duration { return p.dupWindow }
 
-// StorePath returns the absolute path of the state file (budgets, rate
-// limits, the duplicate guard, the audit trail): the file's store.path with
-// "~" expanded and a relative path resolved against the policy file's
-// directory, or by default $XDG_STATE_HOME/clink-mcp/state.db, else
-// ~/.local/state/clink-mcp/state.db. It is "" for the [Demo] policy, whose
-// state is kept in memory.
+// StorePath returns the file's store.path, the state file (budgets, rate
+// limits, the duplicate guard, the audit trail), with "~" expanded and a
+// relative path resolved against the policy file's directory; "" when the
+// file sets none (as the [Demo] policy does). [Policy.StoreFile] applies
+// the default.
 func (p *Policy) StorePath() string { return p.storePath }
+
+// StoreFile returns where the state file is: [Policy.StorePath], or
+// [DefaultStorePath] when the policy sets none. It fails only when the
+// default location cannot be found.
+func (p *Policy) StoreFile() (string, error) {
+	if p.storePath != "" {
+		return p.storePath, nil
+	}
+	path, err := DefaultStorePath()
+	if err != nil {
+		return "", fmt.Errorf("store.path is not set and its default location cannot be found (%v); set store.path in the policy file", err)
+	}
+	return path, nil
+}
 
 // HasState reports whether the policy has any budget, rate limit or
 // duplicate guard, that is, whether calls need the store for more than the

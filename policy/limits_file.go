@@ -214,17 +214,10 @@ func (fp *fileParser) duplicates(n *yaml.Node) time.Duration {
 }
 
 // store parses the store settings (n is nil when the file has none) and
-// returns the state file's absolute path.
+// returns the state file's absolute path, or "" when the file sets none.
 func (fp *fileParser) store(n *yaml.Node) string {
 	if n == nil {
-		if fp.inMemory {
-			return ""
-		}
-		path, err := DefaultStorePath()
-		if err != nil {
-			fp.errorf(nil, "store.path is not set and its default location cannot be found (%v); set store.path", err)
-		}
-		return path
+		return ""
 	}
 	f := fp.fields(n, "store", "path")
 	if f == nil {

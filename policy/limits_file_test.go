@@ -10,7 +10,6 @@ import (
 )
 
 func TestParseRefusesBadLimits(t *testing.T) {
-	t.Setenv("HOME", "/home/operator")
 	const head = "version: 1\ncurrencies:\n  USD: { max_amount: 100 }\n  JPY: { max_amount: 10000 }\n"
 	cases := []struct{ name, yaml, want string }{
 		// Budgets.
@@ -174,8 +173,6 @@ func TestParseRefusesBadLimits(t *testing.T) {
 }
 
 func TestParseReadsLimits(t *testing.T) {
-	t.Setenv("HOME", "/home/operator")
-	t.Setenv("XDG_STATE_HOME", "")
 	const head = "version: 1\ncurrencies:\n  USD: { max_amount: 100 }\n"
 	cases := []struct {
 		name      string
@@ -262,11 +259,16 @@ func TestStorePath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := p.StorePath(); got != tc.want {
-				t.Errorf("StorePath() = %q, want %q", got, tc.want)
+			got, err := p.StoreFile()
+			if err != nil || got != tc.want {
+				t.Errorf("StoreFile() = %q, %v, want %q", got, err, tc.want)
 			}
-			if !strings.Contains(p.Render(), "\nStore: "+tc.want+"\n") {
-				t.Errorf("Render() does not show the store path:\n%s", p.Render())
+			if tc.store == "" {
+				if p.StorePath() != "" || !strings.Contains(p.Render(), "\nStore: the default (") {
+					t.Errorf("a file without store.path: StorePath() = %q, Render():\n%s", p.StorePath(), p.Render())
+				}
+			} else if p.StorePath() != tc.want || !strings.Contains(p.Render(), "\nStore: "+tc.want+"\n") {
+				t.Errorf("StorePath() = %q; Render() does not show it:\n%s", p.StorePath(), p.Render())
 			}
 		})
 	}
@@ -283,7 +285,7 @@ func TestStorePath(t *testing.T) {
 			t.Errorf("StorePath() = %q, want %q", p.StorePath(), want)
 		}
 	})
-	t.Run("keeps the demo policy's state in memory", func(t *testing.T) {
+	t.Run("sets no store path in the demo policy", func(t *testing.T) {
 		if got := Demo().StorePath(); got != "" {
 			t.Errorf("Demo().StorePath() = %q, want \"\"", got)
 		}
@@ -302,19 +304,16 @@ func TestStorePath(t *testing.T) {
 			t.Errorf("Parse = %v, want %q", err, want)
 		}
 	})
-	t.Run("refuses a file without store.path when the default cannot be found", func(t *testing.T) {
+	t.Run("parses a file without store.path with no home directory, and says so when the store is wanted", func(t *testing.T) {
 		t.Setenv("HOME", "")
 		t.Setenv("XDG_STATE_HOME", "")
-		_, err := Parse("f.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 100 }\n"))
-		if want := "f.yaml: store.path is not set and its default location cannot be found ($HOME is not defined); set store.path"; err == nil || err.Error() != want {
-			t.Errorf("Parse = %v, want %q", err, want)
+		p, err := Parse("f.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 100 }\n"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	t.Run("still builds the demo policy without a home directory", func(t *testing.T) {
-		t.Setenv("HOME", "")
-		t.Setenv("XDG_STATE_HOME", "")
-		if _, err := parse(DemoSource, DemoYAML(), true); err != nil {
-			t.Error(err)
+		_, err = p.StoreFile()
+		if want := "store.path is not set and its default location cannot be found ($HOME is not defined); set store.path in the policy file"; err == nil || err.Error() != want {
+			t.Errorf("StoreFile = %v, want %q", err, want)
 		}
 	})
 }

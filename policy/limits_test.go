@@ -329,7 +329,6 @@ func TestLimitsAllocatesTwiceAtMost(t *testing.T) {
 }
 
 func TestRenderShowsLimits(t *testing.T) {
-	t.Setenv("HOME", "/home/operator")
 	p := mustParse(t, limitsPolicy)
 	want := `Budgets (rolling windows, all tools together):
   USD 2000.00 per 24h
@@ -344,7 +343,7 @@ Tools:
   create_checkout_session: EUR up to 400.00, JPY up to 50000, USD up to 500.00 (the global limits)
     own budget: USD 500.00 per 24h
     own budget: per customer: USD 50.00 per 7d
-Store: /home/operator/.local/state/clink-mcp/state.db
+Store: the default ($XDG_STATE_HOME/clink-mcp/state.db, else ~/.local/state/clink-mcp/state.db)
 `
 	r := p.Render()
 	if i := strings.Index(r, "Budgets"); i < 0 || r[i:] != want {

@@ -136,9 +136,7 @@ func (e *ParseError) Unwrap() error { return ErrInvalidPolicy }
 var demoYAML []byte
 
 var demo = func() *Policy {
-	// The demo keeps its state in memory: no file, and no need for a home
-	// directory to find one.
-	p, err := parse(DemoSource, demoYAML, true)
+	p, err := Parse(DemoSource, demoYAML)
 	if err != nil {
 		panic("policy: the built-in demo policy does not parse: " + err.Error())
 	}
@@ -153,7 +151,6 @@ func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
 // in USD only, up to 50.00; any customer email except blocked@example.com;
 // checkouts without an email allowed when a customer ID is given; at most
 // 500.00 USD per rolling 24h and 30 calls per rolling minute; identical calls
-// within 10 minutes replayed. Its text is [DemoYAML]. Its [Policy.StorePath]
-// is "": the sandbox keeps its state in memory. Production must not run on
-// it.
+// within 10 minutes replayed. Its text is [DemoYAML]; it sets no
+// store.path. Production must not run on it.
 func Demo() *Policy { return demo }

@@ -69,7 +69,7 @@ func (p *Policy) Render() string {
 		}
 	}
 	if p.storePath == "" {
-		b.WriteString("Store: in memory (nothing survives a restart)\n")
+		b.WriteString("Store: the default ($XDG_STATE_HOME/clink-mcp/state.db, else ~/.local/state/clink-mcp/state.db)\n")
 	} else {
 		b.WriteString("Store: " + p.storePath + "\n")
 	}

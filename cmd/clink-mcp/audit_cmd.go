@@ -33,7 +33,7 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
 		}
 	}
-	path, err := storePath(p)
+	path, err := p.StoreFile()
 	if err != nil {
 		return fmt.Errorf("store: %v", err)
 	}

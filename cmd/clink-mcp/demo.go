@@ -133,7 +133,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer offClient.Close()
 
 	fmt.Fprintf(stdout, "clink-mcp %s demo: the MCP server against its built-in Clink sandbox.\n", clink.Version)
-	fmt.Fprintln(stdout, "Sessions are simulated; nothing is charged.")
+	fmt.Fprintln(stdout, "Sessions are simulated; nothing is charged; budgets, rate limits and the audit trail are kept in memory.")
 	fmt.Fprintf(stdout, "\nPolicy:\n%s\n", indent(main.policy.Render(), "  "))
 
 	list, err := mainClient.ListTools(ctx, mcp.ListToolsRequest{})

@@ -175,7 +175,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	if cfg.sandbox {
 		st = store.NewMemory()
 	} else {
-		path, err := storePath(a.policy)
+		path, err := a.policy.StoreFile()
 		if err == nil {
 			st, err = store.OpenSQLite(path)
 		}
@@ -195,16 +195,6 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		Payments: a.client, Policy: a.policy, State: st, AuditKey: auditKey(key), Logger: logger,
 	}, clink.Version)
 	return a, nil
-}
-
-// storePath is where p keeps its state: its store.path, or the default
-// location for a policy without a file (the built-in demo policy, when the
-// server talks to a real Clink).
-func storePath(p *policy.Policy) (string, error) {
-	if path := p.StorePath(); path != "" {
-		return path, nil
-	}
-	return policy.DefaultStorePath()
 }
 
 // auditKey derives the key of the hash that stands for a customer in the

@@ -222,7 +222,11 @@ func storePathOf(t *testing.T, policyFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.StorePath()
+	path, err := p.StoreFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestACorruptStoreStopsTheServer(t *testing.T) {
