@@ -2,10 +2,8 @@ package clink
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 )
 
 // AgentPaymentSessionRequest asks Clink for an agent payment session: a session bound to an
@@ -18,23 +16,8 @@ type AgentPaymentSessionRequest struct {
 
 // AgentPaymentSession is a created agent payment session.
 type AgentPaymentSession struct {
-	SessionID  string    `json:"sessionId"`
-	ExpireTime time.Time `json:"expireTime"`
-}
-
-// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
-func (s *AgentPaymentSession) UnmarshalJSON(b []byte) error {
-	type plain AgentPaymentSession
-	var w struct {
-		*plain
-		ExpireTime wireTime `json:"expireTime"`
-	}
-	w.plain = (*plain)(s)
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	s.ExpireTime = time.Time(w.ExpireTime)
-	return nil
+	SessionID  string `json:"sessionId"`
+	ExpireTime Time   `json:"expireTime"`
 }
 
 func (s *AgentPaymentSession) validate() error {
@@ -47,31 +30,15 @@ func (s *AgentPaymentSession) validate() error {
 // AgentPaymentSessionDetails is an agent payment session as GET /order/payment-session/{id}
 // returns it.
 type AgentPaymentSessionDetails struct {
-	SessionID     string    `json:"sessionId"`
-	CustomerEmail string    `json:"customerEmail"`
-	CustomerID    string    `json:"customerId"`
-	Amount        Amount    `json:"amount"`
-	Currency      string    `json:"currency"`
-	MerchantID    string    `json:"merchantId"`
-	TenantID      string    `json:"tenantId"`
-	CreateTime    time.Time `json:"createTime"`
-	ExpireTime    time.Time `json:"expireTime"`
-}
-
-// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
-func (d *AgentPaymentSessionDetails) UnmarshalJSON(b []byte) error {
-	type plain AgentPaymentSessionDetails
-	var w struct {
-		*plain
-		CreateTime wireTime `json:"createTime"`
-		ExpireTime wireTime `json:"expireTime"`
-	}
-	w.plain = (*plain)(d)
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	d.CreateTime, d.ExpireTime = time.Time(w.CreateTime), time.Time(w.ExpireTime)
-	return nil
+	SessionID     string `json:"sessionId"`
+	CustomerEmail string `json:"customerEmail"`
+	CustomerID    string `json:"customerId"`
+	Amount        Amount `json:"amount"`
+	Currency      string `json:"currency"`
+	MerchantID    string `json:"merchantId"`
+	TenantID      string `json:"tenantId"`
+	CreateTime    Time   `json:"createTime"`
+	ExpireTime    Time   `json:"expireTime"`
 }
 
 func (d *AgentPaymentSessionDetails) validate() error {

@@ -2,9 +2,7 @@ package clink
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
-	"time"
 )
 
 // Checkout UI modes (CheckoutSessionRequest.UIMode).
@@ -74,31 +72,16 @@ type CheckoutSessionRequest struct {
 // CheckoutSession is a created checkout session. TokenValue is a secret access token for
 // the session; it prints as [REDACTED].
 type CheckoutSession struct {
-	SessionID           string    `json:"sessionId"`
-	URL                 string    `json:"url"` // the hosted checkout page
-	ExpireTime          time.Time `json:"expireTime"`
-	CustomerID          string    `json:"customerId"`
-	OriginalAmount      Amount    `json:"originalAmount"`
-	OriginalCurrency    string    `json:"originalCurrency"`
-	UIMode              string    `json:"uiMode"`
-	ReturnURL           string    `json:"returnUrl"`
-	MerchantReferenceID string    `json:"merchantReferenceId"`
-	TokenValue          Secret    `json:"tokenValue"`
-}
-
-// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
-func (s *CheckoutSession) UnmarshalJSON(b []byte) error {
-	type plain CheckoutSession
-	var w struct {
-		*plain
-		ExpireTime wireTime `json:"expireTime"`
-	}
-	w.plain = (*plain)(s)
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	s.ExpireTime = time.Time(w.ExpireTime)
-	return nil
+	SessionID           string `json:"sessionId"`
+	URL                 string `json:"url"` // the hosted checkout page
+	ExpireTime          Time   `json:"expireTime"`
+	CustomerID          string `json:"customerId"`
+	OriginalAmount      Amount `json:"originalAmount"`
+	OriginalCurrency    string `json:"originalCurrency"`
+	UIMode              string `json:"uiMode"`
+	ReturnURL           string `json:"returnUrl"`
+	MerchantReferenceID string `json:"merchantReferenceId"`
+	TokenValue          Secret `json:"tokenValue"`
 }
 
 func (s *CheckoutSession) validate() error {
@@ -115,7 +98,7 @@ type CheckoutSessionDetails struct {
 	Status              string      `json:"status"`        // StatusOpen, StatusCompleted or StatusExpired
 	PaymentStatus       string      `json:"paymentStatus"` // PaymentStatusUnpaid, ...Processing or ...Paid
 	OrderID             string      `json:"orderId"`
-	ExpireTime          time.Time   `json:"expireTime"`
+	ExpireTime          Time        `json:"expireTime"`
 	CustomerID          string      `json:"customerId"`
 	OriginalAmount      Amount      `json:"originalAmount"`
 	OriginalCurrency    string      `json:"originalCurrency"`
@@ -126,21 +109,6 @@ type CheckoutSessionDetails struct {
 	MerchantReferenceID string      `json:"merchantReferenceId"`
 	PriceDataList       []PriceData `json:"priceDataList"`
 	TokenValue          Secret      `json:"tokenValue"` // if Clink sends it; prints as [REDACTED]
-}
-
-// UnmarshalJSON decodes Clink's JSON, accepting the date-time shapes described on wireTime.
-func (d *CheckoutSessionDetails) UnmarshalJSON(b []byte) error {
-	type plain CheckoutSessionDetails
-	var w struct {
-		*plain
-		ExpireTime wireTime `json:"expireTime"`
-	}
-	w.plain = (*plain)(d)
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	d.ExpireTime = time.Time(w.ExpireTime)
-	return nil
 }
 
 func (d *CheckoutSessionDetails) validate() error {

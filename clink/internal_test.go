@@ -100,26 +100,26 @@ func TestDateTimesDecodeInEveryShapeClinkMaySend(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var w wireTime
+			var w Time
 			if err := json.Unmarshal([]byte(tt.in), &w); err != nil {
 				t.Fatalf("Unmarshal(%s): %v", tt.in, err)
 			}
-			if got := time.Time(w); !got.Equal(want) {
+			if got := w.Time; !got.Equal(want) {
 				t.Errorf("Unmarshal(%s) = %v, want %v", tt.in, got, want)
 			}
 		})
 	}
 	for _, in := range []string{`null`, `""`} {
-		var w wireTime
-		if err := json.Unmarshal([]byte(in), &w); err != nil || !time.Time(w).IsZero() {
-			t.Errorf("Unmarshal(%s) = %v, %v; want the zero time", in, time.Time(w), err)
+		var w Time
+		if err := json.Unmarshal([]byte(in), &w); err != nil || !w.Time.IsZero() {
+			t.Errorf("Unmarshal(%s) = %v, %v; want the zero time", in, w.Time, err)
 		}
 	}
 	for _, in := range []string{`"tomorrow"`, `"2026-13-01T00:00:00Z"`, `true`, `-5`, `"99999999999999999999999"`} {
-		var w wireTime
+		var w Time
 		err := json.Unmarshal([]byte(in), &w)
 		if err == nil {
-			t.Errorf("Unmarshal(%s) = %v, want an error", in, time.Time(w))
+			t.Errorf("Unmarshal(%s) = %v, want an error", in, w.Time)
 		} else if strings.Contains(err.Error(), strings.Trim(in, `"`)) {
 			t.Errorf("error %q repeats the input", err)
 		}

@@ -63,7 +63,7 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 			path:   "/api/order/payment-session",
 			body:   `{"customerEmail":"ada@example.com","amount":19.99,"currency":"USD"}`,
 			want: &clink.AgentPaymentSession{
-				SessionID: "aps_1", ExpireTime: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC),
+				SessionID: "aps_1", ExpireTime: clink.Time{Time: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)},
 			},
 		},
 		{
@@ -79,7 +79,7 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 			want: &clink.AgentPaymentSessionDetails{
 				SessionID: "aps_1", CustomerEmail: "ada@example.com", CustomerID: "cus_1",
 				Amount: mustAmount(t, "19.990"), Currency: "USD", MerchantID: "m1", TenantID: "t1",
-				CreateTime: fixedNow.UTC(), ExpireTime: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC),
+				CreateTime: clink.Time{Time: fixedNow.UTC()}, ExpireTime: clink.Time{Time: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)},
 			},
 		},
 		{
@@ -129,7 +129,7 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 				`"showPromotionCode":false,"metadata":{"a":"<1>","b":"2"}}`,
 			want: &clink.CheckoutSession{
 				SessionID: "sess_1", URL: "https://pay.example/sess_1",
-				ExpireTime: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC), CustomerID: "cus_1",
+				ExpireTime: clink.Time{Time: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)}, CustomerID: "cus_1",
 				OriginalAmount: mustAmount(t, "1234.50"), OriginalCurrency: "EUR", UIMode: "elements",
 				ReturnURL: "https://shop.example/done?s=sess_1&a=1", MerchantReferenceID: "order-7",
 				TokenValue: clink.NewSecret("tok_secret"),
@@ -162,7 +162,7 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 			path:   "/api/checkout/session/sess_1",
 			want: &clink.CheckoutSessionDetails{
 				SessionID: "sess_1", URL: "https://pay.example/sess_1", Status: clink.StatusOpen,
-				PaymentStatus: clink.PaymentStatusUnpaid, ExpireTime: time.UnixMilli(1767227400000).UTC(),
+				PaymentStatus: clink.PaymentStatusUnpaid, ExpireTime: clink.Time{Time: time.UnixMilli(1767227400000).UTC()},
 				CustomerID: "cus_1", OriginalAmount: mustAmount(t, "7.5"), OriginalCurrency: "USD",
 				UIMode: clink.UIModeHostedPage, SuccessURL: "https://shop.example/ok",
 				CancelURL:     "https://shop.example/cancel",

@@ -67,7 +67,7 @@ func roundTrip(ctx context.Context, c *clink.Client, w, i int) error {
 		return fmt.Errorf("get agent session: %w", err)
 	}
 	if ad.SessionID != agent.SessionID || ad.Amount != amount || ad.Currency != "EUR" || ad.CustomerEmail != email ||
-		!strings.HasPrefix(ad.CustomerID, "cus_") || !ad.ExpireTime.Equal(agent.ExpireTime) || !ad.CreateTime.Before(ad.ExpireTime) {
+		!strings.HasPrefix(ad.CustomerID, "cus_") || !ad.ExpireTime.Equal(agent.ExpireTime.Time) || !ad.CreateTime.Before(ad.ExpireTime.Time) {
 		return fmt.Errorf("agent session read back as %+v, created as %+v with amount %s", ad, agent, amount)
 	}
 	ref := fmt.Sprintf("ref-%d", w)

@@ -8,12 +8,13 @@ import (
 	"time"
 )
 
-// wireTime decodes the date-times Clink may send. The API notes say only "date-time", so it
-// accepts the shapes a Java backend commonly emits: RFC 3339 ("2025-01-02T15:04:05Z"), the
-// same with a "+0000" offset, "2025-01-02 15:04:05" and "2025-01-02T15:04:05" (no zone: UTC),
-// each with optional fractional seconds, and milliseconds since the epoch as a number or a
-// string. null and "" leave the time zero.
-type wireTime time.Time
+// Time is a date-time from Clink. The API notes say only "date-time", so it decodes the
+// shapes a Java backend commonly emits: RFC 3339 ("2025-01-02T15:04:05Z"), the same with a
+// "+0000" offset, "2025-01-02 15:04:05" and "2025-01-02T15:04:05" (no zone: UTC), each with
+// optional fractional seconds, and milliseconds since the epoch as a number or a string. null
+// and "" leave the time zero. It embeds time.Time, whose methods (IsZero, UTC, Format,
+// MarshalJSON, ...) it has.
+type Time struct{ time.Time }
 
 var timeLayouts = []string{
 	time.RFC3339Nano,
@@ -27,7 +28,7 @@ var timeLayouts = []string{
 var errBadTime = errors.New("clink: unrecognised date-time")
 
 // UnmarshalJSON implements json.Unmarshaler. Its errors never repeat the input.
-func (t *wireTime) UnmarshalJSON(b []byte) error {
+func (t *Time) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if s == "null" {
 		return nil
@@ -45,7 +46,7 @@ func (t *wireTime) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return errBadTime
 		}
-		*t = wireTime(time.UnixMilli(ms).UTC())
+		*t = Time{time.UnixMilli(ms).UTC()}
 		return nil
 	}
 	if len(s) > 64 {
@@ -53,7 +54,7 @@ func (t *wireTime) UnmarshalJSON(b []byte) error {
 	}
 	for _, layout := range timeLayouts {
 		if v, err := time.Parse(layout, s); err == nil {
-			*t = wireTime(v)
+			*t = Time{v}
 			return nil
 		}
 	}

@@ -148,7 +148,7 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 			}
 			out := agentPaymentSessionResult{
 				SessionID:     sess.SessionID,
-				ExpireTime:    formatTime(sess.ExpireTime),
+				ExpireTime:    formatTime(sess.ExpireTime.Time),
 				Amount:        json.Number(amount.Amount()),
 				Currency:      amount.Currency().Code(),
 				CustomerEmail: email,

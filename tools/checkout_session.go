@@ -189,7 +189,7 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 			out := checkoutSessionResult{
 				SessionID:  sess.SessionID,
 				URL:        sess.URL,
-				ExpireTime: formatTime(sess.ExpireTime),
+				ExpireTime: formatTime(sess.ExpireTime.Time),
 				Amount:     json.Number(amount.Amount()),
 				Currency:   amount.Currency().Code(),
 			}

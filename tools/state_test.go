@@ -55,7 +55,7 @@ func (p *countingPayments) CreateAgentPaymentSession(ctx context.Context, req *c
 	if p.err != nil {
 		return nil, p.err
 	}
-	return &clink.AgentPaymentSession{SessionID: fmt.Sprintf("aps_%d", n), ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+	return &clink.AgentPaymentSession{SessionID: fmt.Sprintf("aps_%d", n), ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
 }
 
 func (p *countingPayments) CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
@@ -65,7 +65,7 @@ func (p *countingPayments) CreateCheckoutSession(ctx context.Context, req *clink
 		return nil, p.err
 	}
 	id := fmt.Sprintf("sess_%d", n)
-	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id, ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id, ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
 }
 
 // stateHarness is the tools on a fake Clink, a given store and a clock the

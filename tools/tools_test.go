@@ -35,7 +35,7 @@ func (f *fakePayments) CreateAgentPaymentSession(_ context.Context, req *clink.A
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}, nil
+	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}}, nil
 }
 
 func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
@@ -46,7 +46,7 @@ func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.Check
 		return nil, f.err
 	}
 	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1",
-		ExpireTime: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}, nil
+		ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}}, nil
 }
 
 func (f *fakePayments) calls() int {
@@ -406,9 +406,9 @@ func TestEveryCallLogsOneLineWithAMaskedEmail(t *testing.T) {
 type nopPayments struct{}
 
 func (nopPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
-	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
 }
 
 func (nopPayments) CreateCheckoutSession(context.Context, *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
-	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1", ExpireTime: time.Unix(1_800_000_000, 0)}, nil
+	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1", ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
 }
