@@ -458,3 +458,16 @@ func TestListenServesOnLoopbackUntilShutdown(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+func TestWithSkewSetsTheAcceptedTimestampWindow(t *testing.T) {
+	s := newSandbox(sandbox.WithSkew(time.Second))
+	ts := func(d time.Duration) map[string]string {
+		return map[string]string{"X-Timestamp": strconv.FormatInt(now.Add(d).UnixMilli(), 10)}
+	}
+	if a := call(t, s, "GET", checkoutPath+"/x", "", ts(-time.Second)); a.Code != 404 {
+		t.Errorf("a timestamp a second old: code %d %q, want it accepted (404 for the unknown session)", a.Code, a.Msg)
+	}
+	if a := call(t, s, "GET", checkoutPath+"/x", "", ts(-time.Second-time.Millisecond)); a.Code != 80102203 {
+		t.Errorf("a timestamp just over a second old: code %d %q, want 80102203", a.Code, a.Msg)
+	}
+}
