@@ -70,16 +70,6 @@ func (e *e2e) call(t testing.TB, tool, args string) *mcp.CallToolResult {
 	return res
 }
 
-func resultText(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := mcp.AsTextContent(c); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
-}
-
 func TestEndToEndListsBothToolsWithSchemas(t *testing.T) {
 	e := newE2E(t)
 	list, err := e.cli.ListTools(context.Background(), mcp.ListToolsRequest{})
@@ -105,7 +95,7 @@ func TestEndToEndCreatesSessionsOnTheSandbox(t *testing.T) {
 	e := newE2E(t)
 	res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":12.5,"currency":"USD"}`)
 	if res.IsError {
-		t.Fatalf("agent session: %s", resultText(res))
+		t.Fatalf("agent session: %s", tools.ResultText(res))
 	}
 	var agent struct {
 		SessionID, ExpireTime, Currency, CustomerEmail string
@@ -118,7 +108,7 @@ func TestEndToEndCreatesSessionsOnTheSandbox(t *testing.T) {
 
 	res = e.call(t, policy.ToolCheckoutSession, `{"amount":30,"currency":"EUR","customerEmail":"bob@example.org","priceDataList":[{"name":"A","unitAmount":15,"quantity":2}]}`)
 	if res.IsError {
-		t.Fatalf("checkout session: %s", resultText(res))
+		t.Fatalf("checkout session: %s", tools.ResultText(res))
 	}
 	var co struct {
 		SessionID, URL, ExpireTime, Currency string
@@ -168,8 +158,8 @@ func TestEndToEndRefusalsMakeZeroUpstreamRequests(t *testing.T) {
 	for _, r := range refusals {
 		t.Run(r.name, func(t *testing.T) {
 			res := e.call(t, r.tool, r.args)
-			if !res.IsError || !strings.Contains(resultText(res), r.want) {
-				t.Fatalf("result %q, want a refusal containing %q", resultText(res), r.want)
+			if !res.IsError || !strings.Contains(tools.ResultText(res), r.want) {
+				t.Fatalf("result %q, want a refusal containing %q", tools.ResultText(res), r.want)
 			}
 		})
 	}
@@ -183,21 +173,21 @@ func TestEndToEndMapsClinkFailures(t *testing.T) {
 	t.Run("a business error carries Clink's code and an explanation", func(t *testing.T) {
 		e.sb.SetFault(sandbox.Fault{Code: 90101206, Msg: "amount or currency incorrect", Count: 1})
 		res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-		if got := resultText(res); !res.IsError || !strings.Contains(got, "code 90101206") || !strings.Contains(got, "Nothing was created") {
+		if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "code 90101206") || !strings.Contains(got, "Nothing was created") {
 			t.Fatalf("result = %q", got)
 		}
 	})
 	t.Run("a server error on a create is an unknown outcome", func(t *testing.T) {
 		e.sb.SetFault(sandbox.Fault{Status: 502, Count: 1})
 		res := e.call(t, policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`)
-		if got := resultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") || !strings.Contains(got, "do not retry blindly") {
+		if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") || !strings.Contains(got, "do not retry blindly") {
 			t.Fatalf("result = %q", got)
 		}
 	})
 	t.Run("a connection closed after the request is an unknown outcome", func(t *testing.T) {
 		e.sb.SetFault(sandbox.Fault{CloseConn: true, Count: 1})
 		res := e.call(t, policy.ToolAgentPaymentSession, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-		if got := resultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") {
+		if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "outcome unknown") {
 			t.Fatalf("result = %q", got)
 		}
 	})
@@ -205,7 +195,7 @@ func TestEndToEndMapsClinkFailures(t *testing.T) {
 		e.sb.AddCustomer(sandbox.Customer{ID: "cus_a", Email: "alice@example.com"})
 		e.sb.AddCustomer(sandbox.Customer{ID: "cus_b", Email: "bob@example.org", ReferenceID: "ref-b"})
 		res := e.call(t, policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","referenceCustomerId":"ref-b"}`)
-		if got := resultText(res); !res.IsError || !strings.Contains(got, "CUSTOMER_IDENTIFIER_NOT_MATCHED") {
+		if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "CUSTOMER_IDENTIFIER_NOT_MATCHED") {
 			t.Fatalf("result = %q", got)
 		}
 	})

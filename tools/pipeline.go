@@ -136,7 +136,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 		return result
 	}
 	rec, err := ts.sealReplay(claimKey, replay{At: now.UTC(), Decision: c.code, IsError: result.IsError,
-		Text: resultText(result), SessionID: c.session, Structured: structuredJSON(out)})
+		Text: ResultText(result), SessionID: c.session, Structured: structuredJSON(out)})
 	if err == nil {
 		err = ts.state.Finish(context.WithoutCancel(ctx), claimKey, rec)
 	}

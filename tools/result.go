@@ -201,8 +201,8 @@ func isWord(s string) bool {
 	return true
 }
 
-// resultText is the text content of a result.
-func resultText(res *mcp.CallToolResult) string {
+// ResultText is the text content of a tool result, joined.
+func ResultText(res *mcp.CallToolResult) string {
 	var b strings.Builder
 	for _, content := range res.Content {
 		if t, ok := mcp.AsTextContent(content); ok {

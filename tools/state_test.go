@@ -41,37 +41,10 @@ func parsePolicy(t testing.TB, yaml string) *policy.Policy {
 	return p
 }
 
-// countingPayments is a Clink fake that counts calls, can be slowed down to
-// keep calls in flight, and can fail.
-type countingPayments struct {
-	calls atomic.Int64
-	delay time.Duration
-	err   error
-}
-
-func (p *countingPayments) CreateAgentPaymentSession(ctx context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
-	n := p.calls.Add(1)
-	time.Sleep(p.delay)
-	if p.err != nil {
-		return nil, p.err
-	}
-	return &clink.AgentPaymentSession{SessionID: fmt.Sprintf("aps_%d", n), ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
-}
-
-func (p *countingPayments) CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
-	n := p.calls.Add(1)
-	time.Sleep(p.delay)
-	if p.err != nil {
-		return nil, p.err
-	}
-	id := fmt.Sprintf("sess_%d", n)
-	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id, ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
-}
-
 // stateHarness is the tools on a fake Clink, a given store and a clock the
 // test moves.
 type stateHarness struct {
-	pay   *countingPayments
+	pay   *fakePayments
 	state store.Store
 	tools map[string]Tool
 	mu    sync.Mutex
@@ -80,7 +53,7 @@ type stateHarness struct {
 
 func newStateHarness(t testing.TB, p *policy.Policy, st store.Store) *stateHarness {
 	t.Helper()
-	h := &stateHarness{pay: &countingPayments{}, state: st, tools: map[string]Tool{},
+	h := &stateHarness{pay: &fakePayments{}, state: st, tools: map[string]Tool{},
 		now: time.Date(2026, 11, 21, 23, 59, 0, 0, time.UTC)}
 	for _, tool := range All(Deps{Payments: h.pay, Policy: p, State: st, AuditKey: testAuditKey, Clock: h.clock}) {
 		h.tools[tool.Tool.Name] = tool
@@ -126,17 +99,17 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 		h.advance(time.Minute)
 		second := h.call(t, checkout, `{"currency":"USD","customerEmail":" a@EXAMPLE.com","amount":10.00}`)
 		if first.IsError || second.IsError {
-			t.Fatalf("results: %q / %q", resultText(first), resultText(second))
+			t.Fatalf("results: %q / %q", ResultText(first), ResultText(second))
 		}
-		if n := h.pay.calls.Load(); n != 1 {
+		if n := h.pay.calls(); n != 1 {
 			t.Fatalf("Clink called %d times, want 1", n)
 		}
 		s1, s2 := structured(t, first), structured(t, second)
 		if s1["sessionId"] != s2["sessionId"] || s2["replayed"] != true || s1["replayed"] != nil {
 			t.Errorf("first %v, second %v: want the same session, the second marked replayed", s1, s2)
 		}
-		if !strings.Contains(resultText(second), "Replay") {
-			t.Errorf("replay text %q does not say so", resultText(second))
+		if !strings.Contains(ResultText(second), "Replay") {
+			t.Errorf("replay text %q does not say so", ResultText(second))
 		}
 	})
 	t.Run("calls that differ in any argument are not duplicates", func(t *testing.T) {
@@ -148,10 +121,10 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 			`{"customerEmail":"b@example.com","amount":6,"currency":"EUR"}`,
 		} {
 			if res := h.call(t, agent, args); res.IsError || structured(t, res)["replayed"] != nil {
-				t.Fatalf("%s: %s", args, resultText(res))
+				t.Fatalf("%s: %s", args, ResultText(res))
 			}
 		}
-		if n := h.pay.calls.Load(); n != 4 {
+		if n := h.pay.calls(); n != 4 {
 			t.Fatalf("Clink called %d times, want 4", n)
 		}
 	})
@@ -164,7 +137,7 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 			wg.Go(func() { results[i] = h.call(t, checkout, checkoutArgs("10", "a@example.com")) })
 		}
 		wg.Wait()
-		if n := h.pay.calls.Load(); n != 1 {
+		if n := h.pay.calls(); n != 1 {
 			t.Fatalf("Clink called %d times, want 1", n)
 		}
 		if structured(t, results[0])["sessionId"] != structured(t, results[1])["sessionId"] {
@@ -176,7 +149,7 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
 		h.advance(10 * time.Minute)
 		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
-		if n := h.pay.calls.Load(); n != 2 {
+		if n := h.pay.calls(); n != 2 {
 			t.Fatalf("Clink called %d times, want 2", n)
 		}
 	})
@@ -187,10 +160,10 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 		}
 		// 400 spent once; 600 must still fit.
 		if res := h.call(t, checkout, checkoutArgs("300", "b@example.com")); res.IsError {
-			t.Fatalf("replays consumed budget: %s", resultText(res))
+			t.Fatalf("replays consumed budget: %s", ResultText(res))
 		}
 		if res := h.call(t, checkout, checkoutArgs("300", "c@example.com")); res.IsError {
-			t.Fatalf("replays consumed budget: %s", resultText(res))
+			t.Fatalf("replays consumed budget: %s", ResultText(res))
 		}
 	})
 	t.Run("a definite Clink refusal is not replayed", func(t *testing.T) {
@@ -199,9 +172,9 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
 		h.pay.err = nil
 		if res := h.call(t, checkout, checkoutArgs("10", "a@example.com")); res.IsError || structured(t, res)["replayed"] != nil {
-			t.Fatalf("retry after a refusal: %s", resultText(res))
+			t.Fatalf("retry after a refusal: %s", ResultText(res))
 		}
-		if n := h.pay.calls.Load(); n != 2 {
+		if n := h.pay.calls(); n != 2 {
 			t.Fatalf("Clink called %d times, want 2", n)
 		}
 	})
@@ -211,10 +184,10 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 		h.call(t, checkout, checkoutArgs("10", "a@example.com"))
 		h.pay.err = nil
 		res := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
-		if !res.IsError || !strings.Contains(resultText(res), "Replay") || !strings.Contains(resultText(res), "outcome unknown") {
-			t.Fatalf("retry after an unknown outcome: %s", resultText(res))
+		if !res.IsError || !strings.Contains(ResultText(res), "Replay") || !strings.Contains(ResultText(res), "outcome unknown") {
+			t.Fatalf("retry after an unknown outcome: %s", ResultText(res))
 		}
-		if n := h.pay.calls.Load(); n != 1 {
+		if n := h.pay.calls(); n != 1 {
 			t.Fatalf("Clink called %d times, want 1", n)
 		}
 	})
@@ -231,19 +204,19 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Error("the same key and arguments should replay the first session")
 	}
 	conflict := h.call(t, checkout, keyed("11", "order-0001"))
-	if !conflict.IsError || !strings.Contains(resultText(conflict), string(policy.CodeDuplicateConflict)) {
-		t.Errorf("the same key with other arguments: %s", resultText(conflict))
+	if !conflict.IsError || !strings.Contains(ResultText(conflict), string(policy.CodeDuplicateConflict)) {
+		t.Errorf("the same key with other arguments: %s", ResultText(conflict))
 	}
 	fresh := h.call(t, checkout, keyed("10", "order-0002"))
 	if fresh.IsError || structured(t, fresh)["sessionId"] == structured(t, first)["sessionId"] {
-		t.Errorf("a new key should make a new session: %s", resultText(fresh))
+		t.Errorf("a new key should make a new session: %s", ResultText(fresh))
 	}
-	if n := h.pay.calls.Load(); n != 2 {
+	if n := h.pay.calls(); n != 2 {
 		t.Errorf("Clink called %d times, want 2", n)
 	}
 	short := h.call(t, checkout, keyed("10", "abc"))
-	if !short.IsError || !strings.Contains(resultText(short), `"idempotencyKey" must be at least 8 characters`) {
-		t.Errorf("a short key: %s", resultText(short))
+	if !short.IsError || !strings.Contains(ResultText(short), `"idempotencyKey" must be at least 8 characters`) {
+		t.Errorf("a short key: %s", ResultText(short))
 	}
 }
 
@@ -259,16 +232,16 @@ func TestBudgetUnderConcurrentCalls(t *testing.T) {
 			switch {
 			case !res.IsError:
 				ok.Add(1)
-			case strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)):
+			case strings.Contains(ResultText(res), string(policy.CodeBudgetExceeded)):
 				refused.Add(1)
 			default:
-				t.Errorf("unexpected result: %s", resultText(res))
+				t.Errorf("unexpected result: %s", ResultText(res))
 			}
 		})
 	}
 	wg.Wait()
-	if ok.Load() != 142 || refused.Load() != 158 || h.pay.calls.Load() != 142 {
-		t.Fatalf("%d allowed, %d refused, %d upstream; want 142, 158, 142", ok.Load(), refused.Load(), h.pay.calls.Load())
+	if ok.Load() != 142 || refused.Load() != 158 || h.pay.calls() != 142 {
+		t.Fatalf("%d allowed, %d refused, %d upstream; want 142, 158, 142", ok.Load(), refused.Load(), h.pay.calls())
 	}
 }
 
@@ -281,10 +254,10 @@ func TestBudgetSettlement(t *testing.T) {
 		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
 		h.pay.err = nil
 		if res := h.call(t, checkout, checkoutArgs("500", "c@example.com")); res.IsError {
-			t.Fatalf("released budget was not freed: %s", resultText(res))
+			t.Fatalf("released budget was not freed: %s", ResultText(res))
 		}
 		if res := h.call(t, checkout, checkoutArgs("500", "d@example.com")); res.IsError {
-			t.Fatalf("released budget was not freed: %s", resultText(res))
+			t.Fatalf("released budget was not freed: %s", ResultText(res))
 		}
 	})
 	t.Run("an unknown outcome keeps the reservation", func(t *testing.T) {
@@ -294,8 +267,8 @@ func TestBudgetSettlement(t *testing.T) {
 		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
 		h.pay.err = nil
 		res := h.call(t, checkout, checkoutArgs("1", "c@example.com"))
-		if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)) {
-			t.Fatalf("an unknown outcome freed its budget: %s", resultText(res))
+		if !res.IsError || !strings.Contains(ResultText(res), string(policy.CodeBudgetExceeded)) {
+			t.Fatalf("an unknown outcome freed its budget: %s", ResultText(res))
 		}
 	})
 	t.Run("a rolling window bounds spends either side of midnight and frees exactly when it passes", func(t *testing.T) {
@@ -304,8 +277,8 @@ func TestBudgetSettlement(t *testing.T) {
 		h.advance(2 * time.Minute) // 00:01 the next day
 		h.call(t, checkout, checkoutArgs("500", "b@example.com"))
 		res := h.call(t, checkout, checkoutArgs("1", "c@example.com"))
-		if !res.IsError || !strings.Contains(resultText(res), "budget_exceeded") {
-			t.Fatalf("a calendar reset let a spend through: %s", resultText(res))
+		if !res.IsError || !strings.Contains(ResultText(res), "budget_exceeded") {
+			t.Fatalf("a calendar reset let a spend through: %s", ResultText(res))
 		}
 		h.advance(24*time.Hour - 2*time.Minute - time.Nanosecond) // a nanosecond before 23:59 next day
 		if res := h.call(t, checkout, checkoutArgs("2", "c@example.com")); !res.IsError {
@@ -313,7 +286,7 @@ func TestBudgetSettlement(t *testing.T) {
 		}
 		h.advance(time.Nanosecond)
 		if res := h.call(t, checkout, checkoutArgs("3", "c@example.com")); res.IsError {
-			t.Fatalf("capacity did not return when the window passed: %s", resultText(res))
+			t.Fatalf("capacity did not return when the window passed: %s", ResultText(res))
 		}
 	})
 }
@@ -322,15 +295,15 @@ func TestRateLimitPerCustomer(t *testing.T) {
 	h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
 	for i := range 3 {
 		if res := h.call(t, agent, fmt.Sprintf(`{"customerEmail":"a@example.com","amount":%d,"currency":"USD"}`, i+1)); res.IsError {
-			t.Fatalf("call %d: %s", i, resultText(res))
+			t.Fatalf("call %d: %s", i, ResultText(res))
 		}
 	}
 	res := h.call(t, agent, `{"customerEmail":"A@example.com","amount":9,"currency":"USD"}`)
-	if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeRateLimited)) {
-		t.Fatalf("fourth call for one customer: %s", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), string(policy.CodeRateLimited)) {
+		t.Fatalf("fourth call for one customer: %s", ResultText(res))
 	}
 	if res := h.call(t, agent, `{"customerEmail":"b@example.com","amount":9,"currency":"USD"}`); res.IsError {
-		t.Fatalf("another customer was limited: %s", resultText(res))
+		t.Fatalf("another customer was limited: %s", ResultText(res))
 	}
 }
 
@@ -388,10 +361,10 @@ func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
 func TestAFailingStoreFailsClosed(t *testing.T) {
 	h := newStateHarness(t, parsePolicy(t, statePolicy), failingStore{memoryStore(t)})
 	res := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
-	if !res.IsError || !strings.Contains(resultText(res), "could not check its spending limits") {
-		t.Fatalf("result: %s", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), "could not check its spending limits") {
+		t.Fatalf("result: %s", ResultText(res))
 	}
-	if h.pay.calls.Load() != 0 {
+	if h.pay.calls() != 0 {
 		t.Fatal("a call reached Clink without its limits checked")
 	}
 }
@@ -414,15 +387,15 @@ rate_limits:
 	h := newStateHarness(t, p, memoryStore(t))
 	for i := range 2 {
 		if res := h.call(t, checkout, fmt.Sprintf(`{"amount":%d,"currency":"USD","referenceCustomerId":"ref-%d"}`, i+1, i)); res.IsError {
-			t.Fatalf("call %d: %s", i, resultText(res))
+			t.Fatalf("call %d: %s", i, ResultText(res))
 		}
 	}
 	res := h.call(t, checkout, `{"amount":3,"currency":"USD","referenceCustomerId":"ref-new"}`)
-	if !res.IsError || !strings.Contains(resultText(res), string(policy.CodeRateLimited)) {
-		t.Fatalf("a fresh reference ID escaped the per-customer limit: %s", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), string(policy.CodeRateLimited)) {
+		t.Fatalf("a fresh reference ID escaped the per-customer limit: %s", ResultText(res))
 	}
 	if res := h.call(t, checkout, `{"amount":3,"currency":"USD","customerId":"cus_1"}`); res.IsError {
-		t.Fatalf("a real customer ID was limited with the anonymous calls: %s", resultText(res))
+		t.Fatalf("a real customer ID was limited with the anonymous calls: %s", ResultText(res))
 	}
 }
 
@@ -448,13 +421,13 @@ func TestBudgetAcrossTwoServersSharingAStoreFile(t *testing.T) {
 			res := servers[i%2].call(t, checkout, checkoutArgs("7", fmt.Sprintf("c%d@example.com", i)))
 			if !res.IsError {
 				ok.Add(1)
-			} else if !strings.Contains(resultText(res), string(policy.CodeBudgetExceeded)) {
-				t.Errorf("unexpected result: %s", resultText(res))
+			} else if !strings.Contains(ResultText(res), string(policy.CodeBudgetExceeded)) {
+				t.Errorf("unexpected result: %s", ResultText(res))
 			}
 		})
 	}
 	wg.Wait()
-	upstream := servers[0].pay.calls.Load() + servers[1].pay.calls.Load()
+	upstream := servers[0].pay.calls() + servers[1].pay.calls()
 	if ok.Load() != 142 || upstream != 142 {
 		t.Fatalf("%d allowed, %d upstream; want 142", ok.Load(), upstream)
 	}
@@ -469,10 +442,10 @@ func TestBudgetSurvivesARestart(t *testing.T) {
 	}
 	h := newStateHarness(t, p, st)
 	if res := h.call(t, checkout, checkoutArgs("500", "a@example.com")); res.IsError {
-		t.Fatal(resultText(res))
+		t.Fatal(ResultText(res))
 	}
 	if res := h.call(t, checkout, checkoutArgs("450", "b@example.com")); res.IsError {
-		t.Fatal(resultText(res))
+		t.Fatal(ResultText(res))
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
@@ -484,8 +457,8 @@ func TestBudgetSurvivesARestart(t *testing.T) {
 	defer st.Close()
 	h = newStateHarness(t, p, st)
 	res := h.call(t, checkout, checkoutArgs("51", "c@example.com"))
-	if !res.IsError || !strings.Contains(resultText(res), "50.00 USD left") {
-		t.Fatalf("after a restart: %s", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), "50.00 USD left") {
+		t.Fatalf("after a restart: %s", ResultText(res))
 	}
 }
 
@@ -515,8 +488,8 @@ func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
 		return res
 	}
 	res := call(checkoutArgs("500", "a@example.com"))
-	if !res.IsError || !strings.Contains(resultText(res), "outcome unknown") || strings.Contains(resultText(res), "PLANTED") {
-		t.Fatalf("result: %s", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), "outcome unknown") || strings.Contains(ResultText(res), "PLANTED") {
+		t.Fatalf("result: %s", ResultText(res))
 	}
 	// The claim was finished: an identical retry replays at once instead of
 	// waiting for a call in flight.
@@ -524,8 +497,8 @@ func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
 	go func() { done <- call(checkoutArgs("500", "a@example.com")) }()
 	select {
 	case res := <-done:
-		if !strings.Contains(resultText(res), "Replay") {
-			t.Fatalf("retry: %s", resultText(res))
+		if !strings.Contains(ResultText(res), "Replay") {
+			t.Fatalf("retry: %s", ResultText(res))
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the retry waited for a claim the panicking call never settled")
@@ -533,8 +506,8 @@ func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
 	// The reservations stayed spent: with another 500 (which panics too),
 	// the 1000 USD budget is full.
 	call(checkoutArgs("500", "b@example.com"))
-	if res := call(checkoutArgs("1", "c@example.com")); !strings.Contains(resultText(res), "budget_exceeded") {
-		t.Fatalf("the panicking call's reservation was not kept: %s", resultText(res))
+	if res := call(checkoutArgs("1", "c@example.com")); !strings.Contains(ResultText(res), "budget_exceeded") {
+		t.Fatalf("the panicking call's reservation was not kept: %s", ResultText(res))
 	}
 }
 
@@ -543,8 +516,8 @@ func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
 	tool := All(Deps{Payments: nopPayments{}, Policy: panickingPolicy{parsePolicy(t, statePolicy)}, State: st, AuditKey: testAuditKey})[0]
 	res, err := tool.Handler(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: agent,
 		RawArguments: json.RawMessage(`{"customerEmail":"a@example.com","amount":5,"currency":"USD"}`)}})
-	if err != nil || !res.IsError || !strings.Contains(resultText(res), "internal error") || strings.Contains(resultText(res), "PLANTED") {
-		t.Fatalf("result %v, err %v", resultText(res), err)
+	if err != nil || !res.IsError || !strings.Contains(ResultText(res), "internal error") || strings.Contains(ResultText(res), "PLANTED") {
+		t.Fatalf("result %v, err %v", ResultText(res), err)
 	}
 	var recs []*store.AuditRecord
 	st.ScanAudit(context.Background(), func(r *store.AuditRecord) error { recs = append(recs, r); return nil })

@@ -20,35 +20,48 @@ import (
 	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
-// fakePayments records what would have been sent to Clink.
+// fakePayments stands in for Clink: it records every request, numbers the
+// sessions it creates (aps_1, sess_2, ...), and can be slowed down to keep
+// calls in flight, or made to fail.
 type fakePayments struct {
+	delay time.Duration
+	err   error
+
 	mu       sync.Mutex
 	agent    []clink.AgentPaymentSessionRequest
 	checkout []clink.CheckoutSessionRequest
-	err      error
+}
+
+// record notes a request and returns the call's number and the error to
+// answer with, after the delay.
+func (f *fakePayments) record(add func()) (int, error) {
+	f.mu.Lock()
+	add()
+	n, err := len(f.agent)+len(f.checkout), f.err
+	f.mu.Unlock()
+	time.Sleep(f.delay)
+	return n, err
 }
 
 func (f *fakePayments) CreateAgentPaymentSession(_ context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.agent = append(f.agent, *req)
-	if f.err != nil {
-		return nil, f.err
+	n, err := f.record(func() { f.agent = append(f.agent, *req) })
+	if err != nil {
+		return nil, err
 	}
-	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}}, nil
+	return &clink.AgentPaymentSession{SessionID: fmt.Sprintf("aps_%d", n), ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}}, nil
 }
 
 func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.checkout = append(f.checkout, *req)
-	if f.err != nil {
-		return nil, f.err
+	n, err := f.record(func() { f.checkout = append(f.checkout, *req) })
+	if err != nil {
+		return nil, err
 	}
-	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1",
+	id := fmt.Sprintf("sess_%d", n)
+	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id,
 		ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}}, nil
 }
 
+// calls is how many creates reached the fake.
 func (f *fakePayments) calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -175,7 +188,7 @@ func TestRefusalsNeverReachClink(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testPolicy(t))
 			res := h.call(t, tt.tool, tt.args)
-			got := resultText(res)
+			got := ResultText(res)
 			if !res.IsError {
 				t.Fatalf("call succeeded: %s", got)
 			}
@@ -211,8 +224,8 @@ func TestDisabledToolIsRefusedByPolicy(t *testing.T) {
 	}
 	h := newHarness(t, p)
 	res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-	if !res.IsError || !strings.Contains(resultText(res), "tool_disabled") {
-		t.Fatalf("result = %q, want a tool_disabled refusal", resultText(res))
+	if !res.IsError || !strings.Contains(ResultText(res), "tool_disabled") {
+		t.Fatalf("result = %q, want a tool_disabled refusal", ResultText(res))
 	}
 	if h.pay.calls() != 0 {
 		t.Fatal("a disabled tool reached Clink")
@@ -223,7 +236,7 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 	h := newHarness(t, testPolicy(t))
 	res := h.call(t, agent, `{"customerEmail":"  Bob@Sub.EXAMPLE.net ","amount":19.9,"currency":"USD"}`)
 	if res.IsError {
-		t.Fatalf("call failed: %s", resultText(res))
+		t.Fatalf("call failed: %s", ResultText(res))
 	}
 	if len(h.pay.agent) != 1 {
 		t.Fatalf("Clink called %d times, want 1", len(h.pay.agent))
@@ -239,7 +252,7 @@ func TestAgentPaymentSessionSendsWhatThePolicyAllowed(t *testing.T) {
 	if diff := cmp.Diff(want, structured(t, res)); diff != "" {
 		t.Errorf("structured content (-want +got):\n%s", diff)
 	}
-	if got := resultText(res); !strings.Contains(got, "aps_1") || !strings.Contains(got, "19.90 USD") {
+	if got := ResultText(res); !strings.Contains(got, "aps_1") || !strings.Contains(got, "19.90 USD") {
 		t.Errorf("summary %q lacks the session or the amount", got)
 	}
 }
@@ -266,7 +279,7 @@ func TestCheckoutSessionSendsEveryField(t *testing.T) {
 		"metadata": {"order": "42"}
 	}`)
 	if res.IsError {
-		t.Fatalf("call failed: %s", resultText(res))
+		t.Fatalf("call failed: %s", ResultText(res))
 	}
 	if len(h.pay.checkout) != 1 {
 		t.Fatalf("Clink called %d times, want 1", len(h.pay.checkout))
@@ -352,7 +365,7 @@ func TestClinkFailuresBecomeResultsTheModelCanActOn(t *testing.T) {
 			h := newHarness(t, testPolicy(t))
 			h.pay.err = tt.err
 			res := h.call(t, agent, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD"}`)
-			got := resultText(res)
+			got := ResultText(res)
 			if !res.IsError || !strings.Contains(got, tt.want) {
 				t.Fatalf("result %q (isError %v), want an error containing %q", got, res.IsError, tt.want)
 			}

@@ -53,10 +53,6 @@ var settings = []setting{
 		target: func(c *config) any { return &c.logFormat }},
 }
 
-// errHelp is returned by parseConfig when --help was asked for; the usage
-// has been printed.
-var errHelp = flag.ErrHelp
-
 // parseConfig reads the environment, then args (flags win), into a config.
 // It does not touch the network or the policy file.
 func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config, []string, error) {
@@ -82,7 +78,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stderr)
-			return nil, nil, errHelp
+			return nil, nil, flag.ErrHelp
 		}
 		return nil, nil, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/tools"
 )
 
 // demoPolicy is the policy the demo runs under: small enough to read in the
@@ -158,7 +159,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("demo: tools/call: %v", err)
 		}
-		text := resultText(res)
+		text := tools.ResultText(res)
 		upstream := a.sandbox.Requests() - before
 		switch {
 		case res.IsError:
@@ -239,17 +240,6 @@ func connect(ctx context.Context, a *app) (*client.Client, error) {
 		return nil, errors.Join(errors.New("demo: initialize"), err)
 	}
 	return cli, nil
-}
-
-// resultText is the text content of a tool result.
-func resultText(res *mcp.CallToolResult) string {
-	var parts []string
-	for _, c := range res.Content {
-		if t, ok := mcp.AsTextContent(c); ok {
-			parts = append(parts, t.Text)
-		}
-	}
-	return strings.Join(parts, " ")
 }
 
 // indent prefixes every non-empty line of s.
