@@ -21,7 +21,7 @@
 //	if d.Allowed {
 //		limits := p.Limits(req, policy.CustomerKey(secret, req))
 //		id, err := st.Reserve(ctx, now, limits)
-//		var den *store.Denied
+//		var den *Denied
 //		if errors.As(err, &den) {
 //			d = p.LimitDecision(limits, den, now)
 //		}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
-
-	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // FuzzParseMoney: the parser never panics; whatever it accepts is within
@@ -181,7 +179,7 @@ func FuzzParse(f *testing.F) {
 						t.Fatalf("limit %d of %v is bad", i, ls)
 					}
 					seen[l.Key] = true
-					d := p.LimitDecision(ls, &store.Denied{Limit: i, RetryAt: now.Add(l.Window)}, now)
+					d := p.LimitDecision(ls, &Denied{Limit: i, RetryAt: now.Add(l.Window)}, now)
 					if d.Allowed || d.Message == "" {
 						t.Fatalf("LimitDecision(%v) = %+v", l, d)
 					}

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 // budgetRule is one rolling-window spending budget from the policy file.
@@ -106,11 +104,11 @@ func calls(n int64) string {
 	return strconv.FormatInt(n, 10) + " calls"
 }
 
-// limitRule is one rule [Policy.Limits] turns into a [store.Limit].
+// limitRule is one rule [Policy.Limits] turns into a [Limit].
 type limitRule struct {
 	key         string // without the customer part
 	perCustomer bool
-	kind        store.Kind
+	kind        Kind
 	window      time.Duration
 	max         int64
 	cur         Currency // a budget's currency
@@ -132,14 +130,14 @@ func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
 				if !involves(req, b.max.cur) {
 					continue
 				}
-				if !yield(limitRule{b.key, b.perCustomer, store.KindBudget, b.window, b.max.minor, b.max.cur}) {
+				if !yield(limitRule{b.key, b.perCustomer, KindBudget, b.window, b.max.minor, b.max.cur}) {
 					return
 				}
 			}
 		}
 		for i := range p.rates {
 			r := &p.rates[i]
-			if !yield(limitRule{r.key, r.perCustomer, store.KindRate, r.window, r.max, Currency{}}) {
+			if !yield(limitRule{r.key, r.perCustomer, KindRate, r.window, r.max, Currency{}}) {
 				return
 			}
 		}
@@ -170,7 +168,7 @@ func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
 // The keys and rules are built when the policy is loaded; Limits allocates
 // the returned slice and, only when there are per-customer limits, one
 // string holding their keys.
-func (p *Policy) Limits(req *Request, customer string) []store.Limit {
+func (p *Policy) Limits(req *Request, customer string) []Limit {
 	if p == nil || req == nil {
 		return nil
 	}
@@ -205,11 +203,11 @@ func (p *Policy) Limits(req *Request, customer string) []store.Limit {
 		}
 		keys = kb.String()
 	}
-	out := make([]store.Limit, 0, n)
+	out := make([]Limit, 0, n)
 	off := 0
 	for r := range p.rulesFor(req) {
-		l := store.Limit{Key: r.key, Kind: r.kind, Window: r.window, Max: r.max, Add: 1}
-		if r.kind == store.KindBudget {
+		l := Limit{Key: r.key, Kind: r.kind, Window: r.window, Max: r.max, Add: 1}
+		if r.kind == KindBudget {
 			l.Add = budgetAmount(req, r.cur)
 		}
 		if r.perCustomer {
@@ -275,7 +273,7 @@ func budgetAmount(req *Request, cur Currency) int64 {
 // up to the second (so is the Decision's RetryAt), and waits are measured
 // from now; policy reads no clock. limits must be what [Policy.Limits]
 // returned for the call. A denial it cannot interpret is still a denial.
-func (p *Policy) LimitDecision(limits []store.Limit, d *store.Denied, now time.Time) Decision {
+func (p *Policy) LimitDecision(limits []Limit, d *Denied, now time.Time) Decision {
 	if d == nil || d.Limit < 0 || d.Limit >= len(limits) {
 		return deny(CodeBudgetExceeded, "a budget or rate limit of this server's policy refuses the call")
 	}
@@ -288,7 +286,7 @@ func (p *Policy) LimitDecision(limits []store.Limit, d *store.Denied, now time.T
 	if !retry.IsZero() {
 		when = retry.Format(time.RFC3339) + " (in " + formatWait(retry.Sub(now)) + ")"
 	}
-	if l.Kind == store.KindRate {
+	if l.Kind == KindRate {
 		dec := Decision{Code: CodeRateLimited, RetryAt: retry}
 		name := "rate limit of " + calls(l.Max) + " per " + formatWindow(l.Window) + ruleScope(l.Key, 4, 1, 3)
 		if when != "" {
@@ -303,7 +301,7 @@ func (p *Policy) LimitDecision(limits []store.Limit, d *store.Denied, now time.T
 	if parts := strings.SplitN(l.Key, "|", 5); len(parts) == 5 && parts[0] == "budget" {
 		cur, _ = ParseCurrency(parts[2])
 	}
-	if l.Kind != store.KindBudget || cur.code == "" {
+	if l.Kind != KindBudget || cur.code == "" {
 		return Decision{Code: CodeBudgetExceeded, RetryAt: retry,
 			Message: "the amount exceeds what is left of a budget of this server's policy"}
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/clink-mcp/clink-mcp/policy/store"
 )
 
 const limitsPolicy = `version: 1
@@ -38,68 +37,68 @@ func TestLimits(t *testing.T) {
 		return LineItem{UnitAmount: money(t, amount, code), Quantity: qty}
 	}
 	var (
-		usd24    = store.Limit{Key: "budget|*|USD|24h0m0s|", Kind: store.KindBudget, Window: 24 * time.Hour, Max: 200000}
-		eur24    = store.Limit{Key: "budget|*|EUR|24h0m0s|", Kind: store.KindBudget, Window: 24 * time.Hour, Max: 100000}
-		usd1hK1  = store.Limit{Key: "budget|*|USD|1h0m0s|c:k1", Kind: store.KindBudget, Window: time.Hour, Max: 30000}
-		rate1m   = store.Limit{Key: "rate|*|1m0s|", Kind: store.KindRate, Window: time.Minute, Max: 10, Add: 1}
-		rate1hK1 = store.Limit{Key: "rate|*|1h0m0s|c:k1", Kind: store.KindRate, Window: time.Hour, Max: 20, Add: 1}
+		usd24    = Limit{Key: "budget|*|USD|24h0m0s|", Kind: KindBudget, Window: 24 * time.Hour, Max: 200000}
+		eur24    = Limit{Key: "budget|*|EUR|24h0m0s|", Kind: KindBudget, Window: 24 * time.Hour, Max: 100000}
+		usd1hK1  = Limit{Key: "budget|*|USD|1h0m0s|c:k1", Kind: KindBudget, Window: time.Hour, Max: 30000}
+		rate1m   = Limit{Key: "rate|*|1m0s|", Kind: KindRate, Window: time.Minute, Max: 10, Add: 1}
+		rate1hK1 = Limit{Key: "rate|*|1h0m0s|c:k1", Kind: KindRate, Window: time.Hour, Max: 20, Add: 1}
 	)
-	add := func(l store.Limit, n int64) store.Limit { l.Add = n; return l }
-	rekey := func(l store.Limit, key string) store.Limit { l.Key = key; return l }
+	add := func(l Limit, n int64) Limit { l.Add = n; return l }
+	rekey := func(l Limit, key string) Limit { l.Key = key; return l }
 
 	cases := []struct {
 		name     string
 		p        *Policy
 		req      *Request
 		customer string
-		want     []store.Limit
+		want     []Limit
 	}{
 		{"lists global budgets, then rate limits, for a plain amount", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "19.99", "USD"), CustomerEmail: "a@example.com"}, "k1",
-			[]store.Limit{add(usd24, 1999), add(usd1hK1, 1999), rate1m, rate1hK1}},
+			[]Limit{add(usd24, 1999), add(usd1hK1, 1999), rate1m, rate1hK1}},
 		{"adds the tool's own budgets after the global ones", p,
 			&Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1"}, "k1",
-			[]store.Limit{add(usd24, 1000), add(usd1hK1, 1000),
-				{Key: "budget|create_checkout_session|USD|24h0m0s|", Kind: store.KindBudget, Window: 24 * time.Hour, Max: 50000, Add: 1000},
-				{Key: "budget|create_checkout_session|USD|168h0m0s|c:k1", Kind: store.KindBudget, Window: 7 * 24 * time.Hour, Max: 5000, Add: 1000},
+			[]Limit{add(usd24, 1000), add(usd1hK1, 1000),
+				{Key: "budget|create_checkout_session|USD|24h0m0s|", Kind: KindBudget, Window: 24 * time.Hour, Max: 50000, Add: 1000},
+				{Key: "budget|create_checkout_session|USD|168h0m0s|c:k1", Kind: KindBudget, Window: 7 * 24 * time.Hour, Max: 5000, Add: 1000},
 				rate1m, rate1hK1}},
 		{"counts the line items when they add up to more than the total", p,
 			&Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1",
 				LineItems: []LineItem{line("100", "USD", 2), line("0.50", "USD", 3)}}, "k1",
-			[]store.Limit{add(usd24, 20150), add(usd1hK1, 20150),
-				{Key: "budget|create_checkout_session|USD|24h0m0s|", Kind: store.KindBudget, Window: 24 * time.Hour, Max: 50000, Add: 20150},
-				{Key: "budget|create_checkout_session|USD|168h0m0s|c:k1", Kind: store.KindBudget, Window: 7 * 24 * time.Hour, Max: 5000, Add: 20150},
+			[]Limit{add(usd24, 20150), add(usd1hK1, 20150),
+				{Key: "budget|create_checkout_session|USD|24h0m0s|", Kind: KindBudget, Window: 24 * time.Hour, Max: 50000, Add: 20150},
+				{Key: "budget|create_checkout_session|USD|168h0m0s|c:k1", Kind: KindBudget, Window: 7 * 24 * time.Hour, Max: 5000, Add: 20150},
 				rate1m, rate1hK1}},
 		{"counts the total when it is more than the line items", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "300", "USD"), LineItems: []LineItem{line("1", "USD", 1)}}, "k1",
-			[]store.Limit{add(usd24, 30000), add(usd1hK1, 30000), rate1m, rate1hK1}},
+			[]Limit{add(usd24, 30000), add(usd1hK1, 30000), rate1m, rate1hK1}},
 		{"counts line items in another currency against that currency's budgets", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "10", "USD"), LineItems: []LineItem{line("399", "EUR", 1)}}, "k1",
-			[]store.Limit{add(usd24, 1000), add(eur24, 39900), add(usd1hK1, 1000), rate1m, rate1hK1}},
+			[]Limit{add(usd24, 1000), add(eur24, 39900), add(usd1hK1, 1000), rate1m, rate1hK1}},
 		{"counts USD line items of a EUR session against the USD budgets", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "EUR"), LineItems: []LineItem{line("250", "USD", 2)}}, "k1",
-			[]store.Limit{add(usd24, 50000), add(eur24, 100), add(usd1hK1, 50000), rate1m, rate1hK1}},
+			[]Limit{add(usd24, 50000), add(eur24, 100), add(usd1hK1, 50000), rate1m, rate1hK1}},
 		{"saturates line items that would overflow, so they never fit", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "10", "USD"), LineItems: []LineItem{line("10000000000000", "USD", 1<<62)}}, "k1",
-			[]store.Limit{add(usd24, MaxMinor+1), add(usd1hK1, MaxMinor+1), rate1m, rate1hK1}},
+			[]Limit{add(usd24, MaxMinor+1), add(usd1hK1, MaxMinor+1), rate1m, rate1hK1}},
 		{"applies only the budgets in the request's currency", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "5", "EUR")}, "k1",
-			[]store.Limit{add(eur24, 500), rate1m, rate1hK1}},
+			[]Limit{add(eur24, 500), rate1m, rate1hK1}},
 		{"applies only rate limits to a currency without budgets", p,
 			&Request{Tool: ToolCheckoutSession, Amount: money(t, "5000", "JPY")}, "k1",
-			[]store.Limit{rate1m, rate1hK1}},
+			[]Limit{rate1m, rate1hK1}},
 		{"puts calls without a customer in one shared no-customer bucket", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "USD")}, "",
-			[]store.Limit{add(usd24, 100), add(rekey(usd1hK1, "budget|*|USD|1h0m0s|no-customer"), 100), rate1m, rekey(rate1hK1, "rate|*|1h0m0s|no-customer")}},
+			[]Limit{add(usd24, 100), add(rekey(usd1hK1, "budget|*|USD|1h0m0s|no-customer"), 100), rate1m, rekey(rate1hK1, "rate|*|1h0m0s|no-customer")}},
 		{"keeps a customer key that looks like a field apart from the other fields", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "USD")}, "x|y",
-			[]store.Limit{add(usd24, 100), add(rekey(usd1hK1, "budget|*|USD|1h0m0s|c:x|y"), 100), rate1m, rekey(rate1hK1, "rate|*|1h0m0s|c:x|y")}},
+			[]Limit{add(usd24, 100), add(rekey(usd1hK1, "budget|*|USD|1h0m0s|c:x|y"), 100), rate1m, rekey(rate1hK1, "rate|*|1h0m0s|c:x|y")}},
 		{"counts a request with no positive amount as more than any budget", p,
 			&Request{Tool: ToolAgentPaymentSession, Amount: NewMoney(0, money(t, "1", "USD").Currency())}, "k1",
-			[]store.Limit{add(usd24, MaxMinor+1), add(usd1hK1, MaxMinor+1), rate1m, rate1hK1}},
+			[]Limit{add(usd24, MaxMinor+1), add(usd1hK1, MaxMinor+1), rate1m, rate1hK1}},
 		{"applies the global limits to a tool the policy does not know", p,
 			&Request{Tool: "refund_payment", Amount: money(t, "1", "USD")}, "k1",
-			[]store.Limit{add(usd24, 100), add(usd1hK1, 100), rate1m, rate1hK1}},
+			[]Limit{add(usd24, 100), add(usd1hK1, 100), rate1m, rate1hK1}},
 		{"returns nothing for a policy without budgets or rate limits", mustParse(t, "version: 1\ncurrencies:\n  USD: { max_amount: 5 }\n"),
 			&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "USD")}, "k1", nil},
 		{"returns nothing for no request", p, nil, "k1", nil},
@@ -212,56 +211,56 @@ func TestLimitDecision(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		limits []store.Limit
-		d      *store.Denied
+		limits []Limit
+		d      *Denied
 		want   Decision
 	}{
 		{"says how much of a budget is left and when enough frees up", agent,
-			&store.Denied{Limit: 0, Used: 185000, RetryAt: at("2026-11-21T14:03:00Z")},
+			&Denied{Limit: 0, Used: 185000, RetryAt: at("2026-11-21T14:03:00Z")},
 			Decision{Code: CodeBudgetExceeded, Limit: usd("2000"), Remaining: usd("150"), RetryAt: at("2026-11-21T14:03:00Z"),
 				Message: "amount 300.00 USD exceeds what is left of the rolling 24h USD budget (2000.00 USD, 150.00 USD left); enough frees up at 2026-11-21T14:03:00Z (in 3h12m5s)"}},
 		{"names a per-customer budget", agent,
-			&store.Denied{Limit: 1, Used: 29900, RetryAt: at("2026-11-21T11:20:00Z")},
+			&Denied{Limit: 1, Used: 29900, RetryAt: at("2026-11-21T11:20:00Z")},
 			Decision{Code: CodeBudgetExceeded, Limit: usd("300"), Remaining: usd("1"), RetryAt: at("2026-11-21T11:20:00Z"),
 				Message: "amount 300.00 USD exceeds what is left of the rolling 1h USD budget per customer (300.00 USD, 1.00 USD left); enough frees up at 2026-11-21T11:20:00Z (in 29m5s)"}},
 		{"names the tool a tool budget belongs to", checkout,
-			&store.Denied{Limit: 3, Used: 4000, RetryAt: at("2026-11-25T09:00:00Z")},
+			&Denied{Limit: 3, Used: 4000, RetryAt: at("2026-11-25T09:00:00Z")},
 			Decision{Code: CodeBudgetExceeded, Limit: usd("50"), Remaining: usd("10"), RetryAt: at("2026-11-25T09:00:00Z"),
 				Message: "amount 60.00 USD exceeds what is left of the rolling 7d USD budget for create_checkout_session per customer (50.00 USD, 10.00 USD left); enough frees up at 2026-11-25T09:00:00Z (in 94h9m5s)"}},
 		{"says an amount larger than the whole budget can never fit", huge,
-			&store.Denied{Limit: 0, Used: 0},
+			&Denied{Limit: 0, Used: 0},
 			Decision{Code: CodeBudgetExceeded, Limit: usd("2000"), Remaining: usd("2000"),
 				Message: "amount 2500.00 USD is more than the rolling 24h USD budget allows in all (2000.00 USD), so it can never fit this budget"}},
 		{"says nothing is left of an overspent budget", agent,
-			&store.Denied{Limit: 0, Used: 250000, RetryAt: at("2026-11-21T11:00:00Z")},
+			&Denied{Limit: 0, Used: 250000, RetryAt: at("2026-11-21T11:00:00Z")},
 			Decision{Code: CodeBudgetExceeded, Limit: usd("2000"), Remaining: NewMoney(0, usd("1").Currency()), RetryAt: at("2026-11-21T11:00:00Z"),
 				Message: "amount 300.00 USD exceeds what is left of the rolling 24h USD budget (2000.00 USD, 0.00 USD left); enough frees up at 2026-11-21T11:00:00Z (in 9m5s)"}},
 		{"says when to retry after a rate limit", agent,
-			&store.Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:37Z")},
+			&Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:37Z")},
 			Decision{Code: CodeRateLimited, RetryAt: at("2026-11-21T10:51:37Z"),
 				Message: "rate limit of 10 calls per 1m reached; retry after 2026-11-21T10:51:37Z (in 42s)"}},
 		{"names a per-customer rate limit", agent,
-			&store.Denied{Limit: 3, Used: 20, RetryAt: at("2026-11-21T11:30:00Z")},
+			&Denied{Limit: 3, Used: 20, RetryAt: at("2026-11-21T11:30:00Z")},
 			Decision{Code: CodeRateLimited, RetryAt: at("2026-11-21T11:30:00Z"),
 				Message: "rate limit of 20 calls per 1h per customer reached; retry after 2026-11-21T11:30:00Z (in 39m5s)"}},
 		{"rounds a retry time up to the second, so retrying then works", agent,
-			&store.Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:36.2Z")},
+			&Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:36.2Z")},
 			Decision{Code: CodeRateLimited, RetryAt: at("2026-11-21T10:51:37Z"),
 				Message: "rate limit of 10 calls per 1m reached; retry after 2026-11-21T10:51:37Z (in 42s)"}},
 		{"gives retry times in UTC whatever the store's zone", agent,
-			&store.Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:37Z").In(time.FixedZone("CET", 3600))},
+			&Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:51:37Z").In(time.FixedZone("CET", 3600))},
 			Decision{Code: CodeRateLimited, RetryAt: at("2026-11-21T10:51:37Z"),
 				Message: "rate limit of 10 calls per 1m reached; retry after 2026-11-21T10:51:37Z (in 42s)"}},
 		{"never tells the model to wait a negative time", agent,
-			&store.Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:50:00Z")},
+			&Denied{Limit: 2, Used: 10, RetryAt: at("2026-11-21T10:50:00Z")},
 			Decision{Code: CodeRateLimited, RetryAt: at("2026-11-21T10:50:00Z"),
 				Message: "rate limit of 10 calls per 1m reached; retry after 2026-11-21T10:50:00Z (in 0s)"}},
 		{"still denies a denial without a limit index", agent, nil,
 			Decision{Code: CodeBudgetExceeded, Message: "a budget or rate limit of this server's policy refuses the call"}},
-		{"still denies a denial whose index is out of range", agent, &store.Denied{Limit: 9},
+		{"still denies a denial whose index is out of range", agent, &Denied{Limit: 9},
 			Decision{Code: CodeBudgetExceeded, Message: "a budget or rate limit of this server's policy refuses the call"}},
-		{"still denies a budget whose key it cannot read", []store.Limit{{Key: "mine", Kind: store.KindBudget, Window: time.Hour, Max: 5, Add: 6}},
-			&store.Denied{Limit: 0},
+		{"still denies a budget whose key it cannot read", []Limit{{Key: "mine", Kind: KindBudget, Window: time.Hour, Max: 5, Add: 6}},
+			&Denied{Limit: 0},
 			Decision{Code: CodeBudgetExceeded, Message: "the amount exceeds what is left of a budget of this server's policy"}},
 	}
 	for _, tc := range cases {
@@ -287,7 +286,7 @@ func TestLimitsIsSafeForConcurrentUse(t *testing.T) {
 	req := &Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1"}
 	want := p.Limits(req, "k1")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	wantD := p.LimitDecision(want, &store.Denied{Limit: 1, Used: 29900, RetryAt: now.Add(time.Minute)}, now)
+	wantD := p.LimitDecision(want, &Denied{Limit: 1, Used: 29900, RetryAt: now.Add(time.Minute)}, now)
 	var wg sync.WaitGroup
 	errs := make(chan string, 64)
 	for g := 0; g < 16; g++ {
@@ -300,7 +299,7 @@ func TestLimitsIsSafeForConcurrentUse(t *testing.T) {
 					errs <- fmt.Sprintf("Limits = %v, want %v", got, want)
 					return
 				}
-				if d := p.LimitDecision(got, &store.Denied{Limit: 1, Used: 29900, RetryAt: now.Add(time.Minute)}, now); d != wantD {
+				if d := p.LimitDecision(got, &Denied{Limit: 1, Used: 29900, RetryAt: now.Add(time.Minute)}, now); d != wantD {
 					errs <- fmt.Sprintf("LimitDecision = %+v, want %+v", d, wantD)
 					return
 				}

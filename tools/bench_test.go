@@ -15,7 +15,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 const benchArgs = `{"amount":120,"currency":"USD","customerEmail":"bob@example.org","successUrl":"https://shop.example.com/ok",` +
@@ -114,7 +114,7 @@ duplicates: { window: 10m }
 // is distinct (a new idempotency key), so none is a replay. It reports the
 // median and 99th percentile of the calls as p50-ns and p99-ns.
 func BenchmarkServerCostPerCallWithStore(b *testing.B) {
-	st, err := store.OpenSQLite(filepath.Join(b.TempDir(), "state.db"))
+	st, err := state.OpenSQLite(filepath.Join(b.TempDir(), "state.db"))
 	if err != nil {
 		b.Fatal(err)
 	}

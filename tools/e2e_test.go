@@ -13,7 +13,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -37,7 +37,7 @@ func newE2E(t testing.TB, opts ...sandbox.Option) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := store.NewMemory()
+	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
 	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, State: st, AuditKey: []byte("e2e audit key, at least 16 bytes")}, "test"))
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // order is a decoded, validated call, ready for the policy and the stateful
@@ -96,7 +96,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	defer func() {
 		if r := recover(); r != nil {
 			if reservation != "" {
-				ts.settle(ctx, c, reservation, store.Unknown)
+				ts.settle(ctx, c, reservation, policy.Unknown)
 			}
 			drop()
 			panic(r)
@@ -107,7 +107,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	now := ts.now()
 	limits := ts.policy.Limits(&o.request, c.customer)
 	reservation, err := ts.state.Reserve(ctx, now, limits)
-	var denied *store.Denied
+	var denied *policy.Denied
 	switch {
 	case errors.As(err, &denied):
 		drop()
@@ -120,7 +120,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	// 6. Clink.
 	out, err := ts.safeCreate(ctx, c, o)
 	var result *mcp.CallToolResult
-	outcome := store.Spent
+	outcome := policy.Spent
 	if err != nil {
 		result, outcome = c.upstreamFailure(ctx, err)
 	} else {
@@ -131,7 +131,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 	if claimKey == "" {
 		return result
 	}
-	if outcome == store.Released {
+	if outcome == policy.Released {
 		drop() // Clink definitely made nothing: a retry may try again.
 		return result
 	}
@@ -148,7 +148,7 @@ func (ts *toolset) execute(ctx context.Context, c *call, o *order) *mcp.CallTool
 
 // settle records a reservation's outcome; a failure is the operator's to
 // see, since the call itself has already happened.
-func (ts *toolset) settle(ctx context.Context, c *call, reservation string, outcome store.Outcome) {
+func (ts *toolset) settle(ctx context.Context, c *call, reservation string, outcome policy.Settlement) {
 	if err := ts.state.Settle(context.WithoutCancel(ctx), reservation, outcome); err != nil {
 		ts.log.ErrorContext(ctx, "settle reservation", "tool", c.tool, "outcome", outcome, "err", err)
 	}
@@ -249,16 +249,16 @@ func (ts *toolset) claim(ctx context.Context, c *call, o *order) (string, *mcp.C
 	deadline := time.NewTimer(maxClaimWait)
 	defer deadline.Stop()
 	for {
-		prior, err := ts.state.Claim(ctx, store.Claim{Key: key, Fingerprint: fingerprint, At: ts.now(), Window: window})
+		prior, err := ts.state.Claim(ctx, state.Claim{Key: key, Fingerprint: fingerprint, At: ts.now(), Window: window})
 		if err != nil {
 			return "", c.stateFailure(ctx, "claim", err)
 		}
 		switch prior.State {
-		case store.ClaimNew:
+		case state.ClaimNew:
 			return key, nil
-		case store.ClaimDone:
+		case state.ClaimDone:
 			return "", c.replayed(ctx, key, prior.Result)
-		case store.ClaimConflict:
+		case state.ClaimConflict:
 			return "", c.denied(policy.Decision{Code: policy.CodeDuplicateConflict,
 				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"})
 		}

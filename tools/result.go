@@ -12,7 +12,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // Outcome codes of a call that are not policy decisions. Together with the
@@ -73,7 +73,7 @@ func (c *call) finish(ctx context.Context) {
 		c.code = codeInternal
 	}
 	duration := time.Since(c.started)
-	rec := &store.AuditRecord{
+	rec := &state.AuditRecord{
 		Time: c.at.UTC(), Tool: c.tool, Decision: c.code, Amount: c.amount, Currency: c.currency,
 		EmailMasked: c.email, SessionID: c.session, Duration: duration,
 	}
@@ -129,27 +129,27 @@ func (c *call) denied(d policy.Decision) *mcp.CallToolResult {
 // what it means for the reservation: Released when Clink definitely created
 // nothing, Unknown when it may have. The error itself goes to the
 // operator's log; the model gets what it can act on.
-func (c *call) upstreamFailure(ctx context.Context, err error) (*mcp.CallToolResult, store.Outcome) {
+func (c *call) upstreamFailure(ctx context.Context, err error) (*mcp.CallToolResult, policy.Settlement) {
 	var cerr *clink.Error
 	switch {
 	case errors.Is(err, clink.ErrOutcomeUnknown):
 		c.code = codeOutcomeUnknown
 		c.ts.log.ErrorContext(ctx, "clink outcome unknown", "tool", c.tool, "err", err)
-		return mcp.NewToolResultError(outcomeUnknownMessage), store.Unknown
+		return mcp.NewToolResultError(outcomeUnknownMessage), policy.Unknown
 	case errors.As(err, &cerr):
 		c.code = codeUpstreamRefused
 		if cerr.HTTPStatus == 401 || (cerr.Code >= 80102221 && cerr.Code <= 80102223) {
 			c.code = codeUpstreamAuth
 		}
 		c.ts.log.WarnContext(ctx, "clink refused", "tool", c.tool, "err", err)
-		return mcp.NewToolResultError(fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation())), store.Released
+		return mcp.NewToolResultError(fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation())), policy.Released
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		c.code = codeInternal
-		return mcp.NewToolResultError("the call was cancelled before it reached Clink. Nothing was created."), store.Released
+		return mcp.NewToolResultError("the call was cancelled before it reached Clink. Nothing was created."), policy.Released
 	default:
 		// The client reports every failure after sending as an unknown
 		// outcome, so anything else happened before the request left.
-		return c.internal(ctx, err), store.Released
+		return c.internal(ctx, err), policy.Released
 	}
 }
 

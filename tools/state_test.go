@@ -15,7 +15,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // statePolicy has a budget, rate limits and the duplicate guard.
@@ -45,13 +45,13 @@ func parsePolicy(t testing.TB, yaml string) *policy.Policy {
 // test moves.
 type stateHarness struct {
 	pay   *fakePayments
-	state store.Store
+	state state.Store
 	tools map[string]Tool
 	mu    sync.Mutex
 	now   time.Time
 }
 
-func newStateHarness(t testing.TB, p *policy.Policy, st store.Store) *stateHarness {
+func newStateHarness(t testing.TB, p *policy.Policy, st state.Store) *stateHarness {
 	t.Helper()
 	h := &stateHarness{pay: &fakePayments{}, state: st, tools: map[string]Tool{},
 		now: time.Date(2026, 11, 21, 23, 59, 0, 0, time.UTC)}
@@ -82,8 +82,8 @@ func (h *stateHarness) call(t testing.TB, tool, args string) *mcp.CallToolResult
 	return res
 }
 
-func memoryStore(t testing.TB) store.Store {
-	st := store.NewMemory()
+func memoryStore(t testing.TB) state.Store {
+	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
 	return st
 }
@@ -324,8 +324,8 @@ func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
 	}
 	h.pay.err = fmt.Errorf("%w: %s", clink.ErrOutcomeUnknown, planted)
 	h.call(t, agent, `{"customerEmail":"bob@example.com","amount":6,"currency":"USD"}`)
-	var recs []*store.AuditRecord
-	if err := st.ScanAudit(context.Background(), func(r *store.AuditRecord) error { recs = append(recs, r); return nil }); err != nil {
+	var recs []*state.AuditRecord
+	if err := st.ScanAudit(context.Background(), func(r *state.AuditRecord) error { recs = append(recs, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(recs) != len(calls)+1 {
@@ -352,7 +352,7 @@ func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
 			t.Errorf("the audit trail contains %q", secret)
 		}
 	}
-	report, err := store.VerifyAudit(context.Background(), st)
+	report, err := state.VerifyAudit(context.Background(), st)
 	if err != nil || report.Broken != nil {
 		t.Fatalf("verify: %v %+v", err, report)
 	}
@@ -370,9 +370,9 @@ func TestAFailingStoreFailsClosed(t *testing.T) {
 }
 
 // failingStore is a store whose reservations fail.
-type failingStore struct{ store.Store }
+type failingStore struct{ state.Store }
 
-func (failingStore) Reserve(context.Context, time.Time, []store.Limit) (string, error) {
+func (failingStore) Reserve(context.Context, time.Time, []policy.Limit) (string, error) {
 	return "", fmt.Errorf("disk I/O error")
 }
 
@@ -407,7 +407,7 @@ func TestBudgetAcrossTwoServersSharingAStoreFile(t *testing.T) {
 	p := parsePolicy(t, statePolicy)
 	var servers []*stateHarness
 	for range 2 {
-		st, err := store.OpenSQLite(path)
+		st, err := state.OpenSQLite(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +436,7 @@ func TestBudgetAcrossTwoServersSharingAStoreFile(t *testing.T) {
 func TestBudgetSurvivesARestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	p := parsePolicy(t, statePolicy)
-	st, err := store.OpenSQLite(path)
+	st, err := state.OpenSQLite(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func TestBudgetSurvivesARestart(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, err = store.OpenSQLite(path)
+	st, err = state.OpenSQLite(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,8 +519,8 @@ func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
 	if err != nil || !res.IsError || !strings.Contains(ResultText(res), "internal error") || strings.Contains(ResultText(res), "PLANTED") {
 		t.Fatalf("result %v, err %v", ResultText(res), err)
 	}
-	var recs []*store.AuditRecord
-	st.ScanAudit(context.Background(), func(r *store.AuditRecord) error { recs = append(recs, r); return nil })
+	var recs []*state.AuditRecord
+	st.ScanAudit(context.Background(), func(r *state.AuditRecord) error { recs = append(recs, r); return nil })
 	if len(recs) != 1 || recs[0].Decision != codeInternal {
 		t.Fatalf("audit records: %+v", recs)
 	}

@@ -37,7 +37,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // Payments is what the tools need of Clink. *clink.Client satisfies it; tests
@@ -54,9 +54,9 @@ type Policy interface {
 	Evaluate(req *policy.Request) policy.Decision
 	// Limits returns the budget and rate-limit counters req is checked
 	// against; customer is the opaque key of its customer.
-	Limits(req *policy.Request, customer string) []store.Limit
+	Limits(req *policy.Request, customer string) []policy.Limit
 	// LimitDecision explains a store's refusal of limits[d.Limit].
-	LimitDecision(limits []store.Limit, d *store.Denied, now time.Time) policy.Decision
+	LimitDecision(limits []policy.Limit, d *policy.Denied, now time.Time) policy.Decision
 	// DuplicatesWindow is how long an identical call is answered with the
 	// earlier result; 0 turns the guard off.
 	DuplicatesWindow() time.Duration
@@ -64,21 +64,21 @@ type Policy interface {
 	Summary(tool string) string
 }
 
-// State is what the tools need of the state store. Every store.Store
+// State is what the tools need of the state state. Every state.Store
 // satisfies it.
 type State interface {
-	Reserve(ctx context.Context, at time.Time, limits []store.Limit) (string, error)
-	Settle(ctx context.Context, id string, outcome store.Outcome) error
-	Claim(ctx context.Context, c store.Claim) (store.Prior, error)
+	Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error)
+	Settle(ctx context.Context, id string, outcome policy.Settlement) error
+	Claim(ctx context.Context, c state.Claim) (state.Prior, error)
 	Finish(ctx context.Context, key string, result []byte) error
 	Drop(ctx context.Context, key string) error
-	AppendAudit(ctx context.Context, rec *store.AuditRecord) error
+	AppendAudit(ctx context.Context, rec *state.AuditRecord) error
 }
 
 var (
 	_ Payments = (*clink.Client)(nil)
 	_ Policy   = (*policy.Policy)(nil)
-	_ State    = (store.Store)(nil)
+	_ State    = (state.Store)(nil)
 )
 
 // Deps are what the tools are built from.

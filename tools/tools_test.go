@@ -17,7 +17,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // fakePayments stands in for Clink: it records every request, numbers the
@@ -80,10 +80,10 @@ func testPolicy(t testing.TB) *policy.Policy {
 // testAuditKey keys the customer hashes in tests.
 var testAuditKey = []byte("test audit key, 32 bytes long...")
 
-// testDeps wires the tools to pay and p with an in-memory store.
+// testDeps wires the tools to pay and p with an in-memory state.
 func testDeps(t testing.TB, pay Payments, p Policy) Deps {
 	t.Helper()
-	st := store.NewMemory()
+	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
 	return Deps{Payments: pay, Policy: p, State: st, AuditKey: testAuditKey}
 }
@@ -92,7 +92,7 @@ func testDeps(t testing.TB, pay Payments, p Policy) Deps {
 // buffer.
 type harness struct {
 	pay   *fakePayments
-	state *store.Memory
+	state *state.Memory
 	tools map[string]Tool
 	logs  *bytes.Buffer
 }
@@ -100,7 +100,7 @@ type harness struct {
 func (h *harness) deps(t testing.TB, p Policy, logger *slog.Logger) Deps {
 	d := testDeps(t, h.pay, p)
 	d.Logger = logger
-	h.state = d.State.(*store.Memory)
+	h.state = d.State.(*state.Memory)
 	return d
 }
 

@@ -8,7 +8,7 @@ import (
 	"os"
 
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // auditCommand is "clink-mcp audit verify" (check the hash chain; exit 1
@@ -40,21 +40,21 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("store %s: %v (is --policy / CLINK_POLICY the server's?)", path, errors.Unwrap(err))
 	}
-	st, err := store.OpenSQLite(path)
+	st, err := state.OpenSQLite(path)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 
 	if sub == "export" {
-		n, err := store.ExportAudit(ctx, st, stdout)
+		n, err := state.ExportAudit(ctx, st, stdout)
 		if err != nil {
 			return fmt.Errorf("audit export: %v", err)
 		}
 		fmt.Fprintf(stderr, "clink-mcp: exported %d audit records from %s\n", n, path)
 		return nil
 	}
-	report, err := store.VerifyAudit(ctx, st)
+	report, err := state.VerifyAudit(ctx, st)
 	if err != nil {
 		return fmt.Errorf("audit verify: %v", err)
 	}

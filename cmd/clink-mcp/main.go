@@ -24,7 +24,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -172,17 +172,17 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	// everything else uses the durable store the policy names, and a store
 	// that cannot be opened stops the server: it never runs without its
 	// limits.
-	var st store.Store
+	var st state.Store
 	if cfg.sandbox {
-		st = store.NewMemory()
+		st = state.NewMemory()
 	} else {
 		path, err := a.policy.StoreFile()
 		if err == nil {
-			st, err = store.OpenSQLite(path)
+			st, err = state.OpenSQLite(path)
 		}
 		if err != nil {
 			a.close()
-			return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+			return nil, fmt.Errorf("store (the policy's state.path): %v", err)
 		}
 	}
 	closeSandbox := a.close

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/policy/store"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // env is a fake environment for run.
@@ -172,12 +172,12 @@ func TestDemoFailsWhenAStepMisbehaves(t *testing.T) {
 
 func TestAuditVerifyNamesATamperedRecord(t *testing.T) {
 	policyFile := policyWithStore(t)
-	st, err := store.OpenSQLite(storePathOf(t, policyFile))
+	st, err := state.OpenSQLite(storePathOf(t, policyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 4 {
-		rec := &store.AuditRecord{Time: time.Unix(int64(1_800_000_000+i), 0), Tool: "create_checkout_session", Decision: "created", Amount: "10.00", Currency: "USD"}
+		rec := &state.AuditRecord{Time: time.Unix(int64(1_800_000_000+i), 0), Tool: "create_checkout_session", Decision: "created", Amount: "10.00", Currency: "USD"}
 		if err := st.AppendAudit(context.Background(), rec); err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +235,7 @@ func TestACorruptStoreStopsTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := runCmd(t, map[string]string{"CLINK_API_KEY": "sk_test_abc"}, "serve", "--policy", policyFile)
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "store (the policy's store.path)") || !strings.Contains(stderr, "state.db") {
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "store (the policy's state.path)") || !strings.Contains(stderr, "state.db") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

@@ -1,10 +1,11 @@
-package store
+package state
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ CREATE TABLE reservations (
 	id      TEXT PRIMARY KEY,
 	at      INTEGER NOT NULL,           -- unix ns
 	expires INTEGER NOT NULL,           -- unix ns: when its longest window passes
-	outcome INTEGER NOT NULL DEFAULT 0  -- 0 until settled, then an Outcome
+	outcome INTEGER NOT NULL DEFAULT 0  -- 0 until settled, then an policy.Settlement
 ) WITHOUT ROWID;
 CREATE INDEX reservations_expires ON reservations (expires);
 
@@ -40,7 +41,7 @@ CREATE TABLE counter_entries (
 	key         TEXT NOT NULL,
 	at          INTEGER NOT NULL,       -- unix ns
 	reservation TEXT NOT NULL,
-	kind        INTEGER NOT NULL,       -- a Kind
+	kind        INTEGER NOT NULL,       -- a policy.Kind
 	amount      INTEGER NOT NULL,
 	expires     INTEGER NOT NULL,       -- unix ns: at + the limit's window
 	PRIMARY KEY (key, at, reservation)
@@ -355,7 +356,7 @@ func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 func (t *txn) row(q string, args ...any) *sql.Row { return t.stmt(q).QueryRowContext(t.ctx, args...) }
 
 // Reserve implements [Store].
-func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []Limit) (string, error) {
+func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
 	if err := checkLimits(at, limits); err != nil {
 		return "", err
 	}
@@ -424,7 +425,7 @@ func (t *txn) counting(key string, from int64) ([]entry, error) {
 }
 
 // Settle implements [Store].
-func (s *SQLite) Settle(ctx context.Context, id string, outcome Outcome) error {
+func (s *SQLite) Settle(ctx context.Context, id string, outcome policy.Settlement) error {
 	if err := checkOutcome(outcome); err != nil {
 		return err
 	}
@@ -445,8 +446,8 @@ func (s *SQLite) Settle(ctx context.Context, id string, outcome Outcome) error {
 			}
 			return nil
 		}
-		if outcome == Released {
-			if _, err := t.exec(qRelease, id, int64(KindBudget)); err != nil {
+		if outcome == policy.Released {
+			if _, err := t.exec(qRelease, id, int64(policy.KindBudget)); err != nil {
 				return err
 			}
 		}

@@ -1,10 +1,11 @@
-package store
+package state
 
 import (
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"errors"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func TestSQLiteTwoHandlesOnOneFileMakeOneNewClaim(t *testing.T) {
 func TestSQLiteStateSurvivesARestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	limits := []Limit{budget("budget|*|USD|24h|", 24*time.Hour, 2000, 1500)}
+	limits := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 2000, 1500)}
 
 	s, err := OpenSQLite(path)
 	if err != nil {
@@ -56,7 +57,7 @@ func TestSQLiteStateSurvivesARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Settle(ctx, id, Spent); err != nil {
+	if err := s.Settle(ctx, id, policy.Spent); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day, Window: time.Hour}); err != nil {
@@ -72,11 +73,11 @@ func TestSQLiteStateSurvivesARestart(t *testing.T) {
 	}
 
 	s = openSQLite(t, path)
-	var d *Denied
+	var d *policy.Denied
 	if _, err := s.Reserve(ctx, day.Add(time.Hour), limits); !errors.As(err, &d) || d.Used != 1500 {
 		t.Fatalf("Reserve after reopening = %v, want a denial with 1500 used", err)
 	}
-	if err := s.Settle(ctx, id, Released); err != nil {
+	if err := s.Settle(ctx, id, policy.Released); err != nil {
 		t.Fatalf("Settle after reopening: %v", err)
 	}
 	p, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day.Add(time.Minute), Window: time.Hour})
@@ -182,7 +183,7 @@ func TestOpenSQLiteCreatesPrivateFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state", "clink-mcp")
 	path := filepath.Join(dir, "state.db")
 	s := openSQLite(t, path)
-	if _, err := s.Reserve(context.Background(), day, []Limit{rate("r", time.Minute, 1)}); err != nil {
+	if _, err := s.Reserve(context.Background(), day, []policy.Limit{rate("r", time.Minute, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]os.FileMode{
@@ -303,7 +304,7 @@ func TestOpenSQLiteHandlesAwkwardPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Reserve(context.Background(), day, []Limit{rate("r", time.Minute, 1)}); err != nil {
+	if _, err := s.Reserve(context.Background(), day, []policy.Limit{rate("r", time.Minute, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

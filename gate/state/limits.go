@@ -1,9 +1,10 @@
-package store
+package state
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"math"
 	"sort"
 	"time"
@@ -28,7 +29,7 @@ type entry struct {
 }
 
 // checkLimits refuses a time or limits no store can count correctly.
-func checkLimits(at time.Time, limits []Limit) error {
+func checkLimits(at time.Time, limits []policy.Limit) error {
 	if err := checkTime(at); err != nil {
 		return err
 	}
@@ -36,7 +37,7 @@ func checkLimits(at time.Time, limits []Limit) error {
 		switch {
 		case l.Key == "":
 			return fmt.Errorf("store: limit %d has an empty key", i)
-		case l.Kind != KindBudget && l.Kind != KindRate:
+		case l.Kind != policy.KindBudget && l.Kind != policy.KindRate:
 			return fmt.Errorf("store: limit %d (%s) has an unknown kind %d", i, l.Key, l.Kind)
 		case l.Window <= 0:
 			return fmt.Errorf("store: limit %d (%s) has a non-positive window %v", i, l.Key, l.Window)
@@ -65,15 +66,15 @@ func checkTime(at time.Time) error {
 
 // windowStart returns the exclusive lower bound of the entries that count
 // at now: an entry at t counts when t > now-window.
-func windowStart(now int64, l Limit) int64 { return now - int64(l.Window) }
+func windowStart(now int64, l policy.Limit) int64 { return now - int64(l.Window) }
 
 // fits reports whether add more fits a counter holding used.
-func fits(l Limit, used int64) bool { return l.Add <= l.Max && used <= l.Max-l.Add }
+func fits(l policy.Limit, used int64) bool { return l.Add <= l.Max && used <= l.Max-l.Add }
 
 // denial builds the *Denied for limit i, which holds used, from the entries
 // that count towards it sorted oldest first.
-func denial(i int, l Limit, used int64, counting []entry) *Denied {
-	d := &Denied{Limit: i, Used: used}
+func denial(i int, l policy.Limit, used int64, counting []entry) *policy.Denied {
+	d := &policy.Denied{Limit: i, Used: used}
 	if l.Add > l.Max {
 		return d
 	}
@@ -94,7 +95,7 @@ func denial(i int, l Limit, used int64, counting []entry) *Denied {
 }
 
 // expiry returns when the last of limits' windows, starting at now, passes.
-func expiry(now int64, limits []Limit) int64 {
+func expiry(now int64, limits []policy.Limit) int64 {
 	end := now
 	for _, l := range limits {
 		end = max(end, now+int64(l.Window))
@@ -112,8 +113,8 @@ func newReservationID() (string, error) {
 }
 
 // checkOutcome refuses an outcome Settle does not know.
-func checkOutcome(o Outcome) error {
-	if o != Spent && o != Released && o != Unknown {
+func checkOutcome(o policy.Settlement) error {
+	if o != policy.Spent && o != policy.Released && o != policy.Unknown {
 		return fmt.Errorf("store: unknown outcome %d", o)
 	}
 	return nil

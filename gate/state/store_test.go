@@ -1,4 +1,4 @@
-package store
+package state
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,19 +50,19 @@ func forEach(t *testing.T, fn func(t *testing.T, open func(testing.TB) Store)) {
 // day is 23:59 on the first day of the rolling-window examples.
 var day = time.Date(2025, 3, 1, 23, 59, 0, 0, time.UTC)
 
-func budget(key string, window time.Duration, maxAmount, add int64) Limit {
-	return Limit{Key: key, Kind: KindBudget, Window: window, Max: maxAmount, Add: add}
+func budget(key string, window time.Duration, maxAmount, add int64) policy.Limit {
+	return policy.Limit{Key: key, Kind: policy.KindBudget, Window: window, Max: maxAmount, Add: add}
 }
 
-func rate(key string, window time.Duration, maxCalls int64) Limit {
-	return Limit{Key: key, Kind: KindRate, Window: window, Max: maxCalls, Add: 1}
+func rate(key string, window time.Duration, maxCalls int64) policy.Limit {
+	return policy.Limit{Key: key, Kind: policy.KindRate, Window: window, Max: maxCalls, Add: 1}
 }
 
 // step is one Reserve and what it should answer.
 type step struct {
 	at     time.Time
-	limits []Limit
-	want   *Denied // nil: the call fits
+	limits []policy.Limit
+	want   *policy.Denied // nil: the call fits
 }
 
 func runSteps(t *testing.T, s Store, steps []step) {
@@ -78,7 +79,7 @@ func runSteps(t *testing.T, s Store, steps []step) {
 			}
 			continue
 		}
-		var d *Denied
+		var d *policy.Denied
 		if !errors.As(err, &d) {
 			t.Fatalf("step %d at %v: Reserve = %q, %v; want a denial", i, st.at, id, err)
 		}
@@ -90,7 +91,7 @@ func runSteps(t *testing.T, s Store, steps []step) {
 
 func TestReserveRollingWindows(t *testing.T) {
 	const w24h = 24 * time.Hour
-	b24 := func(add int64) []Limit { return []Limit{budget("budget|*|USD|24h|", w24h, 2000, add)} }
+	b24 := func(add int64) []policy.Limit { return []policy.Limit{budget("budget|*|USD|24h|", w24h, 2000, add)} }
 	tests := []struct {
 		name  string
 		steps []step
@@ -100,92 +101,92 @@ func TestReserveRollingWindows(t *testing.T) {
 			steps: []step{
 				{at: day, limits: b24(1500)},
 				{at: day.Add(2 * time.Minute), limits: b24(600),
-					want: &Denied{Limit: 0, Used: 1500, RetryAt: day.Add(w24h)}},
+					want: &policy.Denied{Limit: 0, Used: 1500, RetryAt: day.Add(w24h)}},
 				{at: day.Add(2 * time.Minute), limits: b24(500)},
 				{at: day.Add(2 * time.Minute), limits: b24(1),
-					want: &Denied{Limit: 0, Used: 2000, RetryAt: day.Add(w24h)}},
+					want: &policy.Denied{Limit: 0, Used: 2000, RetryAt: day.Add(w24h)}},
 				{at: day.Add(w24h - time.Nanosecond), limits: b24(1),
-					want: &Denied{Limit: 0, Used: 2000, RetryAt: day.Add(w24h)}},
+					want: &policy.Denied{Limit: 0, Used: 2000, RetryAt: day.Add(w24h)}},
 				{at: day.Add(w24h), limits: b24(1500)},
 				{at: day.Add(w24h), limits: b24(1),
-					want: &Denied{Limit: 0, Used: 2000, RetryAt: day.Add(2*time.Minute + w24h)}},
+					want: &policy.Denied{Limit: 0, Used: 2000, RetryAt: day.Add(2*time.Minute + w24h)}},
 			},
 		},
 		{
 			name: "capacity returns exactly when the window passes and not a nanosecond before",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 10)}},
-				{at: day.Add(time.Minute - time.Nanosecond), limits: []Limit{budget("b", time.Minute, 10, 1)},
-					want: &Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
-				{at: day.Add(time.Minute), limits: []Limit{budget("b", time.Minute, 10, 10)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 10)}},
+				{at: day.Add(time.Minute - time.Nanosecond), limits: []policy.Limit{budget("b", time.Minute, 10, 1)},
+					want: &policy.Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
+				{at: day.Add(time.Minute), limits: []policy.Limit{budget("b", time.Minute, 10, 10)}},
 			},
 		},
 		{
 			name: "RetryAt waits for as many of the oldest entries as the call needs",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 3)}},
-				{at: day.Add(10 * time.Second), limits: []Limit{budget("b", time.Minute, 10, 3)}},
-				{at: day.Add(20 * time.Second), limits: []Limit{budget("b", time.Minute, 10, 3)}},
-				{at: day.Add(30 * time.Second), limits: []Limit{budget("b", time.Minute, 10, 5)},
-					want: &Denied{Limit: 0, Used: 9, RetryAt: day.Add(10*time.Second + time.Minute)}},
-				{at: day.Add(69 * time.Second), limits: []Limit{budget("b", time.Minute, 10, 5)},
-					want: &Denied{Limit: 0, Used: 6, RetryAt: day.Add(10*time.Second + time.Minute)}},
-				{at: day.Add(10*time.Second + time.Minute), limits: []Limit{budget("b", time.Minute, 10, 5)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 3)}},
+				{at: day.Add(10 * time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 3)}},
+				{at: day.Add(20 * time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 3)}},
+				{at: day.Add(30 * time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 5)},
+					want: &policy.Denied{Limit: 0, Used: 9, RetryAt: day.Add(10*time.Second + time.Minute)}},
+				{at: day.Add(69 * time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 5)},
+					want: &policy.Denied{Limit: 0, Used: 6, RetryAt: day.Add(10*time.Second + time.Minute)}},
+				{at: day.Add(10*time.Second + time.Minute), limits: []policy.Limit{budget("b", time.Minute, 10, 5)}},
 			},
 		},
 		{
 			name: "entries recorded at the same instant leave the window together",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 5)}},
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 5)}},
-				{at: day.Add(time.Second), limits: []Limit{budget("b", time.Minute, 10, 1)},
-					want: &Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 5)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 5)}},
+				{at: day.Add(time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 1)},
+					want: &policy.Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
 			},
 		},
 		{
 			name: "a call larger than the maximum never fits and has no retry time",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Hour, 10, 11)},
-					want: &Denied{Limit: 0, Used: 0}},
-				{at: day, limits: []Limit{budget("b", time.Hour, 10, 10)}},
-				{at: day, limits: []Limit{budget("b", time.Hour, 10, 11)},
-					want: &Denied{Limit: 0, Used: 10}},
+				{at: day, limits: []policy.Limit{budget("b", time.Hour, 10, 11)},
+					want: &policy.Denied{Limit: 0, Used: 0}},
+				{at: day, limits: []policy.Limit{budget("b", time.Hour, 10, 10)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Hour, 10, 11)},
+					want: &policy.Denied{Limit: 0, Used: 10}},
 			},
 		},
 		{
 			name: "a denial names the first limit exceeded and records nothing against the others",
 			steps: []step{
-				{at: day, limits: []Limit{rate("r", time.Minute, 2)}},
-				{at: day, limits: []Limit{rate("r", time.Minute, 2)}},
-				{at: day.Add(time.Second), limits: []Limit{budget("b", time.Hour, 100, 60), rate("r", time.Minute, 2)},
-					want: &Denied{Limit: 1, Used: 2, RetryAt: day.Add(time.Minute)}},
-				{at: day.Add(time.Second), limits: []Limit{budget("b", time.Hour, 100, 100)}},
+				{at: day, limits: []policy.Limit{rate("r", time.Minute, 2)}},
+				{at: day, limits: []policy.Limit{rate("r", time.Minute, 2)}},
+				{at: day.Add(time.Second), limits: []policy.Limit{budget("b", time.Hour, 100, 60), rate("r", time.Minute, 2)},
+					want: &policy.Denied{Limit: 1, Used: 2, RetryAt: day.Add(time.Minute)}},
+				{at: day.Add(time.Second), limits: []policy.Limit{budget("b", time.Hour, 100, 100)}},
 			},
 		},
 		{
 			name: "counters with different keys do not share capacity",
 			steps: []step{
-				{at: day, limits: []Limit{rate("rate|cust:a", time.Minute, 1)}},
-				{at: day, limits: []Limit{rate("rate|cust:b", time.Minute, 1)}},
-				{at: day, limits: []Limit{rate("rate|cust:a", time.Minute, 1)},
-					want: &Denied{Limit: 0, Used: 1, RetryAt: day.Add(time.Minute)}},
+				{at: day, limits: []policy.Limit{rate("rate|cust:a", time.Minute, 1)}},
+				{at: day, limits: []policy.Limit{rate("rate|cust:b", time.Minute, 1)}},
+				{at: day, limits: []policy.Limit{rate("rate|cust:a", time.Minute, 1)},
+					want: &policy.Denied{Limit: 0, Used: 1, RetryAt: day.Add(time.Minute)}},
 			},
 		},
 		{
 			name: "a call stamped before recorded entries still counts them",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 10)}},
-				{at: day.Add(-time.Second), limits: []Limit{budget("b", time.Minute, 10, 1)},
-					want: &Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 10)}},
+				{at: day.Add(-time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 1)},
+					want: &policy.Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Minute)}},
 			},
 		},
 		{
 			name: "entries long past their window are pruned without changing the counts",
 			steps: []step{
-				{at: day, limits: []Limit{budget("b", time.Minute, 10, 4)}},
-				{at: day.Add(time.Hour), limits: []Limit{budget("b", time.Minute, 10, 10)}},
-				{at: day.Add(time.Hour + time.Second), limits: []Limit{budget("b", time.Minute, 10, 1)},
-					want: &Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Hour + time.Minute)}},
+				{at: day, limits: []policy.Limit{budget("b", time.Minute, 10, 4)}},
+				{at: day.Add(time.Hour), limits: []policy.Limit{budget("b", time.Minute, 10, 10)}},
+				{at: day.Add(time.Hour + time.Second), limits: []policy.Limit{budget("b", time.Minute, 10, 1)},
+					want: &policy.Denied{Limit: 0, Used: 10, RetryAt: day.Add(time.Hour + time.Minute)}},
 			},
 		},
 	}
@@ -200,22 +201,22 @@ func TestReserveRefusesBadInput(t *testing.T) {
 	tests := []struct {
 		name   string
 		at     time.Time
-		limits []Limit
+		limits []policy.Limit
 		want   string
 	}{
-		{"an empty key is refused", day, []Limit{{Kind: KindRate, Window: time.Minute, Max: 1, Add: 1}}, "empty key"},
-		{"an unknown kind is refused", day, []Limit{{Key: "k", Window: time.Minute, Max: 1, Add: 1}}, "unknown kind"},
-		{"a zero window is refused", day, []Limit{{Key: "k", Kind: KindRate, Max: 1, Add: 1}}, "non-positive window"},
-		{"a negative add is refused", day, []Limit{{Key: "k", Kind: KindBudget, Window: time.Minute, Max: 1, Add: -1}}, "negative"},
-		{"a key given twice is refused", day, []Limit{rate("k", time.Minute, 5), rate("k", time.Minute, 5)}, "repeats the key"},
-		{"a zero time is refused", time.Time{}, []Limit{rate("k", time.Minute, 5)}, "out of range"},
+		{"an empty key is refused", day, []policy.Limit{{Kind: policy.KindRate, Window: time.Minute, Max: 1, Add: 1}}, "empty key"},
+		{"an unknown kind is refused", day, []policy.Limit{{Key: "k", Window: time.Minute, Max: 1, Add: 1}}, "unknown kind"},
+		{"a zero window is refused", day, []policy.Limit{{Key: "k", Kind: policy.KindRate, Max: 1, Add: 1}}, "non-positive window"},
+		{"a negative add is refused", day, []policy.Limit{{Key: "k", Kind: policy.KindBudget, Window: time.Minute, Max: 1, Add: -1}}, "negative"},
+		{"a key given twice is refused", day, []policy.Limit{rate("k", time.Minute, 5), rate("k", time.Minute, 5)}, "repeats the key"},
+		{"a zero time is refused", time.Time{}, []policy.Limit{rate("k", time.Minute, 5)}, "out of range"},
 	}
 	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
 		s := open(t)
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				_, err := s.Reserve(context.Background(), tt.at, tt.limits)
-				var d *Denied
+				var d *policy.Denied
 				if err == nil || errors.As(err, &d) || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("Reserve = %v, want an error containing %q", err, tt.want)
 				}
@@ -226,19 +227,19 @@ func TestReserveRefusesBadInput(t *testing.T) {
 
 func TestSettle(t *testing.T) {
 	ctx := context.Background()
-	call := []Limit{budget("b", time.Hour, 100, 100), rate("r", time.Hour, 1)}
+	call := []policy.Limit{budget("b", time.Hour, 100, 100), rate("r", time.Hour, 1)}
 	tests := []struct {
 		name     string
-		outcomes []Outcome
+		outcomes []policy.Settlement
 		// after settling, whether a budget-only and a rate-only call fit
 		budgetFits, rateFits bool
 	}{
-		{"a released call frees its budget but not its rate", []Outcome{Released}, true, false},
-		{"a spent call keeps its budget", []Outcome{Spent}, false, false},
-		{"a call of unknown outcome keeps its budget", []Outcome{Unknown}, false, false},
-		{"settling twice keeps the first outcome, spent", []Outcome{Spent, Released}, false, false},
-		{"settling twice keeps the first outcome, released", []Outcome{Released, Spent}, true, false},
-		{"settling twice keeps the first outcome, unknown", []Outcome{Unknown, Released}, false, false},
+		{"a released call frees its budget but not its rate", []policy.Settlement{policy.Released}, true, false},
+		{"a spent call keeps its budget", []policy.Settlement{policy.Spent}, false, false},
+		{"a call of unknown outcome keeps its budget", []policy.Settlement{policy.Unknown}, false, false},
+		{"settling twice keeps the first outcome, spent", []policy.Settlement{policy.Spent, policy.Released}, false, false},
+		{"settling twice keeps the first outcome, released", []policy.Settlement{policy.Released, policy.Spent}, true, false},
+		{"settling twice keeps the first outcome, unknown", []policy.Settlement{policy.Unknown, policy.Released}, false, false},
 	}
 	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
 		for _, tt := range tests {
@@ -265,7 +266,7 @@ func TestSettle(t *testing.T) {
 			})
 		}
 		t.Run("settling an unknown reservation is ErrNotFound", func(t *testing.T) {
-			if err := open(t).Settle(ctx, "0123456789abcdef", Spent); !errors.Is(err, ErrNotFound) {
+			if err := open(t).Settle(ctx, "0123456789abcdef", policy.Spent); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Settle = %v, want ErrNotFound", err)
 			}
 		})
@@ -275,23 +276,23 @@ func TestSettle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Settle(ctx, id, Outcome(9)); err == nil || errors.Is(err, ErrNotFound) {
+			if err := s.Settle(ctx, id, policy.Settlement(9)); err == nil || errors.Is(err, ErrNotFound) {
 				t.Fatalf("Settle = %v, want an invalid-outcome error", err)
 			}
-			if err := s.Settle(ctx, id, Released); err != nil {
+			if err := s.Settle(ctx, id, policy.Released); err != nil {
 				t.Fatalf("Settle after a refused outcome: %v", err)
 			}
 		})
 		t.Run("a reservation can be settled long after its window", func(t *testing.T) {
 			s := open(t)
-			id, err := s.Reserve(ctx, day, []Limit{rate("r", time.Minute, 5)})
+			id, err := s.Reserve(ctx, day, []policy.Limit{rate("r", time.Minute, 5)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Reserve(ctx, day.Add(30*time.Minute), []Limit{rate("r", time.Minute, 5)}); err != nil {
+			if _, err := s.Reserve(ctx, day.Add(30*time.Minute), []policy.Limit{rate("r", time.Minute, 5)}); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Settle(ctx, id, Spent); err != nil {
+			if err := s.Settle(ctx, id, policy.Spent); err != nil {
 				t.Fatalf("Settle = %v", err)
 			}
 		})
@@ -302,7 +303,7 @@ func TestSettle(t *testing.T) {
 			if errA != nil || errB != nil || a == b {
 				t.Fatalf("Reserve = %q, %v and %q, %v; want two distinct IDs", a, errA, b, errB)
 			}
-			if err := s.Settle(ctx, a, Spent); err != nil {
+			if err := s.Settle(ctx, a, policy.Spent); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -450,7 +451,7 @@ func hammerReserve(t *testing.T, handles []Store, calls int) {
 	t.Helper()
 	const maxAmount, add = 1000, 7
 	ctx := context.Background()
-	limits := []Limit{budget("budget|*|USD|24h|", 24*time.Hour, maxAmount, add)}
+	limits := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, maxAmount, add)}
 	var (
 		wg              sync.WaitGroup
 		granted, denied atomic.Int64
@@ -461,7 +462,7 @@ func hammerReserve(t *testing.T, handles []Store, calls int) {
 		wg.Go(func() {
 			<-start
 			_, err := handles[i%len(handles)].Reserve(ctx, day.Add(time.Duration(i)*time.Millisecond), limits)
-			var d *Denied
+			var d *policy.Denied
 			switch {
 			case err == nil:
 				granted.Add(add)
@@ -488,12 +489,12 @@ func hammerReserve(t *testing.T, handles []Store, calls int) {
 		t.Errorf("%d calls denied, want %d", got, want)
 	}
 	// The remaining 6 fit exactly, and then nothing more.
-	rest := []Limit{budget(limits[0].Key, 24*time.Hour, maxAmount, maxAmount-maxAmount/add*add)}
+	rest := []policy.Limit{budget(limits[0].Key, 24*time.Hour, maxAmount, maxAmount-maxAmount/add*add)}
 	if _, err := handles[0].Reserve(ctx, day.Add(time.Hour), rest); err != nil {
 		t.Errorf("the remaining %d do not fit: %v", rest[0].Add, err)
 	}
 	rest[0].Add = 1
-	var d *Denied
+	var d *policy.Denied
 	if _, err := handles[len(handles)-1].Reserve(ctx, day.Add(time.Hour), rest); !errors.As(err, &d) || d.Used != maxAmount {
 		t.Errorf("Reserve past the full budget = %v, want a denial with Used %d", err, maxAmount)
 	}

@@ -1,7 +1,8 @@
-package store
+package state
 
 import (
 	"context"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"slices"
 	"sync"
 	"time"
@@ -30,14 +31,14 @@ type Memory struct {
 type memEntry struct {
 	entry
 	reservation string
-	kind        Kind
+	kind        policy.Kind
 	expires     int64
 }
 
 type memReservation struct {
 	keys    []string
 	expires int64
-	outcome Outcome // 0 until settled
+	outcome policy.Settlement // 0 until settled
 }
 
 type memClaim struct {
@@ -63,7 +64,7 @@ func NewMemory() *Memory {
 }
 
 // Reserve implements [Store].
-func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []Limit) (string, error) {
+func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -139,7 +140,7 @@ func (m *Memory) sweepEntries(now int64) {
 }
 
 // Settle implements [Store].
-func (m *Memory) Settle(ctx context.Context, id string, outcome Outcome) error {
+func (m *Memory) Settle(ctx context.Context, id string, outcome policy.Settlement) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -156,10 +157,10 @@ func (m *Memory) Settle(ctx context.Context, id string, outcome Outcome) error {
 		return nil
 	}
 	r.outcome = outcome
-	if outcome == Released {
+	if outcome == policy.Released {
 		for _, key := range r.keys {
 			kept := slices.DeleteFunc(m.entries[key], func(e memEntry) bool {
-				return e.reservation == id && e.kind == KindBudget
+				return e.reservation == id && e.kind == policy.KindBudget
 			})
 			if len(kept) == 0 {
 				delete(m.entries, key)

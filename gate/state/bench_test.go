@@ -1,8 +1,9 @@
-package store
+package state
 
 import (
 	"context"
 	"fmt"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"math"
 	"path/filepath"
 	"testing"
@@ -11,7 +12,7 @@ import (
 
 // benchLimits is a call checked against a global budget, a per-customer
 // budget and a rate limit, as a policy with all three would ask.
-var benchLimits = []Limit{
+var benchLimits = []policy.Limit{
 	budget("budget|*|USD|24h|", time.Minute, math.MaxInt64/2, 1999),
 	budget("budget|*|USD|1h|cust:4f2a", time.Minute, math.MaxInt64/2, 1999),
 	rate("rate|*|1m|", time.Minute, math.MaxInt64/2),
@@ -40,7 +41,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := s.Settle(ctx, id, Spent); err != nil {
+				if err := s.Settle(ctx, id, policy.Spent); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,4 @@
-// Package store keeps the state the policy needs across calls, processes and
+// Package state keeps the state the policy needs across calls, processes and
 // restarts: budget and rate-limit counters, the duplicate-call guard, and
 // the hash-chained audit trail.
 //
@@ -8,7 +8,7 @@
 // implementation and [NewMemory] the in-memory one for tests. A shared
 // database for several replicas is a third implementation of the same
 // interface.
-package store
+package state
 
 import (
 	"context"
@@ -17,75 +17,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"io"
 	"strconv"
 	"time"
-)
-
-// Kind says what a counter counts and what settling does to it.
-type Kind uint8
-
-const (
-	// KindBudget counts money in minor units. Its entry is removed when the
-	// call is settled as [Released] (Clink definitely refused it).
-	KindBudget Kind = iota + 1
-	// KindRate counts allowed calls. Its entry stays whatever the outcome.
-	KindRate
-)
-
-// Limit is one rolling-window counter a call is checked against.
-//
-// An entry recorded at time t counts for every check at a time in
-// [t, t+Window): capacity returns exactly when the window has passed. An
-// entry stamped later than the check (the clocks of processes sharing a
-// store disagree) counts too: the store fails closed.
-type Limit struct {
-	// Key names the counter, e.g. "budget|*|USD|24h|" or
-	// "rate|*|1m|cust:4f2a…". Callers choose keys; the store only compares
-	// them. Keys must not contain raw customer emails.
-	Key string
-	// Kind is what the counter counts.
-	Kind Kind
-	// Window is the rolling window; it must be positive.
-	Window time.Duration
-	// Max is the most the counter may hold within any window.
-	Max int64
-	// Add is what this call adds: minor units for a budget, 1 for a rate.
-	Add int64
-}
-
-// Denied is returned by [Store.Reserve] when a limit would be exceeded.
-type Denied struct {
-	// Limit is the index, in the slice given to Reserve, of the first limit
-	// that would be exceeded.
-	Limit int
-	// Used is what that counter holds within its window at the time of the
-	// check.
-	Used int64
-	// RetryAt is the earliest time at which enough of the window has passed
-	// for this call to fit, assuming nothing else is recorded meanwhile. It
-	// is the zero time when the call can never fit (Add > Max).
-	RetryAt time.Time
-}
-
-// Error implements error.
-func (d *Denied) Error() string {
-	return fmt.Sprintf("store: limit %d would be exceeded (used %d)", d.Limit, d.Used)
-}
-
-// Outcome is how a reserved call ended.
-type Outcome uint8
-
-const (
-	// Spent: the call succeeded; its entries keep counting until their
-	// windows pass.
-	Spent Outcome = iota + 1
-	// Released: the call definitely did not happen (Clink refused it); its
-	// budget entries are removed, its rate entries stay.
-	Released
-	// Unknown: the call may have happened; its entries keep counting, as if
-	// spent, since the money may be committed.
-	Unknown
 )
 
 // ClaimState is what [Store.Claim] found.
@@ -186,12 +121,12 @@ type Store interface {
 	// exceeded, records the call against all of them in one atomic step,
 	// returning the reservation's ID. When one would be exceeded it records
 	// nothing and returns a *Denied error.
-	Reserve(ctx context.Context, at time.Time, limits []Limit) (id string, err error)
+	Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (id string, err error)
 	// Settle records how a reserved call ended. Settling an unknown ID is
 	// an error ([ErrNotFound]); settling twice keeps the first outcome. A
 	// reservation is remembered for at least an hour after its longest
 	// window has passed.
-	Settle(ctx context.Context, id string, outcome Outcome) error
+	Settle(ctx context.Context, id string, outcome policy.Settlement) error
 
 	// Claim takes the duplicate guard's slot for c.Key, or reports what
 	// holds it. A finished claim whose window has passed is replaced; one
