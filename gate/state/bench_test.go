@@ -3,11 +3,12 @@ package state
 import (
 	"context"
 	"fmt"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"math"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // benchLimits is a call checked against a global budget, a per-customer

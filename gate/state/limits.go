@@ -3,11 +3,13 @@ package state
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"math"
 	"sort"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // Retention rules shared by the implementations, so that they prune alike.
@@ -138,4 +140,33 @@ func cloneBytes(b []byte) []byte {
 		return nil
 	}
 	return append([]byte(nil), b...)
+}
+
+// errClosed is returned by a handle used after Close.
+var errClosed = errors.New("store: the handle is closed")
+
+// newOwnerID returns a random ID for a store handle, the owner of the
+// intents it holds.
+func newOwnerID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("state: " + err.Error()) // crypto/rand does not fail on supported systems
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// checkHold refuses a hold no store can keep.
+func checkHold(h *Hold) error {
+	if h.Intent.Call == "" {
+		return errors.New("store: hold has no call ID")
+	}
+	if h.Claim != nil {
+		if h.Claim.Call != h.Intent.Call {
+			return errors.New("store: hold's claim is not its call's")
+		}
+		if err := checkClaim(*h.Claim); err != nil {
+			return err
+		}
+	}
+	return checkLimits(h.At, h.Limits)
 }

@@ -2,10 +2,12 @@ package state
 
 import (
 	"context"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"slices"
+	"sort"
 	"sync"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // sweepEvery is how many Reserve or Claim calls a [Memory] lets pass
@@ -13,14 +15,23 @@ import (
 // the keys a call touches.
 const sweepEvery = 1024
 
-// Memory is a [Store] that keeps everything in memory, for tests and
-// demos. It behaves exactly as [SQLite] does, one process at a time.
+// Memory is a [Store] that keeps everything in memory, for tests, demos
+// and the built-in sandbox. It behaves exactly as [SQLite] does; handles
+// opened with [Memory.Open] share its state as processes share a file.
 // The zero value is not usable; call [NewMemory].
 type Memory struct {
+	*memState
+	owner string
+}
+
+// memState is what every handle of one Memory shares.
+type memState struct {
 	mu           sync.Mutex
-	entries      map[string][]memEntry // by limit key
+	counters     map[string]*memCounter // by limit key
 	reservations map[string]*memReservation
 	claims       map[string]*memClaim
+	intents      map[string]*memIntent // by call
+	owners       map[string]bool       // open handles
 	audit        []AuditRecord
 	headSeq      int64
 	headHash     string
@@ -28,25 +39,41 @@ type Memory struct {
 	claimCalls   int
 }
 
+// memCounter is one limit's running total and the entries that make it up,
+// oldest first.
+type memCounter struct {
+	total   int64
+	window  int64
+	entries []memEntry
+}
+
 type memEntry struct {
 	entry
 	reservation string
 	kind        policy.Kind
-	expires     int64
 }
 
 type memReservation struct {
+	at      int64
 	keys    []string
 	expires int64
 	outcome policy.Settlement // 0 until settled
 }
 
 type memClaim struct {
+	call        string
 	fingerprint string
 	at          int64
 	expires     int64
 	done        bool
 	result      []byte
+}
+
+type memIntent struct {
+	owner       string
+	claimKey    string
+	reservation string
+	seq         int64
 }
 
 // liveUntil is when the claim stops holding its key: see [InFlightLease].
@@ -56,14 +83,61 @@ var _ Store = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{
-		entries:      make(map[string][]memEntry),
+	st := &memState{
+		counters:     make(map[string]*memCounter),
 		reservations: make(map[string]*memReservation),
 		claims:       make(map[string]*memClaim),
+		intents:      make(map[string]*memIntent),
+		owners:       make(map[string]bool),
 	}
+	return st.open()
 }
 
-// Reserve implements [Store].
+// Open returns another handle on m's state, as a second process opening the
+// same file would get: its own owner of intents.
+func (m *Memory) Open() *Memory { return m.memState.open() }
+
+func (st *memState) open() *Memory {
+	owner := newOwnerID()
+	st.mu.Lock()
+	st.owners[owner] = true
+	st.mu.Unlock()
+	return &Memory{memState: st, owner: owner}
+}
+
+// Check implements [Ledger].
+func (m *Memory) Check(ctx context.Context, at time.Time, limits []policy.Limit) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkLimits(at, limits); err != nil {
+		return err
+	}
+	now := at.UnixNano()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, l := range limits {
+		c := m.counters[l.Key]
+		if c == nil {
+			if !fits(l, 0) {
+				return denial(i, l, 0, nil)
+			}
+			continue
+		}
+		used := c.total
+		from := windowStart(now, l)
+		k := 0
+		for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
+			used -= c.entries[k].amount
+		}
+		if !fits(l, used) {
+			return denial(i, l, used, entriesOf(c.entries[k:]))
+		}
+	}
+	return nil
+}
+
+// Reserve implements [Ledger].
 func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -71,75 +145,94 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 	if err := checkLimits(at, limits); err != nil {
 		return "", err
 	}
-	now := at.UnixNano()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reserve(at.UnixNano(), limits)
+}
+
+// reserve is Reserve under m.mu.
+func (m *Memory) reserve(now int64, limits []policy.Limit) (string, error) {
 	id, err := newReservationID()
 	if err != nil {
 		return "", err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.reserves++
 	if m.reserves%sweepEvery == 0 {
-		m.sweepEntries(now)
+		m.sweep(now)
 	}
 	for i, l := range limits {
-		m.pruneKey(l.Key, now)
-		var used int64
-		from := windowStart(now, l)
-		for _, e := range m.entries[l.Key] {
-			if e.at > from {
-				used += e.amount
-			}
+		c := m.counters[l.Key]
+		if c == nil {
+			c = &memCounter{window: int64(l.Window)}
+			m.counters[l.Key] = c
 		}
-		if !fits(l, used) {
-			var counting []entry
-			for _, e := range m.entries[l.Key] {
-				if e.at > from {
-					counting = append(counting, e.entry)
-				}
-			}
-			return "", denial(i, l, used, counting)
+		c.expire(windowStart(now, l))
+		if !fits(l, c.total) {
+			return "", denial(i, l, c.total, entriesOf(c.entries))
 		}
 	}
-	r := &memReservation{expires: expiry(now, limits)}
+	r := &memReservation{at: now, expires: expiry(now, limits)}
 	for _, l := range limits {
-		m.entries[l.Key] = append(m.entries[l.Key], memEntry{
-			entry:       entry{at: now, amount: l.Add},
-			reservation: id,
-			kind:        l.Kind,
-			expires:     now + int64(l.Window),
-		})
+		c := m.counters[l.Key]
+		c.window = int64(l.Window)
+		c.total += l.Add
+		e := memEntry{entry: entry{at: now, amount: l.Add}, reservation: id, kind: l.Kind}
+		// Entries are kept oldest first; a call stamped earlier than the
+		// newest (clocks of callers disagree) goes in its place.
+		k := len(c.entries)
+		for k > 0 && c.entries[k-1].at > now {
+			k--
+		}
+		c.entries = slices.Insert(c.entries, k, e)
 		r.keys = append(r.keys, l.Key)
 	}
 	m.reservations[id] = r
 	return id, nil
 }
 
-// pruneKey drops key's entries whose windows passed more than pruneGrace
-// before now.
-func (m *Memory) pruneKey(key string, now int64) {
-	es := m.entries[key]
-	kept := slices.DeleteFunc(es, func(e memEntry) bool { return e.expires <= now-int64(pruneGrace) })
-	if len(kept) == 0 {
-		delete(m.entries, key)
-		return
+// expire drops the entries at or before from, which no longer count, from
+// the front of c and its total: each entry is dropped once, so the cost is
+// constant per call however many entries a window holds.
+func (c *memCounter) expire(from int64) {
+	k := 0
+	for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
+		c.total -= c.entries[k].amount
 	}
-	m.entries[key] = kept
+	if k > 0 {
+		c.entries = slices.Delete(c.entries, 0, k)
+	}
 }
 
-// sweepEntries prunes every key and forgets reservations past retention.
-func (m *Memory) sweepEntries(now int64) {
-	for key := range m.entries {
-		m.pruneKey(key, now)
+func entriesOf(es []memEntry) []entry {
+	out := make([]entry, len(es))
+	for i, e := range es {
+		out[i] = e.entry
+	}
+	return out
+}
+
+// sweep forgets counters whose every entry has expired, claims and
+// reservations past retention.
+func (m *Memory) sweep(now int64) {
+	for key, c := range m.counters {
+		c.expire(now - c.window - int64(pruneGrace))
+		if len(c.entries) == 0 {
+			delete(m.counters, key)
+		}
 	}
 	for id, r := range m.reservations {
 		if r.expires <= now-int64(reservationRetention) {
 			delete(m.reservations, id)
 		}
 	}
+	for key, cl := range m.claims {
+		if cl.liveUntil() <= now-int64(pruneGrace) {
+			delete(m.claims, key)
+		}
+	}
 }
 
-// Settle implements [Store].
+// Settle implements [Ledger].
 func (m *Memory) Settle(ctx context.Context, id string, outcome policy.Settlement) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -149,6 +242,11 @@ func (m *Memory) Settle(ctx context.Context, id string, outcome policy.Settlemen
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.settle(id, outcome)
+}
+
+// settle is Settle under m.mu.
+func (m *Memory) settle(id string, outcome policy.Settlement) error {
 	r, ok := m.reservations[id]
 	if !ok {
 		return ErrNotFound
@@ -157,22 +255,28 @@ func (m *Memory) Settle(ctx context.Context, id string, outcome policy.Settlemen
 		return nil
 	}
 	r.outcome = outcome
-	if outcome == policy.Released {
-		for _, key := range r.keys {
-			kept := slices.DeleteFunc(m.entries[key], func(e memEntry) bool {
-				return e.reservation == id && e.kind == policy.KindBudget
-			})
-			if len(kept) == 0 {
-				delete(m.entries, key)
-			} else {
-				m.entries[key] = kept
+	if outcome != policy.Released {
+		return nil
+	}
+	for _, key := range r.keys {
+		c := m.counters[key]
+		if c == nil {
+			continue
+		}
+		// The reservation's entries sit where their time puts them.
+		k := sort.Search(len(c.entries), func(i int) bool { return c.entries[i].at >= r.at })
+		for ; k < len(c.entries) && c.entries[k].at == r.at; k++ {
+			if e := c.entries[k]; e.reservation == id && e.kind == policy.KindBudget {
+				c.total -= e.amount
+				c.entries = slices.Delete(c.entries, k, k+1)
+				break
 			}
 		}
 	}
 	return nil
 }
 
-// Claim implements [Store].
+// Claim implements [Claims].
 func (m *Memory) Claim(ctx context.Context, c Claim) (Prior, error) {
 	if err := ctx.Err(); err != nil {
 		return Prior{}, err
@@ -180,32 +284,33 @@ func (m *Memory) Claim(ctx context.Context, c Claim) (Prior, error) {
 	if err := checkClaim(c); err != nil {
 		return Prior{}, err
 	}
-	now := c.At.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.claim(c), nil
+}
+
+// claim is Claim under m.mu.
+func (m *Memory) claim(c Claim) Prior {
+	now := c.At.UnixNano()
 	m.claimCalls++
 	if m.claimCalls%sweepEvery == 0 {
-		for key, cl := range m.claims {
-			if cl.liveUntil() <= now-int64(pruneGrace) {
-				delete(m.claims, key)
-			}
-		}
+		m.sweep(now)
 	}
 	if cl, ok := m.claims[c.Key]; ok && now < cl.liveUntil() {
 		switch {
 		case cl.fingerprint != c.Fingerprint:
-			return Prior{State: ClaimConflict}, nil
+			return Prior{State: ClaimConflict}
 		case cl.done:
-			return Prior{State: ClaimDone, Result: cloneBytes(cl.result)}, nil
+			return Prior{State: ClaimDone, Result: cloneBytes(cl.result)}
 		default:
-			return Prior{State: ClaimInFlight}, nil
+			return Prior{State: ClaimInFlight}
 		}
 	}
-	m.claims[c.Key] = &memClaim{fingerprint: c.Fingerprint, at: now, expires: now + int64(c.Window)}
-	return Prior{State: ClaimNew}, nil
+	m.claims[c.Key] = &memClaim{call: c.Call, fingerprint: c.Fingerprint, at: now, expires: now + int64(c.Window)}
+	return Prior{State: ClaimNew}
 }
 
-// Finish implements [Store].
+// Finish implements [Claims].
 func (m *Memory) Finish(ctx context.Context, key string, result []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -220,7 +325,7 @@ func (m *Memory) Finish(ctx context.Context, key string, result []byte) error {
 	return nil
 }
 
-// Drop implements [Store].
+// Drop implements [Claims].
 func (m *Memory) Drop(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -234,24 +339,30 @@ func (m *Memory) Drop(ctx context.Context, key string) error {
 	return nil
 }
 
-// AppendAudit implements [Store].
+// AppendAudit implements [Journal].
 func (m *Memory) AppendAudit(ctx context.Context, rec *AuditRecord) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.append(rec)
+	return nil
+}
+
+// append is AppendAudit under m.mu.
+func (m *Memory) append(rec *AuditRecord) {
 	r := *rec
 	r.Time = r.Time.UTC()
-	r.Seq, r.PrevHash = m.headSeq+1, m.headHash
+	r.Open = false
+	r.Seq, r.Format, r.PrevHash = m.headSeq+1, auditFormat, m.headHash
 	r.Hash = r.ComputeHash()
 	m.audit = append(m.audit, r)
 	m.headSeq, m.headHash = r.Seq, r.Hash
 	*rec = r
-	return nil
 }
 
-// ScanAudit implements [Store]. It works on a snapshot taken when it is
+// ScanAudit implements [Journal]. It works on a snapshot taken when it is
 // called, so fn may call m.
 func (m *Memory) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
 	m.mu.Lock()
@@ -268,7 +379,7 @@ func (m *Memory) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) err
 	return nil
 }
 
-// AuditHead implements [Store].
+// AuditHead implements [Journal].
 func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, "", err
@@ -278,5 +389,98 @@ func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 	return m.headSeq, m.headHash, nil
 }
 
-// Close implements [Store]. It does nothing: a Memory stays usable.
-func (m *Memory) Close() error { return nil }
+// Intents implements [Journal].
+func (m *Memory) Intents(ctx context.Context) ([]Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Intent, 0, len(m.intents))
+	for call, in := range m.intents {
+		out = append(out, Intent{Call: call, Owner: in.owner, Orphaned: !m.owners[in.owner],
+			ClaimKey: in.claimKey, Reservation: in.reservation, Record: m.audit[in.seq-1]})
+	}
+	slices.SortFunc(out, func(a, b Intent) int { return int(a.Record.Seq - b.Record.Seq) })
+	return out, nil
+}
+
+// Hold implements [Store].
+func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkHold(h); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.owners[m.owner] {
+		return nil, errClosed
+	}
+	now := h.At.UnixNano()
+	held := &Held{Prior: Prior{State: ClaimNew}}
+	if h.Claim != nil {
+		if prior, ok := m.claims[h.Claim.Key]; ok && now < prior.liveUntil() {
+			held.Prior = m.claim(*h.Claim)
+			return held, nil
+		}
+	}
+	var err error
+	if held.Reservation, err = m.reserve(now, h.Limits); err != nil {
+		return nil, err
+	}
+	if h.Claim != nil {
+		m.claim(*h.Claim)
+	}
+	held.Intent = h.Intent
+	held.Intent.Reservation = held.Reservation
+	m.append(&held.Intent)
+	key := ""
+	if h.Claim != nil {
+		key = h.Claim.Key
+	}
+	m.intents[h.Intent.Call] = &memIntent{owner: m.owner, claimKey: key, reservation: held.Reservation, seq: held.Intent.Seq}
+	return held, nil
+}
+
+// Complete implements [Store].
+func (m *Memory) Complete(ctx context.Context, c *Completion) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.Reservation != "" {
+		if err := checkOutcome(c.Settlement); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, open := m.intents[c.Call]; !open && c.OnlyIfOpen {
+		return ErrNotFound
+	}
+	delete(m.intents, c.Call)
+	if c.Reservation != "" {
+		if err := m.settle(c.Reservation, c.Settlement); err != nil && err != ErrNotFound {
+			return err
+		}
+	}
+	if cl, ok := m.claims[c.ClaimKey]; ok && c.ClaimKey != "" && cl.call == c.Call {
+		if c.Replay == nil {
+			delete(m.claims, c.ClaimKey)
+		} else {
+			cl.done, cl.result = true, cloneBytes(c.Replay)
+		}
+	}
+	m.append(&c.Record)
+	return nil
+}
+
+// Close implements [Store]: the handle's open intents become orphaned. The
+// state stays, for the other handles.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.owners, m.owner)
+	return nil
+}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 
 	// The pure-Go SQLite driver: the binary needs no cgo.
 	_ "modernc.org/sqlite"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // applicationID marks a SQLite file as a clink-mcp store ("Clnk"), so that
@@ -85,28 +86,76 @@ CREATE TABLE meta (
 );
 INSERT INTO meta (id, audit_seq, audit_hash) VALUES (1, 0, '');
 `,
+	// 2: running totals per counter, the audit trail's second format, the
+	// call a claim belongs to, and open intents.
+	`
+CREATE TABLE counters (
+	key     TEXT PRIMARY KEY,
+	total   INTEGER NOT NULL,       -- the sum of the key's counter_entries
+	window  INTEGER NOT NULL,       -- ns
+	expires INTEGER NOT NULL        -- unix ns: when its newest entry stops counting
+) WITHOUT ROWID;
+CREATE INDEX counters_expires ON counters (expires);
+INSERT INTO counters (key, total, window, expires)
+	SELECT key, SUM(amount), MAX(expires - at), MAX(expires) FROM counter_entries GROUP BY key;
+DROP INDEX counter_entries_expires;
+
+ALTER TABLE claims ADD COLUMN call TEXT NOT NULL DEFAULT '';
+
+ALTER TABLE audit ADD COLUMN format           INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN kind             TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN call             TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN caller           TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN amounts          TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN customer_id_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN reservation      TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE intents (
+	call        TEXT PRIMARY KEY,
+	seq         INTEGER NOT NULL,   -- the intent's audit record
+	owner       TEXT NOT NULL,      -- the handle holding it; see ownerLock
+	claim_key   TEXT NOT NULL,
+	reservation TEXT NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // The statements the store runs, prepared once per handle.
 const (
-	qPruneEntries      = `DELETE FROM counter_entries WHERE expires <= ?`
+	qExpireEntries     = `DELETE FROM counter_entries WHERE key = ? AND at <= ? RETURNING amount`
+	qExpiredSum        = `SELECT COALESCE(SUM(amount), 0) FROM counter_entries WHERE key = ? AND at <= ?`
+	qCounterTotal      = `SELECT total FROM counters WHERE key = ?`
+	qPutCounter        = `INSERT INTO counters (key, total, window, expires) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET total = excluded.total, window = excluded.window, expires = max(expires, excluded.expires)`
+	qSubtract          = `UPDATE counters SET total = total - ? WHERE key = ?`
+	qIdleCounters      = `DELETE FROM counters WHERE expires <= ? RETURNING key`
+	qDropEntries       = `DELETE FROM counter_entries WHERE key = ?`
 	qPruneReservations = `DELETE FROM reservations WHERE expires <= ?`
-	qUsed              = `SELECT COALESCE(SUM(amount), 0) FROM counter_entries WHERE key = ? AND at > ?`
 	qCounting          = `SELECT at, amount FROM counter_entries WHERE key = ? AND at > ? ORDER BY at`
 	qInsertReservation = `INSERT INTO reservations (id, at, expires) VALUES (?, ?, ?)`
 	qInsertEntry       = `INSERT INTO counter_entries (reservation, key, kind, at, amount, expires) VALUES (?, ?, ?, ?, ?, ?)`
 	qOutcome           = `SELECT outcome FROM reservations WHERE id = ?`
 	qSetOutcome        = `UPDATE reservations SET outcome = ? WHERE id = ? AND outcome = 0`
-	qRelease           = `DELETE FROM counter_entries WHERE reservation = ? AND kind = ?`
+	qRelease           = `DELETE FROM counter_entries WHERE reservation = ? AND kind = ? RETURNING key, amount`
 	qPruneClaims       = `DELETE FROM claims WHERE expires <= ? AND (state = 2 OR at <= ?)`
 	qGetClaim          = `SELECT fingerprint, at, expires, state, result FROM claims WHERE key = ?`
-	qPutClaim          = `INSERT OR REPLACE INTO claims (key, fingerprint, at, expires, state, result) VALUES (?, ?, ?, ?, 1, NULL)`
+	qPutClaim          = `INSERT OR REPLACE INTO claims (key, call, fingerprint, at, expires, state, result) VALUES (?, ?, ?, ?, ?, 1, NULL)`
 	qFinishClaim       = `UPDATE claims SET state = 2, result = ? WHERE key = ?`
 	qDropClaim         = `DELETE FROM claims WHERE key = ?`
+	qFinishCallClaim   = `UPDATE claims SET state = 2, result = ? WHERE key = ? AND call = ?`
+	qDropCallClaim     = `DELETE FROM claims WHERE key = ? AND call = ?`
 	qHead              = `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`
 	qSetHead           = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1`
-	qAppendAudit       = `INSERT INTO audit (seq, time, tool, decision, amount, currency, email_masked, email_hash, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qScanAudit         = `SELECT seq, time, tool, decision, amount, currency, email_masked, email_hash, session_id, duration_ns, prev_hash, hash FROM audit ORDER BY seq`
+	qAppendAudit       = `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qScanAudit         = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
+	qInsertIntent      = `INSERT INTO intents (call, seq, owner, claim_key, reservation) VALUES (?, ?, ?, ?, ?)`
+	qCloseIntent       = `DELETE FROM intents WHERE call = ?`
+	qIntents           = `SELECT i.call, i.owner, i.claim_key, i.reservation, ` + auditColumnsOfA + ` FROM intents i JOIN audit a ON a.seq = i.seq ORDER BY i.seq`
+)
+
+// auditColumns are an audit record's columns, in scanRecord's order.
+const (
+	auditColumns    = `seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash`
+	auditColumnsOfA = `a.seq, a.format, a.time, a.kind, a.call, a.caller, a.tool, a.decision, a.amount, a.currency, a.amounts, a.email_masked, a.email_hash, a.customer_id_hash, a.reservation, a.session_id, a.duration_ns, a.prev_hash, a.hash`
 )
 
 // claimInFlight and claimDone are the claims table's states.
@@ -136,6 +185,7 @@ type SQLite struct {
 	path  string
 	wlock chan struct{} // one writer per handle at a time
 	stmts map[string]*sql.Stmt
+	owner *ownerLock // this handle's, held until Close
 }
 
 var _ Store = (*SQLite)(nil)
@@ -175,6 +225,10 @@ func OpenSQLite(path string) (*SQLite, error) {
 	db.SetMaxIdleConns(conns)
 	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt)}
 	if err := s.init(context.Background()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if s.owner, err = lockOwner(ownersDir(abs)); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -259,9 +313,10 @@ func (s *SQLite) init(ctx context.Context) error {
 		return err
 	}
 	for _, q := range []string{
-		qPruneEntries, qPruneReservations, qUsed, qCounting, qInsertReservation, qInsertEntry,
-		qOutcome, qSetOutcome, qRelease, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim,
-		qDropClaim, qHead, qSetHead, qAppendAudit, qScanAudit,
+		qExpireEntries, qExpiredSum, qCounterTotal, qPutCounter, qSubtract, qIdleCounters, qDropEntries,
+		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
+		qRelease, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
+		qDropCallClaim, qHead, qSetHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
 		if err != nil {
@@ -355,47 +410,42 @@ func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 
 func (t *txn) row(q string, args ...any) *sql.Row { return t.stmt(q).QueryRowContext(t.ctx, args...) }
 
-// Reserve implements [Store].
-func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
+// Check implements [Ledger]. It reads; it writes nothing.
+func (s *SQLite) Check(ctx context.Context, at time.Time, limits []policy.Limit) error {
 	if err := checkLimits(at, limits); err != nil {
-		return "", err
+		return err
 	}
 	now := at.UnixNano()
-	id, err := newReservationID()
-	if err != nil {
-		return "", err
-	}
-	err = s.write(ctx, func(t *txn) error {
-		if _, err := t.exec(qPruneEntries, now-int64(pruneGrace)); err != nil {
-			return err
+	for i, l := range limits {
+		var total, expired int64
+		if err := s.stmts[qCounterTotal].QueryRowContext(ctx, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("store: %w", err)
 		}
-		if _, err := t.exec(qPruneReservations, now-int64(reservationRetention)); err != nil {
-			return err
+		from := windowStart(now, l)
+		if err := s.stmts[qExpiredSum].QueryRowContext(ctx, l.Key, from).Scan(&expired); err != nil {
+			return fmt.Errorf("store: %w", err)
 		}
-		for i, l := range limits {
-			from := windowStart(now, l)
-			var used int64
-			if err := t.row(qUsed, l.Key, from).Scan(&used); err != nil {
-				return fmt.Errorf("store: %w", err)
-			}
-			if fits(l, used) {
-				continue
-			}
-			counting, err := t.counting(l.Key, from)
+		if used := total - expired; !fits(l, used) {
+			counting, err := counting(ctx, s.stmts[qCounting], l.Key, from)
 			if err != nil {
 				return err
 			}
 			return denial(i, l, used, counting)
 		}
-		if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits)); err != nil {
-			return err
-		}
-		for _, l := range limits {
-			if _, err := t.exec(qInsertEntry, id, l.Key, int64(l.Kind), now, l.Add, now+int64(l.Window)); err != nil {
-				return err
-			}
-		}
-		return nil
+	}
+	return nil
+}
+
+// Reserve implements [Ledger].
+func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
+	if err := checkLimits(at, limits); err != nil {
+		return "", err
+	}
+	var id string
+	err := s.write(ctx, func(t *txn) error {
+		var err error
+		id, err = t.reserve(at.UnixNano(), limits)
+		return err
 	})
 	if err != nil {
 		return "", err
@@ -403,9 +453,108 @@ func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 	return id, nil
 }
 
-// counting returns key's entries that count after from.
-func (t *txn) counting(key string, from int64) ([]entry, error) {
-	rows, err := t.stmt(qCounting).QueryContext(t.ctx, key, from)
+// reserve is Reserve inside a write transaction. Each counter's running
+// total drops the entries that have left its window (each entry leaves
+// once), then the call is checked against it: the cost does not grow with
+// the entries a window holds.
+func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
+	id, err := newReservationID()
+	if err != nil {
+		return "", err
+	}
+	if _, err := t.exec(qPruneReservations, now-int64(reservationRetention)); err != nil {
+		return "", err
+	}
+	if err := t.dropIdleCounters(now - int64(pruneGrace)); err != nil {
+		return "", err
+	}
+	totals := make([]int64, len(limits))
+	for i, l := range limits {
+		var total int64
+		if err := t.row(qCounterTotal, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("store: %w", err)
+		}
+		from := windowStart(now, l)
+		expired, err := t.sumRows(qExpireEntries, l.Key, from)
+		if err != nil {
+			return "", err
+		}
+		total -= expired
+		if !fits(l, total) {
+			counting, err := counting(t.ctx, t.stmt(qCounting), l.Key, from)
+			if err != nil {
+				return "", err
+			}
+			return "", denial(i, l, total, counting)
+		}
+		totals[i] = total
+	}
+	if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits)); err != nil {
+		return "", err
+	}
+	for i, l := range limits {
+		if _, err := t.exec(qInsertEntry, id, l.Key, int64(l.Kind), now, l.Add, now+int64(l.Window)); err != nil {
+			return "", err
+		}
+		if _, err := t.exec(qPutCounter, l.Key, totals[i]+l.Add, int64(l.Window), now+int64(l.Window)); err != nil {
+			return "", err
+		}
+	}
+	return id, nil
+}
+
+// dropIdleCounters forgets counters none of whose entries has counted since
+// before until, with their entries.
+func (t *txn) dropIdleCounters(until int64) error {
+	rows, err := t.stmt(qIdleCounters).QueryContext(t.ctx, until)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, k := range keys {
+		if _, err := t.exec(qDropEntries, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sumRows runs a statement returning one amount a row and sums them.
+func (t *txn) sumRows(q string, args ...any) (int64, error) {
+	rows, err := t.stmt(q).QueryContext(t.ctx, args...)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	var sum int64
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			return 0, fmt.Errorf("store: %w", err)
+		}
+		sum += n
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return sum, nil
+}
+
+// counting returns key's entries that count after from, oldest first.
+func counting(ctx context.Context, st *sql.Stmt, key string, from int64) ([]entry, error) {
+	rows, err := st.QueryContext(ctx, key, from)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -424,72 +573,74 @@ func (t *txn) counting(key string, from int64) ([]entry, error) {
 	return es, nil
 }
 
-// Settle implements [Store].
+// Settle implements [Ledger].
 func (s *SQLite) Settle(ctx context.Context, id string, outcome policy.Settlement) error {
 	if err := checkOutcome(outcome); err != nil {
 		return err
 	}
-	return s.write(ctx, func(t *txn) error {
-		res, err := t.exec(qSetOutcome, int64(outcome), id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("store: %w", err)
-		} else if n == 0 {
-			// Settled before (the first outcome stands), or unknown.
-			var prior int64
-			if err := t.row(qOutcome, id).Scan(&prior); errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			} else if err != nil {
-				return fmt.Errorf("store: %w", err)
-			}
-			return nil
-		}
-		if outcome == policy.Released {
-			if _, err := t.exec(qRelease, id, int64(policy.KindBudget)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.write(ctx, func(t *txn) error { return t.settle(id, outcome) })
 }
 
-// Claim implements [Store].
+// settle is Settle inside a write transaction.
+func (t *txn) settle(id string, outcome policy.Settlement) error {
+	res, err := t.exec(qSetOutcome, int64(outcome), id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	} else if n == 0 {
+		// Settled before (the first outcome stands), or unknown.
+		var prior int64
+		if err := t.row(qOutcome, id).Scan(&prior); errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		} else if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		return nil
+	}
+	if outcome != policy.Released {
+		return nil
+	}
+	rows, err := t.stmt(qRelease).QueryContext(t.ctx, id, int64(policy.KindBudget))
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	type released struct {
+		key    string
+		amount int64
+	}
+	var rs []released
+	for rows.Next() {
+		var r released
+		if err := rows.Scan(&r.key, &r.amount); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, r := range rs {
+		if _, err := t.exec(qSubtract, r.amount, r.key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Claim implements [Claims].
 func (s *SQLite) Claim(ctx context.Context, c Claim) (Prior, error) {
 	if err := checkClaim(c); err != nil {
 		return Prior{}, err
 	}
-	now := c.At.UnixNano()
 	var p Prior
 	err := s.write(ctx, func(t *txn) error {
-		if _, err := t.exec(qPruneClaims, now-int64(pruneGrace), now-int64(pruneGrace)-int64(InFlightLease)); err != nil {
-			return err
-		}
-		var (
-			fingerprint        string
-			at, expires, state int64
-			result             []byte
-		)
-		switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &at, &expires, &state, &result); {
-		case err == nil && now < claimLiveUntil(at, expires, state == claimDone):
-			switch {
-			case fingerprint != c.Fingerprint:
-				p = Prior{State: ClaimConflict}
-			case state == claimDone:
-				p = Prior{State: ClaimDone, Result: cloneBytes(result)}
-			default:
-				p = Prior{State: ClaimInFlight}
-			}
-			return nil
-		case err != nil && !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("store: %w", err)
-		}
-		if _, err := t.exec(qPutClaim, c.Key, c.Fingerprint, now, now+int64(c.Window)); err != nil {
-			return err
-		}
-		p = Prior{State: ClaimNew}
-		return nil
+		var err error
+		p, err = t.claim(c, true)
+		return err
 	})
 	if err != nil {
 		return Prior{}, err
@@ -497,14 +648,47 @@ func (s *SQLite) Claim(ctx context.Context, c Claim) (Prior, error) {
 	return p, nil
 }
 
-// Finish implements [Store].
+// claim is Claim inside a write transaction; with take false, it only
+// reports what holds the key, taking nothing.
+func (t *txn) claim(c Claim, take bool) (Prior, error) {
+	now := c.At.UnixNano()
+	if _, err := t.exec(qPruneClaims, now-int64(pruneGrace), now-int64(pruneGrace)-int64(InFlightLease)); err != nil {
+		return Prior{}, err
+	}
+	var (
+		fingerprint        string
+		at, expires, state int64
+		result             []byte
+	)
+	switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &at, &expires, &state, &result); {
+	case err == nil && now < claimLiveUntil(at, expires, state == claimDone):
+		switch {
+		case fingerprint != c.Fingerprint:
+			return Prior{State: ClaimConflict}, nil
+		case state == claimDone:
+			return Prior{State: ClaimDone, Result: cloneBytes(result)}, nil
+		default:
+			return Prior{State: ClaimInFlight}, nil
+		}
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return Prior{}, fmt.Errorf("store: %w", err)
+	}
+	if take {
+		if _, err := t.exec(qPutClaim, c.Key, c.Call, c.Fingerprint, now, now+int64(c.Window)); err != nil {
+			return Prior{}, err
+		}
+	}
+	return Prior{State: ClaimNew}, nil
+}
+
+// Finish implements [Claims].
 func (s *SQLite) Finish(ctx context.Context, key string, result []byte) error {
 	return s.write(ctx, func(t *txn) error {
 		return mustAffect(t.exec(qFinishClaim, cloneBytes(result), key))
 	})
 }
 
-// Drop implements [Store].
+// Drop implements [Claims].
 func (s *SQLite) Drop(ctx context.Context, key string) error {
 	return s.write(ctx, func(t *txn) error {
 		return mustAffect(t.exec(qDropClaim, key))
@@ -526,23 +710,10 @@ func mustAffect(res sql.Result, err error) error {
 	return nil
 }
 
-// AppendAudit implements [Store].
+// AppendAudit implements [Journal].
 func (s *SQLite) AppendAudit(ctx context.Context, rec *AuditRecord) error {
 	r := *rec
-	r.Time = r.Time.UTC()
-	err := s.write(ctx, func(t *txn) error {
-		if err := t.row(qHead).Scan(&r.Seq, &r.PrevHash); err != nil {
-			return fmt.Errorf("store: audit head: %w", err)
-		}
-		r.Seq++
-		r.Hash = r.ComputeHash()
-		if _, err := t.exec(qAppendAudit, r.Seq, r.Time.Format(time.RFC3339Nano), r.Tool, r.Decision,
-			r.Amount, r.Currency, r.EmailMasked, r.EmailHash, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash); err != nil {
-			return err
-		}
-		_, err := t.exec(qSetHead, r.Seq, r.Hash)
-		return err
-	})
+	err := s.write(ctx, func(t *txn) error { return t.append(&r) })
 	if err != nil {
 		return err
 	}
@@ -550,7 +721,50 @@ func (s *SQLite) AppendAudit(ctx context.Context, rec *AuditRecord) error {
 	return nil
 }
 
-// ScanAudit implements [Store]. It reads one consistent snapshot of the
+// append is AppendAudit inside a write transaction.
+func (t *txn) append(r *AuditRecord) error {
+	r.Time = r.Time.UTC()
+	r.Open = false
+	r.Format = auditFormat
+	if err := t.row(qHead).Scan(&r.Seq, &r.PrevHash); err != nil {
+		return fmt.Errorf("store: audit head: %w", err)
+	}
+	r.Seq++
+	r.Hash = r.ComputeHash()
+	if _, err := t.exec(qAppendAudit, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
+		r.Tool, r.Decision, r.Amount, r.Currency, r.Amounts, r.EmailMasked, r.EmailHash, r.CustomerIDHash,
+		r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash); err != nil {
+		return err
+	}
+	_, err := t.exec(qSetHead, r.Seq, r.Hash)
+	return err
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// scanRecord reads auditColumns, after the leading dest, into r.
+func scanRecord(sc scanner, r *AuditRecord, lead ...any) error {
+	var (
+		at       string
+		duration int64
+	)
+	dest := append(lead, &r.Seq, &r.Format, &at, &r.Kind, &r.Call, &r.Caller, &r.Tool, &r.Decision, &r.Amount,
+		&r.Currency, &r.Amounts, &r.EmailMasked, &r.EmailHash, &r.CustomerIDHash, &r.Reservation, &r.SessionID,
+		&duration, &r.PrevHash, &r.Hash)
+	if err := sc.Scan(dest...); err != nil {
+		return fmt.Errorf("store: reading the audit record after %d: %w", r.Seq, err)
+	}
+	r.Duration = time.Duration(duration)
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return fmt.Errorf("store: audit record %d has an unreadable time %q", r.Seq, at)
+	}
+	r.Time = t.UTC()
+	return nil
+}
+
+// ScanAudit implements [Journal]. It reads one consistent snapshot of the
 // trail; fn may call s.
 func (s *SQLite) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
 	rows, err := s.stmts[qScanAudit].QueryContext(ctx)
@@ -558,21 +772,13 @@ func (s *SQLite) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) err
 		return fmt.Errorf("store: %w", err)
 	}
 	defer rows.Close()
+	var last int64
 	for rows.Next() {
-		var (
-			r        AuditRecord
-			at       string
-			duration int64
-		)
-		if err := rows.Scan(&r.Seq, &at, &r.Tool, &r.Decision, &r.Amount, &r.Currency, &r.EmailMasked,
-			&r.EmailHash, &r.SessionID, &duration, &r.PrevHash, &r.Hash); err != nil {
-			return fmt.Errorf("store: reading the audit record after %d: %w", r.Seq, err)
+		r := AuditRecord{Seq: last}
+		if err := scanRecord(rows, &r); err != nil {
+			return err
 		}
-		r.Duration = time.Duration(duration)
-		if r.Time, err = time.Parse(time.RFC3339Nano, at); err != nil {
-			return fmt.Errorf("store: audit record %d has an unreadable time %q", r.Seq, at)
-		}
-		r.Time = r.Time.UTC()
+		last = r.Seq
 		if err := fn(&r); err != nil {
 			return err
 		}
@@ -583,7 +789,7 @@ func (s *SQLite) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) err
 	return nil
 }
 
-// AuditHead implements [Store].
+// AuditHead implements [Journal].
 func (s *SQLite) AuditHead(ctx context.Context) (int64, string, error) {
 	var (
 		seq  int64
@@ -595,10 +801,131 @@ func (s *SQLite) AuditHead(ctx context.Context) (int64, string, error) {
 	return seq, hash, nil
 }
 
-// Close implements [Store].
+// Intents implements [Journal]. An intent is orphaned when its owner's lock
+// file is gone or no longer locked: the handle was closed, or its process
+// ended, however it ended.
+func (s *SQLite) Intents(ctx context.Context) ([]Intent, error) {
+	rows, err := s.stmts[qIntents].QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	var out []Intent
+	for rows.Next() {
+		var in Intent
+		if err := scanRecord(rows, &in.Record, &in.Call, &in.Owner, &in.ClaimKey, &in.Reservation); err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	alive := map[string]bool{}
+	for i := range out {
+		owner := out[i].Owner
+		live, seen := alive[owner]
+		if !seen {
+			live = owner == s.owner.id || ownerAlive(ownersDir(s.path), owner)
+			alive[owner] = live
+		}
+		out[i].Orphaned = !live
+	}
+	return out, nil
+}
+
+// Hold implements [Store], in one write transaction.
+func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
+	if err := checkHold(h); err != nil {
+		return nil, err
+	}
+	held := &Held{Prior: Prior{State: ClaimNew}}
+	err := s.write(ctx, func(t *txn) error {
+		if h.Claim != nil {
+			p, err := t.claim(*h.Claim, false)
+			if err != nil {
+				return err
+			}
+			if p.State != ClaimNew {
+				held.Prior = p
+				return nil
+			}
+		}
+		var err error
+		if held.Reservation, err = t.reserve(h.At.UnixNano(), h.Limits); err != nil {
+			return err
+		}
+		key := ""
+		if h.Claim != nil {
+			key = h.Claim.Key
+			if _, err := t.claim(*h.Claim, true); err != nil {
+				return err
+			}
+		}
+		held.Intent = h.Intent
+		held.Intent.Reservation = held.Reservation
+		if err := t.append(&held.Intent); err != nil {
+			return err
+		}
+		_, err = t.exec(qInsertIntent, h.Intent.Call, held.Intent.Seq, s.owner.id, key, held.Reservation)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return held, nil
+}
+
+// Complete implements [Store], in one write transaction.
+func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
+	if c.Reservation != "" {
+		if err := checkOutcome(c.Settlement); err != nil {
+			return err
+		}
+	}
+	rec := c.Record
+	err := s.write(ctx, func(t *txn) error {
+		res, err := t.exec(qCloseIntent, c.Call)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		} else if n == 0 && c.OnlyIfOpen {
+			return ErrNotFound
+		}
+		if c.Reservation != "" {
+			if err := t.settle(c.Reservation, c.Settlement); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+		}
+		if c.ClaimKey != "" {
+			if c.Replay == nil {
+				_, err = t.exec(qDropCallClaim, c.ClaimKey, c.Call)
+			} else {
+				_, err = t.exec(qFinishCallClaim, cloneBytes(c.Replay), c.ClaimKey, c.Call)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return t.append(&rec)
+	})
+	if err != nil {
+		return err
+	}
+	c.Record = rec
+	return nil
+}
+
+// Close implements [Store]: the handle's open intents become orphaned.
 func (s *SQLite) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	return s.db.Close()
+	err := s.db.Close()
+	if s.owner != nil {
+		s.owner.release()
+	}
+	return err
 }

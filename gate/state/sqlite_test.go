@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"errors"
-	"github.com/clink-mcp/clink-mcp/policy"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // rawDB opens the store's file directly, as a tamperer or an operator's
@@ -31,67 +33,6 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
-	}
-}
-
-func TestSQLiteTwoHandlesOnOneFileShareTheBudget(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	hammerReserve(t, []Store{openSQLite(t, path), openSQLite(t, path)}, 300)
-}
-
-func TestSQLiteTwoHandlesOnOneFileMakeOneNewClaim(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	hammerClaim(t, []Store{openSQLite(t, path), openSQLite(t, path)}, 50)
-}
-
-func TestSQLiteStateSurvivesARestart(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	limits := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 2000, 1500)}
-
-	s, err := OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.Reserve(ctx, day, limits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Settle(ctx, id, policy.Spent); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day, Window: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Finish(ctx, "k", []byte("session")); err != nil {
-		t.Fatal(err)
-	}
-	before := sampleRecords(3)
-	appendAll(t, s, before)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openSQLite(t, path)
-	var d *policy.Denied
-	if _, err := s.Reserve(ctx, day.Add(time.Hour), limits); !errors.As(err, &d) || d.Used != 1500 {
-		t.Fatalf("Reserve after reopening = %v, want a denial with 1500 used", err)
-	}
-	if err := s.Settle(ctx, id, policy.Released); err != nil {
-		t.Fatalf("Settle after reopening: %v", err)
-	}
-	p, err := s.Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day.Add(time.Minute), Window: time.Hour})
-	if diff := cmp.Diff(Prior{State: ClaimDone, Result: []byte("session")}, p); err != nil || diff != "" {
-		t.Fatalf("Claim after reopening: %v (-want +got):\n%s", err, diff)
-	}
-	after := sampleRecords(2)
-	appendAll(t, s, after)
-	if after[0].Seq != 4 || after[0].PrevHash != before[2].Hash {
-		t.Fatalf("first record after reopening has seq %d and prev %q, want 4 and %q", after[0].Seq, after[0].PrevHash, before[2].Hash)
-	}
-	rep, err := VerifyAudit(ctx, s)
-	if err != nil || !rep.OK() || rep.Records != 5 {
-		t.Fatalf("VerifyAudit = %+v, %v; want 5 records, intact", rep, err)
 	}
 }
 
@@ -134,8 +75,10 @@ func TestSQLiteAuditTamperingIsNamed(t *testing.T) {
 			r := recs[4]
 			r.Seq, r.PrevHash = 6, r.Hash
 			r.Hash = r.ComputeHash()
-			mustExec(t, db, `INSERT INTO audit SELECT 6, time, tool, decision, amount, currency, email_masked, email_hash,
-				session_id, duration_ns, ?, ? FROM audit WHERE seq = 5`, r.PrevHash, r.Hash)
+			mustExec(t, db, `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts,
+				email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash)
+				SELECT 6, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash,
+				customer_id_hash, reservation, session_id, duration_ns, ?, ? FROM audit WHERE seq = 5`, r.PrevHash, r.Hash)
 		}, BrokenRecord{Seq: 6, Reason: "record 6 was not appended by the store: the store recorded only 5 records"}},
 	}
 	for _, tt := range tests {
@@ -257,7 +200,7 @@ func TestOpenSQLiteRefuses(t *testing.T) {
 			openSQLite(t, path).Close()
 			mustExec(t, rawDB(t, path), `PRAGMA user_version = 99`)
 			return path
-		}, "schema version 99, newer than this clink-mcp understands (1)"},
+		}, "schema version 99, newer than this clink-mcp understands (2)"},
 		{"another program's database", func(t *testing.T, dir string) string {
 			path := filepath.Join(dir, "other.db")
 			mustExec(t, rawDB(t, path), `CREATE TABLE notes (body TEXT)`)
@@ -373,5 +316,49 @@ func TestSQLiteConnectionsAreSetUp(t *testing.T) {
 			t.Errorf("connection %d: journal_mode %s, synchronous %d, busy_timeout %d; want wal, 1 (NORMAL), %d",
 				i, mode, sync, timeout, busyTimeout.Milliseconds())
 		}
+	}
+}
+
+// TestSQLiteMigratesAStoreOfTheFirstSchema opens a store written by the
+// first schema: its counters become running totals that still count, and
+// its audit records still verify beside new ones.
+func TestSQLiteMigratesAStoreOfTheFirstSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := rawDB(t, path)
+	mustExec(t, db, migrations[0])
+	mustExec(t, db, fmt.Sprintf(`PRAGMA application_id = %d`, applicationID))
+	mustExec(t, db, `PRAGMA user_version = 1`)
+	hour := int64(time.Hour)
+	for i, amount := range []int64{700, 800} {
+		at := day.UnixNano() + int64(i)*int64(time.Minute)
+		mustExec(t, db, `INSERT INTO counter_entries (key, at, reservation, kind, amount, expires) VALUES (?, ?, ?, ?, ?, ?)`,
+			"budget|*|USD|1h0m0s|", at, fmt.Sprint("r", i), int64(policy.KindBudget), amount, at+hour)
+	}
+	old := AuditRecord{Seq: 1, Time: day, Tool: "create_checkout_session", Decision: "created", Amount: "7.00", Currency: "USD"}
+	old.Hash = old.ComputeHash()
+	mustExec(t, db, `INSERT INTO audit (seq, time, tool, decision, amount, currency, email_masked, email_hash, session_id, duration_ns, prev_hash, hash)
+		VALUES (1, ?, ?, ?, ?, ?, '', '', '', 0, '', ?)`, day.Format(time.RFC3339Nano), old.Tool, old.Decision, old.Amount, old.Currency, old.Hash)
+	mustExec(t, db, `UPDATE meta SET audit_seq = 1, audit_hash = ?`, old.Hash)
+	db.Close()
+
+	s := openSQLite(t, path)
+	ctx := context.Background()
+	l := []policy.Limit{budget("budget|*|USD|1h0m0s|", time.Hour, 2000, 600)}
+	var d *policy.Denied
+	if _, err := s.Reserve(ctx, day.Add(2*time.Minute), l); !errors.As(err, &d) || d.Used != 1500 {
+		t.Fatalf("Reserve after the migration = %v, want a denial with Used 1500", err)
+	}
+	// The first entry leaves at day+1h exactly.
+	if _, err := s.Reserve(ctx, day.Add(time.Hour), l); err != nil {
+		t.Fatalf("Reserve when the first entry has left = %v", err)
+	}
+	appendAll(t, s, sampleRecords(2))
+	rep, err := VerifyAudit(ctx, s)
+	if err != nil || !rep.OK() || rep.Records != 3 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 3 intact records", rep, err)
+	}
+	recs := scanAll(t, s)
+	if recs[0].Format != 1 || recs[1].Format != 2 {
+		t.Errorf("formats %d, %d; want 1 for the old record, 2 for a new one", recs[0].Format, recs[1].Format)
 	}
 }

@@ -17,10 +17,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // ClaimState is what [Store.Claim] found.
@@ -46,6 +47,9 @@ type Claim struct {
 	// Key identifies the call: the tool and an explicit idempotency key, or
 	// the tool and the fingerprint.
 	Key string
+	// Call is the ID of the call that claims; a [Completion] finishes the
+	// claim only while this call still holds it.
+	Call string
 	// Fingerprint is a hash of the call's normalised arguments.
 	Fingerprint string
 	// At is the time of the call; the claim is live in [At, At+Window).
@@ -78,28 +82,56 @@ type Prior struct {
 	Result []byte
 }
 
-// AuditRecord is one entry of the append-only audit trail: one per tool
-// call, whatever its outcome.
+// Kinds of audit record. A call that may reach Clink leaves two: its
+// intent, appended before Clink is called, and its outcome, appended when it
+// ends (or when another process resolves it). Every other call leaves only
+// its outcome. Records of the first format have no kind.
+const (
+	// KindIntent is a call about to be sent to Clink: what it will spend,
+	// for whom, and the reservation holding its limits.
+	KindIntent = "intent"
+	// KindOutcome is how a call ended.
+	KindOutcome = "outcome"
+)
+
+// AuditRecord is one entry of the append-only audit trail.
 type AuditRecord struct {
 	// Seq is the record's position, from 1, assigned by Append.
 	Seq int64 `json:"seq"`
+	// Format is the record's hash encoding, assigned by Append: 2 for
+	// records written by this version, 1 for those of the first, which have
+	// no Kind, Call, Caller, Amounts, CustomerIDHash or Reservation.
+	Format int `json:"format"`
 	// Time is when the call started (UTC, kept to the nanosecond).
 	Time time.Time `json:"time"`
+	// Kind is [KindIntent] or [KindOutcome].
+	Kind string `json:"kind,omitempty"`
+	// Call identifies the call: an intent and its outcome share it.
+	Call string `json:"call,omitempty"`
+	// Caller is the principal that made the call ("" for the local one).
+	Caller string `json:"caller,omitempty"`
 	// Tool is the tool's name.
 	Tool string `json:"tool"`
-	// Decision is the call's outcome code: "created", "replayed", a policy
-	// code such as "amount_over_cap", "invalid_arguments",
-	// "upstream_refused", "outcome_unknown", ...
+	// Decision is the call's code, one of policy.Code's values: "created",
+	// "replayed", "amount_over_cap", "outcome_unknown", ...; for an
+	// intent, "allowed".
 	Decision string `json:"decision"`
 	// Amount is the exact decimal amount ("19.99"), or "" if there was none.
 	Amount string `json:"amount,omitempty"`
 	// Currency is the ISO 4217 code, or "".
 	Currency string `json:"currency,omitempty"`
+	// Amounts is what the call counts in every currency it involves, line
+	// items included, e.g. "EUR 5.00, USD 19.99".
+	Amounts string `json:"amounts,omitempty"`
 	// EmailMasked is the customer email masked ("a***@example.com"), or "".
 	EmailMasked string `json:"email_masked,omitempty"`
 	// EmailHash is a keyed hash of the normalised customer email (hex), so
 	// one customer's calls can be correlated without storing the address.
 	EmailHash string `json:"email_hash,omitempty"`
+	// CustomerIDHash is a keyed hash of the Clink customerId, or "".
+	CustomerIDHash string `json:"customer_id_hash,omitempty"`
+	// Reservation is the ledger reservation holding the call's limits.
+	Reservation string `json:"reservation,omitempty"`
 	// SessionID is Clink's session ID, when one was created or replayed.
 	SessionID string `json:"session_id,omitempty"`
 	// Duration is how long the call took.
@@ -109,25 +141,32 @@ type AuditRecord struct {
 	// Hash is the hex SHA-256 over this record's other fields, PrevHash
 	// included; see [AuditRecord.ComputeHash].
 	Hash string `json:"hash"`
+	// Open is set by [ExportAudit] on an intent whose call has no outcome
+	// yet. It is not part of the record (nor of its hash).
+	Open bool `json:"open,omitempty"`
 }
 
-// Store is the state behind budgets, rate limits, the duplicate guard and
-// the audit trail. Implementations are safe for concurrent use, and
-// [Store.Reserve], [Store.Claim] and [Store.AppendAudit] are atomic with
-// respect to every other handle on the same underlying state (for a file
-// store: other processes too).
-type Store interface {
+// Ledger keeps the budgets' and rate limits' rolling-window counters, as
+// running totals: a call's cost does not grow with the entries in a window.
+type Ledger interface {
+	// Check reports whether limits would fit at time at, recording nothing:
+	// nil, or a *policy.Denied as Reserve would return.
+	Check(ctx context.Context, at time.Time, limits []policy.Limit) error
 	// Reserve checks every limit at time at and, only if none would be
 	// exceeded, records the call against all of them in one atomic step,
 	// returning the reservation's ID. When one would be exceeded it records
-	// nothing and returns a *Denied error.
+	// nothing and returns a *policy.Denied error.
 	Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (id string, err error)
 	// Settle records how a reserved call ended. Settling an unknown ID is
 	// an error ([ErrNotFound]); settling twice keeps the first outcome. A
 	// reservation is remembered for at least an hour after its longest
 	// window has passed.
 	Settle(ctx context.Context, id string, outcome policy.Settlement) error
+}
 
+// Claims is the duplicate guard: one claim per call key, in flight until
+// finished with the result that answers identical calls.
+type Claims interface {
 	// Claim takes the duplicate guard's slot for c.Key, or reports what
 	// holds it. A finished claim whose window has passed is replaced; one
 	// still in flight only after [InFlightLease] too.
@@ -138,19 +177,109 @@ type Store interface {
 	// Drop forgets the claim: the call was definitely not made, so a retry
 	// may make it.
 	Drop(ctx context.Context, key string) error
+}
 
-	// AppendAudit assigns rec's Seq, PrevHash and Hash and appends it.
+// Journal is the hash-chained audit trail and the intents still open in it.
+type Journal interface {
+	// AppendAudit assigns rec's Seq, Format, PrevHash and Hash and appends
+	// it.
 	AppendAudit(ctx context.Context, rec *AuditRecord) error
 	// ScanAudit calls fn for every audit record in Seq order, as stored
 	// (nothing recomputed), stopping at fn's first error.
 	ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error
-
 	// AuditHead returns the Seq and Hash of the last record appended, as
 	// recorded apart from the records themselves, so that deleting the last
 	// records is detected too. It returns 0, "" for an empty trail.
 	AuditHead(ctx context.Context) (seq int64, hash string, err error)
+	// Intents returns every open intent, oldest first, each marked
+	// Orphaned when the handle that holds it is gone (closed, or its
+	// process ended).
+	Intents(ctx context.Context) ([]Intent, error)
+}
 
-	// Close releases the store.
+// Intent is a call that was held (its claim, reservation and intent record
+// written) and has no outcome yet.
+type Intent struct {
+	// Call is the call's ID, shared by its records.
+	Call string
+	// Owner is the store handle that holds it.
+	Owner string
+	// Orphaned reports that Owner is gone: nobody will complete the call,
+	// so it is to be resolved as an unknown outcome.
+	Orphaned bool
+	// ClaimKey is the call's duplicate-guard claim, or "".
+	ClaimKey string
+	// Reservation is the call's ledger reservation, or "".
+	Reservation string
+	// Record is the intent's audit record.
+	Record AuditRecord
+}
+
+// Hold is what a call writes before Clink is called, in one transaction:
+// its claim, its reservation and its intent record.
+type Hold struct {
+	// At is the call's time.
+	At time.Time
+	// Claim is the duplicate guard's claim, or nil when the guard is off.
+	// Its Call must be Intent.Call.
+	Claim *Claim
+	// Limits are reserved at At.
+	Limits []policy.Limit
+	// Intent is the intent record to append (Kind KindIntent, Call set).
+	Intent AuditRecord
+}
+
+// Held is the result of a [Store.Hold].
+type Held struct {
+	// Prior is what the claim found. Unless its State is ClaimNew (always
+	// the case without a claim), nothing was written.
+	Prior Prior
+	// Reservation is the reservation's ID.
+	Reservation string
+	// Intent is the intent record as appended.
+	Intent AuditRecord
+}
+
+// Completion is what a call writes when it ends, in one transaction: the
+// settlement of its reservation, its claim's result and its outcome record.
+type Completion struct {
+	// Call is the call's ID; its open intent, if any, is closed.
+	Call string
+	// Reservation is settled with Settlement, unless it is "".
+	Reservation string
+	// Settlement is how the call ended.
+	Settlement policy.Settlement
+	// ClaimKey is the call's claim, or "". It is finished with Replay, or
+	// dropped when Replay is nil; a claim that another call has taken
+	// since is left alone.
+	ClaimKey string
+	// Replay is the result stored for identical calls.
+	Replay []byte
+	// Record is the outcome record to append (Kind KindOutcome).
+	Record AuditRecord
+	// OnlyIfOpen makes Complete do nothing and return [ErrNotFound] when
+	// the call has no open intent: another process resolved it first.
+	OnlyIfOpen bool
+}
+
+// Store is the state behind budgets, rate limits, the duplicate guard and
+// the audit trail: its three jobs, and the two transactions a call runs.
+// Implementations are safe for concurrent use, and every method that writes
+// is atomic with respect to every other handle on the same underlying state
+// (for a file store: other processes too).
+type Store interface {
+	Ledger
+	Claims
+	Journal
+	// Hold takes h.Claim, reserves h.Limits and appends h.Intent, all or
+	// nothing. When the claim is held by another call, it returns what it
+	// found and writes nothing; when a limit would be exceeded, it writes
+	// nothing and returns a *policy.Denied error.
+	Hold(ctx context.Context, h *Hold) (*Held, error)
+	// Complete settles, finishes or drops the claim, closes the intent and
+	// appends c.Record, all or nothing; see [Completion].
+	Complete(ctx context.Context, c *Completion) error
+	// Close releases the handle. Its open intents become orphaned.
 	Close() error
 }
 
@@ -161,17 +290,26 @@ var ErrNotFound = errors.New("store: not found")
 // confused with a hash of anything else and the format can be versioned.
 const auditHashDomain = "clink-mcp/audit/v1"
 
+// auditHashDomainV2 starts the hash input of records of format 2.
+const auditHashDomainV2 = "clink-mcp/audit/v2"
+
+// auditFormat is the format of the records this version appends.
+const auditFormat = 2
+
 // ComputeHash returns the hex SHA-256 of r's canonical encoding: every
-// field except Hash, PrevHash included, so each record commits to the one
-// before it. It is part of the on-disk format: changing it breaks the
-// verification of every stored trail.
+// field except Hash and Open, PrevHash included, so each record commits to
+// the one before it. It is part of the on-disk format: changing it breaks
+// the verification of every stored trail.
 //
 // The encoding is a sequence of netstrings ("<decimal length>:<bytes>,"),
-// one per value, in this order: the domain tag "clink-mcp/audit/v1", Seq
-// (decimal), Time (UTC, [time.RFC3339Nano]), Tool, Decision, Amount,
-// Currency, EmailMasked, EmailHash, SessionID, Duration (decimal
-// nanoseconds) and PrevHash. Length prefixes make it unambiguous: no two
-// different records encode alike, whatever bytes their strings hold.
+// one per value. Format 2: the domain tag "clink-mcp/audit/v2", Seq
+// (decimal), Time (UTC, [time.RFC3339Nano]), Kind, Call, Caller, Tool,
+// Decision, Amount, Currency, Amounts, EmailMasked, EmailHash,
+// CustomerIDHash, Reservation, SessionID, Duration (decimal nanoseconds) and
+// PrevHash. Format 1 (Format 0 or 1): the domain tag "clink-mcp/audit/v1",
+// Seq, Time, Tool, Decision, Amount, Currency, EmailMasked, EmailHash,
+// SessionID, Duration and PrevHash. Length prefixes make it unambiguous: no
+// two different records encode alike, whatever bytes their strings hold.
 func (r *AuditRecord) ComputeHash() string {
 	h := sha256.New()
 	var buf []byte
@@ -182,15 +320,32 @@ func (r *AuditRecord) ComputeHash() string {
 		buf = append(buf, ',')
 		h.Write(buf)
 	}
-	put(auditHashDomain)
+	v2 := r.Format >= 2
+	if v2 {
+		put(auditHashDomainV2)
+	} else {
+		put(auditHashDomain)
+	}
 	put(strconv.FormatInt(r.Seq, 10))
 	put(r.Time.UTC().Format(time.RFC3339Nano))
+	if v2 {
+		put(r.Kind)
+		put(r.Call)
+		put(r.Caller)
+	}
 	put(r.Tool)
 	put(r.Decision)
 	put(r.Amount)
 	put(r.Currency)
+	if v2 {
+		put(r.Amounts)
+	}
 	put(r.EmailMasked)
 	put(r.EmailHash)
+	if v2 {
+		put(r.CustomerIDHash)
+		put(r.Reservation)
+	}
 	put(r.SessionID)
 	put(strconv.FormatInt(int64(r.Duration), 10))
 	put(r.PrevHash)
@@ -203,10 +358,14 @@ type AuditReport struct {
 	Records int64
 	// Broken is the first broken record, or nil when the chain is intact.
 	Broken *BrokenRecord
+	// Open is how many intents have no outcome record: calls in flight, or
+	// left by a process that ended before it could record how they ended
+	// and not yet resolved (the next server to start resolves them).
+	Open int64
 }
 
-// OK reports whether the trail verified.
-func (r *AuditReport) OK() bool { return r.Broken == nil }
+// OK reports whether the trail verified and every intent has its outcome.
+func (r *AuditReport) OK() bool { return r.Broken == nil && r.Open == 0 }
 
 // BrokenRecord names the first place where an audit trail fails to verify.
 type BrokenRecord struct {
@@ -229,12 +388,13 @@ type BrokenRecord struct {
 //
 // The chain is not keyed: it detects editing or deleting records, not a
 // rewrite of the whole trail from the altered record on.
-func VerifyAudit(ctx context.Context, s Store) (*AuditReport, error) {
+func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 	headSeq, headHash, err := s.AuditHead(ctx)
 	if err != nil {
 		return nil, err
 	}
 	rep := &AuditReport{}
+	open := make(map[string]bool) // intents seen without an outcome yet
 	var (
 		prevHash   string
 		lastSeq    int64
@@ -242,6 +402,12 @@ func VerifyAudit(ctx context.Context, s Store) (*AuditReport, error) {
 	)
 	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
 		rep.Records++
+		switch {
+		case r.Kind == KindIntent:
+			open[r.Call] = true
+		case r.Call != "":
+			delete(open, r.Call)
+		}
 		if rep.Broken != nil {
 			return nil // keep counting
 		}
@@ -273,6 +439,7 @@ func VerifyAudit(ctx context.Context, s Store) (*AuditReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Open = int64(len(open))
 	if rep.Broken != nil {
 		return rep, nil
 	}
@@ -299,11 +466,21 @@ func VerifyAudit(ctx context.Context, s Store) (*AuditReport, error) {
 }
 
 // ExportAudit writes s's audit trail to w as JSON lines, one
-// [AuditRecord] per line in Seq order, and returns how many it wrote.
-func ExportAudit(ctx context.Context, s Store, w io.Writer) (int64, error) {
+// [AuditRecord] per line in Seq order, and returns how many it wrote. An
+// intent still open is marked "open": true.
+func ExportAudit(ctx context.Context, s Journal, w io.Writer) (int64, error) {
+	intents, err := s.Intents(ctx)
+	if err != nil {
+		return 0, err
+	}
+	open := make(map[string]bool, len(intents))
+	for _, in := range intents {
+		open[in.Call] = true
+	}
 	enc := json.NewEncoder(w)
 	var n int64
-	err := s.ScanAudit(ctx, func(r *AuditRecord) error {
+	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
+		r.Open = r.Kind == KindIntent && open[r.Call]
 		if err := enc.Encode(r); err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package state
+package statetest
 
 import (
 	"bufio"
@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/clink-mcp/clink-mcp/policy"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,35 +14,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
-// implementation opens an empty store of one kind for a test.
-type implementation struct {
-	name string
-	open func(t testing.TB) Store
-}
-
-// implementations is every Store the conformance suite runs against.
-var implementations = []implementation{
-	{"memory", func(testing.TB) Store { return NewMemory() }},
-	{"sqlite", func(t testing.TB) Store { return openSQLite(t, filepath.Join(t.TempDir(), "state.db")) }},
-}
-
-func openSQLite(t testing.TB, path string) *SQLite {
-	t.Helper()
-	s, err := OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-// forEach runs fn as a subtest against every implementation.
-func forEach(t *testing.T, fn func(t *testing.T, open func(testing.TB) Store)) {
-	for _, impl := range implementations {
-		t.Run(impl.name, func(t *testing.T) { fn(t, impl.open) })
-	}
+// forEach runs fn with a function that opens a handle on a fresh state.
+func forEach(t *testing.T, f Factory, fn func(t *testing.T, open func(testing.TB) state.Store)) {
+	fn(t, func(tb testing.TB) state.Store { return f(tb)() })
 }
 
 // day is 23:59 on the first day of the rolling-window examples.
@@ -65,7 +42,7 @@ type step struct {
 	want   *policy.Denied // nil: the call fits
 }
 
-func runSteps(t *testing.T, s Store, steps []step) {
+func runSteps(t *testing.T, s state.Store, steps []step) {
 	t.Helper()
 	ctx := context.Background()
 	for i, st := range steps {
@@ -89,7 +66,7 @@ func runSteps(t *testing.T, s Store, steps []step) {
 	}
 }
 
-func TestReserveRollingWindows(t *testing.T) {
+func testReserveRollingWindows(t *testing.T, f Factory) {
 	const w24h = 24 * time.Hour
 	b24 := func(add int64) []policy.Limit { return []policy.Limit{budget("budget|*|USD|24h|", w24h, 2000, add)} }
 	tests := []struct {
@@ -190,14 +167,14 @@ func TestReserveRollingWindows(t *testing.T) {
 			},
 		},
 	}
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) { runSteps(t, open(t), tt.steps) })
 		}
 	})
 }
 
-func TestReserveRefusesBadInput(t *testing.T) {
+func testReserveRefusesBadInput(t *testing.T, f Factory) {
 	tests := []struct {
 		name   string
 		at     time.Time
@@ -211,7 +188,7 @@ func TestReserveRefusesBadInput(t *testing.T) {
 		{"a key given twice is refused", day, []policy.Limit{rate("k", time.Minute, 5), rate("k", time.Minute, 5)}, "repeats the key"},
 		{"a zero time is refused", time.Time{}, []policy.Limit{rate("k", time.Minute, 5)}, "out of range"},
 	}
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
 		s := open(t)
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -225,7 +202,7 @@ func TestReserveRefusesBadInput(t *testing.T) {
 	})
 }
 
-func TestSettle(t *testing.T) {
+func testSettle(t *testing.T, f Factory) {
 	ctx := context.Background()
 	call := []policy.Limit{budget("b", time.Hour, 100, 100), rate("r", time.Hour, 1)}
 	tests := []struct {
@@ -241,7 +218,7 @@ func TestSettle(t *testing.T) {
 		{"settling twice keeps the first outcome, released", []policy.Settlement{policy.Released, policy.Spent}, true, false},
 		{"settling twice keeps the first outcome, unknown", []policy.Settlement{policy.Unknown, policy.Released}, false, false},
 	}
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				s := open(t)
@@ -265,9 +242,9 @@ func TestSettle(t *testing.T) {
 				}
 			})
 		}
-		t.Run("settling an unknown reservation is ErrNotFound", func(t *testing.T) {
-			if err := open(t).Settle(ctx, "0123456789abcdef", policy.Spent); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("Settle = %v, want ErrNotFound", err)
+		t.Run("settling an unknown reservation is state.ErrNotFound", func(t *testing.T) {
+			if err := open(t).Settle(ctx, "0123456789abcdef", policy.Spent); !errors.Is(err, state.ErrNotFound) {
+				t.Fatalf("Settle = %v, want state.ErrNotFound", err)
 			}
 		})
 		t.Run("an unknown outcome is refused", func(t *testing.T) {
@@ -276,7 +253,7 @@ func TestSettle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Settle(ctx, id, policy.Settlement(9)); err == nil || errors.Is(err, ErrNotFound) {
+			if err := s.Settle(ctx, id, policy.Settlement(9)); err == nil || errors.Is(err, state.ErrNotFound) {
 				t.Fatalf("Settle = %v, want an invalid-outcome error", err)
 			}
 			if err := s.Settle(ctx, id, policy.Released); err != nil {
@@ -310,78 +287,78 @@ func TestSettle(t *testing.T) {
 	})
 }
 
-func TestClaim(t *testing.T) {
+func testClaim(t *testing.T, f Factory) {
 	ctx := context.Background()
 	const window = 10 * time.Minute
-	claim := func(at time.Time, fingerprint string) Claim {
-		return Claim{Key: "create_checkout_session|k1", Fingerprint: fingerprint, At: at, Window: window}
+	claim := func(at time.Time, fingerprint string) state.Claim {
+		return state.Claim{Key: "create_checkout_session|k1", Fingerprint: fingerprint, At: at, Window: window}
 	}
 	// op is one call on the store and what it should answer.
 	type op struct {
-		claim  *Claim
-		want   Prior
+		claim  *state.Claim
+		want   state.Prior
 		finish []byte // Finish with this result instead of claiming
 		drop   bool   // Drop instead of claiming
 	}
 	fin := func(result string) op { return op{finish: []byte(result)} }
-	clm := func(c Claim, want Prior) op { return op{claim: &c, want: want} }
+	clm := func(c state.Claim, want state.Prior) op { return op{claim: &c, want: want} }
 	tests := []struct {
 		name string
 		ops  []op
 	}{
 		{"the first call gets a new claim", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
 		}},
 		{"an identical call while the first is in flight is told so", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
-			clm(claim(day.Add(time.Second), "f1"), Prior{State: ClaimInFlight}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
+			clm(claim(day.Add(time.Second), "f1"), state.Prior{State: state.ClaimInFlight}),
 		}},
 		{"an identical call after the first finished gets its result", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
 			fin(`{"session":"s_1"}`),
-			clm(claim(day.Add(time.Second), "f1"), Prior{State: ClaimDone, Result: []byte(`{"session":"s_1"}`)}),
+			clm(claim(day.Add(time.Second), "f1"), state.Prior{State: state.ClaimDone, Result: []byte(`{"session":"s_1"}`)}),
 		}},
 		{"the same key with other arguments is a conflict, in flight or done", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
-			clm(claim(day, "f2"), Prior{State: ClaimConflict}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
+			clm(claim(day, "f2"), state.Prior{State: state.ClaimConflict}),
 			fin("r"),
-			clm(claim(day.Add(time.Second), "f2"), Prior{State: ClaimConflict}),
+			clm(claim(day.Add(time.Second), "f2"), state.Prior{State: state.ClaimConflict}),
 		}},
 		{"a claim is live until exactly its window has passed", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
 			fin("r"),
-			clm(claim(day.Add(window-time.Nanosecond), "f1"), Prior{State: ClaimDone, Result: []byte("r")}),
-			clm(claim(day.Add(window), "f2"), Prior{State: ClaimNew}),
-			clm(claim(day.Add(window), "f1"), Prior{State: ClaimConflict}),
+			clm(claim(day.Add(window-time.Nanosecond), "f1"), state.Prior{State: state.ClaimDone, Result: []byte("r")}),
+			clm(claim(day.Add(window), "f2"), state.Prior{State: state.ClaimNew}),
+			clm(claim(day.Add(window), "f1"), state.Prior{State: state.ClaimConflict}),
 		}},
 		{"an expired claim left in flight is replaced", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
-			clm(claim(day.Add(time.Hour), "f1"), Prior{State: ClaimNew}),
-			clm(claim(day.Add(time.Hour), "f1"), Prior{State: ClaimInFlight}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
+			clm(claim(day.Add(time.Hour), "f1"), state.Prior{State: state.ClaimNew}),
+			clm(claim(day.Add(time.Hour), "f1"), state.Prior{State: state.ClaimInFlight}),
 		}},
 		{"a claim in flight holds its key past a short window until the lease ends", []op{
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, Prior{State: ClaimNew}),
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(time.Minute), Window: 30 * time.Second}, Prior{State: ClaimInFlight}),
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(InFlightLease - time.Nanosecond), Window: 30 * time.Second}, Prior{State: ClaimInFlight}),
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(InFlightLease), Window: 30 * time.Second}, Prior{State: ClaimNew}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, state.Prior{State: state.ClaimNew}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(time.Minute), Window: 30 * time.Second}, state.Prior{State: state.ClaimInFlight}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(state.InFlightLease - time.Nanosecond), Window: 30 * time.Second}, state.Prior{State: state.ClaimInFlight}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(state.InFlightLease), Window: 30 * time.Second}, state.Prior{State: state.ClaimNew}),
 		}},
 		{"a finished claim with a short window ends with its window, not the lease", []op{
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, Prior{State: ClaimNew}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day, Window: 30 * time.Second}, state.Prior{State: state.ClaimNew}),
 			fin("r"),
-			clm(Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(30 * time.Second), Window: 30 * time.Second}, Prior{State: ClaimNew}),
+			clm(state.Claim{Key: claim(day, "").Key, Fingerprint: "f1", At: day.Add(30 * time.Second), Window: 30 * time.Second}, state.Prior{State: state.ClaimNew}),
 		}},
 		{"a dropped claim can be taken again", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
 			{drop: true},
-			clm(claim(day.Add(time.Second), "f1"), Prior{State: ClaimNew}),
+			clm(claim(day.Add(time.Second), "f1"), state.Prior{State: state.ClaimNew}),
 		}},
 		{"an empty result replays as nil", []op{
-			clm(claim(day, "f1"), Prior{State: ClaimNew}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimNew}),
 			fin(""),
-			clm(claim(day, "f1"), Prior{State: ClaimDone}),
+			clm(claim(day, "f1"), state.Prior{State: state.ClaimDone}),
 		}},
 	}
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				s := open(t)
@@ -390,10 +367,10 @@ func TestClaim(t *testing.T) {
 					case o.claim != nil:
 						got, err := s.Claim(ctx, *o.claim)
 						if err != nil {
-							t.Fatalf("op %d: Claim: %v", i, err)
+							t.Fatalf("op %d: state.Claim: %v", i, err)
 						}
 						if diff := cmp.Diff(o.want, got); diff != "" {
-							t.Fatalf("op %d: Claim (-want +got):\n%s", i, diff)
+							t.Fatalf("op %d: state.Claim (-want +got):\n%s", i, diff)
 						}
 					case o.drop:
 						if err := s.Drop(ctx, claim(day, "").Key); err != nil {
@@ -407,18 +384,18 @@ func TestClaim(t *testing.T) {
 				}
 			})
 		}
-		t.Run("finishing or dropping an unknown key is ErrNotFound", func(t *testing.T) {
+		t.Run("finishing or dropping an unknown key is state.ErrNotFound", func(t *testing.T) {
 			s := open(t)
-			if err := s.Finish(ctx, "nope", []byte("r")); !errors.Is(err, ErrNotFound) {
-				t.Errorf("Finish = %v, want ErrNotFound", err)
+			if err := s.Finish(ctx, "nope", []byte("r")); !errors.Is(err, state.ErrNotFound) {
+				t.Errorf("Finish = %v, want state.ErrNotFound", err)
 			}
-			if err := s.Drop(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-				t.Errorf("Drop = %v, want ErrNotFound", err)
+			if err := s.Drop(ctx, "nope"); !errors.Is(err, state.ErrNotFound) {
+				t.Errorf("Drop = %v, want state.ErrNotFound", err)
 			}
 		})
 		t.Run("a claim without a window is refused", func(t *testing.T) {
-			if _, err := open(t).Claim(ctx, Claim{Key: "k", Fingerprint: "f", At: day}); err == nil {
-				t.Fatal("Claim succeeded, want an error")
+			if _, err := open(t).Claim(ctx, state.Claim{Key: "k", Fingerprint: "f", At: day}); err == nil {
+				t.Fatal("state.Claim succeeded, want an error")
 			}
 		})
 		t.Run("the stored result is a copy", func(t *testing.T) {
@@ -439,7 +416,7 @@ func TestClaim(t *testing.T) {
 			got.Result[1] = 'Y'
 			again, err := s.Claim(ctx, c)
 			if err != nil || string(again.Result) != "abc" {
-				t.Fatalf("Claim = %q, %v; want the result as stored, abc", again.Result, err)
+				t.Fatalf("state.Claim = %q, %v; want the result as stored, abc", again.Result, err)
 			}
 		})
 	})
@@ -447,7 +424,7 @@ func TestClaim(t *testing.T) {
 
 // hammerReserve makes calls concurrent Reserve(Add=7) calls against a
 // budget of 1000 spread over handles, and checks exactly 142 fit.
-func hammerReserve(t *testing.T, handles []Store, calls int) {
+func hammerReserve(t *testing.T, handles []state.Store, calls int) {
 	t.Helper()
 	const maxAmount, add = 1000, 7
 	ctx := context.Background()
@@ -500,19 +477,19 @@ func hammerReserve(t *testing.T, handles []Store, calls int) {
 	}
 }
 
-func TestConcurrentReserveNeverExceedsTheBudget(t *testing.T) {
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
-		hammerReserve(t, []Store{open(t)}, 300)
+func testConcurrentReserveNeverExceedsTheBudget(t *testing.T, f Factory) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
+		hammerReserve(t, []state.Store{open(t)}, 300)
 	})
 }
 
 // hammerClaim makes calls concurrent identical claims and checks that
 // exactly one is new.
-func hammerClaim(t *testing.T, handles []Store, calls int) {
+func hammerClaim(t *testing.T, handles []state.Store, calls int) {
 	t.Helper()
 	var (
 		wg       sync.WaitGroup
-		states   = make([]atomic.Int64, ClaimConflict+1)
+		states   = make([]atomic.Int64, state.ClaimConflict+1)
 		failures = make(chan error, calls)
 	)
 	start := make(chan struct{})
@@ -520,7 +497,7 @@ func hammerClaim(t *testing.T, handles []Store, calls int) {
 		wg.Go(func() {
 			<-start
 			p, err := handles[i%len(handles)].Claim(context.Background(),
-				Claim{Key: "tool|idem-1", Fingerprint: "f", At: day.Add(time.Duration(i) * time.Millisecond), Window: time.Hour})
+				state.Claim{Key: "tool|idem-1", Fingerprint: "f", At: day.Add(time.Duration(i) * time.Millisecond), Window: time.Hour})
 			if err != nil {
 				failures <- err
 				return
@@ -534,23 +511,23 @@ func hammerClaim(t *testing.T, handles []Store, calls int) {
 	for err := range failures {
 		t.Error(err)
 	}
-	if n, m := states[ClaimNew].Load(), states[ClaimInFlight].Load(); n != 1 || m != int64(calls-1) {
+	if n, m := states[state.ClaimNew].Load(), states[state.ClaimInFlight].Load(); n != 1 || m != int64(calls-1) {
 		t.Errorf("%d new and %d in-flight answers, want 1 and %d", n, m, calls-1)
 	}
 }
 
-func TestConcurrentIdenticalClaimsMakeOneNewClaim(t *testing.T) {
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
-		hammerClaim(t, []Store{open(t)}, 50)
+func testConcurrentIdenticalClaimsMakeOneNewClaim(t *testing.T, f Factory) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
+		hammerClaim(t, []state.Store{open(t)}, 50)
 	})
 }
 
 // sampleRecords returns n audit records as a caller would fill them.
-func sampleRecords(n int) []AuditRecord {
+func sampleRecords(n int) []state.AuditRecord {
 	decisions := []string{"created", "amount_over_cap", "replayed", "upstream_refused", "outcome_unknown"}
-	recs := make([]AuditRecord, n)
+	recs := make([]state.AuditRecord, n)
 	for i := range recs {
-		recs[i] = AuditRecord{
+		recs[i] = state.AuditRecord{
 			Time:     day.Add(time.Duration(i)*time.Second + 123456789).In(time.FixedZone("CET", 3600)),
 			Tool:     "create_checkout_session",
 			Decision: decisions[i%len(decisions)],
@@ -566,7 +543,7 @@ func sampleRecords(n int) []AuditRecord {
 }
 
 // appendAll appends recs to s, filling in what AppendAudit assigns.
-func appendAll(t testing.TB, s Store, recs []AuditRecord) {
+func appendAll(t testing.TB, s state.Store, recs []state.AuditRecord) {
 	t.Helper()
 	for i := range recs {
 		if err := s.AppendAudit(context.Background(), &recs[i]); err != nil {
@@ -575,10 +552,10 @@ func appendAll(t testing.TB, s Store, recs []AuditRecord) {
 	}
 }
 
-func scanAll(t testing.TB, s Store) []AuditRecord {
+func scanAll(t testing.TB, s state.Store) []state.AuditRecord {
 	t.Helper()
-	var got []AuditRecord
-	err := s.ScanAudit(context.Background(), func(r *AuditRecord) error {
+	var got []state.AuditRecord
+	err := s.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
 		got = append(got, *r)
 		return nil
 	})
@@ -588,21 +565,21 @@ func scanAll(t testing.TB, s Store) []AuditRecord {
 	return got
 }
 
-func TestAuditTrail(t *testing.T) {
+func testAuditTrail(t *testing.T, f Factory) {
 	ctx := context.Background()
-	forEach(t, func(t *testing.T, open func(testing.TB) Store) {
+	forEach(t, f, func(t *testing.T, open func(testing.TB) state.Store) {
 		t.Run("an empty trail verifies with no records", func(t *testing.T) {
 			s := open(t)
 			seq, hash, err := s.AuditHead(ctx)
 			if err != nil || seq != 0 || hash != "" {
 				t.Fatalf("AuditHead = %d, %q, %v; want 0, \"\"", seq, hash, err)
 			}
-			rep, err := VerifyAudit(ctx, s)
+			rep, err := state.VerifyAudit(ctx, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(&AuditReport{}, rep); diff != "" {
-				t.Fatalf("VerifyAudit (-want +got):\n%s", diff)
+			if diff := cmp.Diff(&state.AuditReport{}, rep); diff != "" {
+				t.Fatalf("state.VerifyAudit (-want +got):\n%s", diff)
 			}
 		})
 		t.Run("appended records are chained, stored exactly and verify", func(t *testing.T) {
@@ -623,12 +600,12 @@ func TestAuditTrail(t *testing.T) {
 			if err != nil || seq != 7 || hash != recs[6].Hash {
 				t.Fatalf("AuditHead = %d, %q, %v; want 7, %q", seq, hash, err, recs[6].Hash)
 			}
-			rep, err := VerifyAudit(ctx, s)
+			rep, err := state.VerifyAudit(ctx, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(&AuditReport{Records: 7}, rep); diff != "" || !rep.OK() {
-				t.Fatalf("VerifyAudit (-want +got):\n%s", diff)
+			if diff := cmp.Diff(&state.AuditReport{Records: 7}, rep); diff != "" || !rep.OK() {
+				t.Fatalf("state.VerifyAudit (-want +got):\n%s", diff)
 			}
 		})
 		t.Run("export writes one JSON line per record that decodes back to it", func(t *testing.T) {
@@ -636,14 +613,14 @@ func TestAuditTrail(t *testing.T) {
 			recs := sampleRecords(5)
 			appendAll(t, s, recs)
 			var buf bytes.Buffer
-			n, err := ExportAudit(ctx, s, &buf)
+			n, err := state.ExportAudit(ctx, s, &buf)
 			if err != nil || n != 5 {
-				t.Fatalf("ExportAudit = %d, %v; want 5", n, err)
+				t.Fatalf("state.ExportAudit = %d, %v; want 5", n, err)
 			}
-			var got []AuditRecord
+			var got []state.AuditRecord
 			sc := bufio.NewScanner(&buf)
 			for sc.Scan() {
-				var r AuditRecord
+				var r state.AuditRecord
 				dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 				dec.DisallowUnknownFields()
 				if err := dec.Decode(&r); err != nil {
@@ -660,7 +637,7 @@ func TestAuditTrail(t *testing.T) {
 			appendAll(t, s, sampleRecords(3))
 			stop := errors.New("stop")
 			calls := 0
-			err := s.ScanAudit(ctx, func(*AuditRecord) error { calls++; return stop })
+			err := s.ScanAudit(ctx, func(*state.AuditRecord) error { calls++; return stop })
 			if !errors.Is(err, stop) || calls != 1 {
 				t.Fatalf("ScanAudit = %v after %d calls, want stop after 1", err, calls)
 			}
@@ -670,16 +647,16 @@ func TestAuditTrail(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range 40 {
 				wg.Go(func() {
-					r := AuditRecord{Time: day, Tool: "t", Decision: fmt.Sprint(i)}
+					r := state.AuditRecord{Time: day, Tool: "t", Decision: fmt.Sprint(i)}
 					if err := s.AppendAudit(ctx, &r); err != nil {
 						t.Error(err)
 					}
 				})
 			}
 			wg.Wait()
-			rep, err := VerifyAudit(ctx, s)
+			rep, err := state.VerifyAudit(ctx, s)
 			if err != nil || !rep.OK() || rep.Records != 40 {
-				t.Fatalf("VerifyAudit = %+v, %v; want 40 records, intact", rep, err)
+				t.Fatalf("state.VerifyAudit = %+v, %v; want 40 records, intact", rep, err)
 			}
 		})
 	})
