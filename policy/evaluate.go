@@ -25,40 +25,6 @@ type Request struct {
 	PriceID, ProductID string
 }
 
-// Code is a stable, machine-readable reason for a [Decision].
-type Code string
-
-// Decision codes. They are stable: clients, logs and audit records may
-// match on them.
-const (
-	CodeAllowed                    Code = "allowed"                        // the call may go ahead
-	CodeCurrencyNotAllowed         Code = "currency_not_allowed"           // the session's currency is not on the tool's allowlist
-	CodeLineItemCurrencyNotAllowed Code = "line_item_currency_not_allowed" // a line item's currency is not on the tool's allowlist
-	CodeAmountOverCap              Code = "amount_over_cap"                // the amount, or a line-item sum, is above the per-session cap
-	CodeAmountUnderMin             Code = "amount_under_min"               // the amount is below the per-session minimum
-	CodeEmailNotAllowed            Code = "email_not_allowed"              // the email is denied, or not on the allowlist
-	CodeEmailRequired              Code = "email_required"                 // no email, and the call may not go without one
-	CodeEmailInvalid               Code = "email_invalid"                  // the email is not a single bare address
-	CodeCustomerIDNotAllowed       Code = "customer_id_not_allowed"        // a customerId beside an email the email rules alone cannot vouch for
-	CodeDashboardPriceNotAllowed   Code = "dashboard_price_not_allowed"    // a priceId or productId, which the tool's rules do not allow
-	CodeToolDisabled               Code = "tool_disabled"                  // the policy turns the tool off
-	CodeUnknownTool                Code = "unknown_tool"                   // the policy does not govern the tool, so refuses it
-	CodeInvalidRequest             Code = "invalid_request"                // the request is malformed (no amount, quantity below 1, ...)
-	CodeNoPolicy                   Code = "no_policy"                      // Evaluate was called on a nil *Policy
-
-	// CodeBudgetExceeded: the call's amount does not fit what is left of a
-	// rolling-window budget (see [Policy.LimitDecision]). The message says
-	// how much is left and when enough frees up.
-	CodeBudgetExceeded Code = "budget_exceeded"
-	// CodeRateLimited: a rolling-window rate limit has no call left (see
-	// [Policy.LimitDecision]). The message says when to retry.
-	CodeRateLimited Code = "rate_limited"
-	// CodeDuplicateConflict: an idempotency key was used again with
-	// different arguments. The tools layer, which owns idempotency keys,
-	// returns it; a new key is a deliberate new session.
-	CodeDuplicateConflict Code = "idempotency_key_reused"
-)
-
 // Decision is the outcome of [Policy.Evaluate] or [Policy.LimitDecision].
 // The zero Decision is a denial, so code that forgets to fill one in fails
 // closed. It holds no pointers to fill on the allowed path, so returning one

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -448,4 +449,29 @@ func ceilSecond(t time.Time) time.Time {
 		return tr.Add(time.Second)
 	}
 	return t
+}
+
+// Spend returns what req counts against the budgets of each currency it
+// involves (its own and its line items'), as [Policy.Limits] counts it,
+// sorted by currency code. The journal records it with every intent.
+func (r *Request) Spend() []Money {
+	var out []Money
+	add := func(cur Currency) {
+		for _, m := range out {
+			if m.cur == cur {
+				return
+			}
+		}
+		out = append(out, Money{minor: budgetAmount(r, cur), cur: cur})
+	}
+	if r.Amount.cur.code != "" {
+		add(r.Amount.cur)
+	}
+	for _, li := range r.LineItems {
+		if li.UnitAmount.cur.code != "" {
+			add(li.UnitAmount.cur)
+		}
+	}
+	slices.SortFunc(out, func(a, b Money) int { return strings.Compare(a.cur.code, b.cur.code) })
+	return out
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -91,16 +92,15 @@ func (ts *toolset) agentPaymentSession() Tool {
 }
 
 func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	c := ts.begin(policy.ToolAgentPaymentSession)
-	defer c.finish(ctx)
+	const tool = policy.ToolAgentPaymentSession
+	caller := ts.caller(ctx)
 
 	// 1. Strict decoding.
 	var args agentPaymentSessionArgs
 	if err := decodeStrict(rawArguments(req), agentPaymentSessionShape, &args); err != nil {
-		return c.invalid(err.(decodeProblems)), nil
+		return render(ts.gate.Invalid(ctx, caller, tool, "", err.(decodeProblems))), nil
 	}
 	args.CustomerEmail = strings.TrimSpace(args.CustomerEmail)
-	c.setEmail(args.CustomerEmail)
 
 	// 2. Validation.
 	problems := validate(ts.validate, &args)
@@ -118,30 +118,32 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 		}
 	}
 	if len(problems) > 0 {
-		return c.invalid(problems), nil
+		return render(ts.gate.Invalid(ctx, caller, tool, args.CustomerEmail, problems)), nil
 	}
-	c.setEmail(email)
 
-	// 3 to 5: policy, duplicate guard, limits, Clink, with exactly the money
-	// the policy allows.
+	// 3. The order, with exactly the money the policy will see.
 	wire, err := clink.ParseAmount(amount.Amount())
 	if err != nil {
-		return c.internal(ctx, err), nil
+		return ts.internal(ctx, caller, tool, err), nil
 	}
 	request := &clink.AgentPaymentSessionRequest{
 		CustomerEmail: email,
 		Amount:        wire,
 		Currency:      amount.Currency().Code(),
 	}
-	return ts.execute(ctx, c, &order{
-		request: policy.Request{
-			Tool:          policy.ToolAgentPaymentSession,
+	fingerprint, err := json.Marshal(request)
+	if err != nil {
+		return ts.internal(ctx, caller, tool, err), nil
+	}
+	return render(ts.gate.Create(ctx, caller, &gate.Order{
+		Request: policy.Request{
+			Tool:          tool,
 			Amount:        amount,
 			CustomerEmail: email,
 		},
-		idempotencyKey: args.IdempotencyKey,
-		wire:           request,
-		create: func(ctx context.Context) (*created, error) {
+		IdempotencyKey: args.IdempotencyKey,
+		Fingerprint:    fingerprint,
+		Commit: func(ctx context.Context) (*gate.Created, error) {
 			sess, err := ts.payments.CreateAgentPaymentSession(ctx, request)
 			if err != nil {
 				return nil, err
@@ -153,11 +155,10 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 				Currency:      amount.Currency().Code(),
 				CustomerEmail: email,
 			}
-			return &created{sessionID: sess.SessionID, structured: out,
-				summary: fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
-					out.SessionID, amount, email, out.ExpireTime)}, nil
+			return created(out.SessionID, out, fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
+				out.SessionID, amount, email, out.ExpireTime))
 		},
-	}), nil
+	})), nil
 }
 
 // parseAmount turns an amount argument into exact money, naming the argument

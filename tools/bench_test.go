@@ -14,8 +14,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
-	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 const benchArgs = `{"amount":120,"currency":"USD","customerEmail":"bob@example.org","successUrl":"https://shop.example.com/ok",` +
@@ -123,7 +123,7 @@ func BenchmarkServerCostPerCallWithStore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := NewServer(Deps{Payments: nopPayments{}, Policy: p, State: st, AuditKey: testAuditKey}, "bench")
+	s := NewServer(wire(b, nopPayments{}, p, st, nil, nil), "bench")
 	ctx := context.Background()
 	var times []time.Duration
 	i := 0

@@ -12,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -117,16 +118,15 @@ func (ts *toolset) checkoutSession() Tool {
 }
 
 func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	c := ts.begin(policy.ToolCheckoutSession)
-	defer c.finish(ctx)
+	const tool = policy.ToolCheckoutSession
+	caller := ts.caller(ctx)
 
 	// 1. Strict decoding.
 	var args checkoutSessionArgs
 	if err := decodeStrict(rawArguments(req), checkoutSessionShape, &args); err != nil {
-		return c.invalid(err.(decodeProblems)), nil
+		return render(ts.gate.Invalid(ctx, caller, tool, "", err.(decodeProblems))), nil
 	}
 	args.CustomerEmail = strings.TrimSpace(args.CustomerEmail)
-	c.setEmail(args.CustomerEmail)
 
 	// 2. Validation.
 	problems := validate(ts.validate, &args)
@@ -159,17 +159,20 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 		}
 	}
 	if len(problems) > 0 {
-		return c.invalid(problems), nil
+		return render(ts.gate.Invalid(ctx, caller, tool, args.CustomerEmail, problems)), nil
 	}
-	c.setEmail(email)
 
-	// 3 to 5: policy, duplicate guard, limits, Clink.
+	// 3. The order, with exactly the money the policy will see.
 	request, err := checkoutRequest(&args, amount, email, items)
 	if err != nil {
-		return c.internal(ctx, err), nil
+		return ts.internal(ctx, caller, tool, err), nil
 	}
-	return ts.execute(ctx, c, &order{
-		request: policy.Request{
+	fingerprint, err := json.Marshal(request)
+	if err != nil {
+		return ts.internal(ctx, caller, tool, err), nil
+	}
+	return render(ts.gate.Create(ctx, caller, &gate.Order{
+		Request: policy.Request{
 			Tool:                policy.ToolCheckoutSession,
 			Amount:              amount,
 			CustomerEmail:       email,
@@ -179,9 +182,9 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 			PriceID:             args.PriceID,
 			ProductID:           args.ProductID,
 		},
-		idempotencyKey: args.IdempotencyKey,
-		wire:           request,
-		create: func(ctx context.Context) (*created, error) {
+		IdempotencyKey: args.IdempotencyKey,
+		Fingerprint:    fingerprint,
+		Commit: func(ctx context.Context) (*gate.Created, error) {
 			sess, err := ts.payments.CreateCheckoutSession(ctx, request)
 			if err != nil {
 				return nil, err
@@ -193,11 +196,10 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 				Amount:     json.Number(amount.Amount()),
 				Currency:   amount.Currency().Code(),
 			}
-			return &created{sessionID: sess.SessionID, structured: out,
-				summary: fmt.Sprintf("Created checkout session %s for %s; the customer pays at %s (expires %s).",
-					out.SessionID, amount, out.URL, out.ExpireTime)}, nil
+			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s; the customer pays at %s (expires %s).",
+				out.SessionID, amount, out.URL, out.ExpireTime))
 		},
-	}), nil
+	})), nil
 }
 
 // quantity is a line item's quantity, 1 when not given.

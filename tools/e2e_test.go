@@ -12,8 +12,9 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
-	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -39,7 +40,9 @@ func newE2E(t testing.TB, opts ...sandbox.Option) *e2e {
 	}
 	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
-	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, State: st, AuditKey: []byte("e2e audit key, at least 16 bytes")}, "test"))
+	g := gate.New(gate.Config{Policy: p, Store: st, Secret: []byte("e2e state secret, at least 32 bytes long")})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	cli, err := client.NewInProcessClient(tools.NewServer(tools.Deps{Payments: c, Policy: p, Gate: g}, "test"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink"
-	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // statePolicy has a budget, rate limits and the duplicate guard.
@@ -55,7 +55,7 @@ func newStateHarness(t testing.TB, p *policy.Policy, st state.Store) *stateHarne
 	t.Helper()
 	h := &stateHarness{pay: &fakePayments{}, state: st, tools: map[string]Tool{},
 		now: time.Date(2026, 11, 21, 23, 59, 0, 0, time.UTC)}
-	for _, tool := range All(Deps{Payments: h.pay, Policy: p, State: st, AuditKey: testAuditKey, Clock: h.clock}) {
+	for _, tool := range All(wire(t, h.pay, p, st, h.clock, nil)) {
 		h.tools[tool.Tool.Name] = tool
 	}
 	return h
@@ -311,33 +311,52 @@ func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
 	const planted = "tok_PLANTED_41b2"
 	st := memoryStore(t)
 	h := newStateHarness(t, parsePolicy(t, statePolicy), st)
-	calls := []struct{ tool, args, decision string }{
-		{checkout, checkoutArgs("10", "alice@example.com"), codeCreated},
-		{checkout, checkoutArgs("10", "alice@example.com"), codeReplayed},
-		{checkout, checkoutArgs("900", "alice@example.com"), string(policy.CodeAmountOverCap)},
-		{checkout, `{"amount":"x"}`, codeInvalidArguments},
-		{checkout, `{"amount":10,"currency":"GBP","customerEmail":"alice@example.com"}`, string(policy.CodeCurrencyNotAllowed)},
-		{agent, `{"customerEmail":"bob@example.com","amount":5,"currency":"USD"}`, codeCreated},
+	calls := []struct {
+		tool, args string
+		decision   policy.Code
+	}{
+		{checkout, checkoutArgs("10", "alice@example.com"), policy.CodeCreated},
+		{checkout, checkoutArgs("10", "alice@example.com"), policy.CodeReplayed},
+		{checkout, checkoutArgs("900", "alice@example.com"), policy.CodeAmountOverCap},
+		{checkout, `{"amount":"x"}`, policy.CodeInvalidArguments},
+		{checkout, `{"amount":10,"currency":"GBP","customerEmail":"alice@example.com"}`, policy.CodeCurrencyNotAllowed},
+		{agent, `{"customerEmail":"bob@example.com","amount":5,"currency":"USD"}`, policy.CodeCreated},
 	}
 	for _, c := range calls {
 		h.call(t, c.tool, c.args)
 	}
 	h.pay.err = fmt.Errorf("%w: %s", clink.ErrOutcomeUnknown, planted)
 	h.call(t, agent, `{"customerEmail":"bob@example.com","amount":6,"currency":"USD"}`)
-	var recs []*state.AuditRecord
-	if err := st.ScanAudit(context.Background(), func(r *state.AuditRecord) error { recs = append(recs, r); return nil }); err != nil {
+	// Every call has one outcome record; those that reached Clink have
+	// their intent before it, under the same call ID.
+	var all, recs []*state.AuditRecord
+	intents := map[string]*state.AuditRecord{}
+	if err := st.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
+		all = append(all, r)
+		switch r.Kind {
+		case state.KindIntent:
+			intents[r.Call] = r
+		case state.KindOutcome:
+			recs = append(recs, r)
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != len(calls)+1 {
-		t.Fatalf("%d audit records for %d calls", len(recs), len(calls)+1)
+	if len(recs) != len(calls)+1 || len(all) != len(recs)+3 {
+		t.Fatalf("%d outcome records and %d in all for %d calls, 3 of which reached Clink", len(recs), len(all), len(calls)+1)
 	}
 	for i, c := range calls {
-		if recs[i].Decision != c.decision || recs[i].Tool != c.tool {
+		if recs[i].Decision != string(c.decision) || recs[i].Tool != c.tool {
 			t.Errorf("record %d = %s %s, want %s %s", i, recs[i].Tool, recs[i].Decision, c.tool, c.decision)
 		}
+		in, ok := intents[recs[i].Call]
+		if reached := c.decision == policy.CodeCreated; ok != reached || ok && (in.Seq >= recs[i].Seq || in.Amounts == "" || in.Reservation == "") {
+			t.Errorf("record %d (%s): intent %+v", i, c.decision, in)
+		}
 	}
-	if last := recs[len(recs)-1]; last.Decision != codeOutcomeUnknown {
-		t.Errorf("last record decision = %s", last.Decision)
+	if last := recs[len(recs)-1]; last.Decision != string(policy.CodeOutcomeUnknown) || intents[last.Call] == nil {
+		t.Errorf("last record = %+v, want outcome_unknown after its intent", last)
 	}
 	first := recs[0]
 	if first.Amount != "10.00" || first.Currency != "USD" || first.SessionID == "" || first.EmailMasked == "" || first.EmailHash == "" || recs[1].SessionID != first.SessionID {
@@ -353,7 +372,7 @@ func TestAuditTrailHasOneRecordPerCall(t *testing.T) {
 		}
 	}
 	report, err := state.VerifyAudit(context.Background(), st)
-	if err != nil || report.Broken != nil {
+	if err != nil || !report.OK() {
 		t.Fatalf("verify: %v %+v", err, report)
 	}
 }
@@ -369,11 +388,11 @@ func TestAFailingStoreFailsClosed(t *testing.T) {
 	}
 }
 
-// failingStore is a store whose reservations fail.
+// failingStore is a store whose holds fail.
 type failingStore struct{ state.Store }
 
-func (failingStore) Reserve(context.Context, time.Time, []policy.Limit) (string, error) {
-	return "", fmt.Errorf("disk I/O error")
+func (failingStore) Hold(context.Context, *state.Hold) (*state.Held, error) {
+	return nil, fmt.Errorf("disk I/O error")
 }
 
 func TestPerCustomerLimitsCannotBeDodgedWithReferenceIDs(t *testing.T) {
@@ -477,7 +496,7 @@ func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
 	st := memoryStore(t)
 	p := parsePolicy(t, statePolicy)
 	handlers := map[string]Tool{}
-	for _, tool := range All(Deps{Payments: panickingPayments{}, Policy: p, State: st, AuditKey: testAuditKey}) {
+	for _, tool := range All(wire(t, panickingPayments{}, p, st, nil, nil)) {
 		handlers[tool.Tool.Name] = tool
 	}
 	call := func(args string) *mcp.CallToolResult {
@@ -513,7 +532,7 @@ func TestAPanicInTheClinkCallIsAnUnknownOutcome(t *testing.T) {
 
 func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
 	st := memoryStore(t)
-	tool := All(Deps{Payments: nopPayments{}, Policy: panickingPolicy{parsePolicy(t, statePolicy)}, State: st, AuditKey: testAuditKey})[0]
+	tool := All(wire(t, nopPayments{}, panickingPolicy{parsePolicy(t, statePolicy)}, st, nil, nil))[0]
 	res, err := tool.Handler(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: agent,
 		RawArguments: json.RawMessage(`{"customerEmail":"a@example.com","amount":5,"currency":"USD"}`)}})
 	if err != nil || !res.IsError || !strings.Contains(ResultText(res), "internal error") || strings.Contains(ResultText(res), "PLANTED") {
@@ -521,7 +540,7 @@ func TestAPanicInAHandlerNeverReachesTheModel(t *testing.T) {
 	}
 	var recs []*state.AuditRecord
 	st.ScanAudit(context.Background(), func(r *state.AuditRecord) error { recs = append(recs, r); return nil })
-	if len(recs) != 1 || recs[0].Decision != codeInternal {
+	if len(recs) != 1 || recs[0].Decision != string(policy.CodeInternal) {
 		t.Fatalf("audit records: %+v", recs)
 	}
 }

@@ -1,30 +1,27 @@
-// Package tools defines the MCP tools of clink-mcp: their schemas, their
-// annotations and the pipeline every call goes through.
+// Package tools is the MCP face of clink-mcp: each tool's schema and
+// annotations, strict decoding and validation of its arguments into an
+// order for the core (package gate), and the rendering of the core's result
+// as an MCP tool result.
 //
-// A call is handled in this order, and nothing reaches Clink before the last
-// step:
+// A call is handled in this order, and nothing reaches Clink before the
+// last step:
 //
-//  1. strict decoding: unknown, duplicate and case-variant arguments and wrong
-//     JSON types are refused by name;
-//  2. validation (validator/v10 and exact money parsing), every problem at once;
-//  3. the policy decision: the stateless rules, then the duplicate guard
-//     (an identical call within the window gets the earlier result, marked
-//     as a replay) and the budgets and rate limits, reserved atomically;
-//  4. the Clink call, after which the reservation is settled: spent on
-//     success, released when Clink definitely refused, kept when the
-//     outcome is unknown.
+//  1. strict decoding: unknown, duplicate and case-variant arguments and
+//     wrong JSON types are refused by name;
+//  2. validation (validator/v10 and exact money parsing), every problem at
+//     once;
+//  3. the core's lifecycle (gate.Gate.Create): the policy's decision, the
+//     duplicate guard, budgets and rate limits, the journal's intent, the
+//     Clink call, and its settlement.
 //
-// Every call, whatever its outcome, leaves one record in the audit trail
-// and one log line.
-//
-// Every failure is a tool result with isError set and a message the model
-// can act on; it never carries the API key, Clink's tokenValue, a stack
-// trace or a raw upstream body.
+// Every call, whatever its outcome, leaves a record in the audit trail and
+// one log line, written by the core. Every failure is a tool result with
+// isError set and a message the model can act on; it never carries the API
+// key, Clink's tokenValue, a stack trace or a raw upstream body.
 package tools
 
 import (
 	"context"
-	"crypto/cipher"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -36,8 +33,8 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // Payments is what the tools need of Clink. *clink.Client satisfies it; tests
@@ -47,56 +44,32 @@ type Payments interface {
 	CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error)
 }
 
-// Policy is what the tools need of the operator's policy. *policy.Policy
-// satisfies it. Every method must be safe for concurrent use.
+// Policy is what the tools need of the operator's policy beyond the core:
+// the sentence each tool's description gives of its limits.
+// *policy.Policy satisfies it.
 type Policy interface {
-	// Evaluate decides one request by the stateless rules.
-	Evaluate(req *policy.Request) policy.Decision
-	// Limits returns the budget and rate-limit counters req is checked
-	// against; customer is the opaque key of its customer.
-	Limits(req *policy.Request, customer string) []policy.Limit
-	// LimitDecision explains a store's refusal of limits[d.Limit].
-	LimitDecision(limits []policy.Limit, d *policy.Denied, now time.Time) policy.Decision
-	// DuplicatesWindow is how long an identical call is answered with the
-	// earlier result; 0 turns the guard off.
-	DuplicatesWindow() time.Duration
 	// Summary describes a tool's limits in a sentence or two for the model.
 	Summary(tool string) string
-}
-
-// State is what the tools need of the state state. Every state.Store
-// satisfies it.
-type State interface {
-	Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error)
-	Settle(ctx context.Context, id string, outcome policy.Settlement) error
-	Claim(ctx context.Context, c state.Claim) (state.Prior, error)
-	Finish(ctx context.Context, key string, result []byte) error
-	Drop(ctx context.Context, key string) error
-	AppendAudit(ctx context.Context, rec *state.AuditRecord) error
 }
 
 var (
 	_ Payments = (*clink.Client)(nil)
 	_ Policy   = (*policy.Policy)(nil)
-	_ State    = (state.Store)(nil)
 )
 
 // Deps are what the tools are built from.
 type Deps struct {
 	// Payments creates the sessions. Required.
 	Payments Payments
-	// Policy decides every call before Payments sees it. Required.
+	// Policy describes the limits in the tools' descriptions. Required.
 	Policy Policy
-	// State holds budgets, rate limits, the duplicate guard and the audit
-	// trail. Required: without it no limit over time could be kept.
-	State State
-	// AuditKey keys the hash that stands for a customer in the store and
-	// the audit trail, so the raw address is never stored. Required.
-	AuditKey []byte
-	// Clock is the time of calls for budgets, rate limits, duplicates and
-	// the audit trail. Nil means time.Now.
-	Clock func() time.Time
-	// Logger receives one line per tool call. Nil discards.
+	// Gate runs every call's lifecycle. Required.
+	Gate *gate.Gate
+	// Caller names the principal making a call from its context: "" for
+	// the local user of a stdio server. Nil means always "".
+	Caller func(ctx context.Context) string
+	// Logger receives what goes wrong outside a call's lifecycle (a panic
+	// in decoding). Nil discards.
 	Logger *slog.Logger
 }
 
@@ -106,24 +79,21 @@ type Tool = server.ServerTool
 
 // toolset holds what every tool's handler shares.
 type toolset struct {
-	replayAEAD cipher.AEAD // seals stored replays
-	payments   Payments
-	policy     Policy
-	state      State
-	auditKey   []byte
-	now        func() time.Time
-	log        *slog.Logger
-	validate   *validator.Validate
+	payments Payments
+	policy   Policy
+	gate     *gate.Gate
+	caller   func(ctx context.Context) string
+	log      *slog.Logger
+	validate *validator.Validate
 }
 
 func newToolset(d Deps) *toolset {
-	if d.Payments == nil || d.Policy == nil || d.State == nil || len(d.AuditKey) == 0 {
-		panic("tools: Deps.Payments, Policy, State and AuditKey are required")
+	if d.Payments == nil || d.Policy == nil || d.Gate == nil {
+		panic("tools: Deps.Payments, Policy and Gate are required")
 	}
-	ts := &toolset{replayAEAD: newReplayAEAD(d.AuditKey), payments: d.Payments, policy: d.Policy, state: d.State, auditKey: d.AuditKey,
-		now: d.Clock, log: d.Logger, validate: newValidator()}
-	if ts.now == nil {
-		ts.now = time.Now
+	ts := &toolset{payments: d.Payments, policy: d.Policy, gate: d.Gate, caller: d.Caller, log: d.Logger, validate: newValidator()}
+	if ts.caller == nil {
+		ts.caller = func(context.Context) string { return "" }
 	}
 	if ts.log == nil {
 		ts.log = slog.New(slog.DiscardHandler)
@@ -152,7 +122,7 @@ func (ts *toolset) recovering(h server.ToolHandlerFunc) server.ToolHandlerFunc {
 		defer func() {
 			if r := recover(); r != nil {
 				ts.log.ErrorContext(ctx, "panic in a tool handler", "tool", req.Params.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				res, err = mcp.NewToolResultError("internal error: the operator's log has the details. Check with the operator before retrying."), nil
+				res, err = render(ts.gate.Internal(ctx, ts.caller(ctx), req.Params.Name)), nil
 			}
 		}()
 		return h(ctx, req)

@@ -16,8 +16,9 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink"
-	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // fakePayments stands in for Clink: it records every request, numbers the
@@ -77,15 +78,30 @@ func testPolicy(t testing.TB) *policy.Policy {
 	return p
 }
 
-// testAuditKey keys the customer hashes in tests.
-var testAuditKey = []byte("test audit key, 32 bytes long...")
+// testSecret is the state secret in tests.
+var testSecret = []byte("test state secret, at least 32 bytes long")
+
+// fullPolicy is a policy as tests hand it over: the core's view and the
+// tools' view of it.
+type fullPolicy interface {
+	gate.Policy
+	Policy
+}
 
 // testDeps wires the tools to pay and p with an in-memory state.
-func testDeps(t testing.TB, pay Payments, p Policy) Deps {
+func testDeps(t testing.TB, pay Payments, p fullPolicy) Deps {
 	t.Helper()
 	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
-	return Deps{Payments: pay, Policy: p, State: st, AuditKey: testAuditKey}
+	return wire(t, pay, p, st, nil, nil)
+}
+
+// wire builds the tools' Deps around a gate on st.
+func wire(t testing.TB, pay Payments, p fullPolicy, st state.Store, clock func() time.Time, logger *slog.Logger) Deps {
+	t.Helper()
+	g := gate.New(gate.Config{Policy: p, Store: st, Secret: testSecret, Account: "test", Clock: clock, Logger: logger})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	return Deps{Payments: pay, Policy: p, Gate: g, Logger: logger}
 }
 
 // harness is the tools wired to a fake Clink, an in-memory store and a log
@@ -97,14 +113,13 @@ type harness struct {
 	logs  *bytes.Buffer
 }
 
-func (h *harness) deps(t testing.TB, p Policy, logger *slog.Logger) Deps {
-	d := testDeps(t, h.pay, p)
-	d.Logger = logger
-	h.state = d.State.(*state.Memory)
-	return d
+func (h *harness) deps(t testing.TB, p fullPolicy, logger *slog.Logger) Deps {
+	h.state = state.NewMemory()
+	t.Cleanup(func() { h.state.Close() })
+	return wire(t, h.pay, p, h.state, nil, logger)
 }
 
-func newHarness(t testing.TB, p Policy) *harness {
+func newHarness(t testing.TB, p fullPolicy) *harness {
 	t.Helper()
 	h := &harness{pay: &fakePayments{}, tools: map[string]Tool{}, logs: &bytes.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -349,16 +364,16 @@ func TestClinkFailuresBecomeResultsTheModelCanActOn(t *testing.T) {
 		name     string
 		err      error
 		want     string
-		decision string
+		decision policy.Code
 	}{
 		{"a business error names Clink's code and explains it",
-			&clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}, "Clink refused the request (code 400 CUSTOMER_NOT_FOUND)", codeUpstreamRefused},
+			&clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}, "Clink refused the request (code 400 CUSTOMER_NOT_FOUND)", policy.CodeUpstreamRefused},
 		{"an authentication failure is reported for the operator",
-			&clink.Error{HTTPStatus: 401}, "Clink refused the request (HTTP 401)", codeUpstreamAuth},
+			&clink.Error{HTTPStatus: 401}, "Clink refused the request (HTTP 401)", policy.CodeUpstreamAuth},
 		{"an unknown outcome warns against a blind retry",
-			fmt.Errorf("%w: read tcp: connection reset", clink.ErrOutcomeUnknown), "outcome unknown: the session may have been created; do not retry blindly", codeOutcomeUnknown},
+			fmt.Errorf("%w: read tcp: connection reset", clink.ErrOutcomeUnknown), "outcome unknown: the session may have been created; do not retry blindly", policy.CodeOutcomeUnknown},
 		{"an unexpected error is an internal error with no detail",
-			errors.New("dial with key " + apiKey), "internal error", codeInternal},
+			errors.New("dial with key " + apiKey), "internal error", policy.CodeInternal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -372,7 +387,7 @@ func TestClinkFailuresBecomeResultsTheModelCanActOn(t *testing.T) {
 			if strings.Contains(got, apiKey) {
 				t.Errorf("result leaks the API key: %q", got)
 			}
-			if !strings.Contains(h.logs.String(), `"decision":"`+tt.decision+`"`) {
+			if !strings.Contains(h.logs.String(), `"decision":"`+string(tt.decision)+`"`) {
 				t.Errorf("log %s lacks decision %s", h.logs, tt.decision)
 			}
 		})
@@ -397,9 +412,9 @@ func TestEveryCallLogsOneLineWithAMaskedEmail(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("got %d tool call lines, want 3:\n%s", len(lines), h.logs)
 	}
-	wantDecisions := []string{codeCreated, string(policy.CodeAmountOverCap), codeInvalidArguments}
+	wantDecisions := []policy.Code{policy.CodeCreated, policy.CodeAmountOverCap, policy.CodeInvalidArguments}
 	for i, l := range lines {
-		if l["decision"] != wantDecisions[i] || l["tool"] != agent || l["duration"] == nil {
+		if l["decision"] != string(wantDecisions[i]) || l["tool"] != agent || l["duration"] == nil {
 			t.Errorf("line %d = %v, want decision %s", i, l, wantDecisions[i])
 		}
 	}

@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // auditCommand is "clink-mcp audit verify" (check the hash chain; exit 1
@@ -63,5 +63,21 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 		return errFailed
 	}
 	fmt.Fprintf(stdout, "audit trail %s: %d records, hash chain intact\n", path, report.Records)
+	if report.Open > 0 {
+		intents, err := st.Intents(ctx)
+		if err != nil {
+			return fmt.Errorf("audit verify: %v", err)
+		}
+		orphaned := 0
+		for _, in := range intents {
+			if in.Orphaned {
+				orphaned++
+			}
+		}
+		fmt.Fprintf(stderr, "clink-mcp: %d calls have an intent and no outcome: %d still in flight, %d left by a server that stopped mid-call "+
+			"(the next server to start records them as outcome_unknown; \"audit export\" shows them as \"open\")\n",
+			report.Open, report.Open-int64(orphaned), orphaned)
+		return errFailed
+	}
 	return nil
 }

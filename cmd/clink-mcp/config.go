@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/lmittmann/tint"
 
@@ -24,6 +25,8 @@ type config struct {
 	policyPath string
 	logLevel   string
 	logFormat  string
+	secretFile string
+	grace      string
 
 	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
 }
@@ -47,6 +50,10 @@ var settings = []setting{
 		target: func(c *config) any { return &c.apiKeyFile }},
 	{flag: "policy", env: "CLINK_POLICY", usage: "policy file (YAML); required in production, the built-in demo policy otherwise",
 		target: func(c *config) any { return &c.policyPath }},
+	{flag: "state-secret-file", env: "CLINK_STATE_SECRET_FILE", usage: "the state secret (keys customer hashes and replays; give replicas the same one); default: generated beside the store",
+		target: func(c *config) any { return &c.secretFile }},
+	{flag: "shutdown-grace", env: "CLINK_SHUTDOWN_GRACE", def: "30s", usage: "on SIGTERM, SIGINT or end of input, how long calls in flight may take to finish",
+		target: func(c *config) any { return &c.grace }},
 	{flag: "log-level", env: "CLINK_LOG_LEVEL", def: "info", usage: "log level: debug, info, warn or error",
 		target: func(c *config) any { return &c.logLevel }},
 	{flag: "log-format", env: "CLINK_LOG_FORMAT", def: "text", usage: "log format on stderr: text or json",
@@ -197,4 +204,25 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// graceDuration is the shutdown grace period, already checked by
+// checkGrace; 30 s if unset.
+func (c *config) graceDuration() time.Duration {
+	d, err := time.ParseDuration(c.grace)
+	if err != nil || d < 0 {
+		return 30 * time.Second
+	}
+	return d
+}
+
+// checkGrace refuses a shutdown grace that is not a duration.
+func (c *config) checkGrace() error {
+	if c.grace == "" {
+		c.grace = "30s"
+	}
+	if d, err := time.ParseDuration(c.grace); err != nil || d < 0 {
+		return fmt.Errorf("shutdown-grace (CLINK_SHUTDOWN_GRACE): %q is not a duration such as 30s", c.grace)
+	}
+	return nil
 }

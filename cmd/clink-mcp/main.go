@@ -7,8 +7,7 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,8 +22,9 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
-	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -97,11 +97,31 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	}
 	logger.Info("serving MCP over stdio", "version", clink.Version, "env", string(a.env), "policy", a.policy.Source())
 
+	// Calls already sent to Clink finish whatever happens to the client: the
+	// end of stdin and a signal each stop new calls and wait, up to the
+	// grace period, for those in flight and their answers.
+	grace := cfg.graceDuration()
+	conn := newStdioConn(stdin, stdout)
+	conn.SetDrainTimeout(grace)
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	conn.SetDrainDeadline(listenCtx)
+	go func() {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down: finishing the calls in flight", "reason", context.Cause(ctx), "grace", grace)
+			drainCtx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
+			_ = a.gate.Drain(drainCtx)
+			_ = conn.Wait(drainCtx)
+			stopListening()
+		case <-listenCtx.Done():
+		}
+	}()
 	stdio := server.NewStdioServer(a.mcp)
 	stdio.SetErrorLogger(log.New(&slogWriter{logger}, "", 0))
-	err = stdio.Listen(ctx, stdin, stdout)
+	err = stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
 	if ctx.Err() != nil {
-		logger.Info("shutting down", "reason", context.Cause(ctx))
 		return nil
 	}
 	return err
@@ -114,6 +134,7 @@ type app struct {
 	policy  *policy.Policy
 	client  *clink.Client
 	sandbox *sandbox.Server // nil unless built in
+	gate    *gate.Gate
 	mcp     *server.MCPServer
 	close   func()
 }
@@ -123,6 +144,9 @@ type app struct {
 // under the built-in demo policy.
 func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) {
 	if err := cfg.resolveAPIKey(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkGrace(); err != nil {
 		return nil, err
 	}
 	env, err := cfg.resolveEnv()
@@ -172,9 +196,17 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	// everything else uses the durable store the policy names, and a store
 	// that cannot be opened stops the server: it never runs without its
 	// limits.
-	var st state.Store
+	var (
+		st     state.Store
+		secret []byte
+	)
 	if cfg.sandbox {
 		st = state.NewMemory()
+		secret = make([]byte, gate.MinSecretLen)
+		if _, err := rand.Read(secret); err != nil {
+			a.close()
+			return nil, err
+		}
 	} else {
 		path, err := a.policy.StoreFile()
 		if err == nil {
@@ -182,29 +214,44 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		}
 		if err != nil {
 			a.close()
-			return nil, fmt.Errorf("store (the policy's state.path): %v", err)
+			return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+		}
+		secretPath, create := cfg.secretFile, false
+		if secretPath == "" {
+			secretPath, create = path+".secret", true
+		}
+		if secret, err = gate.LoadSecret(secretPath, create); err != nil {
+			st.Close()
+			a.close()
+			return nil, fmt.Errorf("state-secret-file (CLINK_STATE_SECRET_FILE): %v", err)
 		}
 	}
+	a.gate = gate.New(gate.Config{
+		Policy: a.policy, Store: st, Secret: secret,
+		Account: gate.AccountID(a.client.BaseURL(), key), Logger: logger,
+	})
 	closeSandbox := a.close
 	a.close = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.graceDuration())
+		defer cancel()
+		if err := a.gate.Close(ctx); err != nil {
+			logger.Error("closing the journal", "err", err)
+		}
 		if err := st.Close(); err != nil {
 			logger.Error("closing the store", "err", err)
 		}
 		closeSandbox()
 	}
-	a.mcp = tools.NewServer(tools.Deps{
-		Payments: a.client, Policy: a.policy, State: st, AuditKey: auditKey(key), Logger: logger,
-	}, clink.Version)
+	// Calls left open by a server that stopped mid-call are resolved now,
+	// so that identical retries get their outcome at once.
+	if n, err := a.gate.Recover(context.Background()); err != nil {
+		a.close()
+		return nil, fmt.Errorf("store: resolving calls left open: %v", err)
+	} else if n > 0 {
+		logger.Warn("resolved calls left open by a server that stopped mid-call as outcome_unknown; check them in the Clink dashboard", "calls", n)
+	}
+	a.mcp = tools.NewServer(tools.Deps{Payments: a.client, Policy: a.policy, Gate: a.gate, Logger: logger}, clink.Version)
 	return a, nil
-}
-
-// auditKey derives the key of the hash that stands for a customer in the
-// store and the audit trail from the API key, so the store alone is not
-// enough to test guesses of an address against it.
-func auditKey(apiKey string) []byte {
-	m := hmac.New(sha256.New, []byte(apiKey))
-	m.Write([]byte("clink-mcp audit key v1"))
-	return m.Sum(nil)
 }
 
 // slogWriter turns the MCP library's log lines into warnings on our logger,

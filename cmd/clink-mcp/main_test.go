@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // env is a fake environment for run.
@@ -235,7 +235,7 @@ func TestACorruptStoreStopsTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := runCmd(t, map[string]string{"CLINK_API_KEY": "sk_test_abc"}, "serve", "--policy", policyFile)
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "store (the policy's state.path)") || !strings.Contains(stderr, "state.db") {
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "store (the policy's store.path)") || !strings.Contains(stderr, "state.db") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

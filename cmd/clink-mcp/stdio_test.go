@@ -175,13 +175,14 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 	}
 
 	// The audit commands find the server's store through the same policy
-	// file: one record per call, an intact chain, and no secret in it.
+	// file: one outcome record per call and an intent before each of the
+	// two that reached Clink, an intact chain, and no secret in it.
 	code, out, errOut := runCmd(t, nil, "audit", "verify", "--policy", policyFile)
-	if code != 0 || !strings.Contains(out, "3 records, hash chain intact") {
+	if code != 0 || !strings.Contains(out, "5 records, hash chain intact") {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = runCmd(t, map[string]string{"CLINK_POLICY": policyFile}, "audit", "export")
-	if code != 0 || strings.Count(out, "\n") != 3 {
+	if code != 0 || strings.Count(out, "\n") != 5 || strings.Count(out, `"kind":"intent"`) != 2 {
 		t.Fatalf("audit export: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, secret := range []string{apiKey, token, "alice@example.com"} {
@@ -196,6 +197,9 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 		t.Fatalf("store files: %v %v", files, err)
 	}
 	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.IsDir() {
+			continue // the owners' lock files, empty
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

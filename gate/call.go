@@ -1,0 +1,330 @@
+package gate
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// defaultKeyWindow is how long an explicit idempotency key is honoured when
+// the policy turns the implicit duplicate guard off.
+const defaultKeyWindow = 24 * time.Hour
+
+// maxClaimWait bounds how long a call waits for an identical call in flight.
+const maxClaimWait = 2 * time.Minute
+
+// claimPoll is how often a call waiting for an identical one looks again.
+const claimPoll = 20 * time.Millisecond
+
+// orphanSweep is how often, at most, a waiting call looks for intents left
+// by a process that has ended.
+const orphanSweep = time.Second
+
+// Create runs one call through its lifecycle (see the package doc) on
+// behalf of caller ("" for the local user of a stdio server) and returns
+// how it ended. Cancelling ctx stops the call only until it is sent to
+// Clink; after that it runs to its end and its real outcome is recorded.
+func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result) {
+	c := g.begin(caller, o.Request.Tool, &o.Request)
+	if !g.enter() {
+		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,
+			Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."})
+	}
+	defer g.inFlight.Done()
+
+	var (
+		held     *state.Held
+		claimKey string
+		settled  bool
+	)
+	// A panic is a bug: the agent gets a plain internal error, the operator
+	// the stack, and a held call is settled as unknown (the money may be
+	// committed) with its claim dropped, never left in flight.
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.ErrorContext(ctx, "panic in a call", "tool", c.tool, "call", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			res = internalResult()
+			if held != nil && !settled {
+				g.settle(ctx, c, held, claimKey, res, policy.Unknown)
+				return
+			}
+			c.end(ctx, res)
+		}
+	}()
+
+	// 1. Decide.
+	if d := g.policy.Evaluate(&o.Request); !d.Allowed {
+		return c.end(ctx, denied(d))
+	}
+	// 2. Hold.
+	held, claimKey, res = g.hold(ctx, c, o)
+	if res != nil {
+		return c.end(ctx, res)
+	}
+	// 3. Commit.
+	res = g.commit(ctx, c, o)
+	// 4. Settle.
+	settled = true
+	g.settle(ctx, c, held, claimKey, res, res.Code.Settlement())
+	return res
+}
+
+// Check decides req as Create would, recording and reserving nothing: the
+// policy's rules, then the budgets and rate limits as they stand. The error
+// is for a store that cannot answer.
+func (g *Gate) Check(ctx context.Context, req *policy.Request) (policy.Decision, error) {
+	if d := g.policy.Evaluate(req); !d.Allowed {
+		return d, nil
+	}
+	now := g.now()
+	limits := g.policy.Limits(req, g.keys.customerHash(req))
+	var denied *policy.Denied
+	switch err := g.store.Check(ctx, now, limits); {
+	case errors.As(err, &denied):
+		return g.policy.LimitDecision(limits, denied, now), nil
+	case err != nil:
+		return policy.Decision{}, err
+	}
+	return policy.Decision{Allowed: true, Code: policy.CodeAllowed}, nil
+}
+
+// Invalid records a call whose arguments failed decoding or validation,
+// and returns its result. email is the customer email as far as it was
+// read, or "".
+func (g *Gate) Invalid(ctx context.Context, caller, tool, email string, problems []string) *Result {
+	c := g.begin(caller, tool, nil)
+	if email != "" {
+		if addr, err := policy.NormalizeEmail(email); err == nil {
+			email = addr
+		}
+		c.emailMasked = policy.MaskEmail(email)
+	}
+	msg := "invalid arguments: " + strings.Join(problems, "; ")
+	if !strings.HasSuffix(msg, "?") && !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return c.end(ctx, &Result{Code: policy.CodeInvalidArguments, IsError: true, Text: msg + " Nothing was created."})
+}
+
+// hold takes the claim, reserves the limits and writes the intent, waiting
+// for an identical call in flight. It returns the hold and the claim's key
+// ("" without a claim), or the result to answer with instead.
+func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string, *Result) {
+	var claim *state.Claim
+	window := g.policy.DuplicatesWindow()
+	if window > 0 || o.IdempotencyKey != "" {
+		if window <= 0 {
+			window = defaultKeyWindow
+		}
+		sum := sha256.Sum256(append([]byte(c.tool+"\n"), o.Fingerprint...))
+		fingerprint := hex.EncodeToString(sum[:])
+		key := g.keys.claimKey(c.tool, c.caller, g.account, "args", fingerprint)
+		if o.IdempotencyKey != "" {
+			key = g.keys.claimKey(c.tool, c.caller, g.account, "key", o.IdempotencyKey)
+		}
+		claim = &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, Window: window}
+	}
+	limits := g.policy.Limits(&o.Request, c.customerKey)
+	h := &state.Hold{Claim: claim, Limits: limits, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed})}
+	deadline := time.Now().Add(maxClaimWait)
+	for {
+		h.At = g.now()
+		if claim != nil {
+			claim.At = h.At
+		}
+		held, err := g.store.Hold(ctx, h)
+		var denial *policy.Denied
+		switch {
+		case errors.As(err, &denial):
+			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At))
+		case ctx.Err() != nil:
+			return nil, "", cancelled()
+		case err != nil:
+			g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "hold", "err", err)
+			return nil, "", &Result{Code: policy.CodeInternal, IsError: true,
+				Text: "internal error: the server could not check its spending limits, so nothing was created; the operator's log has the details."}
+		}
+		switch held.Prior.State {
+		case state.ClaimNew:
+			key := ""
+			if claim != nil {
+				key = claim.Key
+			}
+			return held, key, nil
+		case state.ClaimDone:
+			return nil, "", g.replayed(ctx, c, claim.Key, held.Prior.Result)
+		case state.ClaimConflict:
+			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateConflict,
+				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"})
+		}
+		// In flight: this process may hold its result already, waiting for
+		// the store; else wait for the call to finish, or for its process
+		// to be found gone.
+		if r := g.journal.replayFor(claim.Key); r != nil {
+			return nil, "", replayOf(r, c.at)
+		}
+		g.sweepOrphans(ctx)
+		if time.Now().After(deadline) {
+			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateInFlight,
+				Message: "an identical call is still in flight; wait for its result instead of repeating it"})
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", cancelled()
+		case <-time.After(claimPoll):
+		}
+	}
+}
+
+// commit makes the Clink call, detached from the caller's cancellation,
+// and maps its outcome. A panic in it is an unknown outcome: the request
+// may have left.
+func (g *Gate) commit(ctx context.Context, c *call, o *Order) (res *Result) {
+	ctx = context.WithoutCancel(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.ErrorContext(ctx, "panic in the Clink call", "tool", c.tool, "call", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			res = unknownResult(outcomeUnknownMessage)
+		}
+	}()
+	created, err := o.Commit(ctx)
+	if err != nil {
+		return g.upstreamFailure(ctx, c, err)
+	}
+	return &Result{Code: policy.CodeCreated, Text: created.Summary, SessionID: created.SessionID, Structured: created.Structured}
+}
+
+// settle writes the call's completion (see [state.Completion]) and its log
+// line. The claim keeps the result for identical calls unless Clink
+// definitely made nothing, when it is dropped so that a retry may try again.
+func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey string, res *Result, settlement policy.Settlement) {
+	var (
+		sealed []byte
+		replay *Result
+	)
+	if claimKey != "" && settlement != policy.Released && res.Code != policy.CodeInternal {
+		var err error
+		if sealed, err = g.seal(claimKey, res, c.at); err != nil {
+			g.log.ErrorContext(ctx, "sealing the replay failed; identical calls will not be answered from it", "call", c.id, "err", err)
+		} else {
+			replay = res
+		}
+	}
+	comp := &state.Completion{
+		Call: c.id, Reservation: held.Reservation, Settlement: settlement,
+		ClaimKey: claimKey, Replay: sealed, Record: c.record(state.KindOutcome, res),
+	}
+	g.journal.complete(ctx, comp, replay)
+	c.log(ctx, res)
+}
+
+// upstreamFailure maps a failed Clink call to its result. The error itself
+// goes to the operator's log; the agent gets what it can act on.
+func (g *Gate) upstreamFailure(ctx context.Context, c *call, err error) *Result {
+	var cerr *clink.Error
+	switch {
+	case errors.Is(err, clink.ErrOutcomeUnknown):
+		g.log.ErrorContext(ctx, "clink outcome unknown", "tool", c.tool, "call", c.id, "err", err)
+		return unknownResult(outcomeUnknownMessage)
+	case errors.As(err, &cerr):
+		code := policy.CodeUpstreamRefused
+		if cerr.HTTPStatus == 401 || (cerr.Code >= 80102221 && cerr.Code <= 80102223) {
+			code = policy.CodeUpstreamAuth
+		}
+		g.log.WarnContext(ctx, "clink refused", "tool", c.tool, "call", c.id, "err", err)
+		return &Result{Code: code, IsError: true,
+			Text: fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation())}
+	default:
+		// The client reports every failure after sending as an unknown
+		// outcome, so anything else happened before the request left.
+		g.log.ErrorContext(ctx, "clink call failed before sending", "tool", c.tool, "call", c.id, "err", err)
+		return internalResult()
+	}
+}
+
+// Recover resolves the intents left open by handles that are gone (a
+// process that crashed or was killed mid-call): each is recorded as an
+// unknown outcome, its reservation stays spent, and its claim answers
+// identical calls with that outcome at once. It returns how many it
+// resolved. Call it when the server starts; waiting calls also run it.
+func (g *Gate) Recover(ctx context.Context) (int, error) {
+	intents, err := g.store.Intents(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, in := range intents {
+		if !in.Orphaned {
+			continue
+		}
+		res := unknownResult(orphanMessage)
+		var sealed []byte
+		if in.ClaimKey != "" {
+			if sealed, err = g.seal(in.ClaimKey, res, in.Record.Time); err != nil {
+				return n, err
+			}
+		}
+		rec := in.Record
+		rec.Kind, rec.Decision = state.KindOutcome, string(res.Code)
+		rec.Seq, rec.Format, rec.PrevHash, rec.Hash, rec.Reservation = 0, 0, "", "", in.Reservation
+		rec.Duration = max(g.now().Sub(rec.Time), 0)
+		err := g.store.Complete(ctx, &state.Completion{
+			Call: in.Call, Reservation: in.Reservation, Settlement: policy.Unknown,
+			ClaimKey: in.ClaimKey, Replay: sealed, Record: rec, OnlyIfOpen: true,
+		})
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			continue // another process resolved it first
+		case err != nil:
+			return n, err
+		}
+		n++
+		g.log.WarnContext(ctx, "resolved a call left open by a server that stopped mid-call: outcome unknown",
+			"call", in.Call, "tool", rec.Tool, "caller", rec.Caller, "amount", rec.Amount+" "+rec.Currency,
+			"started", rec.Time.Format(time.RFC3339))
+	}
+	return n, nil
+}
+
+// sweepOrphans runs Recover at most once per orphanSweep.
+func (g *Gate) sweepOrphans(ctx context.Context) {
+	g.mu.Lock()
+	now := time.Now()
+	due := now.Sub(g.lastSweep) >= orphanSweep
+	if due {
+		g.lastSweep = now
+	}
+	g.mu.Unlock()
+	if !due {
+		return
+	}
+	if _, err := g.Recover(ctx); err != nil && ctx.Err() == nil {
+		g.log.WarnContext(ctx, "resolving calls left open failed", "err", err)
+	}
+}
+
+// newCallID returns a random call ID.
+func newCallID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("gate: " + err.Error()) // crypto/rand does not fail on supported systems
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Internal records a call that failed in its transport before it reached
+// the gate (a bug, whose details the transport logged), and returns its
+// result.
+func (g *Gate) Internal(ctx context.Context, caller, tool string) *Result {
+	return g.begin(caller, tool, nil).end(ctx, internalResult())
+}

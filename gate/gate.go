@@ -1,0 +1,218 @@
+// Package gate owns the life of a payment call, whatever transport brought
+// it (MCP over stdio or HTTP, or a Go program embedding clink-mcp). It
+// imports neither mcp-go nor net/http: transports decode and validate
+// arguments into an [Order], hand it to [Gate.Create] with the caller's
+// identity, and render the [Result].
+//
+// A call goes through four phases, in order:
+//
+//  1. decide: the policy's stateless rules ([policy.Policy.Evaluate]), pure;
+//  2. hold: the duplicate guard's claim, the budgets' and rate limits'
+//     reservation and the intent record, in one store transaction
+//     ([state.Store.Hold]); an identical call in flight is waited for, a
+//     finished one replayed;
+//  3. commit: the Clink call. From here the call is no longer the caller's
+//     to cancel: it runs to its end, bounded by the Clink client's timeout,
+//     so that what Clink did is known and recorded;
+//  4. settle: the reservation's settlement, the claim's replay and the
+//     outcome record, in one transaction ([state.Store.Complete]). A write
+//     that fails is kept in memory and retried until it lands or the
+//     process ends; an intent left open by a process that ended is
+//     resolved as an unknown outcome by the next one ([Gate.Recover]).
+//
+// Every call, whatever its end, leaves an outcome record in the audit trail
+// and one log line, under one vocabulary: [policy.Code].
+package gate
+
+import (
+	"context"
+	"crypto/cipher"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// Policy is what the gate needs of the operator's policy. *policy.Policy
+// satisfies it. Every method must be safe for concurrent use.
+type Policy interface {
+	// Evaluate decides one request by the stateless rules.
+	Evaluate(req *policy.Request) policy.Decision
+	// Limits returns the budget and rate-limit counters req is checked
+	// against; customer is the opaque key of its customer.
+	Limits(req *policy.Request, customer string) []policy.Limit
+	// LimitDecision explains a ledger's refusal of limits[d.Limit].
+	LimitDecision(limits []policy.Limit, d *policy.Denied, now time.Time) policy.Decision
+	// DuplicatesWindow is how long an identical call is answered with the
+	// earlier result; 0 turns the guard off.
+	DuplicatesWindow() time.Duration
+}
+
+var _ Policy = (*policy.Policy)(nil)
+
+// Config is what a [Gate] is built from.
+type Config struct {
+	// Policy decides every call. Required.
+	Policy Policy
+	// Store keeps the ledger, the claims and the journal. Required.
+	Store state.Store
+	// Secret is the state secret (see [LoadSecret]): it keys the hashes that
+	// stand for customers in the store and encrypts stored replays. At
+	// least 32 bytes. Required. It does not depend on the Clink API key, so
+	// rotating the key keeps per-customer limits and replays readable.
+	Secret []byte
+	// Account names the Clink environment and account calls go to (see
+	// [AccountID]); claims are bound to it, so a store used against another
+	// account never replays this one's sessions.
+	Account string
+	// Clock is the time of calls for the ledger, claims and the journal.
+	// Nil means time.Now.
+	Clock func() time.Time
+	// Logger receives one line per call and the journal's troubles. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Gate runs calls through their lifecycle. It is safe for concurrent use.
+type Gate struct {
+	policy   Policy
+	store    state.Store
+	keys     keys
+	replays  cipher.AEAD
+	account  string
+	now      func() time.Time
+	log      *slog.Logger
+	journal  *journal
+	mu       sync.Mutex
+	closing  bool
+	inFlight sync.WaitGroup
+	drained  chan struct{} // closed when closing and nothing is in flight
+
+	lastSweep time.Time // of orphaned intents, under mu
+}
+
+// New returns a gate over cfg. It panics when a required field is missing:
+// that is a wiring bug, not a runtime condition.
+func New(cfg Config) *Gate {
+	if cfg.Policy == nil || cfg.Store == nil || len(cfg.Secret) < 32 {
+		panic("gate: Config.Policy, Store and a Secret of at least 32 bytes are required")
+	}
+	g := &Gate{
+		policy:  cfg.Policy,
+		store:   cfg.Store,
+		keys:    deriveKeys(cfg.Secret),
+		account: cfg.Account,
+		now:     cfg.Clock,
+		log:     cfg.Logger,
+	}
+	g.replays = newAEAD(g.keys.replay)
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.journal = newJournal(g.store, g.log)
+	return g
+}
+
+// Order is a decoded, validated call, ready for the gate.
+type Order struct {
+	// Request is what the policy decides; Request.Tool names the tool.
+	Request policy.Request
+	// IdempotencyKey is the agent's explicit key, or "".
+	IdempotencyKey string
+	// Fingerprint is the canonical form of what Clink will receive (its
+	// JSON): identical fingerprints are identical calls.
+	Fingerprint []byte
+	// Commit makes the Clink call. Its context is not cancelled by the
+	// caller: once sent, a call runs to its end.
+	Commit func(ctx context.Context) (*Created, error)
+}
+
+// Created is what a successful Clink call returns, as the agent will see
+// it.
+type Created struct {
+	// SessionID is Clink's ID of the new session.
+	SessionID string
+	// Structured is the result's structured content (JSON).
+	Structured json.RawMessage
+	// Summary is a one-line description for the agent.
+	Summary string
+}
+
+// Result is how a call ended, ready for a transport to render.
+type Result struct {
+	// Code is the outcome.
+	Code policy.Code
+	// IsError is set for every outcome but a created session or its replay.
+	IsError bool
+	// Text is what the agent reads: the summary, or what was refused and
+	// what to do about it. It never holds a secret or a raw upstream body.
+	Text string
+	// SessionID is Clink's session ID, when one was created or replayed.
+	SessionID string
+	// Structured is the structured content of a created session (JSON), or
+	// nil.
+	Structured json.RawMessage
+	// Replayed is set when the result repeats an identical earlier call's.
+	Replayed bool
+	// RetryAt is when a call refused by a budget or rate limit may fit.
+	RetryAt time.Time
+}
+
+// ErrClosed is returned by [Gate.Close] when some journal writes never
+// landed; each was logged in full first.
+var ErrClosed = errors.New("gate: closed with journal writes that did not land")
+
+// enter admits a call unless the gate is closing.
+func (g *Gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.inFlight.Add(1)
+	return true
+}
+
+// Drain stops taking new calls (they are refused with
+// [policy.CodeShuttingDown]) and waits until the calls in flight have
+// ended, or ctx is done. Calls already sent to Clink are never cut short;
+// Drain only stops waiting for them.
+func (g *Gate) Drain(ctx context.Context) error {
+	g.mu.Lock()
+	if !g.closing {
+		g.closing = true
+		g.drained = make(chan struct{})
+		go func(done chan struct{}) { g.inFlight.Wait(); close(done) }(g.drained)
+	}
+	drained := g.drained
+	g.mu.Unlock()
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close drains the gate (see [Gate.Drain]) and then tries, until ctx is
+// done, to land the journal writes still pending. A write that never lands
+// is logged at error level with everything it held (call, decision,
+// session ID) and Close returns [ErrClosed]: the intent stays open in the
+// store and the next server resolves it. Close does not close the store.
+func (g *Gate) Close(ctx context.Context) error {
+	drainErr := g.Drain(ctx)
+	if drainErr != nil {
+		g.log.Error("shutting down with calls still in flight", "err", drainErr)
+	}
+	if err := g.journal.close(ctx); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,501 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testSecret = []byte("gate test state secret, 32 bytes or more")
+
+const testPolicy = `
+version: 1
+currencies:
+  USD: { max_amount: 500 }
+budgets:
+  - { currency: USD, max_amount: 1000, window: 24h }
+  - { currency: USD, max_amount: 300, window: 24h, per: customer }
+duplicates: { window: 10m }
+`
+
+func parsePolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// clinkFake counts the commits and answers as told; release, when set,
+// holds each commit until it is closed.
+type clinkFake struct {
+	calls   atomic.Int64
+	err     error
+	release chan struct{}
+	started chan struct{}
+}
+
+func (f *clinkFake) order(t testing.TB, amount, email string) *Order {
+	t.Helper()
+	m, err := policy.ParseMoney(amount, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Order{
+		Request:     policy.Request{Tool: policy.ToolAgentPaymentSession, Amount: m, CustomerEmail: email},
+		Fingerprint: []byte(amount + "|" + email),
+		Commit: func(ctx context.Context) (*Created, error) {
+			n := f.calls.Add(1)
+			if f.started != nil {
+				f.started <- struct{}{}
+			}
+			if f.release != nil {
+				<-f.release
+			}
+			if f.err != nil {
+				return nil, f.err
+			}
+			id := fmt.Sprintf("sess_%d", n)
+			return &Created{SessionID: id, Structured: []byte(`{"sessionId":"` + id + `"}`), Summary: "created " + id}, nil
+		},
+	}
+}
+
+type fixture struct {
+	g     *Gate
+	store state.Store
+	fake  *clinkFake
+	logs  *syncBuffer
+}
+
+func newFixture(t *testing.T, st state.Store, account string) *fixture {
+	t.Helper()
+	logs := &syncBuffer{}
+	g := New(Config{Policy: parsePolicy(t), Store: st, Secret: testSecret, Account: account,
+		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	return &fixture{g: g, store: st, fake: &clinkFake{}, logs: logs}
+}
+
+func memory(t *testing.T) *state.Memory {
+	m := state.NewMemory()
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// outcomes returns the decisions of the outcome records, in order.
+func outcomes(t *testing.T, st state.Store) []string {
+	t.Helper()
+	var out []string
+	err := st.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
+		if r.Kind == state.KindOutcome {
+			out = append(out, r.Decision)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestACreatedCallRunsTwoWriteTransactions(t *testing.T) {
+	st := &countingStore{Store: memory(t)}
+	f := newFixture(t, st, "acct")
+	res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+	if res.Code != policy.CodeCreated || res.SessionID != "sess_1" {
+		t.Fatalf("result %+v", res)
+	}
+	if got := st.writes.Load(); got != 2 {
+		t.Errorf("%d write transactions for a created call, want 2 (hold and complete)", got)
+	}
+	intents, _ := st.Intents(context.Background())
+	if len(intents) != 0 {
+		t.Errorf("open intents after the call: %+v", intents)
+	}
+}
+
+// countingStore counts the store's write transactions.
+type countingStore struct {
+	state.Store
+	writes atomic.Int64
+}
+
+func (s *countingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	s.writes.Add(1)
+	return s.Store.Hold(ctx, h)
+}
+
+func (s *countingStore) Complete(ctx context.Context, c *state.Completion) error {
+	s.writes.Add(1)
+	return s.Store.Complete(ctx, c)
+}
+
+func (s *countingStore) AppendAudit(ctx context.Context, r *state.AuditRecord) error {
+	s.writes.Add(1)
+	return s.Store.AppendAudit(ctx, r)
+}
+
+// flakyStore fails its next failures Completes.
+type flakyStore struct {
+	state.Store
+	failures atomic.Int64
+}
+
+func (s *flakyStore) Complete(ctx context.Context, c *state.Completion) error {
+	if s.failures.Add(-1) >= 0 {
+		return errors.New("database is locked")
+	}
+	return s.Store.Complete(ctx, c)
+}
+
+func TestACompletionThatFailsIsRetriedAndAnswersIdenticalCallsMeanwhile(t *testing.T) {
+	st := &flakyStore{Store: memory(t)}
+	st.failures.Store(4)
+	f := newFixture(t, st, "acct")
+	ctx := context.Background()
+	res := f.g.Create(ctx, "", f.fake.order(t, "10", "a@example.com"))
+	if res.Code != policy.CodeCreated {
+		t.Fatalf("result %+v, want created whatever the journal's trouble", res)
+	}
+	// While the completion waits, an identical call gets its result from
+	// memory: it neither waits for the claim nor calls Clink again.
+	again := f.g.Create(ctx, "", f.fake.order(t, "10", "a@example.com"))
+	if !again.Replayed || again.SessionID != "sess_1" || f.fake.calls.Load() != 1 {
+		t.Fatalf("identical call = %+v after %d commits, want a replay of sess_1", again, f.fake.calls.Load())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		intents, err := st.Intents(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(intents) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the completion never landed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := outcomes(t, st); strings.Join(got, ",") != "replayed,created" {
+		t.Errorf("outcome records %v, want the replay and, once it landed, the creation", got)
+	}
+	if !strings.Contains(f.logs.String(), "journal write landed after retrying") {
+		t.Errorf("the log does not say the write landed:\n%s", f.logs)
+	}
+	rep, err := state.VerifyAudit(ctx, st)
+	if err != nil || !rep.OK() {
+		t.Fatalf("VerifyAudit = %+v, %v", rep, err)
+	}
+}
+
+func TestAWriteThatNeverLandsIsLoggedInFullAtClose(t *testing.T) {
+	st := &flakyStore{Store: memory(t)}
+	st.failures.Store(1 << 30)
+	f := newFixture(t, st, "acct")
+	if res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("result %+v", res)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := f.g.Close(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Close = %v, want ErrClosed", err)
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "journal write lost") || !strings.Contains(logs, `"session_id":"sess_1"`) {
+		t.Fatalf("the lost write is not in the log with its session:\n%s", logs)
+	}
+	// The intent is still open: the next server resolves it.
+	if intents, _ := st.Intents(context.Background()); len(intents) != 1 {
+		t.Errorf("open intents = %d, want 1", len(intents))
+	}
+}
+
+func TestACallSentToClinkIsNotCancelledByItsCaller(t *testing.T) {
+	st := memory(t)
+	f := newFixture(t, st, "acct")
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan *Result)
+	go func() { done <- f.g.Create(ctx, "", f.fake.order(t, "10", "a@example.com")) }()
+	<-f.fake.started
+	cancel()
+	time.Sleep(20 * time.Millisecond)
+	close(f.fake.release)
+	res := <-done
+	if res.Code != policy.CodeCreated || res.SessionID != "sess_1" {
+		t.Fatalf("result %+v, want the session created despite the cancellation", res)
+	}
+	f.fake.release = nil
+	again := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+	if !again.Replayed || again.SessionID != "sess_1" {
+		t.Fatalf("retry = %+v, want the created session replayed", again)
+	}
+}
+
+func TestACallCancelledBeforeClinkIsRecordedAndSendsNothing(t *testing.T) {
+	st := memory(t)
+	f := newFixture(t, st, "acct")
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 2)
+	first := make(chan *Result)
+	go func() { first <- f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")) }()
+	<-f.fake.started
+	// An identical call waits for the first; its caller gives up.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	res := f.g.Create(ctx, "", f.fake.order(t, "10", "a@example.com"))
+	if res.Code != policy.CodeCancelled {
+		t.Fatalf("result %+v, want cancelled", res)
+	}
+	close(f.fake.release)
+	<-first
+	if got := outcomes(t, st); strings.Join(got, ",") != "cancelled,created" {
+		t.Errorf("outcome records %v", got)
+	}
+	if f.fake.calls.Load() != 1 {
+		t.Errorf("%d commits, want 1", f.fake.calls.Load())
+	}
+}
+
+func TestAnOrphanedCallIsResolvedAndIdenticalRetriesAnswerAtOnce(t *testing.T) {
+	m := state.NewMemory()
+	dead := m.Open()
+	// A process held a call and died before Clink answered.
+	f0 := newFixture(t, dead, "acct")
+	f0.fake.release, f0.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	go f0.g.Create(context.Background(), "", f0.fake.order(t, "200", "a@example.com"))
+	<-f0.fake.started
+	dead.Close()
+
+	f := newFixture(t, m, "acct")
+	start := time.Now()
+	res := f.g.Create(context.Background(), "", f.fake.order(t, "200", "a@example.com"))
+	if res.Code != policy.CodeReplayed || !strings.Contains(res.Text, "outcome unknown") || f.fake.calls.Load() != 0 {
+		t.Fatalf("identical retry = %+v after %d commits, want the unknown outcome replayed, nothing sent", res, f.fake.calls.Load())
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("the retry waited %v", waited)
+	}
+	// The orphan's reservation stays spent: 200 of the customer's 300.
+	if res := f.g.Create(context.Background(), "", f.fake.order(t, "150", "a@example.com")); res.Code != policy.CodeBudgetExceeded {
+		t.Errorf("a call past the customer's budget = %+v, want budget_exceeded", res)
+	}
+	if got := outcomes(t, m); strings.Join(got, ",") != "outcome_unknown,replayed,budget_exceeded" {
+		t.Errorf("outcome records %v", got)
+	}
+	rep, err := state.VerifyAudit(context.Background(), m)
+	if err != nil || !rep.OK() {
+		t.Errorf("VerifyAudit = %+v, %v", rep, err)
+	}
+	close(f0.fake.release) // the dead process's goroutine, for goleak
+	f0.g.Close(context.Background())
+}
+
+func TestRecoverResolvesOrphansOnce(t *testing.T) {
+	m := state.NewMemory()
+	dead := m.Open()
+	f0 := newFixture(t, dead, "acct")
+	f0.fake.release, f0.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	go f0.g.Create(context.Background(), "", f0.fake.order(t, "20", "a@example.com"))
+	<-f0.fake.started
+	dead.Close()
+	f := newFixture(t, m, "acct")
+	if n, err := f.g.Recover(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Recover = %d, %v; want 1", n, err)
+	}
+	if n, err := f.g.Recover(context.Background()); n != 0 || err != nil {
+		t.Fatalf("Recover again = %d, %v; want 0", n, err)
+	}
+	if !strings.Contains(f.logs.String(), "resolved a call left open") {
+		t.Errorf("log:\n%s", f.logs)
+	}
+	close(f0.fake.release)
+	f0.g.Close(context.Background())
+}
+
+func TestReplaysAreBoundToTheClinkAccountAndLimitsToTheSecret(t *testing.T) {
+	m := memory(t)
+	a := newFixture(t, m, AccountID("https://api.clinkbill.com/api/", "sk_prod_A"))
+	b := newFixture(t, m, AccountID("https://api.clinkbill.com/api/", "sk_prod_B"))
+	ctx := context.Background()
+	if res := a.g.Create(ctx, "", a.fake.order(t, "250", "a@example.com")); res.Code != policy.CodeCreated {
+		t.Fatal(res)
+	}
+	// Another key (or base URL) on the same store never replays A's session.
+	res := b.g.Create(ctx, "", b.fake.order(t, "250", "a@example.com"))
+	if res.Replayed || res.Code == policy.CodeInternal {
+		t.Fatalf("identical call under another account = %+v, want no replay and no internal error", res)
+	}
+	// But the per-customer budget, keyed by the state secret, carried over:
+	// 250 + 250 is over the customer's 300.
+	if res.Code != policy.CodeBudgetExceeded {
+		t.Fatalf("result %+v, want the customer's budget to hold across API keys", res)
+	}
+	if AccountID("https://x/", "k") == AccountID("https://y/", "k") || strings.Contains(AccountID("u", "sk_prod_SECRET"), "SECRET") {
+		t.Error("AccountID does not tell accounts apart, or shows the key")
+	}
+}
+
+func TestCallersNeverShareAClaim(t *testing.T) {
+	f := newFixture(t, memory(t), "acct")
+	ctx := context.Background()
+	o := f.fake.order(t, "10", "a@example.com")
+	o.IdempotencyKey = "same-key-1234"
+	if res := f.g.Create(ctx, "agent-a", o); res.Code != policy.CodeCreated {
+		t.Fatal(res)
+	}
+	if res := f.g.Create(ctx, "agent-b", o); res.Code != policy.CodeCreated || res.SessionID != "sess_2" {
+		t.Fatalf("another caller's call with the same idempotency key = %+v, want its own session", res)
+	}
+	if res := f.g.Create(ctx, "agent-a", o); !res.Replayed || res.SessionID != "sess_1" {
+		t.Fatalf("the first caller's retry = %+v, want its own session replayed", res)
+	}
+	var callers []string
+	f.store.ScanAudit(ctx, func(r *state.AuditRecord) error {
+		if r.Kind == state.KindOutcome {
+			callers = append(callers, r.Caller)
+		}
+		return nil
+	})
+	if strings.Join(callers, ",") != "agent-a,agent-b,agent-a" {
+		t.Errorf("records' callers = %v", callers)
+	}
+}
+
+func TestDrainRefusesNewCallsAndLetsThoseInFlightFinish(t *testing.T) {
+	st := memory(t)
+	f := newFixture(t, st, "acct")
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	done := make(chan *Result)
+	go func() { done <- f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")) }()
+	<-f.fake.started
+	drained := make(chan error)
+	go func() { drained <- f.g.Drain(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	if res := f.g.Create(context.Background(), "", f.fake.order(t, "11", "a@example.com")); res.Code != policy.CodeShuttingDown {
+		t.Fatalf("a call during the drain = %+v, want shutting_down", res)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned with a call in flight")
+	default:
+	}
+	close(f.fake.release)
+	if res := <-done; res.Code != policy.CodeCreated {
+		t.Fatalf("the call in flight = %+v, want created", res)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckRecordsNothing(t *testing.T) {
+	st := memory(t)
+	f := newFixture(t, st, "acct")
+	ctx := context.Background()
+	o := f.fake.order(t, "250", "a@example.com")
+	for range 3 {
+		if d, err := f.g.Check(ctx, &o.Request); err != nil || !d.Allowed {
+			t.Fatalf("Check = %+v, %v", d, err)
+		}
+	}
+	if seq, _, _ := st.AuditHead(ctx); seq != 0 {
+		t.Fatalf("Check wrote %d records", seq)
+	}
+	f.g.Create(ctx, "", o)
+	if d, err := f.g.Check(ctx, &o.Request); err != nil || d.Code != policy.CodeBudgetExceeded {
+		t.Fatalf("Check past the budget = %+v, %v; want budget_exceeded", d, err)
+	}
+	big := f.fake.order(t, "600", "a@example.com")
+	if d, _ := f.g.Check(ctx, &big.Request); d.Code != policy.CodeAmountOverCap {
+		t.Fatalf("Check over the cap = %+v", d)
+	}
+}
+
+func TestUpstreamOutcomesSettleTheBudget(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		code   policy.Code
+		budget bool // the 250 stays spent
+	}{
+		{"a refusal releases it", &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}, policy.CodeUpstreamRefused, false},
+		{"an unknown outcome keeps it", fmt.Errorf("%w: reset", clink.ErrOutcomeUnknown), policy.CodeOutcomeUnknown, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, memory(t), "acct")
+			f.fake.err = tt.err
+			if res := f.g.Create(context.Background(), "", f.fake.order(t, "250", "a@example.com")); res.Code != tt.code {
+				t.Fatalf("result %+v, want %s", res, tt.code)
+			}
+			f.fake.err = nil
+			res := f.g.Create(context.Background(), "", f.fake.order(t, "100", "a@example.com"))
+			if spent := res.Code == policy.CodeBudgetExceeded; spent != tt.budget {
+				t.Errorf("next call = %s; budget kept: %v, want %v", res.Code, spent, tt.budget)
+			}
+		})
+	}
+}
+
+func TestLoadSecret(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "state.db.secret")
+	if _, err := LoadSecret(path, false); err == nil {
+		t.Fatal("a missing secret was accepted without create")
+	}
+	s1, err := LoadSecret(path, true)
+	if err != nil || len(s1) != 64 {
+		t.Fatalf("LoadSecret = %d bytes, %v", len(s1), err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	s2, err := LoadSecret(path, true)
+	if err != nil || !bytes.Equal(s1, s2) {
+		t.Fatal("a second load gave another secret")
+	}
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("too-short-secret\n"), 0o600)
+	if _, err := LoadSecret(short, false); err == nil || strings.Contains(err.Error(), "too-short") {
+		t.Fatalf("a short secret = %v, want refused without showing it", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

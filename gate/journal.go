@@ -1,0 +1,186 @@
+package gate
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+)
+
+// Retry pacing of journal writes that failed: the first retry after
+// retryFirst, doubling up to retryMax.
+const (
+	retryFirst = 50 * time.Millisecond
+	retryMax   = 5 * time.Second
+)
+
+// journal lands the writes that failed the first time (the store was
+// locked by another process past its busy timeout, the disk was full, ...):
+// each is kept in memory and retried with backoff until it lands or the
+// process ends. While one waits, the replay it carries answers identical
+// calls of this process.
+type journal struct {
+	store state.Store
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending []*pendingWrite
+	closed  bool
+	stop    chan struct{} // closed by close: the retries stop
+	running bool          // a retry goroutine is running
+}
+
+// pendingWrite is one journal write still to land.
+type pendingWrite struct {
+	completion *state.Completion // or nil
+	record     *state.AuditRecord
+	replay     *Result // what identical calls get meanwhile, or nil
+	attempts   int
+}
+
+func newJournal(s state.Store, log *slog.Logger) *journal {
+	return &journal{store: s, log: log, stop: make(chan struct{})}
+}
+
+// complete writes c, or keeps it for retries. replay answers identical
+// calls while it waits.
+func (j *journal) complete(ctx context.Context, c *state.Completion, replay *Result) {
+	err := j.store.Complete(context.WithoutCancel(ctx), c)
+	if err == nil {
+		return
+	}
+	j.defer_(ctx, &pendingWrite{completion: c, record: &c.Record, replay: replay, attempts: 1}, err)
+}
+
+// append appends rec, or keeps it for retries.
+func (j *journal) append(ctx context.Context, rec *state.AuditRecord) {
+	err := j.store.AppendAudit(context.WithoutCancel(ctx), rec)
+	if err == nil {
+		return
+	}
+	j.defer_(ctx, &pendingWrite{record: rec, attempts: 1}, err)
+}
+
+func (j *journal) defer_(ctx context.Context, w *pendingWrite, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		j.lost(w, err)
+		return
+	}
+	j.log.WarnContext(ctx, "journal write failed; keeping it to retry", "call", w.record.Call,
+		"decision", w.record.Decision, "session_id", w.record.SessionID, "err", err)
+	j.pending = append(j.pending, w)
+	if !j.running {
+		j.running = true
+		go j.retry()
+	}
+}
+
+// replayFor returns the result a pending completion of claim key holds, if
+// any.
+func (j *journal) replayFor(key string) *Result {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, w := range j.pending {
+		if w.completion != nil && w.completion.ClaimKey == key && w.replay != nil {
+			return w.replay
+		}
+	}
+	return nil
+}
+
+// retry lands pending writes, with backoff, until none is left or the
+// journal is closed.
+func (j *journal) retry() {
+	wait := retryFirst
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-time.After(wait):
+		}
+		j.flush(context.Background())
+		j.mu.Lock()
+		if len(j.pending) == 0 {
+			j.running = false
+			j.mu.Unlock()
+			return
+		}
+		j.mu.Unlock()
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// flush tries every pending write once and returns how many are left.
+func (j *journal) flush(ctx context.Context) int {
+	j.mu.Lock()
+	todo := append([]*pendingWrite(nil), j.pending...)
+	j.mu.Unlock()
+	for _, w := range todo {
+		var err error
+		if w.completion != nil {
+			err = j.store.Complete(ctx, w.completion)
+		} else {
+			err = j.store.AppendAudit(ctx, w.record)
+		}
+		j.mu.Lock()
+		w.attempts++
+		if err == nil {
+			for i, p := range j.pending {
+				if p == w {
+					j.pending = append(j.pending[:i], j.pending[i+1:]...)
+					break
+				}
+			}
+			j.log.Info("journal write landed after retrying", "call", w.record.Call, "attempts", w.attempts)
+		} else if w.attempts%20 == 0 {
+			j.log.Warn("journal write still failing", "call", w.record.Call, "attempts", w.attempts, "err", err)
+		}
+		j.mu.Unlock()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.pending)
+}
+
+// close stops the retries after trying until ctx is done to land what is
+// pending. Writes that never landed are logged in full and reported.
+func (j *journal) close(ctx context.Context) error {
+	for {
+		if j.flush(ctx) == 0 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retryFirst):
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	j.closed = true
+	close(j.stop)
+	left := j.pending
+	j.pending = nil
+	for _, w := range left {
+		j.lost(w, ctx.Err())
+	}
+	if len(left) > 0 {
+		return ErrClosed
+	}
+	return nil
+}
+
+// lost logs a write that will never land, with what it held, so that the
+// operator has it: the intent stays open in the store and is resolved as
+// unknown by the next server, and this line says what really happened.
+func (j *journal) lost(w *pendingWrite, err error) {
+	r := w.record
+	j.log.Error("journal write lost: record it by hand", "call", r.Call, "tool", r.Tool, "caller", r.Caller,
+		"decision", r.Decision, "session_id", r.SessionID, "amount", r.Amount+" "+r.Currency, "err", err)
+}

@@ -1,0 +1,146 @@
+package gate
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// keys are the subkeys of the state secret, one per use, so that no value
+// computed for one use can stand for another.
+type keys struct {
+	customer []byte // customer hashes (policy.CustomerKey and the journal)
+	replay   []byte // AES-256-GCM for stored replays
+	claim    []byte // claim keys
+}
+
+func deriveKeys(secret []byte) keys {
+	sub := func(label string) []byte {
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("clink-mcp state secret v1\x00" + label))
+		return m.Sum(nil)
+	}
+	return keys{customer: sub("customer"), replay: sub("replay"), claim: sub("claim")}
+}
+
+// newAEAD returns AES-256-GCM under a 32-byte key.
+func newAEAD(key []byte) cipher.AEAD {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic("gate: " + err.Error()) // a 32-byte key cannot fail
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic("gate: " + err.Error())
+	}
+	return aead
+}
+
+// customerHash is the opaque key that stands for one customer identifier
+// in the store and the audit trail: the email when there is one, else the
+// customerId (see [policy.CustomerKey]).
+func (k keys) customerHash(req *policy.Request) string {
+	return policy.CustomerKey(k.customer, req)
+}
+
+// customerIDHash is the keyed hash of a Clink customerId alone, or "".
+func (k keys) customerIDHash(id string) string {
+	if id == "" {
+		return ""
+	}
+	return policy.CustomerKey(k.customer, &policy.Request{CustomerID: id})
+}
+
+// claimKey names the duplicate guard's slot for a call: the tool and a
+// keyed hash of the caller, the Clink account and the call's identity (its
+// idempotency key, or its fingerprint). Calls of different callers or
+// accounts never share a slot.
+func (k keys) claimKey(tool, caller, account, kind, id string) string {
+	m := hmac.New(sha256.New, k.claim)
+	for _, s := range []string{caller, account, kind, id} {
+		m.Write([]byte(s))
+		m.Write([]byte{0})
+	}
+	return tool + "|" + kind + "|" + hex.EncodeToString(m.Sum(nil)[:20])
+}
+
+// AccountID names a Clink account as the gate binds claims to it: a hash of
+// the API base URL and the API key. The key cannot be recovered from it.
+func AccountID(baseURL, apiKey string) string {
+	sum := sha256.Sum256([]byte("clink-mcp account v1\x00" + baseURL + "\x00" + apiKey))
+	return hex.EncodeToString(sum[:16])
+}
+
+// MinSecretLen is the shortest state secret accepted, in bytes.
+const MinSecretLen = 32
+
+// LoadSecret reads the state secret from path: the file's bytes, surrounding
+// whitespace trimmed, at least [MinSecretLen] of them (e.g. the output of
+// "openssl rand -hex 32"). When the file does not exist and create is true,
+// it writes a fresh random secret there first (64 hex digits, mode 0600, its
+// directory 0700), so that a single server needs no setup; replicas share a
+// store and must be given the same secret. The secret never appears in an
+// error.
+func LoadSecret(path string, create bool) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		if err := writeSecret(path); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("state secret %s: %w", path, err)
+		}
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state secret: %w", err)
+	}
+	secret := bytes.TrimSpace(b)
+	if len(secret) < MinSecretLen {
+		return nil, fmt.Errorf("state secret %s: %d bytes, want at least %d (e.g. openssl rand -hex 32)", path, len(secret), MinSecretLen)
+	}
+	return secret, nil
+}
+
+// writeSecret creates path with a fresh secret; it fails with fs.ErrExist
+// when another process created it first.
+func writeSecret(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	// Write to a temporary file, then link it into place: a reader never
+	// sees a half-written secret, and of two processes racing, one wins.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".secret-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(hex.EncodeToString(raw[:]) + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Link(tmp.Name(), path)
+}
