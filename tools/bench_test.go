@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
@@ -143,4 +147,100 @@ func BenchmarkServerCostPerCallWithStore(b *testing.B) {
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// flatCalls is how many calls BenchmarkCostStaysFlat makes per store.
+const flatCalls = 10_000
+
+// BenchmarkCostStaysFlat makes 10,000 distinct calls through the server on
+// one store, every stateful rule on and every entry still in its window
+// (the worst case for a ledger that sums its entries), each creating a
+// session on the sandbox over loopback HTTP with the real Clink client, and
+// reports the median per-call time of the first and the last 10% of the
+// calls, their ratio, and the write transactions per call. The SQLite store
+// runs against the in-memory one in the same process, interleaved call by
+// call, and the benchmark reports the ratio of their medians over the last
+// 10%. Run it once:
+//
+//	go test -run '^$' -bench CostStaysFlat -benchtime 1x ./tools/
+func BenchmarkCostStaysFlat(b *testing.B) {
+	p, err := policy.Parse("bench.yaml", []byte(benchStatePolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sq, err := state.OpenSQLite(filepath.Join(b.TempDir(), "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sq.Close()
+	type run struct {
+		name  string
+		store *countingStore
+		srv   *server.MCPServer
+		times []time.Duration
+	}
+	runs := []*run{{name: "sqlite", store: &countingStore{Store: sq}}, {name: "memory", store: &countingStore{Store: state.NewMemory()}}}
+	sb := httptest.NewServer(sandbox.New())
+	defer sb.Close()
+	pay, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithEnvironment(clink.Sandbox), clink.WithBaseURL(sb.URL+"/"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range runs {
+		r.srv = NewServer(wire(b, pay, p, r.store, nil, nil), "bench")
+	}
+	ctx := context.Background()
+	for b.Loop() {
+		for i := range flatCalls {
+			for _, r := range runs {
+				msg := json.RawMessage(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session","arguments":`+
+					`{"amount":12,"currency":"USD","customerEmail":"c%d@example.org","idempotencyKey":"flat-key-%d"}}}`, i, i%50, i))
+				start := time.Now()
+				out, err := json.Marshal(r.srv.HandleMessage(ctx, msg))
+				r.times = append(r.times, time.Since(start))
+				if err != nil || !strings.Contains(string(out), `"sessionId"`) {
+					b.Fatalf("%s call %d: %v %s", r.name, i, err, out)
+				}
+			}
+		}
+	}
+	median := func(ts []time.Duration) time.Duration {
+		ts = slices.Clone(ts)
+		slices.Sort(ts)
+		return ts[len(ts)/2]
+	}
+	tenth := flatCalls / 10
+	last := map[string]time.Duration{}
+	for _, r := range runs {
+		ts := r.times[len(r.times)-flatCalls:]
+		first, end := median(ts[:tenth]), median(ts[len(ts)-tenth:])
+		last[r.name] = end
+		b.ReportMetric(float64(first.Microseconds()), r.name+"-first10%-p50-µs")
+		b.ReportMetric(float64(end.Microseconds()), r.name+"-last10%-p50-µs")
+		b.ReportMetric(float64(end)/float64(first), r.name+"-last/first")
+		b.ReportMetric(float64(r.store.writes.Load())/float64(len(r.times)), r.name+"-tx/call")
+	}
+	b.ReportMetric(float64(last["sqlite"])/float64(last["memory"]), "sqlite/memory")
+}
+
+// countingStore counts a store's write transactions: Hold, Complete and
+// AppendAudit each run in one.
+type countingStore struct {
+	state.Store
+	writes atomic.Int64
+}
+
+func (s *countingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	s.writes.Add(1)
+	return s.Store.Hold(ctx, h)
+}
+
+func (s *countingStore) Complete(ctx context.Context, c *state.Completion) error {
+	s.writes.Add(1)
+	return s.Store.Complete(ctx, c)
+}
+
+func (s *countingStore) AppendAudit(ctx context.Context, r *state.AuditRecord) error {
+	s.writes.Add(1)
+	return s.Store.AppendAudit(ctx, r)
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -95,10 +96,17 @@ CREATE TABLE counters (
 	window  INTEGER NOT NULL,       -- ns
 	expires INTEGER NOT NULL        -- unix ns: when its newest entry stops counting
 ) WITHOUT ROWID;
-CREATE INDEX counters_expires ON counters (expires);
 INSERT INTO counters (key, total, window, expires)
 	SELECT key, SUM(amount), MAX(expires - at), MAX(expires) FROM counter_entries GROUP BY key;
+
+-- Every index a call writes costs it a page in the WAL: the hot path keeps
+-- only primary keys. Expired rows are swept every sweepEvery writes by a
+-- scan, and a release finds its entries by the keys its reservation lists.
 DROP INDEX counter_entries_expires;
+DROP INDEX counter_entries_reservation;
+DROP INDEX reservations_expires;
+DROP INDEX claims_expires;
+ALTER TABLE reservations ADD COLUMN keys TEXT NOT NULL DEFAULT '';  -- JSON array of its counter keys
 
 ALTER TABLE claims ADD COLUMN call TEXT NOT NULL DEFAULT '';
 
@@ -129,9 +137,11 @@ const (
 	qSubtract          = `UPDATE counters SET total = total - ? WHERE key = ?`
 	qIdleCounters      = `DELETE FROM counters WHERE expires <= ? RETURNING key`
 	qDropEntries       = `DELETE FROM counter_entries WHERE key = ?`
+	qReservationKeys   = `SELECT at, keys FROM reservations WHERE id = ?`
+	qReleaseEntry      = `DELETE FROM counter_entries WHERE key = ? AND at = ? AND reservation = ? AND kind = ? RETURNING amount`
 	qPruneReservations = `DELETE FROM reservations WHERE expires <= ?`
 	qCounting          = `SELECT at, amount FROM counter_entries WHERE key = ? AND at > ? ORDER BY at`
-	qInsertReservation = `INSERT INTO reservations (id, at, expires) VALUES (?, ?, ?)`
+	qInsertReservation = `INSERT INTO reservations (id, at, expires, keys) VALUES (?, ?, ?, ?)`
 	qInsertEntry       = `INSERT INTO counter_entries (reservation, key, kind, at, amount, expires) VALUES (?, ?, ?, ?, ?, ?)`
 	qOutcome           = `SELECT outcome FROM reservations WHERE id = ?`
 	qSetOutcome        = `UPDATE reservations SET outcome = ? WHERE id = ? AND outcome = 0`
@@ -186,6 +196,8 @@ type SQLite struct {
 	wlock chan struct{} // one writer per handle at a time
 	stmts map[string]*sql.Stmt
 	owner *ownerLock // this handle's, held until Close
+
+	writes int // write transactions begun, under wlock: sweeps run every sweepEvery
 }
 
 var _ Store = (*SQLite)(nil)
@@ -315,7 +327,7 @@ func (s *SQLite) init(ctx context.Context) error {
 	for _, q := range []string{
 		qExpireEntries, qExpiredSum, qCounterTotal, qPutCounter, qSubtract, qIdleCounters, qDropEntries,
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
-		qRelease, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
+		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
 		qDropCallClaim, qHead, qSetHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
@@ -381,7 +393,9 @@ func (s *SQLite) write(ctx context.Context, fn func(w *txn) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	if err := fn(&txn{ctx: ctx, tx: tx, s: s}); err != nil {
+	s.writes++
+	t := &txn{ctx: ctx, tx: tx, s: s, sweepDue: s.writes%sweepEvery == 0}
+	if err := fn(t); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -393,9 +407,19 @@ func (s *SQLite) write(ctx context.Context, fn func(w *txn) error) error {
 
 // txn runs the prepared statements inside one transaction.
 type txn struct {
-	ctx context.Context
-	tx  *sql.Tx
-	s   *SQLite
+	ctx      context.Context
+	tx       *sql.Tx
+	s        *SQLite
+	sweepDue bool // the first operation that knows the time sweeps
+}
+
+// maybeSweep sweeps at now if this transaction is due to.
+func (t *txn) maybeSweep(now int64) error {
+	if !t.sweepDue {
+		return nil
+	}
+	t.sweepDue = false
+	return t.sweep(now)
 }
 
 func (t *txn) stmt(q string) *sql.Stmt { return t.tx.StmtContext(t.ctx, t.s.stmts[q]) }
@@ -462,10 +486,7 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := t.exec(qPruneReservations, now-int64(reservationRetention)); err != nil {
-		return "", err
-	}
-	if err := t.dropIdleCounters(now - int64(pruneGrace)); err != nil {
+	if err := t.maybeSweep(now); err != nil {
 		return "", err
 	}
 	totals := make([]int64, len(limits))
@@ -489,7 +510,15 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 		}
 		totals[i] = total
 	}
-	if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits)); err != nil {
+	keys := make([]string, len(limits))
+	for i, l := range limits {
+		keys[i] = l.Key
+	}
+	keysJSON, err := json.Marshal(keys)
+	if err != nil {
+		return "", err
+	}
+	if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits), string(keysJSON)); err != nil {
 		return "", err
 	}
 	for i, l := range limits {
@@ -501,6 +530,21 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 		}
 	}
 	return id, nil
+}
+
+// sweep forgets what has expired at now (by this process's clock, with
+// pruneGrace for the others'): counters none of whose entries counts any
+// more, with their entries; reservations past retention; claims whose
+// window and lease have passed. It scans, so it runs once every sweepEvery
+// write transactions rather than on every call.
+func (t *txn) sweep(now int64) error {
+	if _, err := t.exec(qPruneReservations, now-int64(reservationRetention)); err != nil {
+		return err
+	}
+	if _, err := t.exec(qPruneClaims, now-int64(pruneGrace), now-int64(pruneGrace)-int64(InFlightLease)); err != nil {
+		return err
+	}
+	return t.dropIdleCounters(now - int64(pruneGrace))
 }
 
 // dropIdleCounters forgets counters none of whose entries has counted since
@@ -602,6 +646,38 @@ func (t *txn) settle(id string, outcome policy.Settlement) error {
 	if outcome != policy.Released {
 		return nil
 	}
+	var (
+		at       int64
+		keysJSON string
+		keys     []string
+	)
+	if err := t.row(qReservationKeys, id).Scan(&at, &keysJSON); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if keysJSON == "" {
+		// A reservation of the first schema, which did not list its keys.
+		return t.releaseByScan(id)
+	}
+	if err := json.Unmarshal([]byte(keysJSON), &keys); err != nil {
+		return fmt.Errorf("store: reservation %s: %w", id, err)
+	}
+	for _, key := range keys {
+		amount, err := t.sumRows(qReleaseEntry, key, at, id, int64(policy.KindBudget))
+		if err != nil {
+			return err
+		}
+		if amount != 0 {
+			if _, err := t.exec(qSubtract, amount, key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// releaseByScan releases the budget entries of a reservation that does not
+// list its keys, finding them by a scan.
+func (t *txn) releaseByScan(id string) error {
 	rows, err := t.stmt(qRelease).QueryContext(t.ctx, id, int64(policy.KindBudget))
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -652,7 +728,7 @@ func (s *SQLite) Claim(ctx context.Context, c Claim) (Prior, error) {
 // reports what holds the key, taking nothing.
 func (t *txn) claim(c Claim, take bool) (Prior, error) {
 	now := c.At.UnixNano()
-	if _, err := t.exec(qPruneClaims, now-int64(pruneGrace), now-int64(pruneGrace)-int64(InFlightLease)); err != nil {
+	if err := t.maybeSweep(now); err != nil {
 		return Prior{}, err
 	}
 	var (

@@ -362,3 +362,52 @@ func TestSQLiteMigratesAStoreOfTheFirstSchema(t *testing.T) {
 		t.Errorf("formats %d, %d; want 1 for the old record, 2 for a new one", recs[0].Format, recs[1].Format)
 	}
 }
+
+// TestSQLiteSweepsWhatHasExpired: rows that no longer count are swept
+// every sweepEvery writes, so the file does not grow with history.
+func TestSQLiteSweepsWhatHasExpired(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openSQLite(t, path)
+	ctx := context.Background()
+	for i := range 50 {
+		at := day.Add(time.Duration(i) * time.Second)
+		l := []policy.Limit{budget(fmt.Sprintf("budget|*|USD|1h0m0s|c:%d", i), time.Hour, 1000, 1)}
+		if _, err := s.Reserve(ctx, at, l); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Claim(ctx, Claim{Key: fmt.Sprint("k", i), Call: "c", Fingerprint: "f", At: at, Window: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(table string) (n int) {
+		t.Helper()
+		if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, table := range []string{"counters", "counter_entries", "reservations", "claims"} {
+		if n := count(table); n != 50 {
+			t.Fatalf("%s holds %d rows, want 50", table, n)
+		}
+	}
+	// Two days later, enough writes for a sweep: only their own rows stay.
+	later := day.Add(48 * time.Hour)
+	for i := range sweepEvery {
+		if _, err := s.Reserve(ctx, later.Add(time.Duration(i)), []policy.Limit{rate("r", time.Minute, 1<<40)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count("counters"); n != 1 {
+		t.Errorf("counters holds %d rows after the sweep, want 1", n)
+	}
+	if n := count("claims"); n != 0 {
+		t.Errorf("claims holds %d rows after the sweep, want 0", n)
+	}
+	if n := count("counter_entries"); n != sweepEvery {
+		t.Errorf("counter_entries holds %d rows after the sweep, want %d", n, sweepEvery)
+	}
+	if n := count("reservations"); n != sweepEvery {
+		t.Errorf("reservations holds %d rows after the sweep, want %d", n, sweepEvery)
+	}
+}
