@@ -89,3 +89,35 @@ func BenchmarkClaimFinish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHoldComplete is a created call's two write transactions: the
+// hold (claim, reservation of a global and a per-customer budget and a
+// rate limit, intent record) and the completion (settlement, replay,
+// outcome record), the clock moving 600ms a call.
+func BenchmarkHoldComplete(b *testing.B) {
+	ctx := context.Background()
+	replay := []byte(`{"sessionId":"sess_123","url":"https://pay.example/s/123"}`)
+	for _, impl := range benchStores() {
+		b.Run(impl.name, func(b *testing.B) {
+			s := impl.open(b)
+			at, n := day, 0
+			b.ReportAllocs()
+			for b.Loop() {
+				at, n = at.Add(600*time.Millisecond), n+1
+				call := fmt.Sprint("call-", n)
+				h := &Hold{At: at, Limits: benchLimits,
+					Claim:  &Claim{Key: fmt.Sprint("create_checkout_session|args|", n), Call: call, Fingerprint: "f", At: at, Window: 10 * time.Minute},
+					Intent: AuditRecord{Time: at, Kind: KindIntent, Call: call, Tool: "create_checkout_session", Decision: "allowed", Amount: "19.99", Currency: "USD", Amounts: "USD 19.99"}}
+				held, err := s.Hold(ctx, h)
+				if err != nil || held.Prior.State != ClaimNew {
+					b.Fatalf("Hold = %+v, %v", held, err)
+				}
+				err = s.Complete(ctx, &Completion{Call: call, Reservation: held.Reservation, Settlement: policy.Spent, ClaimKey: h.Claim.Key,
+					Replay: replay, Record: AuditRecord{Time: at, Kind: KindOutcome, Call: call, Tool: "create_checkout_session", Decision: "created", SessionID: "sess_123"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

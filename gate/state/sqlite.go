@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	// The pure-Go SQLite driver: the binary needs no cgo.
@@ -94,10 +95,11 @@ CREATE TABLE counters (
 	key     TEXT PRIMARY KEY,
 	total   INTEGER NOT NULL,       -- the sum of the key's counter_entries
 	window  INTEGER NOT NULL,       -- ns
-	expires INTEGER NOT NULL        -- unix ns: when its newest entry stops counting
+	expires INTEGER NOT NULL,       -- unix ns: when its newest entry stops counting
+	oldest  INTEGER NOT NULL        -- unix ns: no entry is older (a bound: it may be lower)
 ) WITHOUT ROWID;
-INSERT INTO counters (key, total, window, expires)
-	SELECT key, SUM(amount), MAX(expires - at), MAX(expires) FROM counter_entries GROUP BY key;
+INSERT INTO counters (key, total, window, expires, oldest)
+	SELECT key, SUM(amount), MAX(expires - at), MAX(expires), MIN(at) FROM counter_entries GROUP BY key;
 
 -- Every index a call writes costs it a page in the WAL: the hot path keeps
 -- only primary keys. Expired rows are swept every sweepEvery writes by a
@@ -133,7 +135,7 @@ const (
 	qExpireEntries     = `DELETE FROM counter_entries WHERE key = ? AND at <= ? RETURNING amount`
 	qExpiredSum        = `SELECT COALESCE(SUM(amount), 0) FROM counter_entries WHERE key = ? AND at <= ?`
 	qCounterTotal      = `SELECT total FROM counters WHERE key = ?`
-	qPutCounter        = `INSERT INTO counters (key, total, window, expires) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET total = excluded.total, window = excluded.window, expires = max(expires, excluded.expires)`
+	qOldest            = `SELECT COALESCE(MIN(at), ?) FROM counter_entries WHERE key = ?`
 	qSubtract          = `UPDATE counters SET total = total - ? WHERE key = ?`
 	qIdleCounters      = `DELETE FROM counters WHERE expires <= ? RETURNING key`
 	qDropEntries       = `DELETE FROM counter_entries WHERE key = ?`
@@ -197,7 +199,8 @@ type SQLite struct {
 	stmts map[string]*sql.Stmt
 	owner *ownerLock // this handle's, held until Close
 
-	writes int // write transactions begun, under wlock: sweeps run every sweepEvery
+	writes int                  // write transactions begun, under wlock: sweeps run every sweepEvery
+	dyn    map[string]*sql.Stmt // statements built for a number of limits, under wlock
 }
 
 var _ Store = (*SQLite)(nil)
@@ -235,7 +238,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	const conns = 4
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
-	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt)}
+	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), dyn: make(map[string]*sql.Stmt)}
 	if err := s.init(context.Background()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -325,7 +328,7 @@ func (s *SQLite) init(ctx context.Context) error {
 		return err
 	}
 	for _, q := range []string{
-		qExpireEntries, qExpiredSum, qCounterTotal, qPutCounter, qSubtract, qIdleCounters, qDropEntries,
+		qExpireEntries, qExpiredSum, qCounterTotal, qOldest, qSubtract, qIdleCounters, qDropEntries,
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
 		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
 		qDropCallClaim, qHead, qSetHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
@@ -424,6 +427,25 @@ func (t *txn) maybeSweep(now int64) error {
 
 func (t *txn) stmt(q string) *sql.Stmt { return t.tx.StmtContext(t.ctx, t.s.stmts[q]) }
 
+// dynStmt is the statement q, built for one number of limits, prepared on
+// first use and kept for the handle's life.
+func (t *txn) dynStmt(q string) (*sql.Stmt, error) {
+	st, ok := t.s.dyn[q]
+	if !ok {
+		var err error
+		if st, err = t.s.db.PrepareContext(t.ctx, q); err != nil {
+			return nil, fmt.Errorf("store: prepare: %w", err)
+		}
+		t.s.dyn[q] = st
+	}
+	return t.tx.StmtContext(t.ctx, st), nil
+}
+
+// placeholders returns n groups of group, comma-separated: "(?, ?), (?, ?)".
+func placeholders(n int, group string) string {
+	return strings.TrimSuffix(strings.Repeat(group+", ", n), ", ")
+}
+
 func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 	res, err := t.stmt(q).ExecContext(t.ctx, args...)
 	if err != nil {
@@ -489,26 +511,62 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	if err := t.maybeSweep(now); err != nil {
 		return "", err
 	}
-	totals := make([]int64, len(limits))
-	for i, l := range limits {
-		var total int64
-		if err := t.row(qCounterTotal, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	// One statement reads every counter, one writes every entry and one
+	// every counter: a statement costs more than the rows it touches.
+	type counter struct{ total, oldest int64 }
+	counters := make(map[string]counter, len(limits))
+	args := make([]any, 0, 7*len(limits))
+	for _, l := range limits {
+		args = append(args, l.Key)
+	}
+	st, err := t.dynStmt(`SELECT key, total, oldest FROM counters WHERE key IN (` + placeholders(len(limits), "?") + `)`)
+	if err != nil {
+		return "", err
+	}
+	rows, err := st.QueryContext(t.ctx, args...)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	for rows.Next() {
+		var (
+			key string
+			c   counter
+		)
+		if err := rows.Scan(&key, &c.total, &c.oldest); err != nil {
+			rows.Close()
 			return "", fmt.Errorf("store: %w", err)
 		}
+		counters[key] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	for i, l := range limits {
+		c, seen := counters[l.Key]
 		from := windowStart(now, l)
-		expired, err := t.sumRows(qExpireEntries, l.Key, from)
-		if err != nil {
-			return "", err
+		if seen && c.oldest <= from {
+			// Entries have left the window: drop them from the total.
+			expired, err := t.sumRows(qExpireEntries, l.Key, from)
+			if err != nil {
+				return "", err
+			}
+			c.total -= expired
+			if err := t.row(qOldest, now, l.Key).Scan(&c.oldest); err != nil {
+				return "", fmt.Errorf("store: %w", err)
+			}
 		}
-		total -= expired
-		if !fits(l, total) {
+		if !seen {
+			c.oldest = now
+		}
+		if !fits(l, c.total) {
 			counting, err := counting(t.ctx, t.stmt(qCounting), l.Key, from)
 			if err != nil {
 				return "", err
 			}
-			return "", denial(i, l, total, counting)
+			return "", denial(i, l, c.total, counting)
 		}
-		totals[i] = total
+		counters[l.Key] = counter{total: c.total + l.Add, oldest: min(c.oldest, now)}
 	}
 	keys := make([]string, len(limits))
 	for i, l := range limits {
@@ -521,13 +579,32 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits), string(keysJSON)); err != nil {
 		return "", err
 	}
-	for i, l := range limits {
-		if _, err := t.exec(qInsertEntry, id, l.Key, int64(l.Kind), now, l.Add, now+int64(l.Window)); err != nil {
-			return "", err
-		}
-		if _, err := t.exec(qPutCounter, l.Key, totals[i]+l.Add, int64(l.Window), now+int64(l.Window)); err != nil {
-			return "", err
-		}
+	if len(limits) == 0 {
+		return id, nil
+	}
+	args = args[:0]
+	for _, l := range limits {
+		args = append(args, id, l.Key, int64(l.Kind), now, l.Add, now+int64(l.Window))
+	}
+	if st, err = t.dynStmt(`INSERT INTO counter_entries (reservation, key, kind, at, amount, expires) VALUES ` +
+		placeholders(len(limits), "(?, ?, ?, ?, ?, ?)")); err != nil {
+		return "", err
+	}
+	if _, err := st.ExecContext(t.ctx, args...); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	args = args[:0]
+	for _, l := range limits {
+		c := counters[l.Key]
+		args = append(args, l.Key, c.total, int64(l.Window), now+int64(l.Window), c.oldest)
+	}
+	if st, err = t.dynStmt(`INSERT INTO counters (key, total, window, expires, oldest) VALUES ` +
+		placeholders(len(limits), "(?, ?, ?, ?, ?)") +
+		` ON CONFLICT (key) DO UPDATE SET total = excluded.total, window = excluded.window, expires = max(expires, excluded.expires), oldest = excluded.oldest`); err != nil {
+		return "", err
+	}
+	if _, err := st.ExecContext(t.ctx, args...); err != nil {
+		return "", fmt.Errorf("store: %w", err)
 	}
 	return id, nil
 }
@@ -997,6 +1074,9 @@ func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
 // Close implements [Store]: the handle's open intents become orphaned.
 func (s *SQLite) Close() error {
 	for _, st := range s.stmts {
+		st.Close()
+	}
+	for _, st := range s.dyn {
 		st.Close()
 	}
 	err := s.db.Close()
