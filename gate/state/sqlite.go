@@ -345,12 +345,25 @@ func (s *SQLite) init(ctx context.Context) error {
 // migrate applies the migrations the file lacks, in one transaction, or
 // refuses a file that is not a clink-mcp store or is newer than this code.
 func (s *SQLite) migrate(ctx context.Context) error {
+	// A store that is up to date needs no write lock to open, so the audit
+	// commands and a starting server are not held up by another process
+	// writing; the check is made again under the lock before migrating.
+	var version, appID int64
+	if err := s.db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	if err := s.db.QueryRowContext(ctx, `PRAGMA application_id`).Scan(&appID); err != nil {
+		return err
+	}
+	if version == int64(len(migrations)) && appID == applicationID {
+		return nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var version, appID, tables int64
+	var tables int64
 	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return err
 	}

@@ -411,3 +411,28 @@ func TestSQLiteSweepsWhatHasExpired(t *testing.T) {
 		t.Errorf("reservations holds %d rows after the sweep, want %d", n, sweepEvery)
 	}
 }
+
+// TestOpenSQLiteNeedsNoWriteLockWhenUpToDate: an up-to-date store opens
+// while another process holds its write lock, so the audit commands work
+// during a long write.
+func TestOpenSQLiteNeedsNoWriteLockWhenUpToDate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	openSQLite(t, path).Close()
+	conn, err := rawDB(t, path).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(context.Background(), `ROLLBACK`)
+	start := time.Now()
+	s := openSQLite(t, path)
+	if rep, err := VerifyAudit(context.Background(), s); err != nil || !rep.OK() {
+		t.Fatalf("VerifyAudit under another's write lock = %+v, %v", rep, err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Errorf("opening and verifying took %v: it waited for the write lock", waited)
+	}
+}
