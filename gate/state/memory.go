@@ -74,6 +74,7 @@ type memIntent struct {
 	claimKey    string
 	reservation string
 	seq         int64
+	held        *memReservation // the reservation, settled by Complete only
 }
 
 // liveUntil is when the claim stops holding its key: see [InFlightLease].
@@ -147,14 +148,20 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.reserve(at.UnixNano(), limits)
-}
-
-// reserve is Reserve under m.mu.
-func (m *Memory) reserve(now int64, limits []policy.Limit) (string, error) {
-	id, err := newReservationID()
+	id, r, err := m.reserve(at.UnixNano(), limits)
 	if err != nil {
 		return "", err
+	}
+	m.reservations[id] = r
+	return id, nil
+}
+
+// reserve is Reserve under m.mu, returning the reservation rather than
+// keeping it: a hold keeps it in its intent.
+func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservation, error) {
+	id, err := newReservationID()
+	if err != nil {
+		return "", nil, err
 	}
 	m.reserves++
 	if m.reserves%sweepEvery == 0 {
@@ -168,7 +175,7 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, error) {
 		}
 		c.expire(windowStart(now, l))
 		if !fits(l, c.total) {
-			return "", denial(i, l, c.total, entriesOf(c.entries))
+			return "", nil, denial(i, l, c.total, entriesOf(c.entries))
 		}
 	}
 	r := &memReservation{at: now, expires: expiry(now, limits)}
@@ -186,8 +193,7 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, error) {
 		c.entries = slices.Insert(c.entries, k, e)
 		r.keys = append(r.keys, l.Key)
 	}
-	m.reservations[id] = r
-	return id, nil
+	return id, r, nil
 }
 
 // expire drops the entries at or before from, which no longer count, from
@@ -255,9 +261,14 @@ func (m *Memory) settle(id string, outcome policy.Settlement) error {
 		return nil
 	}
 	r.outcome = outcome
-	if outcome != policy.Released {
-		return nil
+	if outcome == policy.Released {
+		m.release(id, r)
 	}
+	return nil
+}
+
+// release removes reservation id's budget entries from their counters.
+func (m *Memory) release(id string, r *memReservation) {
 	for _, key := range r.keys {
 		c := m.counters[key]
 		if c == nil {
@@ -273,7 +284,6 @@ func (m *Memory) settle(id string, outcome policy.Settlement) error {
 			}
 		}
 	}
-	return nil
 }
 
 // Claim implements [Claims].
@@ -426,10 +436,11 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			return held, nil
 		}
 	}
-	var err error
-	if held.Reservation, err = m.reserve(now, h.Limits); err != nil {
+	id, r, err := m.reserve(now, h.Limits)
+	if err != nil {
 		return nil, err
 	}
+	held.Reservation = id
 	if h.Claim != nil {
 		m.claim(*h.Claim)
 	}
@@ -440,7 +451,7 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	if h.Claim != nil {
 		key = h.Claim.Key
 	}
-	m.intents[h.Intent.Call] = &memIntent{owner: m.owner, claimKey: key, reservation: held.Reservation, seq: held.Intent.Seq}
+	m.intents[h.Intent.Call] = &memIntent{owner: m.owner, claimKey: key, reservation: id, seq: held.Intent.Seq, held: r}
 	return held, nil
 }
 
@@ -456,14 +467,13 @@ func (m *Memory) Complete(ctx context.Context, c *Completion) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, open := m.intents[c.Call]; !open && c.OnlyIfOpen {
+	in, open := m.intents[c.Call]
+	if !open && c.OnlyIfOpen {
 		return ErrNotFound
 	}
 	delete(m.intents, c.Call)
-	if c.Reservation != "" {
-		if err := m.settle(c.Reservation, c.Settlement); err != nil && err != ErrNotFound {
-			return err
-		}
+	if open && c.Settlement == policy.Released {
+		m.release(in.reservation, in.held)
 	}
 	if cl, ok := m.claims[c.ClaimKey]; ok && c.ClaimKey != "" && cl.call == c.Call {
 		if c.Replay == nil {

@@ -120,12 +120,16 @@ ALTER TABLE audit ADD COLUMN amounts          TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN customer_id_hash TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN reservation      TEXT NOT NULL DEFAULT '';
 
+-- A held call's reservation lives in its intent until Complete settles it:
+-- one row fewer to write, and to rewrite, per call.
 CREATE TABLE intents (
 	call        TEXT PRIMARY KEY,
 	seq         INTEGER NOT NULL,   -- the intent's audit record
 	owner       TEXT NOT NULL,      -- the handle holding it; see ownerLock
 	claim_key   TEXT NOT NULL,
-	reservation TEXT NOT NULL
+	reservation TEXT NOT NULL,
+	at          INTEGER NOT NULL,   -- unix ns: the reservation's entries' time
+	keys        TEXT NOT NULL       -- JSON array of its counter keys
 ) WITHOUT ROWID;
 `,
 }
@@ -157,10 +161,11 @@ const (
 	qDropCallClaim     = `DELETE FROM claims WHERE key = ? AND call = ?`
 	qHead              = `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`
 	qSetHead           = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1`
+	qMoveHead          = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1 AND audit_seq = ? AND audit_hash = ?`
 	qAppendAudit       = `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qScanAudit         = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
-	qInsertIntent      = `INSERT INTO intents (call, seq, owner, claim_key, reservation) VALUES (?, ?, ?, ?, ?)`
-	qCloseIntent       = `DELETE FROM intents WHERE call = ?`
+	qInsertIntent      = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	qCloseIntent       = `DELETE FROM intents WHERE call = ? RETURNING reservation, at, keys`
 	qIntents           = `SELECT i.call, i.owner, i.claim_key, i.reservation, ` + auditColumnsOfA + ` FROM intents i JOIN audit a ON a.seq = i.seq ORDER BY i.seq`
 )
 
@@ -201,6 +206,11 @@ type SQLite struct {
 
 	writes int                  // write transactions begun, under wlock: sweeps run every sweepEvery
 	dyn    map[string]*sql.Stmt // statements built for a number of limits, under wlock
+
+	// The audit head this handle last wrote, under wlock: see append.
+	headSeq   int64
+	headHash  string
+	headKnown bool
 }
 
 var _ Store = (*SQLite)(nil)
@@ -331,7 +341,7 @@ func (s *SQLite) init(ctx context.Context) error {
 		qExpireEntries, qExpiredSum, qCounterTotal, qOldest, qSubtract, qIdleCounters, qDropEntries,
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
 		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
-		qDropCallClaim, qHead, qSetHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
+		qDropCallClaim, qHead, qSetHead, qMoveHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
 		if err != nil {
@@ -517,12 +527,20 @@ func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 // once), then the call is checked against it: the cost does not grow with
 // the entries a window holds.
 func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
+	id, _, err := t.reserveEntries(now, limits, true)
+	return id, err
+}
+
+// reserveEntries is reserve; with row false the reservation itself is not
+// written (a hold keeps it in its intent), and its keys are returned as
+// JSON for the caller to keep.
+func (t *txn) reserveEntries(now int64, limits []policy.Limit, row bool) (string, string, error) {
 	id, err := newReservationID()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := t.maybeSweep(now); err != nil {
-		return "", err
+		return "", "", err
 	}
 	// One statement reads every counter, one writes every entry and one
 	// every counter: a statement costs more than the rows it touches.
@@ -534,11 +552,11 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	}
 	st, err := t.dynStmt(`SELECT key, total, oldest FROM counters WHERE key IN (` + placeholders(len(limits), "?") + `)`)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	rows, err := st.QueryContext(t.ctx, args...)
 	if err != nil {
-		return "", fmt.Errorf("store: %w", err)
+		return "", "", fmt.Errorf("store: %w", err)
 	}
 	for rows.Next() {
 		var (
@@ -547,13 +565,13 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 		)
 		if err := rows.Scan(&key, &c.total, &c.oldest); err != nil {
 			rows.Close()
-			return "", fmt.Errorf("store: %w", err)
+			return "", "", fmt.Errorf("store: %w", err)
 		}
 		counters[key] = c
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+		return "", "", fmt.Errorf("store: %w", err)
 	}
 	for i, l := range limits {
 		c, seen := counters[l.Key]
@@ -562,11 +580,11 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 			// Entries have left the window: drop them from the total.
 			expired, err := t.sumRows(qExpireEntries, l.Key, from)
 			if err != nil {
-				return "", err
+				return "", "", err
 			}
 			c.total -= expired
 			if err := t.row(qOldest, now, l.Key).Scan(&c.oldest); err != nil {
-				return "", fmt.Errorf("store: %w", err)
+				return "", "", fmt.Errorf("store: %w", err)
 			}
 		}
 		if !seen {
@@ -575,9 +593,9 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 		if !fits(l, c.total) {
 			counting, err := counting(t.ctx, t.stmt(qCounting), l.Key, from)
 			if err != nil {
-				return "", err
+				return "", "", err
 			}
-			return "", denial(i, l, c.total, counting)
+			return "", "", denial(i, l, c.total, counting)
 		}
 		counters[l.Key] = counter{total: c.total + l.Add, oldest: min(c.oldest, now)}
 	}
@@ -587,13 +605,15 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	}
 	keysJSON, err := json.Marshal(keys)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits), string(keysJSON)); err != nil {
-		return "", err
+	if row {
+		if _, err := t.exec(qInsertReservation, id, now, expiry(now, limits), string(keysJSON)); err != nil {
+			return "", "", err
+		}
 	}
 	if len(limits) == 0 {
-		return id, nil
+		return id, string(keysJSON), nil
 	}
 	args = args[:0]
 	for _, l := range limits {
@@ -601,10 +621,10 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	}
 	if st, err = t.dynStmt(`INSERT INTO counter_entries (reservation, key, kind, at, amount, expires) VALUES ` +
 		placeholders(len(limits), "(?, ?, ?, ?, ?, ?)")); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if _, err := st.ExecContext(t.ctx, args...); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+		return "", "", fmt.Errorf("store: %w", err)
 	}
 	args = args[:0]
 	for _, l := range limits {
@@ -614,12 +634,12 @@ func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
 	if st, err = t.dynStmt(`INSERT INTO counters (key, total, window, expires, oldest) VALUES ` +
 		placeholders(len(limits), "(?, ?, ?, ?, ?)") +
 		` ON CONFLICT (key) DO UPDATE SET total = excluded.total, window = excluded.window, expires = max(expires, excluded.expires), oldest = excluded.oldest`); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if _, err := st.ExecContext(t.ctx, args...); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+		return "", "", fmt.Errorf("store: %w", err)
 	}
-	return id, nil
+	return id, string(keysJSON), nil
 }
 
 // sweep forgets what has expired at now (by this process's clock, with
@@ -739,7 +759,6 @@ func (t *txn) settle(id string, outcome policy.Settlement) error {
 	var (
 		at       int64
 		keysJSON string
-		keys     []string
 	)
 	if err := t.row(qReservationKeys, id).Scan(&at, &keysJSON); err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -748,6 +767,13 @@ func (t *txn) settle(id string, outcome policy.Settlement) error {
 		// A reservation of the first schema, which did not list its keys.
 		return t.releaseByScan(id)
 	}
+	return t.release(id, at, keysJSON)
+}
+
+// release removes the budget entries of reservation id, made at at for
+// the counters keysJSON lists, and takes them off the running totals.
+func (t *txn) release(id string, at int64, keysJSON string) error {
+	var keys []string
 	if err := json.Unmarshal([]byte(keysJSON), &keys); err != nil {
 		return fmt.Errorf("store: reservation %s: %w", id, err)
 	}
@@ -892,17 +918,38 @@ func (t *txn) append(r *AuditRecord) error {
 	r.Time = r.Time.UTC()
 	r.Open = false
 	r.Format = auditFormat
-	if err := t.row(qHead).Scan(&r.Seq, &r.PrevHash); err != nil {
-		return fmt.Errorf("store: audit head: %w", err)
+	// The head this handle wrote last is most likely still the head: move
+	// it on only if it is (one statement), else read it first. A cached
+	// head that a rolled-back transaction left ahead only costs the read.
+	s := t.s
+	moved := false
+	if s.headKnown {
+		r.Seq, r.PrevHash = s.headSeq+1, s.headHash
+		r.Hash = r.ComputeHash()
+		res, err := t.exec(qMoveHead, r.Seq, r.Hash, s.headSeq, s.headHash)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		moved = n == 1
 	}
-	r.Seq++
-	r.Hash = r.ComputeHash()
-	if _, err := t.exec(qAppendAudit, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
+	if !moved {
+		if err := t.row(qHead).Scan(&r.Seq, &r.PrevHash); err != nil {
+			return fmt.Errorf("store: audit head: %w", err)
+		}
+		r.Seq++
+		r.Hash = r.ComputeHash()
+		if _, err := t.exec(qSetHead, r.Seq, r.Hash); err != nil {
+			return err
+		}
+	}
+	s.headSeq, s.headHash, s.headKnown = r.Seq, r.Hash, true
+	_, err := t.exec(qAppendAudit, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
 		r.Tool, r.Decision, r.Amount, r.Currency, r.Amounts, r.EmailMasked, r.EmailHash, r.CustomerIDHash,
-		r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash); err != nil {
-		return err
-	}
-	_, err := t.exec(qSetHead, r.Seq, r.Hash)
+		r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash)
 	return err
 }
 
@@ -1017,10 +1064,12 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 				return nil
 			}
 		}
-		var err error
-		if held.Reservation, err = t.reserve(h.At.UnixNano(), h.Limits); err != nil {
+		at := h.At.UnixNano()
+		id, keysJSON, err := t.reserveEntries(at, h.Limits, false)
+		if err != nil {
 			return err
 		}
+		held.Reservation = id
 		key := ""
 		if h.Claim != nil {
 			key = h.Claim.Key
@@ -1033,7 +1082,7 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		if err := t.append(&held.Intent); err != nil {
 			return err
 		}
-		_, err = t.exec(qInsertIntent, h.Intent.Call, held.Intent.Seq, s.owner.id, key, held.Reservation)
+		_, err = t.exec(qInsertIntent, h.Intent.Call, held.Intent.Seq, s.owner.id, key, held.Reservation, at, keysJSON)
 		return err
 	})
 	if err != nil {
@@ -1051,21 +1100,26 @@ func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
 	}
 	rec := c.Record
 	err := s.write(ctx, func(t *txn) error {
-		res, err := t.exec(qCloseIntent, c.Call)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
+		var (
+			reservation, keysJSON string
+			at                    int64
+		)
+		switch err := t.row(qCloseIntent, c.Call).Scan(&reservation, &at, &keysJSON); {
+		case errors.Is(err, sql.ErrNoRows):
+			// Resolved already (this is a late outcome: the first
+			// settlement stands), or a call that held nothing.
+			if c.OnlyIfOpen {
+				return ErrNotFound
+			}
+		case err != nil:
 			return fmt.Errorf("store: %w", err)
-		} else if n == 0 && c.OnlyIfOpen {
-			return ErrNotFound
-		}
-		if c.Reservation != "" {
-			if err := t.settle(c.Reservation, c.Settlement); err != nil && !errors.Is(err, ErrNotFound) {
+		case c.Settlement == policy.Released && reservation != "":
+			if err := t.release(reservation, at, keysJSON); err != nil {
 				return err
 			}
 		}
 		if c.ClaimKey != "" {
+			var err error
 			if c.Replay == nil {
 				_, err = t.exec(qDropCallClaim, c.ClaimKey, c.Call)
 			} else {

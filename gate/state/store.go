@@ -245,9 +245,13 @@ type Held struct {
 type Completion struct {
 	// Call is the call's ID; its open intent, if any, is closed.
 	Call string
-	// Reservation is settled with Settlement, unless it is "".
+	// Reservation is the hold's reservation, or "" when the call held
+	// none. The reservation settled is the one the open intent holds: a
+	// late Complete, after another process resolved the call, settles
+	// nothing (the first settlement stands).
 	Reservation string
-	// Settlement is how the call ended.
+	// Settlement is how the call ended: Released removes the reservation's
+	// budget entries; Spent and Unknown keep them counting.
 	Settlement policy.Settlement
 	// ClaimKey is the call's claim, or "". It is finished with Replay, or
 	// dropped when Replay is nil; a claim that another call has taken
@@ -274,7 +278,8 @@ type Store interface {
 	// Hold takes h.Claim, reserves h.Limits and appends h.Intent, all or
 	// nothing. When the claim is held by another call, it returns what it
 	// found and writes nothing; when a limit would be exceeded, it writes
-	// nothing and returns a *policy.Denied error.
+	// nothing and returns a *policy.Denied error. The reservation is kept
+	// with the intent and settled by Complete, not by Ledger.Settle.
 	Hold(ctx context.Context, h *Hold) (*Held, error)
 	// Complete settles, finishes or drops the claim, closes the intent and
 	// appends c.Record, all or nothing; see [Completion].
