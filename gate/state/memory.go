@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -427,6 +428,9 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	defer m.mu.Unlock()
 	if !m.owners[m.owner] {
 		return nil, errClosed
+	}
+	if _, dup := m.intents[h.Intent.Call]; dup {
+		return nil, fmt.Errorf("store: call %s already holds an open intent", h.Intent.Call)
 	}
 	now := h.At.UnixNano()
 	held := &Held{Prior: Prior{State: ClaimNew}}

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,7 +206,8 @@ type SQLite struct {
 	owner *ownerLock // this handle's, held until Close
 
 	writes int                  // write transactions begun, under wlock: sweeps run every sweepEvery
-	dyn    map[string]*sql.Stmt // statements built for a number of limits, under wlock
+	wconn  *sql.Conn            // the connection writes run on, under wlock
+	wstmts map[string]*sql.Stmt // statements prepared on wconn, under wlock
 
 	// The audit head this handle last wrote, under wlock: see append.
 	headSeq   int64
@@ -248,7 +250,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	const conns = 4
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
-	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), dyn: make(map[string]*sql.Stmt)}
+	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt)}
 	if err := s.init(context.Background()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -415,26 +417,72 @@ func (s *SQLite) write(ctx context.Context, fn func(w *txn) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-s.wlock }()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	// Writes run on one connection kept for them, with statements prepared
+	// on it once: no pool checkout and no per-transaction statement
+	// wrappers on the path every call takes.
+	if s.wconn == nil {
+		if err := s.openWriteConn(ctx); err != nil {
+			return err
+		}
+	}
+	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	s.writes++
-	t := &txn{ctx: ctx, tx: tx, s: s, sweepDue: s.writes%sweepEvery == 0}
-	if err := fn(t); err != nil {
-		tx.Rollback()
-		return err
+	t := &txn{ctx: ctx, s: s, sweepDue: s.writes%sweepEvery == 0}
+	err := fn(t)
+	if err == nil {
+		if _, err = s.wconn.ExecContext(ctx, `COMMIT`); err != nil {
+			err = fmt.Errorf("store: commit: %w", err)
+		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	if err != nil {
+		// Roll back whatever ctx says: a connection left inside a
+		// transaction would fail every later write. One that cannot roll
+		// back is dropped.
+		if _, rerr := s.wconn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil &&
+			!strings.Contains(rerr.Error(), "no transaction is active") {
+			s.dropWriteConn()
+		}
+		return err
 	}
 	return nil
 }
 
-// txn runs the prepared statements inside one transaction.
+// openWriteConn takes the connection writes run on and prepares the
+// store's statements on it.
+func (s *SQLite) openWriteConn(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.wconn, s.wstmts = conn, make(map[string]*sql.Stmt, len(s.stmts))
+	for q := range s.stmts {
+		st, err := conn.PrepareContext(ctx, q)
+		if err != nil {
+			s.dropWriteConn()
+			return fmt.Errorf("store: prepare: %w", err)
+		}
+		s.wstmts[q] = st
+	}
+	return nil
+}
+
+// dropWriteConn closes the write connection and its statements; the next
+// write opens another.
+func (s *SQLite) dropWriteConn() {
+	for _, st := range s.wstmts {
+		st.Close()
+	}
+	s.wconn.Raw(func(any) error { return driver.ErrBadConn }) // do not return it to the pool
+	s.wconn.Close()
+	s.wconn, s.wstmts = nil, nil
+}
+
+// txn runs the prepared statements inside one write transaction, on the
+// write connection.
 type txn struct {
 	ctx      context.Context
-	tx       *sql.Tx
 	s        *SQLite
 	sweepDue bool // the first operation that knows the time sweeps
 }
@@ -448,20 +496,23 @@ func (t *txn) maybeSweep(now int64) error {
 	return t.sweep(now)
 }
 
-func (t *txn) stmt(q string) *sql.Stmt { return t.tx.StmtContext(t.ctx, t.s.stmts[q]) }
+// stmt is q, one of the store's constant statements, as prepared on the
+// write connection when it was opened.
+func (t *txn) stmt(q string) *sql.Stmt { return t.s.wstmts[q] }
 
-// dynStmt is the statement q, built for one number of limits, prepared on
-// first use and kept for the handle's life.
+// dynStmt is the statement q prepared on the write connection on first
+// use and kept for the connection's life: the store's constant statements,
+// and those built for a number of limits.
 func (t *txn) dynStmt(q string) (*sql.Stmt, error) {
-	st, ok := t.s.dyn[q]
+	st, ok := t.s.wstmts[q]
 	if !ok {
 		var err error
-		if st, err = t.s.db.PrepareContext(t.ctx, q); err != nil {
+		if st, err = t.s.wconn.PrepareContext(t.ctx, q); err != nil {
 			return nil, fmt.Errorf("store: prepare: %w", err)
 		}
-		t.s.dyn[q] = st
+		t.s.wstmts[q] = st
 	}
-	return t.tx.StmtContext(t.ctx, st), nil
+	return st, nil
 }
 
 // placeholders returns n groups of group, comma-separated: "(?, ?), (?, ?)".
@@ -1138,13 +1189,19 @@ func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
 	return nil
 }
 
-// Close implements [Store]: the handle's open intents become orphaned.
+// Close implements [Store]: the handle's open intents become orphaned. It
+// waits for a write in progress.
 func (s *SQLite) Close() error {
+	s.wlock <- struct{}{}
+	defer func() { <-s.wlock }()
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	for _, st := range s.dyn {
-		st.Close()
+	if s.wconn != nil {
+		for _, st := range s.wstmts {
+			st.Close()
+		}
+		s.wconn.Close()
 	}
 	err := s.db.Close()
 	if s.owner != nil {

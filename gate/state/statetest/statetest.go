@@ -52,6 +52,7 @@ func Run(t *testing.T, f Factory) {
 		{"StateSurvivesARestart", testStateSurvivesARestart},
 		{"HoldAndComplete", testHoldAndComplete},
 		{"HoldWritesNothingWhenRefused", testHoldWritesNothingWhenRefused},
+		{"HoldIsAllOrNothing", testHoldIsAllOrNothing},
 		{"ClosedHandleOrphansItsIntents", testClosedHandleOrphansItsIntents},
 		{"CompleteAfterAFailedWrite", testCompleteAfterAFailedWrite},
 		{"CompleteLeavesAnotherCallsClaim", testCompleteLeavesAnotherCallsClaim},
@@ -379,5 +380,39 @@ func testCompleteLeavesAnotherCallsClaim(t *testing.T, f Factory) {
 	c2.Call, c2.At = "call-3", later.Add(time.Second)
 	if p, err := s.Claim(ctx, c2); err != nil || p.State != state.ClaimInFlight {
 		t.Fatalf("Claim = %+v, %v; want call-2's claim still in flight", p, err)
+	}
+}
+
+// testHoldIsAllOrNothing: a hold that fails after some of its writes (its
+// call ID already holds an open intent) leaves no trace, and the store
+// takes the next write as usual.
+func testHoldIsAllOrNothing(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	l := []policy.Limit{budget("b", time.Hour, 100, 60)}
+	if _, err := s.Hold(ctx, hold("call-1", day, l)); err != nil {
+		t.Fatal(err)
+	}
+	again := hold("call-1", day, []policy.Limit{budget("other", time.Hour, 100, 60)})
+	again.Claim.Key = "another-key"
+	if _, err := s.Hold(ctx, again); err == nil {
+		t.Fatal("a second hold under an open call ID succeeded")
+	}
+	if head, _, err := s.AuditHead(ctx); err != nil || head != 1 {
+		t.Errorf("AuditHead = %d, %v; want 1: the failed hold appended", head, err)
+	}
+	if err := s.Check(ctx, day, []policy.Limit{budget("other", time.Hour, 100, 100)}); err != nil {
+		t.Errorf("the failed hold reserved: %v", err)
+	}
+	if p, err := s.Claim(ctx, state.Claim{Key: "another-key", Call: "c", Fingerprint: "f", At: day, Window: time.Minute}); err != nil || p.State != state.ClaimNew {
+		t.Errorf("the failed hold claimed: %+v, %v", p, err)
+	}
+	next := hold("call-2", day.Add(time.Second), []policy.Limit{budget("b2", time.Hour, 100, 60)})
+	next.Claim.Key = "a-third-key"
+	if held, err := s.Hold(ctx, next); err != nil || held.Prior.State != state.ClaimNew {
+		t.Fatalf("the next hold = %+v, %v", held, err)
+	}
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || rep.Broken != nil || rep.Records != 2 {
+		t.Errorf("VerifyAudit = %+v, %v; want 2 intact records", rep, err)
 	}
 }
