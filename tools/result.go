@@ -20,17 +20,19 @@ func render(res *gate.Result) *mcp.CallToolResult {
 		r.IsError = res.IsError
 		return r
 	}
-	// Decoded with UseNumber, amounts keep their exact digits on the wire.
+	if !res.Replayed {
+		// The JSON goes on the wire as it is, exact digits and all.
+		return mcp.NewToolResultStructured(res.Structured, res.Text)
+	}
+	// A replay says so in its structured content too. Decoded with
+	// UseNumber, amounts keep their exact digits.
 	var structured map[string]any
 	dec := json.NewDecoder(bytes.NewReader(res.Structured))
 	dec.UseNumber()
 	if err := dec.Decode(&structured); err != nil {
-		r := mcp.NewToolResultText(res.Text)
-		return r
+		return mcp.NewToolResultText(res.Text)
 	}
-	if res.Replayed {
-		structured["replayed"] = true
-	}
+	structured["replayed"] = true
 	return mcp.NewToolResultStructured(structured, res.Text)
 }
 
