@@ -18,6 +18,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/gate/state/statetest"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -118,40 +119,19 @@ func outcomes(t *testing.T, st state.Store) []string {
 }
 
 func TestACreatedCallRunsTwoWriteTransactions(t *testing.T) {
-	st := &countingStore{Store: memory(t)}
+	st := &statetest.Counting{Store: memory(t)}
 	f := newFixture(t, st, "acct")
 	res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
 	if res.Code != policy.CodeCreated || res.SessionID != "sess_1" {
 		t.Fatalf("result %+v", res)
 	}
-	if got := st.writes.Load(); got != 2 {
+	if got := st.Writes(); got != 2 {
 		t.Errorf("%d write transactions for a created call, want 2 (hold and complete)", got)
 	}
 	intents, _ := st.Intents(context.Background())
 	if len(intents) != 0 {
 		t.Errorf("open intents after the call: %+v", intents)
 	}
-}
-
-// countingStore counts the store's write transactions.
-type countingStore struct {
-	state.Store
-	writes atomic.Int64
-}
-
-func (s *countingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
-	s.writes.Add(1)
-	return s.Store.Hold(ctx, h)
-}
-
-func (s *countingStore) Complete(ctx context.Context, c *state.Completion) error {
-	s.writes.Add(1)
-	return s.Store.Complete(ctx, c)
-}
-
-func (s *countingStore) AppendAudit(ctx context.Context, r *state.AuditRecord) error {
-	s.writes.Add(1)
-	return s.Store.AppendAudit(ctx, r)
 }
 
 // flakyStore fails its next failures Completes.

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/gate/state/statetest"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -98,20 +98,6 @@ func BenchmarkHandler(b *testing.B) {
 	}
 }
 
-// benchStatePolicy turns every stateful rule on, with limits no benchmark
-// run reaches.
-const benchStatePolicy = `version: 1
-currencies:
-  USD: { max_amount: 500 }
-budgets:
-  - { currency: USD, window: 24h, max_amount: 9000000000 }
-  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
-rate_limits:
-  - { window: 1m, max_calls: 100000000 }
-  - { window: 1h, max_calls: 100000000, per: customer }
-duplicates: { window: 10m }
-`
-
 // BenchmarkServerCostPerCallWithStore is BenchmarkServerCostPerCall with
 // the durable SQLite store on: duplicate guard, two budgets and two rate
 // limits reserved and settled, and an audit record, per call. Every call
@@ -123,7 +109,7 @@ func BenchmarkServerCostPerCallWithStore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	p, err := policy.Parse("bench.yaml", []byte(benchStatePolicy))
+	p, err := policy.Load("testdata/bench-policy.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -164,7 +150,7 @@ const flatCalls = 10_000
 //
 //	go test -run '^$' -bench CostStaysFlat -benchtime 1x ./tools/
 func BenchmarkCostStaysFlat(b *testing.B) {
-	p, err := policy.Parse("bench.yaml", []byte(benchStatePolicy))
+	p, err := policy.Load("testdata/bench-policy.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,11 +161,11 @@ func BenchmarkCostStaysFlat(b *testing.B) {
 	defer sq.Close()
 	type run struct {
 		name  string
-		store *countingStore
+		store *statetest.Counting
 		srv   *server.MCPServer
 		times []time.Duration
 	}
-	runs := []*run{{name: "sqlite", store: &countingStore{Store: sq}}, {name: "memory", store: &countingStore{Store: state.NewMemory()}}}
+	runs := []*run{{name: "sqlite", store: &statetest.Counting{Store: sq}}, {name: "memory", store: &statetest.Counting{Store: state.NewMemory()}}}
 	sb := httptest.NewServer(sandbox.New())
 	defer sb.Close()
 	pay, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithEnvironment(clink.Sandbox), clink.WithBaseURL(sb.URL+"/"))
@@ -218,29 +204,7 @@ func BenchmarkCostStaysFlat(b *testing.B) {
 		b.ReportMetric(float64(first.Microseconds()), r.name+"-first10%-p50-µs")
 		b.ReportMetric(float64(end.Microseconds()), r.name+"-last10%-p50-µs")
 		b.ReportMetric(float64(end)/float64(first), r.name+"-last/first")
-		b.ReportMetric(float64(r.store.writes.Load())/float64(len(r.times)), r.name+"-tx/call")
+		b.ReportMetric(float64(r.store.Writes())/float64(len(r.times)), r.name+"-tx/call")
 	}
 	b.ReportMetric(float64(last["sqlite"])/float64(last["memory"]), "sqlite/memory")
-}
-
-// countingStore counts a store's write transactions: Hold, Complete and
-// AppendAudit each run in one.
-type countingStore struct {
-	state.Store
-	writes atomic.Int64
-}
-
-func (s *countingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
-	s.writes.Add(1)
-	return s.Store.Hold(ctx, h)
-}
-
-func (s *countingStore) Complete(ctx context.Context, c *state.Completion) error {
-	s.writes.Add(1)
-	return s.Store.Complete(ctx, c)
-}
-
-func (s *countingStore) AppendAudit(ctx context.Context, r *state.AuditRecord) error {
-	s.writes.Add(1)
-	return s.Store.AppendAudit(ctx, r)
 }

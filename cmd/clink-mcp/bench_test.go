@@ -112,20 +112,6 @@ func (s *stdioServer) roundTrip(b *testing.B, line string) string {
 	return ""
 }
 
-// flatPolicy turns every stateful rule on, with limits 10,000 calls never
-// reach.
-const flatPolicy = `version: 1
-currencies:
-  USD: { max_amount: 500 }
-budgets:
-  - { currency: USD, window: 24h, max_amount: 9000000000 }
-  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
-rate_limits:
-  - { window: 1m, max_calls: 100000000 }
-  - { window: 1h, max_calls: 100000000, per: customer }
-duplicates: { window: 10m }
-`
-
 // BenchmarkStdioCostStaysFlat measures what an agent waits for per call,
 // over stdio against a Clink sandbox on loopback, with every stateful rule
 // on: 10,000 distinct calls to a server on the SQLite store, interleaved
@@ -142,7 +128,11 @@ func BenchmarkStdioCostStaysFlat(b *testing.B) {
 	}
 	dir := b.TempDir()
 	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte(flatPolicy+"store: { path: "+filepath.Join(dir, "state.db")+" }\n"), 0o600); err != nil {
+	base, err := os.ReadFile("../../tools/testdata/bench-policy.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(policyFile, append(base, "store: { path: "+filepath.Join(dir, "state.db")+" }\n"...), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	sb := httptest.NewServer(sandbox.New())
