@@ -87,7 +87,7 @@ func (g *Gate) Check(ctx context.Context, req *policy.Request) (policy.Decision,
 		return d, nil
 	}
 	now := g.now()
-	limits := g.policy.Limits(req, g.keys.customerHash(req))
+	limits := g.policy.Limits(req, policy.CustomerKeys(g.keys.customer, req))
 	var denied *policy.Denied
 	switch err := g.store.Check(ctx, now, limits); {
 	case errors.As(err, &denied):
@@ -134,7 +134,7 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		}
 		claim = &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, Window: window}
 	}
-	limits := g.policy.Limits(&o.Request, c.customerKey)
+	limits := g.policy.Limits(&o.Request, c.customerKeys)
 	h := &state.Hold{Claim: claim, Limits: limits, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed})}
 	deadline := time.Now().Add(maxClaimWait)
 	for {

@@ -43,8 +43,9 @@ type Policy interface {
 	// Evaluate decides one request by the stateless rules.
 	Evaluate(req *policy.Request) policy.Decision
 	// Limits returns the budget and rate-limit counters req is checked
-	// against; customer is the opaque key of its customer.
-	Limits(req *policy.Request, customer string) []policy.Limit
+	// against; customers are the opaque keys of the customer identifiers
+	// it names (policy.CustomerKeys).
+	Limits(req *policy.Request, customers []string) []policy.Limit
 	// LimitDecision explains a ledger's refusal of limits[d.Limit].
 	LimitDecision(limits []policy.Limit, d *policy.Denied, now time.Time) policy.Decision
 	// DuplicatesWindow is how long an identical call is answered with the

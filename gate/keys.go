@@ -13,8 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // keys are the subkeys of the state secret, one per use, so that no value
@@ -45,21 +43,6 @@ func newAEAD(key []byte) cipher.AEAD {
 		panic("gate: " + err.Error())
 	}
 	return aead
-}
-
-// customerHash is the opaque key that stands for one customer identifier
-// in the store and the audit trail: the email when there is one, else the
-// customerId (see [policy.CustomerKey]).
-func (k keys) customerHash(req *policy.Request) string {
-	return policy.CustomerKey(k.customer, req)
-}
-
-// customerIDHash is the keyed hash of a Clink customerId alone, or "".
-func (k keys) customerIDHash(id string) string {
-	if id == "" {
-		return ""
-	}
-	return policy.CustomerKey(k.customer, &policy.Request{CustomerID: id})
 }
 
 // claimKey names the duplicate guard's slot for a call: the tool and a

@@ -36,9 +36,10 @@ type call struct {
 	at      time.Time // the call's time by the gate's clock
 	started time.Time // for the duration
 
-	amount, currency, amounts   string
-	emailMasked, emailHash      string
-	customerIDHash, customerKey string
+	amount, currency, amounts string
+	emailMasked, emailHash    string
+	customerIDHash, refHash   string
+	customerKeys              []string // every identifier's, for per-customer limits
 }
 
 func (g *Gate) begin(caller, tool string, req *policy.Request) *call {
@@ -54,15 +55,17 @@ func (g *Gate) begin(caller, tool string, req *policy.Request) *call {
 		parts = append(parts, m.Currency().Code()+" "+m.Amount())
 	}
 	c.amounts = strings.Join(parts, ", ")
-	c.customerKey = g.keys.customerHash(req)
+	c.customerKeys = policy.CustomerKeys(g.keys.customer, req)
 	if req.CustomerEmail != "" {
 		if addr, err := policy.NormalizeEmail(req.CustomerEmail); err == nil {
-			c.emailMasked, c.emailHash = policy.MaskEmail(addr), c.customerKey
+			// The email's key comes first; it stands for the mailbox.
+			c.emailMasked, c.emailHash = policy.MaskEmail(addr), c.customerKeys[0]
 		} else {
 			c.emailMasked = "***"
 		}
 	}
-	c.customerIDHash = g.keys.customerIDHash(req.CustomerID)
+	c.customerIDHash = policy.CustomerIDKey(g.keys.customer, req.CustomerID)
+	c.refHash = policy.ReferenceKey(g.keys.customer, req.ReferenceCustomerID)
 	return c
 }
 
@@ -71,7 +74,7 @@ func (c *call) record(kind string, res *Result) state.AuditRecord {
 	r := state.AuditRecord{
 		Time: c.at.UTC(), Kind: kind, Call: c.id, Caller: c.caller, Tool: c.tool, Decision: string(res.Code),
 		Amount: c.amount, Currency: c.currency, Amounts: c.amounts, EmailMasked: c.emailMasked,
-		EmailHash: c.emailHash, CustomerIDHash: c.customerIDHash,
+		EmailHash: c.emailHash, CustomerIDHash: c.customerIDHash, ReferenceHash: c.refHash,
 	}
 	if kind == state.KindOutcome {
 		r.SessionID = res.SessionID
@@ -116,6 +119,15 @@ func (c *call) log(ctx context.Context, res *Result) {
 	}
 	if c.amount != "" {
 		attrs = append(attrs, slog.String("amount", c.amount+" "+c.currency))
+	}
+	if c.amounts != "" && c.amounts != c.currency+" "+c.amount {
+		attrs = append(attrs, slog.String("amounts", c.amounts)) // line items count too
+	}
+	if c.customerIDHash != "" {
+		attrs = append(attrs, slog.String("customer_id_hash", c.customerIDHash))
+	}
+	if c.refHash != "" {
+		attrs = append(attrs, slog.String("reference_hash", c.refHash))
 	}
 	c.g.log.LogAttrs(ctx, level, "tool call", attrs...)
 }

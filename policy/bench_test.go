@@ -92,7 +92,7 @@ func BenchmarkLimits(b *testing.B) {
 		b.Fatal(err)
 	}
 	req := benchRequest(b)
-	customer := CustomerKey([]byte("0123456789abcdef0123456789abcdef"), req)
+	customer := CustomerKeys([]byte("0123456789abcdef0123456789abcdef"), req)
 	b.ReportAllocs()
 	for b.Loop() {
 		if ls := p.Limits(req, customer); len(ls) != 5 {

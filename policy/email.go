@@ -316,6 +316,7 @@ func parseEmailPattern(s string) (emailPattern, error) {
 type emailSet struct {
 	patterns   []emailPattern // as written, in file order, for rendering
 	exact      map[string]struct{}
+	folded     map[string]struct{} // exact entries without their sub-address
 	domains    map[string]struct{}
 	subdomains map[string]struct{}
 }
@@ -337,8 +338,40 @@ func (s *emailSet) add(p emailPattern) bool {
 		return false
 	}
 	(*m)[p.value] = struct{}{}
+	if p.kind == patternExact {
+		if s.folded == nil {
+			s.folded = make(map[string]struct{})
+		}
+		s.folded[SubaddressBase(p.value)] = struct{}{}
+	}
 	s.patterns = append(s.patterns, p)
 	return true
+}
+
+// SubaddressBase returns a normalised address without its RFC 5233
+// sub-address: "pat+invoices@example.com" is "pat@example.com". Mail to
+// either reaches one mailbox, so deny lists and per-customer limits treat
+// them as one customer; an address whose local part starts with "+" has no
+// sub-address to drop.
+func SubaddressBase(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr
+	}
+	if plus := strings.IndexByte(addr[:at], '+'); plus > 0 {
+		return addr[:plus] + addr[at:]
+	}
+	return addr
+}
+
+// matchMailbox is match for a deny list: addr matches when its mailbox
+// does, sub-addresses dropped on both sides, so "ceo+x@example.com" is
+// denied by "ceo@example.com" and by "ceo+y@example.com".
+func (s *emailSet) matchMailbox(addr string) bool {
+	if _, ok := s.folded[SubaddressBase(addr)]; ok {
+		return true
+	}
+	return s.match(addr)
 }
 
 // match reports whether a normalised address matches any pattern in s.

@@ -171,3 +171,43 @@ func TestNormalizeEmailDoesNotAllocateForANormalAddress(t *testing.T) {
 		t.Errorf("NormalizeEmail allocates %v times per call, want 0", n)
 	}
 }
+
+// TestSubaddressesAreTheirMailboxForDenyLists: RFC 5233 sub-addresses
+// reach one mailbox, so a deny list holds for every tag; an exact allow
+// entry still means exactly that address.
+func TestSubaddressesAreTheirMailboxForDenyLists(t *testing.T) {
+	p := mustParse(t, `version: 1
+currencies:
+  USD: { max_amount: 100 }
+customers:
+  allow_emails: ["pat@example.com", "*@shop.example"]
+  deny_emails: ["ceo@shop.example", "cfo+payroll@shop.example"]
+`)
+	cases := []struct {
+		email string
+		code  Code
+	}{
+		{"ceo+x@shop.example", CodeEmailNotAllowed},
+		{"CEO+Anything@Shop.Example", CodeEmailNotAllowed},
+		{"ceo@shop.example", CodeEmailNotAllowed},
+		{"cfo@shop.example", CodeEmailNotAllowed},
+		{"cfo+other@shop.example", CodeEmailNotAllowed},
+		{"pat@example.com", CodeAllowed},
+		{"pat+1@example.com", CodeEmailNotAllowed},
+		{"alice+1@shop.example", CodeAllowed},
+		{"+ceo@shop.example", CodeAllowed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.email, func(t *testing.T) {
+			d := p.Evaluate(&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "USD"), CustomerEmail: tc.email})
+			if d.Code != tc.code {
+				t.Errorf("Evaluate(%s) = %s (%s), want %s", tc.email, d.Code, d.Message, tc.code)
+			}
+		})
+	}
+	for in, want := range map[string]string{"a+b@x.io": "a@x.io", "a+b+c@x.io": "a@x.io", "+a@x.io": "+a@x.io", "a@x.io": "a@x.io", "a": "a"} {
+		if got := SubaddressBase(in); got != want {
+			t.Errorf("SubaddressBase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -210,7 +210,7 @@ func (p *Policy) checkCustomer(tool string, req *Request) Decision {
 	if err != nil {
 		return deny(CodeEmailInvalid, "customerEmail is not usable: %v", err)
 	}
-	if p.deny.match(addr) {
+	if p.deny.matchMailbox(addr) {
 		return deny(CodeEmailNotAllowed, "the customer email is blocked by this server's policy")
 	}
 	if !p.allowAnyEmail && !p.allow.match(addr) {

@@ -172,7 +172,7 @@ func FuzzParse(f *testing.F) {
 			_ = p.Evaluate(&Request{Tool: tool, CustomerEmail: "alice@example.com"})
 			for _, code := range p.currencies.codes {
 				c, _ := ParseCurrency(code)
-				ls := p.Limits(&Request{Tool: tool, Amount: NewMoney(1, c)}, "k")
+				ls := p.Limits(&Request{Tool: tool, Amount: NewMoney(1, c)}, []string{"k"})
 				seen := map[string]bool{}
 				for i, l := range ls {
 					if seen[l.Key] || l.Window <= 0 || l.Max <= 0 || l.Add <= 0 {

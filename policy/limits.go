@@ -159,64 +159,41 @@ func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
 // units; a request with no positive amount counts as more than any budget
 // in its currency, so it never fits one. A rate limit counts 1.
 //
-// customer is an opaque key for the request's customer that the caller
-// derives, such as [CustomerKey]; it must never be a raw email, since keys
-// are stored. A per-customer limit keys on it; with customer "" (no email,
-// no customer ID), every such request shares one "no-customer" bucket per
-// limit, so calls without a customer identity fail closed instead of each
-// getting a fresh allowance.
-//
-// The keys and rules are built when the policy is loaded; Limits allocates
-// the returned slice and, only when there are per-customer limits, one
-// string holding their keys.
-func (p *Policy) Limits(req *Request, customer string) []Limit {
+// customers are opaque keys, one per customer identifier the request names
+// (see [CustomerKeys]); they must never be raw emails, since keys are
+// stored. A per-customer rule yields one counter per customer key, each
+// its own allowance, and the call must fit every one: a customer cannot be
+// given a fresh allowance by changing another of its identifiers. With no
+// customer key (no email, no customer ID), the call counts against one
+// shared "no-customer" counter per rule, so calls without a customer
+// identity fail closed instead of each getting a fresh allowance.
+func (p *Policy) Limits(req *Request, customers []string) []Limit {
 	if p == nil || req == nil {
 		return nil
 	}
-	// The customer part is prefix+customer, written straight into the
-	// keys' string rather than concatenated first.
-	prefix, cust := customerPrefix, customer
-	if customer == "" {
-		prefix, cust = noCustomerPart, ""
-	}
-	custLen := len(prefix) + len(cust)
-	n, keyLen := 0, 0
-	for r := range p.rulesFor(req) {
-		n++
-		if r.perCustomer {
-			keyLen += len(r.key) + custLen
+	parts := make([]string, 0, max(len(customers), 1))
+	for _, c := range customers {
+		if c != "" && !slices.Contains(parts, customerPrefix+c) {
+			parts = append(parts, customerPrefix+c)
 		}
 	}
-	if n == 0 {
-		return nil
+	if len(parts) == 0 {
+		parts = append(parts, noCustomerPart)
 	}
-	// One string holds every per-customer key; each Key is a slice of it.
-	var keys string
-	if keyLen > 0 {
-		var kb strings.Builder
-		kb.Grow(keyLen)
-		for r := range p.rulesFor(req) {
-			if r.perCustomer {
-				kb.WriteString(r.key)
-				kb.WriteString(prefix)
-				kb.WriteString(cust)
-			}
-		}
-		keys = kb.String()
-	}
-	out := make([]Limit, 0, n)
-	off := 0
+	var out []Limit
 	for r := range p.rulesFor(req) {
 		l := Limit{Key: r.key, Kind: r.kind, Window: r.window, Max: r.max, Add: 1}
 		if r.kind == KindBudget {
 			l.Add = budgetAmount(req, r.cur)
 		}
-		if r.perCustomer {
-			end := off + len(r.key) + custLen
-			l.Key = keys[off:end]
-			off = end
+		if !r.perCustomer {
+			out = append(out, l)
+			continue
 		}
-		out = append(out, l)
+		for _, part := range parts {
+			l.Key = r.key + part
+			out = append(out, l)
+		}
 	}
 	return out
 }
@@ -378,34 +355,54 @@ func (p *Policy) HasState() bool {
 	return false
 }
 
-// CustomerKey returns an opaque key for req's customer, for
-// [Policy.Limits]: the hex of the first 16 bytes of HMAC-SHA256 under
-// secret of the normalised email, or, when there is no email, of the
-// customer ID (domain-separated, so an ID that looks like an email is not
-// that email's customer). It returns "" when req has neither, or an email
-// that does not normalise (Evaluate refuses those), so such calls share the
-// no-customer bucket. A reference customer ID alone is not an identity:
-// it is free text the agent chooses.
+// CustomerKeys returns an opaque key for each customer identifier req
+// names, for [Policy.Limits]: its email (normalised, sub-address dropped:
+// see [SubaddressBase]) and its customer ID, in that order, each the hex of
+// the first 16 bytes of HMAC-SHA256 under secret, domain-separated so that
+// an ID that looks like an email is not that email's customer. Clink
+// charges a customerId's customer whatever the email says, so both count.
+// An email that does not normalise (Evaluate refuses those) gives no key.
+// A reference customer ID is not an identity: it is free text the agent
+// chooses.
 //
 // secret must be a server-held random key of at least 16 bytes; without
 // one, an email's key could be found by hashing guesses.
-func CustomerKey(secret []byte, req *Request) string {
+func CustomerKeys(secret []byte, req *Request) []string {
 	if req == nil {
-		return ""
+		return nil
 	}
-	var kind, id string
-	switch {
-	case req.CustomerEmail != "":
-		addr, err := NormalizeEmail(req.CustomerEmail)
-		if err != nil {
-			return ""
+	var keys []string
+	if req.CustomerEmail != "" {
+		if addr, err := NormalizeEmail(req.CustomerEmail); err == nil {
+			keys = append(keys, customerKey(secret, "email", SubaddressBase(addr)))
 		}
-		kind, id = "email", addr
-	case req.CustomerID != "":
-		kind, id = "customer_id", req.CustomerID
-	default:
+	}
+	if req.CustomerID != "" {
+		keys = append(keys, customerKey(secret, "customer_id", req.CustomerID))
+	}
+	return keys
+}
+
+// CustomerIDKey returns the opaque key [CustomerKeys] gives a customer ID,
+// or "" for none; ReferenceKey the same for a reference customer ID, under
+// a domain of its own.
+func CustomerIDKey(secret []byte, id string) string {
+	if id == "" {
 		return ""
 	}
+	return customerKey(secret, "customer_id", id)
+}
+
+// ReferenceKey returns an opaque key for a reference customer ID, for
+// records that must say one was given without storing it; "" for none.
+func ReferenceKey(secret []byte, ref string) string {
+	if ref == "" {
+		return ""
+	}
+	return customerKey(secret, "reference_customer_id", ref)
+}
+
+func customerKey(secret []byte, kind, id string) string {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte("clink-mcp customer\x00" + kind + "\x00" + id))
 	return hex.EncodeToString(mac.Sum(nil)[:16])

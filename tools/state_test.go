@@ -1,9 +1,11 @@
 package tools
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -415,6 +417,75 @@ rate_limits:
 	}
 	if res := h.call(t, checkout, `{"amount":3,"currency":"USD","customerId":"cus_1"}`); res.IsError {
 		t.Fatalf("a real customer ID was limited with the anonymous calls: %s", ResultText(res))
+	}
+}
+
+// TestPerCustomerLimitsCountEveryIdentifier: Clink charges a customerId's
+// customer whatever the email says, so a fixed customerId with a new email
+// each time must not get a new allowance, nor a fixed email with new
+// sub-addresses.
+func TestPerCustomerLimitsCountEveryIdentifier(t *testing.T) {
+	p := parsePolicy(t, `version: 1
+currencies:
+  USD: { max_amount: 500 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 100, per: customer }
+`)
+	h := newStateHarness(t, p, memoryStore(t))
+	for i := range 5 {
+		res := h.call(t, checkout, fmt.Sprintf(`{"amount":100,"currency":"USD","customerId":"cus_1","customerEmail":"new%d@example.com"}`, i))
+		if refused := strings.Contains(ResultText(res), string(policy.CodeBudgetExceeded)); refused != (i > 0) {
+			t.Fatalf("call %d with customerId cus_1 and a new email: %s", i, ResultText(res))
+		}
+	}
+	for i := range 3 {
+		res := h.call(t, agent, fmt.Sprintf(`{"customerEmail":"pat+%d@example.com","amount":60,"currency":"USD"}`, i))
+		if refused := strings.Contains(ResultText(res), string(policy.CodeBudgetExceeded)); refused != (i > 0) {
+			t.Fatalf("call %d for pat+%d@: %s", i, i, ResultText(res))
+		}
+	}
+	if n := h.pay.calls(); n != 2 {
+		t.Errorf("Clink saw %d creates, want 2", n)
+	}
+}
+
+// TestTheRecordCarriesWhatWasChecked: a checkout of amount 1 with 400 EUR
+// of line items is recorded, logged and summarised as the money it can
+// commit, with its customer identifiers hashed.
+func TestTheRecordCarriesWhatWasChecked(t *testing.T) {
+	p := parsePolicy(t, `version: 1
+currencies:
+  USD: { max_amount: 500 }
+  EUR: { max_amount: 500 }
+customers: { allow_without_email: true }
+`)
+	st := memoryStore(t)
+	var logs bytes.Buffer
+	h := newStateHarness(t, p, st)
+	h.tools = map[string]Tool{}
+	for _, tool := range All(wire(t, h.pay, p, st, h.clock, slog.New(slog.NewJSONHandler(&logs, nil)))) {
+		h.tools[tool.Tool.Name] = tool
+	}
+	res := h.call(t, checkout, `{"amount":1,"currency":"USD","referenceCustomerId":"ref-42","customerId":"cus_9",`+
+		`"priceDataList":[{"name":"Plan","unitAmount":200,"quantity":2,"currency":"EUR"}]}`)
+	if res.IsError {
+		t.Fatal(ResultText(res))
+	}
+	var recs []*state.AuditRecord
+	st.ScanAudit(context.Background(), func(r *state.AuditRecord) error { recs = append(recs, r); return nil })
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want the intent and the outcome", len(recs))
+	}
+	for _, r := range recs {
+		if r.Amounts != "EUR 400.00, USD 1.00" || r.CustomerIDHash == "" || r.ReferenceHash == "" ||
+			strings.Contains(r.CustomerIDHash+r.ReferenceHash, "cus_9") || strings.Contains(r.ReferenceHash, "ref-42") {
+			t.Errorf("%s record = %+v, want the amounts per currency and both identifiers hashed", r.Kind, r)
+		}
+	}
+	line := logs.String()
+	if !strings.Contains(line, `"amounts":"EUR 400.00, USD 1.00"`) || !strings.Contains(line, `"customer_id_hash":"`) ||
+		!strings.Contains(line, `"reference_hash":"`) || strings.Contains(line, "ref-42") || strings.Contains(line, "cus_9") {
+		t.Errorf("log line %s, want the amounts and hashed identifiers", line)
 	}
 }
 

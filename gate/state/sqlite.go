@@ -119,6 +119,7 @@ ALTER TABLE audit ADD COLUMN call             TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN caller           TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN amounts          TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN customer_id_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN reference_hash   TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN reservation      TEXT NOT NULL DEFAULT '';
 
 -- A held call's reservation lives in its intent until Complete settles it:
@@ -163,7 +164,7 @@ const (
 	qHead              = `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`
 	qSetHead           = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1`
 	qMoveHead          = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1 AND audit_seq = ? AND audit_hash = ?`
-	qAppendAudit       = `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qAppendAudit       = `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reference_hash, reservation, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qScanAudit         = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
 	qInsertIntent      = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys) VALUES (?, ?, ?, ?, ?, ?, ?)`
 	qCloseIntent       = `DELETE FROM intents WHERE call = ? RETURNING reservation, at, keys`
@@ -172,8 +173,8 @@ const (
 
 // auditColumns are an audit record's columns, in scanRecord's order.
 const (
-	auditColumns    = `seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash`
-	auditColumnsOfA = `a.seq, a.format, a.time, a.kind, a.call, a.caller, a.tool, a.decision, a.amount, a.currency, a.amounts, a.email_masked, a.email_hash, a.customer_id_hash, a.reservation, a.session_id, a.duration_ns, a.prev_hash, a.hash`
+	auditColumns    = `seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reference_hash, reservation, session_id, duration_ns, prev_hash, hash`
+	auditColumnsOfA = `a.seq, a.format, a.time, a.kind, a.call, a.caller, a.tool, a.decision, a.amount, a.currency, a.amounts, a.email_masked, a.email_hash, a.customer_id_hash, a.reference_hash, a.reservation, a.session_id, a.duration_ns, a.prev_hash, a.hash`
 )
 
 // claimInFlight and claimDone are the claims table's states.
@@ -1000,7 +1001,7 @@ func (t *txn) append(r *AuditRecord) error {
 	s.headSeq, s.headHash, s.headKnown = r.Seq, r.Hash, true
 	_, err := t.exec(qAppendAudit, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
 		r.Tool, r.Decision, r.Amount, r.Currency, r.Amounts, r.EmailMasked, r.EmailHash, r.CustomerIDHash,
-		r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash)
+		r.ReferenceHash, r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash)
 	return err
 }
 
@@ -1014,7 +1015,7 @@ func scanRecord(sc scanner, r *AuditRecord, lead ...any) error {
 		duration int64
 	)
 	dest := append(lead, &r.Seq, &r.Format, &at, &r.Kind, &r.Call, &r.Caller, &r.Tool, &r.Decision, &r.Amount,
-		&r.Currency, &r.Amounts, &r.EmailMasked, &r.EmailHash, &r.CustomerIDHash, &r.Reservation, &r.SessionID,
+		&r.Currency, &r.Amounts, &r.EmailMasked, &r.EmailHash, &r.CustomerIDHash, &r.ReferenceHash, &r.Reservation, &r.SessionID,
 		&duration, &r.PrevHash, &r.Hash)
 	if err := sc.Scan(dest...); err != nil {
 		return fmt.Errorf("store: reading the audit record after %d: %w", r.Seq, err)

@@ -76,9 +76,9 @@ func TestSQLiteAuditTamperingIsNamed(t *testing.T) {
 			r.Seq, r.PrevHash = 6, r.Hash
 			r.Hash = r.ComputeHash()
 			mustExec(t, db, `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts,
-				email_masked, email_hash, customer_id_hash, reservation, session_id, duration_ns, prev_hash, hash)
+				email_masked, email_hash, customer_id_hash, reference_hash, reservation, session_id, duration_ns, prev_hash, hash)
 				SELECT 6, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash,
-				customer_id_hash, reservation, session_id, duration_ns, ?, ? FROM audit WHERE seq = 5`, r.PrevHash, r.Hash)
+				customer_id_hash, reference_hash, reservation, session_id, duration_ns, ?, ? FROM audit WHERE seq = 5`, r.PrevHash, r.Hash)
 		}, BrokenRecord{Seq: 6, Reason: "record 6 was not appended by the store: the store recorded only 5 records"}},
 	}
 	for _, tt := range tests {

@@ -100,7 +100,8 @@ type AuditRecord struct {
 	Seq int64 `json:"seq"`
 	// Format is the record's hash encoding, assigned by Append: 2 for
 	// records written by this version, 1 for those of the first, which have
-	// no Kind, Call, Caller, Amounts, CustomerIDHash or Reservation.
+	// no Kind, Call, Caller, Amounts, CustomerIDHash, ReferenceHash or
+	// Reservation.
 	Format int `json:"format"`
 	// Time is when the call started (UTC, kept to the nanosecond).
 	Time time.Time `json:"time"`
@@ -130,6 +131,9 @@ type AuditRecord struct {
 	EmailHash string `json:"email_hash,omitempty"`
 	// CustomerIDHash is a keyed hash of the Clink customerId, or "".
 	CustomerIDHash string `json:"customer_id_hash,omitempty"`
+	// ReferenceHash is a keyed hash of the merchant's referenceCustomerId,
+	// or "": it says one was given without storing it.
+	ReferenceHash string `json:"reference_hash,omitempty"`
 	// Reservation is the ledger reservation holding the call's limits.
 	Reservation string `json:"reservation,omitempty"`
 	// SessionID is Clink's session ID, when one was created or replayed.
@@ -310,7 +314,7 @@ const auditFormat = 2
 // one per value. Format 2: the domain tag "clink-mcp/audit/v2", Seq
 // (decimal), Time (UTC, [time.RFC3339Nano]), Kind, Call, Caller, Tool,
 // Decision, Amount, Currency, Amounts, EmailMasked, EmailHash,
-// CustomerIDHash, Reservation, SessionID, Duration (decimal nanoseconds) and
+// CustomerIDHash, ReferenceHash, Reservation, SessionID, Duration (decimal nanoseconds) and
 // PrevHash. Format 1 (Format 0 or 1): the domain tag "clink-mcp/audit/v1",
 // Seq, Time, Tool, Decision, Amount, Currency, EmailMasked, EmailHash,
 // SessionID, Duration and PrevHash. Length prefixes make it unambiguous: no
@@ -349,6 +353,7 @@ func (r *AuditRecord) ComputeHash() string {
 	put(r.EmailHash)
 	if v2 {
 		put(r.CustomerIDHash)
+		put(r.ReferenceHash)
 		put(r.Reservation)
 	}
 	put(r.SessionID)
