@@ -2,6 +2,7 @@ package gate
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -126,8 +127,12 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		if window <= 0 {
 			window = defaultKeyWindow
 		}
-		sum := sha256.Sum256(append([]byte(c.tool+"\n"), o.Fingerprint...))
-		fingerprint := hex.EncodeToString(sum[:])
+		// Keyed, like every hash the store keeps: the request holds the
+		// customer's email.
+		m := hmac.New(sha256.New, g.keys.claim)
+		m.Write([]byte("fingerprint\x00" + c.tool + "\n"))
+		m.Write(o.Fingerprint)
+		fingerprint := hex.EncodeToString(m.Sum(nil))
 		key := g.keys.claimKey(c.tool, c.caller, g.account, "args", fingerprint)
 		if o.IdempotencyKey != "" {
 			key = g.keys.claimKey(c.tool, c.caller, g.account, "key", o.IdempotencyKey)
@@ -145,6 +150,9 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		held, err := g.store.Hold(ctx, h)
 		var denial *policy.Denied
 		switch {
+		case err == nil:
+			// Held: whatever happens to ctx now, the call goes on, so that
+			// the hold is settled.
 		case errors.As(err, &denial):
 			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At))
 		case ctx.Err() != nil:
@@ -170,8 +178,8 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		// In flight: this process may hold its result already, waiting for
 		// the store; else wait for the call to finish, or for its process
 		// to be found gone.
-		if r := g.journal.replayFor(claim.Key); r != nil {
-			return nil, "", replayOf(r, c.at)
+		if r, at := g.journal.replayFor(claim.Key); r != nil {
+			return nil, "", replayOf(r, at)
 		}
 		g.sweepOrphans(ctx)
 		if time.Now().After(deadline) {
@@ -215,10 +223,17 @@ func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey s
 	if claimKey != "" && settlement != policy.Released && res.Code != policy.CodeInternal {
 		var err error
 		if sealed, err = g.seal(claimKey, res, c.at); err != nil {
-			g.log.ErrorContext(ctx, "sealing the replay failed; identical calls will not be answered from it", "call", c.id, "err", err)
-		} else {
-			replay = res
+			// The claim must keep answering identical calls: a created
+			// session dropped from it would be created again.
+			g.log.ErrorContext(ctx, "sealing the replay failed; keeping it without structured content", "call", c.id, "err", err)
+			bare := *res
+			bare.Structured = nil
+			res = &bare
+			if sealed, err = g.seal(claimKey, res, c.at); err != nil {
+				panic("gate: sealing a replay: " + err.Error()) // only crypto/rand failing gets here
+			}
 		}
+		replay = res
 	}
 	comp := &state.Completion{
 		Call: c.id, Reservation: held.Reservation, Settlement: settlement,

@@ -69,7 +69,12 @@ func (f *clinkFake) order(t testing.TB, amount, email string) *Order {
 				f.started <- struct{}{}
 			}
 			if f.release != nil {
-				<-f.release
+				// Like a real client, give up if the context is cancelled.
+				select {
+				case <-f.release:
+				case <-ctx.Done():
+					return nil, fmt.Errorf("%w: %w", clink.ErrOutcomeUnknown, ctx.Err())
+				}
 			}
 			if f.err != nil {
 				return nil, f.err
@@ -454,6 +459,14 @@ func TestLoadSecret(t *testing.T) {
 	s2, err := LoadSecret(path, true)
 	if err != nil || !bytes.Equal(s1, s2) {
 		t.Fatal("a second load gave another secret")
+	}
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, []byte(strings.Repeat("ab", 32)), 0o644)
+	if _, err := LoadSecret(open, false); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(open); fi.Mode().Perm() != 0o600 {
+		t.Errorf("a secret readable by others is left %v, want 0600", fi.Mode().Perm())
 	}
 	short := filepath.Join(dir, "short")
 	os.WriteFile(short, []byte("too-short-secret\n"), 0o600)

@@ -14,6 +14,9 @@ import (
 const (
 	retryFirst = 50 * time.Millisecond
 	retryMax   = 5 * time.Second
+	// finalAttempt bounds close's last try of the pending writes once its
+	// context is done.
+	finalAttempt = 2 * time.Second
 )
 
 // journal lands the writes that failed the first time (the store was
@@ -25,11 +28,13 @@ type journal struct {
 	store state.Store
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	pending []*pendingWrite
-	closed  bool
-	stop    chan struct{} // closed by close: the retries stop
-	running bool          // a retry goroutine is running
+	mu       sync.Mutex
+	pending  []*pendingWrite
+	stopping bool          // close has begun: no new retry goroutine
+	closed   bool          // close has ended: a write that fails now is lost
+	stop     chan struct{} // closed by close: the retries stop
+	running  bool          // a retry goroutine is running
+	retrying sync.WaitGroup
 }
 
 // pendingWrite is one journal write still to land.
@@ -73,28 +78,30 @@ func (j *journal) defer_(ctx context.Context, w *pendingWrite, err error) {
 	j.log.WarnContext(ctx, "journal write failed; keeping it to retry", "call", w.record.Call,
 		"decision", w.record.Decision, "session_id", w.record.SessionID, "err", err)
 	j.pending = append(j.pending, w)
-	if !j.running {
+	if !j.running && !j.stopping {
 		j.running = true
+		j.retrying.Add(1)
 		go j.retry()
 	}
 }
 
-// replayFor returns the result a pending completion of claim key holds, if
-// any.
-func (j *journal) replayFor(key string) *Result {
+// replayFor returns the result a pending completion of claim key holds,
+// and when its call was made, if there is one.
+func (j *journal) replayFor(key string) (*Result, time.Time) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, w := range j.pending {
 		if w.completion != nil && w.completion.ClaimKey == key && w.replay != nil {
-			return w.replay
+			return w.replay, w.record.Time
 		}
 	}
-	return nil
+	return nil, time.Time{}
 }
 
 // retry lands pending writes, with backoff, until none is left or the
 // journal is closed.
 func (j *journal) retry() {
+	defer j.retrying.Done()
 	wait := retryFirst
 	for {
 		select {
@@ -114,7 +121,9 @@ func (j *journal) retry() {
 	}
 }
 
-// flush tries every pending write once and returns how many are left.
+// flush tries every pending write once and returns how many are left. Only
+// one goroutine flushes at a time: the retry goroutine, or close once that
+// has stopped.
 func (j *journal) flush(ctx context.Context) int {
 	j.mu.Lock()
 	todo := append([]*pendingWrite(nil), j.pending...)
@@ -146,31 +155,41 @@ func (j *journal) flush(ctx context.Context) int {
 	return len(j.pending)
 }
 
-// close stops the retries after trying until ctx is done to land what is
-// pending. Writes that never landed are logged in full and reported.
+// close stops the retries, then tries until ctx is done to land what is
+// pending (at least once, whatever ctx). Writes that never landed are
+// logged in full and reported.
 func (j *journal) close(ctx context.Context) error {
-	for {
-		if j.flush(ctx) == 0 || ctx.Err() != nil {
-			break
-		}
+	j.mu.Lock()
+	if j.stopping {
+		j.mu.Unlock()
+		return nil
+	}
+	j.stopping = true
+	close(j.stop)
+	j.mu.Unlock()
+	j.retrying.Wait() // one flusher at a time
+	// One attempt even when ctx is already done (a drain used it up), bounded
+	// on its own.
+	last, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalAttempt)
+	left := j.flush(last)
+	cancel()
+	for left > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
+			continue
 		case <-time.After(retryFirst):
 		}
+		left = j.flush(ctx)
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return nil
-	}
 	j.closed = true
-	close(j.stop)
-	left := j.pending
+	lost := j.pending
 	j.pending = nil
-	for _, w := range left {
+	for _, w := range lost {
 		j.lost(w, ctx.Err())
 	}
-	if len(left) > 0 {
+	if len(lost) > 0 {
 		return ErrClosed
 	}
 	return nil

@@ -76,6 +76,12 @@ const MinSecretLen = 32
 // store and must be given the same secret. The secret never appears in an
 // error.
 func LoadSecret(path string, create bool) ([]byte, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// Like the store, the secret is its owner's alone.
+		if err := os.Chmod(path, fi.Mode().Perm()&^0o077); err != nil {
+			return nil, fmt.Errorf("state secret %s is open to other users (mode %#o) and cannot be restricted: %w", path, fi.Mode().Perm(), err)
+		}
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		if err := writeSecret(path); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -125,5 +131,20 @@ func writeSecret(path string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Link(tmp.Name(), path)
+	err = os.Link(tmp.Name(), path)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	// A file system without hard links: create the file exclusively and
+	// write it in place; a concurrent reader may then see it short, and
+	// fails rather than using it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(hex.EncodeToString(raw[:]) + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -202,7 +202,8 @@ func (g *Gate) replayed(ctx context.Context, c *call, claimKey string, sealed []
 	r, err := g.open(claimKey, sealed)
 	if err != nil {
 		g.log.ErrorContext(ctx, "duplicate guard: cannot read the stored result", "tool", c.tool, "call", c.id, "err", err)
-		return internalResult()
+		return &Result{Code: policy.CodeInternal, IsError: true,
+			Text: "internal error: an identical call was made earlier, but its stored result cannot be read, so it may have created a session; do not retry blindly. The operator's log has the details."}
 	}
 	return replayOf(&Result{Code: r.Code, IsError: r.IsError, Text: r.Text, SessionID: r.SessionID, Structured: r.Structured}, r.At)
 }

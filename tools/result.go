@@ -37,11 +37,13 @@ func render(res *gate.Result) *mcp.CallToolResult {
 }
 
 // created is what a tool's Commit returns for a new session: its structured
-// content as JSON and its summary.
+// content as JSON and its summary. It never fails: the session exists, and
+// an error from Commit would say it was never sent. Content that cannot be
+// encoded (it cannot happen with the tools' result types) is left out.
 func created(sessionID string, structured any, summary string) (*gate.Created, error) {
 	b, err := json.Marshal(structured)
 	if err != nil {
-		return nil, err
+		b = nil
 	}
 	return &gate.Created{SessionID: sessionID, Structured: b, Summary: summary}, nil
 }

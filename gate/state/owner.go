@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gofrs/flock"
 )
@@ -34,7 +35,24 @@ func lockOwner(dir string) (*ownerLock, error) {
 	if !ok {
 		return nil, errors.New("a fresh owner lock is held by another process")
 	}
+	sweepOwners(dir, id)
 	return &ownerLock{id: id, lock: l}, nil
+}
+
+// sweepOwners removes the lock files of owners that are gone (ownerAlive
+// does), so that processes that crashed with no open intent leave nothing
+// behind for long.
+func sweepOwners(dir, self string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".lock")
+		if ok && id != self {
+			ownerAlive(dir, id)
+		}
+	}
 }
 
 // release unlocks and removes the owner's file.

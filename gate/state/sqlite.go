@@ -426,28 +426,43 @@ func (s *SQLite) write(ctx context.Context, fn func(w *txn) error) error {
 			return err
 		}
 	}
+	// The driver can report a cancelled context for a statement that ran,
+	// BEGIN and COMMIT included: whatever they report, the transaction is
+	// rolled back unless COMMIT succeeded, and COMMIT runs detached from
+	// ctx, so that what it reports is what happened. A panic in fn rolls
+	// back too.
+	committed := false
+	defer func() {
+		if !committed {
+			s.rollback()
+		}
+	}()
 	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	s.writes++
 	t := &txn{ctx: ctx, s: s, sweepDue: s.writes%sweepEvery == 0}
-	err := fn(t)
-	if err == nil {
-		if _, err = s.wconn.ExecContext(ctx, `COMMIT`); err != nil {
-			err = fmt.Errorf("store: commit: %w", err)
-		}
-	}
-	if err != nil {
-		// Roll back whatever ctx says: a connection left inside a
-		// transaction would fail every later write. One that cannot roll
-		// back is dropped.
-		if _, rerr := s.wconn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil &&
-			!strings.Contains(rerr.Error(), "no transaction is active") {
-			s.dropWriteConn()
-		}
+	if err := fn(t); err != nil {
 		return err
 	}
+	if _, err := s.wconn.ExecContext(context.WithoutCancel(ctx), `COMMIT`); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	committed = true
 	return nil
+}
+
+// rollback ends whatever transaction the write connection is in: a
+// connection left inside one would hold the file's write lock and fail
+// every later write. One that cannot roll back is dropped.
+func (s *SQLite) rollback() {
+	if s.wconn == nil {
+		return
+	}
+	if _, err := s.wconn.ExecContext(context.Background(), `ROLLBACK`); err != nil &&
+		!strings.Contains(err.Error(), "no transaction is active") {
+		s.dropWriteConn()
+	}
 }
 
 // openWriteConn takes the connection writes run on and prepares the

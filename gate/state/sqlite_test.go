@@ -436,3 +436,86 @@ func TestOpenSQLiteNeedsNoWriteLockWhenUpToDate(t *testing.T) {
 		t.Errorf("opening and verifying took %v: it waited for the write lock", waited)
 	}
 }
+
+// TestSQLiteRecoversFromACancelledBegin: a cancellation that arrives while
+// BEGIN IMMEDIATE waits for another process's write lock must not leave the
+// handle's write connection inside a transaction, holding the file's lock
+// for every process.
+func TestSQLiteRecoversFromACancelledBegin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openSQLite(t, path)
+	ctx := context.Background()
+	l := []policy.Limit{{Key: "b", Kind: policy.KindBudget, Window: time.Hour, Max: 100, Add: 10}}
+	if _, err := s.Reserve(ctx, day, l); err != nil { // opens the write connection
+		t.Fatal(err)
+	}
+	oc, err := rawDB(t, path).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Reserve(cctx, day, l)
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // in BEGIN's busy wait
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := oc.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	oc.Close()
+	<-errc
+	if _, err := s.Reserve(ctx, day, l); err != nil {
+		t.Errorf("the next write on the same handle = %v", err)
+	}
+	start := time.Now()
+	if _, err := openSQLite(t, path).Reserve(ctx, day, l); err != nil || time.Since(start) > 2*time.Second {
+		t.Errorf("a write on another handle = %v after %v: the file's write lock was left held", err, time.Since(start))
+	}
+}
+
+// TestSQLiteRollsBackAPanickingTransaction: a panic inside a write leaves
+// no transaction open behind it.
+func TestSQLiteRollsBackAPanickingTransaction(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "state.db"))
+	ctx := context.Background()
+	func() {
+		defer func() { recover() }()
+		s.write(ctx, func(t *txn) error {
+			if _, err := t.exec(qSetHead, 99, "x"); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	if seq, _, err := s.AuditHead(ctx); err != nil || seq != 0 {
+		t.Fatalf("AuditHead = %d, %v; want 0: the panicking write was committed", seq, err)
+	}
+	if err := s.AppendAudit(ctx, &AuditRecord{Time: day, Tool: "t", Decision: "created"}); err != nil {
+		t.Fatalf("the next write = %v", err)
+	}
+}
+
+// TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone: a process that crashed
+// with no open intent leaves a lock file; the next open removes it, and
+// leaves a live owner's alone.
+func TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	live := openSQLite(t, path)
+	stale := filepath.Join(ownersDir(path), "deadbeefdeadbeefdeadbeef.lock")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openSQLite(t, path)
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale lock file is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ownersDir(path), live.owner.id+".lock")); err != nil {
+		t.Errorf("the live owner's lock file was removed: %v", err)
+	}
+}
