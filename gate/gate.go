@@ -94,7 +94,21 @@ type Gate struct {
 	drained  chan struct{} // closed when closing and nothing is in flight
 
 	lastSweep time.Time // of orphaned intents, under mu
+
+	stopClock chan struct{} // closed by Close: the clock goroutine ends
+	clockDone chan struct{}
+	closeOnce sync.Once
 }
+
+// Clock publishing: every clockEvery the gate publishes its time to the
+// store (so that other processes sharing it judge windows by a time no
+// live process is behind) and logs, at most once per skewReportEvery, a
+// skew beyond skewTolerance.
+const (
+	clockEvery      = 5 * time.Second
+	skewTolerance   = 2 * time.Second
+	skewReportEvery = time.Minute
+)
 
 // New returns a gate over cfg. It panics when a required field is missing:
 // that is a wiring bug, not a runtime condition.
@@ -118,7 +132,39 @@ func New(cfg Config) *Gate {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.journal = newJournal(g.store, g.log)
+	g.stopClock, g.clockDone = make(chan struct{}), make(chan struct{})
+	go g.publishClock()
 	return g
+}
+
+// publishClock publishes the gate's time to the store until Close, and
+// reports clocks that disagree with the other processes'.
+func (g *Gate) publishClock() {
+	defer close(g.clockDone)
+	var reported time.Time
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), clockEvery)
+		ahead, err := g.store.Clock(ctx, g.now())
+		cancel()
+		switch {
+		case err != nil:
+			g.log.Warn("publishing the clock to the store failed", "err", err)
+		case (ahead > skewTolerance || ahead < -skewTolerance) && time.Since(reported) >= skewReportEvery:
+			reported = time.Now()
+			who := "ahead of"
+			if ahead < 0 {
+				who, ahead = "behind", -ahead
+			}
+			g.log.Error("CLOCK SKEW: another process sharing the store has a clock "+who+" this one; "+
+				"budgets, rate limits and duplicate windows are judged by the clock furthest behind, so capacity returns late. Fix the clocks (NTP)",
+				"skew", ahead.Round(time.Second))
+		}
+		select {
+		case <-g.stopClock:
+			return
+		case <-time.After(clockEvery):
+		}
+	}
 }
 
 // Order is a decoded, validated call, ready for the gate.
@@ -208,6 +254,8 @@ func (g *Gate) Drain(ctx context.Context) error {
 // session ID) and Close returns [ErrClosed]: the intent stays open in the
 // store and the next server resolves it. Close does not close the store.
 func (g *Gate) Close(ctx context.Context) error {
+	g.closeOnce.Do(func() { close(g.stopClock) })
+	<-g.clockDone
 	drainErr := g.Drain(ctx)
 	if drainErr != nil {
 		g.log.Error("shutting down with calls still in flight", "err", drainErr)

@@ -492,3 +492,26 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestAClockOutOfStepWithTheOthersIsReportedLoudly: two gates on one store
+// whose clocks disagree by an hour; the second one says so in its log.
+func TestAClockOutOfStepWithTheOthersIsReportedLoudly(t *testing.T) {
+	m := memory(t)
+	base := time.Now()
+	first := New(Config{Policy: parsePolicy(t), Store: m, Secret: testSecret, Clock: func() time.Time { return base }})
+	t.Cleanup(func() { first.Close(context.Background()) })
+	logs := &syncBuffer{}
+	second := New(Config{Policy: parsePolicy(t), Store: m.Open(), Secret: testSecret,
+		Clock: func() time.Time { return base.Add(time.Hour) }, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	t.Cleanup(func() { second.Close(context.Background()) })
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "CLOCK SKEW") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no clock skew report in the log:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), `"skew":3600000000000`) {
+		t.Errorf("log %s, want an error naming a skew of 1h", logs)
+	}
+}

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -32,7 +33,7 @@ type memState struct {
 	reservations map[string]*memReservation
 	claims       map[string]*memClaim
 	intents      map[string]*memIntent // by call
-	owners       map[string]bool       // open handles
+	owners       map[string]*memOwner  // open handles
 	audit        []AuditRecord
 	headSeq      int64
 	headHash     string
@@ -70,6 +71,9 @@ type memClaim struct {
 	result      []byte
 }
 
+// memOwner is an open handle's clock, as it last published it.
+type memOwner struct{ published int64 }
+
 type memIntent struct {
 	owner       string
 	claimKey    string
@@ -90,7 +94,7 @@ func NewMemory() *Memory {
 		reservations: make(map[string]*memReservation),
 		claims:       make(map[string]*memClaim),
 		intents:      make(map[string]*memIntent),
-		owners:       make(map[string]bool),
+		owners:       make(map[string]*memOwner),
 	}
 	return st.open()
 }
@@ -102,7 +106,7 @@ func (m *Memory) Open() *Memory { return m.memState.open() }
 func (st *memState) open() *Memory {
 	owner := newOwnerID()
 	st.mu.Lock()
-	st.owners[owner] = true
+	st.owners[owner] = &memOwner{}
 	st.mu.Unlock()
 	return &Memory{memState: st, owner: owner}
 }
@@ -118,6 +122,7 @@ func (m *Memory) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 	now := at.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now = min(now, m.othersBound())
 	for i, l := range limits {
 		c := m.counters[l.Key]
 		if c == nil {
@@ -164,9 +169,10 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 	if err != nil {
 		return "", nil, err
 	}
+	clock := m.clock(now)
 	m.reserves++
 	if m.reserves%sweepEvery == 0 {
-		m.sweep(now)
+		m.sweep(clock)
 	}
 	for i, l := range limits {
 		c := m.counters[l.Key]
@@ -174,7 +180,7 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 			c = &memCounter{window: int64(l.Window)}
 			m.counters[l.Key] = c
 		}
-		c.expire(windowStart(now, l))
+		c.expire(windowStart(clock, l))
 		if !fits(l, c.total) {
 			return "", nil, denial(i, l, c.total, entriesOf(c.entries))
 		}
@@ -302,7 +308,8 @@ func (m *Memory) Claim(ctx context.Context, c Claim) (Prior, error) {
 
 // claim is Claim under m.mu.
 func (m *Memory) claim(c Claim) Prior {
-	now := c.At.UnixNano()
+	at := c.At.UnixNano()
+	now := m.clock(at)
 	m.claimCalls++
 	if m.claimCalls%sweepEvery == 0 {
 		m.sweep(now)
@@ -317,7 +324,7 @@ func (m *Memory) claim(c Claim) Prior {
 			return Prior{State: ClaimInFlight}
 		}
 	}
-	m.claims[c.Key] = &memClaim{call: c.Call, fingerprint: c.Fingerprint, at: now, expires: now + int64(c.Window)}
+	m.claims[c.Key] = &memClaim{call: c.Call, fingerprint: c.Fingerprint, at: at, expires: at + int64(c.Window)}
 	return Prior{State: ClaimNew}
 }
 
@@ -409,7 +416,7 @@ func (m *Memory) Intents(ctx context.Context) ([]Intent, error) {
 	defer m.mu.Unlock()
 	out := make([]Intent, 0, len(m.intents))
 	for call, in := range m.intents {
-		out = append(out, Intent{Call: call, Owner: in.owner, Orphaned: !m.owners[in.owner],
+		out = append(out, Intent{Call: call, Owner: in.owner, Orphaned: m.owners[in.owner] == nil,
 			ClaimKey: in.claimKey, Reservation: in.reservation, Record: m.audit[in.seq-1]})
 	}
 	slices.SortFunc(out, func(a, b Intent) int { return int(a.Record.Seq - b.Record.Seq) })
@@ -426,7 +433,7 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.owners[m.owner] {
+	if m.owners[m.owner] == nil {
 		return nil, errClosed
 	}
 	if _, dup := m.intents[h.Intent.Call]; dup {
@@ -435,7 +442,7 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	now := h.At.UnixNano()
 	held := &Held{Prior: Prior{State: ClaimNew}}
 	if h.Claim != nil {
-		if prior, ok := m.claims[h.Claim.Key]; ok && now < prior.liveUntil() {
+		if prior, ok := m.claims[h.Claim.Key]; ok && m.clock(now) < prior.liveUntil() {
 			held.Prior = m.claim(*h.Claim)
 			return held, nil
 		}
@@ -488,6 +495,49 @@ func (m *Memory) Complete(ctx context.Context, c *Completion) error {
 	}
 	m.append(&c.Record)
 	return nil
+}
+
+// clock publishes now as this handle's time and returns the time windows
+// and leases are judged by, as [SQLite] does: now, or the earliest time
+// another open handle has published, if that is earlier. Under m.mu.
+func (m *Memory) clock(now int64) int64 {
+	if o := m.owners[m.owner]; o != nil {
+		o.published = max(o.published, now)
+	}
+	return min(now, m.othersBound())
+}
+
+// othersBound is the earliest time another open handle has published, or
+// math.MaxInt64. Under m.mu.
+func (m *Memory) othersBound() int64 {
+	bound := int64(math.MaxInt64)
+	for id, o := range m.owners {
+		if id != m.owner && o.published != 0 {
+			bound = min(bound, o.published)
+		}
+	}
+	return bound
+}
+
+// Clock implements [Ledger].
+func (m *Memory) Clock(ctx context.Context, at time.Time) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := at.UnixNano()
+	m.clock(now)
+	var latest int64
+	for id, o := range m.owners {
+		if id != m.owner {
+			latest = max(latest, o.published)
+		}
+	}
+	if latest == 0 {
+		return 0, nil
+	}
+	return time.Duration(latest - now), nil
 }
 
 // Close implements [Store]: the handle's open intents become orphaned. The

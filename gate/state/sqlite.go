@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	// The pure-Go SQLite driver: the binary needs no cgo.
@@ -124,6 +126,13 @@ ALTER TABLE audit ADD COLUMN reservation      TEXT NOT NULL DEFAULT '';
 
 -- A held call's reservation lives in its intent until Complete settles it:
 -- one row fewer to write, and to rewrite, per call.
+-- Each handle's clock, as it last published it: no process prunes what
+-- another live process still counts by its own time.
+CREATE TABLE owners (
+	owner TEXT PRIMARY KEY,
+	now   INTEGER NOT NULL          -- unix ns
+) WITHOUT ROWID;
+
 CREATE TABLE intents (
 	call        TEXT PRIMARY KEY,
 	seq         INTEGER NOT NULL,   -- the intent's audit record
@@ -163,6 +172,9 @@ const (
 	qDropCallClaim     = `DELETE FROM claims WHERE key = ? AND call = ?`
 	qHead              = `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`
 	qSetHead           = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1`
+	qPublish           = `INSERT INTO owners (owner, now) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET now = max(now, excluded.now)`
+	qOwners            = `SELECT owner, now FROM owners`
+	qDropOwner         = `DELETE FROM owners WHERE owner = ?`
 	qMoveHead          = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1 AND audit_seq = ? AND audit_hash = ?`
 	qAppendAudit       = `INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts, email_masked, email_hash, customer_id_hash, reference_hash, reservation, session_id, duration_ns, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qScanAudit         = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
@@ -210,6 +222,14 @@ type SQLite struct {
 	wconn  *sql.Conn            // the connection writes run on, under wlock
 	wstmts map[string]*sql.Stmt // statements prepared on wconn, under wlock
 
+	// This handle's clock as last published, under wlock: see clock.
+	published   int64
+	publishedAt time.Time
+
+	// Other owners' liveness, checked at most once per livenessTTL.
+	livenessMu sync.Mutex
+	liveness   map[string]liveness
+
 	// The audit head this handle last wrote, under wlock: see append.
 	headSeq   int64
 	headHash  string
@@ -251,7 +271,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	const conns = 4
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
-	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt)}
+	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), liveness: make(map[string]liveness)}
 	if err := s.init(context.Background()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -344,7 +364,7 @@ func (s *SQLite) init(ctx context.Context) error {
 		qExpireEntries, qExpiredSum, qCounterTotal, qOldest, qSubtract, qIdleCounters, qDropEntries,
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
 		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
-		qDropCallClaim, qHead, qSetHead, qMoveHead, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
+		qDropCallClaim, qHead, qSetHead, qMoveHead, qPublish, qOwners, qDropOwner, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
 		if err != nil {
@@ -546,12 +566,146 @@ func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 
 func (t *txn) row(q string, args ...any) *sql.Row { return t.stmt(q).QueryRowContext(t.ctx, args...) }
 
+// Publishing and liveness pacing for clock: a busy handle publishes its
+// time at most once per publishEvery; another handle's liveness is
+// checked (a lock file probe) at most once per livenessTTL.
+const (
+	publishEvery = time.Second
+	livenessTTL  = time.Second
+)
+
+// liveness is what a handle last learned of another owner.
+type liveness struct {
+	alive bool
+	at    time.Time
+}
+
+// clock publishes now as this handle's time (at most once per
+// publishEvery) and returns the time windows and leases are judged by: now,
+// or the earliest time another live handle has published, if that is
+// earlier. No process prunes an entry that another live process, by its
+// own clock, still counts; a clock ahead of the others cannot reset their
+// budgets. Within one process, or with every clock in step, it is now.
+func (t *txn) clock(now int64) (int64, error) {
+	s := t.s
+	if now > s.published && time.Since(s.publishedAt) >= publishEvery {
+		if _, err := t.exec(qPublish, s.owner.id, now); err != nil {
+			return 0, err
+		}
+		s.published, s.publishedAt = now, time.Now()
+	}
+	bound, gone, err := s.others(t.ctx, t.stmt(qOwners))
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range gone {
+		if _, err := t.exec(qDropOwner, o); err != nil {
+			return 0, err
+		}
+	}
+	return min(now, bound), nil
+}
+
+// bound is clock for a reader: now, or the earliest time another live
+// handle has published. It publishes nothing.
+func (s *SQLite) bound(ctx context.Context, st *sql.Stmt, now int64) (int64, error) {
+	bound, _, err := s.others(ctx, st)
+	return min(now, bound), err
+}
+
+// others returns the earliest time another live handle has published
+// (math.MaxInt64 when there is none) and the owners found gone.
+func (s *SQLite) others(ctx context.Context, st *sql.Stmt) (bound int64, gone []string, err error) {
+	rows, err := st.QueryContext(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	bound = math.MaxInt64
+	for rows.Next() {
+		var (
+			owner string
+			at    int64
+		)
+		if err := rows.Scan(&owner, &at); err != nil {
+			return 0, nil, fmt.Errorf("store: %w", err)
+		}
+		if owner == s.owner.id {
+			continue
+		}
+		if s.alive(owner) {
+			bound = min(bound, at)
+		} else {
+			gone = append(gone, owner)
+		}
+	}
+	return bound, gone, rows.Err()
+}
+
+// alive reports whether owner's handle is open, probing its lock file at
+// most once per livenessTTL.
+func (s *SQLite) alive(owner string) bool {
+	s.livenessMu.Lock()
+	defer s.livenessMu.Unlock()
+	if l, ok := s.liveness[owner]; ok && time.Since(l.at) < livenessTTL {
+		return l.alive
+	}
+	alive := ownerAlive(ownersDir(s.path), owner)
+	s.liveness[owner] = liveness{alive: alive, at: time.Now()}
+	return alive
+}
+
+// Clock implements [Ledger].
+func (s *SQLite) Clock(ctx context.Context, at time.Time) (time.Duration, error) {
+	now := at.UnixNano()
+	var ahead time.Duration
+	err := s.write(ctx, func(t *txn) error {
+		if _, err := t.exec(qPublish, s.owner.id, now); err != nil {
+			return err
+		}
+		s.published, s.publishedAt = max(s.published, now), time.Now()
+		latest, err := s.latestOther(t.ctx, t.stmt(qOwners))
+		if latest != 0 {
+			ahead = time.Duration(latest - now)
+		}
+		return err
+	})
+	return ahead, err
+}
+
+// latestOther returns the latest time another live handle has published,
+// or 0.
+func (s *SQLite) latestOther(ctx context.Context, st *sql.Stmt) (int64, error) {
+	rows, err := st.QueryContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	var latest int64
+	for rows.Next() {
+		var (
+			owner string
+			at    int64
+		)
+		if err := rows.Scan(&owner, &at); err != nil {
+			return 0, fmt.Errorf("store: %w", err)
+		}
+		if owner != s.owner.id && s.alive(owner) {
+			latest = max(latest, at)
+		}
+	}
+	return latest, rows.Err()
+}
+
 // Check implements [Ledger]. It reads; it writes nothing.
 func (s *SQLite) Check(ctx context.Context, at time.Time, limits []policy.Limit) error {
 	if err := checkLimits(at, limits); err != nil {
 		return err
 	}
-	now := at.UnixNano()
+	now, err := s.bound(ctx, s.stmts[qOwners], at.UnixNano())
+	if err != nil {
+		return err
+	}
 	for i, l := range limits {
 		var total, expired int64
 		if err := s.stmts[qCounterTotal].QueryRowContext(ctx, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -606,7 +760,11 @@ func (t *txn) reserveEntries(now int64, limits []policy.Limit, row bool) (string
 	if err != nil {
 		return "", "", err
 	}
-	if err := t.maybeSweep(now); err != nil {
+	clock, err := t.clock(now)
+	if err != nil {
+		return "", "", err
+	}
+	if err := t.maybeSweep(clock); err != nil {
 		return "", "", err
 	}
 	// One statement reads every counter, one writes every entry and one
@@ -642,7 +800,7 @@ func (t *txn) reserveEntries(now int64, limits []policy.Limit, row bool) (string
 	}
 	for i, l := range limits {
 		c, seen := counters[l.Key]
-		from := windowStart(now, l)
+		from := windowStart(clock, l)
 		if seen && c.oldest <= from {
 			// Entries have left the window: drop them from the total.
 			expired, err := t.sumRows(qExpireEntries, l.Key, from)
@@ -910,17 +1068,23 @@ func (s *SQLite) Claim(ctx context.Context, c Claim) (Prior, error) {
 // claim is Claim inside a write transaction; with take false, it only
 // reports what holds the key, taking nothing.
 func (t *txn) claim(c Claim, take bool) (Prior, error) {
-	now := c.At.UnixNano()
+	at := c.At.UnixNano()
+	// Whether a claim still holds its key is judged by the clock no live
+	// handle is behind, like a window.
+	now, err := t.clock(at)
+	if err != nil {
+		return Prior{}, err
+	}
 	if err := t.maybeSweep(now); err != nil {
 		return Prior{}, err
 	}
 	var (
-		fingerprint        string
-		at, expires, state int64
-		result             []byte
+		fingerprint             string
+		claimed, expires, state int64
+		result                  []byte
 	)
-	switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &at, &expires, &state, &result); {
-	case err == nil && now < claimLiveUntil(at, expires, state == claimDone):
+	switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &claimed, &expires, &state, &result); {
+	case err == nil && now < claimLiveUntil(claimed, expires, state == claimDone):
 		switch {
 		case fingerprint != c.Fingerprint:
 			return Prior{State: ClaimConflict}, nil
@@ -933,7 +1097,7 @@ func (t *txn) claim(c Claim, take bool) (Prior, error) {
 		return Prior{}, fmt.Errorf("store: %w", err)
 	}
 	if take {
-		if _, err := t.exec(qPutClaim, c.Key, c.Call, c.Fingerprint, now, now+int64(c.Window)); err != nil {
+		if _, err := t.exec(qPutClaim, c.Key, c.Call, c.Fingerprint, at, at+int64(c.Window)); err != nil {
 			return Prior{}, err
 		}
 	}

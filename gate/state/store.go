@@ -161,6 +161,13 @@ type Ledger interface {
 	// returning the reservation's ID. When one would be exceeded it records
 	// nothing and returns a *policy.Denied error.
 	Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (id string, err error)
+	// Clock publishes at as this handle's time and returns how far the
+	// latest time another open handle has published is ahead of it
+	// (negative: behind; 0 when there is no other). Windows and leases are
+	// judged by the earliest time an open handle has published, so a clock
+	// ahead of the others cannot prune what they still count; callers run
+	// Clock every few seconds, and report a large skew.
+	Clock(ctx context.Context, at time.Time) (ahead time.Duration, err error)
 	// Settle records how a reserved call ended. Settling an unknown ID is
 	// an error ([ErrNotFound]); settling twice keeps the first outcome. A
 	// reservation is remembered for at least an hour after its longest

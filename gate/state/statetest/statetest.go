@@ -53,6 +53,7 @@ func Run(t *testing.T, f Factory) {
 		{"HoldAndComplete", testHoldAndComplete},
 		{"HoldWritesNothingWhenRefused", testHoldWritesNothingWhenRefused},
 		{"HoldIsAllOrNothing", testHoldIsAllOrNothing},
+		{"AClockAheadCannotEraseOthersCounters", testAClockAheadCannotEraseOthersCounters},
 		{"ClosedHandleOrphansItsIntents", testClosedHandleOrphansItsIntents},
 		{"CompleteAfterAFailedWrite", testCompleteAfterAFailedWrite},
 		{"CompleteLeavesAnotherCallsClaim", testCompleteLeavesAnotherCallsClaim},
@@ -414,5 +415,51 @@ func testHoldIsAllOrNothing(t *testing.T, f Factory) {
 	}
 	if rep, err := state.VerifyAudit(ctx, s); err != nil || rep.Broken != nil || rep.Records != 2 {
 		t.Errorf("VerifyAudit = %+v, %v; want 2 intact records", rep, err)
+	}
+}
+
+// testAClockAheadCannotEraseOthersCounters: a handle whose clock runs two
+// days ahead must not prune what another open handle still counts by its
+// own time (which would let the two spend 199,999 of a 100,000 budget);
+// the skew is reported to both; once the other handle is gone, the clock
+// ahead rules alone.
+func testAClockAheadCannotEraseOthersCounters(t *testing.T, f Factory) {
+	open := f(t)
+	ctx := context.Background()
+	right, ahead := open(), open()
+	skew := 48 * time.Hour
+	l := func(add int64) []policy.Limit {
+		return []policy.Limit{budget("budget|*|USD|24h0m0s|", 24*time.Hour, 100_000, add)}
+	}
+	if _, err := right.Reserve(ctx, day, l(100_000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ahead.Clock(ctx, day.Add(skew)); err != nil {
+		t.Fatal(err)
+	}
+	var d *policy.Denied
+	if _, err := ahead.Reserve(ctx, day.Add(skew), l(99_999)); !errors.As(err, &d) || d.Used != 100_000 {
+		t.Fatalf("Reserve by the clock ahead = %v, want a denial with Used 100000: it pruned the other's entries", err)
+	}
+	if err := ahead.Check(ctx, day.Add(skew), l(1)); !errors.As(err, &d) {
+		t.Fatalf("Check by the clock ahead = %v, want a denial", err)
+	}
+	if a, err := right.Clock(ctx, day.Add(time.Second)); err != nil || a < skew-time.Minute {
+		t.Errorf("Clock of the handle in step = %v, %v; want the other about %v ahead", a, err, skew)
+	}
+	if a, err := ahead.Clock(ctx, day.Add(skew)); err != nil || a > -skew+time.Minute {
+		t.Errorf("Clock of the handle ahead = %v, %v; want the other about %v behind", a, err, skew)
+	}
+	// By its own clock, the handle in step sees its window pass exactly.
+	if _, err := right.Reserve(ctx, day.Add(24*time.Hour-time.Nanosecond), l(1)); err == nil {
+		t.Fatal("the budget freed before its window passed")
+	}
+	if _, err := right.Reserve(ctx, day.Add(24*time.Hour), l(1)); err != nil {
+		t.Fatalf("Reserve when the window has passed = %v", err)
+	}
+	// Gone, it no longer holds the others back.
+	right.Close()
+	if _, err := ahead.Reserve(ctx, day.Add(skew), l(99_999)); err != nil {
+		t.Fatalf("Reserve by the clock ahead, alone = %v", err)
 	}
 }
