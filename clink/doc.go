@@ -11,11 +11,15 @@
 // Clink has no idempotency key, so retries are deliberately narrow. A create call is retried
 // only when the request provably never reached Clink (a dial or DNS failure) or Clink rejected
 // the request timestamp; a create that failed after the request may have reached Clink
-// (a timeout after sending, a reset connection, a 5xx, an unreadable 2xx body) is reported as an
-// error matching ErrOutcomeUnknown, because the session may exist. A 429 is taken as a
-// refusal: a create is neither retried nor reported as unknown. Reads (Get*) are also
-// retried on 5xx, 429 and network failures.
+// (a timeout after sending, a reset connection, a 5xx, an unreadable 2xx body, a 2xx whose
+// envelope code is a 5xx-class code or one Clink does not document as a refusal) is reported
+// as an error matching ErrOutcomeUnknown, because the session may exist. Only the codes Clink
+// documents (see Code.Refusal) and its named customer errors prove that nothing was created. A
+// 429 is taken as a refusal: a create is neither retried nor reported as unknown. Reads (Get*)
+// are also retried on 5xx, 5xx-class envelope codes, 429 and network failures.
 //
 // Secrets stay inside: the API key never appears in an error, a String or a log value, and a
-// checkout session's tokenValue is held in a Secret, which prints as [REDACTED].
+// checkout session's tokenValue is held in a Secret, which prints as [REDACTED]. Text Clink
+// sends is sanitized before an error carries it: emails are masked, token- and key-shaped
+// strings redacted, control characters dropped and the length bounded.
 package clink

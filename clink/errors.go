@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -16,9 +15,11 @@ import (
 
 // ErrOutcomeUnknown matches (with errors.Is) the error of a create call that failed after its
 // request may have reached Clink: a timeout after sending, a reset or closed connection, a 5xx,
-// a 2xx whose body could not be read or understood, or a context that ended mid-request. The
-// session may exist. Clink has no idempotency key, so such calls are never retried: check
-// before creating again.
+// a 2xx whose body could not be read or understood, a 2xx whose envelope code is not one Clink
+// documents as a refusal (a 5xx-class code such as {"code":500,"msg":"SYSTEM_ERROR"}, or a code
+// the client does not know; see Code.Refusal), or a context that ended mid-request. The session
+// may exist. Clink has no idempotency key, so such calls are never retried: check before
+// creating again. Such an error is still an *Error when a response arrived.
 var ErrOutcomeUnknown = errors.New("clink: outcome unknown: the session may have been created")
 
 // ErrTimestampRejected matches (with errors.Is) an *Error whose code says Clink rejected the
@@ -33,17 +34,8 @@ var ErrUnauthorized = errors.New("clink: API key refused")
 // sent: a nil request, an unset amount, an empty session ID.
 var ErrInvalidRequest = errors.New("clink: invalid request")
 
-// Codes Clink uses in the envelope, as seen in Clink's own clients.
+// Limits and markers of the text errors carry.
 const (
-	codeTimestampExpired   = 80102203
-	codeTimestampMissing   = 80102212
-	codeTimestampInvalid   = 80102213
-	codeAuthFirst          = 80102221
-	codeAuthLast           = 80102223
-	codeAmountOrCurrency   = 90101206
-	codeMerchantNotFound   = 90101216
-	msgCustomerNotFound    = "CUSTOMER_NOT_FOUND"
-	msgCustomerNotMatched  = "CUSTOMER_IDENTIFIER_NOT_MATCHED"
 	redacted               = "[REDACTED]"
 	excerptLen             = 100
 	messageLen             = 200
@@ -66,7 +58,8 @@ const (
 
 // Error is a failure Clink reported (a non-2xx status or a non-200 envelope code) or a
 // response that could not be understood or read. Match it with errors.As; match classes with
-// errors.Is against ErrOutcomeUnknown, ErrTimestampRejected and ErrUnauthorized.
+// errors.Is against ErrOutcomeUnknown, ErrTimestampRejected and ErrUnauthorized. An *Error of
+// a create that does not match ErrOutcomeUnknown is a definite refusal: nothing was created.
 //
 // A call that got no HTTP response at all (a network failure, a timeout, a context that
 // ended) fails with an error that is not an *Error: it wraps the network or context error
@@ -75,7 +68,8 @@ const (
 // refusal, errors.As still finds that refusal's *Error.
 //
 // Its strings hold at most a short, sanitized excerpt of what Clink sent, and never the API
-// key.
+// key: emails in it are masked (a***@example.com), token- and key-shaped strings are replaced
+// by [REDACTED], and control characters are dropped.
 type Error struct {
 	Op         string // the call, e.g. "create checkout session"
 	HTTPStatus int    // HTTP status of the response; 0 if none arrived
@@ -209,15 +203,31 @@ func (e *Error) Is(target error) bool {
 }
 
 func (e *Error) timestampRejected() bool {
-	switch e.Code {
-	case codeTimestampExpired, codeTimestampMissing, codeTimestampInvalid:
+	switch Code(e.Code) {
+	case CodeTimestampExpired, CodeTimestampMissing, CodeTimestampInvalid:
 		return e.HTTPStatus < 500
 	}
 	return false
 }
 
 func (e *Error) unauthorized() bool {
-	return e.HTTPStatus == 401 || e.Code == 401 || (e.Code >= codeAuthFirst && e.Code <= codeAuthLast)
+	c := Code(e.Code)
+	return e.HTTPStatus == 401 || c == CodeUnauthorized || (c >= CodeAuthFirst && c <= CodeAuthLast)
+}
+
+// undocumented reports whether e is an HTTP 2xx answer whose envelope code is neither a
+// refusal nor a server fault, nor named as a refusal in msg: a code the client does not know.
+func (e *Error) undocumented() bool {
+	return e.kind == kindAPI && !Code(e.Code).ServerFault() && !definiteRefusal(Code(e.Code), e.Message)
+}
+
+// codeWithMessage is "code 500" or "code 500, SYSTEM_ERROR", for Explanation.
+func (e *Error) codeWithMessage() string {
+	s := "code " + strconv.Itoa(e.Code)
+	if e.Message != "" {
+		s += ", " + e.Message
+	}
+	return s
 }
 
 // Explanation says in plain English what went wrong and what to do, for a model or an
@@ -229,18 +239,23 @@ func (e *Error) Explanation() string {
 		s = "Clink rejected the API key (authentication failed): check that the key is valid and belongs to the configured environment (sk_test_ keys for sandbox, sk_prod_ keys for production)."
 	case e.timestampRejected():
 		s = fmt.Sprintf("Clink rejected the request's timestamp (code %d), which usually means this machine's clock is wrong; the request was not processed. Check the system clock, then try again.", e.Code)
-	case e.Code == codeAmountOrCurrency:
+	case Code(e.Code) == CodeAmountOrCurrency:
 		s = "Clink rejected the amount or the currency (code 90101206): check that the amount is valid for the currency and that the merchant accepts the currency."
-	case e.Code == codeMerchantNotFound:
+	case Code(e.Code) == CodeMerchantNotFound:
 		s = "Clink found no merchant for this API key (code 90101216): check the key and the environment."
-	case e.Message == msgCustomerNotFound:
+	case e.HTTPStatus >= 500:
+		s = fmt.Sprintf("Clink had a server error (HTTP %d).", e.HTTPStatus)
+	case e.kind == kindAPI && Code(e.Code).ServerFault():
+		// Before the named errors: a server fault wins over its msg (see definiteRefusal).
+		s = fmt.Sprintf("Clink had a server error (%s).", e.codeWithMessage())
+	case namedRefusal(e.Message) == MsgCustomerNotFound:
 		s = "Clink found no such customer (CUSTOMER_NOT_FOUND): give at least one of customer ID, customer email or reference customer ID, and only a customer ID that exists."
-	case e.Message == msgCustomerNotMatched:
+	case namedRefusal(e.Message) == MsgCustomerIdentifierNotMatched:
 		s = "The customer identifiers given (customer ID, email, reference customer ID) belong to different Clink customers (CUSTOMER_IDENTIFIER_NOT_MATCHED): give identifiers of one customer only."
 	case e.HTTPStatus == 429:
 		s = "Clink is limiting the request rate (HTTP 429): wait before trying again."
-	case e.HTTPStatus >= 500:
-		s = fmt.Sprintf("Clink had a server error (HTTP %d).", e.HTTPStatus)
+	case e.undocumented():
+		s = fmt.Sprintf("Clink answered with a code the client does not know as a refusal (%s).", e.codeWithMessage())
 	case e.kind == kindMalformed || e.kind == kindTooLarge:
 		s = "Clink's response could not be understood."
 	case e.kind == kindTimeout:
@@ -348,26 +363,6 @@ func dropKeyFragment(s, key string) string {
 		}
 	}
 	return s
-}
-
-// tokenValueRE finds a tokenValue string in JSON text, even one cut short.
-var tokenValueRE = regexp.MustCompile(`("tokenValue"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)`)
-
-// excerpt is the start of a body, fit for an error message: without the API key or a
-// tokenValue.
-func excerpt(body []byte, key string) string {
-	// Scrubbing needs whole keys, so keep enough bytes for a key straddling the cut.
-	limit := excerptLen*utf8.UTFMax + len(key)
-	if len(body) > limit {
-		body = body[:limit]
-	}
-	s := tokenValueRE.ReplaceAllString(string(body), `${1}"`+redacted+`"`)
-	return clean(s, excerptLen, key)
-}
-
-// sanitizeMessage cleans Clink's msg.
-func sanitizeMessage(msg, key string) string {
-	return clean(msg, messageLen, key)
 }
 
 // quoteShort quotes a configuration value (never a secret) for an error message.

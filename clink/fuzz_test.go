@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode"
@@ -72,6 +73,59 @@ func FuzzDecodeResponse(f *testing.F) {
 			}
 			if op.create && status >= 500 && !unknown {
 				t.Fatalf("a create with HTTP %d is not ErrOutcomeUnknown: %q", status, msg)
+			}
+			if op.create && e.kind == kindAPI && unknown == definiteRefusal(Code(e.Code), e.Message) {
+				t.Fatalf("a create answered with code %d: ErrOutcomeUnknown is %v, and so is definiteRefusal: %q",
+					e.Code, unknown, msg)
+			}
+			if op.create && e.kind == kindAPI && Code(e.Code).ServerFault() && !unknown {
+				t.Fatalf("a create answered with the server fault code %d is not ErrOutcomeUnknown: %q", e.Code, msg)
+			}
+		}
+	})
+}
+
+// FuzzSanitize feeds arbitrary text to the sanitizer: whatever it gets, what it returns must
+// be short, printable and key-free, and hold no unmasked email, prefixed token or JWT, and no
+// long run that does not read as words.
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{
+		"CUSTOMER_NOT_FOUND",
+		"customer ada@example.com, token tok_PLANTED_41b2",
+		"key " + fuzzKey + " is revoked",
+		"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig",
+		"\x00\x1b[2J\u200b\u202e",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, n := range []int{excerptLen, messageLen} {
+			got := sanitize(s, n, fuzzKey)
+			if strings.Contains(got, fuzzKey) {
+				t.Fatalf("sanitize(%q) = %q carries the key", s, got)
+			}
+			if utf8.RuneCountInString(got) > n+1 {
+				t.Fatalf("sanitize(%q) = %q is longer than %d runes", s, got, n+1)
+			}
+			for _, r := range got {
+				if !unicode.IsPrint(r) {
+					t.Fatalf("sanitize(%q) = %q has non-printable %U", s, got, r)
+				}
+			}
+			for _, re := range []*regexp.Regexp{emailRE, jwtRE} {
+				if m := re.FindString(got); m != "" {
+					t.Fatalf("sanitize(%q) = %q still holds %q", s, got, m)
+				}
+			}
+			for _, m := range prefixedRE.FindAllString(got, -1) {
+				if maskPrefixed(m) != m {
+					t.Fatalf("sanitize(%q) = %q still holds the token %q", s, got, m)
+				}
+			}
+			for _, m := range runRE.FindAllString(got, -1) {
+				if !wordLike(m) {
+					t.Fatalf("sanitize(%q) = %q still holds the run %q", s, got, m)
+				}
 			}
 		}
 	})

@@ -20,9 +20,6 @@ import (
 // bytes; anything near a mebibyte is not an answer.
 const maxBodySize = 1 << 20
 
-// Clink's success code in the response envelope.
-const codeSuccess = 200
-
 // operation describes one API endpoint call.
 type operation struct {
 	name   string // for messages, e.g. "create checkout session"
@@ -122,10 +119,19 @@ func (c *Client) attempt(ctx context.Context, op operation, body []byte, out any
 		return c.transportError(ctx, actx, op, err, resp.StatusCode)
 	}
 	e := c.decode(op, resp.StatusCode, resp.Header.Get("Content-Type"), data, out)
-	if e == nil {
+	switch {
+	case e == nil:
 		return nil, false
+	case e.outcomeUnknown:
+		return e, false // another attempt could create a second session
 	}
-	return e, e.timestampRejected() || (!op.create && (e.HTTPStatus >= 500 || e.HTTPStatus == http.StatusTooManyRequests))
+	return e, e.timestampRejected() || (!op.create && e.transient())
+}
+
+// transient reports whether a read may succeed if tried again: Clink failed (HTTP 5xx, or a
+// 5xx-class envelope code on a 2xx) or asked the client to slow down (HTTP 429).
+func (e *Error) transient() bool {
+	return e.HTTPStatus >= 500 || e.HTTPStatus == http.StatusTooManyRequests || (e.kind == kindAPI && Code(e.Code).ServerFault())
 }
 
 // newRequest builds the HTTP request for one attempt. It is the only place requests are made.
@@ -286,9 +292,12 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 		return malformed(perr)
 	case !env.hasCode:
 		return malformed(errNoCode)
-	case env.code != codeSuccess:
+	case Code(env.code) != CodeSuccess:
 		e.kind = kindAPI
 		e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
+		// Only a documented refusal proves nothing was created; a server fault or an
+		// unknown code may follow a session Clink created.
+		e.outcomeUnknown = op.create && !definiteRefusal(Code(e.Code), e.Message)
 		return e
 	}
 	if out == nil {
