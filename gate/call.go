@@ -117,6 +117,17 @@ func (g *Gate) Invalid(ctx context.Context, caller, tool, email string, problems
 	return c.end(ctx, &Result{Code: policy.CodeInvalidArguments, IsError: true, Text: msg + " Nothing was created."})
 }
 
+// Refused records a call that a policy rule outside the request
+// (policy.Policy.CheckURL) refused before it became an order, and returns
+// its result. email is the customer email as far as it was read, or "".
+func (g *Gate) Refused(ctx context.Context, caller, tool, email string, d policy.Decision) *Result {
+	c := g.begin(caller, tool, nil)
+	if addr, err := policy.NormalizeEmail(email); err == nil && email != "" {
+		c.emailMasked = policy.MaskEmail(addr)
+	}
+	return c.end(ctx, denied(d))
+}
+
 // hold takes the claim, reserves the limits and writes the intent, waiting
 // for an identical call in flight. It returns the hold and the claim's key
 // ("" without a claim), or the result to answer with instead.
@@ -253,7 +264,7 @@ func (g *Gate) upstreamFailure(ctx context.Context, c *call, err error) *Result 
 		return unknownResult(outcomeUnknownMessage)
 	case errors.As(err, &cerr):
 		code := policy.CodeUpstreamRefused
-		if cerr.HTTPStatus == 401 || (cerr.Code >= 80102221 && cerr.Code <= 80102223) {
+		if errors.Is(err, clink.ErrUnauthorized) {
 			code = policy.CodeUpstreamAuth
 		}
 		g.log.WarnContext(ctx, "clink refused", "tool", c.tool, "call", c.id, "err", err)

@@ -500,6 +500,11 @@ func TestAClockOutOfStepWithTheOthersIsReportedLoudly(t *testing.T) {
 	base := time.Now()
 	first := New(Config{Policy: parsePolicy(t), Store: m, Secret: testSecret, Clock: func() time.Time { return base }})
 	t.Cleanup(func() { first.Close(context.Background()) })
+	// The first gate's time is in the store before the second starts,
+	// whichever goroutine runs first.
+	if _, err := m.Clock(context.Background(), base); err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	second := New(Config{Policy: parsePolicy(t), Store: m.Open(), Secret: testSecret,
 		Clock: func() time.Time { return base.Add(time.Hour) }, Logger: slog.New(slog.NewJSONHandler(logs, nil))})

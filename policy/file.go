@@ -21,8 +21,8 @@ import (
 // The file is strict: unknown keys, duplicate keys, aliases, several YAML
 // documents, wrongly typed values, currencies without max_amount, a
 // min_amount above max_amount, amounts too precise for their currency,
-// malformed email patterns, unknown tools, malformed or duplicate budgets
-// and rate limits, and tool rules wider than the global ones are all
+// malformed email or host patterns, unknown tools, malformed or duplicate
+// budgets and rate limits, and tool rules wider than the global ones are all
 // errors. Amounts are read exactly from their text, quoted or not.
 //
 // filename is also where a relative store.path is resolved from (its
@@ -112,6 +112,9 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	if e, ok := top["customers"]; ok {
 		fp.customers(e.val, p)
 	}
+	if e, ok := top["urls"]; ok {
+		fp.urls(e.val, p)
+	}
 
 	if e, ok := top["budgets"]; ok {
 		p.budgets = fp.budgets(e.val, p, nil)
@@ -145,7 +148,7 @@ func (fp *fileParser) parse(data []byte) *Policy {
 
 // topKeys are the keys of a policy file's top level, in the order the
 // README documents them.
-var topKeys = []string{"version", "currencies", "customers", "budgets", "rate_limits", "duplicates", "store", "tools"}
+var topKeys = []string{"version", "currencies", "customers", "urls", "budgets", "rate_limits", "duplicates", "store", "tools"}
 
 // hasAliases reports (and explains) any YAML alias or merge key: they make a
 // file harder to review and are a classic way to blow up a parser's memory.

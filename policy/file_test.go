@@ -28,6 +28,7 @@ Customer emails:
   allowed: alice@example.com, *@example.org, *@*.example.net
   denied (wins over allowed): ceo@example.org
   checkout without an email: refused
+Redirect URLs (successUrl, cancelUrl, returnUrl): any host
 Budgets (rolling windows, all tools together):
   USD 2000.00 per 24h
   per customer: USD 300.00 per 1h
@@ -90,7 +91,7 @@ func TestLoadReportsEveryProblemWithFileAndLine(t *testing.T) {
 			"unknown-key.yaml",
 			[]string{
 				`1: version must be 1, the only version of this format`,
-				`4: the top level: unknown key "spend_limits" (known keys: version, currencies, customers, budgets, rate_limits, duplicates, store, tools)`,
+				`4: the top level: unknown key "spend_limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, store, tools)`,
 			},
 		},
 	}
@@ -166,7 +167,7 @@ func TestParseRefuses(t *testing.T) {
 		{"refuses an unknown key under a tool", head + "tools:\n  create_checkout_session: { enable: false }\n", `f.yaml:5: tool create_checkout_session: unknown key "enable" (known keys: enabled, currencies, budgets, allow_dashboard_prices)`},
 		{"refuses dashboard prices on the agent tool, which takes none", head + "tools:\n  create_agent_payment_session: { allow_dashboard_prices: true }\n", `f.yaml:5: tool create_agent_payment_session: allow_dashboard_prices applies only to create_checkout_session`},
 		{"refuses a dashboard price switch that is not a boolean", head + "tools:\n  create_checkout_session: { allow_dashboard_prices: yes }\n", `f.yaml:5: tool create_checkout_session: allow_dashboard_prices must be true or false`},
-		{"refuses a top-level key this version does not have", head + "limits: []\n", `f.yaml:4: the top level: unknown key "limits" (known keys: version, currencies, customers, budgets, rate_limits, duplicates, store, tools)`},
+		{"refuses a top-level key this version does not have", head + "limits: []\n", `f.yaml:4: the top level: unknown key "limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, store, tools)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,6 +292,7 @@ Customer emails:
   allowed: any valid address
   denied (wins over allowed): blocked@example.com
   checkout without an email: allowed when customerId or referenceCustomerId is given
+Redirect URLs (successUrl, cancelUrl, returnUrl): any host
 Budgets (rolling windows, all tools together):
   USD 500.00 per 24h
 Rate limits (rolling windows, all tools together):

@@ -39,6 +39,9 @@ type Policy struct {
 	deny              emailSet
 	allowWithoutEmail bool
 
+	restrictHosts bool    // urls.allow_hosts present
+	hosts         hostSet // the redirect hosts allowed when restrictHosts
+
 	tools map[string]*toolRules // every known tool, with effective rules
 
 	budgets   []budgetRule  // global budgets, in file order

@@ -32,6 +32,7 @@ func (p *Policy) Render() string {
 	} else {
 		b.WriteString("  checkout without an email: refused\n")
 	}
+	b.WriteString("Redirect URLs (" + redirectFieldsText + "): " + p.urlsRule() + "\n")
 	if len(p.budgets) == 0 {
 		b.WriteString("Budgets: none\n")
 	} else {
@@ -103,9 +104,10 @@ func (p *Policy) duplicatesRule() string {
 
 // Summary returns a few sentences telling an agent what it may do with a
 // tool: currencies, per-session limits, the budgets in those currencies and
-// the rate limits, the customer email rule and the duplicate guard. It names
-// no email address or pattern: a tricked agent must not learn the
-// operator's customer list.
+// the rate limits, the customer email rule, the redirect hosts allowed and
+// the duplicate guard. It names no email address or pattern: a tricked agent
+// must not learn the operator's customer list. It does name the redirect
+// hosts, which are the operator's own sites, so the agent can use them.
 func (p *Policy) Summary(tool string) string {
 	t, ok := p.tools[tool]
 	if !ok {
@@ -168,6 +170,9 @@ func (p *Policy) Summary(tool string) string {
 	}
 	if tool == ToolCheckoutSession && !t.allowDashboardPrices {
 		b.WriteString(" priceId and productId are not accepted: give amount, and priceDataList for line items.")
+	}
+	if tool == ToolCheckoutSession {
+		b.WriteString(p.urlsSummary())
 	}
 	if p.dupWindow > 0 {
 		b.WriteString(" An identical call repeated within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session.")

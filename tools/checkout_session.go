@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-playground/validator/v10"
 	"github.com/mark3labs/mcp-go/mcp"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/gate"
@@ -29,9 +35,9 @@ type checkoutSessionArgs struct {
 	PriceID                              string            `json:"priceId" validate:"omitempty,max=128"`
 	ProductID                            string            `json:"productId" validate:"omitempty,max=128"`
 	UIMode                               string            `json:"uiMode" validate:"omitempty,oneof=hostedPage elements"`
-	ReturnURL                            string            `json:"returnUrl" validate:"omitempty,max=2048,http_url"`
-	SuccessURL                           string            `json:"successUrl" validate:"omitempty,max=2048,http_url"`
-	CancelURL                            string            `json:"cancelUrl" validate:"omitempty,max=2048,http_url"`
+	ReturnURL                            string            `json:"returnUrl" validate:"omitempty,max=2048"`  // and checkURL
+	SuccessURL                           string            `json:"successUrl" validate:"omitempty,max=2048"` // and checkURL
+	CancelURL                            string            `json:"cancelUrl" validate:"omitempty,max=2048"`  // and checkURL
 	PaymentMethodType                    string            `json:"paymentMethodType" validate:"omitempty,oneof=CARD CASHAPP WECHAT KAKAO PIX ALIPAY UPI PAYPAL GOOGLEPAY APPLEPAY QRIS GCASH"`
 	PaymentMethodTypeBlackList           []string          `json:"paymentMethodTypeBlackList" validate:"omitempty,max=12,unique,dive,oneof=CARD CASHAPP WECHAT KAKAO PIX ALIPAY UPI PAYPAL GOOGLEPAY APPLEPAY QRIS GCASH"`
 	DirectPaymentQrCodePaymentMethodType string            `json:"directPaymentQrCodePaymentMethodType" validate:"omitempty,oneof=CASHAPP QRIS"`
@@ -39,7 +45,7 @@ type checkoutSessionArgs struct {
 	AllowPromotionCodes                  *bool             `json:"allowPromotionCodes"`
 	PromotionCode                        string            `json:"promotionCode" validate:"omitempty,max=64"`
 	ShowPromotionCode                    *bool             `json:"showPromotionCode"`
-	Metadata                             map[string]string `json:"metadata" validate:"omitempty,max=20,dive,keys,metadata_key,endkeys,metadata_value"`
+	Metadata                             map[string]string `json:"metadata" validate:"omitempty,max=20"` // and checkMetadata
 	IdempotencyKey                       string            `json:"idempotencyKey" validate:"omitempty,min=8,max=128,printascii"`
 }
 
@@ -49,7 +55,7 @@ type priceDataArgs struct {
 	UnitAmount json.Number `json:"unitAmount" validate:"required"`
 	Quantity   *int64      `json:"quantity" validate:"omitempty,min=1,max=10000"`
 	Currency   string      `json:"currency" validate:"omitempty,iso4217"`
-	ImageURL   string      `json:"imageUrl" validate:"omitempty,max=2048,http_url"`
+	ImageURL   string      `json:"imageUrl" validate:"omitempty,max=2048"` // and checkURL
 }
 
 var checkoutSessionShape = shapeOf(reflect.TypeFor[checkoutSessionArgs]())
@@ -135,6 +141,13 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 		email  string
 		items  []policy.LineItem
 	)
+	urls := checkoutURLs(&args)
+	for _, u := range urls {
+		if problem := checkURL(u.field, u.raw, u.field == "returnUrl"); problem != "" {
+			problems = append(problems, problem)
+		}
+	}
+	problems = append(problems, checkMetadata(args.Metadata)...)
 	if len(problems) == 0 {
 		var err error
 		if amount, err = parseAmount("amount", args.Amount, args.Currency); err != nil {
@@ -162,7 +175,15 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 		return render(ts.gate.Invalid(ctx, caller, tool, args.CustomerEmail, problems)), nil
 	}
 
-	// 3. The order, with exactly the money the policy will see.
+	// 3. The policy's rule on redirect URLs, which its Request does not
+	// carry.
+	for _, u := range urls {
+		if d := ts.policy.CheckURL(tool, u.field, u.raw); !d.Allowed {
+			return render(ts.gate.Refused(ctx, caller, tool, email, d)), nil
+		}
+	}
+
+	// 4. The order, with exactly the money the policy will see.
 	request, err := checkoutRequest(&args, amount, email, items)
 	if err != nil {
 		return ts.internal(ctx, caller, tool, err), nil
@@ -196,10 +217,175 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 				Amount:     json.Number(amount.Amount()),
 				Currency:   amount.Currency().Code(),
 			}
-			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s; the customer pays at %s (expires %s).",
-				out.SessionID, amount, out.URL, out.ExpireTime))
+			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s%s; the customer pays at %s (expires %s).",
+				out.SessionID, amount, lineItemTotals(items), out.URL, out.ExpireTime))
 		},
 	})), nil
+}
+
+// urlArg is one URL argument, named as the model sent it.
+type urlArg struct{ field, raw string }
+
+// checkoutURLs lists the URL arguments given, redirects first; one longer
+// than its limit is left to the validator's message.
+func checkoutURLs(a *checkoutSessionArgs) []urlArg {
+	var out []urlArg
+	add := func(field, raw string) {
+		if raw != "" && utf8.RuneCountInString(raw) <= maxURLLength {
+			out = append(out, urlArg{field, raw})
+		}
+	}
+	add("successUrl", a.SuccessURL)
+	add("cancelUrl", a.CancelURL)
+	add("returnUrl", a.ReturnURL)
+	for i, item := range a.PriceDataList {
+		add(fmt.Sprintf("priceDataList[%d].imageUrl", i), item.ImageURL)
+	}
+	return out
+}
+
+// maxURLLength is the validator's max for URL arguments.
+const maxURLLength = 2048
+
+// lineItemTotals renders what the line items add up to in each currency,
+// in code order, for the summary: " (line items: 400.00 EUR, 20.00 USD)",
+// or "" without line items. The per-session cap applies to these sums as
+// well as to amount, so the agent must see them next to it.
+func lineItemTotals(items []policy.LineItem) string {
+	if len(items) == 0 {
+		return ""
+	}
+	totals := map[string]policy.Money{}
+	for _, li := range items {
+		cur := li.UnitAmount.Currency()
+		line := saturatingMul(li.UnitAmount.Minor(), li.Quantity)
+		totals[cur.Code()] = policy.NewMoney(saturatingAdd(totals[cur.Code()].Minor(), line), cur)
+	}
+	parts := make([]string, 0, len(totals))
+	for _, code := range slices.Sorted(maps.Keys(totals)) {
+		parts = append(parts, totals[code].String())
+	}
+	return " (line items: " + strings.Join(parts, ", ") + ")"
+}
+
+func saturatingMul(a, b int64) int64 {
+	if a > 0 && b > 0 && a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+func saturatingAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// metadataShadows maps the folded form of every name a metadata key may not
+// take to that name: each argument of create_checkout_session and each
+// field of Clink's checkout request and response, read from their json
+// tags so a new field is covered the day it is added. A key like "amount"
+// or "Customer_Email" would sit beside the real field in Clink's records
+// and webhooks, where something downstream could take it for the real one.
+// A line item's fields (name, quantity, ...) are not included: they are
+// not the session's, and "name" is an ordinary metadata key.
+var metadataShadows = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range []reflect.Type{
+		reflect.TypeFor[checkoutSessionArgs](),
+		reflect.TypeFor[clink.CheckoutSessionRequest](),
+		reflect.TypeFor[clink.CheckoutSession](),
+	} {
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name != "" && name != "-" {
+				if _, dup := m[foldMetadataKey(name)]; !dup {
+					m[foldMetadataKey(name)] = name
+				}
+			}
+		}
+	}
+	return m
+}()
+
+// foldMetadataKey is the form metadata keys are compared in: compatibility
+// forms unified (NFKC: full-width letters become ASCII), lower case, and
+// only letters and digits kept, so "Amount", "original_amount",
+// "Original-Amount" and "ａｍｏｕｎｔ" all meet the field they imitate.
+func foldMetadataKey(k string) string {
+	var b strings.Builder
+	for _, r := range norm.NFKC.String(k) {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// Metadata limits, Clink's.
+const (
+	maxMetadataKey   = 40
+	maxMetadataValue = 500
+)
+
+// checkMetadata returns what is wrong with the metadata, key by key in
+// order: lengths, control characters in keys and values, and keys that
+// shadow the session's own fields. Keys are quoted with every control and
+// invisible character escaped, and cut short; values are never echoed.
+func checkMetadata(m map[string]string) []string {
+	var problems []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
+		key := quoteMetadataKey(k)
+		switch n := utf8.RuneCountInString(k); {
+		case n == 0:
+			problems = append(problems, fmt.Sprintf(`argument "metadata": an empty key; metadata keys must be 1 to %d characters long`, maxMetadataKey))
+		case n > maxMetadataKey:
+			problems = append(problems, fmt.Sprintf(`argument "metadata": key %s is too long; metadata keys must be 1 to %d characters long`, key, maxMetadataKey))
+		}
+		if r, ok := controlRune(k); ok {
+			problems = append(problems, fmt.Sprintf(`argument "metadata": key %s contains a control character (%U)`, key, r))
+		} else if name, ok := metadataShadows[foldMetadataKey(k)]; ok {
+			problems = append(problems, fmt.Sprintf(`argument "metadata": key %s would shadow the checkout's own field %q; choose another key`, key, name))
+		}
+		if utf8.RuneCountInString(v) > maxMetadataValue {
+			problems = append(problems, fmt.Sprintf(`argument "metadata": the value of key %s is too long; metadata values must be at most %d characters long`, key, maxMetadataValue))
+		}
+		if r, ok := controlRune(v); ok {
+			problems = append(problems, fmt.Sprintf(`argument "metadata": the value of key %s contains a control character (%U)`, key, r))
+		}
+	}
+	return problems
+}
+
+// controlRune returns the first control character of s: a C0 control
+// (NUL, tab, newline, ESC, ...), DEL, a C1 control, a line or paragraph
+// separator (U+2028, U+2029), or a bidirectional embedding, override or
+// isolate (U+202A–U+202E, U+2066–U+2069), which make text display as
+// something else.
+func controlRune(s string) (rune, bool) {
+	for _, r := range s {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' ||
+			('\u202a' <= r && r <= '\u202e') || ('\u2066' <= r && r <= '\u2069') {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// quoteMetadataKey quotes a key for a message: Go syntax, with control and
+// invisible characters escaped, cut after maxMetadataKey characters.
+func quoteMetadataKey(k string) string {
+	if utf8.RuneCountInString(k) <= maxMetadataKey {
+		return strconv.Quote(k)
+	}
+	cut := 0
+	for range maxMetadataKey {
+		_, size := utf8.DecodeRuneInString(k[cut:])
+		cut += size
+	}
+	return strconv.Quote(k[:cut]) + "…"
 }
 
 // quantity is a line item's quantity, 1 when not given.
@@ -308,19 +494,19 @@ const checkoutSessionInputSchema = `{
       "type": "string",
       "format": "uri",
       "maxLength": 2048,
-      "description": "Absolute http(s) URL to return to after embedded checkout; required when uiMode is \"elements\". {ELEMENTS_SESSION_ID} in it is replaced by the session ID. Example: \"https://shop.example.com/complete?session_id={ELEMENTS_SESSION_ID}\"."
+      "description": "Absolute http(s) URL on a public host to return to after embedded checkout; required when uiMode is \"elements\". {ELEMENTS_SESSION_ID} in its path or query is replaced by the session ID. No user info (user@), spaces or control characters. Example: \"https://shop.example.com/complete?session_id={ELEMENTS_SESSION_ID}\"."
     },
     "successUrl": {
       "type": "string",
       "format": "uri",
       "maxLength": 2048,
-      "description": "Absolute http(s) URL the customer is sent to after paying. Example: \"https://shop.example.com/thanks\"."
+      "description": "Absolute http(s) URL on a public host the customer is sent to after paying. No user info (user@), spaces or control characters. Example: \"https://shop.example.com/thanks\"."
     },
     "cancelUrl": {
       "type": "string",
       "format": "uri",
       "maxLength": 2048,
-      "description": "Absolute http(s) URL the customer is sent to on cancelling. Example: \"https://shop.example.com/cart\"."
+      "description": "Absolute http(s) URL on a public host the customer is sent to on cancelling. No user info (user@), spaces or control characters. Example: \"https://shop.example.com/cart\"."
     },
     "paymentMethodType": {
       "type": "string",
@@ -350,7 +536,7 @@ const checkoutSessionInputSchema = `{
           "unitAmount": {"type": "number", "exclusiveMinimum": 0, "description": "Price of one unit in major units of the item's currency, no more decimals than the currency has. Example: 9.5."},
           "quantity": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "Number of units. Default 1. Example: 2."},
           "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code of unitAmount. Default: the session's currency. Example: \"USD\"."},
-          "imageUrl": {"type": "string", "format": "uri", "maxLength": 2048, "description": "Absolute http(s) URL of an item image. Example: \"https://shop.example.com/img/team.png\"."}
+          "imageUrl": {"type": "string", "format": "uri", "maxLength": 2048, "description": "Absolute http(s) URL of an item image, on a public host. Example: \"https://shop.example.com/img/team.png\"."}
         },
         "required": ["name", "unitAmount"],
         "additionalProperties": false
@@ -374,7 +560,7 @@ const checkoutSessionInputSchema = `{
       "maxProperties": 20,
       "propertyNames": {"minLength": 1, "maxLength": 40},
       "additionalProperties": {"type": "string", "maxLength": 500},
-      "description": "Up to 20 string key-value pairs stored with the session (keys up to 40 characters, values up to 500). Example: {\"orderId\": \"42\"}."
+      "description": "Up to 20 string key-value pairs stored with the session (keys up to 40 characters, values up to 500, neither with control characters). A key may not be the name of an argument or Clink field, in any case or spelling (amount, original_amount, customerEmail, ...). Example: {\"orderId\": \"42\"}."
     },
     "idempotencyKey": ` + idempotencyKeySchema + `
   },

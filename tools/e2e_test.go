@@ -203,3 +203,55 @@ func TestEndToEndMapsClinkFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestEndToEndAServerFaultCodeOnHTTP200IsAnUnknownOutcome: HTTP 200 with
+// envelope code 500 may have created the session: it is kept as unknown
+// and an identical call replays it, sending nothing.
+func TestEndToEndAServerFaultCodeOnHTTP200IsAnUnknownOutcome(t *testing.T) {
+	e := newE2E(t)
+	const args = `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`
+	e.sb.SetFault(sandbox.Fault{Code: 500, Msg: "SYSTEM_ERROR", Count: 1})
+	res := e.call(t, policy.ToolCheckoutSession, args)
+	got := tools.ResultText(res)
+	if !res.IsError || !strings.Contains(got, "outcome unknown") || strings.Contains(got, "Nothing was created") {
+		t.Fatalf("result = %q, want an unknown outcome, not a refusal", got)
+	}
+	before := e.sb.Requests()
+	res = e.call(t, policy.ToolCheckoutSession, args)
+	if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "Replay") || !strings.Contains(got, "outcome unknown") {
+		t.Fatalf("repeated call = %q, want a replay of the unknown outcome", got)
+	}
+	if n := e.sb.Requests() - before; n != 0 {
+		t.Errorf("the repeated call made %d upstream requests, want 0", n)
+	}
+}
+
+// TestEndToEndADocumentedRefusalOnHTTP200IsReleased: a documented business
+// refusal created nothing: the claim is dropped and a retry may create.
+func TestEndToEndADocumentedRefusalOnHTTP200IsReleased(t *testing.T) {
+	e := newE2E(t)
+	const args = `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`
+	e.sb.SetFault(sandbox.Fault{Code: 400, Msg: "CUSTOMER_NOT_FOUND", Count: 1})
+	res := e.call(t, policy.ToolCheckoutSession, args)
+	if got := tools.ResultText(res); !res.IsError || !strings.Contains(got, "code 400 CUSTOMER_NOT_FOUND") || !strings.Contains(got, "Nothing was created") {
+		t.Fatalf("result = %q, want a definite refusal", got)
+	}
+	before := e.sb.Requests()
+	if res := e.call(t, policy.ToolCheckoutSession, args); res.IsError {
+		t.Fatalf("repeated call = %q, want a created session", tools.ResultText(res))
+	}
+	if n := e.sb.Requests() - before; n != 1 {
+		t.Errorf("the repeated call made %d upstream requests, want 1", n)
+	}
+}
+
+// TestEndToEndClinkTextReachesTheAgentMasked: an email or a token echoed
+// in Clink's message is masked before the agent reads it.
+func TestEndToEndClinkTextReachesTheAgentMasked(t *testing.T) {
+	e := newE2E(t)
+	e.sb.SetFault(sandbox.Fault{Code: 400, Msg: "customer alice@example.com has session tok_PLANTED_41b2", Count: 1})
+	res := e.call(t, policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com"}`)
+	if got := tools.ResultText(res); !res.IsError || strings.Contains(got, "alice@") || strings.Contains(got, "PLANTED") {
+		t.Fatalf("result = %q, want Clink's text masked", got)
+	}
+}

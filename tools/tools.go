@@ -8,8 +8,9 @@
 //
 //  1. strict decoding: unknown, duplicate and case-variant arguments and
 //     wrong JSON types are refused by name;
-//  2. validation (validator/v10 and exact money parsing), every problem at
-//     once;
+//  2. validation (validator/v10, exact money parsing, URLs and metadata
+//     that could mislead Clink or what reads its data), every problem at
+//     once, then the policy's rule on redirect URLs;
 //  3. the core's lifecycle (gate.Gate.Create): the policy's decision, the
 //     duplicate guard, budgets and rate limits, the journal's intent, the
 //     Clink call, and its settlement.
@@ -45,11 +46,14 @@ type Payments interface {
 }
 
 // Policy is what the tools need of the operator's policy beyond the core:
-// the sentence each tool's description gives of its limits.
+// the sentence each tool's description gives of its limits, and the rule
+// on redirect URLs, which a policy.Request does not carry.
 // *policy.Policy satisfies it.
 type Policy interface {
 	// Summary describes a tool's limits in a sentence or two for the model.
 	Summary(tool string) string
+	// CheckURL decides the policy's rule on one URL argument of a tool.
+	CheckURL(tool, field, raw string) policy.Decision
 }
 
 var (

@@ -440,3 +440,112 @@ func (nopPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymen
 func (nopPayments) CreateCheckoutSession(context.Context, *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error) {
 	return &clink.CheckoutSession{SessionID: "sess_1", URL: "https://checkout.example/pay/sess_1", ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil
 }
+
+func TestMetadataIsRefusedBeforeClink(t *testing.T) {
+	tests := []struct {
+		name     string
+		metadata map[string]string
+		want     string
+	}{
+		{"a NUL in a key is refused", map[string]string{"order\x00id": "42"}, `argument "metadata": key "order\x00id" contains a control character (U+0000)`},
+		{"an escape sequence in a key is refused", map[string]string{"\x1b[2Jorder": "42"}, `key "\x1b[2Jorder" contains a control character (U+001B)`},
+		{"a DEL in a key is refused", map[string]string{"order\x7f": "42"}, `contains a control character (U+007F)`},
+		{"a C1 control in a key is refused", map[string]string{"order\u009b": "42"}, `contains a control character (U+009B)`},
+		{"a newline in a value is refused", map[string]string{"note": "line one\nline two"}, `argument "metadata": the value of key "note" contains a control character (U+000A)`},
+		{"an escape sequence in a value is refused", map[string]string{"note": "\x1b[31mred"}, `the value of key "note" contains a control character (U+001B)`},
+		{"a NUL in a value is refused", map[string]string{"note": "a\x00b"}, `contains a control character (U+0000)`},
+		{"a right-to-left override in a value is refused", map[string]string{"note": "abc\u202edef"}, `contains a control character (U+202E)`},
+		{"a line separator in a value is refused", map[string]string{"note": "a\u2028b"}, `contains a control character (U+2028)`},
+		{"a key named like the amount is refused", map[string]string{"amount": "0.01"}, `argument "metadata": key "amount" would shadow the checkout's own field "amount"; choose another key`},
+		{"a key differing from a field only in case is refused", map[string]string{"AMOUNT": "0.01"}, `key "AMOUNT" would shadow the checkout's own field "amount"`},
+		{"a key naming Clink's wire field is refused", map[string]string{"originalAmount": "0.01"}, `would shadow the checkout's own field "originalAmount"`},
+		{"a snake-case spelling of a field is refused", map[string]string{"original_currency": "EUR"}, `would shadow the checkout's own field "originalCurrency"`},
+		{"a kebab-case spelling of a field is refused", map[string]string{"Customer-Email": "ceo@example.org"}, `would shadow the checkout's own field "customerEmail"`},
+		{"a full-width spelling of a field is refused", map[string]string{"ａｍｏｕｎｔ": "1"}, `would shadow the checkout's own field "amount"`},
+		{"a key naming the customer ID is refused", map[string]string{"customerId": "cus_victim"}, `would shadow the checkout's own field "customerId"`},
+		{"a key naming the reference customer ID is refused", map[string]string{"referenceCustomerId": "x"}, `"referenceCustomerId"`},
+		{"a key naming the merchant reference is refused", map[string]string{"merchantReferenceId": "x"}, `"merchantReferenceId"`},
+		{"a key naming a dashboard price is refused", map[string]string{"priceId": "price_1"}, `"priceId"`},
+		{"a key naming a product is refused", map[string]string{"productId": "prod_1"}, `"productId"`},
+		{"a key naming a redirect URL is refused", map[string]string{"successUrl": "https://evil.example/"}, `"successUrl"`},
+		{"a key naming the currency is refused", map[string]string{"currency": "EUR"}, `"currency"`},
+		{"a key naming the line items is refused", map[string]string{"priceDataList": "[]"}, `"priceDataList"`},
+		{"a key naming the session's token is refused", map[string]string{"tokenValue": "tok"}, `"tokenValue"`},
+		{"a key naming the session ID is refused", map[string]string{"session_id": "sess_1"}, `"sessionId"`},
+		{"a key over 40 characters with a control character is quoted safely and cut short", map[string]string{strings.Repeat("k", 45) + "\x1b": "v"}, `key "` + strings.Repeat("k", 40) + `"… is too long; metadata keys must be 1 to 40 characters long`},
+		{"an empty key is refused", map[string]string{"": "v"}, `argument "metadata": an empty key; metadata keys must be 1 to 40 characters long`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			metadata, err := json.Marshal(tt.metadata)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, testPolicy(t))
+			res := h.call(t, checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","metadata":`+string(metadata)+`}`)
+			got := ResultText(res)
+			if !res.IsError {
+				t.Fatalf("call succeeded: %s", got)
+			}
+			for _, w := range []string{"invalid arguments: ", tt.want, "Nothing was created"} {
+				if !strings.Contains(got, w) {
+					t.Errorf("result %q does not contain %q", got, w)
+				}
+			}
+			if hasHiddenCharacters(got) {
+				t.Errorf("result %q echoes a control or invisible character", got)
+			}
+			if n := h.pay.calls(); n != 0 {
+				t.Errorf("Clink was called %d times for a refused call", n)
+			}
+		})
+	}
+}
+
+func TestOrdinaryMetadataReachesClinkUnchanged(t *testing.T) {
+	h := newHarness(t, testPolicy(t))
+	want := map[string]string{"orderId": "42", "name": "Alice", "order_amount_note": "café ☕, two lines joined", "日本語": "ok"}
+	metadata, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := h.call(t, checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","metadata":`+string(metadata)+`}`)
+	if res.IsError {
+		t.Fatalf("call failed: %s", ResultText(res))
+	}
+	if len(h.pay.checkout) != 1 {
+		t.Fatalf("Clink called %d times, want 1", len(h.pay.checkout))
+	}
+	if diff := cmp.Diff(want, h.pay.checkout[0].Metadata); diff != "" {
+		t.Errorf("metadata sent (-want +got):\n%s", diff)
+	}
+}
+
+func TestCheckoutSummaryCarriesLineItemTotals(t *testing.T) {
+	tests := []struct {
+		name, args, want string
+	}{
+		{"line items in another currency are shown beside the amount",
+			`{"amount":1,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"Plan","unitAmount":200,"quantity":2,"currency":"EUR"}]}`,
+			"Created checkout session sess_1 for 1.00 USD (line items: 400.00 EUR); the customer pays at"},
+		{"line items are totalled per currency, in code order",
+			`{"amount":120,"currency":"USD","customerEmail":"alice@example.com","priceDataList":[{"name":"Plan","unitAmount":50,"quantity":2},{"name":"Fee","unitAmount":2000,"currency":"JPY"},{"name":"Extra","unitAmount":0.5,"quantity":3}]}`,
+			"for 120.00 USD (line items: 2000 JPY, 101.50 USD);"},
+		{"a session without line items shows its amount alone",
+			`{"amount":12.5,"currency":"USD","customerEmail":"alice@example.com"}`,
+			"Created checkout session sess_1 for 12.50 USD; the customer pays at"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testPolicy(t))
+			res := h.call(t, checkout, tt.args)
+			if got := ResultText(res); res.IsError || !strings.Contains(got, tt.want) {
+				t.Fatalf("summary %q (isError %v), want it to contain %q", got, res.IsError, tt.want)
+			}
+			again := h.call(t, checkout, tt.args)
+			if got := ResultText(again); !strings.Contains(got, tt.want) {
+				t.Errorf("the replay's summary %q lacks %q", got, tt.want)
+			}
+		})
+	}
+}

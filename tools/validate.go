@@ -11,7 +11,9 @@ import (
 
 // newValidator returns the validator every tool shares: JSON names in
 // messages, and the cross-field rules of the checkout session registered as
-// struct-level validations.
+// struct-level validations. URLs and metadata are checked by checkURL and
+// checkMetadata, whose messages say which rule failed without echoing
+// what the model sent.
 func newValidator() *validator.Validate {
 	v := validator.New(validator.WithRequiredStructEnabled())
 	v.RegisterTagNameFunc(func(f reflect.StructField) string {
@@ -21,8 +23,6 @@ func newValidator() *validator.Validate {
 		}
 		return name
 	})
-	v.RegisterAlias("metadata_key", "min=1,max=40")
-	v.RegisterAlias("metadata_value", "max=500")
 	v.RegisterStructValidation(checkoutRules, checkoutSessionArgs{})
 	return v
 }
@@ -65,18 +65,12 @@ func describeFieldError(fe validator.FieldError) string {
 		return fmt.Sprintf("argument %q is required", path)
 	case "email":
 		return fmt.Sprintf("argument %q must be an email address such as alice@example.com", path)
-	case "http_url":
-		return fmt.Sprintf("argument %q must be an absolute http:// or https:// URL", path)
 	case "iso4217":
 		return fmt.Sprintf("argument %q must be a three-letter ISO 4217 currency code in capitals, such as USD", path)
 	case "oneof":
 		return fmt.Sprintf("argument %q must be one of: %s", path, strings.ReplaceAll(param, " ", ", "))
 	case "unique":
 		return fmt.Sprintf("argument %q must not list a value twice", path)
-	case "metadata_key":
-		return fmt.Sprintf("%s: metadata keys must be 1 to 40 characters long", path)
-	case "metadata_value":
-		return fmt.Sprintf("%s: metadata values must be at most 500 characters long", path)
 	case "min", "max":
 		return describeBound(fe, path)
 	case ruleCustomerIdentifier:
