@@ -4,24 +4,40 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/tools"
 )
 
-// stdioConnMaxLine bounds how much of one input line stdioConn holds while
-// it waits for the line's end. A longer line still reaches mcp-go unchanged;
-// it is only not inspected, so that a client can't make us buffer without
-// limit. No real request or cancellation comes near it.
-const stdioConnMaxLine = 4 << 20
+// stdioConnMaxMessage bounds one message, one line on stdin, in bytes, the
+// newline not counted. mcp-go reads a line whole, however long, before
+// anything parses it, so this is the only bound on what a line costs: a
+// longer one is discarded as it streams in and answered with an error,
+// never buffered. The largest legitimate message, a tool call at the
+// tools' 256 KiB limit on arguments, stays far below it; what reaches
+// mcp-go is copied a few times over as it is decoded, so this costs tens of
+// MiB at most.
+const stdioConnMaxMessage = 4 << 20
+
+// stdioConnChunk is how much Reader reads from stdin at a time.
+const stdioConnChunk = 64 << 10
+
+// codeInvalidRequest is JSON-RPC's error code for a message that is not an
+// acceptable request, as an oversized one is.
+const codeInvalidRequest = -32600
 
 // methodCancelled is the MCP notification by which a client cancels one of
 // its requests.
 const methodCancelled = "notifications/cancelled"
 
 // stdioConn sits between the process's stdin and stdout and the
-// server.StdioServer serving them, to fix two things mcp-go's stdio
-// transport gets wrong:
+// server.StdioServer serving them, to fix what mcp-go's stdio transport
+// gets wrong. Two things about the end of a request:
 //
 //   - At the end of stdin, Listen cancels the context of every request still
 //     running and its workers may drop tool calls still queued, so a client
@@ -34,6 +50,24 @@ const methodCancelled = "notifications/cancelled"
 //     where the MCP specification says a cancelled request gets none.
 //     stdioConn drops the response to a request cancelled while pending.
 //
+// And two about its start: every message is bounded and checked before
+// mcp-go sees it.
+//
+//   - mcp-go reads each line whole into memory, however long, so a client
+//     could make it hold gigabytes. stdioConn discards a line longer than
+//     stdioConnMaxMessage as it streams in, in constant memory, and answers
+//     it with a JSON-RPC error (-32600), with the request's id if the line
+//     shows one, and null if not (or not at all if it shows itself to be a
+//     notification).
+//   - encoding/json takes the last of a repeated key, and matches the
+//     envelope's keys case-insensitively, so a tools/call with "arguments"
+//     twice could be read one way and run another. Every line is checked by
+//     tools.CheckMessage; a refused one never reaches mcp-go and is answered
+//     with a JSON-RPC error naming the key (-32600), or, if it is not JSON,
+//     with the parse error (-32700) mcp-go would have sent. A refused
+//     notification, or response, is dropped without an answer, as JSON-RPC
+//     wants.
+//
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
 // place of stdin and stdout.
@@ -41,9 +75,9 @@ type stdioConn struct {
 	in  io.Reader
 	out io.Writer
 
-	// maxLine is stdioConnMaxLine, a field so that tests can reach the
-	// limit cheaply.
-	maxLine int
+	// maxMessage is stdioConnMaxMessage, a field so that tests can reach
+	// the limit cheaply.
+	maxMessage int
 
 	// mu guards the bookkeeping shared by Reader, Writer and Wait.
 	mu sync.Mutex
@@ -66,10 +100,14 @@ type stdioConn struct {
 
 	// Read state. An io.Reader is read by one goroutine at a time, and so
 	// is this one; these need no lock.
-	partial  []byte // the start of a line whose end has not been read
-	skipping bool   // the line being read is too long to inspect
-	readErr  error  // the error in returned, held back until drained
-	drained  bool   // the wait at the end of input is over
+	chunk    []byte             // what is read from in, stdioConnChunk bytes
+	partial  []byte             // the start of a line whose end has not been read
+	skipping bool               // the line being read is too long: discarded
+	skipped  stdioConnIDScanner // what the discarded line shows of itself
+	ready    []byte             // lines admitted and not yet returned by Read
+	readyOff int                // how much of ready Read has returned
+	readErr  error              // the error in returned, held back until drained
+	drained  bool               // the wait at the end of input is over
 
 	// Write state, guarded by wmu: mcp-go writes from several goroutines.
 	wmu    sync.Mutex
@@ -84,21 +122,24 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 	idle := make(chan struct{})
 	close(idle)
 	return &stdioConn{
-		in:        in,
-		out:       out,
-		maxLine:   stdioConnMaxLine,
-		pending:   make(map[string]int),
-		cancelled: make(map[string]struct{}),
-		idle:      idle,
+		in:         in,
+		out:        out,
+		maxMessage: stdioConnMaxMessage,
+		pending:    make(map[string]int),
+		cancelled:  make(map[string]struct{}),
+		idle:       idle,
 	}
 }
 
-// Reader returns the stream to give Listen as its stdin. It passes in
-// through unchanged, noting the requests and cancellations it carries, and
-// when in ends it holds the end (io.EOF or any other error) back until no
-// request is pending or the drain deadline passes: Listen cancels every
-// running request as soon as it sees the end. Like any io.Reader it is for
-// one goroutine at a time.
+// Reader returns the stream to give Listen as its stdin. It passes on the
+// complete lines of in that are messages within stdioConnMaxMessage and
+// that tools.CheckMessage accepts, unchanged, noting the requests and
+// cancellations they carry; it answers the others itself, on out. It never
+// returns part of a line whose end it has not read, nor a last line without
+// a newline, which mcp-go ignores. When in ends it holds the end (io.EOF or
+// any other error) back until no request is pending or the drain deadline
+// passes: Listen cancels every running request as soon as it sees the end.
+// Like any io.Reader it is for one goroutine at a time.
 func (c *stdioConn) Reader() io.Reader { return (*stdioConnReader)(c) }
 
 // Writer returns the stream to give Listen as its stdout. It passes every
@@ -160,23 +201,45 @@ func (c *stdioConn) Wait(ctx context.Context) error {
 // Reader needs no allocation and the conn no exported Read method.
 type stdioConnReader stdioConn
 
-// Read reads from in and inspects what it read before returning it, so that
-// a request is pending before mcp-go can see it, let alone answer it. Data
-// that comes with an error is returned first, and the error on the next
-// call, after the drain: the data may hold requests Listen must still read.
+// Read returns lines admitted from in, reading in until it has one: each
+// is inspected before it is returned, so that a request is pending before
+// mcp-go can see it, let alone answer it. Lines read with an error are
+// returned first, and the error once they all are, after the drain: they
+// may hold requests Listen must still read.
 func (r *stdioConnReader) Read(p []byte) (int, error) {
 	c := (*stdioConn)(r)
-	if c.readErr != nil {
-		return 0, c.endOfInput()
+	if len(p) == 0 {
+		return 0, nil
 	}
-	n, err := c.in.Read(p)
-	if n > 0 {
-		c.scan(p[:n])
-	}
-	if err != nil {
-		c.readErr = err
-		if n == 0 {
+	for empty := 0; len(c.ready) == 0; {
+		if c.readErr != nil {
 			return 0, c.endOfInput()
+		}
+		if c.chunk == nil {
+			c.chunk = make([]byte, stdioConnChunk)
+		}
+		n, err := c.in.Read(c.chunk)
+		c.scan(c.chunk[:n])
+		switch {
+		case err != nil:
+			c.readErr = err
+		case n > 0:
+			empty = 0
+		default:
+			// As bufio does: a reader that never makes progress is broken.
+			if empty++; empty == 100 {
+				c.readErr = io.ErrNoProgress
+			}
+		}
+	}
+	n := copy(p, c.ready[c.readyOff:])
+	c.readyOff += n
+	if c.readyOff == len(c.ready) {
+		c.readyOff = 0
+		if cap(c.ready) > 64<<10 {
+			c.ready = nil // don't keep a long line's buffer for good
+		} else {
+			c.ready = c.ready[:0]
 		}
 	}
 	return n, nil
@@ -205,10 +268,10 @@ func (c *stdioConn) endOfInput() error {
 	return c.readErr
 }
 
-// scan splits what Read returned into lines and inspects each complete one,
-// holding the start of an incomplete line until its end is read. Only
-// complete lines are inspected: mcp-go ignores a last line that has no
-// newline, so a request on one would never be answered.
+// scan splits what was read from in into lines and admits or refuses each
+// complete one, holding the start of an incomplete line until its end is
+// read. Only complete lines are admitted: mcp-go ignores a last line that
+// has no newline, so a request on one would never be answered.
 func (c *stdioConn) scan(p []byte) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
@@ -218,12 +281,14 @@ func (c *stdioConn) scan(p []byte) {
 		}
 		line := p[:i]
 		p = p[i+1:]
-		if len(c.partial) > 0 || c.skipping {
+		if len(c.partial) > 0 || c.skipping || len(line) > c.maxMessage {
 			c.hold(line)
 			line = c.partial
 		}
-		if !c.skipping && len(line) <= c.maxLine {
-			c.readLine(line)
+		if c.skipping {
+			c.refuseOversized()
+		} else {
+			c.admit(line)
 		}
 		c.skipping = false
 		if cap(c.partial) > 64<<10 {
@@ -235,17 +300,299 @@ func (c *stdioConn) scan(p []byte) {
 }
 
 // hold appends b to the line being read, unless the line has grown past
-// maxLine, in which case it is given up on until its end.
+// maxMessage, in which case it is discarded from then on until its end,
+// only scanned for what the answer to it needs.
 func (c *stdioConn) hold(b []byte) {
 	if c.skipping {
+		c.skipped.feed(b)
 		return
 	}
-	if len(c.partial)+len(b) > c.maxLine {
+	need := len(c.partial) + len(b)
+	if need > c.maxMessage {
 		c.skipping = true
+		c.skipped = stdioConnIDScanner{}
+		c.skipped.feed(c.partial)
+		c.skipped.feed(b)
 		c.partial = nil
 		return
 	}
+	if need > cap(c.partial) {
+		// Double, up to the limit: append grows a large slice by a
+		// quarter at a time, which would allocate five times the limit
+		// on the way to it.
+		grown := make([]byte, len(c.partial), min(max(2*cap(c.partial), need, 4<<10), c.maxMessage))
+		copy(grown, c.partial)
+		c.partial = grown
+	}
 	c.partial = append(c.partial, b...)
+}
+
+// admit passes a complete line on to Read's caller, noting what it
+// carries, if tools.CheckMessage accepts it, and refuses it if not.
+func (c *stdioConn) admit(line []byte) {
+	if err := tools.CheckMessage(line); err != nil {
+		c.refuse(line, err)
+		return
+	}
+	c.readLine(line)
+	c.ready = append(c.ready, line...)
+	c.ready = append(c.ready, '\n')
+}
+
+// refuse answers a line tools.CheckMessage refused with a JSON-RPC error,
+// unless it is a notification or a response, which JSON-RPC never answers.
+// A line that is not JSON is answered as mcp-go would, with a parse error
+// and a null id; a refused message with the id of its request, unless the
+// id is what repeats.
+func (c *stdioConn) refuse(line []byte, err error) {
+	var me *tools.MessageError
+	if !errors.As(err, &me) {
+		me = &tools.MessageError{Err: tools.ErrInvalidJSON} // not a case CheckMessage has
+	}
+	id := json.RawMessage("null")
+	if me.Err != tools.ErrInvalidJSON {
+		var m stdioConnMessage
+		_ = json.Unmarshal(line, &m) // whatever fits, as mcp-go would have it
+		if m.Method != "" && isJSONNull(m.ID) {
+			return // a notification
+		}
+		if m.Method == "" && (m.Result != nil || m.Error != nil) {
+			return // a response to a request of the server's
+		}
+		if !(me.Err == tools.ErrDuplicateKey && strings.EqualFold(me.Path, "id")) {
+			id = stdioConnReplyID(m.ID)
+		}
+	}
+	msg := me.Error()
+	if me.Err == tools.ErrInvalidJSON {
+		msg = "Parse error" // what mcp-go says
+	}
+	c.answer(id, me.Code(), msg)
+}
+
+// refuseOversized answers the line just discarded for its length, with the
+// id it showed, unless it showed itself to be a notification or a response.
+func (c *stdioConn) refuseOversized() {
+	s := &c.skipped
+	if s.closed && ((s.method && isJSONNull(s.id)) || (!s.method && s.result)) {
+		return
+	}
+	c.answer(stdioConnReplyID(s.id), codeInvalidRequest,
+		"message too large: the limit is "+strconv.Itoa(c.maxMessage)+" bytes on one line")
+}
+
+// stdioConnErrorResponse is a JSON-RPC error response.
+type stdioConnErrorResponse struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// answer writes a JSON-RPC error response to out, between the lines Listen
+// writes.
+func (c *stdioConn) answer(id json.RawMessage, code int, message string) {
+	r := stdioConnErrorResponse{JSONRPC: "2.0", ID: id}
+	r.Error.Code, r.Error.Message = code, message
+	b, err := json.Marshal(r)
+	if err != nil {
+		return // an id is valid JSON: not reached
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.emit(append(b, '\n'))
+}
+
+// stdioConnReplyID returns the id to answer a request whose id is raw with:
+// the id as mcp-go echoes it, if it is a string or a number, and null if
+// it is missing or anything else.
+func stdioConnReplyID(raw json.RawMessage) json.RawMessage {
+	key, ok := idKey(raw)
+	if !ok || (key[0] != '"' && key[0] != '-' && (key[0] < '0' || key[0] > '9')) {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(key)
+}
+
+// stdioConnIDScanner reads a line too long to keep as it streams past, for
+// what its answer needs: the members of the top-level object that say
+// whether it is a request and with what id. It holds no more than a short
+// key or id at a time, and does not validate the JSON; keys are matched
+// case-insensitively, as mcp-go's decoding would.
+type stdioConnIDScanner struct {
+	depth   int  // objects and arrays open, outside strings; 0 before the line's object
+	inStr   bool // in a string
+	esc     bool // after a backslash in a string
+	done    bool // the line is not an object, or its object has ended
+	inValue bool // past the current top-level member's colon
+	member  stdioConnMember
+	buf     []byte // the current top-level key as written, then an id's value
+	over    bool   // buf overflowed: the key or id is too long to matter
+
+	closed bool   // the top-level object ended
+	id     []byte // the last top-level id's value, as written; nil if none
+	method bool   // there is a top-level method
+	result bool   // there is a top-level result or error
+}
+
+// stdioConnMember is which top-level member stdioConnIDScanner is in.
+type stdioConnMember int
+
+const (
+	memberOther stdioConnMember = iota
+	memberID
+	memberMethod
+	memberResult
+)
+
+// stdioConnScanMax bounds the key or id stdioConnIDScanner keeps.
+const stdioConnScanMax = 128
+
+// feed scans the next bytes of the line.
+func (s *stdioConnIDScanner) feed(p []byte) {
+	for i := 0; i < len(p); i++ {
+		if s.done {
+			return
+		}
+		if s.depth == 0 { // before the line's value
+			switch p[i] {
+			case ' ', '\t', '\r', '\n':
+			case '{':
+				s.depth = 1
+			default:
+				s.done = true // not an object: a batch, or not JSON
+			}
+			continue
+		}
+		if s.inStr && !s.esc && !s.recording() {
+			// Skip to the string's next quote or backslash: the bulk of a
+			// long line is in some string, read here at memchr's pace.
+			q := bytes.IndexByte(p[i:], '"')
+			if q < 0 {
+				q = len(p) - i
+			}
+			if bs := bytes.IndexByte(p[i:i+q], '\\'); bs >= 0 {
+				q = bs
+			}
+			if i += q; i == len(p) {
+				return
+			}
+		}
+		b := p[i]
+		if s.inStr {
+			if s.depth == 1 {
+				s.record(b)
+			}
+			switch {
+			case s.esc:
+				s.esc = false
+			case b == '\\':
+				s.esc = true
+			case b == '"':
+				s.inStr = false
+				if s.depth == 1 && !s.inValue {
+					s.endKey()
+				}
+			}
+			continue
+		}
+		switch b {
+		case ' ', '\t', '\r', '\n':
+		case '"':
+			s.inStr = true
+			if s.depth == 1 {
+				if !s.inValue {
+					s.buf, s.over = s.buf[:0], false
+				}
+				s.record(b)
+			}
+		case '{', '[':
+			s.depth++
+			if s.depth == 2 && s.inValue && s.member == memberID {
+				s.over = true // an id is not an object
+			}
+		case '}', ']':
+			s.depth--
+			if s.depth == 0 {
+				s.endMember()
+				s.closed, s.done = true, true
+			}
+		case ':':
+			if s.depth == 1 && !s.inValue {
+				s.inValue = true
+				s.buf, s.over = s.buf[:0], false
+			}
+		case ',':
+			if s.depth == 1 {
+				s.endMember()
+			}
+		default:
+			if s.depth == 1 {
+				s.record(b)
+			}
+		}
+	}
+}
+
+// recording reports whether the byte at hand is kept: it is in the
+// current top-level key, or in its value if it is the id.
+func (s *stdioConnIDScanner) recording() bool {
+	return s.depth == 1 && (!s.inValue || s.member == memberID)
+}
+
+// record keeps b, a byte of the current top-level key, or of its value if
+// it is the id.
+func (s *stdioConnIDScanner) record(b byte) {
+	if s.inValue && s.member != memberID {
+		return
+	}
+	if len(s.buf) == stdioConnScanMax {
+		s.over = true
+		return
+	}
+	if s.buf == nil {
+		s.buf = make([]byte, 0, stdioConnScanMax)
+	}
+	s.buf = append(s.buf, b)
+}
+
+// endKey notes which member the key just read names.
+func (s *stdioConnIDScanner) endKey() {
+	s.member = memberOther
+	var key string
+	if s.over || json.Unmarshal(s.buf, &key) != nil {
+		return
+	}
+	switch {
+	case strings.EqualFold(key, "id"):
+		s.member = memberID
+	case strings.EqualFold(key, "method"):
+		s.member = memberMethod
+	case strings.EqualFold(key, "result"), strings.EqualFold(key, "error"):
+		s.member = memberResult
+	}
+}
+
+// endMember notes the top-level member that has just ended.
+func (s *stdioConnIDScanner) endMember() {
+	if s.inValue {
+		switch s.member {
+		case memberID:
+			if s.over {
+				s.id = []byte("{}") // there, but no id to answer with
+			} else {
+				s.id = append([]byte{}, bytes.TrimSpace(s.buf)...)
+			}
+		case memberMethod:
+			s.method = true
+		case memberResult:
+			s.result = true
+		}
+	}
+	s.inValue, s.member = false, memberOther
+	s.buf, s.over = s.buf[:0], false
 }
 
 // stdioConnMessage is the part of a JSON-RPC message stdioConn looks at.

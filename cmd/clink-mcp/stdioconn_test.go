@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,15 +9,20 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/clink-mcp/clink-mcp/tools"
 )
 
 // The tests that serve over a stdioConn run a real mcp-go StdioServer. Its
@@ -55,6 +61,7 @@ type stdioConnReply struct {
 		IsError bool `json:"isError"`
 	} `json:"result"`
 	Error *struct {
+		Code    int    `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
 }
@@ -114,6 +121,7 @@ type stdioConnServer struct {
 	stdin   *io.PipeWriter
 	out     *stdioConnOut
 	started chan string   // each call's n, as its handler starts
+	calls   atomic.Int64  // how many calls the handler has had
 	release func()        // lets every call, running or to come, finish
 	done    chan struct{} // closed when Listen returns
 	err     error         // what Listen returned, once done is closed
@@ -142,6 +150,7 @@ func startStdioConnServer(t *testing.T) *stdioConnServer {
 		mcp.WithString("n", mcp.Required()),
 	), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		n := req.GetString("n", "")
+		h.calls.Add(1)
 		h.started <- n
 		select {
 		case <-released:
@@ -403,16 +412,106 @@ func stdioConnCancel(id string) string {
 	return `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":` + id + `}}` + "\n"
 }
 
+// stdioConnFeed is the stdin of the table tests: the test feeds it chunks,
+// which Read returns as they come, and can wait until the conn has read
+// everything fed and asks for more.
+type stdioConnFeed struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	chunks  [][]byte
+	closed  bool
+	waiting bool // a Read is waiting for a chunk
+}
+
+func newStdioConnFeed() *stdioConnFeed {
+	f := &stdioConnFeed{}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+// Read returns the next chunk, as much of it as fits, waiting for one if
+// need be, or io.EOF once the feed is closed and empty.
+func (f *stdioConnFeed) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.chunks) == 0 && !f.closed {
+		f.waiting = true
+		f.cond.Broadcast()
+		f.cond.Wait()
+	}
+	f.waiting = false
+	if len(f.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.chunks[0])
+	if f.chunks[0] = f.chunks[0][n:]; len(f.chunks[0]) == 0 {
+		f.chunks = f.chunks[1:]
+	}
+	return n, nil
+}
+
+// feed queues a chunk.
+func (f *stdioConnFeed) feed(chunk string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.chunks = append(f.chunks, []byte(chunk))
+	f.cond.Broadcast()
+}
+
+// settle waits until everything fed has been read and the reader waits for
+// more: the conn has dealt with all of it.
+func (f *stdioConnFeed) settle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.chunks) > 0 || !f.waiting {
+		f.cond.Wait()
+	}
+}
+
+// close ends the feed.
+func (f *stdioConnFeed) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	f.cond.Broadcast()
+}
+
+// stdioConnRefusal returns the line of the error response the conn answers
+// a refused message with.
+func stdioConnRefusal(id string, code int, message string) string {
+	m, err := json.Marshal(message)
+	if err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%s}}`, id, code, m) + "\n"
+}
+
+// stdioConnParseError is the line answering a line that is not JSON, as
+// mcp-go writes it.
+const stdioConnParseError = `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}` + "\n"
+
 // TestStdioConnAccountsForEachLine feeds a conn lines from both sides and
-// checks what reaches stdout and what is left pending. Every chunk read must
-// come through unchanged, and stdout must only ever hold complete lines.
+// checks what reaches stdout, what is left pending, and what the server
+// reads: every line admitted, unchanged, and nothing else. The server must
+// never be handed part of a line, even for a moment, and stdout must only
+// ever hold complete lines.
 func TestStdioConnAccountsForEachLine(t *testing.T) {
-	long := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"pad":"` + strings.Repeat("x", 200) + `"}}` + "\n"
+	const limit = 256
+	long := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"pad":"` + strings.Repeat("x", 300) + `"}}` + "\n"
+	// pad is a value to put in a message to make it longer than the limit.
+	pad := `"` + strings.Repeat("y", limit) + `"`
+	tooLarge := "message too large: the limit is 256 bytes on one line"
+	deep := strings.Repeat("[", tools.MaxMessageDepth) + strings.Repeat("]", tools.MaxMessageDepth)
+	exact := `{"jsonrpc":"2.0","method":"x","params":{"pad":""}}`
+	exact = exact[:len(exact)-3] + strings.Repeat("z", limit-len(exact)) + exact[len(exact)-3:]
 	tests := []struct {
 		name        string
 		steps       []stdioConnStep
 		wantOut     string
 		wantPending int
+		// wantRead is the lines the server reads, newlines cut; nil for
+		// every complete line read.
+		wantRead []string
 	}{
 		{
 			name:    "a request is settled by its response",
@@ -488,10 +587,11 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			wantPending: 1,
 		},
 		{
-			name:        "lines that are not JSON pass through both ways",
-			steps:       []stdioConnStep{{read: stdioConnRequest("1")}, {read: "hello\n"}, {write: "not json\n"}, {write: "{\n"}},
-			wantOut:     "not json\n{\n",
+			name:        "a line read that is not JSON is answered with mcp-go's parse error, and one written passes through",
+			steps:       []stdioConnStep{{read: stdioConnRequest("1")}, {read: "hello\n"}, {read: "\n"}, {read: `{"id":1}{"id":2}` + "\n"}, {write: "not json\n"}, {write: "{\n"}},
+			wantOut:     stdioConnParseError + stdioConnParseError + stdioConnParseError + "not json\n{\n",
 			wantPending: 1,
+			wantRead:    []string{strings.TrimSuffix(stdioConnRequest("1"), "\n")},
 		},
 		{
 			name:        "a response to an unknown id passes through",
@@ -521,29 +621,142 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			},
 		},
 		{
-			name:        "a line longer than the limit passes through uninspected, and the next is inspected",
+			name:        "a line longer than the limit is answered with its id and never read, and the next is",
 			steps:       []stdioConnStep{{read: long[:100]}, {read: long[100:] + stdioConnRequest("2")}, {read: long}},
+			wantOut:     stdioConnRefusal("9", -32600, tooLarge) + stdioConnRefusal("9", -32600, tooLarge),
 			wantPending: 1,
+			wantRead:    []string{strings.TrimSuffix(stdioConnRequest("2"), "\n")},
+		},
+		{
+			name:  "a line of exactly the limit is read",
+			steps: []stdioConnStep{{read: exact + "\n"}},
+		},
+		{
+			name: "a line longer than the limit is answered with its id wherever it is, as mcp-go would echo it",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","method":"tools/call","params":{"pad":` + pad + `},"id":"late"}` + "\n"},
+				{read: `{"ID" : 2.0 , "method":"tools/call","params":{"pad":` + pad + `}}` + "\n"},
+				{read: `{"id":"a\"b","pad":` + pad + `}` + "\n"},
+				{read: `{"pad":"\"id\":5,","x":{"id":6},"pad2":` + pad + `,"id":"\u0037"}` + "\n"},
+			},
+			wantOut: stdioConnRefusal(`"late"`, -32600, tooLarge) + stdioConnRefusal("2", -32600, tooLarge) +
+				stdioConnRefusal(`"a\"b"`, -32600, tooLarge) + stdioConnRefusal(`"7"`, -32600, tooLarge),
+			wantRead: []string{},
+		},
+		{
+			name: "a line longer than the limit without a usable id is answered with a null id",
+			steps: []stdioConnStep{
+				{read: strings.Repeat("x", limit+1) + "\n"},
+				{read: `{"method":"tools/call","params":{"pad":` + pad + `}` + "\n"},
+				{read: `{"id":{"a":1},"method":"tools/call","params":{"pad":` + pad + `}}` + "\n"},
+				{read: `{"id":true,"method":"tools/call","params":{"pad":` + pad + `}}` + "\n"},
+				{read: `[{"id":1,"method":"tools/call","params":{"pad":` + pad + `}}]` + "\n"},
+			},
+			wantOut:  strings.Repeat(stdioConnRefusal("null", -32600, tooLarge), 5),
+			wantRead: []string{},
+		},
+		{
+			name: "a notification or a response longer than the limit is dropped without an answer",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","method":"notifications/x","params":{"pad":` + pad + `}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":null,"method":"notifications/x","params":{"pad":` + pad + `}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":3,"result":{"pad":` + pad + `}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":3,"Error":{"pad":` + pad + `}}` + "\n"},
+			},
+			wantRead: []string{},
+		},
+		{
+			name: "a request repeating a key is answered with its id, naming the key, and never read",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"arguments":{}}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"x","Name":"y"}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"a":[{"b":1,"b":2}]}}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":4,"method":"tools/list","Method":"tools/call"}` + "\n"},
+			},
+			wantOut: stdioConnRefusal("1", -32600, `duplicate key "params.arguments"`) +
+				stdioConnRefusal(`"b"`, -32600, `duplicate key "params.name" (again as "Name")`) +
+				stdioConnRefusal("3", -32600, `duplicate key "params.arguments.a[0].b"`) +
+				stdioConnRefusal("4", -32600, `duplicate key "method" (again as "Method")`),
+			wantRead: []string{},
+		},
+		{
+			name: "a request repeating its id is answered with a null id",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}` + "\n"},
+				{read: `{"jsonrpc":"2.0","Id":1,"iD":2,"method":"ping"}` + "\n"},
+			},
+			wantOut: stdioConnRefusal("null", -32600, `duplicate key "id"`) +
+				stdioConnRefusal("null", -32600, `duplicate key "Id" (again as "iD")`),
+			wantRead: []string{},
+		},
+		{
+			name:     "a request nested too deeply is answered with its id and never read",
+			steps:    []stdioConnStep{{read: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":` + deep + `}}` + "\n"}},
+			wantOut:  stdioConnRefusal("1", -32600, `nested too deeply at "params.arguments`+strings.Repeat("[0]", tools.MaxMessageDepth-2)+`": the limit is 64 levels of objects and arrays`),
+			wantRead: []string{},
+		},
+		{
+			name: "a notification or a response repeating a key is dropped without an answer",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","method":"notifications/initialized","method":"x"}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":5,"result":{},"result":{}}` + "\n"},
+			},
+			wantRead: []string{},
+		},
+		{
+			name: "a cancellation repeating a key cancels nothing",
+			steps: []stdioConnStep{
+				{read: stdioConnRequest("1")},
+				{read: `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"requestId":1}}` + "\n"},
+				{write: stdioConnResult("1")},
+			},
+			wantOut:  stdioConnResult("1"),
+			wantRead: []string{strings.TrimSuffix(stdioConnRequest("1"), "\n")},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := &stdioConnIn{}
+			in := newStdioConnFeed()
 			out := &stdioConnOut{}
 			c := newStdioConn(in, out)
-			c.maxLine = 128
-			if len(long) <= c.maxLine {
-				t.Fatal("the long line is not longer than the limit")
-			}
-			r, w := c.Reader(), c.Writer()
-			buf := make([]byte, 4096)
+			c.maxMessage = limit
+			// The server: it reads what the conn passes on, as mcp-go does.
+			var mu sync.Mutex
+			var read []byte
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				buf := make([]byte, 16) // small, so that lines come in pieces
+				for {
+					n, err := c.Reader().Read(buf)
+					mu.Lock()
+					read = append(read, buf[:n]...)
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+			t.Cleanup(func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				c.SetDrainDeadline(ctx) // don't wait for what is left pending
+				in.close()
+				<-done
+			})
+			w := c.Writer()
+			var input string // everything read
 			for _, s := range tt.steps {
 				if s.read != "" {
-					in.next = []byte(s.read)
-					n, err := r.Read(buf)
-					if err != nil || string(buf[:n]) != s.read {
-						t.Fatalf("Read = %q, %v, want %q, nil", buf[:n], err, s.read)
+					in.feed(s.read)
+					in.settle()
+					mu.Lock()
+					got := string(read)
+					mu.Unlock()
+					if got != "" && !strings.HasSuffix(got, "\n") {
+						t.Fatalf("the server has read part of a line: %q", got)
 					}
+					input += s.read
 					continue
 				}
 				n, err := w.Write([]byte(s.write))
@@ -559,6 +772,23 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			}
 			if got := c.Pending(); got != tt.wantPending {
 				t.Errorf("Pending() = %d, want %d", got, tt.wantPending)
+			}
+			wantRead := tt.wantRead
+			if wantRead == nil {
+				for line := range strings.Lines(input) {
+					if strings.HasSuffix(line, "\n") {
+						wantRead = append(wantRead, strings.TrimSuffix(line, "\n"))
+					}
+				}
+			}
+			mu.Lock()
+			got := strings.Split(strings.TrimSuffix(string(read), "\n"), "\n")
+			mu.Unlock()
+			if len(read) == 0 {
+				got = nil
+			}
+			if !slices.Equal(got, wantRead) && len(got)+len(wantRead) > 0 {
+				t.Errorf("the server read:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantRead, "\n"))
 			}
 		})
 	}
@@ -781,4 +1011,318 @@ func TestStdioConnKeepsSettlingAfterStdoutFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStdioConnPassesOnlyWholeAdmittedLinesHoweverTheyArrive reads a
+// stream of requests, refusals and a last line without its end through a
+// conn, in chunks of every size, as mcp-go does (bufio's ReadString): the
+// server must read the admitted lines whole and nothing else, not even the
+// start of the last line, and each refusal must be answered once.
+func TestStdioConnPassesOnlyWholeAdmittedLinesHoweverTheyArrive(t *testing.T) {
+	const limit = 256
+	oversized := `{"jsonrpc":"2.0","id":"o","method":"tools/call","params":{"pad":"` + strings.Repeat("x", 2*limit) + `"}}`
+	input := stdioConnRequest("1") +
+		oversized + "\n" +
+		`{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"x","name":"y"}}` + "\n" +
+		stdioConnRequest("2") +
+		oversized // no newline: mcp-go would never read it
+	wantOut := stdioConnRefusal(`"o"`, -32600, "message too large: the limit is 256 bytes on one line") +
+		stdioConnRefusal(`"d"`, -32600, `duplicate key "params.name"`)
+	wantRead := []string{stdioConnRequest("1"), stdioConnRequest("2")}
+	tests := []struct {
+		name string
+		in   func(io.Reader) io.Reader
+	}{
+		{"read whole", func(r io.Reader) io.Reader { return r }},
+		{"read a byte at a time", iotest.OneByteReader},
+		{"read half of what is asked", iotest.HalfReader},
+		{"read with EOF along with the last data", iotest.DataErrReader},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &stdioConnOut{}
+			c := newStdioConn(tt.in(strings.NewReader(input)), out)
+			c.maxMessage = limit
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			c.SetDrainDeadline(ctx) // the requests are not answered here
+			r := bufio.NewReader(c.Reader())
+			var read []string
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					if err != io.EOF || line != "" {
+						t.Errorf("last ReadString = %q, %v, want \"\", EOF", line, err)
+					}
+					break
+				}
+				read = append(read, line)
+			}
+			if !slices.Equal(read, wantRead) {
+				t.Errorf("the server read %q, want %q", read, wantRead)
+			}
+			if got := out.String(); got != wantOut {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, wantOut)
+			}
+			if n := c.Pending(); n != 2 {
+				t.Errorf("Pending() = %d, want 2", n)
+			}
+		})
+	}
+}
+
+// stdioConnStuckIn is a stdin whose Read returns nothing, without error,
+// for ever.
+type stdioConnStuckIn struct{}
+
+func (stdioConnStuckIn) Read([]byte) (int, error) { return 0, nil }
+
+// TestStdioConnReportsAStdinThatMakesNoProgress checks that a conn waiting
+// for a whole line neither spins for ever on a stdin that returns nothing,
+// nor returns nothing itself, which bufio takes for a broken reader: it
+// ends the input with io.ErrNoProgress, as bufio would.
+func TestStdioConnReportsAStdinThatMakesNoProgress(t *testing.T) {
+	c := newStdioConn(stdioConnStuckIn{}, io.Discard)
+	if n, err := c.Reader().Read(make([]byte, 10)); n != 0 || err != io.ErrNoProgress {
+		t.Errorf("Read = %d, %v, want 0, %v", n, err, io.ErrNoProgress)
+	}
+	if n, err := c.Reader().Read(nil); n != 0 || err != nil {
+		t.Errorf("Read(nil) = %d, %v, want 0, nil", n, err)
+	}
+}
+
+// awaitReplies waits until stdout holds a reply to each of the JSON ids,
+// and returns the replies by id.
+func (h *stdioConnServer) awaitReplies(ids ...string) map[string]stdioConnReply {
+	h.t.Helper()
+	var got map[string]stdioConnReply
+	stdioConnEventually(h.t, "every reply has come", func() bool {
+		got = map[string]stdioConnReply{}
+		for _, r := range stdioConnReplies(h.t, h.out.String()) {
+			if r.Method == "" {
+				got[string(r.ID)] = r
+			}
+		}
+		for _, id := range ids {
+			if _, ok := got[id]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	return got
+}
+
+// TestStdioConnRefusesAnOversizedLineInConstantMemory streams tool calls
+// of 16 and 64 MiB to a real mcp-go server: each must be answered with an
+// error carrying its id, never reach the tool, and cost memory bounded by
+// the limit, whatever its length; the call after them on the same stream
+// must be answered as usual. Without the limit mcp-go reads a whole line
+// into memory, several times over, and runs the call.
+func TestStdioConnRefusesAnOversizedLineInConstantMemory(t *testing.T) {
+	h := startStdioConnServer(t)
+	h.release()
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	// send streams a call of size bytes through the pipe, so that the test
+	// never holds the line either, and returns how much was allocated
+	// meanwhile, until the call is answered.
+	send := func(id string, size int) uint64 {
+		t.Helper()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		call := stdioConnCall(id, "")
+		head, tail, _ := strings.Cut(call, `"n":""`)
+		if _, err := io.WriteString(h.stdin, head+`"n":"`); err != nil {
+			t.Fatal(err)
+		}
+		for n := len(call); n < size; n += len(chunk) {
+			if _, err := h.stdin.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.send(`"` + tail)
+		h.awaitReplies(id)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	alloc16 := send(`"16MiB"`, 16<<20)
+	alloc64 := send(`"64MiB"`, 64<<20)
+	h.send(stdioConnCall("2", "after"))
+	got := h.awaitReplies(`"16MiB"`, `"64MiB"`, "2")
+
+	for _, id := range []string{`"16MiB"`, `"64MiB"`} {
+		if r := got[id]; r.Error == nil || r.Error.Code != -32600 || !strings.HasPrefix(r.Error.Message, "message too large") {
+			t.Errorf("reply to the call of %s: %+v, want a -32600 error saying it is too large", id, r)
+		}
+	}
+	if text := got["2"].toolText(); text != "done after" {
+		t.Errorf("reply to the call after them = %q, want %q", text, "done after")
+	}
+	if n := h.calls.Load(); n != 1 {
+		t.Errorf("the tool was called %d times, want once", n)
+	}
+	// What a line costs is what it takes to hold its first
+	// stdioConnMaxMessage bytes before they turn out not to be all: about
+	// twice that, as the buffer grows, whatever the line's length.
+	t.Logf("allocated %.1f MiB while a 16 MiB line was refused, %.1f MiB for 64 MiB", float64(alloc16)/(1<<20), float64(alloc64)/(1<<20))
+	limit := uint64(2*stdioConnMaxMessage + 1<<20)
+	if alloc16 > limit || alloc64 > limit {
+		t.Errorf("allocated %d bytes while the 16 MiB line was refused, %d for 64 MiB, want at most %d", alloc16, alloc64, limit)
+	}
+}
+
+// TestStdioConnRefusesRepeatedKeysBeforeTheTool sends a real mcp-go server
+// tool calls that repeat a key of the envelope or of params, exactly or in
+// another case: each must be answered with an error naming the key and its
+// id, and never reach the tool, which encoding/json would otherwise call
+// with the last of the values. A call that repeats nothing still runs.
+func TestStdioConnRefusesRepeatedKeysBeforeTheTool(t *testing.T) {
+	h := startStdioConnServer(t)
+	h.release()
+	refused := []struct{ id, line, want string }{
+		{`1`, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wait","arguments":{"n":"a"},"arguments":{"n":"b"}}}`, `duplicate key "params.arguments"`},
+		{`2`, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nothing","name":"wait","arguments":{"n":"c"}}}`, `duplicate key "params.name"`},
+		{`3`, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"wait","arguments":{"n":"d"},"Arguments":{"n":"e"}}}`, `duplicate key "params.arguments" (again as "Arguments")`},
+		{`4`, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"wait","arguments":{"n":"f"}},"params":{"name":"wait","arguments":{"n":"g"}}}`, `duplicate key "params"`},
+		{`5`, `{"jsonrpc":"2.0","id":5,"method":"tools/list","METHOD":"tools/call","params":{"name":"wait","arguments":{"n":"h"}}}`, `duplicate key "method" (again as "METHOD")`},
+		// ſ (U+017F) folds to s: encoding/json takes "paramſ" for params.
+		{`6`, `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"wait","arguments":{"n":"i"}},"paramſ":{"name":"wait","arguments":{"n":"j"}}}`, `duplicate key "params" (again as "paramſ")`},
+		{`"7"`, `{"jsonrpc":"2.0","id":"7","method":"tools/call","params":{"name":"wait","arguments":{"n":"k","n":"l"}}}`, `duplicate key "params.arguments.n"`},
+	}
+	ids := []string{"9"}
+	for _, r := range refused {
+		h.send(r.line)
+		ids = append(ids, r.id)
+	}
+	h.send(stdioConnCall("9", "fine"))
+	got := h.awaitReplies(ids...)
+	for _, r := range refused {
+		reply := got[r.id]
+		if reply.Error == nil || reply.Error.Code != -32600 || reply.Error.Message != r.want {
+			t.Errorf("reply to %s: %+v, want a -32600 error %q", r.line, reply.Error, r.want)
+		}
+	}
+	if text := got["9"].toolText(); text != "done fine" {
+		t.Errorf("reply to the call that repeats nothing = %q, want %q", text, "done fine")
+	}
+	if n := h.calls.Load(); n != 1 {
+		t.Errorf("the tool was called %d times, want once", n)
+	}
+	if n := h.conn.Pending(); n != 0 {
+		t.Errorf("Pending() = %d, want 0", n)
+	}
+}
+
+// TestStdioConnBinaryAnswersAnOversizedLineAndCarriesOn sends the built
+// binary, serving the sandbox, a 6 MiB line between initialize and
+// tools/list: the line must get an error response with its id, and
+// tools/list its answer.
+func TestStdioConnBinaryAnswersAnOversizedLineAndCarriesOn(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--sandbox")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	t.Cleanup(func() {
+		if !waited { // the test failed before stdin ended
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	go func() {
+		_, _ = io.WriteString(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+mcp.LATEST_PROTOCOL_VERSION+`","capabilities":{},"clientInfo":{"name":"stdioconn-test","version":"1"}}}`+"\n"+
+			`{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n"+
+			`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_checkout_session","arguments":{"pad":"`)
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range (6 << 20) / len(chunk) {
+			if _, err := stdin.Write(chunk); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(stdin, `"}}}`+"\n"+`{"jsonrpc":"2.0","id":3,"method":"tools/list"}`+"\n")
+	}()
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	replies := map[string]stdioConnReply{}
+	lines := map[string]string{}
+	for len(replies) < 3 && sc.Scan() {
+		var r stdioConnReply
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("stdout line %q: %v", sc.Text(), err)
+		}
+		replies[string(r.ID)], lines[string(r.ID)] = r, sc.Text()
+	}
+	if r := replies["2"]; r.Error == nil || r.Error.Code != -32600 || !strings.HasPrefix(r.Error.Message, "message too large") {
+		t.Errorf("reply to the oversized line: %q, want a -32600 error saying it is too large\nstderr:\n%s", lines["2"], stderr.String())
+	}
+	if r := replies["3"]; r.Result == nil || r.Error != nil || !strings.Contains(lines["3"], "create_checkout_session") {
+		t.Errorf("reply to tools/list: %q\nstderr:\n%s", lines["3"], stderr.String())
+	}
+	// The end of stdin still shuts the server down cleanly. Whatever else
+	// it writes is read, so that it can't block on a full pipe.
+	if err := stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, stdout) // to its end, when the server exits (or ctx kills it)
+	waited = true
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("server exit: %v\nstderr:\n%s", err, stderr.String())
+	}
+}
+
+// FuzzStdioConnIDScanner checks the scan of an oversized line against
+// encoding/json: on any input, cut anywhere, it never panics, and on an
+// object that is valid JSON it finds the id mcp-go would answer, unless
+// the id is too long to keep, and sees the object end.
+func FuzzStdioConnIDScanner(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}`,
+		`{"method":"x","params":{"id":2,"a":"\"id\":3"},"id":"late"}`,
+		`{"ID" : 2.0 ,"Id":"a\"b"}`,
+		`{"\u0069d":7,"x":[{"id":8}]}`,
+		`{"id":{"a":1}}`,
+		`{"id":null,"method":"n"}`,
+		`[{"id":1}]`,
+		`{"id":-1e3,"result":{}}`,
+	} {
+		f.Add([]byte(s), uint(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, line []byte, cut uint) {
+		var s stdioConnIDScanner
+		cut %= uint(len(line) + 1)
+		s.feed(line[:cut])
+		s.feed(line[cut:])
+		var m stdioConnMessage
+		trimmed := bytes.TrimSpace(line)
+		if !json.Valid(line) || len(trimmed) == 0 || trimmed[0] != '{' {
+			return
+		}
+		_ = json.Unmarshal(line, &m) // a type error still fills ID
+		if len(m.ID) > stdioConnScanMax-2 {
+			return
+		}
+		if !s.closed {
+			t.Errorf("the object's end was not seen in %q", line)
+		}
+		if got, want := string(stdioConnReplyID(s.id)), string(stdioConnReplyID(m.ID)); got != want {
+			t.Errorf("id %s, want %s, in %q", got, want, line)
+		}
+	})
 }
