@@ -594,7 +594,7 @@ func (t *txn) clock(now int64) (int64, error) {
 		}
 		s.published, s.publishedAt = now, time.Now()
 	}
-	bound, gone, err := s.others(t.ctx, t.stmt(qOwners))
+	bound, _, gone, err := s.others(t.ctx, t.stmt(qOwners))
 	if err != nil {
 		return 0, err
 	}
@@ -609,37 +609,37 @@ func (t *txn) clock(now int64) (int64, error) {
 // bound is clock for a reader: now, or the earliest time another live
 // handle has published. It publishes nothing.
 func (s *SQLite) bound(ctx context.Context, st *sql.Stmt, now int64) (int64, error) {
-	bound, _, err := s.others(ctx, st)
+	bound, _, _, err := s.others(ctx, st)
 	return min(now, bound), err
 }
 
-// others returns the earliest time another live handle has published
-// (math.MaxInt64 when there is none) and the owners found gone.
-func (s *SQLite) others(ctx context.Context, st *sql.Stmt) (bound int64, gone []string, err error) {
+// others returns the earliest and the latest time another live handle has
+// published (math.MaxInt64 and 0 when there is none), and the owners
+// found gone.
+func (s *SQLite) others(ctx context.Context, st *sql.Stmt) (earliest, latest int64, gone []string, err error) {
 	rows, err := st.QueryContext(ctx)
 	if err != nil {
-		return 0, nil, fmt.Errorf("store: %w", err)
+		return 0, 0, nil, fmt.Errorf("store: %w", err)
 	}
 	defer rows.Close()
-	bound = math.MaxInt64
+	earliest = math.MaxInt64
 	for rows.Next() {
 		var (
 			owner string
 			at    int64
 		)
 		if err := rows.Scan(&owner, &at); err != nil {
-			return 0, nil, fmt.Errorf("store: %w", err)
+			return 0, 0, nil, fmt.Errorf("store: %w", err)
 		}
-		if owner == s.owner.id {
-			continue
-		}
-		if s.alive(owner) {
-			bound = min(bound, at)
-		} else {
+		switch {
+		case owner == s.owner.id:
+		case s.alive(owner):
+			earliest, latest = min(earliest, at), max(latest, at)
+		default:
 			gone = append(gone, owner)
 		}
 	}
-	return bound, gone, rows.Err()
+	return earliest, latest, gone, rows.Err()
 }
 
 // alive reports whether owner's handle is open, probing its lock file at
@@ -664,37 +664,13 @@ func (s *SQLite) Clock(ctx context.Context, at time.Time) (time.Duration, error)
 			return err
 		}
 		s.published, s.publishedAt = max(s.published, now), time.Now()
-		latest, err := s.latestOther(t.ctx, t.stmt(qOwners))
+		_, latest, _, err := s.others(t.ctx, t.stmt(qOwners))
 		if latest != 0 {
 			ahead = time.Duration(latest - now)
 		}
 		return err
 	})
 	return ahead, err
-}
-
-// latestOther returns the latest time another live handle has published,
-// or 0.
-func (s *SQLite) latestOther(ctx context.Context, st *sql.Stmt) (int64, error) {
-	rows, err := st.QueryContext(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("store: %w", err)
-	}
-	defer rows.Close()
-	var latest int64
-	for rows.Next() {
-		var (
-			owner string
-			at    int64
-		)
-		if err := rows.Scan(&owner, &at); err != nil {
-			return 0, fmt.Errorf("store: %w", err)
-		}
-		if owner != s.owner.id && s.alive(owner) {
-			latest = max(latest, at)
-		}
-	}
-	return latest, rows.Err()
 }
 
 // Check implements [Ledger]. It reads; it writes nothing.
