@@ -104,12 +104,7 @@ func (g *Gate) Check(ctx context.Context, req *policy.Request) (policy.Decision,
 // read, or "".
 func (g *Gate) Invalid(ctx context.Context, caller, tool, email string, problems []string) *Result {
 	c := g.begin(caller, tool, nil)
-	if email != "" {
-		if addr, err := policy.NormalizeEmail(email); err == nil {
-			email = addr
-		}
-		c.emailMasked = policy.MaskEmail(email)
-	}
+	c.setEmail(email)
 	msg := "invalid arguments: " + strings.Join(problems, "; ")
 	if !strings.HasSuffix(msg, "?") && !strings.HasSuffix(msg, ".") {
 		msg += "."
@@ -122,9 +117,7 @@ func (g *Gate) Invalid(ctx context.Context, caller, tool, email string, problems
 // its result. email is the customer email as far as it was read, or "".
 func (g *Gate) Refused(ctx context.Context, caller, tool, email string, d policy.Decision) *Result {
 	c := g.begin(caller, tool, nil)
-	if addr, err := policy.NormalizeEmail(email); err == nil && email != "" {
-		c.emailMasked = policy.MaskEmail(addr)
-	}
+	c.setEmail(email)
 	return c.end(ctx, denied(d))
 }
 
@@ -247,7 +240,7 @@ func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey s
 		replay = res
 	}
 	comp := &state.Completion{
-		Call: c.id, Reservation: held.Reservation, Settlement: settlement,
+		Call: c.id, Settlement: settlement,
 		ClaimKey: claimKey, Replay: sealed, Record: c.record(state.KindOutcome, res),
 	}
 	g.journal.complete(ctx, comp, replay)
@@ -302,10 +295,10 @@ func (g *Gate) Recover(ctx context.Context) (int, error) {
 		}
 		rec := in.Record
 		rec.Kind, rec.Decision = state.KindOutcome, string(res.Code)
-		rec.Seq, rec.Format, rec.PrevHash, rec.Hash, rec.Reservation = 0, 0, "", "", in.Reservation
+		rec.Seq, rec.Format, rec.PrevHash, rec.Hash = 0, 0, "", ""
 		rec.Duration = max(g.now().Sub(rec.Time), 0)
 		err := g.store.Complete(ctx, &state.Completion{
-			Call: in.Call, Reservation: in.Reservation, Settlement: policy.Unknown,
+			Call: in.Call, Settlement: policy.Unknown,
 			ClaimKey: in.ClaimKey, Replay: sealed, Record: rec, OnlyIfOpen: true,
 		})
 		switch {

@@ -18,7 +18,7 @@ import (
 // keys are the subkeys of the state secret, one per use, so that no value
 // computed for one use can stand for another.
 type keys struct {
-	customer []byte // customer hashes (policy.CustomerKey and the journal)
+	customer []byte // customer hashes (policy.CustomerKeys and the journal)
 	replay   []byte // AES-256-GCM for stored replays
 	claim    []byte // claim keys
 }

@@ -56,17 +56,27 @@ func (g *Gate) begin(caller, tool string, req *policy.Request) *call {
 	}
 	c.amounts = strings.Join(parts, ", ")
 	c.customerKeys = policy.CustomerKeys(g.keys.customer, req)
-	if req.CustomerEmail != "" {
-		if addr, err := policy.NormalizeEmail(req.CustomerEmail); err == nil {
-			// The email's key comes first; it stands for the mailbox.
-			c.emailMasked, c.emailHash = policy.MaskEmail(addr), c.customerKeys[0]
-		} else {
-			c.emailMasked = "***"
-		}
+	if c.setEmail(req.CustomerEmail) {
+		c.emailHash = c.customerKeys[0] // the email's key comes first
 	}
 	c.customerIDHash = policy.CustomerIDKey(g.keys.customer, req.CustomerID)
 	c.refHash = policy.ReferenceKey(g.keys.customer, req.ReferenceCustomerID)
 	return c
+}
+
+// setEmail records the customer email, masked, for the log line and the
+// audit trail: "***" when it does not normalise. It reports whether it did.
+func (c *call) setEmail(email string) bool {
+	if email == "" {
+		return false
+	}
+	addr, err := policy.NormalizeEmail(email)
+	if err != nil {
+		c.emailMasked = "***"
+		return false
+	}
+	c.emailMasked = policy.MaskEmail(addr)
+	return true
 }
 
 // record is the call's audit record of kind, ending with res.

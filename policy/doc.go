@@ -14,12 +14,12 @@
 //
 // Budgets and rate limits need memory, which the policy does not keep: for
 // an allowed request, [Policy.Limits] lists the counters it must fit, the
-// caller reserves them in a [store.Store], and [Policy.LimitDecision] turns
-// the store's refusal into a Decision:
+// caller reserves them in its ledger (gate/state), and
+// [Policy.LimitDecision] turns the ledger's refusal into a Decision:
 //
 //	d := p.Evaluate(req)
 //	if d.Allowed {
-//		limits := p.Limits(req, policy.CustomerKey(secret, req))
+//		limits := p.Limits(req, policy.CustomerKeys(secret, req))
 //		id, err := st.Reserve(ctx, now, limits)
 //		var den *Denied
 //		if errors.As(err, &den) {

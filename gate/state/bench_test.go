@@ -112,7 +112,7 @@ func BenchmarkHoldComplete(b *testing.B) {
 				if err != nil || held.Prior.State != ClaimNew {
 					b.Fatalf("Hold = %+v, %v", held, err)
 				}
-				err = s.Complete(ctx, &Completion{Call: call, Reservation: held.Reservation, Settlement: policy.Spent, ClaimKey: h.Claim.Key,
+				err = s.Complete(ctx, &Completion{Call: call, Settlement: policy.Spent, ClaimKey: h.Claim.Key,
 					Replay: replay, Record: AuditRecord{Time: at, Kind: KindOutcome, Call: call, Tool: "create_checkout_session", Decision: "created", SessionID: "sess_123"}})
 				if err != nil {
 					b.Fatal(err)

@@ -471,10 +471,8 @@ func (m *Memory) Complete(ctx context.Context, c *Completion) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if c.Reservation != "" {
-		if err := checkOutcome(c.Settlement); err != nil {
-			return err
-		}
+	if err := checkOutcome(c.Settlement); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

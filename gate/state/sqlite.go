@@ -1300,10 +1300,8 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 
 // Complete implements [Store], in one write transaction.
 func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
-	if c.Reservation != "" {
-		if err := checkOutcome(c.Settlement); err != nil {
-			return err
-		}
+	if err := checkOutcome(c.Settlement); err != nil {
+		return err
 	}
 	rec := c.Record
 	err := s.write(ctx, func(t *txn) error {

@@ -254,13 +254,11 @@ type Held struct {
 // Completion is what a call writes when it ends, in one transaction: the
 // settlement of its reservation, its claim's result and its outcome record.
 type Completion struct {
-	// Call is the call's ID; its open intent, if any, is closed.
+	// Call is the call's ID; its open intent, if any, is closed, and the
+	// reservation that intent holds is settled. A late Complete, after
+	// another process resolved the call, settles nothing: the first
+	// settlement stands.
 	Call string
-	// Reservation is the hold's reservation, or "" when the call held
-	// none. The reservation settled is the one the open intent holds: a
-	// late Complete, after another process resolved the call, settles
-	// nothing (the first settlement stands).
-	Reservation string
 	// Settlement is how the call ended: Released removes the reservation's
 	// budget entries; Spent and Unknown keep them counting.
 	Settlement policy.Settlement

@@ -192,9 +192,9 @@ func hold(call string, at time.Time, l []policy.Limit) *state.Hold {
 }
 
 // outcome is the Completion of the call h held.
-func outcome(h *state.Hold, held *state.Held, settlement policy.Settlement, decision string, replay []byte) *state.Completion {
+func outcome(h *state.Hold, settlement policy.Settlement, decision string, replay []byte) *state.Completion {
 	return &state.Completion{
-		Call: h.Intent.Call, Reservation: held.Reservation, Settlement: settlement, ClaimKey: h.Claim.Key, Replay: replay,
+		Call: h.Intent.Call, Settlement: settlement, ClaimKey: h.Claim.Key, Replay: replay,
 		Record: state.AuditRecord{Time: h.At, Kind: state.KindOutcome, Call: h.Intent.Call, Caller: h.Intent.Caller,
 			Tool: h.Intent.Tool, Decision: decision, SessionID: "sess_1"},
 	}
@@ -225,7 +225,7 @@ func testHoldAndComplete(t *testing.T, f Factory) {
 	if err != nil || again.Prior.State != state.ClaimInFlight || again.Reservation != "" {
 		t.Fatalf("Hold of an identical call = %+v, %v; want it in flight, nothing reserved", again, err)
 	}
-	if err := s.Complete(ctx, outcome(h, held, policy.Spent, "created", []byte("replay"))); err != nil {
+	if err := s.Complete(ctx, outcome(h, policy.Spent, "created", []byte("replay"))); err != nil {
 		t.Fatal(err)
 	}
 	if intents, err := s.Intents(ctx); err != nil || len(intents) != 0 {
@@ -276,8 +276,7 @@ func testClosedHandleOrphansItsIntents(t *testing.T, f Factory) {
 	l := []policy.Limit{budget("b", time.Hour, 100, 60)}
 	a, b := open(), open()
 	h := hold("call-1", day, l)
-	held, err := a.Hold(ctx, h)
-	if err != nil {
+	if _, err := a.Hold(ctx, h); err != nil {
 		t.Fatal(err)
 	}
 	if intents, err := b.Intents(ctx); err != nil || len(intents) != 1 || intents[0].Orphaned {
@@ -288,7 +287,7 @@ func testClosedHandleOrphansItsIntents(t *testing.T, f Factory) {
 	if err != nil || len(intents) != 1 || !intents[0].Orphaned {
 		t.Fatalf("Intents after the owner closed = %+v, %v; want 1, orphaned", intents, err)
 	}
-	resolve := outcome(h, held, policy.Unknown, "outcome_unknown", []byte("unknown"))
+	resolve := outcome(h, policy.Unknown, "outcome_unknown", []byte("unknown"))
 	resolve.OnlyIfOpen = true
 	resolve.Record.SessionID = ""
 	if err := b.Complete(ctx, resolve); err != nil {
@@ -308,7 +307,7 @@ func testClosedHandleOrphansItsIntents(t *testing.T, f Factory) {
 	}
 	// The owner was only slow: its real outcome still lands, and answers
 	// identical calls from then on.
-	late := outcome(h, held, policy.Spent, "created", []byte("created"))
+	late := outcome(h, policy.Spent, "created", []byte("created"))
 	if err := open().Complete(ctx, late); err != nil {
 		t.Fatal(err)
 	}
@@ -327,11 +326,10 @@ func testCompleteAfterAFailedWrite(t *testing.T, f Factory) {
 	s := f(t)()
 	l := []policy.Limit{budget("b", time.Hour, 100, 60)}
 	h := hold("call-1", day, l)
-	held, err := s.Hold(context.Background(), h)
-	if err != nil {
+	if _, err := s.Hold(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	c := outcome(h, held, policy.Released, "upstream_refused", nil)
+	c := outcome(h, policy.Released, "upstream_refused", nil)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.Complete(cancelled, c); err == nil {
@@ -365,8 +363,7 @@ func testCompleteLeavesAnotherCallsClaim(t *testing.T, f Factory) {
 	s := f(t)()
 	ctx := context.Background()
 	h := hold("call-1", day, nil)
-	held, err := s.Hold(ctx, h)
-	if err != nil {
+	if _, err := s.Hold(ctx, h); err != nil {
 		t.Fatal(err)
 	}
 	later := day.Add(state.InFlightLease + time.Hour)
@@ -375,7 +372,7 @@ func testCompleteLeavesAnotherCallsClaim(t *testing.T, f Factory) {
 	if p, err := s.Claim(ctx, c2); err != nil || p.State != state.ClaimNew {
 		t.Fatalf("Claim past the lease = %+v, %v; want it new", p, err)
 	}
-	if err := s.Complete(ctx, outcome(h, held, policy.Spent, "created", []byte("first"))); err != nil {
+	if err := s.Complete(ctx, outcome(h, policy.Spent, "created", []byte("first"))); err != nil {
 		t.Fatal(err)
 	}
 	c2.Call, c2.At = "call-3", later.Add(time.Second)
