@@ -521,6 +521,11 @@ type txn struct {
 	ctx      context.Context
 	s        *SQLite
 	sweepDue bool // the first operation that knows the time sweeps
+
+	// The others' bound, read once per transaction (a hold asks for it
+	// three times: claim, reservation, claim).
+	bounded bool
+	bound   int64
 }
 
 // maybeSweep sweeps at now if this transaction is due to.
@@ -594,16 +599,19 @@ func (t *txn) clock(now int64) (int64, error) {
 		}
 		s.published, s.publishedAt = now, time.Now()
 	}
-	bound, _, gone, err := s.others(t.ctx, t.stmt(qOwners))
-	if err != nil {
-		return 0, err
-	}
-	for _, o := range gone {
-		if _, err := t.exec(qDropOwner, o); err != nil {
+	if !t.bounded {
+		bound, _, gone, err := s.others(t.ctx, t.stmt(qOwners))
+		if err != nil {
 			return 0, err
 		}
+		for _, o := range gone {
+			if _, err := t.exec(qDropOwner, o); err != nil {
+				return 0, err
+			}
+		}
+		t.bounded, t.bound = true, bound
 	}
-	return min(now, bound), nil
+	return min(now, t.bound), nil
 }
 
 // bound is clock for a reader: now, or the earliest time another live
