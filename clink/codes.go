@@ -79,8 +79,8 @@ func isIdentRune(r rune) bool {
 	return r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
 }
 
-// definiteRefusal reports whether an HTTP 2xx answer with this envelope code and (sanitized)
-// msg proves Clink processed nothing: a code Clink documents as a refusal, or a documented
+// definiteRefusal reports whether an HTTP 2xx answer with this envelope code and msg (as Clink
+// sent it) proves Clink processed nothing: a code Clink documents as a refusal, or a documented
 // named error with any code but a 5xx-class one (a server fault wins, since a wrong "nothing
 // was created" can charge a customer twice, and a wrong "unknown" only holds budget).
 func definiteRefusal(code Code, msg string) bool {

@@ -83,8 +83,11 @@ type Error struct {
 	detail         string        // sanitized text of the cause
 	timeout        time.Duration // for kindTimeout
 	outcomeUnknown bool
-	prev           *Error // the failure that led to a retry, for kindCanceled
-	causes         []error
+	// refusal: an HTTP 2xx answer whose envelope code and msg are a documented refusal
+	// (definiteRefusal), judged when it was decoded.
+	refusal bool
+	prev    *Error // the failure that led to a retry, for kindCanceled
+	causes  []error
 }
 
 // noResponseError is the error of a call that got no HTTP response. It is an *Error inside,
@@ -218,7 +221,7 @@ func (e *Error) unauthorized() bool {
 // undocumented reports whether e is an HTTP 2xx answer whose envelope code is neither a
 // refusal nor a server fault, nor named as a refusal in msg: a code the client does not know.
 func (e *Error) undocumented() bool {
-	return e.kind == kindAPI && !Code(e.Code).ServerFault() && !definiteRefusal(Code(e.Code), e.Message)
+	return e.kind == kindAPI && !Code(e.Code).ServerFault() && !e.refusal
 }
 
 // codeWithMessage is "code 500" or "code 500, SYSTEM_ERROR", for Explanation.

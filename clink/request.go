@@ -296,8 +296,10 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 		e.kind = kindAPI
 		e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
 		// Only a documented refusal proves nothing was created; a server fault or an
-		// unknown code may follow a session Clink created.
-		e.outcomeUnknown = op.create && !definiteRefusal(Code(e.Code), e.Message)
+		// unknown code may follow a session Clink created. Judged on Clink's own msg, not
+		// on the sanitized one, whose masking must not decide a second charge.
+		e.refusal = definiteRefusal(Code(e.Code), env.msg)
+		e.outcomeUnknown = op.create && !e.refusal
 		return e
 	}
 	if out == nil {
