@@ -448,6 +448,22 @@ func ceilSecond(t time.Time) time.Time {
 	return t
 }
 
+// LineTotals returns what line items add up to in each currency they use,
+// as the per-session cap counts them (saturating above [MaxMinor]), sorted
+// by currency code.
+func LineTotals(items []LineItem) []Money {
+	var out []Money
+	for _, li := range items {
+		cur := li.UnitAmount.cur
+		if cur.code == "" || slices.ContainsFunc(out, func(m Money) bool { return m.cur == cur }) {
+			continue
+		}
+		out = append(out, Money{minor: lineTotal(items, cur), cur: cur})
+	}
+	slices.SortFunc(out, func(a, b Money) int { return strings.Compare(a.cur.code, b.cur.code) })
+	return out
+}
+
 // Spend returns what req counts against the budgets of each currency it
 // involves (its own and its line items'), as [Policy.Limits] counts it,
 // sorted by currency code. The journal records it with every intent.

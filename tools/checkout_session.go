@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -252,34 +251,15 @@ const maxURLLength = 2048
 // or "" without line items. The per-session cap applies to these sums as
 // well as to amount, so the agent must see them next to it.
 func lineItemTotals(items []policy.LineItem) string {
-	if len(items) == 0 {
+	totals := policy.LineTotals(items)
+	if len(totals) == 0 {
 		return ""
 	}
-	totals := map[string]policy.Money{}
-	for _, li := range items {
-		cur := li.UnitAmount.Currency()
-		line := saturatingMul(li.UnitAmount.Minor(), li.Quantity)
-		totals[cur.Code()] = policy.NewMoney(saturatingAdd(totals[cur.Code()].Minor(), line), cur)
-	}
-	parts := make([]string, 0, len(totals))
-	for _, code := range slices.Sorted(maps.Keys(totals)) {
-		parts = append(parts, totals[code].String())
+	parts := make([]string, len(totals))
+	for i, m := range totals {
+		parts[i] = m.String()
 	}
 	return " (line items: " + strings.Join(parts, ", ") + ")"
-}
-
-func saturatingMul(a, b int64) int64 {
-	if a > 0 && b > 0 && a > math.MaxInt64/b {
-		return math.MaxInt64
-	}
-	return a * b
-}
-
-func saturatingAdd(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
 }
 
 // metadataShadows maps the folded form of every name a metadata key may not
