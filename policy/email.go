@@ -131,21 +131,46 @@ func normalizeDomain(d string) (string, error) {
 			return "", err
 		}
 	}
-	a, err := domainProfile.ToASCII(d)
-	if err == nil {
-		// The ASCII form must be a fixed point, or the same address could
-		// normalise to two different strings.
-		if again, err2 := domainProfile.ToASCII(a); err2 != nil || again != a {
-			err = errors.New("not idempotent")
-		}
-	}
-	if err != nil {
+	a, ok := toASCIIDomain(d)
+	if !ok {
 		return "", emailErr(fmt.Sprintf("the domain %s is not a valid domain name", quoteInput(d)))
 	}
 	if err := checkDomainShape(a); err != nil {
 		return "", err
 	}
 	return a, nil
+}
+
+// toASCIIDomain is d in the ASCII form domainProfile gives it, for email
+// domains and URL hosts alike. That form must be a fixed point, or one
+// name could normalise to two different strings.
+func toASCIIDomain(d string) (string, bool) {
+	if isNormalASCIIDomain(d) {
+		return d, true
+	}
+	a, err := domainProfile.ToASCII(d)
+	if err != nil {
+		return "", false
+	}
+	if again, err := domainProfile.ToASCII(a); err != nil || again != a {
+		return "", false
+	}
+	return a, true
+}
+
+// matchSubdomain reports whether name is a subdomain, at any depth, of a
+// domain in m: only suffixes that start after a dot count, so
+// "example.net" in m matches a.example.net and a.b.example.net, never
+// example.net itself or badexample.net.
+func matchSubdomain(m map[string]struct{}, name string) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '.' {
+			if _, ok := m[name[i+1:]]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // isNormalASCIIDomain reports whether d is already what domainProfile would
@@ -383,16 +408,5 @@ func (s *emailSet) match(addr string) bool {
 	if _, ok := s.domains[domain]; ok {
 		return true
 	}
-	if len(s.subdomains) > 0 {
-		// Only suffixes that start after a dot: "*@*.example.net" matches
-		// a.example.net, never example.net itself or badexample.net.
-		for i := 0; i < len(domain); i++ {
-			if domain[i] == '.' {
-				if _, ok := s.subdomains[domain[i+1:]]; ok {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return len(s.subdomains) > 0 && matchSubdomain(s.subdomains, domain)
 }

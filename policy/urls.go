@@ -52,14 +52,8 @@ func NormalizeHost(host string) (name string, addr netip.Addr, err error) {
 		}
 		return "", a, nil
 	}
-	mapped, merr := domainProfile.ToASCII(host)
-	if merr == nil {
-		// As for email domains: the ASCII form must be a fixed point.
-		if again, err2 := domainProfile.ToASCII(mapped); err2 != nil || again != mapped {
-			merr = errors.New("not idempotent")
-		}
-	}
-	if merr != nil {
+	mapped, ok := toASCIIDomain(host)
+	if !ok {
 		return "", netip.Addr{}, fmt.Errorf("the host %s is not a valid domain name", quoteInput(host))
 	}
 	if endsInNumber(mapped) {
@@ -168,17 +162,7 @@ func (s *hostSet) match(name string) bool {
 	if _, ok := s.exact[name]; ok {
 		return true
 	}
-	// Only suffixes that start after a dot: "*.example.com" matches
-	// a.example.com and a.b.example.com, never example.com itself or
-	// badexample.com.
-	for i := 0; i < len(name); i++ {
-		if name[i] == '.' {
-			if _, ok := s.subdomains[name[i+1:]]; ok {
-				return true
-			}
-		}
-	}
-	return false
+	return matchSubdomain(s.subdomains, name)
 }
 
 func (s *hostSet) String() string {
