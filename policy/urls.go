@@ -206,8 +206,9 @@ func (fp *fileParser) urls(n *yaml.Node, p *Policy) {
 // returnUrl) have a rule: when the policy sets urls.allow_hosts, their host
 // must match an entry (ports are not compared), or the decision is a denial
 // with [CodeURLNotAllowed]. Any other field (a line item's imageUrl) is
-// allowed here. A URL whose host cannot be
-// read, and an IP-address host, match no entry.
+// allowed here. A URL whose host cannot be read, and an IP-address host,
+// match no entry. Like Evaluate, it denies everything with [CodeNoPolicy]
+// on a nil policy and with [CodeUnknownTool] for a tool it does not govern.
 //
 // CheckURL is the policy's rule alone: the tools check first that a URL is
 // a well-formed http(s) URL on a public host, and the call is still decided

@@ -168,8 +168,8 @@ func (c *stdioConn) SetDrainTimeout(d time.Duration) {
 	c.drainTimeout = d
 }
 
-// Pending reports how many requests have been read and not yet answered,
-// so that shutdown can say what it is waiting for, or abandoning.
+// Pending reports how many requests have been read and not yet answered:
+// what a drain still waits for. The tests hold the accounting to it.
 func (c *stdioConn) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
