@@ -32,11 +32,16 @@ const claimPoll = 20 * time.Millisecond
 const orphanSweep = time.Second
 
 // Create runs one call through its lifecycle (see the package doc) on
-// behalf of caller ("" for the local user of a stdio server) and returns
-// how it ended. Cancelling ctx stops the call only until it is sent to
-// Clink; after that it runs to its end and its real outcome is recorded.
+// behalf of caller, the principal making it ("" for the local user of a
+// stdio server, recorded as [LocalPrincipal]), and returns how it ended.
+// The gate sets o.Request.Principal to it, on a copy of o. Cancelling ctx
+// stops the call only until it is sent to Clink; after that it runs to its
+// end and its real outcome is recorded.
 func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result) {
 	c := g.begin(caller, o.Request.Tool, &o.Request)
+	order := *o
+	order.Request.Principal = c.caller
+	o = &order
 	if !g.enter() {
 		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,
 			Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."})
@@ -80,17 +85,24 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	return res
 }
 
-// Check decides req as Create would, recording and reserving nothing: the
-// policy's rules, then the budgets and rate limits as they stand. The error
-// is for a store that cannot answer.
-func (g *Gate) Check(ctx context.Context, req *policy.Request) (policy.Decision, error) {
+// Check decides req as Create would for caller ("" for the local user),
+// recording and reserving nothing: the policy's rules, then the budgets and
+// rate limits as they stand, caller's own where they are per principal.
+// The gate sets req.Principal, on a copy of req. The error is for a store
+// that cannot answer.
+func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (policy.Decision, error) {
+	if req != nil {
+		r := *req
+		r.Principal = principal(caller)
+		req = &r
+	}
 	if d := g.policy.Evaluate(req); !d.Allowed {
 		return d, nil
 	}
 	now := g.now()
-	limits := g.policy.Limits(req, policy.CustomerKeys(g.keys.customer, req))
+	limits, stored := g.limits(req, policy.CustomerKeys(g.keys.customer, req))
 	var denied *policy.Denied
-	switch err := g.store.Check(ctx, now, limits); {
+	switch err := g.store.Check(ctx, now, stored); {
 	case errors.As(err, &denied):
 		return g.policy.LimitDecision(limits, denied, now), nil
 	case err != nil:
@@ -143,8 +155,8 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		}
 		claim = &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, Window: window}
 	}
-	limits := g.policy.Limits(&o.Request, c.customerKeys)
-	h := &state.Hold{Claim: claim, Limits: limits, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed})}
+	limits, stored := g.limits(&o.Request, c.customerKeys)
+	h := &state.Hold{Claim: claim, Limits: stored, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed})}
 	deadline := time.Now().Add(maxClaimWait)
 	for {
 		h.At = g.now()

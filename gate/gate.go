@@ -70,12 +70,35 @@ type Config struct {
 	// [AccountID]); claims are bound to it, so a store used against another
 	// account never replays this one's sessions.
 	Account string
+	// Scope keeps this gate's budget and rate-limit counters apart from
+	// those of gates with another scope on the same store: gates count
+	// together exactly when their scopes are equal. It is how policy files
+	// share one store: a server that governs its principals by several
+	// policy files builds one gate per file, each with the file's path as
+	// the operator wrote it in the principals file as its Scope (two
+	// spellings of one path are two scopes). A server under one policy
+	// file (stdio, or HTTP without a principals file) passes "", which
+	// keeps the keys the policy makes unchanged, so an existing store keeps
+	// its counters. Claims and the audit trail are not scoped: claims are
+	// bound to the caller, and records name it.
+	Scope string
 	// Clock is the time of calls for the ledger, claims and the journal.
 	// Nil means time.Now.
 	Clock func() time.Time
 	// Logger receives one line per call and the journal's troubles. Nil
 	// discards.
 	Logger *slog.Logger
+	// Observer is told how every call ended, as its log line is written
+	// (for metrics). Nil tells no one.
+	Observer Observer
+}
+
+// Observer is told how each call ended. Its method runs on the call's
+// goroutine, so it must be quick and safe for concurrent use.
+type Observer interface {
+	// CallEnded reports a call to tool that ended with code after elapsed;
+	// replayed is set when an earlier identical call's result answered it.
+	CallEnded(tool string, code policy.Code, replayed bool, elapsed time.Duration)
 }
 
 // Gate runs calls through their lifecycle. It is safe for concurrent use.
@@ -85,8 +108,10 @@ type Gate struct {
 	keys     keys
 	replays  cipher.AEAD
 	account  string
+	scope    string // the prefix of the store's counter keys: scopePrefix(Config.Scope)
 	now      func() time.Time
 	log      *slog.Logger
+	observer Observer
 	journal  *journal
 	mu       sync.Mutex
 	closing  bool
@@ -117,12 +142,14 @@ func New(cfg Config) *Gate {
 		panic("gate: Config.Policy, Store and a Secret of at least 32 bytes are required")
 	}
 	g := &Gate{
-		policy:  cfg.Policy,
-		store:   cfg.Store,
-		keys:    deriveKeys(cfg.Secret),
-		account: cfg.Account,
-		now:     cfg.Clock,
-		log:     cfg.Logger,
+		policy:   cfg.Policy,
+		store:    cfg.Store,
+		keys:     deriveKeys(cfg.Secret),
+		account:  cfg.Account,
+		scope:    scopePrefix(cfg.Scope),
+		now:      cfg.Clock,
+		log:      cfg.Logger,
+		observer: cfg.Observer,
 	}
 	g.replays = newAEAD(g.keys.replay)
 	if g.now == nil {

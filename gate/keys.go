@@ -13,6 +13,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // keys are the subkeys of the state secret, one per use, so that no value
@@ -56,6 +59,36 @@ func (k keys) claimKey(tool, caller, account, kind, id string) string {
 		m.Write([]byte{0})
 	}
 	return tool + "|" + kind + "|" + hex.EncodeToString(m.Sum(nil)[:20])
+}
+
+// scopePrefix is what [Config.Scope] puts before every counter key the
+// policy makes: "scope|LEN|SCOPE|", LEN being SCOPE's length in bytes in
+// decimal; "" for no scope. No key the policy makes starts with "scope|"
+// (they start with "budget|" or "rate|"), and LEN says where SCOPE ends
+// whatever it and the key contain, so a scoped key is never another
+// scope's key, nor an unscoped one.
+func scopePrefix(scope string) string {
+	if scope == "" {
+		return ""
+	}
+	return "scope|" + strconv.Itoa(len(scope)) + "|" + scope + "|"
+}
+
+// limits returns the budget and rate-limit counters req is checked
+// against: as the policy made them, for [Policy.LimitDecision], and as
+// the store keeps them, under the gate's scope (the same slice when it has
+// none). Both are in the same order, so a denial's index fits either.
+func (g *Gate) limits(req *policy.Request, customers []string) (own, stored []policy.Limit) {
+	own = g.policy.Limits(req, customers)
+	if g.scope == "" {
+		return own, own
+	}
+	stored = make([]policy.Limit, len(own))
+	for i, l := range own {
+		l.Key = g.scope + l.Key
+		stored[i] = l
+	}
+	return own, stored
 }
 
 // AccountID names a Clink account as the gate binds claims to it: a hash of

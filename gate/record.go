@@ -31,7 +31,7 @@ const orphanMessage = "outcome unknown: the server handling this call stopped be
 type call struct {
 	g       *Gate
 	id      string
-	caller  string
+	caller  string // the principal: never "" (see LocalPrincipal)
 	tool    string
 	at      time.Time // the call's time by the gate's clock
 	started time.Time // for the duration
@@ -42,8 +42,22 @@ type call struct {
 	customerKeys              []string // every identifier's, for per-customer limits
 }
 
+// LocalPrincipal is the principal of calls made with caller "": the local
+// user of a stdio server. The gate records, logs and counts such calls
+// under this name, so that every record and log line names a principal.
+const LocalPrincipal = "local"
+
+// principal is the principal caller names: itself, or [LocalPrincipal]
+// for "".
+func principal(caller string) string {
+	if caller == "" {
+		return LocalPrincipal
+	}
+	return caller
+}
+
 func (g *Gate) begin(caller, tool string, req *policy.Request) *call {
-	c := &call{g: g, id: newCallID(), caller: caller, tool: tool, at: g.now(), started: time.Now()}
+	c := &call{g: g, id: newCallID(), caller: principal(caller), tool: tool, at: g.now(), started: time.Now()}
 	if req == nil {
 		return c
 	}
@@ -102,9 +116,12 @@ func (c *call) end(ctx context.Context, res *Result) *Result {
 	return res
 }
 
-// log writes the call's one log line. The email is masked; no secret is in
+// log writes the call's one log line, and tells the observer. The email is masked; no secret is in
 // any field.
 func (c *call) log(ctx context.Context, res *Result) {
+	if c.g.observer != nil {
+		c.g.observer.CallEnded(c.tool, res.Code, res.Replayed, time.Since(c.started))
+	}
 	level := slog.LevelWarn
 	switch res.Code {
 	case policy.CodeCreated, policy.CodeReplayed:
@@ -117,9 +134,7 @@ func (c *call) log(ctx context.Context, res *Result) {
 		slog.String("decision", string(res.Code)),
 		slog.Duration("duration", time.Since(c.started)),
 		slog.String("call", c.id),
-	}
-	if c.caller != "" {
-		attrs = append(attrs, slog.String("caller", c.caller))
+		slog.String("caller", c.caller),
 	}
 	if res.SessionID != "" {
 		attrs = append(attrs, slog.String("session_id", res.SessionID))

@@ -23,6 +23,11 @@ type Request struct {
 	// PriceID and ProductID name prices configured in the Clink dashboard
 	// (checkout only), whose amounts the policy cannot see.
 	PriceID, ProductID string
+	// Principal names the principal (the authenticated agent) making the
+	// call; per-principal budgets and rate limits count by it (see
+	// [Policy.Limits]). Evaluate does not read it. The gate sets it from
+	// the caller it is given; transports leave it alone.
+	Principal string
 }
 
 // Decision is the outcome of [Policy.Evaluate] or [Policy.LimitDecision].

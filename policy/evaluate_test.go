@@ -365,6 +365,13 @@ tools:
 				" Budgets (rolling windows): EUR 2000.00 per 7d; this tool only, per customer: EUR 50.00 per 1h." +
 				" Customer email: required; any valid address." +
 				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
+		{"tells the agent which limits are per principal", mustParse(t, perPrincipalPolicy), ToolCheckoutSession,
+			"Allowed currencies and per-session limits: USD up to 500.00." +
+				" Budgets (rolling windows): USD 1000.00 per 24h; per principal: USD 300.00 per 24h; per customer: USD 200.00 per 24h; this tool only, per principal: USD 100.00 per 1h." +
+				" Rate limits (rolling windows, all tools together): at most 10 calls per 1m; per principal: at most 3 calls per 1m." +
+				" Customer email: required unless customerId or referenceCustomerId is given; any valid address." +
+				" priceId and productId are not accepted: give amount, and priceDataList for line items." +
+				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent any address is fine when nothing is restricted", off, ToolAgentPaymentSession,
 			"Allowed currencies and per-session limits: USD up to 5.00. Customer email: required; any valid address."},
 		{"tells the agent a tool is disabled", off, ToolCheckoutSession,

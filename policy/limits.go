@@ -12,39 +12,76 @@ import (
 	"time"
 )
 
+// perKind is whom a budget or rate limit gives an allowance of its own:
+// the policy file's per.
+type perKind uint8
+
+const (
+	// perAll: one allowance for every call the policy governs, whichever
+	// principal makes it and whichever customer it is for (no per).
+	perAll perKind = iota
+	// perCustomer: one allowance per customer (per: customer).
+	perCustomer
+	// perPrincipal: one allowance per principal, the agent making the call
+	// (per: principal).
+	perPrincipal
+)
+
+// String returns how the policy file writes k: "customer", "principal",
+// or "" for perAll.
+func (k perKind) String() string {
+	switch k {
+	case perCustomer:
+		return "customer"
+	case perPrincipal:
+		return "principal"
+	}
+	return ""
+}
+
 // budgetRule is one rolling-window spending budget from the policy file.
 type budgetRule struct {
-	tool        string // "" for a global budget
-	max         Money  // its currency is the budget's
-	window      time.Duration
-	perCustomer bool
-	key         string // the store key, without the customer part
+	tool   string // "" for a global budget
+	max    Money  // its currency is the budget's
+	window time.Duration
+	per    perKind
+	key    string // the store key, without the last part
 }
 
 // rateRule is one rolling-window rate limit from the policy file.
 type rateRule struct {
-	window      time.Duration
-	max         int64
-	perCustomer bool
-	key         string // the store key, without the customer part
+	window time.Duration
+	max    int64
+	per    perKind
+	key    string // the store key, without the last part
 }
 
 // Store keys. Every key has a fixed number of "|"-separated fields, the
-// last being the customer part, so no two rules share a key and a customer
-// key (whatever it contains) can never be read as another field:
+// last being the part that says whose allowance it is, so no two rules
+// share a key and a customer key or principal name (whatever it contains)
+// can never be read as another field:
 //
-//	budget|TOOL|CUR|WINDOW|CUSTOMER   e.g. budget|*|USD|24h0m0s|
-//	rate|TOOL|WINDOW|CUSTOMER         e.g. rate|*|1m0s|c:3f9a…
+//	budget|TOOL|CUR|WINDOW|PART   e.g. budget|*|USD|24h0m0s|
+//	rate|TOOL|WINDOW|PART         e.g. rate|*|1m0s|c:3f9a…
 //
 // TOOL is "*" for a global rule; WINDOW is Go's canonical duration text;
-// CUSTOMER is "" for a limit shared by everyone, "c:" followed by the
-// caller's opaque customer key for a per-customer limit, or
-// [noCustomerPart] for a per-customer limit on a call with no customer.
-// Changing a rule's currency, window or per starts a fresh counter; changing
-// its max keeps the counter.
+// PART is
+//
+//   - "" for a limit shared by every call (no per);
+//   - for a per-customer limit, "c:" followed by the caller's opaque
+//     customer key, or [noCustomerPart] for a call with no customer;
+//   - for a per-principal limit, "p:" followed by the principal's name
+//     ([Request.Principal]), e.g. rate|*|1m0s|p:local.
+//
+// A per-customer PART starts with "c:" or is [noCustomerPart], a
+// per-principal one starts with "p:", a shared one is empty: a per-customer,
+// a per-principal and a shared rule never share a key, even with the same
+// tool, currency and window. Changing a rule's currency, window or per
+// starts a fresh counter; changing its max keeps the counter.
 const (
-	keyGlobalTool  = "*"
-	customerPrefix = "c:"
+	keyGlobalTool   = "*"
+	customerPrefix  = "c:"
+	principalPrefix = "p:"
 	// noCustomerPart is the one shared bucket per-customer limits use for
 	// calls without a customer identity: those calls fail closed, sharing
 	// one allowance, instead of each getting a fresh one.
@@ -68,21 +105,23 @@ func (b *budgetRule) amountWindow() string {
 	return b.max.cur.code + " " + b.max.Amount() + " per " + formatWindow(b.window)
 }
 
-// describe is amountWindow plus " per customer" where it applies.
+// describe is amountWindow plus " per customer" or " per principal" where
+// it applies.
 func (b *budgetRule) describe() string {
-	if b.perCustomer {
-		return b.amountWindow() + " per customer"
-	}
-	return b.amountWindow()
+	return b.amountWindow() + b.per.suffix()
 }
 
 // scope names what makes a budget distinct: "USD per 24h per customer".
 func (b *budgetRule) scope() string {
-	s := b.max.cur.code + " per " + formatWindow(b.window)
-	if b.perCustomer {
-		s += " per customer"
+	return b.max.cur.code + " per " + formatWindow(b.window) + b.per.suffix()
+}
+
+// suffix is " per customer" or " per principal", or "" for perAll.
+func (k perKind) suffix() string {
+	if k == perAll {
+		return ""
 	}
-	return s
+	return " per " + k.String()
 }
 
 // callsWindow renders a rate limit: "at most 10 calls per 1m".
@@ -91,11 +130,7 @@ func (r *rateRule) callsWindow() string {
 }
 
 func (r *rateRule) scope() string {
-	s := formatWindow(r.window)
-	if r.perCustomer {
-		s += " per customer"
-	}
-	return s
+	return formatWindow(r.window) + r.per.suffix()
 }
 
 func calls(n int64) string {
@@ -107,12 +142,12 @@ func calls(n int64) string {
 
 // limitRule is one rule [Policy.Limits] turns into a [Limit].
 type limitRule struct {
-	key         string // without the customer part
-	perCustomer bool
-	kind        Kind
-	window      time.Duration
-	max         int64
-	cur         Currency // a budget's currency
+	key    string // without the last part
+	per    perKind
+	kind   Kind
+	window time.Duration
+	max    int64
+	cur    Currency // a budget's currency
 }
 
 // rulesFor yields the rules req is checked against, in Limits' order:
@@ -131,14 +166,14 @@ func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
 				if !involves(req, b.max.cur) {
 					continue
 				}
-				if !yield(limitRule{b.key, b.perCustomer, KindBudget, b.window, b.max.minor, b.max.cur}) {
+				if !yield(limitRule{b.key, b.per, KindBudget, b.window, b.max.minor, b.max.cur}) {
 					return
 				}
 			}
 		}
 		for i := range p.rates {
 			r := &p.rates[i]
-			if !yield(limitRule{r.key, r.perCustomer, KindRate, r.window, r.max, Currency{}}) {
+			if !yield(limitRule{r.key, r.per, KindRate, r.window, r.max, Currency{}}) {
 				return
 			}
 		}
@@ -167,6 +202,12 @@ func (p *Policy) rulesFor(req *Request) iter.Seq[limitRule] {
 // customer key (no email, no customer ID), the call counts against one
 // shared "no-customer" counter per rule, so calls without a customer
 // identity fail closed instead of each getting a fresh allowance.
+//
+// A per-principal rule yields one counter for req.Principal, its own
+// allowance; a rule without per, one counter for every call the policy
+// governs, whichever principal makes it. A request without a principal
+// counts as one more principal, its name "", whose allowance every such
+// request shares.
 func (p *Policy) Limits(req *Request, customers []string) []Limit {
 	if p == nil || req == nil {
 		return nil
@@ -186,12 +227,16 @@ func (p *Policy) Limits(req *Request, customers []string) []Limit {
 		if r.kind == KindBudget {
 			l.Add = budgetAmount(req, r.cur)
 		}
-		if !r.perCustomer {
+		switch r.per {
+		case perCustomer:
+			for _, part := range parts {
+				l.Key = r.key + part
+				out = append(out, l)
+			}
+		case perPrincipal:
+			l.Key = r.key + principalPrefix + req.Principal
 			out = append(out, l)
-			continue
-		}
-		for _, part := range parts {
-			l.Key = r.key + part
+		default:
 			out = append(out, l)
 		}
 	}
@@ -247,7 +292,7 @@ func budgetAmount(req *Request, cur Currency) int64 {
 //   - a rate limit: [CodeRateLimited], saying when to retry ("rate limit of
 //     10 calls per 1m reached; retry after 2026-11-21T14:03:00Z (in 42s)").
 //
-// Limits that apply per customer say so. Times are RFC 3339 in UTC, rounded
+// Limits that apply per customer or per principal say so. Times are RFC 3339 in UTC, rounded
 // up to the second (so is the Decision's RetryAt), and waits are measured
 // from now; policy reads no clock. limits must be what [Policy.Limits]
 // returned for the call. A denial it cannot interpret is still a denial.
@@ -297,9 +342,9 @@ func (p *Policy) LimitDecision(limits []Limit, d *Denied, now time.Time) Decisio
 	return dec
 }
 
-// ruleScope reads the tool and customer fields of a key with n fields and
-// says " for TOOL" and " per customer" where they apply.
-func ruleScope(key string, n, toolField, customerField int) string {
+// ruleScope reads the tool and last fields of a key with n fields and says
+// " for TOOL" and " per customer" or " per principal" where they apply.
+func ruleScope(key string, n, toolField, partField int) string {
 	parts := strings.SplitN(key, "|", n)
 	if len(parts) != n {
 		return ""
@@ -308,8 +353,11 @@ func ruleScope(key string, n, toolField, customerField int) string {
 	if t := parts[toolField]; t != keyGlobalTool && t != "" {
 		s += " for " + t
 	}
-	if parts[customerField] != "" {
-		s += " per customer"
+	switch part := parts[partField]; {
+	case strings.HasPrefix(part, principalPrefix):
+		s += perPrincipal.suffix()
+	case part != "":
+		s += perCustomer.suffix()
 	}
 	return s
 }

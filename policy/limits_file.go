@@ -32,6 +32,14 @@ const (
 // budgets parses a list of budgets: the global ones when t is nil,
 // otherwise tool t's own, which must be in currencies the tool allows and
 // no wider than a global budget with the same currency, window and per.
+//
+// Budgets with the same currency and window but different per (none,
+// customer, principal) are distinct budgets with distinct counters, and
+// every one that applies must fit, so the tightest binds: a per-principal
+// or per-customer budget beside a shared one is allowed whatever their
+// amounts (one above the shared budget never binds, but is not wrong).
+// Only a tool's budget is held to a global one, of the same per: a tool's
+// per-principal budget can be no wider than the global per-principal one.
 func (fp *fileParser) budgets(n *yaml.Node, p *Policy, t *toolRules) []budgetRule {
 	what := "budgets"
 	if t != nil {
@@ -76,7 +84,7 @@ func (fp *fileParser) budgets(n *yaml.Node, p *Policy, t *toolRules) []budgetRul
 		}
 		if e, has := f["per"]; has {
 			var good bool
-			b.perCustomer, good = fp.per(e.val, what, "budget")
+			b.per, good = fp.per(e.val, what, "budget")
 			ok = ok && good
 		}
 		if !ok {
@@ -104,7 +112,7 @@ func (fp *fileParser) budgets(n *yaml.Node, p *Policy, t *toolRules) []budgetRul
 // currency, window and per as b, or -1.
 func indexBudget(bs []budgetRule, b budgetRule) int {
 	for i, o := range bs {
-		if o.max.cur == b.max.cur && o.window == b.window && o.perCustomer == b.perCustomer {
+		if o.max.cur == b.max.cur && o.window == b.window && o.per == b.per {
 			return i
 		}
 	}
@@ -174,7 +182,7 @@ func (fp *fileParser) rateLimits(n *yaml.Node) []rateRule {
 		}
 		if e, has := f["per"]; has {
 			var good bool
-			r.perCustomer, good = fp.per(e.val, what, "rate limit")
+			r.per, good = fp.per(e.val, what, "rate limit")
 			ok = ok && good
 		}
 		if !ok {
@@ -182,7 +190,7 @@ func (fp *fileParser) rateLimits(n *yaml.Node) []rateRule {
 		}
 		dup := -1
 		for i, o := range out {
-			if o.window == r.window && o.perCustomer == r.perCustomer {
+			if o.window == r.window && o.per == r.per {
 				dup = i
 				break
 			}
@@ -319,13 +327,17 @@ func (fp *fileParser) maxCalls(n *yaml.Node, what string) (int64, bool) {
 	return v, true
 }
 
-// per reads a per key: "customer" is the only value.
-func (fp *fileParser) per(n *yaml.Node, what, noun string) (bool, bool) {
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "customer" {
-		return true, true
+// per reads a per key: customer or principal.
+func (fp *fileParser) per(n *yaml.Node, what, noun string) (perKind, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		for _, k := range []perKind{perCustomer, perPrincipal} {
+			if n.Value == k.String() {
+				return k, true
+			}
+		}
 	}
-	fp.errorf(n, "%s: per must be customer, or left out for one %s shared by all customers", what, noun)
-	return false, false
+	fp.errorf(n, "%s: per must be customer or principal, or left out for one %s shared by all customers and principals", what, noun)
+	return perAll, false
 }
 
 // resolveStorePath expands a store path from a policy file: "~" and "~/"

@@ -379,3 +379,141 @@ Store: the default ($XDG_STATE_HOME/clink-mcp/state.db, else ~/.local/state/clin
 		}
 	})
 }
+
+const perPrincipalPolicy = `version: 1
+currencies:
+  USD: { max_amount: 500 }
+customers: { allow_without_email: true }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 1000 }
+  - { currency: USD, window: 24h, max_amount: 300, per: principal }
+  - { currency: USD, window: 24h, max_amount: 200, per: customer }
+rate_limits:
+  - { window: 1m, max_calls: 10 }
+  - { window: 1m, max_calls: 3, per: principal }
+tools:
+  create_checkout_session:
+    budgets:
+      - { currency: USD, window: 1h, max_amount: 100, per: principal }
+`
+
+func TestLimitsPerPrincipal(t *testing.T) {
+	p := mustParse(t, perPrincipalPolicy)
+	req := func(principal string) *Request {
+		return &Request{Tool: ToolCheckoutSession, Amount: money(t, "10", "USD"), CustomerID: "cus_1", Principal: principal}
+	}
+	t.Run("gives each principal its own counter under per: principal and one shared counter without per", func(t *testing.T) {
+		want := []Limit{
+			{Key: "budget|*|USD|24h0m0s|", Kind: KindBudget, Window: 24 * time.Hour, Max: 100000, Add: 1000},
+			{Key: "budget|*|USD|24h0m0s|p:agent-a", Kind: KindBudget, Window: 24 * time.Hour, Max: 30000, Add: 1000},
+			{Key: "budget|*|USD|24h0m0s|c:k1", Kind: KindBudget, Window: 24 * time.Hour, Max: 20000, Add: 1000},
+			{Key: "budget|create_checkout_session|USD|1h0m0s|p:agent-a", Kind: KindBudget, Window: time.Hour, Max: 10000, Add: 1000},
+			{Key: "rate|*|1m0s|", Kind: KindRate, Window: time.Minute, Max: 10, Add: 1},
+			{Key: "rate|*|1m0s|p:agent-a", Kind: KindRate, Window: time.Minute, Max: 3, Add: 1},
+		}
+		if diff := cmp.Diff(want, p.Limits(req("agent-a"), []string{"k1"})); diff != "" {
+			t.Errorf("Limits mismatch (-want +got):\n%s", diff)
+		}
+		a, b := p.Limits(req("agent-a"), []string{"k1"}), p.Limits(req("agent-b"), []string{"k1"})
+		if len(a) != len(b) {
+			t.Fatalf("%d limits for one principal, %d for the other", len(a), len(b))
+		}
+		for i := range a {
+			perPrincipal := strings.Contains(a[i].Key, "|p:")
+			if (a[i].Key != b[i].Key) != perPrincipal {
+				t.Errorf("agent-a's key %q, agent-b's %q: per principal %v", a[i].Key, b[i].Key, perPrincipal)
+			}
+		}
+	})
+	t.Run("never gives a per-principal counter the key of a per-customer or shared one", func(t *testing.T) {
+		// Principals named like a customer part, like the no-customer
+		// bucket, like nothing, or like more fields; customers alike.
+		whose := []string{"shared", "principal", "customer", "principal", "shared", "principal"} // Limits' order
+		seen := map[string]string{}
+		for _, principal := range []string{"k1", "c:k1", noCustomerPart, "", "x|y", "p:k1"} {
+			for _, customers := range [][]string{{"k1"}, {"c:k1"}, nil, {"x|y"}, {"p:k1"}, {"p:"}} {
+				ls := p.Limits(req(principal), customers)
+				if len(ls) != len(whose) {
+					t.Fatalf("%d limits, want %d", len(ls), len(whose))
+				}
+				for i, l := range ls {
+					owner := whose[i]
+					switch owner {
+					case "principal":
+						owner += " " + principal
+					case "customer":
+						owner += " " + strings.Join(customers, ",")
+					}
+					if o, ok := seen[l.Key]; ok && o != owner {
+						t.Errorf("key %q is both %s's and %s's", l.Key, o, owner)
+					}
+					seen[l.Key] = owner
+				}
+			}
+		}
+	})
+	t.Run("keeps a principal name that looks like a field in the last field", func(t *testing.T) {
+		ls := p.Limits(&Request{Tool: ToolAgentPaymentSession, Amount: money(t, "1", "USD"), Principal: "x|c:y"}, nil)
+		if got := ls[1].Key; got != "budget|*|USD|24h0m0s|p:x|c:y" {
+			t.Errorf("key %q", got)
+		}
+		now := time.Now()
+		d := p.LimitDecision(ls, &Denied{Limit: 1, Used: 30000, RetryAt: now.Add(time.Hour)}, now)
+		if want := "amount 1.00 USD exceeds what is left of the rolling 24h USD budget per principal (300.00 USD, 0.00 USD left)"; !strings.HasPrefix(d.Message, want) {
+			t.Errorf("LimitDecision = %q, want it to start %q", d.Message, want)
+		}
+	})
+	t.Run("counts requests without a principal against one shared allowance", func(t *testing.T) {
+		a, b := p.Limits(req(""), nil), p.Limits(req(""), nil)
+		if a[1].Key != "budget|*|USD|24h0m0s|p:" || !cmp.Equal(a, b) {
+			t.Errorf("keys %v and %v", a, b)
+		}
+	})
+}
+
+func TestLimitDecisionPerPrincipal(t *testing.T) {
+	p := mustParse(t, perPrincipalPolicy)
+	now := time.Date(2026, 11, 21, 10, 50, 55, 0, time.UTC)
+	retry := time.Date(2026, 11, 21, 10, 51, 37, 0, time.UTC)
+	ls := p.Limits(&Request{Tool: ToolCheckoutSession, Amount: money(t, "80", "USD"), Principal: "agent-a"}, []string{"k1"})
+	cases := []struct {
+		name  string
+		limit int
+		used  int64
+		want  string
+	}{
+		{"names a per-principal budget", 1, 25000,
+			"amount 80.00 USD exceeds what is left of the rolling 24h USD budget per principal (300.00 USD, 50.00 USD left); enough frees up at 2026-11-21T10:51:37Z (in 42s)"},
+		{"names a tool's per-principal budget", 3, 5000,
+			"amount 80.00 USD exceeds what is left of the rolling 1h USD budget for create_checkout_session per principal (100.00 USD, 50.00 USD left); enough frees up at 2026-11-21T10:51:37Z (in 42s)"},
+		{"still names a per-customer budget per customer", 2, 15000,
+			"amount 80.00 USD exceeds what is left of the rolling 24h USD budget per customer (200.00 USD, 50.00 USD left); enough frees up at 2026-11-21T10:51:37Z (in 42s)"},
+		{"names a per-principal rate limit", 5, 3,
+			"rate limit of 3 calls per 1m per principal reached; retry after 2026-11-21T10:51:37Z (in 42s)"},
+		{"leaves a shared rate limit unqualified", 4, 10,
+			"rate limit of 10 calls per 1m reached; retry after 2026-11-21T10:51:37Z (in 42s)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.LimitDecision(ls, &Denied{Limit: tc.limit, Used: tc.used, RetryAt: retry}, now)
+			if d.Allowed || d.Message != tc.want {
+				t.Errorf("LimitDecision = %+v\nwant message %q", d, tc.want)
+			}
+		})
+	}
+}
+
+func TestRenderShowsPerPrincipalLimits(t *testing.T) {
+	want := `Budgets (rolling windows, all tools together):
+  USD 1000.00 per 24h
+  per principal: USD 300.00 per 24h
+  per customer: USD 200.00 per 24h
+Rate limits (rolling windows, all tools together):
+  at most 10 calls per 1m
+  per principal: at most 3 calls per 1m
+`
+	r := mustParse(t, perPrincipalPolicy).Render()
+	if !strings.Contains(r, want) || !strings.Contains(r, "    own budget: per principal: USD 100.00 per 1h\n") {
+		t.Errorf("Render() =\n%s\nwant it to contain\n%s", r, want)
+	}
+}

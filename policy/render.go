@@ -77,22 +77,25 @@ func (p *Policy) Render() string {
 	return b.String()
 }
 
-// perAmountWindow renders a budget as a list entry: "USD 2000.00 per 24h"
-// or "per customer: USD 300.00 per 1h".
+// perAmountWindow renders a budget as a list entry: "USD 2000.00 per 24h",
+// "per customer: USD 300.00 per 1h" or "per principal: USD 500.00 per 24h".
 func (b *budgetRule) perAmountWindow() string {
-	if b.perCustomer {
-		return "per customer: " + b.amountWindow()
-	}
-	return b.amountWindow()
+	return b.per.prefix() + b.amountWindow()
 }
 
 // perCallsWindow renders a rate limit as a list entry: "at most 10 calls
-// per 1m" or "per customer: at most 20 calls per 1h".
+// per 1m", "per customer: at most 20 calls per 1h" or "per principal: at
+// most 5 calls per 1m".
 func (r *rateRule) perCallsWindow() string {
-	if r.perCustomer {
-		return "per customer: " + r.callsWindow()
+	return r.per.prefix() + r.callsWindow()
+}
+
+// prefix is "per customer: " or "per principal: ", or "" for perAll.
+func (k perKind) prefix() string {
+	if k == perAll {
+		return ""
 	}
-	return r.callsWindow()
+	return "per " + k.String() + ": "
 }
 
 func (p *Policy) duplicatesRule() string {

@@ -353,7 +353,9 @@ func (s *Server) authorized(r *http.Request) bool {
 // Listen serves the sandbox on a new loopback listener (127.0.0.1, a free port) with an
 // *http.Server. It returns the base URL ("http://127.0.0.1:port/") and a shutdown function
 // that stops the server, ends in-flight requests' contexts (so injected latency stops
-// promptly) and waits for the server goroutine to finish.
+// promptly), closes every connection and waits for the server goroutine to finish. It does
+// not wait for idle clients: http.Server.Shutdown would wait up to 5 s for a connection a
+// client dialled and never used, which a busy client's pool often has.
 func (s *Server) Listen() (baseURL string, shutdown func(context.Context) error, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -370,9 +372,9 @@ func (s *Server) Listen() (baseURL string, shutdown func(context.Context) error,
 		defer close(done)
 		_ = srv.Serve(ln)
 	}()
-	shutdown = func(ctx context.Context) error {
+	shutdown = func(context.Context) error {
 		cancel()
-		err := srv.Shutdown(ctx)
+		err := srv.Close()
 		<-done
 		return err
 	}

@@ -109,7 +109,8 @@ type AuditRecord struct {
 	Kind string `json:"kind,omitempty"`
 	// Call identifies the call: an intent and its outcome share it.
 	Call string `json:"call,omitempty"`
-	// Caller is the principal that made the call ("" for the local one).
+	// Caller is the principal that made the call. The gate names the local
+	// one "local" (gate.LocalPrincipal); older records have "" for it.
 	Caller string `json:"caller,omitempty"`
 	// Tool is the tool's name.
 	Tool string `json:"tool"`
