@@ -28,6 +28,12 @@ type config struct {
 	secretFile string
 	grace      string
 
+	httpAddr       string
+	principalsPath string
+	tlsCert        string
+	tlsKey         string
+	allowedOrigins string
+
 	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
 }
 
@@ -54,6 +60,16 @@ var settings = []setting{
 		target: func(c *config) any { return &c.secretFile }},
 	{flag: "shutdown-grace", env: "CLINK_SHUTDOWN_GRACE", def: "30s", usage: "on SIGTERM, SIGINT or end of input, how long calls in flight may take to finish",
 		target: func(c *config) any { return &c.grace }},
+	{flag: "http", env: "CLINK_HTTP_ADDR", usage: "serve MCP streamable HTTP at /mcp on this address (e.g. 127.0.0.1:8080) instead of stdio",
+		target: func(c *config) any { return &c.httpAddr }},
+	{flag: "principals", env: "CLINK_PRINCIPALS", usage: "principals file (YAML): who may call over HTTP, with their token hashes, OAuth and policies; without one, HTTP listens on loopback only",
+		target: func(c *config) any { return &c.principalsPath }},
+	{flag: "tls-cert", env: "CLINK_TLS_CERT", usage: "serve HTTPS with this certificate file (PEM; with --tls-key)",
+		target: func(c *config) any { return &c.tlsCert }},
+	{flag: "tls-key", env: "CLINK_TLS_KEY", usage: "the private key file (PEM) of --tls-cert",
+		target: func(c *config) any { return &c.tlsKey }},
+	{flag: "allowed-origins", env: "CLINK_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to call /mcp besides the server's own (e.g. https://app.example.com)",
+		target: func(c *config) any { return &c.allowedOrigins }},
 	{flag: "log-level", env: "CLINK_LOG_LEVEL", def: "info", usage: "log level: debug, info, warn or error",
 		target: func(c *config) any { return &c.logLevel }},
 	{flag: "log-format", env: "CLINK_LOG_FORMAT", def: "text", usage: "log format on stderr: text or json",
@@ -109,7 +125,8 @@ func printUsage(w io.Writer) {
 	fmt.Fprintf(w, `clink-mcp %s: an MCP server that creates Clink payment sessions inside an operator's policy.
 
 Usage:
-  clink-mcp [serve] [flags]     serve MCP over stdio (needs CLINK_API_KEY, or --sandbox)
+  clink-mcp [serve] [flags]     serve MCP over stdio, or streamable HTTP with --http (needs CLINK_API_KEY, or --sandbox)
+  clink-mcp token new NAME      make a bearer token for a principal: prints it once, and the line for the principals file
   clink-mcp demo                run the server against the built-in sandbox and show what it does
   clink-mcp policy check FILE   validate a policy file and print the effective policy
   clink-mcp audit verify        check the audit trail's hash chain (the store of --policy)

@@ -25,7 +25,8 @@ import (
 	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
-	"github.com/clink-mcp/clink-mcp/tools"
+	"github.com/clink-mcp/clink-mcp/service"
+	"github.com/clink-mcp/clink-mcp/service/auth"
 )
 
 func main() {
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = policyCommand(args, stdout, stderr)
 	case "audit":
 		err = auditCommand(ctx, args, getenv, stdout, stderr)
+	case "token":
+		err = tokenCommand(args, stdout)
 	case "version":
 		fmt.Fprintf(stdout, "clink-mcp %s\n", clink.Version)
 	case "help":
@@ -74,7 +77,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 // errFailed means a command has already said what went wrong.
 var errFailed = errors.New("failed")
 
-// serveCommand serves MCP over stdio until stdin ends or ctx is cancelled.
+// serveCommand serves MCP over stdio until stdin ends or ctx is cancelled,
+// or over streamable HTTP (--http) until ctx is cancelled.
 func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg, rest, err := parseConfig("clink-mcp serve", args, getenv, stderr)
 	if err != nil {
@@ -87,6 +91,17 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
+	var listener *httpListener
+	if cfg.httpAddr != "" {
+		// The address and TLS files are checked before anything is wired,
+		// so that a bad one costs no store or sandbox.
+		if listener, err = cfg.listen(); err != nil {
+			return err
+		}
+		defer listener.Close()
+	} else if err := cfg.checkStdioOnly(); err != nil {
+		return err
+	}
 	a, err := newApp(cfg, logger, nil)
 	if err != nil {
 		return err
@@ -95,6 +110,15 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	if cfg.sandbox {
 		fmt.Fprintln(stderr, "clink-mcp: serving against the built-in sandbox: sessions are simulated, nothing is charged.")
 	}
+	if listener != nil {
+		return serveHTTP(ctx, cfg, a, listener, logger)
+	}
+	return serveStdio(ctx, cfg, a, stdin, stdout, logger)
+}
+
+// serveStdio serves MCP over stdio, as the local principal, until stdin
+// ends or ctx is cancelled.
+func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdout io.Writer, logger *slog.Logger) error {
 	logger.Info("serving MCP over stdio", "version", clink.Version, "env", string(a.env), "policy", a.policy.Source())
 
 	// Calls already sent to Clink finish whatever happens to the client: the
@@ -112,7 +136,7 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 			logger.Info("shutting down: finishing the calls in flight", "reason", context.Cause(ctx), "grace", grace)
 			drainCtx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
-			_ = a.gate.Drain(drainCtx)
+			_ = a.svc.Drain(drainCtx)
 			_ = conn.Wait(drainCtx)
 			stopListening()
 		case <-listenCtx.Done():
@@ -120,7 +144,7 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	}()
 	stdio := server.NewStdioServer(a.mcp)
 	stdio.SetErrorLogger(log.New(&slogWriter{logger}, "", 0))
-	err = stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
+	err := stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -128,15 +152,16 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 }
 
 // app is a wired server: policy, Clink client (and the sandbox it talks to,
-// if built in) and the MCP server.
+// if built in), store and the service (gates and MCP servers).
 type app struct {
-	env     clink.Environment
-	policy  *policy.Policy
-	client  *clink.Client
-	sandbox *sandbox.Server // nil unless built in
-	gate    *gate.Gate
-	mcp     *server.MCPServer
-	close   func()
+	env        clink.Environment
+	policy     *policy.Policy
+	principals *auth.File // nil without --principals
+	client     *clink.Client
+	sandbox    *sandbox.Server // nil unless built in
+	svc        *service.Service
+	mcp        *server.MCPServer // the server's own policy's, for stdio
+	close      func()
 }
 
 // newApp wires everything from cfg, under pol when it is not nil. Otherwise
@@ -164,6 +189,22 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		a.policy = policy.Demo()
 	default:
 		return nil, errors.New("policy (CLINK_POLICY): production needs a policy file; without one nothing limits what an agent can charge. Set --policy or CLINK_POLICY (see README, \"The policy file\")")
+	}
+	// The principals file names policy files of its own; each is loaded
+	// once, here, so that a broken one stops the server at the line that
+	// names it.
+	policies := map[string]*policy.Policy{}
+	if cfg.principalsPath != "" {
+		a.principals, err = auth.Load(cfg.principalsPath, func(path string) error {
+			p, err := policy.Load(path)
+			if err == nil {
+				policies[path] = p
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("principals (CLINK_PRINCIPALS): %v", err)
+		}
 	}
 
 	key := cfg.apiKey
@@ -195,7 +236,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	// The built-in sandbox keeps its state in memory, like its sessions;
 	// everything else uses the durable store the policy names, and a store
 	// that cannot be opened stops the server: it never runs without its
-	// limits.
+	// limits. One store serves every policy file.
 	var (
 		st     state.Store
 		secret []byte
@@ -226,15 +267,28 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			return nil, fmt.Errorf("state-secret-file (CLINK_STATE_SECRET_FILE): %v", err)
 		}
 	}
-	a.gate = gate.New(gate.Config{
-		Policy: a.policy, Store: st, Secret: secret,
-		Account: gate.AccountID(a.client.BaseURL(), key), Logger: logger,
+	a.svc, err = service.New(service.Config{
+		Policy: a.policy, Principals: a.principals,
+		LoadPolicy: func(path string) (*policy.Policy, error) {
+			if p, ok := policies[path]; ok {
+				return p, nil
+			}
+			return policy.Load(path)
+		},
+		Payments: a.client, Account: gate.AccountID(a.client.BaseURL(), key),
+		Store: st, Secret: secret, Version: clink.Version, Logger: logger,
 	})
+	if err != nil {
+		st.Close()
+		a.close()
+		return nil, err
+	}
+	a.mcp = a.svc.MCPServer()
 	closeSandbox := a.close
 	a.close = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.graceDuration())
 		defer cancel()
-		if err := a.gate.Close(ctx); err != nil {
+		if err := a.svc.Close(ctx); err != nil {
 			logger.Error("closing the journal", "err", err)
 		}
 		if err := st.Close(); err != nil {
@@ -244,13 +298,12 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	}
 	// Calls left open by a server that stopped mid-call are resolved now,
 	// so that identical retries get their outcome at once.
-	if n, err := a.gate.Recover(context.Background()); err != nil {
+	if n, err := a.svc.Recover(context.Background()); err != nil {
 		a.close()
 		return nil, fmt.Errorf("store: resolving calls left open: %v", err)
 	} else if n > 0 {
 		logger.Warn("resolved calls left open by a server that stopped mid-call as outcome_unknown; check them in the Clink dashboard", "calls", n)
 	}
-	a.mcp = tools.NewServer(tools.Deps{Payments: a.client, Policy: a.policy, Gate: a.gate, Logger: logger}, clink.Version)
 	return a, nil
 }
 

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// httpProcess is the built binary serving --http.
+type httpProcess struct {
+	cmd    *exec.Cmd
+	url    string // of /mcp
+	stderr *syncBuffer
+	exited chan error
+}
+
+// startHTTP runs the binary with args (plus --http on a free loopback port
+// and JSON logs) and waits for the URL it logs.
+func startHTTP(t *testing.T, args ...string) *httpProcess {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"serve", "--http", "127.0.0.1:0", "--log-format", "json"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "CLINK_API_KEY=", "CLINK_POLICY=", "CLINK_PRINCIPALS=")
+	p := &httpProcess{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			p.stderr.Write([]byte(line + "\n"))
+			var rec struct {
+				Msg, URL string
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving MCP over streamable HTTP" {
+				found <- rec.URL
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+	})
+	select {
+	case p.url = <-found:
+	case err := <-p.exited:
+		t.Fatalf("the server exited (%v): %s", err, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no URL logged: %s", p.stderr.String())
+	}
+	return p
+}
+
+// mcpClient connects to p with a bearer token ("" for none).
+func (p *httpProcess) mcpClient(t *testing.T, token string) *client.Client {
+	t.Helper()
+	var opts []transport.StreamableHTTPCOption
+	if token != "" {
+		opts = append(opts, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	}
+	c, err := client.NewStreamableHttpClient(p.url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	init := mcp.InitializeRequest{}
+	init.Params.ClientInfo = mcp.Implementation{Name: "http-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatalf("initialize: %v", err)
+	}
+	return c
+}
+
+func TestHTTPBinaryServesPrincipalsAndDrainsOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := runCmd(t, nil, "token", "new", "agent-one")
+	if code != 0 {
+		t.Fatalf("token new: %d %s", code, errOut)
+	}
+	token := ""
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) == 1 && strings.HasPrefix(f[0], "clk_") {
+			token = f[0]
+		}
+	}
+	if token == "" {
+		t.Fatalf("token new printed no token:\n%s", out)
+	}
+	principals := filepath.Join(dir, "principals.yaml")
+	var yaml strings.Builder
+	yaml.WriteString("principals:\n")
+	for line := range strings.Lines(out) {
+		if strings.HasPrefix(line, "  ") {
+			yaml.WriteString(line)
+		}
+	}
+	if err := os.WriteFile(principals, []byte(yaml.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startHTTP(t, "--sandbox", "--principals", principals)
+
+	// Without the token: 401, and nothing else.
+	res, err := http.Post(p.url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: status %d", res.StatusCode)
+	}
+
+	c := p.mcpClient(t, token)
+	req := mcp.CallToolRequest{}
+	req.Params.Name = policy.ToolAgentPaymentSession
+	req.Params.Arguments = json.RawMessage(`{"customerEmail":"alice@example.com","amount":25.5,"currency":"USD"}`)
+	got, err := c.CallTool(context.Background(), req)
+	if err != nil || got.IsError {
+		t.Fatalf("call: %v %+v", err, got)
+	}
+
+	ready, err := http.Get(strings.TrimSuffix(p.url, "/mcp") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != http.StatusOK {
+		t.Errorf("readyz: %d", ready.StatusCode)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running 20 s after SIGTERM")
+	}
+	logs := p.stderr.String()
+	if strings.Contains(logs, token) {
+		t.Error("the bearer token is in the logs")
+	}
+	if !strings.Contains(logs, `"caller":"agent-one"`) && !strings.Contains(logs, `"principal":"agent-one"`) {
+		t.Errorf("no log line names the principal:\n%s", logs)
+	}
+}
+
+func TestHTTPWithoutPrincipalsListensOnLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:8080"} {
+		code, _, stderr := runCmd(t, nil, "serve", "--sandbox", "--http", addr)
+		if code != 1 || !strings.Contains(stderr, "http (CLINK_HTTP_ADDR)") || !strings.Contains(stderr, "loopback") {
+			t.Errorf("--http %s: exit %d, %q", addr, code, stderr)
+		}
+	}
+	code, _, stderr := runCmd(t, nil, "serve", "--sandbox", "--principals", "x.yaml")
+	if code != 1 || !strings.Contains(stderr, "only used with --http") {
+		t.Errorf("--principals over stdio: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = runCmd(t, nil, "serve", "--sandbox", "--http", "127.0.0.1:0", "--tls-cert", "c.pem")
+	if code != 1 || !strings.Contains(stderr, "give both") {
+		t.Errorf("--tls-cert alone: exit %d, %q", code, stderr)
+	}
+}
+
+func TestTokenNewPrintsTheTokenOnceAndItsHash(t *testing.T) {
+	code, out, _ := runCmd(t, nil, "token", "new", "billing-agent")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	code2, out2, _ := runCmd(t, nil, "token", "new", "billing-agent")
+	if code2 != 0 || out == out2 {
+		t.Errorf("two runs printed the same token")
+	}
+	if !strings.Contains(out, "name: billing-agent") || !strings.Contains(out, "token_sha256: ") {
+		t.Errorf("output lacks the lines to paste:\n%s", out)
+	}
+	if code, _, stderr := runCmd(t, nil, "token", "new", "bad name!"); code != 1 || stderr == "" {
+		t.Errorf("a bad name: exit %d %q", code, stderr)
+	}
+	if code, _, _ := runCmd(t, nil, "token"); code != 1 {
+		t.Errorf("token without new: exit %d", code)
+	}
+}

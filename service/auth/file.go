@@ -1,0 +1,680 @@
+package auth
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is a principals file: who may call the HTTP server, and under which
+// policy. [Load] reads one from YAML; tests and embedders may also build one
+// in code and pass it to [New], which checks it again.
+type File struct {
+	// Path is where the file was read from ("" when built in code).
+	Path string
+	// Principals are the bearer-token principals, in file order.
+	Principals []TokenPrincipal
+	// OAuth configures the OAuth 2.1 resource server; nil when the file has
+	// no oauth section.
+	OAuth *OAuth
+}
+
+// TokenPrincipal is a principal that authenticates with a static bearer
+// token, of which only the SHA-256 is kept.
+type TokenPrincipal struct {
+	// Name identifies the principal in records and limits: 1 to 64 of
+	// A-Z a-z 0-9 . _ - (see [CheckName]).
+	Name string
+	// TokenSHA256 is the lowercase hex SHA-256 of the token ([HashToken]).
+	TokenSHA256 string
+	// Policy is the principal's policy file, resolved against the
+	// principals file's folder; "" means the server's default policy.
+	Policy string
+	// Line is the principal's line in the file; 0 when built in code.
+	Line int
+}
+
+// OAuth configures the OAuth 2.1 resource server: access tokens are JWTs
+// from one issuer, for this server's resource URL.
+type OAuth struct {
+	// Issuer is the authorization server's issuer identifier, compared
+	// exactly with the metadata's issuer and the tokens' iss claim. https,
+	// or http on a loopback host.
+	Issuer string
+	// Resource is this server's resource URL (for example
+	// https://mcp.example.com/mcp): the audience every token must carry.
+	// https, or http on a loopback host; no query or fragment.
+	Resource string
+	// Claim names the principal: "sub" (the default) or "client_id".
+	Claim string
+	// Scopes are required in every token (scope or scp claim); may be empty.
+	Scopes []string
+	// Principals maps a claim value to its settings. A token whose claim
+	// value is not listed is refused with 403 unless AllowUnlisted.
+	Principals map[string]OAuthPrincipal
+	// AllowUnlisted admits a valid token whose claim value is not listed in
+	// Principals, under the server's default policy.
+	AllowUnlisted bool
+}
+
+// OAuthPrincipal is the settings of one OAuth claim value.
+type OAuthPrincipal struct {
+	// Policy is the principal's policy file, resolved against the
+	// principals file's folder; "" means the server's default policy.
+	Policy string
+	// Line is the entry's line in the file; 0 when built in code.
+	Line int
+}
+
+// Claims that may name an OAuth principal.
+const (
+	ClaimSubject  = "sub"
+	ClaimClientID = "client_id"
+)
+
+// Policies returns the distinct policy paths the principals use, sorted;
+// "" (the server's default policy) is among them if any principal uses the
+// default, including unlisted OAuth callers when AllowUnlisted is set.
+func (f *File) Policies() []string {
+	set := map[string]bool{}
+	for _, p := range f.Principals {
+		set[p.Policy] = true
+	}
+	if o := f.OAuth; o != nil {
+		for _, p := range o.Principals {
+			set[p.Policy] = true
+		}
+		if o.AllowUnlisted {
+			set[""] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ErrInvalidFile is matched (with errors.Is) by every [ParseError].
+var ErrInvalidFile = errors.New("invalid principals file")
+
+// ParseError lists every problem found in a principals file. Its message
+// has one line per problem, "FILE:LINE: problem", in line order.
+type ParseError struct {
+	File     string
+	Problems []Problem
+}
+
+// Problem is one problem in a principals file. Line is 1-based; 0 means the
+// problem is with the file as a whole.
+type Problem struct {
+	Line    int
+	Message string
+}
+
+// Error returns one "FILE:LINE: problem" line per problem.
+func (e *ParseError) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if p.Line > 0 {
+			fmt.Fprintf(&b, "%s:%d: %s", e.File, p.Line, p.Message)
+		} else {
+			fmt.Fprintf(&b, "%s: %s", e.File, p.Message)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrInvalidFile].
+func (e *ParseError) Unwrap() error { return ErrInvalidFile }
+
+// maxFileSize bounds a principals file; a real one is a few kilobytes.
+const maxFileSize = 1 << 20
+
+// Load reads and parses the principals file at path (see the package
+// documentation for the format). Every problem found is reported, each with
+// its line, in one [*ParseError]; a file that cannot be read gives an error
+// naming it.
+//
+// checkPolicy, if not nil, is called once for every distinct policy file the
+// principals reference (its resolved path); its error is reported at every
+// line that references that file.
+func Load(path string, checkPolicy func(path string) error) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("principals file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("principals file %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, &ParseError{File: path, Problems: []Problem{{Message: fmt.Sprintf("the file is larger than %d bytes", maxFileSize)}}}
+	}
+	return Parse(path, data, checkPolicy)
+}
+
+// Parse parses a principals file's content, like [Load]. filename names the
+// file in errors, and relative policy paths are resolved against its folder.
+func Parse(filename string, data []byte, checkPolicy func(path string) error) (*File, error) {
+	fp := &fileParser{file: filename, dir: filepath.Dir(filename), checkPolicy: checkPolicy, checked: map[string]error{}}
+	f := fp.parse(data)
+	if len(fp.problems) > 0 {
+		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
+		return nil, &ParseError{File: filename, Problems: fp.problems}
+	}
+	f.Path = filename
+	return f, nil
+}
+
+type fileParser struct {
+	file        string
+	dir         string
+	checkPolicy func(string) error
+	checked     map[string]error // by resolved policy path
+	problems    []Problem
+}
+
+func (fp *fileParser) errorf(n *yaml.Node, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	fp.problems = append(fp.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError turns a YAML syntax error into a Problem with its line.
+func (fp *fileParser) yamlError(err error) {
+	msg := err.Error()
+	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		fp.problems = append(fp.problems, Problem{Line: line, Message: "invalid YAML: " + m[2]})
+		return
+	}
+	fp.problems = append(fp.problems, Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")})
+}
+
+const emptyFile = "the file is empty; it needs a principals list, an oauth section, or both"
+
+func (fp *fileParser) parse(data []byte) *File {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			fp.errorf(nil, emptyFile)
+		} else {
+			fp.yamlError(err)
+		}
+		return nil
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		fp.errorf(&next, "a second YAML document; a principals file holds exactly one")
+	case !errors.Is(err, io.EOF):
+		fp.yamlError(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		fp.errorf(&doc, emptyFile)
+		return nil
+	}
+	root := doc.Content[0]
+	if fp.hasAliases(root) {
+		return nil
+	}
+	top := fp.fields(root, "the top level", "principals", "oauth")
+	if top == nil {
+		return nil
+	}
+	f := &File{}
+	ps, hasPrincipals := top["principals"]
+	o, hasOAuth := top["oauth"]
+	if !hasPrincipals && !hasOAuth {
+		fp.errorf(root, "neither principals nor oauth is set; list principals with bearer tokens, configure oauth, or both")
+	}
+	if hasPrincipals {
+		f.Principals = fp.principals(ps.val)
+	}
+	if hasOAuth {
+		f.OAuth = fp.oauth(o.val)
+	}
+	return f
+}
+
+// hasAliases reports (and explains) any YAML alias or merge key: they make a
+// file harder to review and are a classic way to blow up a parser's memory.
+func (fp *fileParser) hasAliases(n *yaml.Node) bool {
+	found := false
+	var walk func(*yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode {
+			fp.errorf(n, "YAML aliases (*%s) are not supported; write the value out", n.Value)
+			found = true
+			return
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(n)
+	return found
+}
+
+type entry struct{ key, val *yaml.Node }
+
+// entries returns the key/value pairs of a mapping node, reporting a node
+// that is not a mapping, keys that are not strings, and duplicates.
+func (fp *fileParser) entries(n *yaml.Node, what string) ([]entry, bool) {
+	if n.Kind != yaml.MappingNode {
+		fp.errorf(n, "%s must be a mapping (key: value)", what)
+		return nil, false
+	}
+	out := make([]entry, 0, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			fp.errorf(k, "%s: keys must be strings (quote %q)", what, k.Value)
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			fp.errorf(k, "%s: duplicate key %q (first at line %d)", what, k.Value, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		out = append(out, entry{k, v})
+	}
+	return out, true
+}
+
+// fields returns the entries of a mapping with a fixed set of keys,
+// reporting unknown ones. It returns nil if n is not a mapping.
+func (fp *fileParser) fields(n *yaml.Node, what string, known ...string) map[string]entry {
+	es, ok := fp.entries(n, what)
+	if !ok {
+		return nil
+	}
+	m := make(map[string]entry, len(es))
+	for _, e := range es {
+		if !slices.Contains(known, e.key.Value) {
+			fp.errorf(e.key, "%s: unknown key %q (known keys: %s)", what, e.key.Value, strings.Join(known, ", "))
+			continue
+		}
+		m[e.key.Value] = e
+	}
+	return m
+}
+
+// str reads a string scalar.
+func (fp *fileParser) str(n *yaml.Node, what string) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		if n.Kind == yaml.ScalarNode && n.ShortTag() != "!!null" {
+			fp.errorf(n, "%s must be a string, not %s (quote it)", what, strings.TrimPrefix(n.ShortTag(), "!!"))
+		} else {
+			fp.errorf(n, "%s must be a string", what)
+		}
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (fp *fileParser) boolean(n *yaml.Node, what string) (bool, bool) {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+		fp.errorf(n, "%s must be true or false", what)
+		return false, false
+	}
+	return b, true
+}
+
+func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
+	if n.Kind != yaml.SequenceNode {
+		fp.errorf(n, "principals must be a list of entries with name and token_sha256")
+		return nil
+	}
+	if len(n.Content) == 0 {
+		fp.errorf(n, "principals lists no principal; list at least one, or remove it")
+		return nil
+	}
+	var out []TokenPrincipal
+	names := map[string]int{}
+	hashes := map[string]int{}
+	for _, item := range n.Content {
+		f := fp.fields(item, "principal", "name", "token_sha256", "policy")
+		if f == nil {
+			continue
+		}
+		p := TokenPrincipal{Line: item.Line}
+		ok := true
+		if e, has := f["name"]; !has {
+			fp.errorf(item, "principal: name is missing")
+			ok = false
+		} else if name, good := fp.str(e.val, "principal: name"); !good {
+			ok = false
+		} else if err := CheckName(name); err != nil {
+			fp.errorf(e.val, "principal: %v", err)
+			ok = false
+		} else if first, dup := names[name]; dup {
+			fp.errorf(e.val, "principal %s is listed twice (first at line %d)", name, first)
+			ok = false
+		} else {
+			names[name] = e.val.Line
+			p.Name = name
+		}
+		where := "principal"
+		if p.Name != "" {
+			where = "principal " + p.Name
+		}
+		if e, has := f["token_sha256"]; !has {
+			fp.errorf(item, "%s: token_sha256 is missing; `clink-mcp token new NAME` prints a token and its hash", where)
+			ok = false
+		} else if h, good := fp.str(e.val, where+": token_sha256"); !good {
+			ok = false
+		} else if err := checkHash(h); err != nil {
+			fp.errorf(e.val, "%s: token_sha256 %v", where, err)
+			ok = false
+		} else if first, dup := hashes[h]; dup {
+			fp.errorf(e.val, "%s has the same token_sha256 as the principal at line %d; each principal needs its own token", where, first)
+			ok = false
+		} else {
+			hashes[h] = item.Line
+			p.TokenSHA256 = h
+		}
+		if e, has := f["policy"]; has {
+			path, good := fp.policy(e.val, where)
+			ok = ok && good
+			p.Policy = path
+		}
+		if ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// policy reads a policy path, resolves it against the principals file's
+// folder and has it checked.
+func (fp *fileParser) policy(n *yaml.Node, where string) (string, bool) {
+	s, ok := fp.str(n, where+": policy")
+	if !ok {
+		return "", false
+	}
+	if strings.TrimSpace(s) == "" {
+		fp.errorf(n, "%s: policy is empty; remove it to use the server's default policy", where)
+		return "", false
+	}
+	path := s
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(fp.dir, path)
+	}
+	path = filepath.Clean(path)
+	if fp.checkPolicy != nil {
+		err, done := fp.checked[path]
+		if !done {
+			err = fp.checkPolicy(path)
+			fp.checked[path] = err
+		}
+		if err != nil {
+			msg := strings.ReplaceAll(err.Error(), "\n", "\n  ")
+			fp.errorf(n, "%s: policy %s: %s", where, s, msg)
+			return "", false
+		}
+	}
+	return path, true
+}
+
+var oauthKeys = []string{"issuer", "resource", "claim", "scopes", "principals", "allow_unlisted"}
+
+func (fp *fileParser) oauth(n *yaml.Node) *OAuth {
+	f := fp.fields(n, "oauth", oauthKeys...)
+	if f == nil {
+		return nil
+	}
+	o := &OAuth{Claim: ClaimSubject}
+	ok := true
+	if e, has := f["issuer"]; !has {
+		fp.errorf(n, "oauth: issuer is missing: the authorization server's issuer URL")
+		ok = false
+	} else if s, good := fp.str(e.val, "oauth: issuer"); !good {
+		ok = false
+	} else if err := checkURL(s); err != nil {
+		fp.errorf(e.val, "oauth: issuer %v", err)
+		ok = false
+	} else {
+		o.Issuer = s
+	}
+	if e, has := f["resource"]; !has {
+		fp.errorf(n, "oauth: resource is missing: this server's URL, such as https://mcp.example.com/mcp, which tokens must name as their audience")
+		ok = false
+	} else if s, good := fp.str(e.val, "oauth: resource"); !good {
+		ok = false
+	} else if err := checkURL(s); err != nil {
+		fp.errorf(e.val, "oauth: resource %v", err)
+		ok = false
+	} else {
+		o.Resource = s
+	}
+	if e, has := f["claim"]; has {
+		if s, good := fp.str(e.val, "oauth: claim"); !good {
+			ok = false
+		} else if s != ClaimSubject && s != ClaimClientID {
+			fp.errorf(e.val, "oauth: claim must be %s or %s, not %q", ClaimSubject, ClaimClientID, s)
+			ok = false
+		} else {
+			o.Claim = s
+		}
+	}
+	if e, has := f["scopes"]; has {
+		var good bool
+		o.Scopes, good = fp.scopes(e.val)
+		ok = ok && good
+	}
+	if e, has := f["allow_unlisted"]; has {
+		var good bool
+		o.AllowUnlisted, good = fp.boolean(e.val, "oauth: allow_unlisted")
+		ok = ok && good
+	}
+	if e, has := f["principals"]; has {
+		var good bool
+		o.Principals, good = fp.oauthPrincipals(e.val)
+		ok = ok && good
+	}
+	if ok && len(o.Principals) == 0 && !o.AllowUnlisted {
+		fp.errorf(n, "oauth: no principals are listed and allow_unlisted is false, so every OAuth caller would be refused; list principals or set allow_unlisted: true")
+		ok = false
+	}
+	if !ok {
+		return nil
+	}
+	return o
+}
+
+func (fp *fileParser) scopes(n *yaml.Node) ([]string, bool) {
+	if n.Kind != yaml.SequenceNode {
+		fp.errorf(n, "oauth: scopes must be a list of scope names")
+		return nil, false
+	}
+	ok := true
+	var out []string
+	seen := map[string]bool{}
+	for _, item := range n.Content {
+		s, good := fp.str(item, "oauth: scopes: each entry")
+		if !good {
+			ok = false
+			continue
+		}
+		if err := checkScope(s); err != nil {
+			fp.errorf(item, "oauth: scopes: %v", err)
+			ok = false
+			continue
+		}
+		if seen[s] {
+			fp.errorf(item, "oauth: scopes: %s is listed twice", s)
+			ok = false
+			continue
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out, ok
+}
+
+func (fp *fileParser) oauthPrincipals(n *yaml.Node) (map[string]OAuthPrincipal, bool) {
+	es, ok := fp.entries(n, "oauth: principals")
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]OAuthPrincipal, len(es))
+	for _, e := range es {
+		where := "oauth: principal " + strconv.Quote(e.key.Value)
+		if err := checkClaimValue(e.key.Value); err != nil {
+			fp.errorf(e.key, "oauth: principals: %v", err)
+			ok = false
+			continue
+		}
+		p := OAuthPrincipal{Line: e.key.Line}
+		if e.val.Kind == yaml.ScalarNode && e.val.ShortTag() == "!!null" {
+			out[e.key.Value] = p // listed with the defaults
+			continue
+		}
+		f := fp.fields(e.val, where, "policy")
+		if f == nil {
+			ok = false
+			continue
+		}
+		if pe, has := f["policy"]; has {
+			path, good := fp.policy(pe.val, where)
+			if !good {
+				ok = false
+				continue
+			}
+			p.Policy = path
+		}
+		out[e.key.Value] = p
+	}
+	return out, ok
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ReservedName is the name of the local principal (stdio calls, and HTTP
+// without a principals file), which no token principal may take: it would
+// share the local user's duplicate guard and per-principal counters.
+const ReservedName = "local"
+
+// CheckName reports whether name is a valid token principal name: 1 to 64
+// of A-Z a-z 0-9 . _ -, and not [ReservedName]. Names have no colon, so
+// they never collide with OAuth principals' names ([OAuthPrefix]).
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("name %q is not valid: use 1 to 64 letters, digits, dots, underscores or hyphens", name)
+	}
+	if strings.EqualFold(name, ReservedName) {
+		return fmt.Errorf("name %q is reserved for the local principal (stdio calls); choose another", name)
+	}
+	return nil
+}
+
+func checkHash(h string) error {
+	if len(h) != 64 || strings.ToLower(h) != h {
+		return errors.New("must be 64 lowercase hex digits (the SHA-256 of the token, as `clink-mcp token new` prints it)")
+	}
+	if _, err := hex.DecodeString(h); err != nil {
+		return errors.New("must be 64 lowercase hex digits (the SHA-256 of the token, as `clink-mcp token new` prints it)")
+	}
+	return nil
+}
+
+// checkURL checks an issuer or resource URL: absolute, https (http only on
+// a loopback host, for tests and local development), no credentials, query
+// or fragment (RFC 8414 §2, RFC 9728 §1.2).
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return fmt.Errorf("%q must use https (http is allowed only on a loopback host)", s)
+		}
+	default:
+		return fmt.Errorf("%q must use https", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not contain credentials", s)
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return fmt.Errorf("%q must not have a fragment", s)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return fmt.Errorf("%q must not have a query", s)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkScope(s string) error {
+	if s == "" {
+		return errors.New("a scope name cannot be empty")
+	}
+	for _, r := range s {
+		// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
+			return fmt.Errorf("%q is not a valid scope name (printable ASCII without spaces, quotes or backslashes)", s)
+		}
+	}
+	return nil
+}
+
+// maxClaimValue bounds the claim value that names an OAuth principal; it
+// ends up in every record.
+const maxClaimValue = 256
+
+func checkClaimValue(s string) error {
+	if s == "" {
+		return errors.New("the claim value is empty")
+	}
+	if len(s) > maxClaimValue {
+		return fmt.Errorf("the claim value is longer than %d bytes", maxClaimValue)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("the claim value is not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return errors.New("the claim value contains control characters")
+		}
+	}
+	return nil
+}

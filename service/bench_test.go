@@ -1,0 +1,146 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/gate"
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/service"
+)
+
+// loadPolicy has every stateful rule on, with limits no run reaches.
+const loadPolicy = `version: 1
+currencies:
+  USD: { max_amount: 500 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 9000000000 }
+  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
+rate_limits:
+  - { window: 1m, max_calls: 100000000 }
+  - { window: 1h, max_calls: 100000000, per: principal }
+duplicates: { window: 10m }
+`
+
+// BenchmarkHTTPLoad measures the server under load over real HTTP: N
+// clients (1, 16, 64) each make tools/call requests one after another, as
+// fast as the server answers, against a loopback Clink that answers after
+// 50 ms, with the memory and the SQLite store. Each call is distinct (no
+// replays). It reports calls/s and the p50 and p99 latency of a call as
+// the client sees it.
+//
+//	go test -run '^$' -bench HTTPLoad -benchtime 2000x ./service/
+func BenchmarkHTTPLoad(b *testing.B) {
+	for _, storeName := range []string{"memory", "sqlite"} {
+		for _, clients := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("store=%s/clients=%d", storeName, clients), func(b *testing.B) {
+				benchLoad(b, storeName, clients)
+			})
+		}
+	}
+}
+
+func benchLoad(b *testing.B, storeName string, clients int) {
+	pol, err := policy.Parse("load.yaml", []byte(loadPolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb := sandbox.New()
+	sb.SetFault(sandbox.Fault{Latency: 50 * time.Millisecond})
+	url, shutdown, err := sb.Listen()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(url))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var st state.Store = state.NewMemory()
+	if storeName == "sqlite" {
+		if st, err = state.OpenSQLite(filepath.Join(b.TempDir(), "state.db")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer st.Close()
+	svc, err := service.New(service.Config{
+		Policy: pol, Payments: cl, Account: "bench", Store: st,
+		Secret: bytes.Repeat([]byte{9}, gate.MinSecretLen), Version: "bench",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	srv := httptest.NewServer(svc.Handler(service.HTTPOptions{}))
+	defer srv.Close()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
+
+	var (
+		next      atomic.Int64
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, b.N)
+		wg        sync.WaitGroup
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session",`+
+					`"arguments":{"amount":12,"currency":"USD","customerEmail":"c%d@example.com"}}}`, i, i)
+				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/mcp", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+				t0 := time.Now()
+				res, err := hc.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				out, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				d := time.Since(t0)
+				if res.StatusCode != http.StatusOK || !bytes.Contains(out, []byte("Created checkout session")) {
+					b.Errorf("call %d: %d %s", i, res.StatusCode, out)
+					return
+				}
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if len(latencies) == 0 {
+		return
+	}
+	slices.Sort(latencies)
+	pct := func(p float64) float64 {
+		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "calls/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}

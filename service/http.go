@@ -1,0 +1,216 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/clink-mcp/clink-mcp/service/auth"
+	"github.com/clink-mcp/clink-mcp/tools"
+)
+
+// MaxRequestBody is the largest MCP request body /mcp accepts, the same
+// bound as a stdio line: a tool call's arguments are a few kilobytes.
+const MaxRequestBody = 4 << 20
+
+// readyTimeout bounds the store check behind /readyz.
+const readyTimeout = 2 * time.Second
+
+// HTTPOptions tune [Service.Handler].
+type HTTPOptions struct {
+	// AllowedOrigins are the browser origins (scheme://host[:port]) that
+	// may call /mcp. A request with an Origin header is refused (403)
+	// unless its origin is listed or is the server's own (the Host it was
+	// sent to); requests without one, as from every non-browser client,
+	// are not affected.
+	AllowedOrigins []string
+}
+
+// newStreamable serves one MCP server over streamable HTTP, stateless: no
+// session is kept between requests, so any replica behind a load balancer
+// can answer any request, with no sticky sessions. What that costs: the
+// server cannot send a request or notification to a client outside the
+// response to one of its requests (no GET stream, no list-changed or log
+// notifications between calls).
+func newStreamable(s *server.MCPServer, log *slog.Logger) *server.StreamableHTTPServer {
+	return server.NewStreamableHTTPServer(s,
+		server.WithStateLess(true),
+		server.WithDisableStreaming(true),
+		server.WithStreamableHTTPLogger(log),
+	)
+}
+
+// Handler returns the HTTP face of the service:
+//
+//   - /mcp: MCP streamable HTTP (protocol 2025-11-25 and 2026-07-28), for
+//     authenticated principals when there is a principals file;
+//   - /healthz: 200 while the process is up;
+//   - /readyz: 200 when calls can be taken, else 503 with a one-line
+//     reason (draining, store unreachable);
+//   - /metrics: Prometheus text format;
+//   - /.well-known/oauth-protected-resource (and the form suffixed with
+//     /mcp): the OAuth protected resource metadata (RFC 9728), when OAuth
+//     is configured.
+func (s *Service) Handler(opts HTTPOptions) http.Handler {
+	mux := http.NewServeMux()
+	var mcp http.Handler = http.HandlerFunc(s.serveMCP)
+	if s.auth != nil {
+		mcp = s.auth.Middleware(mcp)
+	}
+	mcp = checkBody(mcp)
+	mcp = checkOrigin(mcp, opts.AllowedOrigins)
+	mux.Handle("/mcp", s.metrics.instrumentHTTP("/mcp", mcp))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		plain(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			plain(w, http.StatusServiceUnavailable, "not ready: "+oneLine(err.Error()))
+			return
+		}
+		plain(w, http.StatusOK, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	if s.auth != nil {
+		for _, path := range s.auth.MetadataPaths() {
+			mux.Handle(path, s.auth.MetadataHandler())
+		}
+	}
+	return mux
+}
+
+// serveMCP hands an MCP request to the streamable HTTP server of the
+// caller's policy file.
+func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
+	sc := s.scopes[0]
+	if p, ok := auth.FromContext(r.Context()); ok {
+		var found bool
+		if sc, found = s.byPolicy[p.Policy]; !found {
+			// New loaded every policy the principals file names; a
+			// principal with another one is a wiring bug, and fails closed.
+			s.log.ErrorContext(r.Context(), "principal's policy is not loaded", "principal", p.Name)
+			plain(w, http.StatusForbidden, "forbidden: no policy for this principal")
+			return
+		}
+	}
+	sc.http.ServeHTTP(w, r)
+}
+
+// checkBody bounds a POST body to MaxRequestBody and refuses, before mcp-go
+// decodes it, a message encoding/json would read one way and a reader of it
+// another (duplicate keys, case variants: tools.CheckMessage), as the stdio
+// transport does line by line.
+func checkBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Body == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				plain(w, http.StatusRequestEntityTooLarge, "request body over 4 MiB")
+				return
+			}
+			plain(w, http.StatusBadRequest, "cannot read the request body")
+			return
+		}
+		if err := tools.CheckMessage(body); err != nil {
+			var me *tools.MessageError
+			code := -32600
+			if errors.As(err, &me) {
+				code = me.Code()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"jsonrpc": "2.0", "id": requestID(body),
+				"error": map[string]any{"code": code, "message": err.Error()},
+			})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requestID is the id of a JSON-RPC request body, or nil.
+func requestID(body []byte) any {
+	var m struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(body, &m) != nil || len(m.ID) == 0 {
+		return nil
+	}
+	return m.ID
+}
+
+// checkOrigin refuses a request whose Origin header names neither an
+// allowed origin nor the server's own: the DNS-rebinding and cross-site
+// protection the MCP transport asks of servers. mcp-go adds its own check
+// that a request reaching a loopback address names a loopback Host.
+func checkOrigin(next http.Handler, allowed []string) http.Handler {
+	set := map[string]bool{}
+	for _, o := range allowed {
+		set[strings.ToLower(strings.TrimRight(o, "/"))] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || set[strings.ToLower(origin)] || sameOrigin(origin, r.Host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		plain(w, http.StatusForbidden, "forbidden: origin not allowed")
+	})
+}
+
+// sameOrigin reports whether origin names host, the one the request was
+// sent to.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	return strings.EqualFold(u.Host, host) || strings.EqualFold(withoutDefaultPort(u), host)
+}
+
+func withoutDefaultPort(u *url.URL) string {
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return u.Host
+	}
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		return host
+	}
+	return u.Host
+}
+
+func plain(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

@@ -1,0 +1,432 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/gate"
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/service"
+	"github.com/clink-mcp/clink-mcp/service/auth"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fixture is a service over HTTP against an in-process sandbox.
+type fixture struct {
+	t       *testing.T
+	dir     string
+	svc     *service.Service
+	srv     *httptest.Server
+	sandbox *sandbox.Server
+	store   state.Store
+	logs    *syncBuffer
+	tokens  map[string]string // principal name -> bearer token
+}
+
+// setup describes a fixture: the server's policy, the principals (name ->
+// policy file name, "" for the server's) and further policy files.
+type setup struct {
+	policy     string
+	principals map[string]string
+	policies   map[string]string
+	store      state.Store // nil: a fresh memory store
+	opts       service.HTTPOptions
+}
+
+const basePolicy = `version: 1
+currencies:
+  USD: { max_amount: 200 }
+  EUR: { max_amount: 200 }
+duplicates: { window: 10m }
+`
+
+func newFixture(t *testing.T, s setup) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), logs: &syncBuffer{}, tokens: map[string]string{}}
+	if s.policy == "" {
+		s.policy = basePolicy
+	}
+	pol, err := policy.Parse("policy.yaml", []byte(s.policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range s.policies {
+		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var principals *auth.File
+	if s.principals != nil {
+		var yaml strings.Builder
+		yaml.WriteString("principals:\n")
+		for name, pol := range s.principals {
+			token, err := auth.NewToken()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.tokens[name] = token
+			fmt.Fprintf(&yaml, "  - name: %s\n    token_sha256: %s\n", name, auth.HashToken(token))
+			if pol != "" {
+				fmt.Fprintf(&yaml, "    policy: %s\n", pol)
+			}
+		}
+		path := filepath.Join(f.dir, "principals.yaml")
+		if err := os.WriteFile(path, []byte(yaml.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if principals, err = auth.Load(path, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sandbox = sandbox.New()
+	url, shutdown, err := f.sandbox.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store = s.store
+	if f.store == nil {
+		f.store = state.NewMemory()
+	}
+	f.svc, err = service.New(service.Config{
+		Policy: pol, Principals: principals, Payments: cl,
+		Account: gate.AccountID(url, sandbox.DefaultAPIKey), Store: f.store,
+		Secret: bytes.Repeat([]byte{7}, gate.MinSecretLen), Version: "test",
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.svc.Close(context.Background()) })
+	f.srv = httptest.NewServer(f.svc.Handler(s.opts))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// client connects an MCP client as principal ("" for none), speaking
+// protocol version (mcp-go's newest when "").
+func (f *fixture) client(principal, version string) *client.Client {
+	f.t.Helper()
+	var topts []transport.StreamableHTTPCOption
+	if principal != "" {
+		topts = append(topts, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + f.tokens[principal]}))
+	}
+	tr, err := transport.NewStreamableHTTP(f.srv.URL+"/mcp", topts...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var copts []client.ClientOption
+	if version != "" {
+		copts = append(copts, client.WithProtocolVersion(version))
+	}
+	c := client.NewClient(tr, copts...)
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ClientInfo = mcp.Implementation{Name: "service-test", Version: "1"}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		f.t.Fatalf("initialize: %v", err)
+	}
+	f.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// call makes one tools/call and returns its result's text and whether it is
+// an error.
+func call(t *testing.T, c *client.Client, tool, args string) (string, bool) {
+	t.Helper()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = tool
+	req.Params.Arguments = json.RawMessage(args)
+	res, err := c.CallTool(context.Background(), req)
+	if err != nil {
+		t.Fatalf("%s: %v", tool, err)
+	}
+	var text strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			text.WriteString(tc.Text)
+		}
+	}
+	return text.String(), res.IsError
+}
+
+// get fetches path with the given headers and returns the status, the
+// WWW-Authenticate header and the body.
+func (f *fixture) get(method, path string, body io.Reader, headers map[string]string) (int, http.Header, string) {
+	f.t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header, string(b)
+}
+
+const agentArgs = `{"customerEmail":"alice@example.com","amount":30,"currency":"USD"}`
+
+func TestBothProtocolVersionsCallTheTools(t *testing.T) {
+	f := newFixture(t, setup{})
+	for _, version := range []string{mcp.LATEST_PROTOCOL_VERSION, "2025-11-25"} {
+		t.Run(version, func(t *testing.T) {
+			c := f.client("", version)
+			tools, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tools.Tools) < 2 {
+				t.Fatalf("tools/list gave %d tools", len(tools.Tools))
+			}
+			text, isErr := call(t, c, policy.ToolCheckoutSession, `{"amount":12,"currency":"EUR","customerEmail":"p-`+version+`@example.com"}`)
+			if isErr {
+				t.Fatalf("checkout refused: %s", text)
+			}
+		})
+	}
+	if got := f.sandbox.Requests(); got != 2 {
+		t.Errorf("the sandbox got %d requests, want 2", got)
+	}
+}
+
+func TestUnauthenticatedCallsAreRefused(t *testing.T) {
+	f := newFixture(t, setup{principals: map[string]string{"alpha": ""}})
+	initBody := `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}`
+	for name, headers := range map[string]map[string]string{
+		"no token":          {},
+		"a wrong token":     {"Authorization": "Bearer clk_not-the-token"},
+		"a basic auth":      {"Authorization": "Basic YWxwaGE6c2VjcmV0"},
+		"a token in a path": {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := "/mcp"
+			if name == "a token in a path" {
+				path += "?access_token=" + f.tokens["alpha"]
+			}
+			headers["Content-Type"] = "application/json"
+			status, h, body := f.get(http.MethodPost, path, strings.NewReader(initBody), headers)
+			if status != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401: %s", status, body)
+			}
+			if !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("WWW-Authenticate = %q", h.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	if f.sandbox.Requests() != 0 {
+		t.Error("a refused request reached Clink")
+	}
+	if strings.Contains(f.logs.String(), f.tokens["alpha"]) {
+		t.Error("the token is in the logs")
+	}
+}
+
+func TestPerPrincipalBudgetsHoldInParallel(t *testing.T) {
+	// Each principal may spend USD 100 a day; together they may spend 150.
+	// Thirty-USD calls: each principal alone would get three, but the
+	// shared budget lets only five through in all.
+	const pol = `version: 1
+currencies:
+  USD: { max_amount: 200 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 100, per: principal }
+  - { currency: USD, window: 24h, max_amount: 150 }
+`
+	f := newFixture(t, setup{policy: pol, principals: map[string]string{"alpha": "", "beta": ""}})
+	clients := map[string]*client.Client{"alpha": f.client("alpha", ""), "beta": f.client("beta", "")}
+	created := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, c := range clients {
+		for i := range 8 {
+			wg.Go(func() {
+				args := fmt.Sprintf(`{"customerEmail":"c%d-%s@example.com","amount":30,"currency":"USD"}`, i, name)
+				text, isErr := call(t, c, policy.ToolAgentPaymentSession, args)
+				if isErr {
+					if !strings.Contains(text, "budget_exceeded") {
+						t.Errorf("%s: refused for another reason: %s", name, text)
+					}
+					return
+				}
+				mu.Lock()
+				created[name]++
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	if created["alpha"] > 3 || created["beta"] > 3 || created["alpha"]+created["beta"] != 5 {
+		t.Errorf("created %v: want at most 3 each and 5 in all", created)
+	}
+	if got := f.sandbox.Requests(); got != 5 {
+		t.Errorf("the sandbox got %d requests, want 5", got)
+	}
+}
+
+func TestEachPrincipalHasItsPolicy(t *testing.T) {
+	f := newFixture(t, setup{
+		principals: map[string]string{"alpha": "", "euro": "euro.yaml"},
+		policies:   map[string]string{"euro.yaml": "version: 1\ncurrencies:\n  EUR: { max_amount: 50 }\n"},
+	})
+	alpha, euro := f.client("alpha", ""), f.client("euro", "")
+	if text, isErr := call(t, alpha, policy.ToolAgentPaymentSession, agentArgs); isErr {
+		t.Fatalf("alpha's USD call refused: %s", text)
+	}
+	if text, isErr := call(t, euro, policy.ToolAgentPaymentSession, agentArgs); !isErr || !strings.Contains(text, "currency_not_allowed") {
+		t.Fatalf("euro's USD call: %v %s", isErr, text)
+	}
+	tools, err := euro.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := tools.Tools[0].Description; !strings.Contains(d, "EUR") || strings.Contains(d, "USD") {
+		t.Errorf("euro's tool description does not state its policy: %s", d)
+	}
+}
+
+func TestReadinessFollowsTheStore(t *testing.T) {
+	st, err := state.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, setup{store: st})
+	if status, _, body := f.get(http.MethodGet, "/readyz", nil, nil); status != http.StatusOK {
+		t.Fatalf("readyz: %d %s", status, body)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := f.get(http.MethodGet, "/readyz", nil, nil)
+	if status != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not ready: store unreachable") || strings.Count(body, "\n") != 1 {
+		t.Errorf("readyz with the store gone: %d %q", status, body)
+	}
+	if status, _, _ := f.get(http.MethodGet, "/healthz", nil, nil); status != http.StatusOK {
+		t.Errorf("healthz: %d", status)
+	}
+}
+
+func TestReadinessTurnsOffWhenDraining(t *testing.T) {
+	f := newFixture(t, setup{})
+	if err := f.svc.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := f.get(http.MethodGet, "/readyz", nil, nil)
+	if status != http.StatusServiceUnavailable || body != "not ready: shutting down\n" {
+		t.Errorf("readyz while draining: %d %q", status, body)
+	}
+}
+
+func TestMetricsCountAMixedRun(t *testing.T) {
+	f := newFixture(t, setup{})
+	c := f.client("", "")
+	call(t, c, policy.ToolAgentPaymentSession, agentArgs)                                                          // created
+	call(t, c, policy.ToolAgentPaymentSession, agentArgs)                                                          // replayed
+	call(t, c, policy.ToolAgentPaymentSession, `{"customerEmail":"bob@example.com","amount":30,"currency":"GBP"}`) // refused
+	call(t, c, policy.ToolCheckoutSession, `{"amount":12,"currency":"EUR","customerEmail":"carol@example.com"}`)   // created
+	_, _, body := f.get(http.MethodGet, "/metrics", nil, nil)
+	for _, want := range []string{
+		`clink_mcp_tool_calls_total{decision="created",tool="create_agent_payment_session"} 1`,
+		`clink_mcp_tool_calls_total{decision="replayed",tool="create_agent_payment_session"} 1`,
+		`clink_mcp_tool_calls_total{decision="currency_not_allowed",tool="create_agent_payment_session"} 1`,
+		`clink_mcp_tool_calls_total{decision="created",tool="create_checkout_session"} 1`,
+		`clink_mcp_replays_total{tool="create_agent_payment_session"} 1`,
+		`clink_mcp_clink_requests_total{endpoint="POST /order/payment-session",outcome="ok"} 1`,
+		`clink_mcp_clink_requests_total{endpoint="POST /checkout/session",outcome="ok"} 1`,
+		`clink_mcp_tool_call_duration_seconds_count{tool="create_agent_payment_session"} 3`,
+		`clink_mcp_store_operation_duration_seconds_count{operation="hold"} 3`,
+		`clink_mcp_http_requests_total{code="200",handler="/mcp"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, secret := range []string{"alice", "carol", "example.com", sandbox.DefaultAPIKey} {
+		if strings.Contains(body, secret) {
+			t.Errorf("/metrics holds %q", secret)
+		}
+	}
+}
+
+func TestTheOriginIsChecked(t *testing.T) {
+	f := newFixture(t, setup{opts: service.HTTPOptions{AllowedOrigins: []string{"https://app.example.com"}}})
+	body := `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+	for origin, want := range map[string]int{
+		"https://evil.example.com": http.StatusForbidden,
+		"null":                     http.StatusForbidden,
+		"https://app.example.com":  http.StatusOK,
+		f.srv.URL:                  http.StatusOK,
+	} {
+		status, _, text := f.get(http.MethodPost, "/mcp", strings.NewReader(body), map[string]string{
+			"Origin": origin, "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+			"Mcp-Protocol-Version": "2025-11-25",
+		})
+		if status != want {
+			t.Errorf("Origin %s: status %d, want %d: %s", origin, status, want, text)
+		}
+	}
+}
+
+func TestRequestBodiesAreBoundedAndChecked(t *testing.T) {
+	f := newFixture(t, setup{})
+	headers := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+	big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + strings.Repeat("a", service.MaxRequestBody) + `"}}`
+	if status, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(big), headers); status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over the limit: %d %s", status, body)
+	}
+	dup := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":{"amount":1,"amount":900,"currency":"USD","customerEmail":"a@example.com"}}}`
+	status, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(dup), headers)
+	if status != http.StatusBadRequest || !strings.Contains(body, `"id":7`) || !strings.Contains(body, "duplicate key") {
+		t.Errorf("duplicate keys: %d %s", status, body)
+	}
+	if f.sandbox.Requests() != 0 {
+		t.Error("a refused body reached Clink")
+	}
+}
