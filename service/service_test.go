@@ -66,6 +66,8 @@ type setup struct {
 	policies   map[string]string
 	store      state.Store // nil: a fresh memory store
 	opts       service.HTTPOptions
+	// principalsYAML, when set, is the principals file as written.
+	principalsYAML string
 }
 
 const basePolicy = `version: 1
@@ -91,9 +93,11 @@ func newFixture(t *testing.T, s setup) *fixture {
 		}
 	}
 	var principals *auth.File
-	if s.principals != nil {
+	if s.principals != nil || s.principalsYAML != "" {
 		var yaml strings.Builder
-		yaml.WriteString("principals:\n")
+		if len(s.principals) > 0 {
+			yaml.WriteString("principals:\n")
+		}
 		for name, pol := range s.principals {
 			token, err := auth.NewToken()
 			if err != nil {
@@ -105,6 +109,7 @@ func newFixture(t *testing.T, s setup) *fixture {
 				fmt.Fprintf(&yaml, "    policy: %s\n", pol)
 			}
 		}
+		yaml.WriteString(s.principalsYAML)
 		path := filepath.Join(f.dir, "principals.yaml")
 		if err := os.WriteFile(path, []byte(yaml.String()), 0o600); err != nil {
 			t.Fatal(err)
