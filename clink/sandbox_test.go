@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +239,42 @@ func BenchmarkCreateAgentPaymentSession(b *testing.B) {
 		if _, err := c.CreateAgentPaymentSession(ctx, req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestABusyClientKeepsItsConnections: the default transport keeps as many
+// idle connections to Clink as a busy server has calls in flight, so the
+// second wave of concurrent calls dials nothing (with net/http's default
+// of 2 idle connections per host it would dial for nearly every call).
+func TestABusyClientKeepsItsConnections(t *testing.T) {
+	sb := sandbox.New()
+	sb.SetFault(sandbox.Fault{Latency: 30 * time.Millisecond})
+	var dials atomic.Int32
+	srv := httptest.NewUnstartedServer(sb)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL)
+	wave := func() {
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				if _, err := c.CreateAgentPaymentSession(t.Context(), &clink.AgentPaymentSessionRequest{
+					CustomerEmail: "ada@example.com", Amount: mustAmount(t, "5"), Currency: "USD"}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	wave()
+	first := dials.Load()
+	wave()
+	if more := dials.Load() - first; more != 0 {
+		t.Errorf("the second wave of 16 calls dialled %d new connections (the first dialled %d), want 0", more, first)
 	}
 }

@@ -143,6 +143,10 @@ func New(cfg Config) (*Service, error) {
 			if err != nil {
 				return nil, fmt.Errorf("principals: policy %s: %w", p, err)
 			}
+			if sp := pol.StorePath(); sp != "" && sp != cfg.Policy.StorePath() {
+				s.log.Warn("a principal's policy names a store of its own, which is not used: every policy's limits are kept in the server's one store",
+					"policy", p, "unused_store_path", sp)
+			}
 			policies[p] = pol
 			names = append(names, p)
 		}
