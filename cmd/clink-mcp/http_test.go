@@ -17,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -30,7 +31,7 @@ type httpProcess struct {
 
 // startHTTP runs the binary with args (plus --http on a free loopback port
 // and JSON logs) and waits for the URL it logs.
-func startHTTP(t *testing.T, args ...string) *httpProcess {
+func startHTTP(t *testing.T, env []string, args ...string) *httpProcess {
 	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {
@@ -38,7 +39,12 @@ func startHTTP(t *testing.T, args ...string) *httpProcess {
 	}
 	args = append([]string{"serve", "--http", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "CLINK_API_KEY=", "CLINK_POLICY=", "CLINK_PRINCIPALS=")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CLINK_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	p := &httpProcess{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -124,7 +130,7 @@ func TestHTTPBinaryServesPrincipalsAndDrainsOnSIGTERM(t *testing.T) {
 	if err := os.WriteFile(principals, []byte(yaml.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startHTTP(t, "--sandbox", "--principals", principals)
+	p := startHTTP(t, nil, "--sandbox", "--principals", principals)
 
 	// Without the token: 401, and nothing else.
 	res, err := http.Post(p.url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
@@ -208,5 +214,85 @@ func TestTokenNewPrintsTheTokenOnceAndItsHash(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, nil, "token"); code != 1 {
 		t.Errorf("token without new: exit %d", code)
+	}
+}
+
+// callTool makes one create_agent_payment_session call of amount USD and
+// returns its result's text and whether it is an error.
+func callTool(t *testing.T, c *client.Client, amount string) (string, bool, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = policy.ToolAgentPaymentSession
+	req.Params.Arguments = json.RawMessage(`{"customerEmail":"alice@example.com","amount":` + amount + `,"currency":"USD"}`)
+	res, err := c.CallTool(context.Background(), req)
+	if err != nil {
+		return "", false, err
+	}
+	var text strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			text.WriteString(tc.Text)
+		}
+	}
+	return text.String(), res.IsError, nil
+}
+
+// TestHTTPSIGTERMFinishesTheCallInFlight: on SIGTERM the server stops
+// being ready, refuses new calls as shutting down, lets the call already at
+// Clink finish and answer, records it, and exits 0.
+func TestHTTPSIGTERMFinishesTheCallInFlight(t *testing.T) {
+	clink := newGatedClink(t)
+	policyFile := policyWithStore(t)
+	p := startHTTP(t, []string{
+		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox",
+		"CLINK_BASE_URL=" + clink.url, "CLINK_POLICY=" + policyFile,
+	})
+	c := p.mcpClient(t, "")
+	type answer struct {
+		text  string
+		isErr bool
+		err   error
+	}
+	first := make(chan answer, 1)
+	go func() {
+		text, isErr, err := callTool(t, c, "12.5")
+		first <- answer{text, isErr, err}
+	}()
+	clink.awaitPOSTs(t, 1, 15*time.Second)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "shutting down: finishing the calls in flight") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain logged:\n%s", p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ready, err := http.Get(strings.TrimSuffix(p.url, "/mcp") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz while draining: %d, want 503", ready.StatusCode)
+	}
+	if text, isErr, err := callTool(t, c, "13.5"); err != nil || !isErr || !strings.Contains(text, "shutting down") {
+		t.Errorf("a call after SIGTERM: %v %v %q, want it refused as shutting down", err, isErr, text)
+	}
+	clink.release()
+	got := <-first
+	if got.err != nil || got.isErr || !strings.HasPrefix(got.text, "Created agent payment session") {
+		t.Fatalf("the call in flight: %+v", got)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still running 30 s after the call in flight ended")
+	}
+	if code, out, errOut := auditVerify(t, policyFile); code != 0 || !strings.Contains(out, "3 records, hash chain intact") {
+		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
 	}
 }
