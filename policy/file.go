@@ -1,17 +1,12 @@
 package policy
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"regexp"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/clink-mcp/clink-mcp/policy/yamlfile"
 )
 
 // Parse parses a policy file's content. filename is used in error messages
@@ -30,64 +25,44 @@ import (
 func Parse(filename string, data []byte) (*Policy, error) {
 	fp := &fileParser{file: filename}
 	p := fp.parse(data)
-	if len(fp.problems) > 0 {
-		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
-		return nil, &ParseError{File: filename, Problems: fp.problems}
+	if err := fp.Err(filename); err != nil {
+		return nil, (*ParseError)(err)
 	}
 	p.source = filename
 	return p, nil
 }
 
+// fileParser reads a policy file; its methods parse the file's sections.
 type fileParser struct {
-	file     string
-	problems []Problem
+	yamlfile.Parser
+	file string
 }
 
+// errorf is [yamlfile.Parser.Errorf], in the spelling the sections use.
 func (fp *fileParser) errorf(n *yaml.Node, format string, args ...any) {
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	fp.problems = append(fp.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
+	fp.Errorf(n, format, args...)
 }
 
-var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// entry is a key and its value in a mapping.
+type entry struct{ key, val *yaml.Node }
 
-// yamlError turns a YAML syntax error into a Problem with its line.
-func (fp *fileParser) yamlError(err error) {
-	msg := err.Error()
-	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		fp.problems = append(fp.problems, Problem{Line: line, Message: "invalid YAML: " + m[2]})
-		return
+// fields is [yamlfile.Parser.Fields], giving entries as the sections use
+// them.
+func (fp *fileParser) fields(n *yaml.Node, what string, known ...string) map[string]entry {
+	f := fp.Fields(n, what, known...)
+	if f == nil {
+		return nil
 	}
-	fp.problems = append(fp.problems, Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")})
+	m := make(map[string]entry, len(f))
+	for k, e := range f {
+		m[k] = entry{e.Key, e.Value}
+	}
+	return m
 }
 
 func (fp *fileParser) parse(data []byte) *Policy {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			fp.errorf(nil, "the file is empty; a policy needs at least version: 1 and currencies")
-		} else {
-			fp.yamlError(err)
-		}
-		return nil
-	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case err == nil:
-		fp.errorf(&next, "a second YAML document; a policy file holds exactly one")
-	case !errors.Is(err, io.EOF):
-		fp.yamlError(err)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		fp.errorf(&doc, "the file is empty; a policy needs at least version: 1 and currencies")
-		return nil
-	}
-	root := doc.Content[0]
-	if fp.hasAliases(root) {
+	root := fp.Decode(data, "policy file", "the file is empty; a policy needs at least version: 1 and currencies")
+	if root == nil {
 		return nil
 	}
 
@@ -150,70 +125,6 @@ func (fp *fileParser) parse(data []byte) *Policy {
 // README documents them.
 var topKeys = []string{"version", "currencies", "customers", "urls", "budgets", "rate_limits", "duplicates", "store", "tools"}
 
-// hasAliases reports (and explains) any YAML alias or merge key: they make a
-// file harder to review and are a classic way to blow up a parser's memory.
-func (fp *fileParser) hasAliases(n *yaml.Node) bool {
-	found := false
-	var walk func(*yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n.Kind == yaml.AliasNode {
-			fp.errorf(n, "YAML aliases (*%s) are not supported; write the value out", n.Value)
-			found = true
-			return
-		}
-		for _, c := range n.Content {
-			walk(c)
-		}
-	}
-	walk(n)
-	return found
-}
-
-type entry struct{ key, val *yaml.Node }
-
-// entries returns the key/value pairs of a mapping node, reporting a node
-// that is not a mapping, keys that are not plain strings, and duplicates.
-func (fp *fileParser) entries(n *yaml.Node, what string) ([]entry, bool) {
-	if n.Kind != yaml.MappingNode {
-		fp.errorf(n, "%s must be a mapping (key: value)", what)
-		return nil, false
-	}
-	out := make([]entry, 0, len(n.Content)/2)
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-			fp.errorf(k, "%s: keys must be plain names", what)
-			continue
-		}
-		if first, dup := seen[k.Value]; dup {
-			fp.errorf(k, "%s: duplicate key %q (first at line %d)", what, k.Value, first)
-			continue
-		}
-		seen[k.Value] = k.Line
-		out = append(out, entry{k, v})
-	}
-	return out, true
-}
-
-// fields returns the entries of a mapping with a fixed set of keys,
-// reporting unknown ones. It returns nil if n is not a mapping.
-func (fp *fileParser) fields(n *yaml.Node, what string, known ...string) map[string]entry {
-	es, ok := fp.entries(n, what)
-	if !ok {
-		return nil
-	}
-	m := make(map[string]entry, len(es))
-	for _, e := range es {
-		if !slices.Contains(known, e.key.Value) {
-			fp.errorf(e.key, "%s: unknown key %q (known keys: %s)", what, e.key.Value, strings.Join(known, ", "))
-			continue
-		}
-		m[e.key.Value] = e
-	}
-	return m
-}
-
 // currencies parses a currencies mapping. With global nil it is the global
 // allowlist, where max_amount is required; otherwise it is tool's list,
 // which may only narrow global.
@@ -223,7 +134,7 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 		what = "tool " + tool + ": currencies"
 	}
 	r := currencyRules{byCode: map[string]limits{}}
-	es, ok := fp.entries(n, what)
+	es, ok := fp.Entries(n, what)
 	if !ok {
 		return r
 	}
@@ -236,9 +147,9 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 		return r
 	}
 	for _, e := range es {
-		c, err := ParseCurrency(e.key.Value)
+		c, err := ParseCurrency(e.Key.Value)
 		if err != nil {
-			fp.errorf(e.key, "%s: %v", what, err)
+			fp.errorf(e.Key, "%s: %v", what, err)
 			continue
 		}
 		where := c.code
@@ -250,12 +161,12 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 			var listed bool
 			if base, listed = global.byCode[c.code]; !listed {
 				if len(global.byCode) > 0 { // else the global entry already had its own error
-					fp.errorf(e.key, "%s is not in the global currencies list; a tool can only narrow the global rules", where)
+					fp.errorf(e.Key, "%s is not in the global currencies list; a tool can only narrow the global rules", where)
 				}
 				continue
 			}
 		}
-		f := fp.fields(e.val, where, "max_amount", "min_amount")
+		f := fp.fields(e.Value, where, "max_amount", "min_amount")
 		if f == nil {
 			continue
 		}
@@ -266,7 +177,7 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 				okLim = false
 			}
 		} else if global == nil {
-			fp.errorf(e.key, "%s has no max_amount; every currency needs a per-session cap", where)
+			fp.errorf(e.Key, "%s has no max_amount; every currency needs a per-session cap", where)
 			okLim = false
 		}
 		if m, ok := f["min_amount"]; ok {
@@ -291,7 +202,7 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 			}
 		}
 		if !lim.min.IsZero() && lim.min.minor > lim.max.minor {
-			at := e.key
+			at := e.Key
 			if m, ok := f["min_amount"]; ok {
 				at = m.val
 			}
@@ -332,15 +243,6 @@ func (fp *fileParser) amount(n *yaml.Node, c Currency, what string) (Money, bool
 	return Money{minor: minor, cur: c}, true
 }
 
-func (fp *fileParser) boolean(n *yaml.Node, what string) (bool, bool) {
-	var b bool
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
-		fp.errorf(n, "%s must be true or false", what)
-		return false, false
-	}
-	return b, true
-}
-
 func (fp *fileParser) customers(n *yaml.Node, p *Policy) {
 	f := fp.fields(n, "customers", "allow_emails", "deny_emails", "allow_without_email")
 	if e, ok := f["allow_emails"]; ok {
@@ -351,7 +253,7 @@ func (fp *fileParser) customers(n *yaml.Node, p *Policy) {
 		fp.emailList(e.val, "deny_emails", &p.deny)
 	}
 	if e, ok := f["allow_without_email"]; ok {
-		p.allowWithoutEmail, _ = fp.boolean(e.val, "customers: allow_without_email")
+		p.allowWithoutEmail, _ = fp.Bool(e.val, "customers: allow_without_email")
 	}
 }
 
@@ -389,12 +291,12 @@ func (fp *fileParser) tool(n *yaml.Node, t *toolRules, p *Policy) {
 	if e, ok := f["allow_dashboard_prices"]; ok {
 		if t.name != ToolCheckoutSession {
 			fp.errorf(e.key, "%s: allow_dashboard_prices applies only to %s", where, ToolCheckoutSession)
-		} else if b, ok := fp.boolean(e.val, where+": allow_dashboard_prices"); ok {
+		} else if b, ok := fp.Bool(e.val, where+": allow_dashboard_prices"); ok {
 			t.allowDashboardPrices = b
 		}
 	}
 	if e, ok := f["enabled"]; ok {
-		if b, ok := fp.boolean(e.val, where+": enabled"); ok {
+		if b, ok := fp.Bool(e.val, where+": enabled"); ok {
 			t.enabled = b
 		} else {
 			t.enabled = false

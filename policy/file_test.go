@@ -145,7 +145,7 @@ func TestParseRefuses(t *testing.T) {
 		{"refuses a lower-case currency", "version: 1\ncurrencies:\n  usd: { max_amount: 1 }\n", `f.yaml:3: currencies: currency "usd" must be written in upper case`},
 		{"refuses an unknown currency", "version: 1\ncurrencies:\n  ABC: { max_amount: 1 }\n", `f.yaml:3: currencies: currency "ABC" is not an ISO 4217 currency code`},
 		{"refuses a testing currency", "version: 1\ncurrencies:\n  XTS: { max_amount: 1 }\n", "f.yaml:3: currencies: currency XTS is not legal tender for payments (metals, special drawing rights, fund, testing and withdrawn codes are refused)"},
-		{"refuses a numeric key", "version: 1\ncurrencies:\n  840: { max_amount: 1 }\n", "f.yaml:3: currencies: keys must be plain names"},
+		{"refuses a numeric key", "version: 1\ncurrencies:\n  840: { max_amount: 1 }\n", `f.yaml:3: currencies: keys must be strings (quote "840")`},
 		{"refuses a YAML alias", "version: 1\ncurrencies:\n  USD: &cap { max_amount: 1 }\n  EUR: *cap\n", "f.yaml:4: YAML aliases (*cap) are not supported; write the value out"},
 		{"refuses a YAML merge key", "version: 1\ncurrencies:\n  USD: &cap { max_amount: 1 }\n  EUR: { <<: *cap }\n", "f.yaml:4: YAML aliases (*cap) are not supported; write the value out"},
 		{"refuses an unknown key under customers", head + "customers:\n  allow: [a@example.com]\n", `f.yaml:5: customers: unknown key "allow" (known keys: allow_emails, deny_emails, allow_without_email)`},

@@ -4,10 +4,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strings"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/policy/yamlfile"
 )
 
 // Tool names, as the policy knows them.
@@ -84,17 +83,13 @@ const maxFileSize = 1 << 20
 // Load reads and parses the policy file at path. Errors name the file and,
 // for problems in its content, the line (see [ParseError]).
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	data, err := yamlfile.ReadFile(path, maxFileSize)
+	var tooLarge *yamlfile.Error
+	if errors.As(err, &tooLarge) {
+		return nil, (*ParseError)(tooLarge)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("policy file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("policy file %s: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, &ParseError{File: path, Problems: []Problem{{Message: fmt.Sprintf("the file is larger than %d bytes", maxFileSize)}}}
 	}
 	return Parse(path, data)
 }
@@ -104,33 +99,14 @@ var ErrInvalidPolicy = errors.New("invalid policy file")
 
 // ParseError lists every problem found in a policy file. Its message has
 // one line per problem, "FILE:LINE: problem", in line order.
-type ParseError struct {
-	File     string
-	Problems []Problem
-}
+type ParseError yamlfile.Error
 
 // Problem is one problem in a policy file. Line is 1-based; 0 means the
 // problem is with the file as a whole.
-type Problem struct {
-	Line    int
-	Message string
-}
+type Problem = yamlfile.Problem
 
 // Error returns one "FILE:LINE: problem" line per problem.
-func (e *ParseError) Error() string {
-	var b strings.Builder
-	for i, p := range e.Problems {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		if p.Line > 0 {
-			fmt.Fprintf(&b, "%s:%d: %s", e.File, p.Line, p.Message)
-		} else {
-			fmt.Fprintf(&b, "%s: %s", e.File, p.Message)
-		}
-	}
-	return b.String()
-}
+func (e *ParseError) Error() string { return (*yamlfile.Error)(e).Error() }
 
 // Unwrap returns [ErrInvalidPolicy].
 func (e *ParseError) Unwrap() error { return ErrInvalidPolicy }

@@ -1,17 +1,12 @@
 package auth
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/clink-mcp/clink-mcp/policy/yamlfile"
 )
 
 // File is a principals file: who may call the HTTP server, and under which
@@ -116,33 +113,14 @@ var ErrInvalidFile = errors.New("invalid principals file")
 
 // ParseError lists every problem found in a principals file. Its message
 // has one line per problem, "FILE:LINE: problem", in line order.
-type ParseError struct {
-	File     string
-	Problems []Problem
-}
+type ParseError yamlfile.Error
 
 // Problem is one problem in a principals file. Line is 1-based; 0 means the
 // problem is with the file as a whole.
-type Problem struct {
-	Line    int
-	Message string
-}
+type Problem = yamlfile.Problem
 
 // Error returns one "FILE:LINE: problem" line per problem.
-func (e *ParseError) Error() string {
-	var b strings.Builder
-	for i, p := range e.Problems {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		if p.Line > 0 {
-			fmt.Fprintf(&b, "%s:%d: %s", e.File, p.Line, p.Message)
-		} else {
-			fmt.Fprintf(&b, "%s: %s", e.File, p.Message)
-		}
-	}
-	return b.String()
-}
+func (e *ParseError) Error() string { return (*yamlfile.Error)(e).Error() }
 
 // Unwrap returns [ErrInvalidFile].
 func (e *ParseError) Unwrap() error { return ErrInvalidFile }
@@ -159,17 +137,13 @@ const maxFileSize = 1 << 20
 // principals reference (its resolved path); its error is reported at every
 // line that references that file.
 func Load(path string, checkPolicy func(path string) error) (*File, error) {
-	f, err := os.Open(path)
+	data, err := yamlfile.ReadFile(path, maxFileSize)
+	var tooLarge *yamlfile.Error
+	if errors.As(err, &tooLarge) {
+		return nil, (*ParseError)(tooLarge)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("principals file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("principals file %s: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, &ParseError{File: path, Problems: []Problem{{Message: fmt.Sprintf("the file is larger than %d bytes", maxFileSize)}}}
 	}
 	return Parse(path, data, checkPolicy)
 }
@@ -177,74 +151,31 @@ func Load(path string, checkPolicy func(path string) error) (*File, error) {
 // Parse parses a principals file's content, like [Load]. filename names the
 // file in errors, and relative policy paths are resolved against its folder.
 func Parse(filename string, data []byte, checkPolicy func(path string) error) (*File, error) {
-	fp := &fileParser{file: filename, dir: filepath.Dir(filename), checkPolicy: checkPolicy, checked: map[string]error{}}
+	fp := &fileParser{dir: filepath.Dir(filename), checkPolicy: checkPolicy, checked: map[string]error{}}
 	f := fp.parse(data)
-	if len(fp.problems) > 0 {
-		sort.SliceStable(fp.problems, func(i, j int) bool { return fp.problems[i].Line < fp.problems[j].Line })
-		return nil, &ParseError{File: filename, Problems: fp.problems}
+	if err := fp.Err(filename); err != nil {
+		return nil, (*ParseError)(err)
 	}
 	f.Path = filename
 	return f, nil
 }
 
+// fileParser reads a principals file; its methods parse the file's sections.
 type fileParser struct {
-	file        string
+	yamlfile.Parser
 	dir         string
 	checkPolicy func(string) error
 	checked     map[string]error // by resolved policy path
-	problems    []Problem
-}
-
-func (fp *fileParser) errorf(n *yaml.Node, format string, args ...any) {
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	fp.problems = append(fp.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
-}
-
-var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// yamlError turns a YAML syntax error into a Problem with its line.
-func (fp *fileParser) yamlError(err error) {
-	msg := err.Error()
-	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		fp.problems = append(fp.problems, Problem{Line: line, Message: "invalid YAML: " + m[2]})
-		return
-	}
-	fp.problems = append(fp.problems, Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")})
 }
 
 const emptyFile = "the file is empty; it needs a principals list, an oauth section, or both"
 
 func (fp *fileParser) parse(data []byte) *File {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			fp.errorf(nil, emptyFile)
-		} else {
-			fp.yamlError(err)
-		}
+	root := fp.Decode(data, "principals file", emptyFile)
+	if root == nil {
 		return nil
 	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case err == nil:
-		fp.errorf(&next, "a second YAML document; a principals file holds exactly one")
-	case !errors.Is(err, io.EOF):
-		fp.yamlError(err)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		fp.errorf(&doc, emptyFile)
-		return nil
-	}
-	root := doc.Content[0]
-	if fp.hasAliases(root) {
-		return nil
-	}
-	top := fp.fields(root, "the top level", "principals", "oauth")
+	top := fp.Fields(root, "the top level", "principals", "oauth")
 	if top == nil {
 		return nil
 	}
@@ -252,135 +183,62 @@ func (fp *fileParser) parse(data []byte) *File {
 	ps, hasPrincipals := top["principals"]
 	o, hasOAuth := top["oauth"]
 	if !hasPrincipals && !hasOAuth {
-		fp.errorf(root, "neither principals nor oauth is set; list principals with bearer tokens, configure oauth, or both")
+		fp.Errorf(root, "neither principals nor oauth is set; list principals with bearer tokens, configure oauth, or both")
 	}
 	if hasPrincipals {
-		f.Principals = fp.principals(ps.val)
+		f.Principals = fp.principals(ps.Value)
 	}
 	if hasOAuth {
-		f.OAuth = fp.oauth(o.val)
+		f.OAuth = fp.oauth(o.Value)
 	}
 	return f
-}
-
-// hasAliases reports (and explains) any YAML alias or merge key: they make a
-// file harder to review and are a classic way to blow up a parser's memory.
-func (fp *fileParser) hasAliases(n *yaml.Node) bool {
-	found := false
-	var walk func(*yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n.Kind == yaml.AliasNode {
-			fp.errorf(n, "YAML aliases (*%s) are not supported; write the value out", n.Value)
-			found = true
-			return
-		}
-		for _, c := range n.Content {
-			walk(c)
-		}
-	}
-	walk(n)
-	return found
-}
-
-type entry struct{ key, val *yaml.Node }
-
-// entries returns the key/value pairs of a mapping node, reporting a node
-// that is not a mapping, keys that are not strings, and duplicates.
-func (fp *fileParser) entries(n *yaml.Node, what string) ([]entry, bool) {
-	if n.Kind != yaml.MappingNode {
-		fp.errorf(n, "%s must be a mapping (key: value)", what)
-		return nil, false
-	}
-	out := make([]entry, 0, len(n.Content)/2)
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-			fp.errorf(k, "%s: keys must be strings (quote %q)", what, k.Value)
-			continue
-		}
-		if first, dup := seen[k.Value]; dup {
-			fp.errorf(k, "%s: duplicate key %q (first at line %d)", what, k.Value, first)
-			continue
-		}
-		seen[k.Value] = k.Line
-		out = append(out, entry{k, v})
-	}
-	return out, true
-}
-
-// fields returns the entries of a mapping with a fixed set of keys,
-// reporting unknown ones. It returns nil if n is not a mapping.
-func (fp *fileParser) fields(n *yaml.Node, what string, known ...string) map[string]entry {
-	es, ok := fp.entries(n, what)
-	if !ok {
-		return nil
-	}
-	m := make(map[string]entry, len(es))
-	for _, e := range es {
-		if !slices.Contains(known, e.key.Value) {
-			fp.errorf(e.key, "%s: unknown key %q (known keys: %s)", what, e.key.Value, strings.Join(known, ", "))
-			continue
-		}
-		m[e.key.Value] = e
-	}
-	return m
 }
 
 // str reads a string scalar.
 func (fp *fileParser) str(n *yaml.Node, what string) (string, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		if n.Kind == yaml.ScalarNode && n.ShortTag() != "!!null" {
-			fp.errorf(n, "%s must be a string, not %s (quote it)", what, strings.TrimPrefix(n.ShortTag(), "!!"))
+			fp.Errorf(n, "%s must be a string, not %s (quote it)", what, strings.TrimPrefix(n.ShortTag(), "!!"))
 		} else {
-			fp.errorf(n, "%s must be a string", what)
+			fp.Errorf(n, "%s must be a string", what)
 		}
 		return "", false
 	}
 	return n.Value, true
 }
 
-func (fp *fileParser) boolean(n *yaml.Node, what string) (bool, bool) {
-	var b bool
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
-		fp.errorf(n, "%s must be true or false", what)
-		return false, false
-	}
-	return b, true
-}
-
 func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
 	if n.Kind != yaml.SequenceNode {
-		fp.errorf(n, "principals must be a list of entries with name and token_sha256")
+		fp.Errorf(n, "principals must be a list of entries with name and token_sha256")
 		return nil
 	}
 	if len(n.Content) == 0 {
-		fp.errorf(n, "principals lists no principal; list at least one, or remove it")
+		fp.Errorf(n, "principals lists no principal; list at least one, or remove it")
 		return nil
 	}
 	var out []TokenPrincipal
 	names := map[string]int{}
 	hashes := map[string]int{}
 	for _, item := range n.Content {
-		f := fp.fields(item, "principal", "name", "token_sha256", "policy")
+		f := fp.Fields(item, "principal", "name", "token_sha256", "policy")
 		if f == nil {
 			continue
 		}
 		p := TokenPrincipal{Line: item.Line}
 		ok := true
 		if e, has := f["name"]; !has {
-			fp.errorf(item, "principal: name is missing")
+			fp.Errorf(item, "principal: name is missing")
 			ok = false
-		} else if name, good := fp.str(e.val, "principal: name"); !good {
+		} else if name, good := fp.str(e.Value, "principal: name"); !good {
 			ok = false
 		} else if err := CheckName(name); err != nil {
-			fp.errorf(e.val, "principal: %v", err)
+			fp.Errorf(e.Value, "principal: %v", err)
 			ok = false
 		} else if first, dup := names[name]; dup {
-			fp.errorf(e.val, "principal %s is listed twice (first at line %d)", name, first)
+			fp.Errorf(e.Value, "principal %s is listed twice (first at line %d)", name, first)
 			ok = false
 		} else {
-			names[name] = e.val.Line
+			names[name] = e.Value.Line
 			p.Name = name
 		}
 		where := "principal"
@@ -388,22 +246,22 @@ func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
 			where = "principal " + p.Name
 		}
 		if e, has := f["token_sha256"]; !has {
-			fp.errorf(item, "%s: token_sha256 is missing; `clink-mcp token new NAME` prints a token and its hash", where)
+			fp.Errorf(item, "%s: token_sha256 is missing; `clink-mcp token new NAME` prints a token and its hash", where)
 			ok = false
-		} else if h, good := fp.str(e.val, where+": token_sha256"); !good {
+		} else if h, good := fp.str(e.Value, where+": token_sha256"); !good {
 			ok = false
 		} else if err := checkHash(h); err != nil {
-			fp.errorf(e.val, "%s: token_sha256 %v", where, err)
+			fp.Errorf(e.Value, "%s: token_sha256 %v", where, err)
 			ok = false
 		} else if first, dup := hashes[h]; dup {
-			fp.errorf(e.val, "%s has the same token_sha256 as the principal at line %d; each principal needs its own token", where, first)
+			fp.Errorf(e.Value, "%s has the same token_sha256 as the principal at line %d; each principal needs its own token", where, first)
 			ok = false
 		} else {
 			hashes[h] = item.Line
 			p.TokenSHA256 = h
 		}
 		if e, has := f["policy"]; has {
-			path, good := fp.policy(e.val, where)
+			path, good := fp.policy(e.Value, where)
 			ok = ok && good
 			p.Policy = path
 		}
@@ -422,7 +280,7 @@ func (fp *fileParser) policy(n *yaml.Node, where string) (string, bool) {
 		return "", false
 	}
 	if strings.TrimSpace(s) == "" {
-		fp.errorf(n, "%s: policy is empty; remove it to use the server's default policy", where)
+		fp.Errorf(n, "%s: policy is empty; remove it to use the server's default policy", where)
 		return "", false
 	}
 	path := s
@@ -438,7 +296,7 @@ func (fp *fileParser) policy(n *yaml.Node, where string) (string, bool) {
 		}
 		if err != nil {
 			msg := strings.ReplaceAll(err.Error(), "\n", "\n  ")
-			fp.errorf(n, "%s: policy %s: %s", where, s, msg)
+			fp.Errorf(n, "%s: policy %s: %s", where, s, msg)
 			return "", false
 		}
 	}
@@ -448,39 +306,39 @@ func (fp *fileParser) policy(n *yaml.Node, where string) (string, bool) {
 var oauthKeys = []string{"issuer", "resource", "claim", "scopes", "principals", "allow_unlisted"}
 
 func (fp *fileParser) oauth(n *yaml.Node) *OAuth {
-	f := fp.fields(n, "oauth", oauthKeys...)
+	f := fp.Fields(n, "oauth", oauthKeys...)
 	if f == nil {
 		return nil
 	}
 	o := &OAuth{Claim: ClaimSubject}
 	ok := true
 	if e, has := f["issuer"]; !has {
-		fp.errorf(n, "oauth: issuer is missing: the authorization server's issuer URL")
+		fp.Errorf(n, "oauth: issuer is missing: the authorization server's issuer URL")
 		ok = false
-	} else if s, good := fp.str(e.val, "oauth: issuer"); !good {
+	} else if s, good := fp.str(e.Value, "oauth: issuer"); !good {
 		ok = false
 	} else if err := checkURL(s); err != nil {
-		fp.errorf(e.val, "oauth: issuer %v", err)
+		fp.Errorf(e.Value, "oauth: issuer %v", err)
 		ok = false
 	} else {
 		o.Issuer = s
 	}
 	if e, has := f["resource"]; !has {
-		fp.errorf(n, "oauth: resource is missing: this server's URL, such as https://mcp.example.com/mcp, which tokens must name as their audience")
+		fp.Errorf(n, "oauth: resource is missing: this server's URL, such as https://mcp.example.com/mcp, which tokens must name as their audience")
 		ok = false
-	} else if s, good := fp.str(e.val, "oauth: resource"); !good {
+	} else if s, good := fp.str(e.Value, "oauth: resource"); !good {
 		ok = false
 	} else if err := checkURL(s); err != nil {
-		fp.errorf(e.val, "oauth: resource %v", err)
+		fp.Errorf(e.Value, "oauth: resource %v", err)
 		ok = false
 	} else {
 		o.Resource = s
 	}
 	if e, has := f["claim"]; has {
-		if s, good := fp.str(e.val, "oauth: claim"); !good {
+		if s, good := fp.str(e.Value, "oauth: claim"); !good {
 			ok = false
 		} else if s != ClaimSubject && s != ClaimClientID {
-			fp.errorf(e.val, "oauth: claim must be %s or %s, not %q", ClaimSubject, ClaimClientID, s)
+			fp.Errorf(e.Value, "oauth: claim must be %s or %s, not %q", ClaimSubject, ClaimClientID, s)
 			ok = false
 		} else {
 			o.Claim = s
@@ -488,21 +346,21 @@ func (fp *fileParser) oauth(n *yaml.Node) *OAuth {
 	}
 	if e, has := f["scopes"]; has {
 		var good bool
-		o.Scopes, good = fp.scopes(e.val)
+		o.Scopes, good = fp.scopes(e.Value)
 		ok = ok && good
 	}
 	if e, has := f["allow_unlisted"]; has {
 		var good bool
-		o.AllowUnlisted, good = fp.boolean(e.val, "oauth: allow_unlisted")
+		o.AllowUnlisted, good = fp.Bool(e.Value, "oauth: allow_unlisted")
 		ok = ok && good
 	}
 	if e, has := f["principals"]; has {
 		var good bool
-		o.Principals, good = fp.oauthPrincipals(e.val)
+		o.Principals, good = fp.oauthPrincipals(e.Value)
 		ok = ok && good
 	}
 	if ok && len(o.Principals) == 0 && !o.AllowUnlisted {
-		fp.errorf(n, "oauth: no principals are listed and allow_unlisted is false, so every OAuth caller would be refused; list principals or set allow_unlisted: true")
+		fp.Errorf(n, "oauth: no principals are listed and allow_unlisted is false, so every OAuth caller would be refused; list principals or set allow_unlisted: true")
 		ok = false
 	}
 	if !ok {
@@ -513,7 +371,7 @@ func (fp *fileParser) oauth(n *yaml.Node) *OAuth {
 
 func (fp *fileParser) scopes(n *yaml.Node) ([]string, bool) {
 	if n.Kind != yaml.SequenceNode {
-		fp.errorf(n, "oauth: scopes must be a list of scope names")
+		fp.Errorf(n, "oauth: scopes must be a list of scope names")
 		return nil, false
 	}
 	ok := true
@@ -526,12 +384,12 @@ func (fp *fileParser) scopes(n *yaml.Node) ([]string, bool) {
 			continue
 		}
 		if err := checkScope(s); err != nil {
-			fp.errorf(item, "oauth: scopes: %v", err)
+			fp.Errorf(item, "oauth: scopes: %v", err)
 			ok = false
 			continue
 		}
 		if seen[s] {
-			fp.errorf(item, "oauth: scopes: %s is listed twice", s)
+			fp.Errorf(item, "oauth: scopes: %s is listed twice", s)
 			ok = false
 			continue
 		}
@@ -542,42 +400,55 @@ func (fp *fileParser) scopes(n *yaml.Node) ([]string, bool) {
 }
 
 func (fp *fileParser) oauthPrincipals(n *yaml.Node) (map[string]OAuthPrincipal, bool) {
-	es, ok := fp.entries(n, "oauth: principals")
+	es, ok := fp.Entries(n, "oauth: principals")
 	if !ok {
 		return nil, false
 	}
 	out := make(map[string]OAuthPrincipal, len(es))
 	for _, e := range es {
-		where := "oauth: principal " + strconv.Quote(e.key.Value)
-		if err := checkClaimValue(e.key.Value); err != nil {
-			fp.errorf(e.key, "oauth: principals: %v", err)
+		where := "oauth: principal " + strconv.Quote(e.Key.Value)
+		if err := checkClaimValue(e.Key.Value); err != nil {
+			fp.Errorf(e.Key, "oauth: principals: %v", err)
 			ok = false
 			continue
 		}
-		p := OAuthPrincipal{Line: e.key.Line}
-		if e.val.Kind == yaml.ScalarNode && e.val.ShortTag() == "!!null" {
-			out[e.key.Value] = p // listed with the defaults
+		p := OAuthPrincipal{Line: e.Key.Line}
+		if e.Value.Kind == yaml.ScalarNode && e.Value.ShortTag() == "!!null" {
+			out[e.Key.Value] = p // listed with the defaults
 			continue
 		}
-		f := fp.fields(e.val, where, "policy")
+		f := fp.Fields(e.Value, where, "policy")
 		if f == nil {
 			ok = false
 			continue
 		}
 		if pe, has := f["policy"]; has {
-			path, good := fp.policy(pe.val, where)
+			path, good := fp.policy(pe.Value, where)
 			if !good {
 				ok = false
 				continue
 			}
 			p.Policy = path
 		}
-		out[e.key.Value] = p
+		out[e.Key.Value] = p
 	}
 	return out, ok
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+// validName reports whether name is 1 to 64 of A-Z a-z 0-9 . _ -.
+func validName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ReservedName is the name of the local principal (stdio calls, and HTTP
 // without a principals file), which no token principal may take: it would
@@ -588,7 +459,7 @@ const ReservedName = "local"
 // of A-Z a-z 0-9 . _ -, and not [ReservedName]. Names have no colon, so
 // they never collide with OAuth principals' names ([OAuthPrefix]).
 func CheckName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("name %q is not valid: use 1 to 64 letters, digits, dots, underscores or hyphens", name)
 	}
 	if strings.EqualFold(name, ReservedName) {
