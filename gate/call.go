@@ -24,8 +24,24 @@ const defaultKeyWindow = 24 * time.Hour
 // maxClaimWait bounds how long a call waits for an identical call in flight.
 const maxClaimWait = 2 * time.Minute
 
-// claimPoll is how often a call waiting for an identical one looks again.
+// claimPoll is how often a call waiting for an identical one looks again,
+// on a store that cannot say when a claim finishes.
 const claimPoll = 20 * time.Millisecond
+
+// claimWaitSlice bounds one wait on a store that notifies (ClaimWaiter), so
+// that a notification missed between the look and the wait, or an orphaned
+// call's process found gone, costs at most this much.
+const claimWaitSlice = time.Second
+
+// ClaimWaiter is what a store shared by several processes offers so that
+// a call waiting for an identical call in flight (perhaps on another
+// replica) wakes when that call finishes rather than polling the store.
+type ClaimWaiter interface {
+	// WaitClaim returns when the claim key may have finished or been
+	// dropped, when ctx ends (with ctx's error), or at once with
+	// errors.ErrUnsupported when the store cannot tell.
+	WaitClaim(ctx context.Context, key string) error
+}
 
 // orphanSweep is how often, at most, a waiting call looks for intents left
 // by a process that has ended.
@@ -202,11 +218,29 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateInFlight,
 				Message: "an identical call is still in flight; wait for its result instead of repeating it"})
 		}
-		select {
-		case <-ctx.Done():
+		if !g.waitClaim(ctx, claim.Key) {
 			return nil, "", cancelled()
-		case <-time.After(claimPoll):
 		}
+	}
+}
+
+// waitClaim waits before the next look at an identical call in flight:
+// until the store says its claim finished (at most claimWaitSlice), or
+// claimPoll on a store that cannot say. It reports false when ctx ended.
+func (g *Gate) waitClaim(ctx context.Context, key string) bool {
+	if w, ok := g.store.(ClaimWaiter); ok {
+		wctx, cancel := context.WithTimeout(ctx, claimWaitSlice)
+		err := w.WaitClaim(wctx, key)
+		cancel()
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return ctx.Err() == nil
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(claimPoll):
+		return true
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,5 +361,76 @@ func TestTheObserverIsToldEveryEnd(t *testing.T) {
 	want := []string{tool + " created false", tool + " replayed true", tool + " amount_over_cap false", tool + " invalid_arguments false"}
 	if diff := cmp.Diff(want, obs.calls); diff != "" {
 		t.Errorf("observed (-want +got):\n%s", diff)
+	}
+}
+
+// notifyingStore is a store that says when a claim finishes, as one shared
+// by replicas does (ClaimWaiter), and counts the holds tried.
+type notifyingStore struct {
+	state.Store
+	holds    atomic.Int64
+	mu       sync.Mutex
+	finished chan struct{} // closed, and replaced, by every Complete
+}
+
+func (s *notifyingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	s.holds.Add(1)
+	return s.Store.Hold(ctx, h)
+}
+
+func (s *notifyingStore) Complete(ctx context.Context, c *state.Completion) error {
+	err := s.Store.Complete(ctx, c)
+	s.mu.Lock()
+	close(s.finished)
+	s.finished = make(chan struct{})
+	s.mu.Unlock()
+	return err
+}
+
+func (s *notifyingStore) WaitClaim(ctx context.Context, key string) error {
+	s.mu.Lock()
+	ch := s.finished
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestAWaitingCallWakesWhenTheStoreSaysTheClaimFinished: on a store that
+// notifies, an identical call waiting for one in flight looks at the store
+// once per notification (or per second), not every 20 ms, and answers with
+// the replay as soon as the first call finishes.
+func TestAWaitingCallWakesWhenTheStoreSaysTheClaimFinished(t *testing.T) {
+	p, err := policy.Parse("test.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 50 }\nduplicates: { window: 10m }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &notifyingStore{Store: memory(t), finished: make(chan struct{})}
+	g := New(Config{Policy: p, Store: st, Secret: testSecret})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	fake := &clinkFake{release: make(chan struct{}), started: make(chan struct{}, 1)}
+	first := make(chan *Result, 1)
+	go func() { first <- g.Create(context.Background(), "", fake.order(t, "10", "a@example.com")) }()
+	<-fake.started
+	second := make(chan *Result, 1)
+	go func() { second <- g.Create(context.Background(), "", fake.order(t, "10", "a@example.com")) }()
+	time.Sleep(600 * time.Millisecond) // 30 polls' worth
+	if n := st.holds.Load(); n > 3 {
+		t.Errorf("%d holds tried while waiting 600 ms: the waiting call polled", n)
+	}
+	close(fake.release)
+	if r := <-first; r.Code != policy.CodeCreated {
+		t.Fatalf("first call: %+v", r)
+	}
+	select {
+	case r := <-second:
+		if r.Code != policy.CodeReplayed {
+			t.Errorf("second call: %+v, want replayed", r)
+		}
+	case <-time.After(500 * time.Millisecond):
+		t.Fatal("the waiting call did not wake within 500 ms of the first call's end")
 	}
 }

@@ -265,6 +265,17 @@ func (s *instrumentedStore) Complete(ctx context.Context, c *state.Completion) e
 // it: the store belongs to whoever opened it.
 func (s *instrumentedStore) Close() error { return s.next.Close() }
 
+// WaitClaim passes on the store's notice that a claim finished
+// ([gate.ClaimWaiter]), or says it has none.
+func (s *instrumentedStore) WaitClaim(ctx context.Context, key string) error {
+	if w, ok := s.next.(gate.ClaimWaiter); ok {
+		return w.WaitClaim(ctx, key)
+	}
+	return errors.ErrUnsupported
+}
+
+var _ gate.ClaimWaiter = (*instrumentedStore)(nil)
+
 // Ping checks the store answers (see ping).
 func (s *instrumentedStore) Ping(ctx context.Context) error {
 	start := time.Now()
