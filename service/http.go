@@ -64,11 +64,12 @@ func newStreamable(s *server.MCPServer, log *slog.Logger) *server.StreamableHTTP
 //     is configured.
 func (s *Service) Handler(opts HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
-	var mcp http.Handler = http.HandlerFunc(s.serveMCP)
+	// Outermost first: the origin, then who is calling, and only for an
+	// authenticated caller the body is read and checked.
+	var mcp http.Handler = checkBody(http.HandlerFunc(s.serveMCP))
 	if s.auth != nil {
 		mcp = s.auth.Middleware(mcp)
 	}
-	mcp = checkBody(mcp)
 	mcp = checkOrigin(mcp, opts.AllowedOrigins)
 	mux.Handle("/mcp", s.metrics.instrumentHTTP("/mcp", mcp))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

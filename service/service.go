@@ -26,7 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/mark3labs/mcp-go/server"
@@ -86,8 +87,9 @@ type Service struct {
 	auth     *auth.Authenticator // nil without a principals file
 	store    state.Store
 
-	// scopes are the policy files in use, the server's ("") first; each
-	// has its gate and MCP server.
+	// scopes are the policy files in use, the server's first; each has
+	// its gate and MCP server. byPolicy finds them by the path a principal
+	// names ("" for the server's).
 	scopes   []*scope
 	byPolicy map[string]*scope
 
@@ -97,7 +99,8 @@ type Service struct {
 
 // scope is one policy file's gate and MCP server.
 type scope struct {
-	name   string // the policy file's path as the principals file names it; "" for the server's
+	path   string // the policy file as the principals file resolves it; "" for the server's
+	key    string // the gate's Scope: what keeps this file's counters apart
 	policy *policy.Policy
 	gate   *gate.Gate
 	mcp    *server.MCPServer
@@ -132,44 +135,85 @@ func New(cfg Config) (*Service, error) {
 	s.store = s.metrics.store(cfg.Store)
 	payments := s.metrics.payments(cfg.Payments)
 
-	policies := map[string]*policy.Policy{"": cfg.Policy}
-	names := []string{""}
+	s.addScope(&scope{policy: cfg.Policy}, payments)
 	if cfg.Principals != nil {
-		for _, p := range cfg.Principals.Policies() {
-			if _, ok := policies[p]; ok || p == "" {
+		for _, path := range cfg.Principals.Policies() {
+			if path == "" {
 				continue
 			}
-			pol, err := cfg.LoadPolicy(p)
+			// A principal naming the server's own policy file, or one
+			// already loaded under another spelling, shares its gate and
+			// counters: one file, one set of budgets.
+			if same := s.scopeOfFile(path); same != nil {
+				s.byPolicy[path] = same
+				continue
+			}
+			pol, err := cfg.LoadPolicy(path)
 			if err != nil {
-				return nil, fmt.Errorf("principals: policy %s: %w", p, err)
+				return nil, fmt.Errorf("principals: policy %s: %w", path, err)
 			}
 			if sp := pol.StorePath(); sp != "" && sp != cfg.Policy.StorePath() {
 				s.log.Warn("a principal's policy names a store of its own, which is not used: every policy's limits are kept in the server's one store",
-					"policy", p, "unused_store_path", sp)
+					"policy", path, "unused_store_path", sp)
 			}
-			policies[p] = pol
-			names = append(names, p)
+			s.addScope(&scope{path: path, key: scopeKey(cfg.Principals.Path, path), policy: pol}, payments)
 		}
 		if s.auth, err = auth.New(cfg.Principals, append([]auth.Option{auth.WithLogger(s.log)}, cfg.AuthOptions...)...); err != nil {
 			return nil, err
 		}
 	}
-	slices.Sort(names[1:])
-	for _, name := range names {
-		sc := &scope{name: name, policy: policies[name]}
-		sc.gate = gate.New(gate.Config{
-			Policy: sc.policy, Store: s.store, Secret: cfg.Secret, Account: cfg.Account,
-			Scope: name, Logger: s.log, Observer: s.metrics,
-		})
-		sc.mcp = tools.NewServer(tools.Deps{
-			Payments: payments, Policy: sc.policy, Gate: sc.gate,
-			Caller: principalName, Logger: s.log,
-		}, cfg.Version)
-		sc.http = newStreamable(sc.mcp, s.log)
-		s.scopes = append(s.scopes, sc)
-		s.byPolicy[name] = sc
-	}
 	return s, nil
+}
+
+// addScope builds sc's gate and MCP server and adds it.
+func (s *Service) addScope(sc *scope, payments tools.Payments) {
+	sc.gate = gate.New(gate.Config{
+		Policy: sc.policy, Store: s.store, Secret: s.cfg.Secret, Account: s.cfg.Account,
+		Scope: sc.key, Logger: s.log, Observer: s.metrics,
+	})
+	sc.mcp = tools.NewServer(tools.Deps{
+		Payments: payments, Policy: sc.policy, Gate: sc.gate,
+		Caller: principalName, Logger: s.log,
+	}, s.cfg.Version)
+	sc.http = newStreamable(sc.mcp, s.log)
+	s.scopes = append(s.scopes, sc)
+	s.byPolicy[sc.path] = sc
+}
+
+// scopeOfFile returns the scope whose policy file is the file at path (the
+// server's, or one loaded under another name), or nil.
+func (s *Service) scopeOfFile(path string) *scope {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	for _, sc := range s.scopes {
+		file := sc.path
+		if file == "" {
+			file = s.cfg.Policy.Source()
+		}
+		if other, err := os.Stat(file); err == nil && os.SameFile(fi, other) {
+			return sc
+		}
+	}
+	return nil
+}
+
+// scopeKey is the counter scope of a principal's policy file: its path
+// relative to the principals file's folder (as the operator wrote it, in
+// the usual case), so that replicas with the same configuration agree
+// whatever their working directory or where they mount it. Moving the file
+// relative to the principals file starts its counters afresh, as renaming
+// a budget's window does.
+func scopeKey(principalsFile, policyFile string) string {
+	dir, err1 := filepath.Abs(filepath.Dir(principalsFile))
+	file, err2 := filepath.Abs(policyFile)
+	if err1 == nil && err2 == nil {
+		if rel, err := filepath.Rel(dir, file); err == nil {
+			return filepath.ToSlash(rel)
+		}
+	}
+	return filepath.ToSlash(filepath.Clean(policyFile))
 }
 
 // principalName names the principal making a call from its context: the
@@ -184,8 +228,21 @@ func principalName(ctx context.Context) string {
 // MCPServer returns the MCP server governed by the server's own policy,
 // for stdio or mcp-go's in-process client. Its calls are made by the
 // principal in their context ([auth.NewContext]), else by the local
-// principal.
+// principal, under the server's policy whatever the principal's: for a
+// principal with a policy file of its own, use [Service.MCPServerFor].
 func (s *Service) MCPServer() *server.MCPServer { return s.scopes[0].mcp }
+
+// MCPServerFor returns the MCP server governed by p's policy file (p.Policy,
+// "" for the server's), for an in-process client calling as p: put p in
+// the calls' context with [auth.NewContext]. It fails for a policy file the
+// principals file does not name.
+func (s *Service) MCPServerFor(p auth.Principal) (*server.MCPServer, error) {
+	sc, ok := s.byPolicy[p.Policy]
+	if !ok {
+		return nil, fmt.Errorf("service: no policy %q is loaded (the principals file names none such)", p.Policy)
+	}
+	return sc.mcp, nil
+}
 
 // Gate returns the core that runs the calls governed by the server's own
 // policy.
@@ -204,14 +261,24 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 // answers 503) and waits until the calls in flight have ended or ctx is
 // done.
 func (s *Service) Drain(ctx context.Context) error {
+	s.Unready()
+	// Every gate stops taking calls at once; each then waits for its own.
+	errs := make([]error, len(s.scopes))
+	var wg sync.WaitGroup
+	for i, sc := range s.scopes {
+		wg.Go(func() { errs[i] = sc.gate.Drain(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Unready turns /readyz to 503 ("shutting down") while calls are still
+// taken: the time a load balancer needs to stop sending calls here before
+// [Service.Drain] refuses them.
+func (s *Service) Unready() {
 	s.mu.Lock()
 	s.draining = true
 	s.mu.Unlock()
-	var errs []error
-	for _, sc := range s.scopes {
-		errs = append(errs, sc.gate.Drain(ctx))
-	}
-	return errors.Join(errs...)
 }
 
 // Close drains, then lands or reports every completion still pending
@@ -234,7 +301,10 @@ func (s *Service) Ready(ctx context.Context) error {
 		return errors.New("shutting down")
 	}
 	if err := ping(ctx, s.store); err != nil {
-		return fmt.Errorf("store unreachable: %v", err)
+		// /readyz answers anyone: the driver's text, which may name hosts,
+		// users or paths, goes to the log only.
+		s.log.WarnContext(ctx, "not ready: the store does not answer", "err", err)
+		return errors.New("store unreachable")
 	}
 	return nil
 }

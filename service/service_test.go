@@ -83,7 +83,13 @@ func newFixture(t *testing.T, s setup) *fixture {
 	if s.policy == "" {
 		s.policy = basePolicy
 	}
-	pol, err := policy.Parse("policy.yaml", []byte(s.policy))
+	// The server's policy is a file in the fixture's folder, as the
+	// command loads it.
+	serverPolicy := filepath.Join(f.dir, "policy.yaml")
+	if err := os.WriteFile(serverPolicy, []byte(s.policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(serverPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +271,12 @@ func TestUnauthenticatedCallsAreRefused(t *testing.T) {
 				t.Errorf("WWW-Authenticate = %q", h.Get("WWW-Authenticate"))
 			}
 		})
+	}
+	// Who is calling is settled before the body is read: an anonymous
+	// caller learns nothing from it, and costs no parse.
+	dup := `{"jsonrpc":"2.0","id":1,"method":"ping","id":2}`
+	if status, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(dup), map[string]string{"Content-Type": "application/json"}); status != http.StatusUnauthorized {
+		t.Errorf("an anonymous body with duplicate keys: %d %s, want 401", status, body)
 	}
 	if f.sandbox.Requests() != 0 {
 		t.Error("a refused request reached Clink")

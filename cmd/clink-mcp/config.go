@@ -27,6 +27,7 @@ type config struct {
 	logFormat  string
 	secretFile string
 	grace      string
+	delay      string
 
 	httpAddr       string
 	principalsPath string
@@ -58,6 +59,8 @@ var settings = []setting{
 		target: func(c *config) any { return &c.policyPath }},
 	{flag: "state-secret-file", env: "CLINK_STATE_SECRET_FILE", usage: "the state secret (keys customer hashes and replays; give replicas the same one); default: generated beside the store",
 		target: func(c *config) any { return &c.secretFile }},
+	{flag: "shutdown-delay", env: "CLINK_SHUTDOWN_DELAY", def: "0s", usage: "over HTTP, on SIGTERM or SIGINT, how long /readyz answers 503 while calls are still taken, before the drain: time for a load balancer to stop sending calls here",
+		target: func(c *config) any { return &c.delay }},
 	{flag: "shutdown-grace", env: "CLINK_SHUTDOWN_GRACE", def: "30s", usage: "on SIGTERM, SIGINT or end of input, how long calls in flight may take to finish",
 		target: func(c *config) any { return &c.grace }},
 	{flag: "http", env: "CLINK_HTTP_ADDR", usage: "serve MCP streamable HTTP at /mcp on this address (e.g. 127.0.0.1:8080) instead of stdio",
@@ -233,13 +236,28 @@ func (c *config) graceDuration() time.Duration {
 	return d
 }
 
-// checkGrace refuses a shutdown grace that is not a duration.
+// delayDuration is the shutdown delay, already checked by checkGrace; 0 if
+// unset.
+func (c *config) delayDuration() time.Duration {
+	d, err := time.ParseDuration(c.delay)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
+}
+
+// checkGrace refuses a shutdown grace or delay that is not a duration.
 func (c *config) checkGrace() error {
 	if c.grace == "" {
 		c.grace = "30s"
 	}
 	if d, err := time.ParseDuration(c.grace); err != nil || d < 0 {
 		return fmt.Errorf("shutdown-grace (CLINK_SHUTDOWN_GRACE): %q is not a duration such as 30s", c.grace)
+	}
+	if c.delay != "" {
+		if d, err := time.ParseDuration(c.delay); err != nil || d < 0 {
+			return fmt.Errorf("shutdown-delay (CLINK_SHUTDOWN_DELAY): %q is not a duration such as 5s", c.delay)
+		}
 	}
 	return nil
 }

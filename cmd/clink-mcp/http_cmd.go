@@ -91,6 +91,12 @@ func (c *config) checkStdioOnly() error {
 	return nil
 }
 
+// loopbackListener reports whether l listens on a loopback address only.
+func loopbackListener(l *httpListener) bool {
+	addr, ok := l.Addr().(*net.TCPAddr)
+	return ok && addr.IP.IsLoopback()
+}
+
 // loopbackHost reports whether host (no port) names only the loopback
 // interface. An empty host, like 0.0.0.0 and ::, means every interface.
 func loopbackHost(host string) bool {
@@ -121,15 +127,19 @@ func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(&slogWriter{logger}, "", 0),
 	}
-	auth := "none: loopback only, every call is the local principal's"
+	who := "none: loopback only, every call is the local principal's"
 	if f := a.principals; f != nil {
-		auth = fmt.Sprintf("%d with tokens", len(f.Principals))
+		who = fmt.Sprintf("%d with tokens", len(f.Principals))
 		if f.OAuth != nil {
-			auth += ", OAuth from " + f.OAuth.Issuer
+			who += ", OAuth from " + f.OAuth.Issuer
 		}
 	}
 	logger.Info("serving MCP over streamable HTTP", "version", clink.Version, "env", string(a.env),
-		"url", l.URL(), "policy", a.policy.Source(), "principals", auth)
+		"url", l.URL(), "policy", a.policy.Source(), "principals", who)
+	if l.tls == nil && !loopbackListener(l) {
+		logger.Warn("serving plain HTTP on a non-loopback address: bearer tokens cross the network in clear; serve TLS (--tls-cert, --tls-key) or put a TLS-terminating proxy in front and listen on loopback",
+			"addr", l.Addr().String())
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -137,6 +147,17 @@ func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger
 	case err := <-served:
 		return fmt.Errorf("http: %v", err)
 	case <-ctx.Done():
+	}
+	if delay := cfg.delayDuration(); delay > 0 {
+		// Not ready, still serving: the load balancer's health checks see
+		// the 503 and stop sending calls before any is refused.
+		a.svc.Unready()
+		logger.Info("shutting down: not ready, still taking calls", "reason", context.Cause(ctx), "delay", delay)
+		select {
+		case <-time.After(delay):
+		case err := <-served:
+			return fmt.Errorf("http: %v", err)
+		}
 	}
 	grace := cfg.graceDuration()
 	logger.Info("shutting down: finishing the calls in flight", "reason", context.Cause(ctx), "grace", grace)

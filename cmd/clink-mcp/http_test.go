@@ -296,3 +296,40 @@ func TestHTTPSIGTERMFinishesTheCallInFlight(t *testing.T) {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestHTTPShutdownDelayKeepsServingWhileNotReady: with --shutdown-delay,
+// SIGTERM turns /readyz 503 at once while calls are still created, so a
+// load balancer can stop sending them before any is refused.
+func TestHTTPShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
+	p := startHTTP(t, nil, "--sandbox", "--shutdown-delay", "2s")
+	c := p.mcpClient(t, "")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "not ready, still taking calls") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no delay logged:\n%s", p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ready, err := http.Get(strings.TrimSuffix(p.url, "/mcp") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz during the delay: %d, want 503", ready.StatusCode)
+	}
+	if text, isErr, err := callTool(t, c, "7"); err != nil || isErr || !strings.HasPrefix(text, "Created") {
+		t.Errorf("a call during the delay: %v %v %q, want it created", err, isErr, text)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running 20 s after SIGTERM")
+	}
+}
