@@ -164,14 +164,19 @@ func New(cfg Config) *Gate {
 	return g
 }
 
-// publishClock publishes the gate's time to the store until Close, and
-// reports clocks that disagree with the other processes'.
+// publishClock publishes the gate's time to the store until Close,
+// reports clocks that disagree with the other processes', and resolves the
+// calls that processes gone have left open.
 func (g *Gate) publishClock() {
 	defer close(g.clockDone)
 	var reported time.Time
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), clockEvery)
 		ahead, err := g.store.Clock(ctx, g.now())
+		// Calls left open by a process that died while this one runs (a
+		// replica killed mid-call) are resolved here, not only at start or
+		// when an identical call waits for one.
+		g.sweepOrphans(ctx)
 		cancel()
 		switch {
 		case err != nil:

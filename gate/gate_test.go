@@ -520,3 +520,35 @@ func TestAClockOutOfStepWithTheOthersIsReportedLoudly(t *testing.T) {
 		t.Errorf("log %s, want an error naming a skew of 1h", logs)
 	}
 }
+
+// TestARunningProcessResolvesADeadOnesCalls: a process that dies mid-call
+// (a replica killed) leaves an intent; another process already running
+// resolves it as outcome_unknown within its clock's beat, with no call
+// made and no restart.
+func TestARunningProcessResolvesADeadOnesCalls(t *testing.T) {
+	m := state.NewMemory()
+	f := newFixture(t, m, "acct")      // the survivor, running before the death
+	time.Sleep(200 * time.Millisecond) // its first beat, with nothing to resolve
+	dead := m.Open()
+	f0 := newFixture(t, dead, "acct")
+	f0.fake.release, f0.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	var once sync.Once
+	release := func() { once.Do(func() { close(f0.fake.release) }) }
+	t.Cleanup(release) // before the gates close, which wait for the call
+	go f0.g.Create(context.Background(), "", f0.fake.order(t, "20", "a@example.com"))
+	<-f0.fake.started
+	dead.Close()
+
+	deadline := time.Now().Add(clockEvery + 3*time.Second)
+	for strings.Join(outcomes(t, m), ",") != "outcome_unknown" {
+		if time.Now().After(deadline) {
+			t.Fatalf("outcome records %v %v after the death, want the intent resolved as outcome_unknown", outcomes(t, m), clockEvery+3*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f.fake.calls.Load() != 0 {
+		t.Error("the survivor called Clink")
+	}
+	release()
+	f0.g.Close(context.Background())
+}

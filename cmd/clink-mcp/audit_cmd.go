@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
@@ -13,8 +12,9 @@ import (
 
 // auditCommand is "clink-mcp audit verify" (check the hash chain; exit 1
 // naming the first broken record) and "clink-mcp audit export" (JSON lines
-// on stdout). They find the store exactly as the server does, from the
-// policy file named by --policy or CLINK_POLICY.
+// on stdout). They find the store exactly as the server does: the database
+// of CLINK_DATABASE_URL, else the store.path of the policy file named by
+// --policy or CLINK_POLICY.
 func auditCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
 		return errors.New("usage: clink-mcp audit verify|export [--policy FILE]")
@@ -33,17 +33,11 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
 		}
 	}
-	path, err := p.StoreFile()
-	if err != nil {
-		return fmt.Errorf("store: %v", err)
-	}
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("store %s: %v (is --policy / CLINK_POLICY the server's?)", path, errors.Unwrap(err))
-	}
-	st, err := state.OpenSQLite(path)
+	so, err := openStore(ctx, cfg, p, true)
 	if err != nil {
 		return err
 	}
+	st, path := so.st, so.where
 	defer st.Close()
 
 	if sub == "export" {

@@ -36,6 +36,9 @@ type config struct {
 	allowedOrigins string
 
 	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
+	// databaseURL is CLINK_DATABASE_URL, never a flag, never logged: it
+	// holds a password.
+	databaseURL string
 }
 
 // setting is one flag with its environment twin, so that the flag set, the
@@ -109,6 +112,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, nil, err
 	}
 	c.apiKey = strings.TrimSpace(getenv("CLINK_API_KEY"))
+	c.databaseURL = strings.TrimSpace(getenv("CLINK_DATABASE_URL"))
 	return c, fs.Args(), nil
 }
 
@@ -153,6 +157,7 @@ Flags (each has an environment twin; a flag wins over its variable):
 	fmt.Fprintf(w, `
 Environment only:
   CLINK_API_KEY            the Clink secret API key (sk_test_... or sk_prod_...)
+  CLINK_DATABASE_URL       PostgreSQL URL of a store shared by replicas (postgres://...); else SQLite at the policy's store.path
   NO_COLOR                 disable coloured logs
 `)
 }

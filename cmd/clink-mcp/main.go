@@ -234,14 +234,19 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		return nil, fmt.Errorf("CLINK_API_KEY: %v", err)
 	}
 	// The built-in sandbox keeps its state in memory, like its sessions;
-	// everything else uses the durable store the policy names, and a store
-	// that cannot be opened stops the server: it never runs without its
-	// limits. One store serves every policy file.
+	// everything else uses a durable store (the database of
+	// CLINK_DATABASE_URL, else the SQLite file the policy names), and a
+	// store that cannot be opened stops the server: it never runs without
+	// its limits. One store serves every policy file.
 	var (
 		st     state.Store
 		secret []byte
 	)
 	if cfg.sandbox {
+		if cfg.databaseURL != "" {
+			a.close()
+			return nil, errors.New("CLINK_DATABASE_URL: cannot be combined with --sandbox, which keeps its state in memory")
+		}
 		st = state.NewMemory()
 		secret = make([]byte, gate.MinSecretLen)
 		if _, err := rand.Read(secret); err != nil {
@@ -249,23 +254,18 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			return nil, err
 		}
 	} else {
-		path, err := a.policy.StoreFile()
-		if err == nil {
-			st, err = state.OpenSQLite(path)
-		}
+		so, err := openStore(context.Background(), cfg, a.policy, false)
 		if err != nil {
 			a.close()
-			return nil, fmt.Errorf("store (the policy's store.path): %v", err)
+			return nil, err
 		}
-		secretPath, create := cfg.secretFile, false
-		if secretPath == "" {
-			secretPath, create = path+".secret", true
-		}
-		if secret, err = gate.LoadSecret(secretPath, create); err != nil {
+		st = so.st
+		if secret, err = loadSecret(cfg, so); err != nil {
 			st.Close()
 			a.close()
-			return nil, fmt.Errorf("state-secret-file (CLINK_STATE_SECRET_FILE): %v", err)
+			return nil, err
 		}
+		logger.Info("store", "where", so.where)
 	}
 	a.svc, err = service.New(service.Config{
 		Policy: a.policy, Principals: a.principals,

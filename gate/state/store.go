@@ -5,9 +5,8 @@
 // It knows nothing of MCP, Clink or the policy file: it stores counters,
 // claims and records under keys its callers choose. [Store] is the
 // interface the server uses; [OpenSQLite] is the embedded, durable
-// implementation and [NewMemory] the in-memory one for tests. A shared
-// database for several replicas is a third implementation of the same
-// interface.
+// implementation, [OpenPostgres] the one that several replicas share, and
+// [NewMemory] the in-memory one for tests.
 package state
 
 import (

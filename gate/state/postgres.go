@@ -1,0 +1,1697 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// Defaults of a [Postgres] handle.
+const (
+	// postgresLease is how long an owner stays alive without renewing its
+	// lease; see [PostgresLease].
+	postgresLease = 30 * time.Second
+	// postgresConns is the pool's size when the URL does not set
+	// pool_max_conns: a transaction holds a connection for a few round
+	// trips, and a server runs many calls at once.
+	postgresConns = 16
+	// claimChannel is the LISTEN/NOTIFY channel on which finished and
+	// dropped claims are announced, by a hash of their key.
+	claimChannel = "clink_claims"
+	// listenDownWait is how long WaitClaim waits while the handle has no
+	// LISTEN connection, before its caller looks again.
+	listenDownWait = 250 * time.Millisecond
+	// listenRetryMin and listenRetryMax bound the pause between attempts
+	// to reconnect the LISTEN connection.
+	listenRetryMin = 100 * time.Millisecond
+	listenRetryMax = 5 * time.Second
+	// listenPing is how long the LISTEN connection may stay silent before
+	// it is pinged.
+	listenPing = 30 * time.Second
+	// ownerRetention is how long an owner that is gone, and holds no open
+	// intent, is remembered.
+	ownerRetention = time.Hour
+	// cleanupTimeout bounds a rollback and the closing of a handle, which
+	// run detached from their caller's context.
+	cleanupTimeout = 5 * time.Second
+	// txAttempts is how many times a transaction is tried when PostgreSQL
+	// aborts it to break a deadlock or a serialization conflict.
+	txAttempts = 5
+)
+
+// Postgres is the [Store] that replicas share: one PostgreSQL database,
+// through a pgx connection pool. Every handle (one per server process) is
+// an owner of the intents it holds, with a lease in the database.
+//
+// Time comes from the database: windows, claim expiry, leases and
+// retention are judged by the database's clock (the time each transaction
+// began), never by the time a caller passes, so that no replica's clock
+// can stretch or erase a window. [PostgresClientClock] switches this off,
+// for tests only. A transaction that waits for a lock keeps the time it
+// began: it is still checked against every entry committed before it got
+// the lock, so no window ever holds more than its maximum.
+//
+// Atomicity across replicas comes from row locks in READ COMMITTED
+// transactions, not from SERIALIZABLE: every transaction that reads or
+// changes a counter first makes sure its row exists (INSERT ... ON
+// CONFLICT DO NOTHING) and locks it (SELECT ... FOR UPDATE), in key order,
+// before reading its total; a claim is taken by one INSERT ... ON CONFLICT
+// DO UPDATE that replaces only a claim no longer live, and locks it either
+// way; an append locks the audit head row. Locks are always taken in the
+// order intent, claim, counters (by key), audit head, so transactions wait
+// for each other instead of deadlocking. Row locks make the calls on one
+// budget queue, each doing its work once, where serializable transactions
+// would run them side by side and abort and retry all but one of those
+// that met: under the contention a budget sees (every call of a tenant on
+// one counter) that wastes round trips and grows the tail, and a retry
+// loop would be needed around every call. A transaction PostgreSQL aborts
+// all the same (a deadlock, say) is tried again.
+//
+// Counters are running totals, exact at window edges, as in [SQLite]: a
+// call on a counter removes the entries that have left its window from the
+// total, each entry once, so the cost of a call does not grow with the
+// entries a window holds. Statements are sent in batches, BEGIN and COMMIT
+// included: Hold and Complete each run in one transaction of two round
+// trips. Every so many calls, a sweep deletes what has expired, skipping
+// the rows calls hold.
+//
+// Claims finished or dropped are announced with NOTIFY; [Postgres.WaitClaim]
+// wakes on them, on every handle. The audit trail is one hash chain for
+// all handles, in the same format as SQLite's; a trigger refuses updates
+// and deletes.
+//
+// The database going away makes every operation fail with an error (the
+// gate then refuses calls); the pool reconnects by itself when it returns.
+// The URL's password never appears in an error, nor in String.
+type Postgres struct {
+	pool    *pgxpool.Pool
+	owner   string
+	cfg     postgresConfig
+	secrets []string // what errors must not show: the URL and its password
+	desc    string   // the database, without its password
+
+	listen    *claimListener
+	closed    atomic.Bool
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	// Lease renewal and, with a client clock, publishing, paced: times
+	// are durations since started (monotonic).
+	started     time.Time
+	renewMu     sync.Mutex
+	renewed     atomic.Int64
+	published   atomic.Int64
+	publishedAt atomic.Int64
+
+	writes atomic.Int64 // timed write transactions: sweeps run every sweepEvery
+}
+
+var _ Store = (*Postgres)(nil)
+
+// postgresConfig is what the options set.
+type postgresConfig struct {
+	clientClock bool
+	lease       time.Duration
+}
+
+// PostgresOption configures [OpenPostgres].
+type PostgresOption func(*postgresConfig)
+
+// PostgresClientClock makes the store judge windows, claims and retention
+// by the time each caller passes, as [Memory] and [SQLite] do, bounded by
+// the earliest time another open handle has published through Clock,
+// instead of by the database's clock. It is for tests only, so that the
+// conformance suite's cases that travel in time run unchanged: in
+// production a replica whose clock is wrong would stretch or shorten
+// every window. Leases stay in database time. The default is the
+// database's clock.
+func PostgresClientClock() PostgresOption {
+	return func(c *postgresConfig) { c.clientClock = true }
+}
+
+// PostgresLease sets how long a handle stays the live owner of its
+// intents after it last renewed its lease (by Clock, which the gate calls
+// every few seconds, and by its writes). When a handle's process dies, its
+// open intents become orphaned, to be resolved by another replica, once
+// the lease has passed. The default is 30 seconds; d must be at least a
+// second.
+func PostgresLease(d time.Duration) PostgresOption {
+	return func(c *postgresConfig) { c.lease = d }
+}
+
+// OpenPostgres connects to the database at url (a postgres:// URL or a
+// keyword/value string, as pgx accepts), brings its schema up to date and
+// returns a handle: one owner of intents, with its lease.
+//
+// Migrations are versioned in the table schema_migrations and applied
+// under pg_advisory_lock, so that replicas starting together migrate once;
+// a database whose schema is newer than this code is refused. The schema's
+// tables are created in the first schema of the connection's search_path:
+// give clink-mcp a database, or a schema (options=-csearch_path=...), of
+// its own.
+//
+// The pool holds at most 16 connections unless the URL sets
+// pool_max_conns, plus one for LISTEN. url holds a password: no error
+// OpenPostgres returns, nor any error or String of the handle, shows it.
+func OpenPostgres(ctx context.Context, url string, opts ...PostgresOption) (*Postgres, error) {
+	cfg := postgresConfig{lease: postgresLease}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.lease < time.Second {
+		return nil, fmt.Errorf("store: the owner lease %v is shorter than a second", cfg.lease)
+	}
+	if strings.TrimSpace(url) == "" {
+		return nil, errors.New("store: no database URL given")
+	}
+	secrets := urlSecrets(url)
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, parseError(err, secrets)
+	}
+	if pw := pcfg.ConnConfig.Password; pw != "" {
+		secrets = append(secrets, pw)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		pcfg.MaxConns = postgresConns
+	}
+	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "clink-mcp"
+	}
+	listenCfg := pcfg.ConnConfig.Copy()
+	listenCfg.RuntimeParams["application_name"] += " listener"
+	p := &Postgres{
+		owner:   newOwnerID(),
+		cfg:     cfg,
+		secrets: secrets,
+		desc:    describe(pcfg.ConnConfig),
+		closing: make(chan struct{}),
+		started: time.Now(),
+	}
+	p.publishedAt.Store(-int64(publishEvery))
+	openErr := func(err error) error {
+		return p.redact(fmt.Errorf("store: open %s: %w", p.desc, err))
+	}
+	if p.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return nil, openErr(err)
+	}
+	if err := p.open(ctx, listenCfg); err != nil {
+		p.pool.Close()
+		return nil, openErr(err)
+	}
+	return p, nil
+}
+
+// open migrates the schema, registers the owner and starts listening.
+func (p *Postgres) open(ctx context.Context, listenCfg *pgx.ConnConfig) error {
+	if err := p.pool.Ping(ctx); err != nil {
+		return err
+	}
+	if err := p.migrate(ctx); err != nil {
+		return err
+	}
+	if _, err := p.pool.Exec(ctx, pqRenew, p.owner, int64(0), int64(p.cfg.lease)); err != nil {
+		return fmt.Errorf("registering the owner: %w", err)
+	}
+	p.renewed.Store(int64(time.Since(p.started)))
+	l, err := startListener(ctx, listenCfg)
+	if err != nil {
+		return fmt.Errorf("listening for claims: %w", err)
+	}
+	p.listen = l
+	return nil
+}
+
+// String describes the database (user, host, port, database), never its
+// password.
+func (p *Postgres) String() string { return "postgres store " + p.desc }
+
+// GoString is String, so that %#v does not print the handle's fields.
+func (p *Postgres) GoString() string { return p.String() }
+
+// describe names the database a configuration connects to.
+func describe(c *pgx.ConnConfig) string {
+	u := url.URL{Scheme: "postgres", User: url.User(c.User), Host: c.Host, Path: "/" + c.Database}
+	if c.Port != 0 {
+		u.Host = c.Host + ":" + strconv.Itoa(int(c.Port))
+	}
+	if strings.HasPrefix(c.Host, "/") { // a unix socket directory
+		u.Host = ""
+		return u.String() + "?host=" + c.Host
+	}
+	return u.String()
+}
+
+// The statements the store runs. pgx prepares each once per connection.
+// Times are unix ns; clink_now(x) is x, or the transaction's time in the
+// database when x is NULL.
+const (
+	pqRenew = `INSERT INTO owners (owner, published, lease_until) VALUES ($1, $2, clink_now(NULL) + $3)
+ON CONFLICT (owner) DO UPDATE SET published = GREATEST(owners.published, excluded.published), lease_until = excluded.lease_until
+WHERE NOT owners.closed`
+	pqCloseOwner = `UPDATE owners SET closed = true, lease_until = LEAST(lease_until, clink_now(NULL)) WHERE owner = $1`
+	pqOthers     = `SELECT COALESCE(min(published), 9223372036854775807), COALESCE(max(published), 0) FROM owners
+WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(NULL)`
+	pqNow   = `SELECT clink_now(NULL)`
+	pqClaim = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
+VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
+ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
+	expires = excluded.expires, state = 1, result = NULL
+WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + $7) END <= clink_now($6)
+RETURNING true`
+	pqPriorClaim     = `SELECT fingerprint, state, result FROM claims WHERE key = $1`
+	pqEnsureCounters = `INSERT INTO counters (key, total, win, expires)
+SELECT k, 0, 0, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
+	pqLockCounters = `SELECT key, total FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
+	pqExpire       = `WITH gone AS (DELETE FROM counter_entries WHERE key = $1 AND at <= clink_now($2) - $3 RETURNING amount)
+SELECT COALESCE(sum(amount), 0)::bigint FROM gone`
+	pqCounting      = `SELECT at, amount FROM counter_entries WHERE key = $1 AND at > $2 ORDER BY at`
+	pqInsertEntries = `INSERT INTO counter_entries (reservation, key, kind, at, amount)
+SELECT $1, v.key, v.kind, $2, v.amount FROM unnest($3::text[], $4::smallint[], $5::bigint[]) AS v(key, kind, amount)`
+	pqUpdateCounters = `UPDATE counters AS c SET total = v.total, win = v.win, expires = GREATEST(c.expires, v.expires)
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS v(key, total, win, expires)
+WHERE c.key = v.key`
+	pqInsertReservation = `INSERT INTO reservations (id, at, expires, keys) VALUES ($1, $2, $3, $4)`
+	pqSetOutcome        = `UPDATE reservations SET outcome = $2 WHERE id = $1 AND outcome = 0 RETURNING at, keys`
+	pqReservationExists = `SELECT true FROM reservations WHERE id = $1`
+	pqLockKeys          = `SELECT 1 FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
+	pqRelease           = `WITH gone AS (DELETE FROM counter_entries WHERE key = ANY($1) AND at = $2 AND reservation = $3 AND kind = $4 RETURNING key, amount)
+UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
+	pqLockIntent     = `SELECT reservation, at, keys FROM intents WHERE call = $1 FOR UPDATE`
+	pqLockIntentKeys = `SELECT 1 FROM counters WHERE key = ANY(COALESCE((SELECT keys FROM intents WHERE call = $1), '{}')) ORDER BY key FOR UPDATE`
+	pqReleaseIntent  = `WITH gone AS (DELETE FROM counter_entries AS e USING intents AS i
+	WHERE i.call = $1 AND e.key = ANY(i.keys) AND e.at = i.at AND e.reservation = i.reservation AND e.kind = $2 RETURNING e.key, e.amount)
+UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
+	pqDropIntent = `DELETE FROM intents WHERE call = $1`
+	pqFinish     = `WITH u AS (UPDATE claims SET state = 2, result = $2 WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM u`
+	pqDrop       = `WITH d AS (DELETE FROM claims WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $2) FROM d`
+	pqFinishCall = `WITH u AS (UPDATE claims SET state = 2, result = $3 WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $4) FROM u`
+	pqDropCall   = `WITH d AS (DELETE FROM claims WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM d`
+	pqLockHead   = `SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`
+	pqHead       = `SELECT seq, hash FROM audit_head WHERE id = 1`
+	pqSetHead    = `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`
+	pqAppend     = `INSERT INTO audit (` + auditColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
+	pqScanAudit  = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
+	pqAddIntent  = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys) VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	pqIntents    = `SELECT i.call, i.owner, i.claim_key, i.reservation,
+	i.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners AS o WHERE o.owner = i.owner AND NOT o.closed AND o.lease_until > clink_now(NULL)),
+	` + auditColumnsOfA + ` FROM intents AS i JOIN audit AS a ON a.seq = i.seq ORDER BY i.seq`
+	pqCheck = `SELECT n.now, COALESCE(c.total, 0),
+	COALESCE((SELECT sum(e.amount) FROM counter_entries AS e WHERE e.key = v.key AND e.at <= n.now - v.win), 0)::bigint
+FROM (SELECT clink_now($1) AS now) AS n
+CROSS JOIN unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS v(key, win, i)
+LEFT JOIN counters AS c ON c.key = v.key
+ORDER BY v.i`
+	pqSweepReservations = `DELETE FROM reservations WHERE id IN (SELECT id FROM reservations
+WHERE expires <= clink_now($1) - $2 FOR UPDATE SKIP LOCKED)`
+	pqSweepClaims = `DELETE FROM claims WHERE key IN (SELECT key FROM claims
+WHERE expires <= clink_now($1) - $2 AND (state = 2 OR at <= clink_now($1) - $2 - $3) FOR UPDATE SKIP LOCKED)`
+	pqSweepCounters = `WITH idle AS (SELECT key FROM counters WHERE expires <= clink_now($1) - $2 ORDER BY key FOR UPDATE SKIP LOCKED),
+	gone AS (DELETE FROM counters AS c USING idle WHERE c.key = idle.key RETURNING c.key)
+DELETE FROM counter_entries AS e USING gone WHERE e.key = gone.key`
+	pqSweepOwners = `DELETE FROM owners WHERE owner IN (SELECT o.owner FROM owners AS o WHERE o.lease_until <= clink_now(NULL) - $1
+AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE SKIP LOCKED)`
+)
+
+// pgTx is one write transaction on a connection of the pool, sent as
+// batches: BEGIN goes with the first, COMMIT with the last.
+type pgTx struct {
+	ctx  context.Context
+	p    *Postgres
+	conn *pgxpool.Conn
+
+	begun      bool
+	commitSent bool
+	committed  bool
+	// rollback ends the transaction without committing, although its
+	// function returned nil: it found what it needed and wrote nothing.
+	rollback bool
+	// lost reports that the connection was found closed when the
+	// transaction ended.
+	lost bool
+
+	// The transaction's time, once known, in unix ns: now stamps what it
+	// records, clock judges windows and leases, earliest is the earliest
+	// time another live handle published (client clock only). In the
+	// database's time, now and clock are the time the transaction began,
+	// read with its first batch.
+	timed    bool
+	known    bool
+	now      int64
+	clock    int64
+	earliest int64
+}
+
+// arg is v, or NULL (the transaction's time, in SQL) while the
+// transaction's time is not known yet.
+func (t *pgTx) arg(v int64) any {
+	if !t.known {
+		return nil
+	}
+	return v
+}
+
+// send sends b in one round trip, after BEGIN (and the query of the
+// transaction's time) if the transaction has not begun, and followed by
+// COMMIT when commit is set; read reads b's results in order.
+func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error) error {
+	full := &pgx.Batch{}
+	first := !t.begun
+	readTime := first && t.timed && !t.known
+	if first {
+		full.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
+		if readTime {
+			full.Queue(pqNow)
+		}
+	}
+	if b != nil {
+		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
+	}
+	if commit {
+		full.Queue(`COMMIT`)
+		t.commitSent = true
+	}
+	br := t.conn.SendBatch(t.ctx, full)
+	err := func() error {
+		if first {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			t.begun = true
+			if readTime {
+				if err := br.QueryRow().Scan(&t.now); err != nil {
+					return err
+				}
+				t.clock, t.known = t.now, true
+			}
+		}
+		if read != nil {
+			if err := read(br); err != nil {
+				return err
+			}
+		}
+		if commit {
+			tag, err := br.Exec()
+			if err != nil {
+				return err
+			}
+			if tag.String() != "COMMIT" {
+				return errors.New("the transaction was rolled back")
+			}
+			t.committed = true
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// exec sends b, committing if commit is set, and reads none of its results
+// but their errors.
+func (t *pgTx) exec(b *pgx.Batch, commit bool) error {
+	n := len(b.QueuedQueries)
+	return t.send(b, commit, func(br pgx.BatchResults) error {
+		for range n {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn in a write transaction, committing if it returns nil (and
+// has not committed itself) and rolling back otherwise. With timed set, the
+// transaction's time is known before fn's first batch is read: at (the
+// caller's clock, bounded by the others') with a client clock, else the
+// database's. A transaction PostgreSQL aborts to break a deadlock or a
+// serialization conflict is tried again, as is one whose connection turned
+// out dead before COMMIT was sent: after the database restarts, the pool's
+// idle connections are dead, and the first call must not fail for it.
+func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(t *pgTx) error) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	for attempt := 1; ; attempt++ {
+		t, err := p.writeOnce(ctx, timed, at, fn)
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil || attempt == txAttempts || ctx.Err() != nil:
+		case errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001"):
+			continue
+		case t != nil && t.lost && !t.commitSent:
+			// The connection was dead (the server restarted, or ended it)
+			// before COMMIT was sent: nothing was committed, and the pool
+			// has dropped it.
+			continue
+		}
+		if err == nil && timed && p.writes.Add(1)%sweepEvery == 0 {
+			p.sweep(ctx, t)
+		}
+		return p.fail(err)
+	}
+}
+
+func (p *Postgres) writeOnce(ctx context.Context, timed bool, at time.Time, fn func(t *pgTx) error) (*pgTx, error) {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := &pgTx{ctx: ctx, p: p, conn: conn, timed: timed}
+	defer func() {
+		t.lost = conn.Conn().IsClosed()
+		// A connection left inside a transaction would hold its locks:
+		// roll back (detached from ctx, which may be what ended it). One
+		// that cannot is destroyed by Release.
+		if c := conn.Conn(); !c.IsClosed() && c.PgConn().TxStatus() != 'I' {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			_, _ = c.Exec(rctx, `ROLLBACK`)
+			cancel()
+		}
+		conn.Release()
+	}()
+	if timed && p.cfg.clientClock {
+		// The caller's clock, bounded by the earliest another live handle
+		// has published: no handle prunes what another still counts.
+		b := &pgx.Batch{}
+		b.Queue(pqOthers, p.owner)
+		err := t.send(b, false, func(br pgx.BatchResults) error {
+			return br.QueryRow().Scan(&t.earliest, new(int64))
+		})
+		if err != nil {
+			return t, err
+		}
+		t.now = at.UnixNano()
+		t.clock, t.known = min(t.now, t.earliest), true
+	}
+	if err := fn(t); err != nil {
+		return t, err
+	}
+	if t.committed || t.rollback {
+		return t, nil
+	}
+	return t, t.send(nil, true, nil)
+}
+
+// read runs fn on a connection of the pool. fn reads, or writes what may
+// be written twice: when its connection turns out dead, it runs once more
+// on another.
+func (p *Postgres) read(ctx context.Context, fn func(c *pgxpool.Conn) error) error {
+	for attempt := 1; ; attempt++ {
+		conn, err := p.pool.Acquire(ctx)
+		if err != nil {
+			return p.fail(err)
+		}
+		err = fn(conn)
+		lost := conn.Conn().IsClosed()
+		conn.Release()
+		if err != nil && lost && attempt < 2 && ctx.Err() == nil {
+			continue
+		}
+		return p.fail(err)
+	}
+}
+
+// renew renews the handle's lease (and, with a client clock, publishes
+// at) when it is due, or at once with force: the lease every sixth of
+// itself, the clock at most once per publishEvery.
+func (p *Postgres) renew(ctx context.Context, at int64, force bool) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	due := func() bool {
+		now := int64(time.Since(p.started))
+		return now-p.renewed.Load() >= int64(p.cfg.lease/6) ||
+			p.cfg.clientClock && at > p.published.Load() && now-p.publishedAt.Load() >= int64(publishEvery)
+	}
+	if !force && !due() {
+		return nil
+	}
+	p.renewMu.Lock()
+	defer p.renewMu.Unlock()
+	if !force && !due() {
+		return nil
+	}
+	var pub int64
+	if p.cfg.clientClock {
+		pub = at
+	}
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		_, err := c.Exec(ctx, pqRenew, p.owner, pub, int64(p.cfg.lease))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	now := int64(time.Since(p.started))
+	p.renewed.Store(now)
+	if pub > p.published.Load() {
+		p.published.Store(pub)
+		p.publishedAt.Store(now)
+	}
+	return nil
+}
+
+// sweep forgets what has expired by t's clock (with pruneGrace for the
+// others'): reservations past retention, claims whose window and lease
+// have passed, counters none of whose entries counts any more (with their
+// entries), and owners long gone that hold no intent. It runs after every
+// sweepEvery timed write transactions, in a transaction of its own that
+// skips the rows others have locked (it never waits for a call, nor makes
+// one wait long); it fails silently, to run again later.
+func (p *Postgres) sweep(ctx context.Context, t *pgTx) {
+	at := any(nil)
+	if p.cfg.clientClock && t != nil {
+		at = t.clock
+	}
+	b := &pgx.Batch{}
+	b.Queue(pqSweepReservations, at, int64(reservationRetention))
+	b.Queue(pqSweepClaims, at, int64(pruneGrace), int64(InFlightLease))
+	b.Queue(pqSweepCounters, at, int64(pruneGrace))
+	b.Queue(pqSweepOwners, int64(ownerRetention))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_ = p.pool.SendBatch(ctx, b).Close()
+}
+
+// fail turns err into what a caller sees: the store's own errors as they
+// are, others prefixed, and never the URL's password.
+func (p *Postgres) fail(err error) error {
+	var denied *policy.Denied
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &denied), errors.Is(err, ErrNotFound), errors.Is(err, errClosed):
+		return err
+	case !strings.HasPrefix(err.Error(), "store:"):
+		err = fmt.Errorf("store: %w", err)
+	}
+	return p.redact(err)
+}
+
+// holdsConfig reports whether err wraps an error that carries the
+// connection's configuration, password included.
+func holdsConfig(err error) bool {
+	var (
+		ce *pgconn.ConnectError
+		pe *pgconn.ParseConfigError
+	)
+	return errors.As(err, &ce) || errors.As(err, &pe)
+}
+
+// redact returns err, or, when its text shows a secret or it wraps the
+// connection's configuration, an error with the same text, secrets masked,
+// that unwraps to nothing but a context's error.
+func (p *Postgres) redact(err error) error {
+	msg := err.Error()
+	if !containsAny(msg, p.secrets) && !holdsConfig(err) {
+		return err
+	}
+	return &redactedError{msg: mask(msg, p.secrets), cause: contextCause(err)}
+}
+
+// redactedError is an error whose text had a secret masked. It does not
+// unwrap to the original, whose text shows the secret.
+type redactedError struct {
+	msg   string
+	cause error // context.Canceled, context.DeadlineExceeded or nil
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.cause }
+
+// contextCause is the context error err wraps, or nil.
+func contextCause(err error) error {
+	for _, c := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, c) {
+			return c
+		}
+	}
+	return nil
+}
+
+func containsAny(s string, secrets []string) bool {
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			return true
+		}
+	}
+	return false
+}
+
+// mask replaces every secret in s, longest first.
+func mask(s string, secrets []string) string {
+	secrets = slices.Clone(secrets)
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "xxxxx")
+		}
+	}
+	return s
+}
+
+// kvPassword finds password=... in a keyword/value connection string.
+var kvPassword = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// urlSecrets returns what in a connection string is secret, as far as it
+// can be told before pgx parses it: the string itself, the userinfo
+// password and password parameters.
+func urlSecrets(s string) []string {
+	secrets := []string{s}
+	if u, err := url.Parse(s); err == nil {
+		if pw, ok := u.User.Password(); ok {
+			secrets = append(secrets, pw, url.UserPassword("", pw).String()[1:])
+		}
+		for _, k := range []string{"password", "sslpassword"} {
+			if v := u.Query().Get(k); v != "" {
+				secrets = append(secrets, v)
+			}
+		}
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(s, -1) {
+		secrets = append(secrets, strings.Trim(m[1], "'"))
+	}
+	// The userinfo's password as written, even in a URL too broken to
+	// parse.
+	if _, rest, ok := strings.Cut(s, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
+				secrets = append(secrets, pw)
+			}
+		}
+	}
+	return secrets
+}
+
+// parseError reports a connection string pgx cannot parse without quoting
+// it: it holds the password.
+func parseError(err error, secrets []string) error {
+	msg := err.Error()
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		// "cannot parse `<the string, redacted as well as pgx can>`: why"
+		if _, why, ok := strings.Cut(msg, "`: "); ok {
+			msg = why
+		}
+	}
+	return errors.New("store: the database URL is not valid: " + mask(msg, secrets))
+}
+
+// Ping reports whether the database answers.
+func (p *Postgres) Ping(ctx context.Context) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	return p.read(ctx, func(c *pgxpool.Conn) error { return c.Ping(ctx) })
+}
+
+// Clock implements [Ledger]. It renews the handle's lease. With the
+// database's clock, it returns how far the database's clock is ahead of
+// at, so that a replica whose clock is wrong hears of it; with a client
+// clock, as [SQLite] does, how far the latest time another live handle has
+// published is ahead of at.
+func (p *Postgres) Clock(ctx context.Context, at time.Time) (time.Duration, error) {
+	now := at.UnixNano()
+	if err := p.renew(ctx, now, true); err != nil {
+		return 0, err
+	}
+	if p.cfg.clientClock {
+		var latest int64
+		err := p.read(ctx, func(c *pgxpool.Conn) error {
+			return c.QueryRow(ctx, pqOthers, p.owner).Scan(new(int64), &latest)
+		})
+		if err != nil || latest == 0 {
+			return 0, err
+		}
+		return time.Duration(latest - now), nil
+	}
+	var db int64
+	if err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqNow).Scan(&db) }); err != nil {
+		return 0, err
+	}
+	return time.Duration(db - now), nil
+}
+
+// Check implements [Ledger]. It reads; it writes nothing.
+func (p *Postgres) Check(ctx context.Context, at time.Time, limits []policy.Limit) error {
+	if err := checkLimits(at, limits); err != nil {
+		return err
+	}
+	if p.closed.Load() {
+		return errClosed
+	}
+	if len(limits) == 0 {
+		return nil
+	}
+	keys, windows := make([]string, len(limits)), make([]int64, len(limits))
+	for i, l := range limits {
+		keys[i], windows[i] = l.Key, int64(l.Window)
+	}
+	var denied *policy.Denied
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		var clock any // the database's
+		if p.cfg.clientClock {
+			var earliest int64
+			if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
+				return err
+			}
+			clock = min(at.UnixNano(), earliest)
+		}
+		var now, total, expired int64
+		used := make([]int64, 0, len(limits))
+		rows, err := c.Query(ctx, pqCheck, clock, keys, windows)
+		if err != nil {
+			return err
+		}
+		_, err = pgx.ForEachRow(rows, []any{&now, &total, &expired}, func() error {
+			used = append(used, total-expired)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, l := range limits {
+			if fits(l, used[i]) {
+				continue
+			}
+			es, err := queryEntries(ctx, c, l.Key, windowStart(now, l))
+			if err != nil {
+				return err
+			}
+			denied = denial(i, l, used[i], es)
+			return nil
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if denied != nil {
+		return denied
+	}
+	return nil
+}
+
+// querier is what runs a query: the pool, a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// queryEntries returns key's entries that count after from, oldest first.
+func queryEntries(ctx context.Context, q querier, key string, from int64) ([]entry, error) {
+	rows, err := q.Query(ctx, pqCounting, key, from)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var es []entry
+	for rows.Next() {
+		var e entry
+		if err := rows.Scan(&e.at, &e.amount); err != nil {
+			return nil, err
+		}
+		es = append(es, e)
+	}
+	return es, rows.Err()
+}
+
+// Reserve implements [Ledger], in one transaction of two round trips.
+func (p *Postgres) Reserve(ctx context.Context, at time.Time, limits []policy.Limit) (string, error) {
+	if err := checkLimits(at, limits); err != nil {
+		return "", err
+	}
+	if err := p.renew(ctx, at.UnixNano(), false); err != nil {
+		return "", err
+	}
+	var id string
+	err := p.write(ctx, true, at, func(t *pgTx) error {
+		b := &pgx.Batch{}
+		lock := t.queueAdmit(b, limits)
+		var counters map[string]int64
+		err := t.send(b, false, func(br pgx.BatchResults) (err error) {
+			counters, err = lock.read(br)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := t.admit(limits, lock.keys, counters); err != nil {
+			return err
+		}
+		rid, err := newReservationID()
+		if err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+		queueEntries(b, rid, t.now, limits, counters)
+		b.Queue(pqInsertReservation, rid, t.now, expiry(t.now, limits), lock.keys)
+		if err := t.exec(b, true); err != nil {
+			return err
+		}
+		id = rid
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// admission is what queueAdmit queued: the limits' counters, in key order.
+type admission struct {
+	limits []policy.Limit
+	keys   []string
+}
+
+// queueAdmit queues the statements that create the missing counters of
+// limits, lock them all in key order, and drop from each the entries that
+// have left its window by the transaction's clock, so that each entry
+// leaves its counter's total once: the cost does not grow with the entries
+// a window holds.
+func (t *pgTx) queueAdmit(b *pgx.Batch, limits []policy.Limit) admission {
+	keys := make([]string, len(limits))
+	for i, l := range limits {
+		keys[i] = l.Key
+	}
+	slices.Sort(keys)
+	if len(keys) == 0 {
+		return admission{limits: limits, keys: keys}
+	}
+	b.Queue(pqEnsureCounters, keys)
+	b.Queue(pqLockCounters, keys)
+	for _, l := range limits {
+		b.Queue(pqExpire, l.Key, t.arg(t.clock), int64(l.Window))
+	}
+	return admission{limits: limits, keys: keys}
+}
+
+// read reads what queueAdmit queued: each counter's total, its expired
+// entries dropped. A counter missing is one a sweep deleted between its
+// creation and its lock; admit creates it again.
+func (a admission) read(br pgx.BatchResults) (map[string]int64, error) {
+	counters := make(map[string]int64, len(a.keys))
+	if len(a.keys) == 0 {
+		return counters, nil
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		key   string
+		total int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&key, &total}, func() error {
+		counters[key] = total
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range a.limits {
+		var expired int64
+		if err := br.QueryRow().Scan(&expired); err != nil {
+			return nil, err
+		}
+		if total, ok := counters[l.Key]; ok {
+			counters[l.Key] = total - expired
+		}
+	}
+	return counters, nil
+}
+
+// admit locks again, as new, the counters of keys that a sweep deleted
+// after they were created, and checks every limit in turn, returning the
+// first denial. On success counters hold the totals with the call added.
+func (t *pgTx) admit(limits []policy.Limit, keys []string, counters map[string]int64) error {
+	for try := 0; len(counters) < len(keys); try++ {
+		if try == 10 {
+			return errors.New("counters keep vanishing under a sweep")
+		}
+		b := &pgx.Batch{}
+		b.Queue(pqEnsureCounters, keys)
+		b.Queue(pqLockCounters, keys)
+		err := t.send(b, false, func(br pgx.BatchResults) error {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			var (
+				key   string
+				total int64
+			)
+			_, err = pgx.ForEachRow(rows, []any{&key, &total}, func() error {
+				if _, ok := counters[key]; !ok {
+					counters[key] = total
+				}
+				return nil
+			})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for i, l := range limits {
+		used := counters[l.Key]
+		if !fits(l, used) {
+			es, err := queryEntries(t.ctx, t.conn, l.Key, windowStart(t.clock, l))
+			if err != nil {
+				return err
+			}
+			return denial(i, l, used, es)
+		}
+		counters[l.Key] = used + l.Add
+	}
+	return nil
+}
+
+// queueEntries queues the statements that record reservation id's
+// entries at now and the counters' new totals.
+func queueEntries(b *pgx.Batch, id string, now int64, limits []policy.Limit, counters map[string]int64) {
+	if len(limits) == 0 {
+		return
+	}
+	n := len(limits)
+	keys, kinds, amounts := make([]string, n), make([]int16, n), make([]int64, n)
+	totals, windows, expires := make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, l := range limits {
+		keys[i], kinds[i], amounts[i] = l.Key, int16(l.Kind), l.Add
+		totals[i], windows[i], expires[i] = counters[l.Key], int64(l.Window), now+int64(l.Window)
+	}
+	b.Queue(pqInsertEntries, id, now, keys, kinds, amounts)
+	b.Queue(pqUpdateCounters, keys, totals, windows, expires)
+}
+
+// queueRelease queues the statements that lock the counters of keys and
+// remove reservation id's budget entries, made at at, from them.
+func queueRelease(b *pgx.Batch, id string, at int64, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	keys = slices.Sorted(slices.Values(keys))
+	b.Queue(pqLockKeys, keys)
+	b.Queue(pqRelease, keys, at, id, int16(policy.KindBudget))
+}
+
+// Settle implements [Ledger].
+func (p *Postgres) Settle(ctx context.Context, id string, outcome policy.Settlement) error {
+	if err := checkOutcome(outcome); err != nil {
+		return err
+	}
+	if err := p.renew(ctx, 0, false); err != nil {
+		return err
+	}
+	return p.write(ctx, false, time.Time{}, func(t *pgTx) error {
+		b := &pgx.Batch{}
+		b.Queue(pqSetOutcome, id, int16(outcome))
+		var (
+			at      int64
+			keys    []string
+			settled bool
+		)
+		err := t.send(b, false, func(br pgx.BatchResults) error {
+			switch err := br.QueryRow().Scan(&at, &keys); {
+			case err == nil:
+				settled = true
+			case !errors.Is(err, pgx.ErrNoRows):
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if !settled {
+			// Settled before (the first outcome stands), or unknown.
+			var exists bool
+			if err := t.conn.QueryRow(t.ctx, pqReservationExists, id).Scan(&exists); errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			} else if err != nil {
+				return err
+			}
+			t.rollback = true
+			return nil
+		}
+		if outcome != policy.Released {
+			return nil
+		}
+		b = &pgx.Batch{}
+		queueRelease(b, id, at, keys)
+		return t.exec(b, true)
+	})
+}
+
+// claimHash names claim key in notifications: keys may be long, and a
+// payload is not.
+func claimHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// queueClaim queues the statement that takes c's key unless a live claim
+// holds it.
+func (t *pgTx) queueClaim(b *pgx.Batch, c Claim) {
+	at, clock := any(nil), any(nil) // the transaction's time
+	if t.p.cfg.clientClock {
+		a := c.At.UnixNano()
+		at, clock = a, min(a, t.earliest)
+	}
+	b.Queue(pqClaim, c.Key, c.Call, c.Fingerprint, at, int64(c.Window), clock, int64(InFlightLease))
+}
+
+// readClaim reads what queueClaim queued: whether the claim was taken.
+func readClaim(br pgx.BatchResults) (bool, error) {
+	var taken bool
+	err := br.QueryRow().Scan(&taken)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return taken, err
+}
+
+// prior reports the live claim that holds key, which the transaction has
+// locked.
+func (t *pgTx) prior(c Claim) (Prior, error) {
+	var (
+		fingerprint string
+		state       int16
+		result      []byte
+	)
+	if err := t.conn.QueryRow(t.ctx, pqPriorClaim, c.Key).Scan(&fingerprint, &state, &result); err != nil {
+		return Prior{}, err
+	}
+	switch {
+	case fingerprint != c.Fingerprint:
+		return Prior{State: ClaimConflict}, nil
+	case state == claimDone:
+		return Prior{State: ClaimDone, Result: cloneBytes(result)}, nil
+	default:
+		return Prior{State: ClaimInFlight}, nil
+	}
+}
+
+// Claim implements [Claims].
+func (p *Postgres) Claim(ctx context.Context, c Claim) (Prior, error) {
+	if err := checkClaim(c); err != nil {
+		return Prior{}, err
+	}
+	if err := p.renew(ctx, c.At.UnixNano(), false); err != nil {
+		return Prior{}, err
+	}
+	var prior Prior
+	err := p.write(ctx, true, c.At, func(t *pgTx) error {
+		b := &pgx.Batch{}
+		t.queueClaim(b, c)
+		var taken bool
+		err := t.send(b, false, func(br pgx.BatchResults) (err error) {
+			taken, err = readClaim(br)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if taken {
+			prior = Prior{State: ClaimNew}
+			return nil
+		}
+		t.rollback = true
+		prior, err = t.prior(c)
+		return err
+	})
+	if err != nil {
+		return Prior{}, err
+	}
+	return prior, nil
+}
+
+// Finish implements [Claims]. Handles waiting for key are woken.
+func (p *Postgres) Finish(ctx context.Context, key string, result []byte) error {
+	return p.claimDone(ctx, pqFinish, key, cloneBytes(result), claimHash(key))
+}
+
+// Drop implements [Claims]. Handles waiting for key are woken.
+func (p *Postgres) Drop(ctx context.Context, key string) error {
+	return p.claimDone(ctx, pqDrop, key, claimHash(key))
+}
+
+// claimDone runs Finish's or Drop's statement, which announces the change.
+func (p *Postgres) claimDone(ctx context.Context, q string, args ...any) error {
+	if err := p.renew(ctx, 0, false); err != nil {
+		return err
+	}
+	if p.closed.Load() {
+		return errClosed
+	}
+	tag, err := p.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return p.fail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// auditHead is the audit trail's last record, as locked.
+type auditHead struct {
+	seq  int64
+	hash string
+}
+
+// queueAppend assigns r's Seq, Format, PrevHash and Hash after head and
+// queues the statements that append it and move the head.
+func queueAppend(b *pgx.Batch, r *AuditRecord, head auditHead) {
+	r.Time = r.Time.UTC()
+	r.Open = false
+	r.Format = auditFormat
+	r.Seq, r.PrevHash = head.seq+1, head.hash
+	r.Hash = r.ComputeHash()
+	b.Queue(pqAppend, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
+		r.Tool, r.Decision, r.Amount, r.Currency, r.Amounts, r.EmailMasked, r.EmailHash, r.CustomerIDHash,
+		r.ReferenceHash, r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash)
+	b.Queue(pqSetHead, r.Seq, r.Hash)
+}
+
+// lockHead locks and returns the audit head.
+func (t *pgTx) lockHead() (auditHead, error) {
+	var head auditHead
+	b := &pgx.Batch{}
+	b.Queue(pqLockHead)
+	err := t.send(b, false, func(br pgx.BatchResults) error {
+		return br.QueryRow().Scan(&head.seq, &head.hash)
+	})
+	return head, err
+}
+
+// AppendAudit implements [Journal].
+func (p *Postgres) AppendAudit(ctx context.Context, rec *AuditRecord) error {
+	if err := p.renew(ctx, 0, false); err != nil {
+		return err
+	}
+	var r AuditRecord
+	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
+		r = *rec
+		head, err := t.lockHead()
+		if err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		queueAppend(b, &r, head)
+		return t.exec(b, true)
+	})
+	if err != nil {
+		return err
+	}
+	*rec = r
+	return nil
+}
+
+// ScanAudit implements [Journal]. It reads one consistent snapshot of the
+// trail, on one connection of the pool; fn may call p.
+func (p *Postgres) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	for attempt := 1; ; attempt++ {
+		delivered, err := p.scanAudit(ctx, fn)
+		var fnErr *scanError
+		switch {
+		case errors.As(err, &fnErr):
+			return fnErr.err
+		case err != nil && !delivered && attempt < 2 && ctx.Err() == nil:
+			continue // perhaps a dead connection of the pool: try another, once
+		}
+		return p.fail(err)
+	}
+}
+
+// scanError is an error of ScanAudit's callback, returned as it is.
+type scanError struct{ err error }
+
+func (e *scanError) Error() string { return e.err.Error() }
+
+// scanAudit is one attempt of ScanAudit; it reports whether fn was called.
+func (p *Postgres) scanAudit(ctx context.Context, fn func(*AuditRecord) error) (delivered bool, err error) {
+	rows, err := p.pool.Query(ctx, pqScanAudit)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	var last int64
+	for rows.Next() {
+		r := AuditRecord{Seq: last}
+		if err := scanRecord(rows, &r); err != nil {
+			return delivered, err
+		}
+		last = r.Seq
+		delivered = true
+		if err := fn(&r); err != nil {
+			return true, &scanError{err}
+		}
+	}
+	return delivered, rows.Err()
+}
+
+// AuditHead implements [Journal].
+func (p *Postgres) AuditHead(ctx context.Context) (int64, string, error) {
+	if p.closed.Load() {
+		return 0, "", errClosed
+	}
+	var head auditHead
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		if err := c.QueryRow(ctx, pqHead).Scan(&head.seq, &head.hash); err != nil {
+			return fmt.Errorf("store: audit head: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	return head.seq, head.hash, nil
+}
+
+// Intents implements [Journal]. An intent is orphaned when its owner
+// closed its handle, or its lease (in database time) has passed: its
+// process ended, or has lost the database for longer than the lease.
+func (p *Postgres) Intents(ctx context.Context) ([]Intent, error) {
+	if p.closed.Load() {
+		return nil, errClosed
+	}
+	var out []Intent
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		out = nil
+		rows, err := c.Query(ctx, pqIntents, p.owner)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var in Intent
+			if err := scanRecord(rows, &in.Record, &in.Call, &in.Owner, &in.ClaimKey, &in.Reservation, &in.Orphaned); err != nil {
+				return err
+			}
+			out = append(out, in)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// errOpenIntent is a Hold of a call that holds an open intent already.
+var errOpenIntent = errors.New("already holds an open intent")
+
+// Hold implements [Store], in one transaction of two round trips: the
+// first locks the claim, the counters and the audit head, in that order,
+// and drops the entries that have left their windows; the second writes
+// the entries, the counters' totals, the intent record and the intent, and
+// commits.
+func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
+	if err := checkHold(h); err != nil {
+		return nil, err
+	}
+	// A hold renews a lease that is due (every sixth of it): an intent is
+	// never written under a lease about to pass.
+	if err := p.renew(ctx, h.At.UnixNano(), false); err != nil {
+		return nil, err
+	}
+	var held *Held
+	err := p.write(ctx, true, h.At, func(t *pgTx) error {
+		held = &Held{Prior: Prior{State: ClaimNew}}
+		b := &pgx.Batch{}
+		if h.Claim != nil {
+			t.queueClaim(b, *h.Claim)
+		}
+		lock := t.queueAdmit(b, h.Limits)
+		b.Queue(pqLockHead)
+		var (
+			counters map[string]int64
+			taken    bool
+			head     auditHead
+		)
+		err := t.send(b, false, func(br pgx.BatchResults) (err error) {
+			if h.Claim != nil {
+				if taken, err = readClaim(br); err != nil {
+					return err
+				}
+			}
+			if counters, err = lock.read(br); err != nil {
+				return err
+			}
+			return br.QueryRow().Scan(&head.seq, &head.hash)
+		})
+		if err != nil {
+			return err
+		}
+		if h.Claim != nil && !taken {
+			t.rollback = true
+			held.Prior, err = t.prior(*h.Claim)
+			return err
+		}
+		if err := t.admit(h.Limits, lock.keys, counters); err != nil {
+			return err
+		}
+		id, err := newReservationID()
+		if err != nil {
+			return err
+		}
+		held.Reservation = id
+		held.Intent = h.Intent
+		held.Intent.Reservation = id
+		claimKey := ""
+		if h.Claim != nil {
+			claimKey = h.Claim.Key
+		}
+		b = &pgx.Batch{}
+		queueEntries(b, id, t.now, h.Limits, counters)
+		queueAppend(b, &held.Intent, head)
+		b.Queue(pqAddIntent, h.Intent.Call, held.Intent.Seq, p.owner, claimKey, id, t.now, lock.keys)
+		err = t.exec(b, true)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {
+			return fmt.Errorf("store: call %s %w", h.Intent.Call, errOpenIntent)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return held, nil
+}
+
+// Complete implements [Store], in one transaction of two round trips: the
+// first locks the intent, the claim (finishing or dropping it), the
+// counters (releasing the intent's reservation) and the audit head, in
+// that order, and closes the intent; the second appends the record and
+// commits. Handles waiting for the claim are woken when it commits.
+func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
+	if err := checkOutcome(c.Settlement); err != nil {
+		return err
+	}
+	if err := p.renew(ctx, 0, false); err != nil {
+		return err
+	}
+	var rec AuditRecord
+	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
+		rec = c.Record
+		release := c.Settlement == policy.Released
+		b := &pgx.Batch{}
+		b.Queue(pqLockIntent, c.Call)
+		if c.ClaimKey != "" {
+			if c.Replay == nil {
+				b.Queue(pqDropCall, c.ClaimKey, c.Call, claimHash(c.ClaimKey))
+			} else {
+				b.Queue(pqFinishCall, c.ClaimKey, c.Call, cloneBytes(c.Replay), claimHash(c.ClaimKey))
+			}
+		}
+		if release {
+			// The intent's reservation, found from the intent itself (a
+			// late Complete, after another process resolved the call,
+			// finds none: the first settlement stands).
+			b.Queue(pqLockIntentKeys, c.Call)
+			b.Queue(pqReleaseIntent, c.Call, int16(policy.KindBudget))
+		}
+		b.Queue(pqDropIntent, c.Call)
+		b.Queue(pqLockHead)
+		var (
+			open bool
+			head auditHead
+		)
+		n := len(b.QueuedQueries) - 2 // after the intent, before the head
+		err := t.send(b, false, func(br pgx.BatchResults) error {
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			open = rows.Next()
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for range n {
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
+			}
+			return br.QueryRow().Scan(&head.seq, &head.hash)
+		})
+		if err != nil {
+			return err
+		}
+		if !open && c.OnlyIfOpen {
+			// Resolved by another process first.
+			return ErrNotFound
+		}
+		b = &pgx.Batch{}
+		queueAppend(b, &rec, head)
+		return t.exec(b, true)
+	})
+	if err != nil {
+		return err
+	}
+	c.Record = rec
+	return nil
+}
+
+// WaitClaim returns when a claim on key is finished or dropped, by any
+// handle on the database (it is told by NOTIFY), or when ctx ends, with
+// ctx's error. A notification sent before WaitClaim is called is not seen:
+// callers bound each wait and look at the claim again. While the handle's
+// LISTEN connection is down it returns after a short pause (and when the
+// connection comes back, every waiter is woken), so that callers look
+// again.
+func (p *Postgres) WaitClaim(ctx context.Context, key string) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	h := claimHash(key)
+	w := p.listen.register(h)
+	if w == nil {
+		timer := time.NewTimer(listenDownWait)
+		defer timer.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.closing:
+			return errClosed
+		case <-timer.C:
+			return nil
+		}
+	}
+	defer p.listen.unregister(h, w)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.closing:
+		return errClosed
+	case <-w.ch:
+		return nil
+	}
+}
+
+// Close implements [Store]: the owner is marked gone, so its open intents
+// are orphaned at once, and the connections are closed. It does not wait
+// longer than a few seconds for a database that does not answer; the
+// owner's lease then runs out instead. Closing twice is harmless.
+func (p *Postgres) Close() error {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		close(p.closing)
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		err := p.read(ctx, func(c *pgxpool.Conn) error {
+			_, err := c.Exec(ctx, pqCloseOwner, p.owner)
+			return err
+		})
+		if err != nil {
+			p.closeErr = p.fail(fmt.Errorf("marking the owner gone: %w", err))
+		}
+		p.listen.stop()
+		p.pool.Close()
+	})
+	return p.closeErr
+}
+
+// claimListener is a handle's LISTEN connection: it wakes the WaitClaim
+// callers of the claims announced on claimChannel, reconnecting when the
+// connection drops.
+type claimListener struct {
+	cfg    *pgx.ConnConfig
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	connected bool
+	waiters   map[string]*claimWaiters // by claimHash
+}
+
+// claimWaiters are the callers waiting for one claim: ch is closed to wake
+// them all.
+type claimWaiters struct {
+	ch chan struct{}
+	n  int
+}
+
+// startListener connects and listens, then keeps listening until stop.
+func startListener(ctx context.Context, cfg *pgx.ConnConfig) (*claimListener, error) {
+	conn, err := listenConn(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	l := &claimListener{cfg: cfg, cancel: cancel, done: make(chan struct{}), connected: true,
+		waiters: make(map[string]*claimWaiters)}
+	go l.run(lctx, conn)
+	return l, nil
+}
+
+func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `LISTEN `+claimChannel); err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (l *claimListener) run(ctx context.Context, conn *pgx.Conn) {
+	defer close(l.done)
+	for {
+		for l.listen(ctx, conn) {
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		conn.Close(cctx)
+		cancel()
+		l.setConnected(false)
+		pause := listenRetryMin
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := listenConn(cctx, l.cfg)
+			cancel()
+			if err == nil {
+				conn = c
+				break
+			}
+			pause = min(2*pause, listenRetryMax)
+		}
+		// What was announced while the connection was down is lost:
+		// every waiter looks again.
+		l.setConnected(true)
+	}
+}
+
+// listen waits for one notification, or listenPing, and reports whether
+// the connection still works: a connection that went silent (its peer gone
+// without a word) is found by a ping.
+func (l *claimListener) listen(ctx context.Context, conn *pgx.Conn) bool {
+	wctx, cancel := context.WithTimeout(ctx, listenPing)
+	n, err := conn.WaitForNotification(wctx)
+	cancel()
+	switch {
+	case err == nil:
+		l.wake(n.Payload)
+		return true
+	case ctx.Err() != nil || wctx.Err() == nil:
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	return conn.Ping(pctx) == nil
+}
+
+// register adds a waiter for the claim hashed h, or returns nil while the
+// listener is not connected.
+func (l *claimListener) register(h string) *claimWaiters {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.connected {
+		return nil
+	}
+	w := l.waiters[h]
+	if w == nil {
+		w = &claimWaiters{ch: make(chan struct{})}
+		l.waiters[h] = w
+	}
+	w.n++
+	return w
+}
+
+// unregister removes a waiter that register returned.
+func (l *claimListener) unregister(h string, w *claimWaiters) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiters[h] != w {
+		return // woken: already removed
+	}
+	if w.n--; w.n == 0 {
+		delete(l.waiters, h)
+	}
+}
+
+// wake wakes the waiters of the claim hashed h.
+func (l *claimListener) wake(h string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.waiters[h]; w != nil {
+		close(w.ch)
+		delete(l.waiters, h)
+	}
+}
+
+// setConnected records whether the listener is connected, and wakes every
+// waiter.
+func (l *claimListener) setConnected(c bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.connected = c
+	for h, w := range l.waiters {
+		close(w.ch)
+		delete(l.waiters, h)
+	}
+}
+
+// stop closes the connection and waits for the listener to end.
+func (l *claimListener) stop() {
+	if l == nil {
+		return
+	}
+	l.cancel()
+	<-l.done
+}

@@ -1,0 +1,15 @@
+package state
+
+// PostgresWaiters returns how many WaitClaim calls are waiting on p's
+// LISTEN connection, so that a test can end a claim once its waiter is
+// listening rather than after a guessed pause.
+func PostgresWaiters(p *Postgres) int {
+	l := p.listen
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, w := range l.waiters {
+		n += w.n
+	}
+	return n
+}

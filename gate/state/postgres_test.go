@@ -1,0 +1,938 @@
+//go:build postgres
+
+// The PostgreSQL store's tests need a server: run them with
+//
+//	dir=$(mktemp -d); export CLINK_TEST_DATABASE_URL=$(.ci/postgres.sh start "$dir")
+//	go test -tags postgres -race ./gate/state/
+//	.ci/postgres.sh stop "$dir"
+//
+// The URL's user must be allowed to create databases: every test runs on a
+// database of its own, dropped when it ends. Without the URL they fail;
+// they never skip.
+package state_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/gate/state/statetest"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// TestMain fails the run at once, rather than test by test, without a
+// database: built with the postgres tag, the package's tests never pass
+// without testing PostgreSQL.
+func TestMain(m *testing.M) {
+	if os.Getenv("CLINK_TEST_DATABASE_URL") == "" {
+		fmt.Fprintln(os.Stderr, "FAIL: CLINK_TEST_DATABASE_URL is not set: the tests built with the postgres tag need a PostgreSQL server whose user may create databases (.ci/postgres.sh start DIR prints its URL)")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// adminURL is the database URL the tests were given.
+func adminURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("CLINK_TEST_DATABASE_URL")
+	if u == "" {
+		t.Fatal("CLINK_TEST_DATABASE_URL is not set: the postgres tests need a PostgreSQL server whose user may create databases (.ci/postgres.sh start DIR prints one)")
+	}
+	return u
+}
+
+var databases atomic.Int64
+
+// freshDatabase creates an empty database for one test, dropped when the
+// test ends, and returns its URL.
+func freshDatabase(t testing.TB) string {
+	t.Helper()
+	admin := adminURL(t)
+	name := fmt.Sprintf("clink_test_%d_%d", os.Getpid(), databases.Add(1))
+	adminExec(t, `CREATE DATABASE `+name)
+	t.Cleanup(func() { adminExec(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
+	return withDatabase(t, admin, name)
+}
+
+// withDatabase returns the connection string u with its database set to name.
+func withDatabase(t testing.TB, u, name string) string {
+	t.Helper()
+	if !strings.Contains(u, "://") {
+		return u + " dbname=" + name
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal("CLINK_TEST_DATABASE_URL is not a valid URL")
+	}
+	parsed.Path = "/" + name
+	return parsed.String()
+}
+
+// adminExec runs q on the database the tests were given.
+func adminExec(t testing.TB, q string, args ...any) {
+	t.Helper()
+	sqlExec(t, adminURL(t), q, args...)
+}
+
+// sqlExec runs q on the database at u, as an operator's psql would.
+func sqlExec(t testing.TB, u, q string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// openPostgres opens a handle on the database at u, closed when the test
+// ends.
+func openPostgres(t testing.TB, u string, opts ...state.PostgresOption) *state.Postgres {
+	t.Helper()
+	s, err := state.OpenPostgres(context.Background(), u, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPostgresConformance runs the suite Memory and SQLite run, each case
+// on a database of its own, every handle opened with OpenPostgres as
+// another replica would. The suite travels in time, so the handles judge
+// windows by the time it passes (PostgresClientClock);
+// TestPostgresJudgesByTheDatabaseClock covers the default.
+func TestPostgresConformance(t *testing.T) {
+	statetest.Run(t, func(t testing.TB) func() state.Store {
+		u := freshDatabase(t)
+		return func() state.Store { return openPostgres(t, u, state.PostgresClientClock()) }
+	})
+}
+
+// pgDay is a fixed time for the tests that pass a client clock.
+var pgDay = time.Date(2025, 3, 1, 23, 59, 0, 0, time.UTC)
+
+func pgBudget(key string, window time.Duration, maxAmount, add int64) policy.Limit {
+	return policy.Limit{Key: key, Kind: policy.KindBudget, Window: window, Max: maxAmount, Add: add}
+}
+
+func pgRate(key string, window time.Duration, maxCalls int64) policy.Limit {
+	return policy.Limit{Key: key, Kind: policy.KindRate, Window: window, Max: maxCalls, Add: 1}
+}
+
+// pgHold is the Hold of one call with a claim of its own.
+func pgHold(call string, at time.Time, limits []policy.Limit) *state.Hold {
+	return &state.Hold{
+		At:     at,
+		Claim:  &state.Claim{Key: "create_checkout_session|" + call, Call: call, Fingerprint: "f", At: at, Window: 10 * time.Minute},
+		Limits: limits,
+		Intent: state.AuditRecord{Time: at, Kind: state.KindIntent, Call: call, Caller: "agent-7",
+			Tool: "create_checkout_session", Decision: "allowed", Amount: "7.00", Currency: "USD"},
+	}
+}
+
+// pgComplete is the Completion of the call h held.
+func pgComplete(h *state.Hold, s policy.Settlement, replay []byte) *state.Completion {
+	return &state.Completion{Call: h.Intent.Call, Settlement: s, ClaimKey: h.Claim.Key, Replay: replay,
+		Record: state.AuditRecord{Time: h.At, Kind: state.KindOutcome, Call: h.Intent.Call, Caller: h.Intent.Caller,
+			Tool: h.Intent.Tool, Decision: "created", SessionID: "sess_" + h.Intent.Call}}
+}
+
+// queryInt runs a query returning one integer on the database at u.
+func queryInt(t testing.TB, u, q string, args ...any) int64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// sqlTry runs q on the database at u and returns its error.
+func sqlTry(t testing.TB, u, q string) error {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, q)
+	return err
+}
+
+// databaseName is the database of the URL u.
+func databaseName(t testing.TB, u string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(u)
+	if err != nil {
+		t.Fatal("the test database URL does not parse")
+	}
+	return cfg.Database
+}
+
+// TestPostgresJudgesByTheDatabaseClock: by default the time a caller
+// passes changes nothing. A replica whose clock is two days ahead can
+// neither expire the others' entries nor a claim; one two days behind
+// cannot make its entries leave the window early; windows pass in the
+// database's time; Clock reports how far the caller's clock is off.
+func TestPostgresJudgesByTheDatabaseClock(t *testing.T) {
+	ctx := context.Background()
+	const skew = 48 * time.Hour
+	t.Run("entries made now still count for a caller two days ahead", func(t *testing.T) {
+		u := freshDatabase(t)
+		inStep, ahead := openPostgres(t, u), openPostgres(t, u)
+		l := func(add int64) []policy.Limit {
+			return []policy.Limit{pgBudget("budget|*|USD|24h|", 24*time.Hour, 100_000, add)}
+		}
+		if _, err := inStep.Reserve(ctx, time.Now(), l(100_000)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ahead.Clock(ctx, time.Now().Add(skew)); err != nil {
+			t.Fatal(err)
+		}
+		var d *policy.Denied
+		_, err := ahead.Reserve(ctx, time.Now().Add(skew), l(1))
+		if !errors.As(err, &d) || d.Used != 100_000 {
+			t.Fatalf("Reserve two days ahead = %v, want a denial with Used 100000", err)
+		}
+		if retry := time.Until(d.RetryAt); retry < 24*time.Hour-time.Minute || retry > 24*time.Hour+time.Minute {
+			t.Errorf("RetryAt is %v from now, want about 24h: the window is judged by the database's clock", retry.Round(time.Second))
+		}
+		if err := ahead.Check(ctx, time.Now().Add(skew), l(1)); !errors.As(err, &d) {
+			t.Errorf("Check two days ahead = %v, want a denial", err)
+		}
+		h := pgHold("call-ahead", time.Now().Add(skew), l(1))
+		if _, err := ahead.Hold(ctx, h); !errors.As(err, &d) {
+			t.Errorf("Hold two days ahead = %v, want a denial", err)
+		}
+	})
+	t.Run("a caller two days behind cannot make its entries leave early", func(t *testing.T) {
+		u := freshDatabase(t)
+		behind, inStep := openPostgres(t, u), openPostgres(t, u)
+		l := []policy.Limit{pgRate("rate|*|1m|", time.Minute, 1)}
+		if _, err := behind.Reserve(ctx, time.Now().Add(-skew), l); err != nil {
+			t.Fatal(err)
+		}
+		var d *policy.Denied
+		if _, err := inStep.Reserve(ctx, time.Now(), l); !errors.As(err, &d) || d.Used != 1 {
+			t.Fatalf("Reserve now after a call stamped two days ago = %v, want a denial with Used 1: the entry was made now", err)
+		}
+		if _, err := behind.Reserve(ctx, time.Now().Add(-skew), l); !errors.As(err, &d) {
+			t.Fatalf("a second Reserve two days behind = %v, want a denial", err)
+		}
+	})
+	t.Run("a claim's window is judged by the database's clock", func(t *testing.T) {
+		u := freshDatabase(t)
+		a, b := openPostgres(t, u), openPostgres(t, u)
+		c := state.Claim{Key: "tool|idem-1", Call: "c1", Fingerprint: "f", At: time.Now().Add(-skew), Window: 10 * time.Minute}
+		if p, err := a.Claim(ctx, c); err != nil || p.State != state.ClaimNew {
+			t.Fatalf("Claim = %+v, %v; want it new", p, err)
+		}
+		c.Call, c.At = "c2", time.Now().Add(skew)
+		if p, err := b.Claim(ctx, c); err != nil || p.State != state.ClaimInFlight {
+			t.Fatalf("Claim two days ahead = %+v, %v; want the first in flight", p, err)
+		}
+		if err := a.Finish(ctx, c.Key, []byte("result")); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := b.Claim(ctx, c); err != nil || p.State != state.ClaimDone || string(p.Result) != "result" {
+			t.Fatalf("Claim two days ahead after Finish = %+v, %v; want the result", p, err)
+		}
+	})
+	t.Run("windows pass in the database's time whatever the caller passes", func(t *testing.T) {
+		s := openPostgres(t, freshDatabase(t))
+		l := []policy.Limit{pgRate("rate|*|1s|", time.Second, 1)}
+		frozen := time.Now().Add(-skew)
+		if _, err := s.Reserve(ctx, frozen, l); err != nil {
+			t.Fatal(err)
+		}
+		var d *policy.Denied
+		if _, err := s.Reserve(ctx, frozen, l); !errors.As(err, &d) {
+			t.Fatalf("a second call within the second = %v, want a denial", err)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		if _, err := s.Reserve(ctx, frozen, l); err != nil {
+			t.Fatalf("a call after the window passed = %v, want it to fit", err)
+		}
+	})
+	t.Run("Clock reports how far the caller's clock is from the database's", func(t *testing.T) {
+		s := openPostgres(t, freshDatabase(t))
+		if ahead, err := s.Clock(ctx, time.Now()); err != nil || ahead < -5*time.Second || ahead > 5*time.Second {
+			t.Errorf("Clock in step = %v, %v; want about 0", ahead, err)
+		}
+		if ahead, err := s.Clock(ctx, time.Now().Add(skew)); err != nil || ahead > -skew+5*time.Second || ahead < -skew-5*time.Second {
+			t.Errorf("Clock two days ahead = %v, %v; want the database about %v behind", ahead, err, skew)
+		}
+	})
+}
+
+// TestPostgresNeverAuthorisesMoreThanTheBudgetAcrossHandles: three
+// handles, as three replicas, each with 50 goroutines, against one
+// budget: exactly as many calls as fit are allowed, whatever the
+// interleaving and the order in which a call lists its limits.
+func TestPostgresNeverAuthorisesMoreThanTheBudgetAcrossHandles(t *testing.T) {
+	const (
+		replicas, perReplica = 3, 50
+		maxAmount, add       = 1000, 7
+		fit                  = maxAmount / add // 142 of 150
+	)
+	ctx := context.Background()
+	limits := func(i int) []policy.Limit {
+		l := []policy.Limit{pgBudget("budget|*|USD|24h|", 24*time.Hour, maxAmount, add), pgRate("rate|*|1h|", time.Hour, 1000)}
+		if i%2 == 1 { // the other order: rows are still locked in key order
+			l[0], l[1] = l[1], l[0]
+		}
+		return l
+	}
+	// hammer runs call on every handle from perReplica goroutines each, and
+	// returns how many were allowed.
+	hammer := func(t *testing.T, handles []*state.Postgres, call func(s *state.Postgres, i int) error) int64 {
+		var (
+			wg      sync.WaitGroup
+			allowed atomic.Int64
+		)
+		start := make(chan struct{})
+		for i := range replicas * perReplica {
+			wg.Go(func() {
+				<-start
+				var d *policy.Denied
+				switch err := call(handles[i%replicas], i); {
+				case err == nil:
+					allowed.Add(1)
+				case errors.As(err, &d):
+					if d.Used+add <= maxAmount && limits(i)[d.Limit].Kind == policy.KindBudget {
+						t.Errorf("denied while %d+%d fits in %d", d.Used, add, maxAmount)
+					}
+				default:
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return allowed.Load()
+	}
+	open := func(t *testing.T) []*state.Postgres {
+		u := freshDatabase(t)
+		var hs []*state.Postgres
+		for range replicas {
+			hs = append(hs, openPostgres(t, u))
+		}
+		return hs
+	}
+	t.Run("Reserve", func(t *testing.T) {
+		handles := open(t)
+		got := hammer(t, handles, func(s *state.Postgres, i int) error {
+			_, err := s.Reserve(ctx, time.Now(), limits(i))
+			return err
+		})
+		if got != fit {
+			t.Fatalf("%d reservations allowed, want %d", got, fit)
+		}
+		var d *policy.Denied
+		if _, err := handles[1].Reserve(ctx, time.Now(), limits(0)); !errors.As(err, &d) || d.Used != fit*add {
+			t.Fatalf("Reserve on the full budget = %v, want a denial with Used %d", err, fit*add)
+		}
+	})
+	t.Run("Hold and Complete", func(t *testing.T) {
+		handles := open(t)
+		var (
+			mu    sync.Mutex
+			holds = map[string]*state.Hold{}
+		)
+		got := hammer(t, handles, func(s *state.Postgres, i int) error {
+			h := pgHold(fmt.Sprintf("call-%d", i), time.Now(), limits(i))
+			held, err := s.Hold(ctx, h)
+			if err == nil {
+				if held.Prior.State != state.ClaimNew {
+					return fmt.Errorf("hold %d found its own claim %v", i, held.Prior.State)
+				}
+				mu.Lock()
+				holds[h.Intent.Call] = h
+				mu.Unlock()
+			}
+			return err
+		})
+		if got != fit {
+			t.Fatalf("%d holds allowed, want %d", got, fit)
+		}
+		intents, err := handles[0].Intents(ctx)
+		if err != nil || len(intents) != fit {
+			t.Fatalf("Intents = %d, %v; want %d open", len(intents), err, fit)
+		}
+		// Every call ends, released, on the handle that held it, all at once.
+		var wg sync.WaitGroup
+		i := 0
+		for _, h := range holds {
+			s := handles[i%replicas]
+			i++
+			wg.Go(func() {
+				if err := s.Complete(ctx, pgComplete(h, policy.Released, nil)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		rep, err := state.VerifyAudit(ctx, handles[2])
+		if err != nil || !rep.OK() || rep.Records != 2*fit {
+			t.Fatalf("VerifyAudit = %+v, %v; want %d records in one intact chain, none open", rep, err, 2*fit)
+		}
+		if _, err := handles[1].Reserve(ctx, time.Now(), []policy.Limit{pgBudget("budget|*|USD|24h|", 24*time.Hour, maxAmount, maxAmount)}); err != nil {
+			t.Fatalf("Reserve of the whole budget after every call was released = %v", err)
+		}
+	})
+	t.Run("identical claims", func(t *testing.T) {
+		handles := open(t)
+		var news atomic.Int64
+		hammer(t, handles, func(s *state.Postgres, i int) error {
+			p, err := s.Claim(ctx, state.Claim{Key: "tool|idem-1", Call: fmt.Sprint(i), Fingerprint: "f", At: time.Now(), Window: time.Hour})
+			if err == nil && p.State == state.ClaimNew {
+				news.Add(1)
+			}
+			return err
+		})
+		if n := news.Load(); n != 1 {
+			t.Fatalf("%d new claims, want 1", n)
+		}
+	})
+}
+
+// TestPostgresWaitClaimWakesOnAnotherHandle: a call waiting on one
+// replica for an identical call in flight on another wakes when that call
+// finishes, drops or completes its claim, in far less than the two
+// seconds it waits at most.
+func TestPostgresWaitClaimWakesOnAnotherHandle(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	a, b := openPostgres(t, u), openPostgres(t, u)
+	ends := []struct {
+		name string
+		end  func(t *testing.T, h *state.Hold)
+	}{
+		{"Finish", func(t *testing.T, h *state.Hold) {
+			if err := a.Finish(ctx, h.Claim.Key, []byte("r")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Drop", func(t *testing.T, h *state.Hold) {
+			if err := a.Drop(ctx, h.Claim.Key); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Complete", func(t *testing.T, h *state.Hold) {
+			if err := a.Complete(ctx, pgComplete(h, policy.Spent, []byte("r"))); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Complete without a replay", func(t *testing.T, h *state.Hold) {
+			if err := a.Complete(ctx, pgComplete(h, policy.Released, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for i, e := range ends {
+		t.Run(e.name, func(t *testing.T) {
+			h := pgHold(fmt.Sprintf("call-%d", i), time.Now(), nil)
+			if _, err := a.Hold(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+			woke := make(chan error, 1)
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				woke <- b.WaitClaim(wctx, h.Claim.Key)
+			}()
+			waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
+			ended := time.Now()
+			e.end(t, h)
+			if err := <-woke; err != nil {
+				t.Fatalf("WaitClaim = %v, want it woken", err)
+			}
+			d := time.Since(ended)
+			if d > time.Second {
+				t.Fatalf("WaitClaim woke %v after the claim ended, want far less than its 2s", d)
+			}
+			t.Logf("woke %v after the claim ended", d.Round(time.Millisecond))
+		})
+	}
+	t.Run("another claim's end does not wake it", func(t *testing.T) {
+		if _, err := a.Claim(ctx, state.Claim{Key: "other", Call: "x", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		woke := make(chan error, 1)
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			woke <- b.WaitClaim(wctx, "mine")
+		}()
+		waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
+		if err := a.Finish(ctx, "other", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-woke; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("WaitClaim = %v, want its context's deadline", err)
+		}
+	})
+	t.Run("a closed handle does not wait", func(t *testing.T) {
+		c := openPostgres(t, u)
+		c.Close()
+		if err := c.WaitClaim(ctx, "k"); err == nil {
+			t.Fatal("WaitClaim on a closed handle = nil, want an error")
+		}
+	})
+}
+
+// listeners counts the LISTEN connections on the database at u.
+func listeners(t testing.TB, u string) int64 {
+	return queryInt(t, adminURL(t), `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'clink-mcp listener'`,
+		databaseName(t, u))
+}
+
+// waitFor polls cond until it holds, failing after a while.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPostgresWaitClaimSurvivesALostListenConnection: while a handle's
+// LISTEN connection is down its waiters return soon, to look again; it
+// reconnects by itself, and wakes them again on the next notification.
+func TestPostgresWaitClaimSurvivesALostListenConnection(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	a, b := openPostgres(t, u), openPostgres(t, u)
+	if n := listeners(t, u); n != 2 {
+		t.Fatalf("%d LISTEN connections, want one per handle", n)
+	}
+	woke := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		woke <- b.WaitClaim(wctx, "k")
+	}()
+	waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
+	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'clink-mcp listener'`,
+		databaseName(t, u))
+	lost := time.Now()
+	if err := <-woke; err != nil {
+		t.Fatalf("WaitClaim when its connection dropped = %v, want nil (look again)", err)
+	}
+	if d := time.Since(lost); d > 2*time.Second {
+		t.Fatalf("WaitClaim returned %v after its connection dropped, want soon", d)
+	}
+	waitFor(t, "the LISTEN connections to come back", func() bool { return listeners(t, u) == 2 })
+	// Back: a waiter sleeps until the claim ends, and wakes at once.
+	if _, err := a.Claim(ctx, state.Claim{Key: "k", Call: "c", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		woke <- b.WaitClaim(wctx, "k")
+	}()
+	waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-woke:
+		t.Fatalf("WaitClaim returned %v before the claim ended", err)
+	default:
+	}
+	if err := a.Finish(ctx, "k", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("WaitClaim after reconnecting = %v, want it woken", err)
+	}
+}
+
+// TestPostgresFailsClosedAndRecovers: with the database gone every
+// operation fails (the gate then refuses calls), with errors that do not
+// show the password; when it returns, the pool reconnects by itself and
+// nothing was lost.
+func TestPostgresFailsClosedAndRecovers(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	name := databaseName(t, u)
+	password := ""
+	if cfg, err := pgx.ParseConfig(u); err == nil {
+		password = cfg.Password
+	}
+	s := openPostgres(t, u)
+	l := []policy.Limit{pgBudget("b", time.Hour, 100, 60)}
+	h := pgHold("call-1", time.Now(), l)
+	if _, err := s.Hold(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS false`)
+	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name)
+	reenabled := false
+	t.Cleanup(func() {
+		if !reenabled {
+			adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS true`)
+		}
+	})
+	failing := map[string]func() error{
+		"Ping": func() error { return s.Ping(ctx) },
+		"Reserve": func() error {
+			_, err := s.Reserve(ctx, time.Now(), []policy.Limit{pgBudget("b", time.Hour, 100, 1)})
+			return err
+		},
+		"Check": func() error { return s.Check(ctx, time.Now(), l) },
+		"Hold": func() error {
+			_, err := s.Hold(ctx, pgHold("call-2", time.Now(), l))
+			return err
+		},
+		"Complete": func() error { return s.Complete(ctx, pgComplete(h, policy.Spent, []byte("r"))) },
+		"Clock": func() error {
+			_, err := s.Clock(ctx, time.Now())
+			return err
+		},
+		"Intents": func() error {
+			_, err := s.Intents(ctx)
+			return err
+		},
+	}
+	for op, fn := range failing {
+		err := fn()
+		var d *policy.Denied
+		switch {
+		case err == nil:
+			t.Errorf("%s with the database gone succeeded", op)
+		case errors.As(err, &d):
+			t.Errorf("%s with the database gone = %v, want an error, not a denial", op, err)
+		case password != "" && strings.Contains(fmt.Sprintf("%v %+v", err, err), password):
+			t.Errorf("%s's error shows the password", op)
+		}
+	}
+
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS true`)
+	reenabled = true
+	waitFor(t, "Ping to succeed", func() bool { return s.Ping(ctx) == nil })
+	var d *policy.Denied
+	if _, err := s.Reserve(ctx, time.Now(), []policy.Limit{pgBudget("b", time.Hour, 100, 41)}); !errors.As(err, &d) || d.Used != 60 {
+		t.Fatalf("Reserve after the database returned = %v, want a denial with Used 60: the held call still counts", err)
+	}
+	if _, err := s.Reserve(ctx, time.Now(), []policy.Limit{pgBudget("b", time.Hour, 100, 40)}); err != nil {
+		t.Fatalf("Reserve of what is left after the database returned = %v", err)
+	}
+	if intents, err := s.Intents(ctx); err != nil || len(intents) != 1 || intents[0].Orphaned {
+		t.Fatalf("Intents after the database returned = %+v, %v; want the held call, not orphaned", intents, err)
+	}
+	if err := s.Complete(ctx, pgComplete(h, policy.Spent, []byte("r"))); err != nil {
+		t.Fatalf("Complete after the database returned = %v", err)
+	}
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 2 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 2 records, intact", rep, err)
+	}
+	waitFor(t, "the LISTEN connection to come back", func() bool { return listeners(t, u) == 1 })
+
+	// Backends ended while the database stays up: the next calls do not
+	// fail for the pool's dead connections.
+	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name)
+	if _, err := s.Reserve(ctx, time.Now(), []policy.Limit{pgRate("r", time.Hour, 10)}); err != nil {
+		t.Fatalf("Reserve just after the backends ended = %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping just after the backends ended = %v", err)
+	}
+}
+
+// TestOpenPostgresNeverShowsThePassword: the database URL holds a
+// password; no error shows it, nor String.
+func TestOpenPostgresNeverShowsThePassword(t *testing.T) {
+	const password = "Zq9-Tr0ub4dor-Secret"
+	real := adminURL(t)
+	parsed, err := url.Parse(real)
+	if err != nil {
+		t.Fatal("CLINK_TEST_DATABASE_URL is not a valid URL")
+	}
+	parsed.User = url.UserPassword(parsed.User.Username(), password)
+	wrongPassword := parsed.String()
+	tests := []struct{ name, url string }{
+		{"a port nothing listens on", "postgres://clink:" + password + "@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5"},
+		{"a wrong password", wrongPassword},
+		{"a URL that does not parse", "postgres://clink:" + password + "@127.0.0.1:notaport/postgres"},
+		{"a password in the query", "postgres://clink@127.0.0.1:1/postgres?sslmode=disable&password=" + password},
+		{"a keyword/value string", "host=127.0.0.1 port=1 user=clink password=" + password + " sslmode=disable connect_timeout=5"},
+		{"a keyword/value string that does not parse", "host=127.0.0.1 port=notaport password='" + password + "'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := state.OpenPostgres(context.Background(), tt.url)
+			if err == nil {
+				s.Close()
+				t.Fatal("OpenPostgres succeeded")
+			}
+			for e := err; e != nil; e = errors.Unwrap(e) {
+				if text := fmt.Sprintf("%v|%+v|%#v", e, e, e); strings.Contains(text, password) {
+					t.Fatalf("the error shows the password: %s", strings.ReplaceAll(text, password, "<PASSWORD>"))
+				}
+			}
+			var ce *pgconn.ConnectError
+			if errors.As(err, &ce) {
+				t.Fatal("the error wraps pgx's ConnectError, whose Config holds the password")
+			}
+			t.Logf("OpenPostgres: %v", err)
+		})
+	}
+	t.Run("String and %#v", func(t *testing.T) {
+		s := openPostgres(t, freshDatabase(t))
+		cfg, _ := pgx.ParseConfig(real)
+		for _, text := range []string{s.String(), fmt.Sprintf("%v %+v %#v %s", s, s, s, s)} {
+			if cfg.Password != "" && strings.Contains(text, cfg.Password) {
+				t.Fatal("the store's text shows the password")
+			}
+		}
+		if !strings.Contains(s.String(), "127.0.0.1") && !strings.Contains(s.String(), "/") {
+			t.Errorf("String = %q, want it to name the database", s)
+		}
+	})
+}
+
+// TestPostgresMigrations: the schema is versioned in the database and
+// applied once, however many replicas start together; a newer schema, or
+// another program's table, is refused.
+func TestPostgresMigrations(t *testing.T) {
+	ctx := context.Background()
+	t.Run("replicas starting together migrate once", func(t *testing.T) {
+		u := freshDatabase(t)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				s, err := state.OpenPostgres(ctx, u)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s.Close()
+			})
+		}
+		wg.Wait()
+		rows, latest := queryInt(t, u, `SELECT count(*) FROM schema_migrations`), queryInt(t, u, `SELECT max(version) FROM schema_migrations`)
+		if rows < 1 || rows != latest {
+			t.Fatalf("schema_migrations holds %d rows up to version %d, want each version once", rows, latest)
+		}
+		s := openPostgres(t, u)
+		if _, err := s.Reserve(ctx, time.Now(), []policy.Limit{pgRate("r", time.Minute, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a database with a newer schema is refused", func(t *testing.T) {
+		u := freshDatabase(t)
+		openPostgres(t, u).Close()
+		sqlExec(t, u, `INSERT INTO schema_migrations (version, name) VALUES (99, 'from a later clink-mcp')`)
+		_, err := state.OpenPostgres(ctx, u)
+		if err == nil || !strings.Contains(err.Error(), "schema version 99, newer than this clink-mcp understands") {
+			t.Fatalf("OpenPostgres = %v, want the newer schema refused", err)
+		}
+	})
+	t.Run("another program's schema_migrations is refused", func(t *testing.T) {
+		u := freshDatabase(t)
+		sqlExec(t, u, `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL)`)
+		sqlExec(t, u, `INSERT INTO schema_migrations VALUES (20240101, false)`)
+		_, err := state.OpenPostgres(ctx, u)
+		if err == nil || !strings.Contains(err.Error(), "another program") {
+			t.Fatalf("OpenPostgres = %v, want another program's table refused", err)
+		}
+	})
+}
+
+// TestPostgresAuditTrail: every handle appends to one hash chain, which
+// verifies and exports; the database refuses edits to it, and edits made
+// with its guards dropped are named.
+func TestPostgresAuditTrail(t *testing.T) {
+	ctx := context.Background()
+	t.Run("handles append to one chain", func(t *testing.T) {
+		u := freshDatabase(t)
+		handles := []*state.Postgres{openPostgres(t, u), openPostgres(t, u), openPostgres(t, u)}
+		var wg sync.WaitGroup
+		for i := range 60 {
+			wg.Go(func() {
+				r := state.AuditRecord{Time: time.Now(), Tool: "t", Decision: fmt.Sprint(i), Caller: "agent"}
+				if err := handles[i%3].AppendAudit(ctx, &r); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		reader := openPostgres(t, u)
+		rep, err := state.VerifyAudit(ctx, reader)
+		if err != nil || !rep.OK() || rep.Records != 60 {
+			t.Fatalf("VerifyAudit = %+v, %v; want 60 records, intact", rep, err)
+		}
+		var buf bytes.Buffer
+		if n, err := state.ExportAudit(ctx, reader, &buf); err != nil || n != 60 || strings.Count(buf.String(), "\n") != 60 {
+			t.Fatalf("ExportAudit = %d, %v; want 60 lines", n, err)
+		}
+	})
+	t.Run("the database refuses updates, deletes and truncation", func(t *testing.T) {
+		u := freshDatabase(t)
+		s := openPostgres(t, u)
+		for range 2 {
+			if err := s.AppendAudit(ctx, &state.AuditRecord{Time: time.Now(), Tool: "t", Decision: "created"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, q := range []string{`UPDATE audit SET tool = 'x' WHERE seq = 1`, `DELETE FROM audit WHERE seq = 2`, `TRUNCATE audit`} {
+			if err := sqlTry(t, u, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+				t.Errorf("%s: %v, want an append-only error", q, err)
+			}
+		}
+	})
+	t.Run("edits made with the guards dropped are named", func(t *testing.T) {
+		u := freshDatabase(t)
+		s := openPostgres(t, u)
+		for i := range 5 {
+			if err := s.AppendAudit(ctx, &state.AuditRecord{Time: time.Now(), Tool: "t", Decision: fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sqlExec(t, u, `ALTER TABLE audit DISABLE TRIGGER USER`)
+		sqlExec(t, u, `UPDATE audit SET amount = '9999.00' WHERE seq = 3`)
+		rep, err := state.VerifyAudit(ctx, s)
+		if err != nil || rep.Broken == nil || rep.Broken.Seq != 3 || !strings.Contains(rep.Broken.Reason, "altered") {
+			t.Fatalf("VerifyAudit = %+v, %v; want record 3 named as altered", rep, err)
+		}
+		sqlExec(t, u, `UPDATE audit SET amount = '' WHERE seq = 3`)
+		sqlExec(t, u, `DELETE FROM audit WHERE seq = 5`)
+		if rep, err = state.VerifyAudit(ctx, s); err != nil || rep.Broken == nil || rep.Broken.Seq != 5 {
+			t.Fatalf("VerifyAudit = %+v, %v; want the deleted last record named", rep, err)
+		}
+	})
+}
+
+// TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed: a replica that
+// stops renewing its lease (its process died, or lost the database) is
+// gone once the lease has passed, in database time; renewing makes it an
+// owner again, and closing orphans its intents at once.
+func TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	const lease = 2 * time.Second
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u)
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	orphaned := func() bool {
+		intents, err := b.Intents(ctx)
+		if err != nil || len(intents) != 1 {
+			t.Fatalf("Intents = %+v, %v; want 1", intents, err)
+		}
+		return intents[0].Orphaned
+	}
+	if orphaned() {
+		t.Fatal("the intent of a handle within its lease is orphaned")
+	}
+	time.Sleep(lease + 500*time.Millisecond)
+	if !orphaned() {
+		t.Fatal("the intent of a handle whose lease passed is not orphaned")
+	}
+	if own, err := a.Intents(ctx); err != nil || len(own) != 1 || own[0].Orphaned {
+		t.Fatalf("the handle's own Intents = %+v, %v; want its intent, not orphaned", own, err)
+	}
+	if _, err := a.Clock(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if orphaned() {
+		t.Fatal("the intent is orphaned after its handle renewed its lease")
+	}
+	a.Close()
+	if !orphaned() {
+		t.Fatal("the intent of a closed handle is not orphaned")
+	}
+}
+
+// TestPostgresSweepsWhatHasExpired: counters whose entries have all left
+// their windows, and claims past their windows, are deleted by the sweep
+// that runs every so many writes, leaving the counts as they were.
+func TestPostgresSweepsWhatHasExpired(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	s := openPostgres(t, u, state.PostgresClientClock())
+	if _, err := s.Reserve(ctx, pgDay, []policy.Limit{pgBudget("old", time.Minute, 10, 4)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, state.Claim{Key: "old-claim", Call: "c", Fingerprint: "f", At: pgDay, Window: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, "old-claim", []byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	later := pgDay.Add(2 * time.Hour)
+	for i := range 1100 {
+		if _, err := s.Reserve(ctx, later.Add(time.Duration(i)*time.Millisecond), []policy.Limit{pgBudget("new", time.Hour, 1_000_000, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for q, want := range map[string]int64{
+		`SELECT count(*) FROM counters WHERE key = 'old'`:        0,
+		`SELECT count(*) FROM counter_entries WHERE key = 'old'`: 0,
+		`SELECT count(*) FROM claims WHERE key = 'old-claim'`:    0,
+		`SELECT count(*) FROM counters WHERE key = 'new'`:        1,
+		`SELECT total FROM counters WHERE key = 'new'`:           1100,
+		`SELECT count(*) FROM counter_entries WHERE key = 'new'`: 1100,
+	} {
+		if got := queryInt(t, u, q); got != want {
+			t.Errorf("%s = %d, want %d", q, got, want)
+		}
+	}
+	if _, err := s.Reserve(ctx, later.Add(time.Hour), []policy.Limit{pgBudget("old", time.Minute, 10, 10)}); err != nil {
+		t.Fatalf("Reserve of the whole budget on the swept counter = %v, want it empty", err)
+	}
+}
+
+// BenchmarkPostgresHoldComplete is BenchmarkHoldComplete's call on one
+// handle with the database's clock: the hold (claim, a global and a
+// per-customer budget and a rate limit, intent record) and the completion
+// (settlement, replay, outcome record), two transactions of two round
+// trips each.
+func BenchmarkPostgresHoldComplete(b *testing.B) {
+	ctx := context.Background()
+	s := openPostgres(b, freshDatabase(b))
+	limits := []policy.Limit{
+		pgBudget("budget|*|USD|24h|", time.Minute, 1<<60, 1999),
+		pgBudget("budget|*|USD|1h|cust:4f2a", time.Minute, 1<<60, 1999),
+		pgRate("rate|*|1m|", time.Minute, 1<<60),
+	}
+	replay := []byte(`{"sessionId":"sess_123","url":"https://pay.example/s/123"}`)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		h := pgHold(fmt.Sprint("call-", n), time.Now(), limits)
+		if held, err := s.Hold(ctx, h); err != nil || held.Prior.State != state.ClaimNew {
+			b.Fatalf("Hold = %+v, %v", held, err)
+		}
+		if err := s.Complete(ctx, pgComplete(h, policy.Spent, replay)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
