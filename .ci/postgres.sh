@@ -3,6 +3,8 @@
 #
 #   .ci/postgres.sh start DIR   start a cluster in DIR (created if missing) and print its URL;
 #                               the URL is also written to DIR/url (mode 0600)
+#   .ci/postgres.sh restart DIR restart it (fast shutdown, same port and data): tests of a
+#                               database that goes away and comes back
 #   .ci/postgres.sh stop DIR    stop it and delete its data
 #
 # The cluster listens on a free port on 127.0.0.1 only (and on a unix socket in DIR), with a
@@ -16,7 +18,7 @@
 # creates it), else a system user "clink-pg" created here.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|restart|stop DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
 dir=$2
@@ -153,8 +155,18 @@ stop() {
   rm -rf "$dir/data" "$dir/url"
 }
 
+restart() {
+  find_bin
+  pick_owner
+  if [ "$(id -u)" -eq 0 ]; then
+    owner=$(stat -c %U "$dir/data")
+  fi
+  as_owner "$bindir/pg_ctl" restart -D "$dir/data" -m fast -w -t 60 -l "$dir/postgres.log" >/dev/null
+}
+
 case $cmd in
   start) start ;;
+  restart) restart ;;
   stop) stop ;;
   *) usage ;;
 esac

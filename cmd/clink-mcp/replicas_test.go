@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func replicaDatabase(t *testing.T) string {
 		t.Fatal("CLINK_TEST_DATABASE_URL is not set: the tests built with the postgres tag need a PostgreSQL server (.ci/postgres.sh start DIR prints its URL)")
 	}
 	name := fmt.Sprintf("clink_replicas_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	exec := func(sql string) {
+	sql := func(sql string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, admin)
@@ -49,8 +50,8 @@ func replicaDatabase(t *testing.T) string {
 			t.Fatalf("%s: %v", strings.Fields(sql)[0], err)
 		}
 	}
-	exec("CREATE DATABASE " + name)
-	t.Cleanup(func() { exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)") })
+	sql("CREATE DATABASE " + name)
+	t.Cleanup(func() { sql("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)") })
 	u, err := url.Parse(admin)
 	if err != nil {
 		t.Fatal("CLINK_TEST_DATABASE_URL is not a URL")
@@ -123,7 +124,7 @@ func postTool(t *testing.T, mcpURL, args string) (string, bool) {
 	var out struct {
 		Result struct {
 			Content []struct{ Text string } `json:"content"`
-			IsError bool                     `json:"isError"`
+			IsError bool                    `json:"isError"`
 		} `json:"result"`
 	}
 	b, _ := io.ReadAll(res.Body)
@@ -292,4 +293,108 @@ func passwordOf(dbURL string) string {
 		return p
 	}
 	return "\x00no password\x00"
+}
+
+// TestReplicasSurviveADatabaseRestart restarts PostgreSQL while two
+// replicas take calls: calls during the outage are refused (never allowed
+// without their limits recorded), /readyz turns 503 and back by itself, no
+// record is lost, and the budget still allows exactly what it allows.
+func TestReplicasSurviveADatabaseRestart(t *testing.T) {
+	clusterDir := os.Getenv("CLINK_TEST_PG_DIR")
+	if clusterDir == "" {
+		t.Fatal("CLINK_TEST_PG_DIR is not set: this test restarts the cluster .ci/postgres.sh started in that folder")
+	}
+	dbURL := replicaDatabase(t)
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	secretFile := filepath.Join(dir, "state.secret")
+	if err := os.WriteFile(policyFile, []byte(replicaPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clinkFake, clinkURL := newReplicaClink(t)
+	env := []string{
+		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox", "CLINK_BASE_URL=" + clinkURL,
+		"CLINK_POLICY=" + policyFile, "CLINK_DATABASE_URL=" + dbURL, "CLINK_STATE_SECRET_FILE=" + secretFile,
+	}
+	replicas := []*httpProcess{startHTTP(t, env), startHTTP(t, env)}
+
+	var created, refusedBudget, refusedOther atomic.Int64
+	var next atomic.Int64
+	spend := func(n int64) {
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for {
+					i := next.Add(1)
+					if i > n {
+						return
+					}
+					text, isErr := postTool(t, replicas[i%2].url, fmt.Sprintf(`{"customerEmail":"r-%d@example.com","amount":10,"currency":"USD"}`, i))
+					switch {
+					case !isErr:
+						created.Add(1)
+					case strings.Contains(text, "budget_exceeded"):
+						refusedBudget.Add(1)
+					default:
+						refusedOther.Add(1) // the database is away: refused, nothing allowed
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// Calls run while the database restarts.
+	done := make(chan struct{})
+	go func() { defer close(done); spend(120) }()
+	time.Sleep(300 * time.Millisecond)
+	restart := exec.Command("bash", "../../.ci/postgres.sh", "restart", clusterDir)
+	if out, err := restart.CombinedOutput(); err != nil {
+		t.Fatalf("restarting PostgreSQL: %v: %s", err, out)
+	}
+	<-done
+	// Both replicas are ready again by themselves.
+	for i, r := range replicas {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			res, err := http.Get(strings.TrimSuffix(r.url, "/mcp") + "/readyz")
+			if err == nil {
+				res.Body.Close()
+				if res.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d not ready 30 s after the restart", i)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// Then the budget still allows exactly 100 calls of 10.00 in all.
+	spend(next.Load() + 150)
+	if created.Load() != 100 {
+		t.Errorf("created %d in all (refused: %d by the budget, %d during the outage), want exactly 100 under the 1,000.00 budget",
+			created.Load(), refusedBudget.Load(), refusedOther.Load())
+	}
+	if n := clinkFake.posts.Load(); n != created.Load() {
+		t.Errorf("Clink received %d creates, and %d were answered as created", n, created.Load())
+	}
+	audit := map[string]string{"CLINK_DATABASE_URL": dbURL, "CLINK_POLICY": policyFile}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// A completion that failed during the outage lands when the
+		// journal retries it.
+		if n := len(only(auditExportEnv(t, audit), "outcome", "created")); int64(n) == created.Load() {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d created outcomes in the audit trail, want %d: a record was lost", n, created.Load())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if code, out, errOut := runCmd(t, audit, "audit", "verify"); code != 0 || !strings.Contains(out, "hash chain intact") {
+		t.Errorf("audit verify: exit %d %s%s", code, out, errOut)
+	}
+	t.Logf("created %d, refused %d by the budget and %d during the restart", created.Load(), refusedBudget.Load(), refusedOther.Load())
 }
