@@ -187,8 +187,8 @@ func (g *Gate) publishClock() {
 			if ahead < 0 {
 				who, ahead = "behind", -ahead
 			}
-			g.log.Error("CLOCK SKEW: another process sharing the store has a clock "+who+" this one; "+
-				"budgets, rate limits and duplicate windows are judged by the clock furthest behind, so capacity returns late. Fix the clocks (NTP)",
+			g.log.Error("CLOCK SKEW: the store's clock (another process sharing it, or the database server) is "+who+" this one; "+
+				"on a shared file, windows are judged by the clock furthest behind, so capacity returns late; on a database, by the database's clock. Fix the clocks (NTP)",
 				"skew", ahead.Round(time.Second))
 		}
 		select {
