@@ -89,7 +89,10 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 		return c.end(ctx, denied(d))
 	}
 	// 2. Hold.
-	held, claimKey, res = g.hold(ctx, c, o)
+	held, claimKey, res, unsure := g.hold(ctx, c, o)
+	if unsure {
+		return g.abandon(ctx, c, claimKey, res)
+	}
 	if res != nil {
 		return c.end(ctx, res)
 	}
@@ -151,8 +154,11 @@ func (g *Gate) Refused(ctx context.Context, caller, tool, email string, d policy
 
 // hold takes the claim, reserves the limits and writes the intent, waiting
 // for an identical call in flight. It returns the hold and the claim's key
-// ("" without a claim), or the result to answer with instead.
-func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string, *Result) {
+// ("" without a claim), or the result to answer with instead. unsure
+// reports a hold that failed in a way that may still have committed (the
+// connection to the store was lost, or ctx ended, during the write): the
+// result then goes to [Gate.abandon] with the claim's key.
+func (g *Gate) hold(ctx context.Context, c *call, o *Order) (_ *state.Held, key string, _ *Result, unsure bool) {
 	var claim *state.Claim
 	window := g.policy.DuplicatesWindow()
 	if window > 0 || o.IdempotencyKey != "" {
@@ -181,45 +187,45 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (*state.Held, string
 		}
 		held, err := g.store.Hold(ctx, h)
 		var denial *policy.Denied
+		claimKey := ""
+		if claim != nil {
+			claimKey = claim.Key
+		}
 		switch {
 		case err == nil:
 			// Held: whatever happens to ctx now, the call goes on, so that
 			// the hold is settled.
 		case errors.As(err, &denial):
-			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At))
+			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At)), false
 		case ctx.Err() != nil:
-			return nil, "", cancelled()
+			return nil, claimKey, cancelled(), true
 		case err != nil:
 			g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "hold", "err", err)
-			return nil, "", &Result{Code: policy.CodeInternal, IsError: true,
-				Text: "internal error: the server could not check its spending limits, so nothing was created; the operator's log has the details."}
+			return nil, claimKey, &Result{Code: policy.CodeInternal, IsError: true,
+				Text: "internal error: the server could not check its spending limits, so nothing was created; the operator's log has the details."}, true
 		}
 		switch held.Prior.State {
 		case state.ClaimNew:
-			key := ""
-			if claim != nil {
-				key = claim.Key
-			}
-			return held, key, nil
+			return held, claimKey, nil, false
 		case state.ClaimDone:
-			return nil, "", g.replayed(ctx, c, claim.Key, held.Prior.Result)
+			return nil, "", g.replayed(ctx, c, claim.Key, held.Prior.Result), false
 		case state.ClaimConflict:
 			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateConflict,
-				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"})
+				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"}), false
 		}
 		// In flight: this process may hold its result already, waiting for
 		// the store; else wait for the call to finish, or for its process
 		// to be found gone.
 		if r, at := g.journal.replayFor(claim.Key); r != nil {
-			return nil, "", replayOf(r, at)
+			return nil, "", replayOf(r, at), false
 		}
 		g.sweepOrphans(ctx)
 		if time.Now().After(deadline) {
 			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateInFlight,
-				Message: "an identical call is still in flight; wait for its result instead of repeating it"})
+				Message: "an identical call is still in flight; wait for its result instead of repeating it"}), false
 		}
 		if !g.waitClaim(ctx, claim.Key) {
-			return nil, "", cancelled()
+			return nil, "", cancelled(), false
 		}
 	}
 }
@@ -291,6 +297,21 @@ func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey s
 	}
 	g.journal.complete(ctx, comp, replay)
 	c.log(ctx, res)
+}
+
+// abandon ends a call whose hold failed but may have committed (see
+// [Gate.hold]) with res. Clink was never called, so an intent the store
+// turns out to hold is completed as released, giving its reservation
+// back and dropping its claim; without one, the outcome is recorded on
+// its own. Either way the journal retries until the store answers, so
+// neither the reservation nor the record is lost.
+func (g *Gate) abandon(ctx context.Context, c *call, claimKey string, res *Result) *Result {
+	g.journal.resolve(ctx, &state.Completion{
+		Call: c.id, Settlement: policy.Released, ClaimKey: claimKey,
+		Record: c.record(state.KindOutcome, res), OnlyIfOpen: true,
+	})
+	c.log(ctx, res)
+	return res
 }
 
 // upstreamFailure maps a failed Clink call to its result. The error itself

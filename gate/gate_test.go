@@ -215,6 +215,86 @@ func TestAWriteThatNeverLandsIsLoggedInFullAtClose(t *testing.T) {
 	}
 }
 
+// unsureStore fails its next Hold after (committed) or before (!committed)
+// writing it, as a database does when the connection drops during COMMIT;
+// its Completes fail while completeFailures lasts.
+type unsureStore struct {
+	state.Store
+	committed        bool
+	holdFailures     atomic.Int64
+	completeFailures atomic.Int64
+}
+
+func (s *unsureStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	if s.holdFailures.Add(-1) < 0 {
+		return s.Store.Hold(ctx, h)
+	}
+	if s.committed {
+		if _, err := s.Store.Hold(ctx, h); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("unexpected EOF")
+}
+
+func (s *unsureStore) Complete(ctx context.Context, c *state.Completion) error {
+	if s.completeFailures.Add(-1) >= 0 {
+		return errors.New("connection refused")
+	}
+	return s.Store.Complete(ctx, c)
+}
+
+func TestAHoldThatFailsButMayHaveCommittedIsReleasedOnceTheStoreAnswers(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			st := &unsureStore{Store: memory(t), committed: committed}
+			st.holdFailures.Store(1)
+			st.completeFailures.Store(3) // the store is still away for a while
+			f := newFixture(t, st, "acct")
+			ctx := context.Background()
+			res := f.g.Create(ctx, "", f.fake.order(t, "300", "a@example.com"))
+			if res.Code != policy.CodeInternal || f.fake.calls.Load() != 0 {
+				t.Fatalf("result %+v after %d commits, want an internal error and nothing sent", res, f.fake.calls.Load())
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				intents, err := st.Intents(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(intents) == 0 && len(outcomes(t, st)) == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("open intents %d, outcomes %v: the call was never resolved", len(intents), outcomes(t, st))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// Its reservation was given back and its claim dropped: the
+			// customer's whole 300 is there, and the identical call is
+			// created rather than waiting for a claim nobody holds.
+			if res := f.g.Create(ctx, "", f.fake.order(t, "300", "a@example.com")); res.Code != policy.CodeCreated {
+				t.Fatalf("identical call after = %+v, want created", res)
+			}
+			want := "outcome " + string(policy.CodeInternal) + ",intent allowed,outcome created"
+			if committed {
+				want = "intent allowed," + want
+			}
+			var got []string
+			st.ScanAudit(ctx, func(r *state.AuditRecord) error {
+				got = append(got, string(r.Kind)+" "+r.Decision)
+				return nil
+			})
+			if strings.Join(got, ",") != want {
+				t.Errorf("audit %q, want %q", strings.Join(got, ","), want)
+			}
+			if rep, err := state.VerifyAudit(ctx, st); err != nil || !rep.OK() {
+				t.Fatalf("VerifyAudit = %+v, %v", rep, err)
+			}
+		})
+	}
+}
+
 func TestACallSentToClinkIsNotCancelledByItsCaller(t *testing.T) {
 	st := memory(t)
 	f := newFixture(t, st, "acct")

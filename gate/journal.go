@@ -2,6 +2,7 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -40,9 +41,24 @@ type journal struct {
 // pendingWrite is one journal write still to land.
 type pendingWrite struct {
 	completion *state.Completion // or nil
-	record     *state.AuditRecord
-	replay     *Result // what identical calls get meanwhile, or nil
-	attempts   int
+	// orAppend appends record on its own when completion finds no open
+	// intent (only with completion.OnlyIfOpen).
+	orAppend bool
+	record   *state.AuditRecord
+	replay   *Result // what identical calls get meanwhile, or nil
+	attempts int
+}
+
+// write tries w once.
+func (j *journal) write(ctx context.Context, w *pendingWrite) error {
+	if w.completion == nil {
+		return j.store.AppendAudit(ctx, w.record)
+	}
+	err := j.store.Complete(ctx, w.completion)
+	if w.orAppend && errors.Is(err, state.ErrNotFound) {
+		return j.store.AppendAudit(ctx, w.record)
+	}
+	return err
 }
 
 func newJournal(s state.Store, log *slog.Logger) *journal {
@@ -57,6 +73,15 @@ func (j *journal) complete(ctx context.Context, c *state.Completion, replay *Res
 		return
 	}
 	j.defer_(ctx, &pendingWrite{completion: c, record: &c.Record, replay: replay, attempts: 1}, err)
+}
+
+// resolve writes c (which must be OnlyIfOpen) if its intent is open, else
+// appends c's record on its own; or keeps it for retries.
+func (j *journal) resolve(ctx context.Context, c *state.Completion) {
+	w := &pendingWrite{completion: c, orAppend: true, record: &c.Record, attempts: 1}
+	if err := j.write(context.WithoutCancel(ctx), w); err != nil {
+		j.defer_(ctx, w, err)
+	}
 }
 
 // append appends rec, or keeps it for retries.
@@ -129,12 +154,7 @@ func (j *journal) flush(ctx context.Context) int {
 	todo := append([]*pendingWrite(nil), j.pending...)
 	j.mu.Unlock()
 	for _, w := range todo {
-		var err error
-		if w.completion != nil {
-			err = j.store.Complete(ctx, w.completion)
-		} else {
-			err = j.store.AppendAudit(ctx, w.record)
-		}
+		err := j.write(ctx, w)
 		j.mu.Lock()
 		w.attempts++
 		if err == nil {

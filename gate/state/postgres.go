@@ -121,6 +121,9 @@ type Postgres struct {
 	publishedAt atomic.Int64
 
 	writes atomic.Int64 // timed write transactions: sweeps run every sweepEvery
+
+	unsureMu sync.Mutex
+	unsure   map[string]unsureWrite
 }
 
 var _ Store = (*Postgres)(nil)
@@ -204,6 +207,7 @@ func OpenPostgres(ctx context.Context, url string, opts ...PostgresOption) (*Pos
 		desc:    describe(pcfg.ConnConfig),
 		closing: make(chan struct{}),
 		started: time.Now(),
+		unsure:  make(map[string]unsureWrite),
 	}
 	p.publishedAt.Store(-int64(publishEvery))
 	openErr := func(err error) error {
@@ -270,6 +274,11 @@ WHERE NOT owners.closed`
 	pqOthers     = `SELECT COALESCE(min(published), 9223372036854775807), COALESCE(max(published), 0) FROM owners
 WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(NULL)`
 	pqNow   = `SELECT clink_now(NULL)`
+	// pqXID assigns the transaction its ID (every write transaction has
+	// one anyway) and reads it, so that a COMMIT whose answer is lost can
+	// be resolved with pqXIDStatus.
+	pqXID       = `SELECT txid_current()`
+	pqXIDStatus = `SELECT txid_status($1)`
 	pqClaim = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
@@ -338,6 +347,7 @@ type pgTx struct {
 	conn *pgxpool.Conn
 
 	begun      bool
+	xid        int64 // the transaction's ID, read with the first batch (0 until then)
 	commitSent bool
 	committed  bool
 	// rollback ends the transaction without committing, although its
@@ -380,6 +390,7 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 		if readTime {
 			full.Queue(pqNow)
 		}
+		full.Queue(pqXID)
 	}
 	if b != nil {
 		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
@@ -400,6 +411,9 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 					return err
 				}
 				t.clock, t.known = t.now, true
+			}
+			if err := br.QueryRow().Scan(&t.xid); err != nil {
+				return err
 			}
 		}
 		if read != nil {
@@ -454,6 +468,20 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 	for attempt := 1; ; attempt++ {
 		t, err := p.writeOnce(ctx, timed, at, fn)
 		var pgErr *pgconn.PgError
+		if err != nil && t != nil && t.commitSent && !t.committed && !errors.As(err, &pgErr) {
+			// COMMIT was sent and its answer lost with the connection: ask
+			// the database how the transaction ended.
+			switch status := p.commitStatus(ctx, t.xid); status {
+			case "committed":
+				err = nil
+			case "aborted":
+				if attempt < txAttempts && ctx.Err() == nil {
+					continue // nothing was written: write it again
+				}
+			default:
+				err = &commitUnknownError{xid: t.xid, err: err}
+			}
+		}
 		switch {
 		case err == nil || attempt == txAttempts || ctx.Err() != nil:
 		case errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001"):
@@ -469,6 +497,80 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 		}
 		return p.fail(err)
 	}
+}
+
+// commitUnknownError is a write whose COMMIT was sent and whose answer was
+// lost, the database not saying yet how transaction xid ended (0: its ID
+// was lost too).
+type commitUnknownError struct {
+	xid int64
+	err error
+}
+
+func (e *commitUnknownError) Error() string {
+	return "store: the database may or may not have committed the write (its answer was lost): " + e.err.Error()
+}
+
+func (e *commitUnknownError) Unwrap() error { return e.err }
+
+// commitStatus asks the database how transaction xid ended: "committed",
+// "aborted", "in progress", or "" when xid is 0, too old to tell, or the
+// database cannot be asked.
+func (p *Postgres) commitStatus(ctx context.Context, xid int64) string {
+	if xid == 0 {
+		return ""
+	}
+	var status *string
+	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqXIDStatus, xid).Scan(&status) })
+	if err != nil || status == nil {
+		return ""
+	}
+	return *status
+}
+
+// Writes of a call whose COMMIT's answer was lost, by call ID, until the
+// database says how they ended: a later Complete of the call asks first,
+// so that a retried completion is not recorded twice and a hold that did
+// commit is settled.
+type unsureWrite struct {
+	xid      int64
+	complete bool // a Complete (else a Hold)
+}
+
+// remember notes a write of call that failed with err, if its COMMIT's
+// answer was lost.
+func (p *Postgres) remember(call string, complete bool, err error) {
+	var unknown *commitUnknownError
+	if !errors.As(err, &unknown) || unknown.xid == 0 {
+		return
+	}
+	p.unsureMu.Lock()
+	defer p.unsureMu.Unlock()
+	if prev, ok := p.unsure[call]; ok && prev.complete && !complete {
+		return
+	}
+	p.unsure[call] = unsureWrite{xid: unknown.xid, complete: complete}
+}
+
+// settleUnsure resolves an earlier write of call whose COMMIT's answer was
+// lost, before the call is completed: landed reports an earlier Complete
+// that did commit (this one must then do nothing); an error, that the
+// database cannot say yet.
+func (p *Postgres) settleUnsure(ctx context.Context, call string) (landed bool, err error) {
+	p.unsureMu.Lock()
+	w, ok := p.unsure[call]
+	p.unsureMu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	status := p.commitStatus(ctx, w.xid)
+	if status != "committed" && status != "aborted" {
+		return false, p.fail(fmt.Errorf("store: an earlier write of call %s may or may not have committed, and the database cannot say yet", call))
+	}
+	p.unsureMu.Lock()
+	delete(p.unsure, call)
+	p.unsureMu.Unlock()
+	return w.complete && status == "committed", nil
 }
 
 func (p *Postgres) writeOnce(ctx context.Context, timed bool, at time.Time, fn func(t *pgTx) error) (*pgTx, error) {
@@ -1403,6 +1505,7 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		return err
 	})
 	if err != nil {
+		p.remember(h.Intent.Call, false, err)
 		return nil, err
 	}
 	return held, nil
@@ -1418,6 +1521,9 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 		return err
 	}
 	if err := p.renew(ctx, 0, false); err != nil {
+		return err
+	}
+	if landed, err := p.settleUnsure(ctx, c.Call); landed || err != nil {
 		return err
 	}
 	var rec AuditRecord
@@ -1476,6 +1582,7 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 		return t.exec(b, true)
 	})
 	if err != nil {
+		p.remember(c.Call, true, err)
 		return err
 	}
 	c.Record = rec

@@ -16,6 +16,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -934,5 +936,177 @@ func BenchmarkPostgresHoldComplete(b *testing.B) {
 		if err := s.Complete(ctx, pgComplete(h, policy.Spent, replay)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// commitCutter is a TCP proxy to the database that can cut every
+// connection the moment the database answers a COMMIT, before the answer
+// reaches the store: the write is committed and the store cannot know.
+type commitCutter struct {
+	ln     net.Listener
+	target string
+	// armed cuts at the next COMMIT's answer; down then also refuses new
+	// connections until it is cleared.
+	armed, stayDown, down atomic.Bool
+	cuts                  atomic.Int64
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// commitComplete is PostgreSQL's CommandComplete message for COMMIT.
+var commitComplete = []byte("C\x00\x00\x00\x0bCOMMIT\x00")
+
+// newCommitCutter starts a proxy to the database of u and returns it with
+// u pointing through it.
+func newCommitCutter(t *testing.T, u string) (*commitCutter, string) {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Host == "" {
+		t.Fatal("the test database URL is not a URL with a host")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &commitCutter{ln: ln, target: parsed.Host}
+	t.Cleanup(func() { ln.Close(); c.cutAll() })
+	go c.serve()
+	parsed.Host = ln.Addr().String()
+	return c, parsed.String()
+}
+
+func (c *commitCutter) serve() {
+	for {
+		client, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		if c.down.Load() {
+			client.Close()
+			continue
+		}
+		server, err := net.Dial("tcp", c.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		c.mu.Lock()
+		c.conns = append(c.conns, client, server)
+		c.mu.Unlock()
+		go func() { io.Copy(server, client); server.Close(); client.Close() }()
+		go c.answers(client, server)
+	}
+}
+
+// answers copies the database's answers to the client, cutting at a
+// COMMIT's when armed.
+func (c *commitCutter) answers(client, server net.Conn) {
+	defer client.Close()
+	defer server.Close()
+	buf := make([]byte, 64<<10)
+	var tail []byte
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			seen := append(tail, buf[:n]...)
+			if bytes.Contains(seen, commitComplete) && c.armed.CompareAndSwap(true, false) {
+				c.cuts.Add(1)
+				if c.stayDown.Load() {
+					c.down.Store(true)
+				}
+				c.cutAll()
+				return
+			}
+			if _, err := client.Write(buf[:n]); err != nil {
+				return
+			}
+			tail = append(tail[:0], seen[max(0, len(seen)-len(commitComplete)):]...)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *commitCutter) cutAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// TestPostgresResolvesACommitWhoseAnswerWasLost: a write whose COMMIT
+// reached the database but whose answer was lost with the connection is
+// neither reported as failed when the database can say it committed, nor
+// written twice when it is tried again after the database could not say;
+// a hold that committed unseen is settled by the call's completion.
+func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	cutter, through := newCommitCutter(t, u)
+	s := openPostgres(t, through)
+	l := func(add int64) []policy.Limit { return []policy.Limit{pgBudget("b", time.Hour, 100, add)} }
+	outcomes := func() int64 {
+		return queryInt(t, u, `SELECT count(*) FROM audit WHERE kind = 'outcome'`)
+	}
+
+	// The answer is lost, the database says committed: the hold stands.
+	h1 := pgHold("call-1", time.Now(), l(60))
+	cutter.armed.Store(true)
+	if _, err := s.Hold(ctx, h1); err != nil {
+		t.Fatalf("Hold whose COMMIT's answer was lost = %v, want success once the database says it committed", err)
+	}
+	if cutter.cuts.Load() != 1 {
+		t.Fatal("the proxy never cut a COMMIT's answer: the test tests nothing")
+	}
+	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 1 {
+		t.Fatalf("%d open intents, want the hold's", n)
+	}
+
+	// The answer is lost and the database cannot be asked: Complete fails,
+	// and its retry, once the database answers, does not record it twice.
+	cutter.stayDown.Store(true)
+	cutter.armed.Store(true)
+	c1 := pgComplete(h1, policy.Spent, []byte("r"))
+	err := s.Complete(ctx, c1)
+	var d *policy.Denied
+	if err == nil || errors.As(err, &d) {
+		t.Fatalf("Complete with the database unreachable after COMMIT = %v, want an error", err)
+	}
+	cutter.down.Store(false)
+	cutter.stayDown.Store(false)
+	if err := s.Complete(ctx, pgComplete(h1, policy.Spent, []byte("r"))); err != nil {
+		t.Fatalf("Complete tried again = %v", err)
+	}
+	if n := outcomes(); n != 1 {
+		t.Fatalf("%d outcome records for one completion tried twice, want 1", n)
+	}
+
+	// A hold that committed unseen, the database unreachable: its call is
+	// completed as released, which gives its reservation back.
+	h2 := pgHold("call-2", time.Now(), l(30))
+	cutter.stayDown.Store(true)
+	cutter.armed.Store(true)
+	if _, err := s.Hold(ctx, h2); err == nil {
+		t.Fatal("Hold with the database unreachable after COMMIT succeeded, want an error")
+	}
+	cutter.down.Store(false)
+	cutter.stayDown.Store(false)
+	c2 := pgComplete(h2, policy.Released, nil)
+	c2.OnlyIfOpen = true
+	if err := s.Complete(ctx, c2); err != nil {
+		t.Fatalf("Complete of the unseen hold = %v, want it found open and released", err)
+	}
+	if _, err := s.Reserve(ctx, time.Now(), l(40)); err != nil {
+		t.Fatalf("Reserve of what is left after the release = %v: the unseen hold still counts", err)
+	}
+	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 0 {
+		t.Fatalf("%d open intents, want none", n)
+	}
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 4 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 4 records (two intents, two outcomes), intact", rep, err)
 	}
 }
