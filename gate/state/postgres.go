@@ -273,13 +273,13 @@ WHERE NOT owners.closed`
 	pqCloseOwner = `UPDATE owners SET closed = true, lease_until = LEAST(lease_until, clink_now(NULL)) WHERE owner = $1`
 	pqOthers     = `SELECT COALESCE(min(published), 9223372036854775807), COALESCE(max(published), 0) FROM owners
 WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(NULL)`
-	pqNow   = `SELECT clink_now(NULL)`
+	pqNow = `SELECT clink_now(NULL)`
 	// pqXID assigns the transaction its ID (every write transaction has
 	// one anyway) and reads it, so that a COMMIT whose answer is lost can
 	// be resolved with pqXIDStatus.
 	pqXID       = `SELECT txid_current()`
 	pqXIDStatus = `SELECT txid_status($1)`
-	pqClaim = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
+	pqClaim     = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
 	expires = excluded.expires, state = 1, result = NULL
