@@ -28,9 +28,11 @@ const (
 	// lease; see [PostgresLease].
 	postgresLease = 30 * time.Second
 	// postgresConns is the pool's size when the URL does not set
-	// pool_max_conns: a transaction holds a connection for a few round
-	// trips, and a server runs many calls at once.
-	postgresConns = 16
+	// pool_max_conns. Every write locks the same rows (the audit head and
+	// the counters of a global budget), so more connections add lock
+	// waits rather than throughput: measured with BenchmarkReplicasPostgres,
+	// a pool of 4 gave one replica 581-601 calls/s against 447-449 with 16.
+	postgresConns = 4
 	// claimChannel is the LISTEN/NOTIFY channel on which finished and
 	// dropped claims are announced, by a hash of their key.
 	claimChannel = "clink_claims"
@@ -170,7 +172,7 @@ func PostgresLease(d time.Duration) PostgresOption {
 // give clink-mcp a database, or a schema (options=-csearch_path=...), of
 // its own.
 //
-// The pool holds at most 16 connections unless the URL sets
+// The pool holds at most 4 connections unless the URL sets
 // pool_max_conns, plus one for LISTEN. url holds a password: no error
 // OpenPostgres returns, nor any error or String of the handle, shows it.
 func OpenPostgres(ctx context.Context, url string, opts ...PostgresOption) (*Postgres, error) {

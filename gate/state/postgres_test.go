@@ -1110,3 +1110,36 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 		t.Fatalf("VerifyAudit = %+v, %v; want 4 records (two intents, two outcomes), intact", rep, err)
 	}
 }
+
+// BenchmarkPostgresRoundTrips is BenchmarkPostgresHoldComplete's floor:
+// the same shape on one pooled connection (two transactions of two
+// round trips each, BEGIN sent with the first batch and COMMIT with the
+// second) with trivial statements. BenchmarkPostgresHoldComplete's ns/op
+// over this one's is what the store's statements cost beyond the
+// protocol's round trips.
+//
+//	go test -tags postgres -run '^$' -bench 'PostgresRoundTrips|PostgresHoldComplete' -benchtime 2000x -count 5 ./gate/state/
+func BenchmarkPostgresRoundTrips(b *testing.B) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, freshDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	roundTrip := func(stmts ...string) {
+		batch := &pgx.Batch{}
+		for _, s := range stmts {
+			batch.Queue(s)
+		}
+		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for range 2 {
+			roundTrip("BEGIN", "SELECT 1")
+			roundTrip("SELECT 2", "COMMIT")
+		}
+	}
+}
