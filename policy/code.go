@@ -35,6 +35,23 @@ const (
 	// deliberate new session.
 	CodeDuplicateConflict Code = "idempotency_key_reused"
 
+	// CodeApprovalRequired: the call is above an approval threshold and
+	// waits for a person's decision; nothing was created yet. The result
+	// names the pending approval, what it is for and when it expires.
+	CodeApprovalRequired Code = "approval_required"
+	// CodeApprovalDeclined: the client's user declined the payment when
+	// asked (MCP elicitation); nothing was created.
+	CodeApprovalDeclined Code = "approval_declined"
+	// CodeApprovalDenied: an operator denied the pending approval; nothing
+	// was created.
+	CodeApprovalDenied Code = "approval_denied"
+	// CodeApprovalExpired: nobody decided the approval before it expired;
+	// nothing was created.
+	CodeApprovalExpired Code = "approval_expired"
+	// CodeApprovalInvalid: the approval answer the client sent back (its
+	// requestState) was tampered with, used already, made for another call
+	// or principal, or expired; nothing was created.
+	CodeApprovalInvalid Code = "approval_invalid"
 	// Outcomes around the policy's decision.
 	CodeInvalidArguments  Code = "invalid_arguments"   // the arguments failed decoding or validation; nothing was decided
 	CodeCreated           Code = "created"             // Clink created the session
