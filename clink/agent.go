@@ -27,13 +27,15 @@ func (s *AgentPaymentSession) validate() error {
 	return nil
 }
 
-// AgentPaymentSessionDetails is an agent payment session as GET /order/payment-session/{id}
-// returns it.
-type AgentPaymentSessionDetails struct {
+// AgentPaymentSessionInfo is an agent payment session as GET /order/payment-session/{id}
+// returns it. Fields Clink does not send stay zero; fields not listed here are ignored.
+// CustomerID, MerchantID and TenantID are read from a JSON string or, should Clink's backend
+// send one as a number, from its digits.
+type AgentPaymentSessionInfo struct {
 	SessionID     string `json:"sessionId"`
 	CustomerEmail string `json:"customerEmail"`
 	CustomerID    string `json:"customerId"`
-	Amount        Amount `json:"amount"`
+	Amount        Amount `json:"amount"` // exact digits, as Clink sent them
 	Currency      string `json:"currency"`
 	MerchantID    string `json:"merchantId"`
 	TenantID      string `json:"tenantId"`
@@ -41,7 +43,29 @@ type AgentPaymentSessionDetails struct {
 	ExpireTime    Time   `json:"expireTime"`
 }
 
-func (d *AgentPaymentSessionDetails) validate() error {
+// agentPaymentSessionInfo is AgentPaymentSessionInfo without its methods, for decoding.
+type agentPaymentSessionInfo AgentPaymentSessionInfo
+
+// agentPaymentSessionWire is what GET /order/payment-session/{id} answers: the identifiers
+// that may arrive as numbers shadow the string fields of the embedded struct.
+type agentPaymentSessionWire struct {
+	*agentPaymentSessionInfo
+	CustomerID idText `json:"customerId"`
+	MerchantID idText `json:"merchantId"`
+	TenantID   idText `json:"tenantId"`
+}
+
+// UnmarshalJSON decodes the session from Clink's data object.
+func (d *AgentPaymentSessionInfo) UnmarshalJSON(b []byte) error {
+	w := agentPaymentSessionWire{(*agentPaymentSessionInfo)(d), idText(d.CustomerID), idText(d.MerchantID), idText(d.TenantID)}
+	if err := decodeObject(b, &w, "agentPaymentSessionInfo"); err != nil {
+		return err
+	}
+	d.CustomerID, d.MerchantID, d.TenantID = string(w.CustomerID), string(w.MerchantID), string(w.TenantID)
+	return nil
+}
+
+func (d *AgentPaymentSessionInfo) validate() error {
 	if d.SessionID == "" {
 		return errNoSessionID
 	}
@@ -68,15 +92,19 @@ func (c *Client) CreateAgentPaymentSession(ctx context.Context, req *AgentPaymen
 	return &out, nil
 }
 
-// GetAgentPaymentSession fetches an agent payment session by ID
-// (GET /order/payment-session/{id}).
-func (c *Client) GetAgentPaymentSession(ctx context.Context, sessionID string) (*AgentPaymentSessionDetails, error) {
-	path, err := idPath("order/payment-session/", sessionID)
+// GetAgentPaymentSession fetches an agent payment session by its ID
+// (GET /order/payment-session/{id}). An ID that ValidSessionID refuses is refused with
+// ErrInvalidRequest before anything is sent. A read creates nothing, so it is retried on
+// network failures, 5xx, 429 and timestamp rejections, and its errors never match
+// ErrOutcomeUnknown. An unknown ID is an *Error with Clink's code (Clink does not document
+// which).
+func (c *Client) GetAgentPaymentSession(ctx context.Context, id string) (*AgentPaymentSessionInfo, error) {
+	path, err := sessionIDPath("order/payment-session/", id)
 	if err != nil {
 		return nil, err
 	}
 	op := operation{name: "get agent payment session", method: http.MethodGet, path: path}
-	var out AgentPaymentSessionDetails
+	var out AgentPaymentSessionInfo
 	if err := c.do(ctx, op, nil, &out); err != nil {
 		return nil, err
 	}

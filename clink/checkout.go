@@ -19,14 +19,14 @@ var PaymentMethodTypes = []string{"CARD", "CASHAPP", "WECHAT", "KAKAO", "PIX", "
 // DirectPaymentQrCodePaymentMethodType.
 var DirectQRPaymentMethodTypes = []string{"CASHAPP", "QRIS"}
 
-// Checkout session states (CheckoutSessionDetails.Status).
+// Checkout session states (CheckoutSessionInfo.Status).
 const (
 	StatusOpen      = "open"
 	StatusCompleted = "completed"
 	StatusExpired   = "expired"
 )
 
-// Checkout payment states (CheckoutSessionDetails.PaymentStatus).
+// Checkout payment states (CheckoutSessionInfo.PaymentStatus).
 const (
 	PaymentStatusUnpaid     = "unpaid"
 	PaymentStatusProcessing = "processing"
@@ -91,27 +91,56 @@ func (s *CheckoutSession) validate() error {
 	return nil
 }
 
-// CheckoutSessionDetails is a checkout session as GET /checkout/session/{id} returns it.
-type CheckoutSessionDetails struct {
+// CheckoutSessionInfo is a checkout session as GET /checkout/session/{id} returns it. Clink
+// documents this answer loosely: fields it does not send stay zero, fields not listed here are
+// ignored, and OrderID, CustomerID and MerchantReferenceID are read from a JSON string or,
+// should Clink send one as a number, from its digits. The session's tokenValue, which Clink
+// may send here too, is never decoded: it has no field, so no result, log line or error can
+// carry it.
+type CheckoutSessionInfo struct {
 	SessionID           string      `json:"sessionId"`
-	URL                 string      `json:"url"`
 	Status              string      `json:"status"`        // StatusOpen, StatusCompleted or StatusExpired
 	PaymentStatus       string      `json:"paymentStatus"` // PaymentStatusUnpaid, ...Processing or ...Paid
-	OrderID             string      `json:"orderId"`
-	ExpireTime          Time        `json:"expireTime"`
+	OrderID             string      `json:"orderId"`       // empty until the session has an order
 	CustomerID          string      `json:"customerId"`
-	OriginalAmount      Amount      `json:"originalAmount"`
+	OriginalAmount      Amount      `json:"originalAmount"` // exact digits, as Clink sent them
 	OriginalCurrency    string      `json:"originalCurrency"`
-	UIMode              string      `json:"uiMode"`
-	ReturnURL           string      `json:"returnUrl"`
+	Amount              Amount      `json:"amount"`   // if Clink sends it; unset otherwise
+	Currency            string      `json:"currency"` // if Clink sends it
+	URL                 string      `json:"url"`      // the hosted checkout page
 	SuccessURL          string      `json:"successUrl"`
 	CancelURL           string      `json:"cancelUrl"`
+	ReturnURL           string      `json:"returnUrl"`
+	UIMode              string      `json:"uiMode"` // UIModeHostedPage or UIModeElements
 	MerchantReferenceID string      `json:"merchantReferenceId"`
+	ExpireTime          Time        `json:"expireTime"`
+	CreateTime          Time        `json:"createTime"` // if Clink sends it; zero otherwise
 	PriceDataList       []PriceData `json:"priceDataList"`
-	TokenValue          Secret      `json:"tokenValue"` // if Clink sends it; prints as [REDACTED]
 }
 
-func (d *CheckoutSessionDetails) validate() error {
+// checkoutSessionInfo is CheckoutSessionInfo without its methods, for decoding.
+type checkoutSessionInfo CheckoutSessionInfo
+
+// checkoutSessionWire is what GET /checkout/session/{id} answers: the identifiers that may
+// arrive as numbers shadow the string fields of the embedded struct.
+type checkoutSessionWire struct {
+	*checkoutSessionInfo
+	OrderID             idText `json:"orderId"`
+	CustomerID          idText `json:"customerId"`
+	MerchantReferenceID idText `json:"merchantReferenceId"`
+}
+
+// UnmarshalJSON decodes the session from Clink's data object, leaving tokenValue out.
+func (d *CheckoutSessionInfo) UnmarshalJSON(b []byte) error {
+	w := checkoutSessionWire{(*checkoutSessionInfo)(d), idText(d.OrderID), idText(d.CustomerID), idText(d.MerchantReferenceID)}
+	if err := decodeObject(b, &w, "checkoutSessionInfo"); err != nil {
+		return err
+	}
+	d.OrderID, d.CustomerID, d.MerchantReferenceID = string(w.OrderID), string(w.CustomerID), string(w.MerchantReferenceID)
+	return nil
+}
+
+func (d *CheckoutSessionInfo) validate() error {
 	if d.SessionID == "" {
 		return errNoSessionID
 	}
@@ -141,14 +170,18 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, req *CheckoutSession
 	return &out, nil
 }
 
-// GetCheckoutSession fetches a checkout session by ID (GET /checkout/session/{id}).
-func (c *Client) GetCheckoutSession(ctx context.Context, sessionID string) (*CheckoutSessionDetails, error) {
-	path, err := idPath("checkout/session/", sessionID)
+// GetCheckoutSession fetches a checkout session by its ID (GET /checkout/session/{id}). An
+// ID that ValidSessionID refuses is refused with ErrInvalidRequest before anything is sent. A
+// read creates nothing, so it is retried on network failures, 5xx, 429 and timestamp
+// rejections, and its errors never match ErrOutcomeUnknown. An unknown ID is an *Error with
+// Clink's code (Clink does not document which).
+func (c *Client) GetCheckoutSession(ctx context.Context, id string) (*CheckoutSessionInfo, error) {
+	path, err := sessionIDPath("checkout/session/", id)
 	if err != nil {
 		return nil, err
 	}
 	op := operation{name: "get checkout session", method: http.MethodGet, path: path}
-	var out CheckoutSessionDetails
+	var out CheckoutSessionInfo
 	if err := c.do(ctx, op, nil, &out); err != nil {
 		return nil, err
 	}

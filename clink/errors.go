@@ -31,7 +31,8 @@ var ErrTimestampRejected = errors.New("clink: request timestamp rejected")
 var ErrUnauthorized = errors.New("clink: API key refused")
 
 // ErrInvalidRequest matches (with errors.Is) a call refused by the client before anything was
-// sent: a nil request, an unset amount, an empty session ID.
+// sent: a nil request, an unset amount, a session ID that is empty, longer than 128 bytes or
+// has a character other than A-Z, a-z, 0-9, '_' and '-'.
 var ErrInvalidRequest = errors.New("clink: invalid request")
 
 // Limits and markers of the text errors carry.

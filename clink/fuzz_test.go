@@ -29,25 +29,24 @@ func FuzzDecodeResponse(f *testing.F) {
 		for _, op := range []operation{
 			{name: "create checkout session", method: http.MethodPost, create: true},
 			{name: "get agent payment session", method: http.MethodGet},
+			{name: "get checkout session", method: http.MethodGet},
 		} {
-			var checkout CheckoutSession
-			var agent AgentPaymentSessionDetails
-			out := any(&checkout)
-			if !op.create {
-				out = &agent
-			}
+			var created CheckoutSession
+			var agent AgentPaymentSessionInfo
+			var checkout CheckoutSessionInfo
+			out := map[string]any{
+				"create checkout session":   &created,
+				"get agent payment session": &agent,
+				"get checkout session":      &checkout,
+			}[op.name]
 			e := c.decode(op, status, contentType, body, out)
 			if e == nil {
 				if status < 200 || status > 299 {
 					t.Fatalf("HTTP %d decoded as success", status)
 				}
-				amount := checkout.OriginalAmount
-				if !op.create {
-					amount = agent.Amount
-				}
-				if !amount.IsZero() {
-					if _, err := ParseAmount(amount.String()); err != nil {
-						t.Fatalf("decoded amount %q does not parse: %v", amount, err)
+				for _, a := range []Amount{created.OriginalAmount, agent.Amount, checkout.OriginalAmount, checkout.Amount} {
+					if _, err := ParseAmount(a.String()); !a.IsZero() && err != nil {
+						t.Fatalf("decoded amount %q does not parse: %v", a, err)
 					}
 				}
 				continue

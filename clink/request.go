@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -333,14 +334,111 @@ func encodeJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// idPath returns prefix + the escaped id, refusing IDs that are empty or would change the path's
-// meaning ("." and ".." survive escaping).
-func idPath(prefix, id string) (string, error) {
-	switch id {
-	case "":
-		return "", invalidRequest("session ID is empty")
-	case ".", "..":
-		return "", invalidRequest("session ID %q is not a session ID", id)
+// MaxSessionIDLen is the longest session ID, in bytes, that the Get calls send. Clink's IDs
+// are a prefix such as "sess_" and a few dozen random characters; the bound leaves room for
+// longer ones and refuses text that is no ID.
+const MaxSessionIDLen = 128
+
+// ValidSessionID reports whether the Get calls accept id: 1 to MaxSessionIDLen bytes, each
+// one of A-Z, a-z, 0-9, '_' and '-'. Callers that take an ID from an agent can check it
+// with the client's own rule before doing anything else.
+func ValidSessionID(id string) bool { return checkSessionID(id) == nil }
+
+// checkSessionID is ValidSessionID with the reason. Its errors never repeat the id, which
+// comes from an agent and may be anything.
+func checkSessionID(id string) error {
+	switch {
+	case id == "":
+		return invalidRequest("session ID is empty")
+	case len(id) > MaxSessionIDLen:
+		return invalidRequest("session ID is longer than %d bytes", MaxSessionIDLen)
 	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !isAlnum(c) && c != '_' && c != '-' {
+			return invalidRequest("session ID may only have the characters A-Z, a-z, 0-9, '_' and '-' (byte %d is not one)", i)
+		}
+	}
+	return nil
+}
+
+// sessionIDPath returns prefix + the escaped id, refusing an id checkSessionID refuses: a
+// path built from it then names exactly one session.
+func sessionIDPath(prefix, id string) (string, error) {
+	if err := checkSessionID(id); err != nil {
+		return "", err
+	}
+	// A no-op for the characters allowed, kept so the path stays safe should the rule widen.
 	return prefix + url.PathEscape(id), nil
+}
+
+var errNotObject = errors.New("not a JSON object")
+
+// decodeObject decodes the JSON object b into w, a struct embedding the result type under the
+// Go name embedded; null leaves w unchanged. Its errors name the JSON field and kinds, never
+// the input's values or the decoding types.
+func decodeObject(b []byte, w any, embedded string) error {
+	switch t := bytes.TrimSpace(b); {
+	case string(t) == "null":
+		return nil
+	case len(t) == 0 || t[0] != '{':
+		return errNotObject
+	}
+	err := json.Unmarshal(b, w)
+	var ute *json.UnmarshalTypeError
+	if errors.As(err, &ute) {
+		got, _, _ := strings.Cut(ute.Value, " ") // "number 1.5": keep the kind, drop the value
+		return fmt.Errorf("%s is a JSON %s, want %s", strings.TrimPrefix(ute.Field, embedded+"."), got, jsonKind(ute.Type))
+	}
+	return err
+}
+
+// jsonKind names the JSON kind a Go type decodes from, for messages.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another kind"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "another kind"
+}
+
+// idText is an identifier Clink sends as a JSON string or, from a backend that keeps it as a
+// number, as a JSON number, whose digits it keeps as they are (never through float64). null
+// leaves it unchanged.
+type idText string
+
+var errBadID = errors.New("clink: identifier is neither a JSON string nor a JSON number")
+
+// UnmarshalJSON implements json.Unmarshaler. Its errors never repeat the input.
+func (t *idText) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return errBadID
+		}
+		*t = idText(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return errBadID
+	}
+	*t = idText(n)
+	return nil
 }

@@ -67,16 +67,16 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 			},
 		},
 		{
-			name: "get agent payment session escapes the ID into the path",
+			name: "get agent payment session puts the ID in the path and sends no body",
 			call: func(ctx context.Context, c *clink.Client) (any, error) {
-				return c.GetAgentPaymentSession(ctx, "aps/../x y?")
+				return c.GetAgentPaymentSession(ctx, "aps_AZaz09-_")
 			},
 			reply: `{"code":200,"msg":"success","data":{"sessionId":"aps_1","customerEmail":"ada@example.com",` +
 				`"customerId":"cus_1","amount":19.990,"currency":"USD","merchantId":"m1","tenantId":"t1",` +
 				`"createTime":1767225600123,"expireTime":"2026-01-01T00:30:00+0000"}}`,
 			method: http.MethodGet,
-			path:   "/api/order/payment-session/aps%2F..%2Fx%20y%3F",
-			want: &clink.AgentPaymentSessionDetails{
+			path:   "/api/order/payment-session/aps_AZaz09-_",
+			want: &clink.AgentPaymentSessionInfo{
 				SessionID: "aps_1", CustomerEmail: "ada@example.com", CustomerID: "cus_1",
 				Amount: mustAmount(t, "19.990"), Currency: "USD", MerchantID: "m1", TenantID: "t1",
 				CreateTime: clink.Time{Time: fixedNow.UTC()}, ExpireTime: clink.Time{Time: time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)},
@@ -149,25 +149,28 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 			want:   &clink.CheckoutSession{SessionID: "sess_2"},
 		},
 		{
-			name: "get checkout session reads status, payment status and line items",
+			name: "get checkout session reads status, payment status, amounts and line items but not the token",
 			call: func(ctx context.Context, c *clink.Client) (any, error) {
 				return c.GetCheckoutSession(ctx, "sess_1")
 			},
 			reply: `{"code":200,"msg":"success","data":{"sessionId":"sess_1","url":"https://pay.example/sess_1",` +
 				`"status":"open","paymentStatus":"unpaid","orderId":null,"expireTime":"1767227400000",` +
-				`"customerId":"cus_1","originalAmount":"7.5","originalCurrency":"USD","uiMode":"hostedPage",` +
-				`"successUrl":"https://shop.example/ok","cancelUrl":"https://shop.example/cancel",` +
-				`"priceDataList":[{"name":"Tea","unitAmount":2.50,"quantity":3}],"tokenValue":"tok_x","unknownField":1}}`,
+				`"createTime":"2026-01-01 00:00:00","customerId":"cus_1","originalAmount":"7.5","originalCurrency":"USD",` +
+				`"amount":19.99,"currency":"EUR","uiMode":"hostedPage","returnUrl":"https://shop.example/back",` +
+				`"successUrl":"https://shop.example/ok","cancelUrl":"https://shop.example/cancel","merchantReferenceId":"order-7",` +
+				`"priceDataList":[{"name":"Tea","unitAmount":2.50,"quantity":3,"currency":"USD","extra":{"a":[1]}}],` +
+				`"tokenValue":"tok_x","unknownField":1,"unknownObject":{"tokenValue":"tok_y"}}}`,
 			method: http.MethodGet,
 			path:   "/api/checkout/session/sess_1",
-			want: &clink.CheckoutSessionDetails{
+			want: &clink.CheckoutSessionInfo{
 				SessionID: "sess_1", URL: "https://pay.example/sess_1", Status: clink.StatusOpen,
 				PaymentStatus: clink.PaymentStatusUnpaid, ExpireTime: clink.Time{Time: time.UnixMilli(1767227400000).UTC()},
+				CreateTime: clink.Time{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 				CustomerID: "cus_1", OriginalAmount: mustAmount(t, "7.5"), OriginalCurrency: "USD",
-				UIMode: clink.UIModeHostedPage, SuccessURL: "https://shop.example/ok",
-				CancelURL:     "https://shop.example/cancel",
-				PriceDataList: []clink.PriceData{{Name: "Tea", UnitAmount: mustAmount(t, "2.50"), Quantity: 3}},
-				TokenValue:    clink.NewSecret("tok_x"),
+				Amount: mustAmount(t, "19.99"), Currency: "EUR",
+				UIMode: clink.UIModeHostedPage, ReturnURL: "https://shop.example/back", SuccessURL: "https://shop.example/ok",
+				CancelURL: "https://shop.example/cancel", MerchantReferenceID: "order-7",
+				PriceDataList: []clink.PriceData{{Name: "Tea", UnitAmount: mustAmount(t, "2.50"), Quantity: 3, Currency: "USD"}},
 			},
 		},
 	}
@@ -247,6 +250,7 @@ func TestRequestsTheClientCannotSendAreRefusedBeforeAnyNetworkCall(t *testing.T)
 		"an empty checkout session ID":      func() error { _, err := c.GetCheckoutSession(ctx, ""); return err },
 		"an empty agent payment session ID": func() error { _, err := c.GetAgentPaymentSession(ctx, ""); return err },
 		"a dot-dot session ID":              func() error { _, err := c.GetCheckoutSession(ctx, ".."); return err },
+		"a session ID with a slash":         func() error { _, err := c.GetAgentPaymentSession(ctx, "aps/../x"); return err },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

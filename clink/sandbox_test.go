@@ -99,7 +99,8 @@ func roundTrip(ctx context.Context, c *clink.Client, w, i int) error {
 		cd.Status != clink.StatusOpen, cd.PaymentStatus != clink.PaymentStatusUnpaid,
 		cd.URL != cs.URL, cd.MerchantReferenceID != req.MerchantReferenceID, cd.SuccessURL != req.SuccessURL,
 		len(cd.PriceDataList) != 1 || cd.PriceDataList[0].UnitAmount != amount,
-		cd.TokenValue.Reveal() != cs.TokenValue.Reveal():
+		cd.CreateTime.IsZero() || !cd.CreateTime.Before(cd.ExpireTime.Time),
+		cd.Amount != amount, cd.Currency != "USD":
 		return fmt.Errorf("checkout session read back as %+v, created as %+v with amount %s", cd, cs, amount)
 	}
 	return nil
@@ -177,6 +178,10 @@ func TestTheSandboxsRefusalsReachTheCallerAsTypedErrors(t *testing.T) {
 		}, sandbox.CodeAmountOrCurrency, "AMOUNT_OR_CURRENCY_INCORRECT: originalAmount must be greater than 0", nil},
 		{"an unknown session is SESSION_NOT_FOUND", func() error {
 			_, err := c.GetCheckoutSession(t.Context(), "sess_nope")
+			return err
+		}, 404, "SESSION_NOT_FOUND", nil},
+		{"an unknown agent payment session is SESSION_NOT_FOUND", func() error {
+			_, err := c.GetAgentPaymentSession(t.Context(), "aps_nope")
 			return err
 		}, 404, "SESSION_NOT_FOUND", nil},
 		{"a wrong key is an authentication error", func() error {

@@ -23,18 +23,19 @@ func TestTheTokenValueNeverPrints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	details, err := c.GetCheckoutSession(t.Context(), created.SessionID)
+	// The sandbox sends the token in its GET answer too; the client must not keep it.
+	info, err := c.GetCheckoutSession(t.Context(), created.SessionID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if created.TokenValue.Reveal() != plantedToken || details.TokenValue.Reveal() != plantedToken {
-		t.Fatalf("Reveal() = %q and %q, want the planted token", created.TokenValue.Reveal(), details.TokenValue.Reveal())
+	if created.TokenValue.Reveal() != plantedToken {
+		t.Fatalf("Reveal() = %q, want the planted token", created.TokenValue.Reveal())
 	}
 	for name, v := range map[string]any{
 		"the created session":       created,
 		"the created session value": *created,
-		"the session details":       details,
-		"the session details value": *details,
+		"the session info":          info,
+		"the session info value":    *info,
 		"the secret":                created.TokenValue,
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -56,6 +57,12 @@ func TestTheTokenValueNeverPrints(t *testing.T) {
 				if strings.Contains(out, "PLANTED") {
 					t.Errorf("%s prints the token: %s", what, out)
 				}
+			}
+			if _, isInfo := v.(*clink.CheckoutSessionInfo); isInfo {
+				return
+			}
+			if _, isInfo := v.(clink.CheckoutSessionInfo); isInfo {
+				return // it has no token to redact
 			}
 			if !strings.Contains(outputs["%+v"], "[REDACTED]") {
 				t.Errorf("%%+v = %s, want [REDACTED] in place of the token", outputs["%+v"])

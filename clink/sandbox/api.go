@@ -42,7 +42,7 @@ type checkoutSession struct {
 	merchantRef                              string
 	priceData                                []priceData
 	token                                    string
-	expires                                  time.Time
+	created, expires                         time.Time
 }
 
 type agentRequest struct {
@@ -289,6 +289,7 @@ func (s *Server) createAgent(body []byte) response {
 	c, _ := s.resolveCustomerLocked("", req.CustomerEmail, "")
 	sess.customerID = c.ID
 	s.agent[sess.id] = sess
+	s.rememberLocked(sess.id)
 	s.mu.Unlock()
 	return success(struct {
 		SessionID  string `json:"sessionId"`
@@ -296,12 +297,29 @@ func (s *Server) createAgent(body []byte) response {
 	}{sess.id, sess.expires.UTC().Format(timeLayout)})
 }
 
+// rememberLocked records that the session id was just stored, forgetting the oldest
+// sessions beyond maxSessions. s.mu must be held.
+func (s *Server) rememberLocked(id string) {
+	s.order = append(s.order, id)
+	for len(s.order) > s.maxSessions {
+		delete(s.agent, s.order[0])
+		delete(s.checkout, s.order[0])
+		s.order[0] = ""
+		s.order = s.order[1:] // append reallocates the array once it is full, so it stays O(maxSessions)
+	}
+}
+
+// notFound is the answer to a GET of a session the sandbox does not hold. Clink does not
+// document its answer for an unknown session ID; an HTTP 200 business error with code 404 and
+// SESSION_NOT_FOUND is the sandbox's guess.
+func notFound() response { return fail(CodeNotFound, MsgSessionNotFound) }
+
 func (s *Server) getAgent(id string) response {
 	s.mu.Lock()
 	sess, ok := s.agent[id]
 	s.mu.Unlock()
 	if !ok {
-		return fail(CodeNotFound, MsgSessionNotFound)
+		return notFound()
 	}
 	return success(struct {
 		SessionID     string      `json:"sessionId"`
@@ -394,13 +412,16 @@ func (s *Server) createCheckout(body []byte) response {
 		id: id, amount: req.OriginalAmount, currency: req.OriginalCurrency,
 		uiMode: uiMode, returnURL: strings.ReplaceAll(req.ReturnURL, "{ELEMENTS_SESSION_ID}", id),
 		successURL: req.SuccessURL, cancelURL: req.CancelURL, merchantRef: req.MerchantReferenceID,
-		priceData: req.PriceDataList, token: s.token(), expires: s.now().Add(s.ttl),
+		priceData: req.PriceDataList, token: s.token(),
 	}
+	sess.created = s.now()
+	sess.expires = sess.created.Add(s.ttl)
 	s.mu.Lock()
 	c, msg := s.resolveCustomerLocked(req.CustomerID, req.CustomerEmail, req.ReferenceCustomerID)
 	if c != nil {
 		sess.customerID = c.ID
 		s.checkout[id] = sess
+		s.rememberLocked(id)
 	}
 	s.mu.Unlock()
 	if c == nil {
@@ -426,7 +447,7 @@ func (s *Server) getCheckout(id string) response {
 	sess, ok := s.checkout[id]
 	s.mu.Unlock()
 	if !ok {
-		return fail(CodeNotFound, MsgSessionNotFound)
+		return notFound()
 	}
 	status := "open"
 	if !s.now().Before(sess.expires) {
@@ -438,10 +459,13 @@ func (s *Server) getCheckout(id string) response {
 		Status              string      `json:"status"`
 		PaymentStatus       string      `json:"paymentStatus"`
 		OrderID             *string     `json:"orderId"`
+		CreateTime          string      `json:"createTime"`
 		ExpireTime          string      `json:"expireTime"`
 		CustomerID          string      `json:"customerId"`
 		OriginalAmount      json.Number `json:"originalAmount"`
 		OriginalCurrency    string      `json:"originalCurrency"`
+		Amount              json.Number `json:"amount"`
+		Currency            string      `json:"currency"`
 		UIMode              string      `json:"uiMode"`
 		ReturnURL           string      `json:"returnUrl,omitempty"`
 		SuccessURL          string      `json:"successUrl,omitempty"`
@@ -449,7 +473,8 @@ func (s *Server) getCheckout(id string) response {
 		MerchantReferenceID string      `json:"merchantReferenceId,omitempty"`
 		PriceDataList       []priceData `json:"priceDataList,omitempty"`
 		TokenValue          string      `json:"tokenValue"`
-	}{sess.id, s.checkoutBase + sess.id, status, "unpaid", nil, sess.expires.UTC().Format(timeLayout),
-		sess.customerID, sess.amount, sess.currency, sess.uiMode, sess.returnURL, sess.successURL,
+	}{sess.id, s.checkoutBase + sess.id, status, "unpaid", nil, sess.created.UTC().Format(timeLayout),
+		sess.expires.UTC().Format(timeLayout), sess.customerID, sess.amount, sess.currency, sess.amount,
+		sess.currency, sess.uiMode, sess.returnURL, sess.successURL,
 		sess.cancelURL, sess.merchantRef, sess.priceData, sess.token})
 }

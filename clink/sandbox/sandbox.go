@@ -30,11 +30,13 @@
 //	200   400       RETURN_URL_REQUIRED               uiMode "elements" without returnUrl
 //	200   400       CUSTOMER_NOT_FOUND                no customer identifier, or an unknown customerId
 //	200   400       CUSTOMER_IDENTIFIER_NOT_MATCHED   identifiers naming different customers
-//	200   404       SESSION_NOT_FOUND                 GET of an unknown session ID
+//	200   404       SESSION_NOT_FOUND                 GET of an unknown (or forgotten) session ID
 //	200   200       success                           otherwise
 //
 // Business errors are HTTP 200 with a non-200 code: Clink does not document the HTTP status
-// of its business errors, and its envelope makes the code the authority.
+// of its business errors, and its envelope makes the code the authority. What Clink answers
+// for an unknown session ID is not documented either; code 404 with SESSION_NOT_FOUND is the
+// sandbox's guess, and the client treats it as any other non-200 code (an *clink.Error).
 //
 // Customers: those added with AddCustomer, plus those created on the fly. An email or
 // reference ID that matches no customer creates one ("cus_..."); an identifier that matches
@@ -44,9 +46,13 @@
 //
 // Sessions keep the exact digits of their amounts, expire after the session TTL (a checkout
 // session then reports status "expired"), and are never paid: status stays "open" and
-// paymentStatus "unpaid". A checkout session's url is the checkout base URL plus its ID,
-// and {ELEMENTS_SESSION_ID} in its returnUrl is replaced by its ID. priceId and productId are
-// accepted as given (the sandbox has no dashboard).
+// paymentStatus "unpaid", and orderId is null. A checkout session's url is the checkout base
+// URL plus its ID, and {ELEMENTS_SESSION_ID} in its returnUrl is replaced by its ID; its
+// amount and currency are its originalAmount and originalCurrency (the sandbox converts
+// nothing). Its GET answer carries tokenValue, as Clink's may, so that clients are tested
+// against it. priceId and productId are accepted as given (the sandbox has no dashboard).
+// The sandbox remembers the last WithMaxSessions sessions of both kinds together; older ones
+// are forgotten (SESSION_NOT_FOUND), so that a long-running demo does not grow without bound.
 //
 // Faults (SetFault) let tests play a failing Clink. The Server is safe for concurrent use.
 package sandbox
@@ -72,6 +78,7 @@ const (
 	DefaultSkew            = 5 * time.Minute
 	DefaultSessionTTL      = 30 * time.Minute
 	DefaultCheckoutBaseURL = "https://sandbox-checkout.clink-mcp.invalid/pay/"
+	DefaultMaxSessions     = 10000
 )
 
 // MerchantID and TenantID are what agent payment sessions report as their merchant and tenant.
@@ -147,6 +154,17 @@ func WithTokenGenerator(f func() string) Option {
 	}
 }
 
+// WithMaxSessions sets how many sessions (agent and checkout together) the server remembers;
+// creating one more forgets the oldest. Default: DefaultMaxSessions (10000). n < 1 keeps the
+// default.
+func WithMaxSessions(n int) Option {
+	return func(s *Server) {
+		if n >= 1 {
+			s.maxSessions = n
+		}
+	}
+}
+
 // WithCheckoutBaseURL sets the base of checkout session URLs (url = base + session ID).
 // Default: DefaultCheckoutBaseURL.
 func WithCheckoutBaseURL(u string) Option { return func(s *Server) { s.checkoutBase = u } }
@@ -181,6 +199,7 @@ type Server struct {
 	ttl          time.Duration
 	token        func() string
 	checkoutBase string
+	maxSessions  int
 
 	requests atomic.Int64
 
@@ -193,6 +212,7 @@ type Server struct {
 	byRef     map[string]string    // reference ID → customer ID
 	agent     map[string]*agentSession
 	checkout  map[string]*checkoutSession
+	order     []string // IDs of the remembered sessions, oldest first
 }
 
 // New returns a Server with no customers, no sessions and no fault.
@@ -204,6 +224,7 @@ func New(opts ...Option) *Server {
 		ttl:          DefaultSessionTTL,
 		token:        func() string { return "tok_" + rand.Text() + rand.Text() },
 		checkoutBase: DefaultCheckoutBaseURL,
+		maxSessions:  DefaultMaxSessions,
 		customers:    make(map[string]*Customer),
 		byEmail:      make(map[string]string),
 		byRef:        make(map[string]string),
@@ -222,7 +243,8 @@ func New(opts ...Option) *Server {
 // included. Tests use it to prove a call never reached Clink.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
-// SessionCount returns how many sessions (agent and checkout) have been created.
+// SessionCount returns how many sessions (agent and checkout) the server holds: every one
+// created, up to WithMaxSessions.
 func (s *Server) SessionCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -238,8 +238,9 @@ func TestSessionsReturnWhatWasCreatedWithTheExactDigits(t *testing.T) {
 	}
 	got = call(t, s, "GET", checkoutPath+"/"+id, "", nil)
 	wantGot := `{"sessionId":"` + id + `","url":"https://sandbox-checkout.clink-mcp.invalid/pay/` + id + `",` +
-		`"status":"open","paymentStatus":"unpaid","orderId":null,"expireTime":"2026-01-01T13:00:00.000Z",` +
-		`"customerId":"cus_bob","originalAmount":99.90,"originalCurrency":"USD","uiMode":"elements",` +
+		`"status":"open","paymentStatus":"unpaid","orderId":null,"createTime":"2026-01-01T12:00:00.000Z",` +
+		`"expireTime":"2026-01-01T13:00:00.000Z","customerId":"cus_bob","originalAmount":99.90,"originalCurrency":"USD",` +
+		`"amount":99.90,"currency":"USD","uiMode":"elements",` +
 		`"returnUrl":"https://shop.example/r?id=` + id + `","merchantReferenceId":"o-1",` +
 		`"priceDataList":[{"name":"Tea","unitAmount":33.30,"quantity":3}],"tokenValue":"tok_known"}`
 	if string(got.Data) != wantGot {
@@ -277,6 +278,54 @@ func TestACheckoutSessionExpiresAfterItsTTL(t *testing.T) {
 	mu.Unlock()
 	if got := status(); got != "expired/unpaid" {
 		t.Errorf("a session at its expiry is %s, want expired/unpaid", got)
+	}
+}
+
+func TestTheSandboxForgetsItsOldestSessionsBeyondItsLimit(t *testing.T) {
+	s := newSandbox(sandbox.WithMaxSessions(2))
+	var ids []string
+	for _, req := range []struct{ path, body string }{
+		{agentPath, `{"customerEmail":"ada@example.com","amount":1,"currency":"USD"}`},
+		{checkoutPath, `{"originalAmount":1,"originalCurrency":"USD","customerId":"cus_ada"}`},
+		{agentPath, `{"customerEmail":"bob@example.com","amount":2,"currency":"USD"}`},
+	} {
+		a := call(t, s, "POST", req.path, req.body, nil)
+		var created struct{ SessionID string }
+		if err := json.Unmarshal(a.Data, &created); err != nil || a.Code != 200 {
+			t.Fatalf("create: %v %s", err, a.raw)
+		}
+		ids = append(ids, req.path+"/"+created.SessionID)
+	}
+	if n := s.SessionCount(); n != 2 {
+		t.Errorf("SessionCount = %d, want 2", n)
+	}
+	if a := call(t, s, "GET", ids[0], "", nil); a.Code != 404 || a.Msg != "SESSION_NOT_FOUND" {
+		t.Errorf("the oldest session answered %d %q, want 404 SESSION_NOT_FOUND", a.Code, a.Msg)
+	}
+	for _, id := range ids[1:] {
+		if a := call(t, s, "GET", id, "", nil); a.Code != 200 {
+			t.Errorf("GET %s answered %d %q, want 200", id, a.Code, a.Msg)
+		}
+	}
+}
+
+func TestGetsCheckTheSameAuthenticationAsCreates(t *testing.T) {
+	s := newSandbox()
+	a := call(t, s, "POST", agentPath, `{"customerEmail":"ada@example.com","amount":1,"currency":"USD"}`, nil)
+	var created struct{ SessionID string }
+	if err := json.Unmarshal(a.Data, &created); err != nil || a.Code != 200 {
+		t.Fatalf("create: %v %s", err, a.raw)
+	}
+	for _, path := range []string{agentPath + "/" + created.SessionID, checkoutPath + "/sess_x"} {
+		if a := call(t, s, "GET", path, "", map[string]string{"X-API-KEY": "sk_test_other"}); a.status != 401 || a.raw != "Unauthorized" {
+			t.Errorf("GET %s with a wrong key answered HTTP %d %q, want 401 Unauthorized", path, a.status, a.raw)
+		}
+		if a := call(t, s, "GET", path, "", map[string]string{"X-Timestamp": ""}); a.Code != 80102212 {
+			t.Errorf("GET %s without a timestamp answered code %d, want 80102212", path, a.Code)
+		}
+	}
+	if a := call(t, s, "GET", checkoutPath+"/sess_nope", "", nil); a.status != 200 || a.Code != 404 || a.Msg != "SESSION_NOT_FOUND" || string(a.Data) != "null" {
+		t.Errorf("an unknown checkout session answered HTTP %d %s, want HTTP 200 with code 404 SESSION_NOT_FOUND", a.status, a.raw)
 	}
 }
 
