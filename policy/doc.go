@@ -28,6 +28,15 @@
 //		...
 //	}
 //
+// A request the policy allows may still need a person's approval before its
+// session is created: [Policy.NeedsApproval] says whether it spends more
+// than a currency's approval threshold, and [Policy.ApprovalTimeout] and
+// [Policy.ApprovalsByOperator] say how long an approval waits and who is
+// asked. For the agent, [Policy.Summary] describes a tool in a few
+// sentences and [Policy.AgentMarkdown] the whole policy, with what is left
+// of its budgets and rate limits ([Policy.StandingLimits],
+// [Policy.DescribeLimits]).
+//
 // The package knows nothing of MCP or of the Clink API; tools are named by
 // their string names ([ToolAgentPaymentSession], [ToolCheckoutSession]).
 package policy

@@ -355,6 +355,7 @@ tools:
 				" An identical call repeated within 10m returns the first call's result instead of creating another session."},
 		{"tells the agent an email is optional with a customer ID where allowed", Demo(), ToolCheckoutSession,
 			"Allowed currencies and per-session limits: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00." +
+				" Sessions above USD 75.00 need a person's approval before they are created." +
 				" Budgets (rolling windows): USD 500.00 per 24h." +
 				" Rate limits (rolling windows, all tools together): at most 30 calls per 1m." +
 				" Customer email: required unless customerId or referenceCustomerId is given; any valid address except ones the operator blocks." +

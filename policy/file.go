@@ -15,10 +15,12 @@ import (
 //
 // The file is strict: unknown keys, duplicate keys, aliases, several YAML
 // documents, wrongly typed values, currencies without max_amount, a
-// min_amount above max_amount, amounts too precise for their currency,
-// malformed email or host patterns, unknown tools, malformed or duplicate
-// budgets and rate limits, and tool rules wider than the global ones are all
-// errors. Amounts are read exactly from their text, quoted or not.
+// min_amount above max_amount, an approve_above not below max_amount,
+// amounts too precise for their currency, malformed email or host patterns,
+// unknown tools, malformed or duplicate budgets and rate limits, malformed
+// approvals settings, and tool rules wider than the global ones (a higher
+// max_amount or approve_above, a lower min_amount) are all errors. Amounts
+// are read exactly from their text, quoted or not.
 //
 // filename is also where a relative store.path is resolved from (its
 // directory); see [Policy.StorePath].
@@ -106,6 +108,10 @@ func (fp *fileParser) parse(data []byte) *Policy {
 		storeNode = e.val
 	}
 	p.storePath = fp.store(storeNode)
+	p.approvalTimeout = defaultApprovalTimeout
+	if e, ok := top["approvals"]; ok {
+		fp.approvals(e.val, p)
+	}
 
 	var toolEntries map[string]entry
 	if e, ok := top["tools"]; ok {
@@ -116,6 +122,7 @@ func (fp *fileParser) parse(data []byte) *Policy {
 		if e, ok := toolEntries[name]; ok {
 			fp.tool(e.val, t, p)
 		}
+		t.thresholds = t.currencies.thresholds()
 		p.tools[name] = t
 	}
 	return p
@@ -123,7 +130,7 @@ func (fp *fileParser) parse(data []byte) *Policy {
 
 // topKeys are the keys of a policy file's top level, in the order the
 // README documents them.
-var topKeys = []string{"version", "currencies", "customers", "urls", "budgets", "rate_limits", "duplicates", "store", "tools"}
+var topKeys = []string{"version", "currencies", "customers", "urls", "budgets", "rate_limits", "duplicates", "approvals", "store", "tools"}
 
 // currencies parses a currencies mapping. With global nil it is the global
 // allowlist, where max_amount is required; otherwise it is tool's list,
@@ -166,7 +173,7 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 				continue
 			}
 		}
-		f := fp.fields(e.Value, where, "max_amount", "min_amount")
+		f := fp.fields(e.Value, where, "max_amount", "min_amount", "approve_above")
 		if f == nil {
 			continue
 		}
@@ -185,6 +192,12 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 				okLim = false
 			}
 		}
+		approve, setsApprove := f["approve_above"]
+		if setsApprove {
+			if lim.approve, setsApprove = fp.amount(approve.val, c, where+" approve_above"); !setsApprove {
+				okLim = false
+			}
+		}
 		if !okLim {
 			continue
 		}
@@ -195,6 +208,10 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 			}
 			if lim.min.minor < base.min.minor {
 				fp.errorf(f["min_amount"].val, "%s min_amount %s is below the global min_amount %s; a tool can only narrow the global rules", where, lim.min.Amount(), base.min.Amount())
+				okLim = false
+			}
+			if setsApprove && !base.approve.IsZero() && lim.approve.minor > base.approve.minor {
+				fp.errorf(approve.val, "%s approve_above %s is above the global approve_above %s; a tool can only narrow the global rules", where, lim.approve.Amount(), base.approve.Amount())
 				okLim = false
 			}
 			if !okLim {
@@ -208,6 +225,15 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 			}
 			fp.errorf(at, "%s min_amount %s is above max_amount %s", where, lim.min.Amount(), lim.max.Amount())
 			continue
+		}
+		if !lim.approve.IsZero() && lim.approve.minor >= lim.max.minor {
+			if setsApprove {
+				fp.errorf(approve.val, "%s approve_above %s is not below max_amount %s, so no session could ever need approval; lower it or remove it", where, lim.approve.Amount(), lim.max.Amount())
+				continue
+			}
+			// The global threshold, at or above this tool's narrower cap:
+			// no session of the tool can exceed it, so it has no effect.
+			lim.approve = Money{}
 		}
 		r.byCode[c.code] = lim
 		r.codes = append(r.codes, c.code)

@@ -24,6 +24,7 @@ Currencies and per-session limits:
   EUR up to 400.00
   JPY up to 50000
   USD 1.00–500.00
+Approvals: none (no approve_above)
 Customer emails:
   allowed: alice@example.com, *@example.org, *@*.example.net
   denied (wins over allowed): ceo@example.org
@@ -91,7 +92,7 @@ func TestLoadReportsEveryProblemWithFileAndLine(t *testing.T) {
 			"unknown-key.yaml",
 			[]string{
 				`1: version must be 1, the only version of this format`,
-				`4: the top level: unknown key "spend_limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, store, tools)`,
+				`4: the top level: unknown key "spend_limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, approvals, store, tools)`,
 			},
 		},
 	}
@@ -141,7 +142,7 @@ func TestParseRefuses(t *testing.T) {
 		{"refuses a boolean cap", "version: 1\ncurrencies:\n  USD: { max_amount: true }\n", "f.yaml:3: USD max_amount must be a number, not bool"},
 		{"refuses a cap given as a list", "version: 1\ncurrencies:\n  USD: { max_amount: [1] }\n", "f.yaml:3: USD max_amount must be a number"},
 		{"refuses an absurd cap", "version: 1\ncurrencies:\n  USD: { max_amount: 1e20 }\n", `f.yaml:3: USD max_amount: amount "1e20" is too large (at most 10000000000000.00 USD)`},
-		{"refuses an unknown key in a currency", "version: 1\ncurrencies:\n  USD: { max_amount: 1, max: 2 }\n", `f.yaml:3: USD: unknown key "max" (known keys: max_amount, min_amount)`},
+		{"refuses an unknown key in a currency", "version: 1\ncurrencies:\n  USD: { max_amount: 1, max: 2 }\n", `f.yaml:3: USD: unknown key "max" (known keys: max_amount, min_amount, approve_above)`},
 		{"refuses a lower-case currency", "version: 1\ncurrencies:\n  usd: { max_amount: 1 }\n", `f.yaml:3: currencies: currency "usd" must be written in upper case`},
 		{"refuses an unknown currency", "version: 1\ncurrencies:\n  ABC: { max_amount: 1 }\n", `f.yaml:3: currencies: currency "ABC" is not an ISO 4217 currency code`},
 		{"refuses a testing currency", "version: 1\ncurrencies:\n  XTS: { max_amount: 1 }\n", "f.yaml:3: currencies: currency XTS is not legal tender for payments (metals, special drawing rights, fund, testing and withdrawn codes are refused)"},
@@ -167,7 +168,7 @@ func TestParseRefuses(t *testing.T) {
 		{"refuses an unknown key under a tool", head + "tools:\n  create_checkout_session: { enable: false }\n", `f.yaml:5: tool create_checkout_session: unknown key "enable" (known keys: enabled, currencies, budgets, allow_dashboard_prices)`},
 		{"refuses dashboard prices on the agent tool, which takes none", head + "tools:\n  create_agent_payment_session: { allow_dashboard_prices: true }\n", `f.yaml:5: tool create_agent_payment_session: allow_dashboard_prices applies only to create_checkout_session`},
 		{"refuses a dashboard price switch that is not a boolean", head + "tools:\n  create_checkout_session: { allow_dashboard_prices: yes }\n", `f.yaml:5: tool create_checkout_session: allow_dashboard_prices must be true or false`},
-		{"refuses a top-level key this version does not have", head + "limits: []\n", `f.yaml:4: the top level: unknown key "limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, store, tools)`},
+		{"refuses a top-level key this version does not have", head + "limits: []\n", `f.yaml:4: the top level: unknown key "limits" (known keys: version, currencies, customers, urls, budgets, rate_limits, duplicates, approvals, store, tools)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,7 +288,8 @@ func TestDemo(t *testing.T) {
 Currencies and per-session limits:
   EUR up to 100.00
   JPY up to 10000
-  USD 0.50–100.00
+  USD 0.50–100.00, approval above 75.00
+Approvals: sessions above approve_above wait for the agent's user, asked through the MCP client when it can, else an operator; unanswered after 15m, the call is refused
 Customer emails:
   allowed: any valid address
   denied (wins over allowed): blocked@example.com
@@ -301,6 +303,7 @@ Duplicate calls: an identical call within 10m returns the first call's result in
 Tools:
   create_agent_payment_session: USD 0.50–50.00
   create_checkout_session: EUR up to 100.00, JPY up to 10000, USD 0.50–100.00 (the global limits)
+    approval above: USD 75.00
 Store: the default ($XDG_STATE_HOME/clink-mcp/state.db, else ~/.local/state/clink-mcp/state.db)
 `
 	if diff := cmp.Diff(want, p.Render()); diff != "" {

@@ -154,6 +154,7 @@ func FuzzParse(f *testing.F) {
 		limitsPolicy,
 		"version: 1\ncurrencies: {USD: {max_amount: 1}}\nbudgets: [{currency: USD, window: 7d, max_amount: 5, per: customer}]\nrate_limits: [{window: 90s, max_calls: 3}]\nduplicates: {window: 0}\nstore: {path: ../s.db}\n",
 		"version: 1\ncurrencies: {USD: {max_amount: 1}}\nbudgets: [{currency: USD, window: 99999999999d, max_amount: 5}]\nrate_limits: [{window: 1m, max_calls: 99999999999999999999}]\n",
+		"version: 1\ncurrencies: {USD: {max_amount: 9, approve_above: 5}}\napprovals: {timeout: 1h, by: operator}\ntools: {create_checkout_session: {currencies: {USD: {max_amount: 5}}}}\n",
 	} {
 		f.Add(s)
 	}
@@ -166,12 +167,25 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		_ = p.Render()
+		standing := p.StandingLimits("p")
+		if md := p.AgentMarkdown("p", p.DescribeLimits(standing, nil)); strings.Contains(md, "@") {
+			t.Fatalf("AgentMarkdown names an email:\n%s", md)
+		}
+		if d := p.ApprovalTimeout(); d < time.Minute || d > 24*time.Hour {
+			t.Fatalf("ApprovalTimeout() = %v", d)
+		}
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		for _, tool := range KnownTools() {
 			_ = p.Summary(tool)
 			_ = p.Evaluate(&Request{Tool: tool, CustomerEmail: "alice@example.com"})
 			for _, code := range p.currencies.codes {
 				c, _ := ParseCurrency(code)
+				if th, ok := p.ApprovalThreshold(tool, code); ok {
+					lim := p.tools[tool].currencies.byCode[code]
+					if th.minor <= 0 || th.minor >= lim.max.minor || !p.NeedsApproval(&Request{Tool: tool, Amount: NewMoney(th.minor+1, c)}) {
+						t.Fatalf("threshold %v of %s is not below the cap %v, or not applied", th, tool, lim.max)
+					}
+				}
 				ls := p.Limits(&Request{Tool: tool, Amount: NewMoney(1, c)}, []string{"k"})
 				seen := map[string]bool{}
 				for i, l := range ls {

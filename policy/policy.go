@@ -47,12 +47,16 @@ type Policy struct {
 	rates     []rateRule    // global rate limits, in file order
 	dupWindow time.Duration // 0: the duplicate guard is off
 	storePath string        // absolute; "" for an in-memory store (the demo)
+
+	approvalTimeout     time.Duration // how long a pending approval waits
+	approvalsByOperator bool          // approvals.by: operator
 }
 
 // limits are the per-session limits for one currency.
 type limits struct {
-	max Money
-	min Money // the zero Money when there is no minimum
+	max     Money
+	min     Money // the zero Money when there is no minimum
+	approve Money // approve_above; the zero Money when there is no threshold
 }
 
 // currencyRules is an allowlist of currencies with their limits.
@@ -69,6 +73,7 @@ type toolRules struct {
 	narrowed   bool // has its own currencies list
 	currencies currencyRules
 	budgets    []budgetRule // the tool's own budgets, on top of the global ones
+	thresholds []Money      // the approval thresholds in effect, by currency code
 
 	allowDashboardPrices bool // priceId / productId accepted (checkout only)
 }
@@ -126,8 +131,10 @@ var demo = func() *Policy {
 func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
 
 // Demo returns the built-in demo policy for the sandbox: USD 0.50–100.00,
-// EUR up to 100.00 and JPY up to 10000 per session; agent payment sessions
-// in USD only, up to 50.00; any customer email except blocked@example.com;
+// EUR up to 100.00 and JPY up to 10000 per session, USD sessions above
+// 75.00 approved by the client's user (else an operator) within 15 minutes;
+// agent payment sessions in USD only, up to 50.00 (so never above the
+// threshold); any customer email except blocked@example.com;
 // checkouts without an email allowed when a customer ID is given; at most
 // 500.00 USD per rolling 24h and 30 calls per rolling minute; identical calls
 // within 10 minutes replayed. Its text is [DemoYAML]; it sets no

@@ -14,7 +14,16 @@ func (p *Policy) Render() string {
 	b.WriteString("Policy: " + p.source + "\n")
 	b.WriteString("Currencies and per-session limits:\n")
 	for _, c := range p.currencies.codes {
-		b.WriteString("  " + p.currencies.describe(c) + "\n")
+		b.WriteString("  " + p.currencies.describe(c))
+		if a := p.currencies.byCode[c].approve; !a.IsZero() {
+			b.WriteString(", approval above " + a.Amount())
+		}
+		b.WriteString("\n")
+	}
+	if p.hasThresholds() {
+		b.WriteString("Approvals: " + p.approvalsRule() + "\n")
+	} else {
+		b.WriteString("Approvals: none (no approve_above)\n")
 	}
 	b.WriteString("Customer emails:\n")
 	if p.allowAnyEmail {
@@ -62,6 +71,9 @@ func (p *Policy) Render() string {
 		default:
 			b.WriteString("  " + name + ": " + t.currencies.describeAll() + " (the global limits)\n")
 		}
+		if len(t.thresholds) > 0 {
+			b.WriteString("    approval above: " + thresholdsText(t.thresholds, ", ") + "\n")
+		}
 		for i := range t.budgets {
 			b.WriteString("    own budget: " + t.budgets[i].perAmountWindow() + "\n")
 		}
@@ -106,9 +118,9 @@ func (p *Policy) duplicatesRule() string {
 }
 
 // Summary returns a few sentences telling an agent what it may do with a
-// tool: currencies, per-session limits, the budgets in those currencies and
-// the rate limits, the customer email rule, the redirect hosts allowed and
-// the duplicate guard. It names no email address or pattern: a tricked agent
+// tool: currencies, per-session limits, approval thresholds, the budgets in
+// those currencies and the rate limits, the customer email rule, the
+// redirect hosts allowed and the duplicate guard. It names no email address or pattern: a tricked agent
 // must not learn the operator's customer list. It does name the redirect
 // hosts, which are the operator's own sites, so the agent can use them.
 func (p *Policy) Summary(tool string) string {
@@ -121,6 +133,9 @@ func (p *Policy) Summary(tool string) string {
 	}
 	var b strings.Builder
 	b.WriteString("Allowed currencies and per-session limits: " + t.currencies.describeAll() + ".")
+	if a := t.approvalSentence(); a != "" {
+		b.WriteString(" " + a)
+	}
 	n := 0
 	for _, bs := range [2][]budgetRule{p.budgets, t.budgets} {
 		for i := range bs {
@@ -154,33 +169,42 @@ func (p *Policy) Summary(tool string) string {
 	if len(p.rates) > 0 {
 		b.WriteString(".")
 	}
-	b.WriteString(" Customer email: ")
-	switch {
-	case tool == ToolAgentPaymentSession:
-		b.WriteString("required")
-	case p.allowWithoutEmail:
-		b.WriteString("required unless customerId or referenceCustomerId is given")
-	default:
-		b.WriteString("required")
-	}
-	switch {
-	case !p.allowAnyEmail:
-		b.WriteString("; only addresses on the operator's allowlist are accepted.")
-	case len(p.deny.patterns) > 0:
-		b.WriteString("; any valid address except ones the operator blocks.")
-	default:
-		b.WriteString("; any valid address.")
-	}
+	b.WriteString(" Customer email: " + p.emailRule(tool))
 	if tool == ToolCheckoutSession && !t.allowDashboardPrices {
-		b.WriteString(" priceId and productId are not accepted: give amount, and priceDataList for line items.")
+		b.WriteString(" " + noDashboardPrices)
 	}
 	if tool == ToolCheckoutSession {
 		b.WriteString(p.urlsSummary())
 	}
 	if p.dupWindow > 0 {
-		b.WriteString(" An identical call repeated within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session.")
+		b.WriteString(" " + p.duplicatesSummary())
 	}
 	return b.String()
+}
+
+// noDashboardPrices tells the agent a checkout takes no dashboard prices.
+const noDashboardPrices = "priceId and productId are not accepted: give amount, and priceDataList for line items."
+
+// emailRule tells the agent the customer email rule for tool, naming no
+// address or pattern: "required; any valid address."
+func (p *Policy) emailRule(tool string) string {
+	s := "required"
+	if tool != ToolAgentPaymentSession && p.allowWithoutEmail {
+		s = "required unless customerId or referenceCustomerId is given"
+	}
+	switch {
+	case !p.allowAnyEmail:
+		return s + "; only addresses on the operator's allowlist are accepted."
+	case len(p.deny.patterns) > 0:
+		return s + "; any valid address except ones the operator blocks."
+	}
+	return s + "; any valid address."
+}
+
+// duplicatesSummary tells the agent the duplicate guard's rule, when it is
+// on.
+func (p *Policy) duplicatesSummary() string {
+	return "An identical call repeated within " + formatWindow(p.dupWindow) + " returns the first call's result instead of creating another session."
 }
 
 // describe renders one currency's limits: "USD 1.00–500.00" or
