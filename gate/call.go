@@ -2,9 +2,7 @@ package gate
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -88,20 +86,60 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	if d := g.policy.Evaluate(&o.Request); !d.Allowed {
 		return c.end(ctx, denied(d))
 	}
-	// 2. Hold.
-	held, claimKey, res, unsure := g.hold(ctx, c, o)
-	if unsure {
-		return g.abandon(ctx, c, claimKey, res)
+	// 2. Approve, when the policy wants a person's yes: the approval
+	// reserves the limits, and the hold then uses its reservation.
+	// An identical call holding the duplicate guard's claim answers this
+	// one instead (the hold replays or waits for it); should that claim be
+	// gone by the time the hold looks, the approval is looked at again.
+	needsApproval := g.policy.NeedsApproval(&o.Request)
+	for attempt := 0; ; attempt++ {
+		var (
+			approval  string
+			claimOnly bool
+		)
+		if needsApproval {
+			var r *Result
+			if approval, r, claimOnly = g.approval(ctx, c, o); r != nil {
+				return c.end(ctx, r)
+			}
+		}
+		// 3. Hold.
+		var unsure bool
+		held, claimKey, res, unsure = g.hold(ctx, c, o, approval, claimOnly)
+		if unsure {
+			return g.abandon(ctx, c, claimKey, res)
+		}
+		if res != nil {
+			return c.end(ctx, res)
+		}
+		if held != nil {
+			break
+		}
+		if attempt == 3 {
+			return c.end(ctx, denied(policy.Decision{Code: policy.CodeDuplicateInFlight,
+				Message: "identical calls keep racing for this payment's approval; wait a moment and repeat the call once"}))
+		}
 	}
-	if res != nil {
-		return c.end(ctx, res)
-	}
-	// 3. Commit.
+	// 4. Commit.
 	res = g.commit(ctx, c, o)
-	// 4. Settle.
+	// 5. Settle.
 	settled = true
 	g.settle(ctx, c, held, claimKey, res, res.Code.Settlement())
 	return res
+}
+
+// Checked is what [Gate.Check] found.
+type Checked struct {
+	// Decision is what Create would decide now, before any approval: the
+	// policy's rules, then the budgets and rate limits as they stand.
+	Decision policy.Decision
+	// NeedsApproval reports that the call, if allowed, would wait for a
+	// person's approval before it is created.
+	NeedsApproval bool
+	// Limits are the budgets and rate limits that apply to the call, with
+	// what each holds and what is left, in the policy's order; nil when
+	// the policy's rules refuse the call.
+	Limits []policy.LimitStatus
 }
 
 // Check decides req as Create would for caller ("" for the local user),
@@ -109,25 +147,51 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 // rate limits as they stand, caller's own where they are per principal.
 // The gate sets req.Principal, on a copy of req. The error is for a store
 // that cannot answer.
-func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (policy.Decision, error) {
+func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (*Checked, error) {
 	if req != nil {
 		r := *req
 		r.Principal = principal(caller)
 		req = &r
 	}
-	if d := g.policy.Evaluate(req); !d.Allowed {
-		return d, nil
+	out := &Checked{Decision: g.policy.Evaluate(req)}
+	if !out.Decision.Allowed {
+		return out, nil
 	}
+	out.NeedsApproval = g.policy.NeedsApproval(req)
 	now := g.now()
 	limits, stored := g.limits(req, policy.CustomerKeys(g.keys.customer, req))
+	used, err := g.store.Usage(ctx, now, stored)
+	if err != nil {
+		return nil, err
+	}
+	out.Limits = g.policy.DescribeLimits(limits, used)
 	var denied *policy.Denied
 	switch err := g.store.Check(ctx, now, stored); {
 	case errors.As(err, &denied):
-		return g.policy.LimitDecision(limits, denied, now), nil
+		out.Decision = g.policy.LimitDecision(limits, denied, now)
 	case err != nil:
-		return policy.Decision{}, err
+		return nil, err
 	}
-	return policy.Decision{Allowed: true, Code: policy.CodeAllowed}, nil
+	return out, nil
+}
+
+// Standing describes the limits caller's calls count against whatever
+// their customer: the policy's budgets and rate limits that are not per
+// customer (Policy.StandingLimits), with what each holds now. It records
+// nothing.
+func (g *Gate) Standing(ctx context.Context, caller string) ([]policy.LimitStatus, error) {
+	own := g.policy.StandingLimits(principal(caller))
+	used, err := g.store.Usage(ctx, g.now(), g.scoped(own))
+	if err != nil {
+		return nil, err
+	}
+	return g.policy.DescribeLimits(own, used), nil
+}
+
+// Created reports whether the audit trail records that this server (any
+// replica sharing its store) created the session id.
+func (g *Gate) Created(ctx context.Context, id string) (bool, error) {
+	return g.store.SessionCreated(ctx, id)
 }
 
 // Invalid records a call whose arguments failed decoding or validation,
@@ -158,27 +222,31 @@ func (g *Gate) Refused(ctx context.Context, caller, tool, email string, d policy
 // reports a hold that failed in a way that may still have committed (the
 // connection to the store was lost, or ctx ended, during the write): the
 // result then goes to [Gate.abandon] with the claim's key.
-func (g *Gate) hold(ctx context.Context, c *call, o *Order) (_ *state.Held, key string, _ *Result, unsure bool) {
+//
+// approval is the approved approval the call is held on (its reservation
+// stands for the limits), or "". claimOnly makes the hold only look for an
+// identical call holding the claim: when there is none, it writes nothing
+// and returns neither a hold nor a result, and the caller looks at the
+// approval again.
+func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, claimOnly bool) (_ *state.Held, key string, _ *Result, unsure bool) {
 	var claim *state.Claim
 	window := g.policy.DuplicatesWindow()
+	if approval != "" || claimOnly {
+		// A call made on an approval always keeps its result for identical
+		// calls, at least as long as approvals wait: repeating it must not
+		// ask again, nor create it twice.
+		window = max(window, g.policy.ApprovalTimeout())
+	}
 	if window > 0 || o.IdempotencyKey != "" {
 		if window <= 0 {
 			window = defaultKeyWindow
 		}
-		// Keyed, like every hash the store keeps: the request holds the
-		// customer's email.
-		m := hmac.New(sha256.New, g.keys.claim)
-		m.Write([]byte("fingerprint\x00" + c.tool + "\n"))
-		m.Write(o.Fingerprint)
-		fingerprint := hex.EncodeToString(m.Sum(nil))
-		key := g.keys.claimKey(c.tool, c.caller, g.account, "args", fingerprint)
-		if o.IdempotencyKey != "" {
-			key = g.keys.claimKey(c.tool, c.caller, g.account, "key", o.IdempotencyKey)
-		}
+		key, fingerprint := g.callKey(c, o)
 		claim = &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, Window: window}
 	}
 	limits, stored := g.limits(&o.Request, c.customerKeys)
-	h := &state.Hold{Claim: claim, Limits: stored, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed})}
+	h := &state.Hold{Claim: claim, Limits: stored, Intent: c.record(state.KindIntent, &Result{Code: policy.CodeAllowed}),
+		Approval: approval, ClaimOnly: claimOnly}
 	deadline := time.Now().Add(maxClaimWait)
 	for {
 		h.At = g.now()
@@ -197,6 +265,9 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (_ *state.Held, key 
 			// the hold is settled.
 		case errors.As(err, &denial):
 			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At)), false
+		case approval != "" && (errors.Is(err, state.ErrApprovalNotPending) || errors.Is(err, state.ErrNotFound)):
+			// Expired between its look and the hold: nothing was written.
+			return nil, "", decidedResult(&state.Approval{ID: approval, State: state.ApprovalExpired}), false
 		case ctx.Err() != nil:
 			return nil, claimKey, cancelled(), true
 		case err != nil:
@@ -206,6 +277,9 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order) (_ *state.Held, key 
 		}
 		switch held.Prior.State {
 		case state.ClaimNew:
+			if claimOnly {
+				return nil, "", nil, false // nothing written: look at the approval again
+			}
 			return held, claimKey, nil, false
 		case state.ClaimDone:
 			return nil, "", g.replayed(ctx, c, claim.Key, held.Prior.Result), false

@@ -51,6 +51,22 @@ type Policy interface {
 	// DuplicatesWindow is how long an identical call is answered with the
 	// earlier result; 0 turns the guard off.
 	DuplicatesWindow() time.Duration
+	// NeedsApproval reports whether req needs a person's approval before
+	// it is created.
+	NeedsApproval(req *policy.Request) bool
+	// ApprovalTimeout is how long an approval waits for its decision, and
+	// then for its use.
+	ApprovalTimeout() time.Duration
+	// ApprovalsByOperator reports that approvals are decided by an
+	// operator even when the caller's client could ask its user.
+	ApprovalsByOperator() bool
+	// DescribeLimits explains limits (as Limits returned them) with what
+	// each counter holds.
+	DescribeLimits(limits []policy.Limit, used []int64) []policy.LimitStatus
+	// StandingLimits are the counters every call of principal counts
+	// against, whatever its customer (budgets and rate limits not per
+	// customer), with Add 0.
+	StandingLimits(principal string) []policy.Limit
 }
 
 var _ Policy = (*policy.Policy)(nil)
@@ -103,20 +119,21 @@ type Observer interface {
 
 // Gate runs calls through their lifecycle. It is safe for concurrent use.
 type Gate struct {
-	policy   Policy
-	store    state.Store
-	keys     keys
-	replays  cipher.AEAD
-	account  string
-	scope    string // the prefix of the store's counter keys: scopePrefix(Config.Scope)
-	now      func() time.Time
-	log      *slog.Logger
-	observer Observer
-	journal  *journal
-	mu       sync.Mutex
-	closing  bool
-	inFlight sync.WaitGroup
-	drained  chan struct{} // closed when closing and nothing is in flight
+	policy    Policy
+	store     state.Store
+	keys      keys
+	replays   cipher.AEAD
+	questions cipher.AEAD // seals approval questions' states
+	account   string
+	scope     string // the prefix of the store's counter keys: scopePrefix(Config.Scope)
+	now       func() time.Time
+	log       *slog.Logger
+	observer  Observer
+	journal   *journal
+	mu        sync.Mutex
+	closing   bool
+	inFlight  sync.WaitGroup
+	drained   chan struct{} // closed when closing and nothing is in flight
 
 	lastSweep time.Time // of orphaned intents, under mu
 
@@ -152,6 +169,7 @@ func New(cfg Config) *Gate {
 		observer: cfg.Observer,
 	}
 	g.replays = newAEAD(g.keys.replay)
+	g.questions = newAEAD(g.keys.question)
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -177,6 +195,7 @@ func (g *Gate) publishClock() {
 		// replica killed mid-call) are resolved here, not only at start or
 		// when an identical call waits for one.
 		g.sweepOrphans(ctx)
+		g.expireApprovals(ctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -211,6 +230,14 @@ type Order struct {
 	// Commit makes the Clink call. Its context is not cancelled by the
 	// caller: once sent, a call runs to its end.
 	Commit func(ctx context.Context) (*Created, error)
+	// CanAsk reports that the transport can put a [Question] to the
+	// caller's user (an MCP client that declares elicitation): a call
+	// that needs approval then asks them rather than an operator, unless
+	// the policy says otherwise.
+	CanAsk bool
+	// Answer is the user's answer to the Question an earlier round of this
+	// same call asked, or nil.
+	Answer *Answer
 }
 
 // Created is what a successful Clink call returns, as the agent will see
@@ -242,6 +269,11 @@ type Result struct {
 	Replayed bool
 	// RetryAt is when a call refused by a budget or rate limit may fit.
 	RetryAt time.Time
+	// Question is set, with Code policy.CodeApprovalRequired, when the
+	// caller's user is to approve the call: the transport asks it and
+	// repeats the call with the answer ([Order.Answer]). A transport that
+	// cannot ask renders Text, which says what to do.
+	Question *Question
 }
 
 // ErrClosed is returned by [Gate.Close] when some journal writes never

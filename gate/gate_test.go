@@ -494,7 +494,7 @@ func TestCheckRecordsNothing(t *testing.T) {
 	ctx := context.Background()
 	o := f.fake.order(t, "250", "a@example.com")
 	for range 3 {
-		if d, err := f.g.Check(ctx, "", &o.Request); err != nil || !d.Allowed {
+		if d, err := f.g.Check(ctx, "", &o.Request); err != nil || !d.Decision.Allowed {
 			t.Fatalf("Check = %+v, %v", d, err)
 		}
 	}
@@ -502,11 +502,11 @@ func TestCheckRecordsNothing(t *testing.T) {
 		t.Fatalf("Check wrote %d records", seq)
 	}
 	f.g.Create(ctx, "", o)
-	if d, err := f.g.Check(ctx, "", &o.Request); err != nil || d.Code != policy.CodeBudgetExceeded {
+	if d, err := f.g.Check(ctx, "", &o.Request); err != nil || d.Decision.Code != policy.CodeBudgetExceeded {
 		t.Fatalf("Check past the budget = %+v, %v; want budget_exceeded", d, err)
 	}
 	big := f.fake.order(t, "600", "a@example.com")
-	if d, _ := f.g.Check(ctx, "", &big.Request); d.Code != policy.CodeAmountOverCap {
+	if d, _ := f.g.Check(ctx, "", &big.Request); d.Decision.Code != policy.CodeAmountOverCap {
 		t.Fatalf("Check over the cap = %+v", d)
 	}
 }

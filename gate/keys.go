@@ -24,6 +24,7 @@ type keys struct {
 	customer []byte // customer hashes (policy.CustomerKeys and the journal)
 	replay   []byte // AES-256-GCM for stored replays
 	claim    []byte // claim keys
+	question []byte // AES-256-GCM for approval questions' states
 }
 
 func deriveKeys(secret []byte) keys {
@@ -32,7 +33,16 @@ func deriveKeys(secret []byte) keys {
 		m.Write([]byte("clink-mcp state secret v1\x00" + label))
 		return m.Sum(nil)
 	}
-	return keys{customer: sub("customer"), replay: sub("replay"), claim: sub("claim")}
+	return keys{customer: sub("customer"), replay: sub("replay"), claim: sub("claim"), question: sub("approval question")}
+}
+
+// fingerprint is the keyed hash (hex) of a call's fingerprint, as claims
+// and approvals keep it: the request holds the customer's email.
+func (k keys) fingerprint(tool string, fp []byte) string {
+	m := hmac.New(sha256.New, k.claim)
+	m.Write([]byte("fingerprint\x00" + tool + "\n"))
+	m.Write(fp)
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // newAEAD returns AES-256-GCM under a 32-byte key.
@@ -80,15 +90,21 @@ func scopePrefix(scope string) string {
 // none). Both are in the same order, so a denial's index fits either.
 func (g *Gate) limits(req *policy.Request, customers []string) (own, stored []policy.Limit) {
 	own = g.policy.Limits(req, customers)
+	return own, g.scoped(own)
+}
+
+// scoped returns limits as the store keeps them, under the gate's scope
+// (limits itself when it has none).
+func (g *Gate) scoped(limits []policy.Limit) []policy.Limit {
 	if g.scope == "" {
-		return own, own
+		return limits
 	}
-	stored = make([]policy.Limit, len(own))
-	for i, l := range own {
+	stored := make([]policy.Limit, len(limits))
+	for i, l := range limits {
 		l.Key = g.scope + l.Key
 		stored[i] = l
 	}
-	return own, stored
+	return stored
 }
 
 // AccountID names a Clink account as the gate binds claims to it: a hash of

@@ -142,7 +142,7 @@ func TestPrincipalsSpendTheirOwnAllowanceUnderASharedCap(t *testing.T) {
 	}
 	// So is a principal that has spent nothing.
 	d, err := g.Check(context.Background(), "agent-e", &fake.order(t, "1", "x@example.com").Request)
-	if err != nil || d.Code != policy.CodeBudgetExceeded || strings.Contains(d.Message, "per principal") {
+	if err != nil || d.Decision.Code != policy.CodeBudgetExceeded || strings.Contains(d.Decision.Message, "per principal") {
 		t.Errorf("Check for a fresh principal = %+v, %v; want the shared budget's refusal", d, err)
 	}
 }
@@ -172,7 +172,7 @@ func TestGatesWithAnotherScopeShareNoCounter(t *testing.T) {
 		t.Errorf("a call under team-a's scope again = %+v, want budget_exceeded with 50.00 left", res)
 	}
 	d, err := teamB.Check(ctx, "agent", &fake.order(t, "100", "d@example.com").Request)
-	if err != nil || d.Code != policy.CodeBudgetExceeded || d.Remaining.Amount() != "50.00" {
+	if err != nil || d.Decision.Code != policy.CodeBudgetExceeded || d.Decision.Remaining.Amount() != "50.00" {
 		t.Errorf("Check under team-b's scope = %+v, %v; want budget_exceeded with 50.00 left", d, err)
 	}
 }
@@ -318,7 +318,7 @@ func TestCheckCountsTheCallersOwnAllowance(t *testing.T) {
 		caller string
 		code   policy.Code
 	}{{"agent-a", policy.CodeBudgetExceeded}, {"agent-b", policy.CodeAllowed}, {"", policy.CodeAllowed}} {
-		if d, err := g.Check(ctx, tc.caller, &req); err != nil || d.Code != tc.code {
+		if d, err := g.Check(ctx, tc.caller, &req); err != nil || d.Decision.Code != tc.code {
 			t.Errorf("Check for %q = %+v, %v; want %s", tc.caller, d, err, tc.code)
 		}
 	}

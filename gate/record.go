@@ -47,6 +47,10 @@ type call struct {
 // under this name, so that every record and log line names a principal.
 const LocalPrincipal = "local"
 
+// Principal is the principal caller names: itself, or [LocalPrincipal]
+// for "". Records and logs name it.
+func Principal(caller string) string { return principal(caller) }
+
 // principal is the principal caller names: itself, or [LocalPrincipal]
 // for "".
 func principal(caller string) string {

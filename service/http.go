@@ -61,7 +61,10 @@ func newStreamable(s *server.MCPServer, log *slog.Logger) *server.StreamableHTTP
 //   - /metrics: Prometheus text format;
 //   - /.well-known/oauth-protected-resource (and the form suffixed with
 //     /mcp): the OAuth protected resource metadata (RFC 9728), when OAuth
-//     is configured.
+//     is configured;
+//   - /admin/approvals: the pending approvals, and their decisions, for
+//     principals marked admin (see adminHandler), when there is a
+//     principals file.
 func (s *Service) Handler(opts HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 	// Outermost first: the origin, then who is calling, and only for an
@@ -89,6 +92,7 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 		for _, path := range s.auth.MetadataPaths() {
 			mux.Handle(path, s.auth.MetadataHandler())
 		}
+		mux.Handle("/admin/", checkOrigin(s.adminHandler(), opts.AllowedOrigins))
 	}
 	return mux
 }

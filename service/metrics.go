@@ -33,6 +33,7 @@ type metrics struct {
 	storeSeconds *prometheus.HistogramVec // operation
 	storeErrors  *prometheus.CounterVec   // operation
 	httpRequests *prometheus.CounterVec   // handler, code
+	approvals    *prometheus.CounterVec   // event
 }
 
 // newRegistry is a registry with the Go runtime and process collectors.
@@ -80,7 +81,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "HTTP requests to /mcp by status code (401 and 403 are authentication and access refusals).",
 		}, []string{"handler", "code"}),
 	}
-	for _, c := range []prometheus.Collector{m.calls, m.callSeconds, m.replays, m.clinkCalls, m.clinkSeconds, m.storeSeconds, m.storeErrors, m.httpRequests} {
+	m.approvals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "approvals_total",
+		Help: "Approvals of payments above a threshold, by event: requested, approved, denied (by an operator or the client's user), expired.",
+	}, []string{"event"})
+	for _, c := range []prometheus.Collector{m.calls, m.callSeconds, m.replays, m.clinkCalls, m.clinkSeconds, m.storeSeconds, m.storeErrors, m.httpRequests, m.approvals} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -114,9 +119,27 @@ type instrumentedPayments struct {
 
 // Clink's endpoints, as the metrics name them.
 const (
-	endpointAgentSession    = "POST /order/payment-session"
-	endpointCheckoutSession = "POST /checkout/session"
+	endpointAgentSession       = "POST /order/payment-session"
+	endpointCheckoutSession    = "POST /checkout/session"
+	endpointGetAgentSession    = "GET /order/payment-session"
+	endpointGetCheckoutSession = "GET /checkout/session"
 )
+
+// GetAgentPaymentSession implements [tools.Payments].
+func (p *instrumentedPayments) GetAgentPaymentSession(ctx context.Context, id string) (*clink.AgentPaymentSessionInfo, error) {
+	start := time.Now()
+	s, err := p.next.GetAgentPaymentSession(ctx, id)
+	p.m.clink(endpointGetAgentSession, start, err)
+	return s, err
+}
+
+// GetCheckoutSession implements [tools.Payments].
+func (p *instrumentedPayments) GetCheckoutSession(ctx context.Context, id string) (*clink.CheckoutSessionInfo, error) {
+	start := time.Now()
+	s, err := p.next.GetCheckoutSession(ctx, id)
+	p.m.clink(endpointGetCheckoutSession, start, err)
+	return s, err
+}
 
 func (p *instrumentedPayments) CreateAgentPaymentSession(ctx context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
 	start := time.Now()
@@ -282,4 +305,74 @@ func (s *instrumentedStore) Ping(ctx context.Context) error {
 	err := ping(ctx, s.next)
 	s.observe("ping", start, err)
 	return err
+}
+
+// Usage implements [state.Store].
+func (s *instrumentedStore) Usage(ctx context.Context, at time.Time, limits []policy.Limit) ([]int64, error) {
+	start := time.Now()
+	used, err := s.next.Usage(ctx, at, limits)
+	s.observe("usage", start, err)
+	return used, err
+}
+
+// SessionCreated implements [state.Store].
+func (s *instrumentedStore) SessionCreated(ctx context.Context, id string) (bool, error) {
+	start := time.Now()
+	ok, err := s.next.SessionCreated(ctx, id)
+	s.observe("session_created", start, err)
+	return ok, err
+}
+
+// RequestApproval implements [state.Store], and counts the approvals
+// requested.
+func (s *instrumentedStore) RequestApproval(ctx context.Context, r *state.ApprovalRequest) (*state.Approval, bool, error) {
+	start := time.Now()
+	a, created, err := s.next.RequestApproval(ctx, r)
+	s.observe("request_approval", start, err)
+	if err == nil && created {
+		s.m.approvals.WithLabelValues("requested").Inc()
+	}
+	return a, created, err
+}
+
+// Approval implements [state.Store].
+func (s *instrumentedStore) Approval(ctx context.Context, id string) (*state.Approval, error) {
+	start := time.Now()
+	a, err := s.next.Approval(ctx, id)
+	s.observe("approval", start, err)
+	return a, err
+}
+
+// ListApprovals implements [state.Store].
+func (s *instrumentedStore) ListApprovals(ctx context.Context, states []string, limit int) ([]state.Approval, error) {
+	start := time.Now()
+	list, err := s.next.ListApprovals(ctx, states, limit)
+	s.observe("list_approvals", start, err)
+	return list, err
+}
+
+// DecideApproval implements [state.Store], and counts the decisions.
+func (s *instrumentedStore) DecideApproval(ctx context.Context, at time.Time, id string, approve bool, by string, useBy time.Time) (*state.Approval, error) {
+	start := time.Now()
+	a, err := s.next.DecideApproval(ctx, at, id, approve, by, useBy)
+	if errors.Is(err, state.ErrApprovalNotPending) {
+		s.observe("decide_approval", start, nil) // a refusal, not a failure
+	} else {
+		s.observe("decide_approval", start, err)
+	}
+	if err == nil {
+		s.m.approvals.WithLabelValues(a.State).Inc()
+	}
+	return a, err
+}
+
+// ExpireApprovals implements [state.Store], and counts the expiries.
+func (s *instrumentedStore) ExpireApprovals(ctx context.Context, at time.Time) (int, error) {
+	start := time.Now()
+	n, err := s.next.ExpireApprovals(ctx, at)
+	s.observe("expire_approvals", start, err)
+	if n > 0 {
+		s.m.approvals.WithLabelValues("expired").Add(float64(n))
+	}
+	return n, err
 }

@@ -92,13 +92,19 @@ func (ts *toolset) agentPaymentSession() Tool {
 }
 
 func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	const tool = policy.ToolAgentPaymentSession
-	caller := ts.caller(ctx)
+	return ts.create(ctx, req, ts.prepareAgentPaymentSession(rawArguments(req))), nil
+}
+
+// prepareAgentPaymentSession decodes and validates the arguments of
+// create_agent_payment_session into its order.
+func (ts *toolset) prepareAgentPaymentSession(raw []byte) *prepared {
+	p := &prepared{tool: policy.ToolAgentPaymentSession}
 
 	// 1. Strict decoding.
 	var args agentPaymentSessionArgs
-	if err := decodeStrict(rawArguments(req), agentPaymentSessionShape, &args); err != nil {
-		return render(ts.gate.Invalid(ctx, caller, tool, "", err.(decodeProblems))), nil
+	if err := decodeStrict(raw, agentPaymentSessionShape, &args); err != nil {
+		p.problems = err.(decodeProblems)
+		return p
 	}
 	args.CustomerEmail = strings.TrimSpace(args.CustomerEmail)
 
@@ -118,13 +124,16 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 		}
 	}
 	if len(problems) > 0 {
-		return render(ts.gate.Invalid(ctx, caller, tool, args.CustomerEmail, problems)), nil
+		p.email, p.problems = args.CustomerEmail, problems
+		return p
 	}
 
 	// 3. The order, with exactly the money the policy will see.
+	p.email = email
 	wire, err := clink.ParseAmount(amount.Amount())
 	if err != nil {
-		return ts.internal(ctx, caller, tool, err), nil
+		p.err = err
+		return p
 	}
 	request := &clink.AgentPaymentSessionRequest{
 		CustomerEmail: email,
@@ -133,11 +142,12 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 	}
 	fingerprint, err := json.Marshal(request)
 	if err != nil {
-		return ts.internal(ctx, caller, tool, err), nil
+		p.err = err
+		return p
 	}
-	return render(ts.gate.Create(ctx, caller, &gate.Order{
+	p.order = &gate.Order{
 		Request: policy.Request{
-			Tool:          tool,
+			Tool:          p.tool,
 			Amount:        amount,
 			CustomerEmail: email,
 		},
@@ -158,7 +168,8 @@ func (ts *toolset) handleAgentPaymentSession(ctx context.Context, req mcp.CallTo
 			return created(out.SessionID, out, fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
 				out.SessionID, amount, email, out.ExpireTime))
 		},
-	})), nil
+	}
+	return p
 }
 
 // parseAmount turns an amount argument into exact money, naming the argument

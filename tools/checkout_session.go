@@ -123,13 +123,21 @@ func (ts *toolset) checkoutSession() Tool {
 }
 
 func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	return ts.create(ctx, req, ts.prepareCheckoutSession(rawArguments(req))), nil
+}
+
+// prepareCheckoutSession decodes and validates the arguments of
+// create_checkout_session, applies the policy's rule on URLs, and makes
+// the order.
+func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 	const tool = policy.ToolCheckoutSession
-	caller := ts.caller(ctx)
+	p := &prepared{tool: tool}
 
 	// 1. Strict decoding.
 	var args checkoutSessionArgs
-	if err := decodeStrict(rawArguments(req), checkoutSessionShape, &args); err != nil {
-		return render(ts.gate.Invalid(ctx, caller, tool, "", err.(decodeProblems))), nil
+	if err := decodeStrict(raw, checkoutSessionShape, &args); err != nil {
+		p.problems = err.(decodeProblems)
+		return p
 	}
 	args.CustomerEmail = strings.TrimSpace(args.CustomerEmail)
 
@@ -171,27 +179,32 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 		}
 	}
 	if len(problems) > 0 {
-		return render(ts.gate.Invalid(ctx, caller, tool, args.CustomerEmail, problems)), nil
+		p.email, p.problems = args.CustomerEmail, problems
+		return p
 	}
+	p.email = email
 
 	// 3. The policy's rule on redirect URLs, which its Request does not
 	// carry.
 	for _, u := range urls {
 		if d := ts.policy.CheckURL(tool, u.field, u.raw); !d.Allowed {
-			return render(ts.gate.Refused(ctx, caller, tool, email, d)), nil
+			p.refusal = &d
+			return p
 		}
 	}
 
 	// 4. The order, with exactly the money the policy will see.
 	request, err := checkoutRequest(&args, amount, email, items)
 	if err != nil {
-		return ts.internal(ctx, caller, tool, err), nil
+		p.err = err
+		return p
 	}
 	fingerprint, err := json.Marshal(request)
 	if err != nil {
-		return ts.internal(ctx, caller, tool, err), nil
+		p.err = err
+		return p
 	}
-	return render(ts.gate.Create(ctx, caller, &gate.Order{
+	p.order = &gate.Order{
 		Request: policy.Request{
 			Tool:                policy.ToolCheckoutSession,
 			Amount:              amount,
@@ -219,7 +232,8 @@ func (ts *toolset) handleCheckoutSession(ctx context.Context, req mcp.CallToolRe
 			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s%s; the customer pays at %s (expires %s).",
 				out.SessionID, amount, lineItemTotals(items), out.URL, out.ExpireTime))
 		},
-	})), nil
+	}
+	return p
 }
 
 // urlArg is one URL argument, named as the model sent it.

@@ -73,7 +73,7 @@ func (e *e2e) call(t testing.TB, tool, args string) *mcp.CallToolResult {
 	return res
 }
 
-func TestEndToEndListsBothToolsWithSchemas(t *testing.T) {
+func TestEndToEndListsEveryToolWithSchemas(t *testing.T) {
 	e := newE2E(t)
 	list, err := e.cli.ListTools(context.Background(), mcp.ListToolsRequest{})
 	if err != nil {
@@ -89,7 +89,9 @@ func TestEndToEndListsBothToolsWithSchemas(t *testing.T) {
 			t.Errorf("%s: additionalProperties = %v, want false", tl.Name, tl.InputSchema.AdditionalProperties)
 		}
 	}
-	if strings.Join(names, ",") != policy.ToolAgentPaymentSession+","+policy.ToolCheckoutSession {
+	want := []string{tools.ToolCheckPaymentPolicy, policy.ToolAgentPaymentSession, policy.ToolCheckoutSession,
+		tools.ToolGetAgentPaymentSession, tools.ToolGetCheckoutSession}
+	if strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("tools = %v", names)
 	}
 }

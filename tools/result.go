@@ -9,12 +9,16 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/gate"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // render turns the core's result into the tool result the model reads: an
 // error result with its text, or the structured content with the summary,
 // marked "replayed" when it repeats an earlier call's.
 func render(res *gate.Result) *mcp.CallToolResult {
+	if res.Question != nil {
+		return asking(res.Question)
+	}
 	if res.IsError || len(res.Structured) == 0 {
 		r := mcp.NewToolResultText(res.Text)
 		r.IsError = res.IsError
@@ -46,6 +50,35 @@ func created(sessionID string, structured any, summary string) (*gate.Created, e
 		b = nil
 	}
 	return &gate.Created{SessionID: sessionID, Structured: b, Summary: summary}, nil
+}
+
+// prepared is a create tool's call made ready for the gate, or what
+// stopped it on the way: the arguments' problems, the policy's rule on
+// URLs, or a failure of the tool's own.
+type prepared struct {
+	tool     string
+	order    *gate.Order
+	email    string           // the customer email as far as it was read
+	problems []string         // invalid arguments
+	refusal  *policy.Decision // refused by policy.Policy.CheckURL
+	err      error            // the tool's own failure
+}
+
+// create runs a prepared call through the gate: every path leaves its
+// record.
+func (ts *toolset) create(ctx context.Context, req mcp.CallToolRequest, p *prepared) *mcp.CallToolResult {
+	caller := ts.caller(ctx)
+	switch {
+	case p.err != nil:
+		return ts.internal(ctx, caller, p.tool, p.err)
+	case len(p.problems) > 0:
+		return render(ts.gate.Invalid(ctx, caller, p.tool, p.email, p.problems))
+	case p.refusal != nil:
+		return render(ts.gate.Refused(ctx, caller, p.tool, p.email, *p.refusal))
+	}
+	p.order.CanAsk = canAsk(ctx, req)
+	p.order.Answer = answerOf(req)
+	return render(ts.gate.Create(ctx, caller, p.order))
 }
 
 // internal records a failure of the tool's own (it could not build the

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // updateGolden rewrites the tool snapshots: UPDATE_GOLDEN=1 go test ./tools/
@@ -57,11 +59,26 @@ func TestEveryToolIsDescribedAndAnnotated(t *testing.T) {
 					t.Errorf("annotation %sHint is not set explicitly", name)
 				}
 			}
-			if *a.ReadOnlyHint || *a.DestructiveHint || *a.IdempotentHint || !*a.OpenWorldHint {
-				t.Errorf("annotations = %+v, want not read-only, not destructive, not idempotent, open world", a)
-			}
-			if !strings.Contains(tl.Description, "Limits set by this server's operator") {
-				t.Error("the description does not state the operator's limits")
+			switch tl.Name {
+			case policy.ToolAgentPaymentSession, policy.ToolCheckoutSession:
+				if *a.ReadOnlyHint || *a.DestructiveHint || *a.IdempotentHint || !*a.OpenWorldHint {
+					t.Errorf("annotations = %+v, want not read-only, not destructive, not idempotent, open world", a)
+				}
+				if !strings.Contains(tl.Description, "Limits set by this server's operator") {
+					t.Error("the description does not state the operator's limits")
+				}
+			case ToolCheckPaymentPolicy:
+				// Reads the policy and the store only: a closed world.
+				if !*a.ReadOnlyHint || *a.DestructiveHint || !*a.IdempotentHint || *a.OpenWorldHint {
+					t.Errorf("annotations = %+v, want read-only, not destructive, idempotent, closed world", a)
+				}
+			case ToolGetAgentPaymentSession, ToolGetCheckoutSession:
+				// Reads from Clink: an open world.
+				if !*a.ReadOnlyHint || *a.DestructiveHint || !*a.IdempotentHint || !*a.OpenWorldHint {
+					t.Errorf("annotations = %+v, want read-only, not destructive, idempotent, open world", a)
+				}
+			default:
+				t.Errorf("tool %s has no expected annotations here", tl.Name)
 			}
 			if len(tl.RawOutputSchema) == 0 {
 				t.Error("the tool has no output schema")
@@ -82,6 +99,7 @@ func TestSchemasMatchTheDecoder(t *testing.T) {
 		{agent, agentPaymentSessionInputSchema, agentPaymentSessionArgs{}},
 		{checkout, checkoutSessionInputSchema, checkoutSessionArgs{}},
 		{checkout + " line item", checkoutSessionInputSchema, priceDataArgs{}},
+		{ToolGetCheckoutSession, getSessionInputSchema, getSessionArgs{}},
 	}
 	for _, c := range cases {
 		t.Run(c.tool, func(t *testing.T) {
@@ -99,7 +117,13 @@ func TestSchemasMatchTheDecoder(t *testing.T) {
 		for _, c := range []struct {
 			schema string
 			result any
-		}{{agentPaymentSessionOutputSchema, agentPaymentSessionResult{}}, {checkoutSessionOutputSchema, checkoutSessionResult{}}} {
+		}{
+			{agentPaymentSessionOutputSchema, agentPaymentSessionResult{}},
+			{checkoutSessionOutputSchema, checkoutSessionResult{}},
+			{checkPolicyOutputSchema, checkPolicyResult{}},
+			{checkoutStatusOutputSchema, checkoutStatusResult{}},
+			{agentPaymentStatusOutputSchema, agentPaymentStatusResult{}},
+		} {
 			var s map[string]any
 			if err := json.Unmarshal([]byte(c.schema), &s); err != nil {
 				t.Fatal(err)

@@ -553,7 +553,7 @@ func TestBudgetSurvivesARestart(t *testing.T) {
 }
 
 // panickingPayments panics in every create, with a secret in the panic.
-type panickingPayments struct{}
+type panickingPayments struct{ noLookups }
 
 func (panickingPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
 	panic("boom sk_test_PLANTED_KEY")

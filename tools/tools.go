@@ -43,6 +43,8 @@ import (
 type Payments interface {
 	CreateAgentPaymentSession(ctx context.Context, req *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error)
 	CreateCheckoutSession(ctx context.Context, req *clink.CheckoutSessionRequest) (*clink.CheckoutSession, error)
+	GetCheckoutSession(ctx context.Context, id string) (*clink.CheckoutSessionInfo, error)
+	GetAgentPaymentSession(ctx context.Context, id string) (*clink.AgentPaymentSessionInfo, error)
 }
 
 // Policy is what the tools need of the operator's policy beyond the core:
@@ -54,6 +56,9 @@ type Policy interface {
 	Summary(tool string) string
 	// CheckURL decides the policy's rule on one URL argument of a tool.
 	CheckURL(tool, field, raw string) policy.Decision
+	// AgentMarkdown is the agent's view of its limits (the clink://policy
+	// resource), with what is left of the standing ones.
+	AgentMarkdown(principal string, standing []policy.LimitStatus) string
 }
 
 var (
@@ -111,6 +116,9 @@ func All(d Deps) []Tool {
 	all := []Tool{
 		ts.agentPaymentSession(),
 		ts.checkoutSession(),
+		ts.checkPolicy(),
+		ts.getAgentPaymentSession(),
+		ts.getCheckoutSession(),
 	}
 	for i := range all {
 		all[i].Handler = ts.recovering(all[i].Handler)
@@ -138,6 +146,11 @@ const Instructions = `This server creates payment sessions on Clink, a payment p
 
 - create_agent_payment_session: a session that a customer's payment agent pays, bound to the customer's email, an amount and a currency. Use it when a task needs payment from a customer through their agent.
 - create_checkout_session: a hosted (or embedded) checkout page for a customer. Give the url from the result to the customer.
+- check_payment_policy: before a create call, check whether it would be allowed, what is left of the budgets, and whether a person must approve it. It creates and records nothing.
+- get_checkout_session, get_agent_payment_session: follow a session this server created.
+- The resource clink://policy describes your limits and what is left of them.
+
+A payment above an approval threshold waits for a person's yes: your client may ask its user, or the result says the approval is pending; then tell your user, and repeat the identical call once it is approved.
 
 Every call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead. These tools create real payment requests. An identical call repeated within a few minutes returns the first call's result (marked "replayed") instead of creating a second session; pass an idempotencyKey to make that explicit. If a result says the outcome is unknown, do not retry blindly.`
 
@@ -146,10 +159,14 @@ Every call is checked against limits the operator set (allowed currencies, per-s
 func NewServer(d Deps, version string) *server.MCPServer {
 	s := server.NewMCPServer("clink-mcp", version,
 		server.WithToolCapabilities(false),
+		server.WithResourceCapabilities(false, false),
+		server.WithElicitation(),
 		server.WithInstructions(Instructions),
 		server.WithRecovery(),
 	)
 	s.AddTools(All(d)...)
+	r := PolicyResource(d)
+	s.AddResource(r.Resource, r.Handler)
 	return s
 }
 

@@ -31,6 +31,7 @@ type fakePayments struct {
 	mu       sync.Mutex
 	agent    []clink.AgentPaymentSessionRequest
 	checkout []clink.CheckoutSessionRequest
+	gets     int
 }
 
 // record notes a request and returns the call's number and the error to
@@ -60,6 +61,32 @@ func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.Check
 	id := fmt.Sprintf("sess_%d", n)
 	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id,
 		ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}}, nil
+}
+
+// GetAgentPaymentSession answers for any ID, and counts the lookup.
+func (f *fakePayments) GetAgentPaymentSession(_ context.Context, id string) (*clink.AgentPaymentSessionInfo, error) {
+	f.mu.Lock()
+	f.gets++
+	f.mu.Unlock()
+	amount, _ := clink.ParseAmount("12.50")
+	return &clink.AgentPaymentSessionInfo{SessionID: id, Amount: amount, Currency: "USD", CustomerEmail: "a@example.com",
+		ExpireTime: clink.Time{Time: time.Now().Add(time.Hour)}}, nil
+}
+
+// GetCheckoutSession answers for any ID, and counts the lookup.
+func (f *fakePayments) GetCheckoutSession(_ context.Context, id string) (*clink.CheckoutSessionInfo, error) {
+	f.mu.Lock()
+	f.gets++
+	f.mu.Unlock()
+	amount, _ := clink.ParseAmount("12.50")
+	return &clink.CheckoutSessionInfo{SessionID: id, Status: "open", PaymentStatus: "unpaid", OriginalAmount: amount, OriginalCurrency: "USD"}, nil
+}
+
+// lookups is how many status lookups reached the fake.
+func (f *fakePayments) lookups() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets
 }
 
 // calls is how many creates reached the fake.
@@ -431,7 +458,19 @@ func TestEveryCallLogsOneLineWithAMaskedEmail(t *testing.T) {
 
 // nopPayments answers every create at once, keeping nothing: for
 // benchmarks of the server's own cost.
-type nopPayments struct{}
+type nopPayments struct{ noLookups }
+
+// noLookups gives a test's Payments the status lookups, which it does not
+// use: each fails.
+type noLookups struct{}
+
+func (noLookups) GetAgentPaymentSession(context.Context, string) (*clink.AgentPaymentSessionInfo, error) {
+	return nil, errors.New("no lookups here")
+}
+
+func (noLookups) GetCheckoutSession(context.Context, string) (*clink.CheckoutSessionInfo, error) {
+	return nil, errors.New("no lookups here")
+}
 
 func (nopPayments) CreateAgentPaymentSession(context.Context, *clink.AgentPaymentSessionRequest) (*clink.AgentPaymentSession, error) {
 	return &clink.AgentPaymentSession{SessionID: "aps_1", ExpireTime: clink.Time{Time: time.Unix(1_800_000_000, 0)}}, nil

@@ -138,6 +138,9 @@ Usage:
   clink-mcp policy check FILE   validate a policy file and print the effective policy
   clink-mcp audit verify        check the audit trail's hash chain (the store of --policy)
   clink-mcp audit export        write the audit trail to stdout as JSON lines
+  clink-mcp approvals list      list the payments waiting for a person's approval (--all: decided ones too)
+  clink-mcp approvals approve ID --by NAME   approve one: the agent's identical call then creates it
+  clink-mcp approvals deny ID --by NAME      deny one: its reservation is released
   clink-mcp version             print the version
   clink-mcp help                print this help
 

@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = policyCommand(args, stdout, stderr)
 	case "audit":
 		err = auditCommand(ctx, args, getenv, stdout, stderr)
+	case "approvals":
+		err = approvalsCommand(ctx, args, getenv, stdout, stderr)
 	case "token":
 		err = tokenCommand(args, stdout)
 	case "version":

@@ -116,7 +116,7 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 		t.Fatalf("initialize: %v\nstderr:\n%s", err, stderr.String())
 	}
 	list, err := cli.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil || len(list.Tools) != 2 {
+	if err != nil || len(list.Tools) != 5 {
 		t.Fatalf("tools/list: %v, %d tools", err, len(list.Tools))
 	}
 	calls := []struct {

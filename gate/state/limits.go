@@ -168,5 +168,74 @@ func checkHold(h *Hold) error {
 			return err
 		}
 	}
+	if h.Approval != "" {
+		// The approval's reservation stands for the limits.
+		return checkTime(h.At)
+	}
 	return checkLimits(h.At, h.Limits)
+}
+
+// createdDecision is the Decision of the outcome record of a call that
+// created a Clink session: [Journal.SessionCreated] looks for it.
+const createdDecision = string(policy.CodeCreated)
+
+// countsAsCreated reports whether r records that Clink created a session:
+// what [Journal.SessionCreated] looks for.
+func countsAsCreated(r *AuditRecord) bool {
+	return r.Kind == KindOutcome && r.Decision == createdDecision && r.SessionID != ""
+}
+
+// checkApprovalRequest refuses an approval request no store can keep.
+func checkApprovalRequest(r *ApprovalRequest) error {
+	a := &r.Approval
+	switch {
+	case a.ID == "":
+		return errors.New("store: approval has no ID")
+	case a.Key == "":
+		return fmt.Errorf("store: approval %s has no key", a.ID)
+	case r.Record.Kind != KindApproval || r.Record.Call != a.ID:
+		return fmt.Errorf("store: approval %s's record is not an approval record naming it", a.ID)
+	case r.Remember < 0:
+		return fmt.Errorf("store: approval %s is remembered for a negative time", a.ID)
+	}
+	if err := checkTime(a.ExpiresAt); err != nil {
+		return err
+	}
+	return checkLimits(r.At, r.Limits)
+}
+
+// checkApprovalStates refuses a state no approval can be in.
+func checkApprovalStates(states []string) error {
+	for _, st := range states {
+		switch st {
+		case ApprovalPending, ApprovalApproved, ApprovalDenied, ApprovalExpired, ApprovalUsed:
+		default:
+			return fmt.Errorf("store: %q is not an approval state", st)
+		}
+	}
+	return nil
+}
+
+// defaultApprovalList is how many approvals ListApprovals returns when its
+// limit is not positive.
+const defaultApprovalList = 100
+
+// live reports whether a is pending or approved: it holds its reservation
+// and may still be decided or used.
+func (a *Approval) live() bool { return a.State == ApprovalPending || a.State == ApprovalApproved }
+
+// approvalRecord is the audit record of a's decision or expiry, decided
+// by by at at.
+func approvalRecord(a *Approval, decision, by string, at time.Time) AuditRecord {
+	return AuditRecord{Time: at, Kind: KindApproval, Call: a.ID, Caller: by, Tool: a.Tool, Decision: decision,
+		Amount: a.Amount, Currency: a.Currency, Amounts: a.Amounts, EmailMasked: a.EmailMasked, Reservation: a.Reservation}
+}
+
+// fromUnix is the time of unix ns, or the zero time for 0 (a decision not
+// made yet).
+func fromUnix(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
 }

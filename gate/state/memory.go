@@ -28,17 +28,22 @@ type Memory struct {
 
 // memState is what every handle of one Memory shares.
 type memState struct {
-	mu           sync.Mutex
-	counters     map[string]*memCounter // by limit key
-	reservations map[string]*memReservation
-	claims       map[string]*memClaim
-	intents      map[string]*memIntent // by call
-	owners       map[string]*memOwner  // open handles
-	audit        []AuditRecord
-	headSeq      int64
-	headHash     string
-	reserves     int
-	claimCalls   int
+	mu            sync.Mutex
+	counters      map[string]*memCounter // by limit key
+	reservations  map[string]*memReservation
+	claims        map[string]*memClaim
+	intents       map[string]*memIntent // by call
+	owners        map[string]*memOwner  // open handles
+	audit         []AuditRecord
+	sessions      map[string]bool // Clink sessions the trail records as created
+	approvals     map[string]*memApproval
+	approvalList  []*memApproval          // in the order they were requested
+	latest        map[string]*memApproval // the newest approval of each call key
+	liveApprovals map[string]*memApproval // the live ones: pending, or approved and not used
+	headSeq       int64
+	headHash      string
+	reserves      int
+	claimCalls    int
 }
 
 // memCounter is one limit's running total and the entries that make it up,
@@ -90,11 +95,15 @@ var _ Store = (*Memory)(nil)
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
 	st := &memState{
-		counters:     make(map[string]*memCounter),
-		reservations: make(map[string]*memReservation),
-		claims:       make(map[string]*memClaim),
-		intents:      make(map[string]*memIntent),
-		owners:       make(map[string]*memOwner),
+		counters:      make(map[string]*memCounter),
+		reservations:  make(map[string]*memReservation),
+		claims:        make(map[string]*memClaim),
+		intents:       make(map[string]*memIntent),
+		owners:        make(map[string]*memOwner),
+		sessions:      make(map[string]bool),
+		approvals:     make(map[string]*memApproval),
+		latest:        make(map[string]*memApproval),
+		liveApprovals: make(map[string]*memApproval),
 	}
 	return st.open()
 }
@@ -124,24 +133,46 @@ func (m *Memory) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 	defer m.mu.Unlock()
 	now = min(now, m.othersBound())
 	for i, l := range limits {
-		c := m.counters[l.Key]
-		if c == nil {
-			if !fits(l, 0) {
-				return denial(i, l, 0, nil)
-			}
-			continue
-		}
-		used := c.total
-		from := windowStart(now, l)
-		k := 0
-		for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
-			used -= c.entries[k].amount
-		}
-		if !fits(l, used) {
-			return denial(i, l, used, entriesOf(c.entries[k:]))
+		if used, counting := m.used(now, l); !fits(l, used) {
+			return denial(i, l, used, entriesOf(counting))
 		}
 	}
 	return nil
+}
+
+// used returns what l's counter holds within its window at now, and the
+// entries that make it up. Under m.mu.
+func (m *Memory) used(now int64, l policy.Limit) (int64, []memEntry) {
+	c := m.counters[l.Key]
+	if c == nil {
+		return 0, nil
+	}
+	used := c.total
+	from := windowStart(now, l)
+	k := 0
+	for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
+		used -= c.entries[k].amount
+	}
+	return used, c.entries[k:]
+}
+
+// Usage implements [Ledger].
+func (m *Memory) Usage(ctx context.Context, at time.Time, limits []policy.Limit) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkLimits(at, limits); err != nil {
+		return nil, err
+	}
+	now := at.UnixNano()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now = min(now, m.othersBound())
+	out := make([]int64, len(limits))
+	for i, l := range limits {
+		out[i], _ = m.used(now, l)
+	}
+	return out, nil
 }
 
 // Reserve implements [Ledger].
@@ -376,6 +407,9 @@ func (m *Memory) append(rec *AuditRecord) {
 	r.Seq, r.Format, r.PrevHash = m.headSeq+1, auditFormat, m.headHash
 	r.Hash = r.ComputeHash()
 	m.audit = append(m.audit, r)
+	if countsAsCreated(&r) {
+		m.sessions[r.SessionID] = true
+	}
 	m.headSeq, m.headHash = r.Seq, r.Hash
 	*rec = r
 }
@@ -405,6 +439,16 @@ func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.headSeq, m.headHash, nil
+}
+
+// SessionCreated implements [Journal].
+func (m *Memory) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sessionID != "" && m.sessions[sessionID], nil
 }
 
 // Intents implements [Journal].
@@ -447,8 +491,26 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			return held, nil
 		}
 	}
-	id, r, err := m.reserve(now, h.Limits)
-	if err != nil {
+	if h.ClaimOnly {
+		return held, nil
+	}
+	var (
+		id  string
+		r   *memReservation
+		err error
+	)
+	if h.Approval != "" {
+		a, ok := m.approvals[h.Approval]
+		switch {
+		case !ok:
+			return nil, ErrNotFound
+		case a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= m.clock(now):
+			return nil, ErrApprovalNotPending
+		}
+		a.State = ApprovalUsed
+		delete(m.liveApprovals, a.ID)
+		id, r = a.Reservation, a.held
+	} else if id, r, err = m.reserve(now, h.Limits); err != nil {
 		return nil, err
 	}
 	held.Reservation = id

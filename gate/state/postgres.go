@@ -75,9 +75,11 @@ const (
 // CONFLICT DO NOTHING) and locks it (SELECT ... FOR UPDATE), in key order,
 // before reading its total; a claim is taken by one INSERT ... ON CONFLICT
 // DO UPDATE that replaces only a claim no longer live, and locks it either
-// way; an append locks the audit head row. Locks are always taken in the
-// order intent, claim, counters (by key), audit head, so transactions wait
-// for each other instead of deadlocking. Row locks make the calls on one
+// way; an approval request locks its call key's row in approval_keys, and
+// whatever decides, expires or uses an approval locks its row; an append
+// locks the audit head row. Locks are always taken in the order intent,
+// claim, approval key, approvals (by ID), counters (by key), audit head,
+// so transactions wait for each other instead of deadlocking. Row locks make the calls on one
 // budget queue, each doing its work once, where serializable transactions
 // would run them side by side and abort and retry all but one of those
 // that met: under the contention a budget sees (every call of a tenant on
@@ -287,7 +289,9 @@ ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fin
 	expires = excluded.expires, state = 1, result = NULL
 WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + $7) END <= clink_now($6)
 RETURNING true`
-	pqPriorClaim     = `SELECT fingerprint, state, result FROM claims WHERE key = $1`
+	pqPriorClaim = `SELECT fingerprint, state, result FROM claims WHERE key = $1`
+	pqClaimLive  = `SELECT true FROM claims
+WHERE key = $1 AND CASE WHEN state = 2 THEN expires ELSE GREATEST(expires, at + $3) END > clink_now($2)`
 	pqEnsureCounters = `INSERT INTO counters (key, total, win, expires)
 SELECT k, 0, 0, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
 	pqLockCounters = `SELECT key, total FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
@@ -337,6 +341,9 @@ WHERE expires <= clink_now($1) - $2 AND (state = 2 OR at <= clink_now($1) - $2 -
 	pqSweepCounters = `WITH idle AS (SELECT key FROM counters WHERE expires <= clink_now($1) - $2 ORDER BY key FOR UPDATE SKIP LOCKED),
 	gone AS (DELETE FROM counters AS c USING idle WHERE c.key = idle.key RETURNING c.key)
 DELETE FROM counter_entries AS e USING gone WHERE e.key = gone.key`
+	// The session index is partial: the query must say session_id <> ''.
+	pqSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = $1 AND session_id <> '' AND kind = '` + KindOutcome +
+		`' AND decision = '` + createdDecision + `')`
 	pqSweepOwners = `DELETE FROM owners WHERE owner IN (SELECT o.owner FROM owners AS o WHERE o.lease_until <= clink_now(NULL) - $1
 AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE SKIP LOCKED)`
 )
@@ -704,7 +711,7 @@ func (p *Postgres) fail(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &denied), errors.Is(err, ErrNotFound), errors.Is(err, errClosed):
+	case errors.As(err, &denied), errors.Is(err, ErrNotFound), errors.Is(err, errClosed), errors.Is(err, ErrApprovalNotPending):
 		return err
 	case !strings.HasPrefix(err.Error(), "store:"):
 		err = fmt.Errorf("store: %w", err)
@@ -873,24 +880,7 @@ func (p *Postgres) Check(ctx context.Context, at time.Time, limits []policy.Limi
 	}
 	var denied *policy.Denied
 	err := p.read(ctx, func(c *pgxpool.Conn) error {
-		var clock any // the database's
-		if p.cfg.clientClock {
-			var earliest int64
-			if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
-				return err
-			}
-			clock = min(at.UnixNano(), earliest)
-		}
-		var now, total, expired int64
-		used := make([]int64, 0, len(limits))
-		rows, err := c.Query(ctx, pqCheck, clock, keys, windows)
-		if err != nil {
-			return err
-		}
-		_, err = pgx.ForEachRow(rows, []any{&now, &total, &expired}, func() error {
-			used = append(used, total-expired)
-			return nil
-		})
+		now, used, err := p.usageOn(ctx, c, at, keys, windows)
 		if err != nil {
 			return err
 		}
@@ -914,6 +904,65 @@ func (p *Postgres) Check(ctx context.Context, at time.Time, limits []policy.Limi
 		return denied
 	}
 	return nil
+}
+
+// usageOn returns what the counters of keys, with their windows, hold at
+// at on c: the transaction's time (the database's, or with a client clock
+// at bounded by the earliest time another live handle has published) and
+// each counter's total within its window.
+func (p *Postgres) usageOn(ctx context.Context, c *pgxpool.Conn, at time.Time, keys []string, windows []int64) (int64, []int64, error) {
+	var clock any // the database's
+	if p.cfg.clientClock {
+		var earliest int64
+		if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
+			return 0, nil, err
+		}
+		clock = min(at.UnixNano(), earliest)
+	}
+	var now, total, expired int64
+	used := make([]int64, 0, len(keys))
+	rows, err := c.Query(ctx, pqCheck, clock, keys, windows)
+	if err != nil {
+		return 0, nil, err
+	}
+	_, err = pgx.ForEachRow(rows, []any{&now, &total, &expired}, func() error {
+		used = append(used, total-expired)
+		return nil
+	})
+	return now, used, err
+}
+
+// Usage implements [Ledger]. It reads; it writes nothing.
+func (p *Postgres) Usage(ctx context.Context, at time.Time, limits []policy.Limit) ([]int64, error) {
+	if err := checkLimits(at, limits); err != nil {
+		return nil, err
+	}
+	if p.closed.Load() {
+		return nil, errClosed
+	}
+	used := make([]int64, len(limits))
+	if len(limits) == 0 {
+		return used, nil
+	}
+	keys, windows := make([]string, len(limits)), make([]int64, len(limits))
+	for i, l := range limits {
+		keys[i], windows[i] = l.Key, int64(l.Window)
+	}
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		_, u, err := p.usageOn(ctx, c, at, keys, windows)
+		if err == nil && len(u) != len(used) {
+			err = fmt.Errorf("store: usage of %d limits returned %d totals", len(used), len(u))
+		}
+		if err != nil {
+			return err
+		}
+		copy(used, u)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return used, nil
 }
 
 // querier is what runs a query: the pool, a connection.
@@ -1401,6 +1450,24 @@ func (p *Postgres) AuditHead(ctx context.Context) (int64, string, error) {
 	return head.seq, head.hash, nil
 }
 
+// SessionCreated implements [Journal], by the audit trail's session index.
+func (p *Postgres) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+	if p.closed.Load() {
+		return false, errClosed
+	}
+	if sessionID == "" {
+		return false, nil
+	}
+	var found bool
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, pqSessionCreated, sessionID).Scan(&found)
+	})
+	if err != nil {
+		return false, err
+	}
+	return found, nil
+}
+
 // Intents implements [Journal]. An intent is orphaned when its owner
 // closed its handle, or its lease (in database time) has passed: its
 // process ended, or has lost the database for longer than the lease.
@@ -1455,16 +1522,30 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		if h.Claim != nil {
 			t.queueClaim(b, *h.Claim)
 		}
-		lock := t.queueAdmit(b, h.Limits)
+		limits := h.Limits
+		if h.Approval != "" {
+			// Held on the approval: its reservation stands for the limits.
+			limits = nil
+			b.Queue(pqLockApproval, h.Approval)
+		}
+		lock := t.queueAdmit(b, limits)
 		b.Queue(pqLockHead)
 		var (
 			counters map[string]int64
 			taken    bool
 			head     auditHead
+			approval *pgApproval
 		)
 		err := t.send(b, false, func(br pgx.BatchResults) (err error) {
 			if h.Claim != nil {
 				if taken, err = readClaim(br); err != nil {
+					return err
+				}
+			}
+			if h.Approval != "" {
+				if approval, err = scanPgApproval(br.QueryRow()); errors.Is(err, pgx.ErrNoRows) {
+					approval, err = nil, nil
+				} else if err != nil {
 					return err
 				}
 			}
@@ -1481,12 +1562,32 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			held.Prior, err = t.prior(*h.Claim)
 			return err
 		}
-		if err := t.admit(h.Limits, lock.keys, counters); err != nil {
-			return err
+		if h.ClaimOnly {
+			t.rollback = true // the claim just taken, and nothing else
+			return nil
 		}
-		id, err := newReservationID()
-		if err != nil {
-			return err
+		var (
+			id   string
+			at   = t.now
+			keys = lock.keys
+		)
+		b = &pgx.Batch{}
+		switch {
+		case h.Approval != "" && approval == nil:
+			return ErrNotFound
+		case h.Approval != "" && (approval.State != ApprovalApproved || approval.ExpiresAt.UnixNano() <= t.clock):
+			return ErrApprovalNotPending
+		case h.Approval != "":
+			id, at, keys = approval.Reservation, approval.reservedAt, approval.keys
+			b.Queue(pqUseApproval, approval.ID)
+		default:
+			if err := t.admit(limits, lock.keys, counters); err != nil {
+				return err
+			}
+			if id, err = newReservationID(); err != nil {
+				return err
+			}
+			queueEntries(b, id, t.now, limits, counters)
 		}
 		held.Reservation = id
 		held.Intent = h.Intent
@@ -1495,10 +1596,8 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		if h.Claim != nil {
 			claimKey = h.Claim.Key
 		}
-		b = &pgx.Batch{}
-		queueEntries(b, id, t.now, h.Limits, counters)
 		queueAppend(b, &held.Intent, head)
-		b.Queue(pqAddIntent, h.Intent.Call, held.Intent.Seq, p.owner, claimKey, id, t.now, lock.keys)
+		b.Queue(pqAddIntent, h.Intent.Call, held.Intent.Seq, p.owner, claimKey, id, at, keys)
 		err = t.exec(b, true)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {

@@ -13,3 +13,7 @@ func PostgresWaiters(p *Postgres) int {
 	}
 	return n
 }
+
+// PostgresSessionCreatedQuery is the statement SessionCreated runs, for a
+// test of its plan.
+const PostgresSessionCreatedQuery = pqSessionCreated

@@ -120,6 +120,46 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '');
 `},
+	{"approvals, and the audit trail's index of Clink sessions", `
+-- SessionCreated looks a session up by it; most records have none.
+CREATE INDEX audit_session ON audit (session_id) WHERE session_id <> '';
+
+-- An approval's reservation lives in it, as a held call's lives in its
+-- intent, until the call is held on it (the intent takes it over) or it is
+-- denied or expires (it is released). An approval's row is locked (FOR
+-- UPDATE) by every transaction that decides, expires or uses it.
+CREATE TABLE approvals (
+	id           text PRIMARY KEY,
+	seq          bigint GENERATED ALWAYS AS IDENTITY,  -- the order approvals were requested in
+	key          text NOT NULL,      -- the call key identical calls share
+	fingerprint  text NOT NULL,
+	caller       text NOT NULL,
+	tool         text NOT NULL,
+	amount       text NOT NULL,
+	currency     text NOT NULL,
+	amounts      text NOT NULL,
+	email_masked text NOT NULL,
+	reservation  text NOT NULL,
+	reserved_at  bigint NOT NULL,    -- unix ns: the reservation's entries' time
+	keys         text[] NOT NULL,    -- the reservation's counters
+	state        text NOT NULL,      -- pending, approved, denied, expired, used
+	requested_at bigint NOT NULL,    -- unix ns
+	expires_at   bigint NOT NULL,    -- unix ns: the deadline to decide, or once approved to use it
+	decided_by   text NOT NULL,
+	decided_at   bigint NOT NULL     -- unix ns, 0 while pending
+);
+CREATE INDEX approvals_requested ON approvals (requested_at, seq);
+CREATE INDEX approvals_state ON approvals (state, requested_at, seq);
+CREATE INDEX approvals_live ON approvals (expires_at) WHERE state IN ('pending', 'approved');
+
+-- One row per call key that asked for an approval, naming its newest. A
+-- request locks it (FOR UPDATE) before it looks, so that identical calls
+-- asking together create one approval.
+CREATE TABLE approval_keys (
+	key    text PRIMARY KEY,
+	latest text NOT NULL DEFAULT ''  -- the newest approval's id
+);
+`},
 }
 
 // migrationLock is the pg_advisory_lock key under which migrations run

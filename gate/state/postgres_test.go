@@ -1143,3 +1143,74 @@ func BenchmarkPostgresRoundTrips(b *testing.B) {
 		}
 	}
 }
+
+// TestPostgresJudgesApprovalsByTheDatabaseClock: an approval's times are
+// the database's, its deadlines as far after them as the caller asked: a
+// replica whose clock is two days ahead neither stretches nor expires it.
+func TestPostgresJudgesApprovalsByTheDatabaseClock(t *testing.T) {
+	ctx := context.Background()
+	const skew = 48 * time.Hour
+	u := freshDatabase(t)
+	inStep, ahead := openPostgres(t, u), openPostgres(t, u)
+	at := time.Now().Add(skew)
+	r := &state.ApprovalRequest{
+		At:       at,
+		Approval: state.Approval{ID: "apr_1", Key: "key-1", Fingerprint: "f", Tool: "t", ExpiresAt: at.Add(15 * time.Minute)},
+		Limits:   []policy.Limit{pgBudget("b", 24*time.Hour, 1000, 600)},
+		Record:   state.AuditRecord{Time: at, Kind: state.KindApproval, Call: "apr_1", Tool: "t", Decision: "approval_required"},
+		Remember: 15 * time.Minute,
+	}
+	a, created, err := ahead.RequestApproval(ctx, r)
+	if err != nil || !created {
+		t.Fatalf("RequestApproval = %+v, %v, %v", a, created, err)
+	}
+	if off := time.Until(a.RequestedAt); off < -time.Minute || off > time.Minute {
+		t.Errorf("RequestedAt is %v from now, want about now: the database's time", off.Round(time.Second))
+	}
+	if d := a.ExpiresAt.Sub(a.RequestedAt); d != 15*time.Minute {
+		t.Errorf("ExpiresAt is %v after RequestedAt, want 15m", d)
+	}
+	if n, err := ahead.ExpireApprovals(ctx, at.Add(time.Hour)); err != nil || n != 0 {
+		t.Fatalf("ExpireApprovals two days ahead = %d, %v; want 0: it is not due in the database's time", n, err)
+	}
+	now := time.Now()
+	got, err := inStep.DecideApproval(ctx, now, "apr_1", true, "operator:ops", now.Add(time.Minute))
+	if err != nil || got.State != state.ApprovalApproved {
+		t.Fatalf("DecideApproval = %+v, %v; want it approved", got, err)
+	}
+	if d := got.ExpiresAt.Sub(got.DecidedAt); d != time.Minute {
+		t.Errorf("the approval's deadline to use it is %v after its decision, want 1m", d)
+	}
+	h := pgHold("call-1", time.Now().Add(skew), nil)
+	h.Approval = "apr_1"
+	if held, err := ahead.Hold(ctx, h); err != nil || held.Reservation != a.Reservation {
+		t.Fatalf("Hold on the approval two days ahead = %+v, %v; want it held on %s", held, err, a.Reservation)
+	}
+}
+
+// TestPostgresLooksSessionsUpByIndex: SessionCreated can use the audit
+// trail's session index rather than scan it.
+func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	openPostgres(t, u)
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal("connecting to the test database failed")
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `EXPLAIN `+state.PostgresSessionCreatedQuery, "sess_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan, "\n"); !strings.Contains(got, "audit_session") {
+		t.Fatalf("the plan of SessionCreated is\n%s\nwant it to use the index audit_session", got)
+	}
+}

@@ -143,6 +143,39 @@ CREATE TABLE intents (
 	keys        TEXT NOT NULL       -- JSON array of its counter keys
 ) WITHOUT ROWID;
 `,
+	// 3: approvals, and the audit trail's index of Clink sessions.
+	`
+-- SessionCreated looks a session up by it; most records have none.
+CREATE INDEX audit_session ON audit (session_id) WHERE session_id <> '';
+
+-- An approval's reservation lives in it, as a held call's lives in its
+-- intent, until the call is held on it (the intent takes it over) or it is
+-- denied or expires (it is released).
+CREATE TABLE approvals (
+	seq          INTEGER PRIMARY KEY,  -- the order approvals were requested in
+	id           TEXT NOT NULL UNIQUE,
+	key          TEXT NOT NULL,        -- the call key identical calls share
+	fingerprint  TEXT NOT NULL,
+	caller       TEXT NOT NULL,
+	tool         TEXT NOT NULL,
+	amount       TEXT NOT NULL,
+	currency     TEXT NOT NULL,
+	amounts      TEXT NOT NULL,
+	email_masked TEXT NOT NULL,
+	reservation  TEXT NOT NULL,
+	reserved_at  INTEGER NOT NULL,     -- unix ns: the reservation's entries' time
+	keys         TEXT NOT NULL,        -- JSON array of its counter keys
+	state        TEXT NOT NULL,        -- pending, approved, denied, expired, used
+	requested_at INTEGER NOT NULL,     -- unix ns
+	expires_at   INTEGER NOT NULL,     -- unix ns: the deadline to decide, or once approved to use it
+	decided_by   TEXT NOT NULL,
+	decided_at   INTEGER NOT NULL      -- unix ns, 0 while pending
+);
+CREATE INDEX approvals_key ON approvals (key, seq);
+CREATE INDEX approvals_requested ON approvals (requested_at, seq);
+CREATE INDEX approvals_state ON approvals (state, requested_at, seq);
+CREATE INDEX approvals_live ON approvals (expires_at) WHERE state IN ('pending', 'approved');
+`,
 }
 
 // The statements the store runs, prepared once per handle.
@@ -181,7 +214,19 @@ const (
 	qInsertIntent      = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys) VALUES (?, ?, ?, ?, ?, ?, ?)`
 	qCloseIntent       = `DELETE FROM intents WHERE call = ? RETURNING reservation, at, keys`
 	qIntents           = `SELECT i.call, i.owner, i.claim_key, i.reservation, ` + auditColumnsOfA + ` FROM intents i JOIN audit a ON a.seq = i.seq ORDER BY i.seq`
+	// The session index is partial: the query must say session_id <> ''.
+	qSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = ? AND session_id <> '' AND kind = '` + KindOutcome +
+		`' AND decision = '` + createdDecision + `')`
+	qLatestApproval = `SELECT ` + approvalColumns + ` FROM approvals WHERE key = ? ORDER BY seq DESC LIMIT 1`
+	qApproval       = `SELECT ` + approvalColumns + ` FROM approvals WHERE id = ?`
+	qDueApprovals   = `SELECT ` + approvalColumns + ` FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? ORDER BY seq`
+	qInsertApproval = `INSERT INTO approvals (id, key, fingerprint, caller, tool, amount, currency, amounts, email_masked, reservation, reserved_at, keys, state, requested_at, expires_at, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qDecideApproval = `UPDATE approvals SET state = ?, expires_at = ?, decided_by = ?, decided_at = ? WHERE id = ?`
+	qUseApproval    = `UPDATE approvals SET state = 'used' WHERE id = ?`
 )
+
+// approvalColumns are an approval's columns, in scanApproval's order.
+const approvalColumns = `id, key, fingerprint, caller, tool, amount, currency, amounts, email_masked, reservation, reserved_at, keys, state, requested_at, expires_at, decided_by, decided_at`
 
 // auditColumns are an audit record's columns, in scanRecord's order.
 const (
@@ -365,6 +410,7 @@ func (s *SQLite) init(ctx context.Context) error {
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
 		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
 		qDropCallClaim, qHead, qSetHead, qMoveHead, qPublish, qOwners, qDropOwner, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
+		qSessionCreated, qLatestApproval, qApproval, qDueApprovals, qInsertApproval, qDecideApproval, qUseApproval,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
 		if err != nil {
@@ -691,16 +737,12 @@ func (s *SQLite) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 		return err
 	}
 	for i, l := range limits {
-		var total, expired int64
-		if err := s.stmts[qCounterTotal].QueryRowContext(ctx, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("store: %w", err)
+		used, err := s.used(ctx, now, l)
+		if err != nil {
+			return err
 		}
-		from := windowStart(now, l)
-		if err := s.stmts[qExpiredSum].QueryRowContext(ctx, l.Key, from).Scan(&expired); err != nil {
-			return fmt.Errorf("store: %w", err)
-		}
-		if used := total - expired; !fits(l, used) {
-			counting, err := counting(ctx, s.stmts[qCounting], l.Key, from)
+		if !fits(l, used) {
+			counting, err := counting(ctx, s.stmts[qCounting], l.Key, windowStart(now, l))
 			if err != nil {
 				return err
 			}
@@ -708,6 +750,36 @@ func (s *SQLite) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 		}
 	}
 	return nil
+}
+
+// used returns what l's counter holds within its window at now.
+func (s *SQLite) used(ctx context.Context, now int64, l policy.Limit) (int64, error) {
+	var total, expired int64
+	if err := s.stmts[qCounterTotal].QueryRowContext(ctx, l.Key).Scan(&total); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	if err := s.stmts[qExpiredSum].QueryRowContext(ctx, l.Key, windowStart(now, l)).Scan(&expired); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return total - expired, nil
+}
+
+// Usage implements [Ledger]. It reads; it writes nothing.
+func (s *SQLite) Usage(ctx context.Context, at time.Time, limits []policy.Limit) ([]int64, error) {
+	if err := checkLimits(at, limits); err != nil {
+		return nil, err
+	}
+	now, err := s.bound(ctx, s.stmts[qOwners], at.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(limits))
+	for i, l := range limits {
+		if out[i], err = s.used(ctx, now, l); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Reserve implements [Ledger].
@@ -1229,6 +1301,18 @@ func (s *SQLite) AuditHead(ctx context.Context) (int64, string, error) {
 	return seq, hash, nil
 }
 
+// SessionCreated implements [Journal], by the audit trail's session index.
+func (s *SQLite) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+	if sessionID == "" {
+		return false, nil
+	}
+	var found bool
+	if err := s.stmts[qSessionCreated].QueryRowContext(ctx, sessionID).Scan(&found); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	return found, nil
+}
+
 // Intents implements [Journal]. An intent is orphaned when its owner's lock
 // file is gone or no longer locked: the handle was closed, or its process
 // ended, however it ended.
@@ -1279,9 +1363,33 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 				return nil
 			}
 		}
+		if h.ClaimOnly {
+			return nil
+		}
 		at := h.At.UnixNano()
-		id, keysJSON, err := t.reserveEntries(at, h.Limits, false)
-		if err != nil {
+		var (
+			id, keysJSON string
+			err          error
+		)
+		if h.Approval != "" {
+			// Held on the approval: its reservation, made when it was
+			// requested, stands for the limits.
+			a, err := t.approval(qApproval, h.Approval)
+			if err != nil {
+				return err
+			}
+			clock, err := t.clock(at)
+			if err != nil {
+				return err
+			}
+			if a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= clock {
+				return ErrApprovalNotPending
+			}
+			if _, err := t.exec(qUseApproval, a.ID); err != nil {
+				return err
+			}
+			id, at, keysJSON = a.Reservation, a.reservedAt, a.keys
+		} else if id, keysJSON, err = t.reserveEntries(at, h.Limits, false); err != nil {
 			return err
 		}
 		held.Reservation = id

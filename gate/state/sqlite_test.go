@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -200,7 +201,7 @@ func TestOpenSQLiteRefuses(t *testing.T) {
 			openSQLite(t, path).Close()
 			mustExec(t, rawDB(t, path), `PRAGMA user_version = 99`)
 			return path
-		}, "schema version 99, newer than this clink-mcp understands (2)"},
+		}, "schema version 99, newer than this clink-mcp understands (" + strconv.Itoa(len(migrations)) + ")"},
 		{"another program's database", func(t *testing.T, dir string) string {
 			path := filepath.Join(dir, "other.db")
 			mustExec(t, rawDB(t, path), `CREATE TABLE notes (body TEXT)`)
@@ -517,5 +518,31 @@ func TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(ownersDir(path), live.owner.id+".lock")); err != nil {
 		t.Errorf("the live owner's lock file was removed: %v", err)
+	}
+}
+
+// TestSQLiteLooksSessionsUpByIndex: SessionCreated does not scan the
+// audit trail.
+func TestSQLiteLooksSessionsUpByIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	openSQLite(t, path)
+	rows, err := rawDB(t, path).Query(`EXPLAIN QUERY PLAN `+qSessionCreated, "sess_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var (
+			id, parent, unused int
+			detail             string
+		)
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if got := strings.Join(plan, "; "); !strings.Contains(got, "USING INDEX audit_session") {
+		t.Fatalf("the plan of SessionCreated is %q, want it to use the index audit_session", got)
 	}
 }

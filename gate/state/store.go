@@ -1,6 +1,7 @@
 // Package state keeps the state the policy needs across calls, processes and
-// restarts: budget and rate-limit counters, the duplicate-call guard, and
-// the hash-chained audit trail.
+// restarts: budget and rate-limit counters, the duplicate-call guard, the
+// approvals of calls that wait for a person, and the hash-chained audit
+// trail.
 //
 // It knows nothing of MCP, Clink or the policy file: it stores counters,
 // claims and records under keys its callers choose. [Store] is the
@@ -91,6 +92,10 @@ const (
 	KindIntent = "intent"
 	// KindOutcome is how a call ended.
 	KindOutcome = "outcome"
+	// KindApproval is a record of an approval's life: its request and its
+	// decision (or expiry). Its Call is the approval's ID, never a call's:
+	// it neither opens nor closes an intent.
+	KindApproval = "approval"
 )
 
 // AuditRecord is one entry of the append-only audit trail.
@@ -104,9 +109,10 @@ type AuditRecord struct {
 	Format int `json:"format"`
 	// Time is when the call started (UTC, kept to the nanosecond).
 	Time time.Time `json:"time"`
-	// Kind is [KindIntent] or [KindOutcome].
+	// Kind is [KindIntent], [KindOutcome] or [KindApproval].
 	Kind string `json:"kind,omitempty"`
-	// Call identifies the call: an intent and its outcome share it.
+	// Call identifies the call: an intent and its outcome share it. For
+	// a [KindApproval] record, it is the approval's ID.
 	Call string `json:"call,omitempty"`
 	// Caller is the principal that made the call. The gate names the local
 	// one "local" (gate.LocalPrincipal); older records have "" for it.
@@ -168,6 +174,11 @@ type Ledger interface {
 	// ahead of the others cannot prune what they still count; callers run
 	// Clock every few seconds, and report a large skew.
 	Clock(ctx context.Context, at time.Time) (ahead time.Duration, err error)
+	// Usage returns, for each limit, what its counter holds within its
+	// window at time at: exactly what Check compares with the limit's Max
+	// (the same clock, bounded by the earliest time another open handle
+	// has published). It records nothing.
+	Usage(ctx context.Context, at time.Time, limits []policy.Limit) ([]int64, error)
 	// Settle records how a reserved call ended. Settling an unknown ID is
 	// an error ([ErrNotFound]); settling twice keeps the first outcome. A
 	// reservation is remembered for at least an hour after its longest
@@ -202,6 +213,11 @@ type Journal interface {
 	// recorded apart from the records themselves, so that deleting the last
 	// records is detected too. It returns 0, "" for an empty trail.
 	AuditHead(ctx context.Context) (seq int64, hash string, err error)
+	// SessionCreated reports whether the trail holds an outcome record
+	// (Kind [KindOutcome]) with Decision "created" for Clink session
+	// sessionID; false for "". It looks the session up by an index, never
+	// by a scan of the trail.
+	SessionCreated(ctx context.Context, sessionID string) (bool, error)
 	// Intents returns every open intent, oldest first, each marked
 	// Orphaned when the handle that holds it is gone (closed, or its
 	// process ended).
@@ -238,6 +254,19 @@ type Hold struct {
 	Limits []policy.Limit
 	// Intent is the intent record to append (Kind KindIntent, Call set).
 	Intent AuditRecord
+	// Approval is the ID of an approved approval the call is held on, or
+	// "". In the hold's transaction it must be approved and not expired at
+	// At ([ErrApprovalNotPending] otherwise, [ErrNotFound] for an unknown
+	// ID, and nothing is written); it becomes used, and the hold keeps its
+	// reservation instead of reserving Limits, which are then ignored.
+	// When the claim is held by another call, the approval is left
+	// approved.
+	Approval string
+	// ClaimOnly makes the hold only look at the claim: when another call
+	// holds it, Held.Prior says so as usual; when none does, nothing is
+	// written either (no claim, reservation or intent) and Held.Prior is
+	// ClaimNew with no Reservation. Claim must be set.
+	ClaimOnly bool
 }
 
 // Held is the result of a [Store.Hold].
@@ -245,7 +274,8 @@ type Held struct {
 	// Prior is what the claim found. Unless its State is ClaimNew (always
 	// the case without a claim), nothing was written.
 	Prior Prior
-	// Reservation is the reservation's ID.
+	// Reservation is the reservation's ID: the approval's, for a hold on
+	// an approval.
 	Reservation string
 	// Intent is the intent record as appended.
 	Intent AuditRecord
@@ -284,6 +314,7 @@ type Store interface {
 	Ledger
 	Claims
 	Journal
+	Approvals
 	// Hold takes h.Claim, reserves h.Limits and appends h.Intent, all or
 	// nothing. When the claim is held by another call, it returns what it
 	// found and writes nothing; when a limit would be exceeded, it writes
@@ -297,8 +328,137 @@ type Store interface {
 	Close() error
 }
 
-// ErrNotFound is returned by Settle, Finish and Drop for an unknown ID or key.
+// ErrNotFound is returned by Settle, Finish and Drop for an unknown ID or
+// key, and by the approvals' methods for an unknown approval.
 var ErrNotFound = errors.New("store: not found")
+
+// Approval states.
+const (
+	ApprovalPending  = "pending"  // waiting for a decision
+	ApprovalApproved = "approved" // approved; the call may be held with it once
+	ApprovalDenied   = "denied"   // refused by whoever decided
+	ApprovalExpired  = "expired"  // nobody decided (or used it) in time
+	ApprovalUsed     = "used"     // approved, and its call was held
+)
+
+// The decisions of the audit records the store appends in an approval's
+// life: policy's codes where it has one.
+const (
+	decisionApprovalGranted = "approval_granted"
+	decisionApprovalDenied  = string(policy.CodeApprovalDenied)
+	decisionApprovalExpired = string(policy.CodeApprovalExpired)
+)
+
+// Approval is a person's approval of one call (a large payment), asked
+// for before the call is held. Its reservation holds the call's limits
+// from its request on, so that approvals waiting together never exceed a
+// budget; a denial or an expiry releases it, and the approved call is held
+// on it ([Hold.Approval]).
+type Approval struct {
+	// ID is random, chosen by the caller.
+	ID string
+	// Key is the call key identical calls share (the duplicate guard's
+	// claim key).
+	Key string
+	// Fingerprint is a hash of the call's normalised arguments.
+	Fingerprint string
+	// Caller is the principal that asked.
+	Caller string
+	// Tool is the tool's name.
+	Tool string
+	// Amount, Currency, Amounts and EmailMasked say what it is for, as in
+	// an [AuditRecord] (never the raw email).
+	Amount, Currency, Amounts, EmailMasked string
+	// Reservation is the ledger reservation holding its limits, set by the
+	// store.
+	Reservation string
+	// State is one of ApprovalPending, ApprovalApproved, ApprovalDenied,
+	// ApprovalExpired and ApprovalUsed.
+	State string
+	// RequestedAt is when it was requested.
+	RequestedAt time.Time
+	// ExpiresAt is, while pending, the deadline for a decision; once
+	// approved, the deadline to use it.
+	ExpiresAt time.Time
+	// DecidedBy names who decided ("" while pending, and for an expiry).
+	DecidedBy string
+	// DecidedAt is when it was decided or expired; zero while pending.
+	DecidedAt time.Time
+}
+
+// ApprovalRequest asks for the approval of one call: see
+// [Approvals.RequestApproval].
+type ApprovalRequest struct {
+	// At is the time of the request.
+	At time.Time
+	// Approval is the approval to create: ID, Key, Fingerprint, Caller,
+	// Tool, the amounts and ExpiresAt set; State, Reservation, RequestedAt
+	// and the decision's fields are the store's.
+	Approval Approval
+	// Limits are reserved at At when the approval is created.
+	Limits []policy.Limit
+	// Record is the request's audit record: Kind KindApproval, Call the
+	// approval's ID, Decision "approval_required". The store sets its
+	// Reservation.
+	Record AuditRecord
+	// Remember is how long a denied or expired approval keeps answering
+	// identical calls after its decision.
+	Remember time.Duration
+}
+
+// Approvals keeps the approvals of calls that wait for a person, and the
+// reservations that hold their limits meanwhile. Every method that writes
+// runs in one transaction, its audit records included, which go through
+// the one hash chain.
+type Approvals interface {
+	// RequestApproval looks, in one transaction, for the approval
+	// identical calls share (same Key): one pending or approved (not
+	// used), or one denied or expired whose DecidedAt+Remember is after
+	// At. A pending or approved one whose ExpiresAt <= At is expired first
+	// (as ExpireApprovals does), then returned as expired. Found, it is
+	// returned with created false and nothing else is written, even when
+	// its Fingerprint differs (the caller compares). Not found, it
+	// reserves Limits at At (a *policy.Denied error, and nothing written,
+	// when one would be exceeded), inserts the approval pending with that
+	// reservation, appends Record, and returns it with created true.
+	// Before creating one, a live claim on Key (a call made on an earlier
+	// approval, in flight or finished within its window) stops it: nothing
+	// is written and the error is [ErrClaimHeld], for the caller to hold
+	// with ClaimOnly and be answered by that call.
+	RequestApproval(ctx context.Context, r *ApprovalRequest) (a *Approval, created bool, err error)
+	// Approval returns the approval with id, or [ErrNotFound].
+	Approval(ctx context.Context, id string) (*Approval, error)
+	// ListApprovals returns the approvals in the given states (every state
+	// when none), newest request first, at most limit of them (100 when
+	// limit <= 0).
+	ListApprovals(ctx context.Context, states []string, limit int) ([]Approval, error)
+	// DecideApproval moves the pending approval id to approved (ExpiresAt
+	// becomes useBy) or denied (its reservation released as
+	// policy.Released: budget entries removed, rate entries kept),
+	// recording by and at as DecidedBy and DecidedAt, and appends the
+	// decision's audit record (Kind KindApproval, Call id, Caller by,
+	// Decision "approval_granted" or "approval_denied", Time at,
+	// Tool, amounts and Reservation the approval's), all in one
+	// transaction, and returns the approval as it now is. A pending one
+	// whose ExpiresAt <= at is expired instead, and returned with
+	// [ErrApprovalNotPending]. An approval that is not pending is returned
+	// as it is, with ErrApprovalNotPending; an unknown id is ErrNotFound.
+	// Of two decisions of one approval, exactly one wins.
+	DecideApproval(ctx context.Context, at time.Time, id string, approve bool, by string, useBy time.Time) (*Approval, error)
+	// ExpireApprovals expires every pending or approved approval whose
+	// ExpiresAt <= at: state expired, DecidedAt at, DecidedBy "", its
+	// reservation released, and one audit record each (Decision
+	// "approval_expired", Caller ""). It returns how many it expired.
+	ExpireApprovals(ctx context.Context, at time.Time) (int, error)
+}
+
+// ErrApprovalNotPending is returned when an approval cannot be decided, or
+// a call cannot be held on it, in the state it is in.
+var ErrApprovalNotPending = errors.New("store: the approval is no longer pending")
+
+// ErrClaimHeld is returned by RequestApproval when a live claim holds the
+// approval's key: an identical call made on an earlier approval answers.
+var ErrClaimHeld = errors.New("store: an identical call holds the claim")
 
 // auditHashDomain starts every audit hash input, so the digest cannot be
 // confused with a hash of anything else and the format can be versioned.
@@ -417,10 +577,12 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 	)
 	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
 		rep.Records++
-		switch {
-		case r.Kind == KindIntent:
+		// Only an intent opens a call, and only an outcome closes one: an
+		// approval's records name the approval, never a call.
+		switch r.Kind {
+		case KindIntent:
 			open[r.Call] = true
-		case r.Call != "":
+		case KindOutcome:
 			delete(open, r.Call)
 		}
 		if rep.Broken != nil {

@@ -35,6 +35,9 @@ type Principal struct {
 	Policy string
 	// Method is how the caller authenticated: [MethodToken] or [MethodOAuth].
 	Method string
+	// Admin marks a principal the principals file lets decide pending
+	// approvals through the admin endpoint.
+	Admin bool
 }
 
 type principalKey struct{}
@@ -209,7 +212,7 @@ func New(f *File, opts ...Option) (*Authenticator, error) {
 			return nil, fmt.Errorf("auth: principal %s has the same token_sha256 as another", p.Name)
 		}
 		hashes[h] = true
-		a.tokens = append(a.tokens, tokenEntry{hash: h, p: Principal{Name: p.Name, Policy: p.Policy, Method: MethodToken}})
+		a.tokens = append(a.tokens, tokenEntry{hash: h, p: Principal{Name: p.Name, Policy: p.Policy, Method: MethodToken, Admin: p.Admin}})
 	}
 	if o := f.OAuth; o != nil {
 		v, err := newVerifier(o, a)

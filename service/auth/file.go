@@ -42,6 +42,9 @@ type TokenPrincipal struct {
 	// Policy is the principal's policy file, resolved against the
 	// principals file's folder; "" means the server's default policy.
 	Policy string
+	// Admin lets the principal decide pending approvals through the admin
+	// endpoint (admin: true).
+	Admin bool
 	// Line is the principal's line in the file; 0 when built in code.
 	Line int
 }
@@ -74,6 +77,9 @@ type OAuthPrincipal struct {
 	// Policy is the principal's policy file, resolved against the
 	// principals file's folder; "" means the server's default policy.
 	Policy string
+	// Admin lets the principal decide pending approvals through the admin
+	// endpoint (admin: true).
+	Admin bool
 	// Line is the entry's line in the file; 0 when built in code.
 	Line int
 }
@@ -207,6 +213,20 @@ func (fp *fileParser) str(n *yaml.Node, what string) (string, bool) {
 	return n.Value, true
 }
 
+// boolean reads a YAML boolean (true or false, unquoted).
+func (fp *fileParser) boolean(n *yaml.Node, what string) (bool, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		switch n.Value {
+		case "true":
+			return true, true
+		case "false":
+			return false, true
+		}
+	}
+	fp.Errorf(n, "%s must be true or false", what)
+	return false, false
+}
+
 func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
 	if n.Kind != yaml.SequenceNode {
 		fp.Errorf(n, "principals must be a list of entries with name and token_sha256")
@@ -220,7 +240,7 @@ func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
 	names := map[string]int{}
 	hashes := map[string]int{}
 	for _, item := range n.Content {
-		f := fp.Fields(item, "principal", "name", "token_sha256", "policy")
+		f := fp.Fields(item, "principal", "name", "token_sha256", "policy", "admin")
 		if f == nil {
 			continue
 		}
@@ -264,6 +284,11 @@ func (fp *fileParser) principals(n *yaml.Node) []TokenPrincipal {
 			path, good := fp.policy(e.Value, where)
 			ok = ok && good
 			p.Policy = path
+		}
+		if e, has := f["admin"]; has {
+			admin, good := fp.boolean(e.Value, where+": admin")
+			ok = ok && good
+			p.Admin = admin
 		}
 		if ok {
 			out = append(out, p)
@@ -417,10 +442,18 @@ func (fp *fileParser) oauthPrincipals(n *yaml.Node) (map[string]OAuthPrincipal, 
 			out[e.Key.Value] = p // listed with the defaults
 			continue
 		}
-		f := fp.Fields(e.Value, where, "policy")
+		f := fp.Fields(e.Value, where, "policy", "admin")
 		if f == nil {
 			ok = false
 			continue
+		}
+		if ae, has := f["admin"]; has {
+			admin, good := fp.boolean(ae.Value, where+": admin")
+			if !good {
+				ok = false
+				continue
+			}
+			p.Admin = admin
 		}
 		if pe, has := f["policy"]; has {
 			path, good := fp.policy(pe.Value, where)

@@ -109,7 +109,7 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 		{
 			"refuses an unknown key",
 			"principals:\n  - name: a\n    token_sha256: " + hashA + "\n    polcy: x.yaml\n",
-			[]string{`p.yaml:4: principal: unknown key "polcy" (known keys: name, token_sha256, policy)`},
+			[]string{`p.yaml:4: principal: unknown key "polcy" (known keys: name, token_sha256, policy, admin)`},
 		},
 		{
 			"refuses an unknown top-level key",
@@ -241,7 +241,7 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
     42: {}
 `,
 			[]string{
-				`p.yaml:5: oauth: principal "a": unknown key "polic" (known keys: policy)`,
+				`p.yaml:5: oauth: principal "a": unknown key "polic" (known keys: policy, admin)`,
 				`p.yaml:6: oauth: principals: keys must be strings (quote "42")`,
 			},
 		},

@@ -199,7 +199,7 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 	}
 	p := Principal{Name: OAuthPrefix + value, Method: MethodOAuth}
 	if listed, ok := v.cfg.Principals[value]; ok {
-		p.Policy = listed.Policy
+		p.Policy, p.Admin = listed.Policy, listed.Admin
 	} else if !v.cfg.AllowUnlisted {
 		return Principal{}, &Error{Kind: ErrForbidden, Reason: fmt.Sprintf("%s %q is not allowed on this server", v.cfg.Claim, value)}
 	}

@@ -2,7 +2,8 @@
 // [state.Store] runs: the rolling-window ledger and its exactness at window
 // edges, the duplicate guard, the hash-chained journal, the two
 // transactions of a call (hold and complete), intents orphaned by a handle
-// that is gone, and concurrency across handles.
+// that is gone, approvals (requested, decided, expired, and used by a
+// hold), and concurrency across handles.
 //
 // An implementation's test calls [Run] with a [Factory]:
 //
@@ -57,6 +58,18 @@ func Run(t *testing.T, f Factory) {
 		{"ClosedHandleOrphansItsIntents", testClosedHandleOrphansItsIntents},
 		{"CompleteAfterAFailedWrite", testCompleteAfterAFailedWrite},
 		{"CompleteLeavesAnotherCallsClaim", testCompleteLeavesAnotherCallsClaim},
+		{"Usage", testUsage},
+		{"SessionCreated", testSessionCreated},
+		{"RequestApproval", testRequestApproval},
+		{"RequestApprovalOverBudget", testRequestApprovalOverBudget},
+		{"HoldOnAnApproval", testHoldOnAnApproval},
+		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
+		{"ApprovalAnsweredByItsCall", testApprovalAnsweredByItsCall},
+		{"DenyApproval", testDenyApproval},
+		{"ExpireApprovals", testExpireApprovals},
+		{"ListApprovals", testListApprovals},
+		{"ConcurrentApprovalRequests", testConcurrentApprovalRequests},
+		{"ConcurrentDecisions", testConcurrentDecisions},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, f) })

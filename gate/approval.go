@@ -1,0 +1,316 @@
+package gate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// A call the policy wants a person to approve (policy.Policy.NeedsApproval)
+// goes through an approval before its hold. The approval is requested in
+// the store, which reserves the call's budgets and rate limits at once, so
+// pending approvals together never exceed a budget; a denial or an expiry
+// gives the reservation back, and an approved call is held on it.
+//
+// Who decides: the caller's own user when the transport can ask them
+// ([Order.CanAsk]: an MCP client that declares elicitation) and the
+// policy does not insist on an operator; an operator otherwise, out of
+// band ([Gate.DecideApproval]: `clink-mcp approvals approve ID`, or the
+// admin endpoint). Asked in the client, the call ends with a [Question]
+// carrying a sealed state; the transport puts the question and repeats the
+// call with the answer ([Order.Answer]). The state is sealed with
+// AES-256-GCM under a key of the state secret, bound to the principal and
+// the call's key, and holds the approval's ID and expiry; since deciding
+// needs the approval pending, an answer counts once.
+
+// Question is what a call that waits for its caller's user asks them.
+type Question struct {
+	// Message states the payment plainly: tool, amount and currency,
+	// customer.
+	Message string
+	// State is the sealed state to send back with the answer.
+	State string
+	// ApprovalID names the pending approval.
+	ApprovalID string
+	// ExpiresAt is when the approval, and the question, expire.
+	ExpiresAt time.Time
+}
+
+// Answer is the caller's user's answer to a [Question], brought back by
+// the transport with the repeated call.
+type Answer struct {
+	// State is the Question's State, as the client echoed it.
+	State string
+	// Accept is set when the user approved the payment; anything else
+	// (declined, cancelled, approve unticked) is a refusal.
+	Accept bool
+}
+
+// approvalPrefix starts every approval ID.
+const approvalPrefix = "apr_"
+
+// clientDecider starts DecidedBy for decisions made in the caller's client.
+const clientDecider = "client:"
+
+// OperatorDecider starts DecidedBy for decisions made by an operator
+// ([Gate.DecideApproval] with by "operator:NAME").
+const OperatorDecider = "operator:"
+
+// questionState is what a sealed question state holds.
+type questionState struct {
+	ID      string `json:"id"`
+	Expires int64  `json:"exp"` // Unix seconds
+}
+
+// callKey is the key identical calls share (the duplicate guard's claim
+// key: by idempotency key when there is one, else by arguments) and the
+// keyed fingerprint of the arguments.
+func (g *Gate) callKey(c *call, o *Order) (key, fingerprint string) {
+	fingerprint = g.keys.fingerprint(c.tool, o.Fingerprint)
+	if o.IdempotencyKey != "" {
+		return g.keys.claimKey(c.tool, c.caller, g.account, "key", o.IdempotencyKey), fingerprint
+	}
+	return g.keys.claimKey(c.tool, c.caller, g.account, "args", fingerprint), fingerprint
+}
+
+// approval runs the approval of a call that needs one. It returns the ID
+// of an approved approval to hold the call on, or the result to end the
+// call with instead; claimed reports that an identical call holds the
+// duplicate guard's claim, which the hold answers (replay or wait).
+func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res *Result, claimed bool) {
+	key, fingerprint := g.callKey(c, o)
+	now := g.now()
+	timeout := g.policy.ApprovalTimeout()
+	if o.Answer != nil {
+		id, res := g.answered(ctx, c, o.Answer, key, now, timeout)
+		return id, res, false
+	}
+	_, stored := g.limits(&o.Request, c.customerKeys)
+	a := state.Approval{
+		ID: newApprovalID(), Key: key, Fingerprint: fingerprint, Caller: c.caller, Tool: c.tool,
+		Amount: c.amount, Currency: c.currency, Amounts: c.amounts, EmailMasked: c.emailMasked,
+		RequestedAt: now, ExpiresAt: now.Add(timeout),
+	}
+	rec := c.record(state.KindApproval, &Result{Code: policy.CodeApprovalRequired})
+	rec.Call = a.ID
+	got, _, err := g.store.RequestApproval(ctx, &state.ApprovalRequest{
+		At: now, Approval: a, Limits: stored, Record: rec, Remember: timeout,
+	})
+	var denial *policy.Denied
+	switch {
+	case errors.Is(err, state.ErrClaimHeld):
+		return "", nil, true
+	case errors.As(err, &denial):
+		limits, _ := g.limits(&o.Request, c.customerKeys)
+		return "", denied(g.policy.LimitDecision(limits, denial, now)), false
+	case ctx.Err() != nil:
+		return "", cancelled(), false
+	case err != nil:
+		g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "request approval", "err", err)
+		return "", &Result{Code: policy.CodeInternal, IsError: true,
+			Text: "internal error: the server could not record the approval this payment needs, so nothing was created; the operator's log has the details."}, false
+	}
+	if got.Fingerprint != fingerprint {
+		return "", denied(policy.Decision{Code: policy.CodeDuplicateConflict,
+			Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"}), false
+	}
+	switch got.State {
+	case state.ApprovalApproved:
+		return got.ID, nil, false
+	case state.ApprovalPending:
+		if o.CanAsk && !g.policy.ApprovalsByOperator() {
+			return "", g.question(c, o, got, key), false
+		}
+		return "", pendingResult(c, got), false
+	}
+	return "", decidedResult(got), false
+}
+
+// answered decides the approval an answer is for, and returns its ID when
+// approved, or the result to end the call with.
+func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key string, now time.Time, timeout time.Duration) (string, *Result) {
+	st, err := g.openQuestion(ans.State, c.caller, key)
+	if err != nil {
+		g.log.WarnContext(ctx, "an approval answer was refused", "tool", c.tool, "call", c.id, "err", err)
+		return "", invalidAnswer("it does not belong to this call (altered, made for other arguments or another principal, or not a state this server issued)")
+	}
+	if !now.Before(time.Unix(st.Expires, 0)) {
+		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired})
+	}
+	by := clientDecider + c.caller
+	a, err := g.store.DecideApproval(ctx, now, st.ID, ans.Accept, by, now.Add(timeout))
+	switch {
+	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalExpired:
+		return "", decidedResult(a)
+	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
+		return "", invalidAnswer("it was used already: an answer counts once")
+	case ctx.Err() != nil:
+		return "", cancelled()
+	case err != nil:
+		g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "decide approval", "err", err)
+		return "", &Result{Code: policy.CodeInternal, IsError: true,
+			Text: "internal error: the server could not record the approval's answer, so nothing was created; the operator's log has the details."}
+	}
+	if !ans.Accept {
+		return "", decidedResult(a)
+	}
+	return a.ID, nil
+}
+
+// DecideApproval records an operator's decision on the pending approval
+// id in st: approve, or deny (which gives its reservation back). by names
+// the operator; it is recorded as "operator:" + by. An approved approval
+// must then be used within as long as it could wait for its decision (the
+// approvals.timeout of the policy it was asked under), from now: the
+// agent's identical call creates the session. It returns the approval as
+// it now is; [state.ErrApprovalNotPending] (with the approval) when it was
+// decided or expired already, [state.ErrNotFound] for an unknown ID.
+// `clink-mcp approvals` and the admin endpoint decide through it.
+func DecideApproval(ctx context.Context, st state.Approvals, id string, approve bool, by string) (*state.Approval, error) {
+	if strings.TrimSpace(by) == "" {
+		return nil, errors.New("gate: an approval's decision needs the name of who decides")
+	}
+	a, err := st.Approval(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	return st.DecideApproval(ctx, now, id, approve, OperatorDecider+by, now.Add(max(a.ExpiresAt.Sub(a.RequestedAt), time.Minute)))
+}
+
+// expireApprovals gives back the reservations of approvals nobody decided
+// or used in time. The clock beat runs it.
+func (g *Gate) expireApprovals(ctx context.Context) {
+	n, err := g.store.ExpireApprovals(ctx, g.now())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		g.log.WarnContext(ctx, "expiring approvals failed", "err", err)
+	case n > 0:
+		g.log.InfoContext(ctx, "approvals expired undecided; their reservations are released", "count", n)
+	}
+}
+
+// question is the result of a call whose caller's user is asked.
+func (g *Gate) question(c *call, o *Order, a *state.Approval, key string) *Result {
+	return &Result{
+		Code: policy.CodeApprovalRequired, IsError: true,
+		Text: pendingResult(c, a).Text,
+		Question: &Question{
+			Message:    approvalMessage(c, &o.Request, a),
+			State:      g.sealQuestion(questionState{ID: a.ID, Expires: a.ExpiresAt.Unix()}, c.caller, key),
+			ApprovalID: a.ID,
+			ExpiresAt:  a.ExpiresAt,
+		},
+	}
+}
+
+// approvalMessage states the payment plainly for the person asked.
+func approvalMessage(c *call, req *policy.Request, a *state.Approval) string {
+	customer := "no customer email"
+	switch {
+	case req.CustomerEmail != "":
+		customer = req.CustomerEmail
+	case req.CustomerID != "":
+		customer = "Clink customer " + req.CustomerID
+	case req.ReferenceCustomerID != "":
+		customer = "the customer with reference " + req.ReferenceCustomerID
+	}
+	what := c.currency + " " + c.amount
+	if c.amounts != "" && c.amounts != what {
+		what += " (counting line items: " + c.amounts + ")"
+	}
+	return fmt.Sprintf("Approve a payment request of %s for %s? An AI agent asks to create it with %s. Approval %s; unanswered, it expires at %s.",
+		what, customer, c.tool, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// pendingResult is the answer to a call whose approval an operator is to
+// decide.
+func pendingResult(c *call, a *state.Approval) *Result {
+	what := strings.TrimSpace(a.Currency + " " + a.Amount)
+	return &Result{Code: policy.CodeApprovalRequired, IsError: true,
+		Text: fmt.Sprintf("approval required (%s): this payment of %s needs a person's approval before it is created. "+
+			"Approval ID %s, pending until %s (in %s). Nothing was created yet. "+
+			"Tell your user that the payment awaits approval (an operator decides it with: clink-mcp approvals approve %s); "+
+			"once it is approved, repeat this exact call (the same arguments, or the same idempotencyKey) to create the session. "+
+			"Repeating it before then answers that it is still pending.",
+			policy.CodeApprovalRequired, what, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339),
+			max(time.Until(a.ExpiresAt), 0).Round(time.Second), a.ID)}
+}
+
+// decidedResult is the answer to a call whose approval was refused or
+// expired.
+func decidedResult(a *state.Approval) *Result {
+	switch {
+	case a.State == state.ApprovalDenied && strings.HasPrefix(a.DecidedBy, clientDecider):
+		return &Result{Code: policy.CodeApprovalDeclined, IsError: true,
+			Text: fmt.Sprintf("approval declined (%s): the user declined this payment (approval %s). Nothing was created; do not repeat it unless the user asks.", policy.CodeApprovalDeclined, a.ID)}
+	case a.State == state.ApprovalDenied:
+		return &Result{Code: policy.CodeApprovalDenied, IsError: true,
+			Text: fmt.Sprintf("approval denied (%s): an operator denied this payment (approval %s). Nothing was created; do not repeat it, tell your user.", policy.CodeApprovalDenied, a.ID)}
+	case a.State == state.ApprovalExpired:
+		return &Result{Code: policy.CodeApprovalExpired, IsError: true,
+			Text: fmt.Sprintf("approval expired (%s): nobody approved this payment in time (approval %s). Nothing was created; ask your user before trying again.", policy.CodeApprovalExpired, a.ID)}
+	}
+	return &Result{Code: policy.CodeApprovalInvalid, IsError: true,
+		Text: fmt.Sprintf("approval %s is %s and cannot be used. Nothing was created.", a.ID, a.State)}
+}
+
+// invalidAnswer is the result of an answer that does not count.
+func invalidAnswer(why string) *Result {
+	return &Result{Code: policy.CodeApprovalInvalid, IsError: true,
+		Text: fmt.Sprintf("approval answer refused (%s): %s. Nothing was created. Repeat the call without it to be asked again.", policy.CodeApprovalInvalid, why)}
+}
+
+// questionAD binds a sealed question state to the principal and the call.
+func questionAD(caller, key string) []byte {
+	return []byte("clink-mcp approval question v1\x00" + caller + "\x00" + key)
+}
+
+// sealQuestion seals st for caller's call key.
+func (g *Gate) sealQuestion(st questionState, caller, key string) string {
+	plain, err := json.Marshal(st)
+	if err != nil {
+		panic("gate: " + err.Error()) // two plain fields always encode
+	}
+	nonce := make([]byte, g.questions.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("gate: " + err.Error()) // crypto/rand does not fail on supported systems
+	}
+	return base64.RawURLEncoding.EncodeToString(g.questions.Seal(nonce, nonce, plain, questionAD(caller, key)))
+}
+
+// openQuestion opens a state sealQuestion made for caller's call key.
+func (g *Gate) openQuestion(sealed, caller, key string) (questionState, error) {
+	var st questionState
+	raw, err := base64.RawURLEncoding.DecodeString(sealed)
+	n := g.questions.NonceSize()
+	if err != nil || len(raw) < n {
+		return st, errors.New("approval state: malformed")
+	}
+	plain, err := g.questions.Open(nil, raw[:n], raw[n:], questionAD(caller, key))
+	if err != nil {
+		return st, errors.New("approval state: does not open for this principal and call")
+	}
+	if err := json.Unmarshal(plain, &st); err != nil || !strings.HasPrefix(st.ID, approvalPrefix) {
+		return st, errors.New("approval state: malformed content")
+	}
+	return st, nil
+}
+
+// newApprovalID returns a random approval ID.
+func newApprovalID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("gate: " + err.Error())
+	}
+	return approvalPrefix + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,327 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// approvalPolicy asks for approval above 100 USD, under a budget of 1000.
+const approvalPolicy = `
+version: 1
+currencies:
+  USD: { max_amount: 500, approve_above: 100 }
+budgets:
+  - { currency: USD, max_amount: 1000, window: 24h }
+approvals: { timeout: 15m }
+`
+
+// usage is what the global 24h USD budget holds now.
+func usage(t *testing.T, g *Gate) int64 {
+	t.Helper()
+	st, err := g.Standing(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range st {
+		if l.Kind == policy.KindBudget {
+			return l.Used
+		}
+	}
+	t.Fatal("no budget in the standing limits")
+	return 0
+}
+
+// approvalsIn returns the approvals of every state in st.
+func approvalsIn(t *testing.T, st state.Store) []state.Approval {
+	t.Helper()
+	list, err := st.ListApprovals(context.Background(), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+func TestAnOperatorApprovalCreatesTheSessionOnceOnTheIdenticalCall(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+
+	// Below the threshold: no approval.
+	if res := g.Create(ctx, "agent", fake.order(t, "100", "a@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("a call at the threshold = %+v, want created", res)
+	}
+	// Above it: pending, the budget reserved, nothing sent.
+	res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if res.Code != policy.CodeApprovalRequired || res.Question != nil || !strings.Contains(res.Text, "apr_") {
+		t.Fatalf("a call above the threshold = %+v, want approval_required naming the approval", res)
+	}
+	if n := fake.calls.Load(); n != 1 {
+		t.Fatalf("%d calls reached Clink, want 1", n)
+	}
+	if u := usage(t, g); u != 35000 {
+		t.Fatalf("the budget holds %d, want 35000 (the pending 250.00 reserved)", u)
+	}
+	list := approvalsIn(t, st)
+	if len(list) != 1 || list[0].State != state.ApprovalPending || list[0].EmailMasked == "" || strings.Contains(list[0].EmailMasked, "b@example.com") {
+		t.Fatalf("approvals = %+v, want one pending, its email masked", list)
+	}
+	id := list[0].ID
+
+	// The identical call, still pending: told so, nothing reserved twice.
+	if res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")); res.Code != policy.CodeApprovalRequired || !strings.Contains(res.Text, id) {
+		t.Fatalf("the identical call while pending = %+v, want approval_required for %s", res, id)
+	}
+	if u := usage(t, g); u != 35000 {
+		t.Fatalf("the budget holds %d after the repeat, want 35000", u)
+	}
+
+	if _, err := DecideApproval(ctx, st, id, true, ""); err == nil {
+		t.Fatal("a decision without its maker's name was accepted")
+	}
+	a, err := DecideApproval(ctx, st, id, true, "ops-alice")
+	if err != nil || a.State != state.ApprovalApproved || a.DecidedBy != "operator:ops-alice" {
+		t.Fatalf("approve = %+v, %v", a, err)
+	}
+	if _, err := DecideApproval(ctx, st, id, false, "ops-bob"); !errors.Is(err, state.ErrApprovalNotPending) {
+		t.Fatalf("a second decision = %v, want ErrApprovalNotPending", err)
+	}
+
+	res = g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if res.Code != policy.CodeCreated {
+		t.Fatalf("the identical call once approved = %+v, want created", res)
+	}
+	if again := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")); again.Code != policy.CodeReplayed || again.SessionID != res.SessionID {
+		t.Fatalf("the call once more = %+v, want a replay of %s", again, res.SessionID)
+	}
+	if n := fake.calls.Load(); n != 2 {
+		t.Fatalf("%d calls reached Clink, want 2: the approved one created once", n)
+	}
+	if u := usage(t, g); u != 35000 {
+		t.Fatalf("the budget holds %d, want 35000: the approval's reservation is the call's", u)
+	}
+	// Another principal's identical call is its own, and needs its own approval.
+	if res := g.Create(ctx, "other", fake.order(t, "250", "b@example.com")); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("another principal's identical call = %+v, want approval_required", res)
+	}
+	rep, err := state.VerifyAudit(ctx, st)
+	if err != nil || rep.Broken != nil {
+		t.Fatalf("audit = %+v, %v", rep, err)
+	}
+	var decisions []string
+	_ = st.ScanAudit(ctx, func(r *state.AuditRecord) error {
+		if r.Kind == state.KindApproval {
+			decisions = append(decisions, r.Decision+"/"+r.Caller)
+		}
+		return nil
+	})
+	want := []string{"approval_required/agent", "approval_granted/operator:ops-alice", "approval_required/other"}
+	if fmt.Sprint(decisions) != fmt.Sprint(want) {
+		t.Errorf("approval records = %v, want %v", decisions, want)
+	}
+}
+
+func TestADeniedApprovalReleasesItsBudgetAndRefusesTheIdenticalCall(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	id := approvalsIn(t, st)[0].ID
+	if _, err := DecideApproval(ctx, st, id, false, "ops-alice"); err != nil {
+		t.Fatal(err)
+	}
+	if u := usage(t, g); u != 0 {
+		t.Fatalf("the budget holds %d after the denial, want 0", u)
+	}
+	res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if res.Code != policy.CodeApprovalDenied {
+		t.Fatalf("the identical call after the denial = %+v, want approval_denied", res)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("a denied payment reached Clink")
+	}
+}
+
+func TestAnApprovalNobodyDecidesExpiresAndGivesItsBudgetBack(t *testing.T) {
+	st := memory(t)
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct", Clock: clock})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	fake := &clinkFake{}
+	ctx := context.Background()
+	g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	mu.Lock()
+	now = now.Add(16 * time.Minute)
+	mu.Unlock()
+	res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if res.Code != policy.CodeApprovalExpired {
+		t.Fatalf("the identical call after the timeout = %+v, want approval_expired", res)
+	}
+	if u := usage(t, g); u != 0 {
+		t.Fatalf("the budget holds %d after the expiry, want 0", u)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("an expired payment reached Clink")
+	}
+}
+
+// ask makes a call whose client can ask its user, and returns its result.
+func ask(t *testing.T, g *Gate, fake *clinkFake, caller, amount string, ans *Answer) *Result {
+	t.Helper()
+	o := fake.order(t, amount, "b@example.com")
+	o.CanAsk, o.Answer = true, ans
+	return g.Create(context.Background(), caller, o)
+}
+
+func TestTheClientsUserIsAskedAndTheirAnswerCountsOnce(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+
+	res := ask(t, g, fake, "agent", "250", nil)
+	if res.Code != policy.CodeApprovalRequired || res.Question == nil {
+		t.Fatalf("a call whose client can ask = %+v, want a question", res)
+	}
+	q := res.Question
+	for _, want := range []string{"USD 250.00", "b@example.com", policy.ToolAgentPaymentSession} {
+		if !strings.Contains(q.Message, want) {
+			t.Errorf("the question %q does not say %q", q.Message, want)
+		}
+	}
+	// Tampered, another principal's, another call's: refused, and the
+	// approval stays pending.
+	tampered := q.State[:len(q.State)-2] + "AA"
+	if tampered == q.State {
+		tampered = q.State[:len(q.State)-2] + "BB"
+	}
+	if res := ask(t, g, fake, "agent", "250", &Answer{State: tampered, Accept: true}); res.Code != policy.CodeApprovalInvalid {
+		t.Errorf("a tampered state = %+v, want approval_invalid", res)
+	}
+	if res := ask(t, g, fake, "intruder", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalInvalid {
+		t.Errorf("another principal's answer = %+v, want approval_invalid", res)
+	}
+	if res := ask(t, g, fake, "agent", "251", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalInvalid {
+		t.Errorf("an answer brought to other arguments = %+v, want approval_invalid", res)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("a refused answer reached Clink")
+	}
+	res = ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true})
+	if res.Code != policy.CodeCreated {
+		t.Fatalf("accepted = %+v, want created", res)
+	}
+	// Replayed: the call's own replay answers the identical call, but the
+	// state itself counts once.
+	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); again.Code != policy.CodeApprovalInvalid {
+		t.Errorf("the same answer again = %+v, want approval_invalid", again)
+	}
+	if n := fake.calls.Load(); n != 1 {
+		t.Fatalf("%d calls reached Clink, want 1", n)
+	}
+	list := approvalsIn(t, st)
+	if len(list) != 1 || list[0].State != state.ApprovalUsed || list[0].DecidedBy != "client:agent" {
+		t.Errorf("approvals = %+v, want one used, decided by client:agent", list)
+	}
+}
+
+func TestADeclineRefusesAndReleases(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State})
+	if res.Code != policy.CodeApprovalDeclined {
+		t.Fatalf("declined = %+v, want approval_declined", res)
+	}
+	if u := usage(t, g); u != 0 {
+		t.Fatalf("the budget holds %d after the decline, want 0", u)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("a declined payment reached Clink")
+	}
+}
+
+func TestAnExpiredQuestionIsRefused(t *testing.T) {
+	st := memory(t)
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct", Clock: clock})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	mu.Lock()
+	now = now.Add(20 * time.Minute)
+	mu.Unlock()
+	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalExpired {
+		t.Fatalf("an answer after expiry = %+v, want approval_expired", res)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("an expired approval reached Clink")
+	}
+}
+
+func TestOperatorPolicyNeverAsksTheClient(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, strings.Replace(approvalPolicy, "{ timeout: 15m }", "{ timeout: 15m, by: operator }", 1), "", st)
+	res := ask(t, g, &clinkFake{}, "agent", "250", nil)
+	if res.Code != policy.CodeApprovalRequired || res.Question != nil {
+		t.Fatalf("under by: operator = %+v, want pending without a question", res)
+	}
+}
+
+func TestPendingApprovalsTogetherNeverExceedABudget(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	var wg sync.WaitGroup
+	codes := make([]policy.Code, 10)
+	for i := range codes {
+		wg.Go(func() {
+			codes[i] = g.Create(context.Background(), "agent", fake.order(t, "300", fmt.Sprintf("c%d@example.com", i))).Code
+		})
+	}
+	wg.Wait()
+	pending, refused := 0, 0
+	for _, c := range codes {
+		switch c {
+		case policy.CodeApprovalRequired:
+			pending++
+		case policy.CodeBudgetExceeded:
+			refused++
+		default:
+			t.Errorf("code %s", c)
+		}
+	}
+	if pending != 3 || refused != 7 {
+		t.Fatalf("%d pending, %d refused; want 3 (900 of 1000) and 7", pending, refused)
+	}
+	// Approving them all spends exactly what was reserved.
+	for _, a := range approvalsIn(t, st) {
+		if _, err := DecideApproval(context.Background(), st, a.ID, true, "ops"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u := usage(t, g); u != 90000 {
+		t.Fatalf("the budget holds %d, want 90000", u)
+	}
+}
