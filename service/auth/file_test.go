@@ -112,6 +112,11 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 			[]string{`p.yaml:4: principal: unknown key "polcy" (known keys: name, token_sha256, policy, admin)`},
 		},
 		{
+			"refuses an admin flag that is not a boolean",
+			"principals:\n  - name: a\n    token_sha256: " + hashA + "\n    admin: \"yes\"\n",
+			[]string{`p.yaml:4: principal a: admin must be true or false`},
+		},
+		{
 			"refuses an unknown top-level key",
 			"principals:\n  - name: a\n    token_sha256: " + hashA + "\noauht: {}\n",
 			[]string{`p.yaml:4: the top level: unknown key "oauht" (known keys: principals, oauth)`},
@@ -315,5 +320,21 @@ func TestLoadKeepsAbsolutePolicyPaths(t *testing.T) {
 	}
 	if f.Principals[0].Policy != abs {
 		t.Errorf("Policy = %q, want %q", f.Principals[0].Policy, abs)
+	}
+}
+
+func TestAdminsAreMarkedAndNoOneElse(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "p.yaml", "principals:\n  - name: a\n    token_sha256: "+hashA+"\n    admin: true\n"+
+		"oauth:\n  issuer: https://issuer.example\n  resource: https://mcp.example/mcp\n  principals:\n    ops: { admin: true }\n    agent:\n")
+	f, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Principals) != 1 || !f.Principals[0].Admin {
+		t.Errorf("Principals = %+v, want a marked admin", f.Principals)
+	}
+	if !f.OAuth.Principals["ops"].Admin || f.OAuth.Principals["agent"].Admin {
+		t.Errorf("OAuth principals = %+v, want ops alone an admin", f.OAuth.Principals)
 	}
 }

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/policy"
+)
+
+// approvalsPolicyFile writes a policy asking approval above 100 USD, with
+// a store file, and returns its path.
+func approvalsPolicyFile(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	data := "version: 1\ncurrencies:\n  USD: { max_amount: 500, approve_above: 100 }\n" +
+		"budgets:\n  - { currency: USD, max_amount: 1000, window: 24h }\napprovals: { timeout: 15m }\n" +
+		"store: { path: " + filepath.Join(dir, "state.db") + " }\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// approvalsServer runs the binary's stdio server under policyFile against sb,
+// and connects a client of protocol version (with u as its user when not
+// nil).
+func approvalsServer(t *testing.T, policyFile string, sb *sandbox.Server, version string, u client.ElicitationHandler) (*client.Client, *bytes.Buffer) {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bin, "serve", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "CLINK_API_KEY="+sandbox.DefaultAPIKey, "CLINK_ENV=sandbox",
+		"CLINK_BASE_URL="+srv.URL+"/", "CLINK_POLICY="+policyFile)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	opts := []client.ClientOption{client.WithProtocolVersion(version)}
+	if u != nil {
+		opts = append(opts, client.WithElicitationHandler(u))
+	}
+	cli := client.NewClient(transport.NewIO(stdout, stdin, io.NopCloser(strings.NewReader(""))), opts...)
+	if err := cli.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ClientInfo = mcp.Implementation{Name: "approvals-test", Version: "1"}
+	if _, err := cli.Initialize(ctx, init); err != nil {
+		t.Fatalf("initialize: %v\nstderr:\n%s", err, stderr)
+	}
+	return cli, stderr
+}
+
+// toolCall makes one call and returns its text and whether it is an error.
+func toolCall(t *testing.T, cli *client.Client, tool, args string) (string, bool) {
+	t.Helper()
+	res, err := cli.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: tool, Arguments: json.RawMessage(args)}})
+	if err != nil {
+		t.Fatalf("tools/call: %v", err)
+	}
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String(), res.IsError
+}
+
+// runBinary runs the binary with args and returns its exit code, stdout and stderr.
+func runBinary(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	code := 0
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+var approvalID = regexp.MustCompile(`apr_[0-9a-f]+`)
+
+func TestAnOperatorApprovesAndDeniesWithTheBinary(t *testing.T) {
+	pol := approvalsPolicyFile(t)
+	sb := sandbox.New()
+	cli, stderr := approvalsServer(t, pol, sb, mcp.ProtocolVersion20260728, nil)
+	const big = `{"customerEmail":"bob@example.com","amount":250,"currency":"USD"}`
+
+	text, isErr := toolCall(t, cli, policy.ToolAgentPaymentSession, big)
+	id := approvalID.FindString(text)
+	if !isErr || !strings.Contains(text, "approval_required") || id == "" {
+		t.Fatalf("a call above the threshold = %s", text)
+	}
+	code, out, errOut := runBinary(t, "approvals", "list", "--policy", pol)
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "pending") || !strings.Contains(out, "b***@example.com") || strings.Contains(out, "bob@example.com") {
+		t.Fatalf("approvals list = %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runBinary(t, "approvals", "approve", id, "--policy", pol); code == 0 || !strings.Contains(errOut, "--by") {
+		t.Errorf("approve without --by = %d %s, want refused asking who decides", code, errOut)
+	}
+	if code, out, errOut := runBinary(t, "approvals", "approve", id, "--by", "alice", "--policy", pol); code != 0 || !strings.Contains(out, "approved "+id) {
+		t.Fatalf("approvals approve = %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runBinary(t, "approvals", "deny", id, "--by", "bob", "--policy", pol); code == 0 || !strings.Contains(errOut, "not pending") {
+		t.Errorf("a second decision = %d %s, want refused", code, errOut)
+	}
+	if text, isErr := toolCall(t, cli, policy.ToolAgentPaymentSession, big); isErr || !strings.Contains(text, "Created") {
+		t.Fatalf("the identical call once approved = %s\nstderr:\n%s", text, stderr)
+	}
+	if text, isErr := toolCall(t, cli, policy.ToolAgentPaymentSession, big); isErr || !strings.Contains(text, "Replay") {
+		t.Fatalf("the call once more = %s", text)
+	}
+	if n := sb.Requests(); n != 1 {
+		t.Fatalf("Clink got %d requests, want exactly 1", n)
+	}
+
+	// Denied: refused, and its reservation released.
+	const other = `{"customerEmail":"carol@example.com","amount":300,"currency":"USD"}`
+	text, _ = toolCall(t, cli, policy.ToolAgentPaymentSession, other)
+	id2 := approvalID.FindString(text)
+	if code, out, errOut := runBinary(t, "approvals", "deny", id2, "--by", "alice", "--policy", pol); code != 0 || !strings.Contains(out, "denied "+id2) {
+		t.Fatalf("approvals deny = %d\n%s%s", code, out, errOut)
+	}
+	if text, isErr := toolCall(t, cli, policy.ToolAgentPaymentSession, other); !isErr || !strings.Contains(text, "approval_denied") {
+		t.Fatalf("the identical call once denied = %s", text)
+	}
+	if n := sb.Requests(); n != 1 {
+		t.Fatalf("Clink got %d requests, want still 1", n)
+	}
+	code, out, _ = runBinary(t, "approvals", "list", "--all", "--policy", pol)
+	if code != 0 || !strings.Contains(out, "operator:alice") || !strings.Contains(out, "denied") || !strings.Contains(out, "used") {
+		t.Errorf("approvals list --all = %d\n%s", code, out)
+	}
+	code, out, errOut = runBinary(t, "audit", "export", "--policy", pol)
+	if code != 0 || !strings.Contains(out, `"decision":"approval_granted"`) || !strings.Contains(out, `"caller":"operator:alice"`) {
+		t.Errorf("audit export = %d, missing the decision records\n%s%s", code, out, errOut)
+	}
+}
+
+// yes approves every question and counts them.
+type yes struct{ asked atomic.Int64 }
+
+func (y *yes) Elicit(context.Context, mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	y.asked.Add(1)
+	res := &mcp.ElicitationResult{}
+	res.Action, res.Content = mcp.ElicitationResponseActionAccept, map[string]any{"approve": true}
+	return res, nil
+}
+
+func TestOverStdioTheUserIsAskedInEitherProtocol(t *testing.T) {
+	for _, version := range []string{mcp.ProtocolVersion20260728, mcp.ProtocolVersion20251125} {
+		t.Run(version, func(t *testing.T) {
+			u := &yes{}
+			sb := sandbox.New()
+			cli, stderr := approvalsServer(t, approvalsPolicyFile(t), sb, version, u)
+			text, isErr := toolCall(t, cli, policy.ToolAgentPaymentSession, `{"customerEmail":"bob@example.com","amount":250,"currency":"USD"}`)
+			if isErr || !strings.Contains(text, "Created") {
+				t.Fatalf("an approved call over stdio = %s\nstderr:\n%s", text, stderr)
+			}
+			if u.asked.Load() != 1 || sb.Requests() != 1 {
+				t.Errorf("asked %d times, %d requests to Clink; want 1 and 1", u.asked.Load(), sb.Requests())
+			}
+		})
+	}
+}

@@ -1,0 +1,173 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/service/auth"
+)
+
+// approvalsPolicy asks approval above 100 USD.
+const approvalsPolicy = `version: 1
+currencies:
+  USD: { max_amount: 500, approve_above: 100 }
+budgets:
+  - { currency: USD, max_amount: 1000, window: 24h }
+approvals: { timeout: 15m }
+`
+
+const bigCall = `{"customerEmail":"bob@example.com","amount":250,"currency":"USD"}`
+
+// scriptedUser answers every question with accept (approve) or decline.
+type scriptedUser struct {
+	approve atomic.Bool
+	asked   atomic.Int64
+}
+
+func (u *scriptedUser) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	u.asked.Add(1)
+	res := &mcp.ElicitationResult{}
+	res.Action = mcp.ElicitationResponseActionDecline
+	if u.approve.Load() {
+		res.Action, res.Content = mcp.ElicitationResponseActionAccept, map[string]any{"approve": true}
+	}
+	return res, nil
+}
+
+// approvalsFixture is a service under approvalsPolicy with a principal
+// "agent" and an admin "ops".
+func approvalsFixture(t *testing.T) *fixture {
+	t.Helper()
+	token, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""},
+		principalsYAML: fmt.Sprintf("  - name: ops\n    token_sha256: %s\n    admin: true\n", auth.HashToken(token))})
+	f.tokens["ops"] = token
+	return f
+}
+
+// asker connects an MCP client of protocol version as principal, whose
+// user is u.
+func (f *fixture) asker(principal, version string, u *scriptedUser) *client.Client {
+	f.t.Helper()
+	tr, err := transport.NewStreamableHTTP(f.srv.URL+"/mcp",
+		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + f.tokens[principal]}))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c := client.NewClient(tr, client.WithProtocolVersion(version), client.WithElicitationHandler(u))
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ClientInfo = mcp.Implementation{Name: "approvals-test", Version: "1"}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		f.t.Fatalf("initialize: %v", err)
+	}
+	f.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestOverHTTPAModernClientsUserApproves(t *testing.T) {
+	f := approvalsFixture(t)
+	u := &scriptedUser{}
+	u.approve.Store(true)
+	c := f.asker("agent", mcp.ProtocolVersion20260728, u)
+	if text, isErr := call(t, c, policy.ToolAgentPaymentSession, bigCall); isErr || !strings.Contains(text, "Created") {
+		t.Fatalf("an approved call over HTTP = %s", text)
+	}
+	u.approve.Store(false)
+	if text, isErr := call(t, c, policy.ToolAgentPaymentSession, `{"customerEmail":"bob@example.com","amount":260,"currency":"USD"}`); !isErr || !strings.Contains(text, "approval_declined") {
+		t.Fatalf("a declined call over HTTP = %s", text)
+	}
+	if n := u.asked.Load(); n != 2 {
+		t.Errorf("the user was asked %d times, want 2", n)
+	}
+	if n := f.sandbox.Requests(); n != 1 {
+		t.Errorf("Clink got %d requests, want 1", n)
+	}
+}
+
+// TestOverHTTPAnOlderClientGetsTheOperatorPath: the HTTP service is
+// stateless, so it cannot send a 2025-11-25 client the elicitation/create
+// request that version needs; the call waits for an operator instead.
+func TestOverHTTPAnOlderClientGetsTheOperatorPath(t *testing.T) {
+	f := approvalsFixture(t)
+	u := &scriptedUser{}
+	c := f.asker("agent", mcp.ProtocolVersion20251125, u)
+	text, isErr := call(t, c, policy.ToolAgentPaymentSession, bigCall)
+	if !isErr || !strings.Contains(text, "approval_required") || !strings.Contains(text, "apr_") {
+		t.Fatalf("a 2025-11-25 call over HTTP = %s, want a pending approval", text)
+	}
+	if u.asked.Load() != 0 {
+		t.Error("the user was asked over a transport that cannot carry the question")
+	}
+}
+
+func TestTheAdminEndpointDecidesApprovalsForAdminsOnly(t *testing.T) {
+	f := approvalsFixture(t)
+	agent := f.client("agent", "")
+	text, _ := call(t, agent, policy.ToolAgentPaymentSession, bigCall)
+	if !strings.Contains(text, "approval_required") {
+		t.Fatalf("the call = %s, want pending", text)
+	}
+	bearer := func(who string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + f.tokens[who]}
+	}
+	if code, hdr, _ := f.get("GET", "/admin/approvals", nil, nil); code != http.StatusUnauthorized || hdr.Get("WWW-Authenticate") == "" {
+		t.Errorf("GET /admin/approvals without a token = %d %v, want 401 with a challenge", code, hdr)
+	}
+	if code, _, _ := f.get("GET", "/admin/approvals", nil, bearer("agent")); code != http.StatusForbidden {
+		t.Errorf("GET /admin/approvals as a non-admin = %d, want 403", code)
+	}
+	code, _, body := f.get("GET", "/admin/approvals", nil, bearer("ops"))
+	var list struct {
+		Approvals []struct{ ID, State, Caller, Customer, Amount, Currency string }
+	}
+	if err := json.Unmarshal([]byte(body), &list); code != http.StatusOK || err != nil || len(list.Approvals) != 1 {
+		t.Fatalf("GET /admin/approvals as an admin = %d %s (%v)", code, body, err)
+	}
+	a := list.Approvals[0]
+	if a.State != "pending" || a.Caller != "agent" || a.Amount != "250.00" || a.Currency != "USD" || strings.Contains(body, "bob@example.com") {
+		t.Errorf("the listed approval = %+v (%s), want pending, for agent, 250.00 USD, the email masked", a, body)
+	}
+	if code, _, _ := f.get("POST", "/admin/approvals/"+a.ID+"/approve", nil, bearer("agent")); code != http.StatusForbidden {
+		t.Errorf("a non-admin's approval = %d, want 403", code)
+	}
+	if code, _, body := f.get("POST", "/admin/approvals/apr_unknown/approve", nil, bearer("ops")); code != http.StatusNotFound {
+		t.Errorf("approving an unknown approval = %d %s, want 404", code, body)
+	}
+	code, _, body = f.get("POST", "/admin/approvals/"+a.ID+"/approve", nil, bearer("ops"))
+	if code != http.StatusOK || !strings.Contains(body, `"decidedBy":"operator:ops"`) || !strings.Contains(body, `"state":"approved"`) {
+		t.Fatalf("an admin's approval = %d %s", code, body)
+	}
+	if code, _, _ := f.get("POST", "/admin/approvals/"+a.ID+"/deny", nil, bearer("ops")); code != http.StatusConflict {
+		t.Errorf("a second decision = %d, want 409", code)
+	}
+	if text, isErr := call(t, agent, policy.ToolAgentPaymentSession, bigCall); isErr {
+		t.Fatalf("the identical call once approved = %s", text)
+	}
+	if n := f.sandbox.Requests(); n != 1 {
+		t.Errorf("Clink got %d requests, want 1", n)
+	}
+	// Decisions are counted.
+	_, _, metrics := f.get("GET", "/metrics", nil, nil)
+	for _, want := range []string{`clink_mcp_approvals_total{event="requested"} 1`, `clink_mcp_approvals_total{event="approved"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
