@@ -152,10 +152,37 @@ func TestDemoBehavesAsItsTranscriptSays(t *testing.T) {
 	if strings.Contains(stdout, "unexpected") || !strings.Contains(stdout, "behaved as expected") {
 		t.Errorf("transcript:\n%s", stdout)
 	}
-	for _, code := range []string{"currency_not_allowed", "amount_over_cap", "amount_under_min", "email_not_allowed", "email_required", "tool_disabled"} {
+	for _, code := range []string{"currency_not_allowed", "amount_over_cap", "amount_under_min", "email_not_allowed", "email_required", "tool_disabled",
+		"budget_exceeded", "approval_declined", "session_not_found"} {
 		if !strings.Contains(stdout, code) {
 			t.Errorf("transcript shows no %s refusal", code)
 		}
+	}
+	for _, want := range []string{"check_payment_policy", "[server asks the user]", "[the user approves]", "[the user declines]",
+		"status open, payment unpaid", "resources/read clink://policy"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("transcript does not show %q", want)
+		}
+	}
+}
+
+func TestDemoFailsWhenTheUserAnswersOtherwise(t *testing.T) {
+	saved := demoSteps
+	t.Cleanup(func() { demoSteps = saved })
+	demoSteps = append([]demoStep{}, saved...)
+	flipped := 0
+	for i, step := range demoSteps {
+		if step.user == demoApprove {
+			demoSteps[i].user = demoDecline // a payment the step says is created, declined
+			flipped++
+		}
+	}
+	if flipped == 0 {
+		t.Fatal("no demo step has the user approve a payment")
+	}
+	code, stdout, stderr := runCmd(t, nil, "demo")
+	if code != 1 || !strings.Contains(stdout, "should have created a session") || !strings.Contains(stderr, "did not behave as expected") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
 
