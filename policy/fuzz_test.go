@@ -51,6 +51,62 @@ func FuzzParseMoney(f *testing.F) {
 	})
 }
 
+// FuzzParseMoneyMatchesReference: the hand-written amount parser agrees
+// with the apd-based one it replaced (referenceParseMinor) on every input,
+// in every tender currency: the same minor units, or an error of the same
+// kind with the same message.
+func FuzzParseMoneyMatchesReference(f *testing.F) {
+	for _, s := range []string{
+		"", "0", "-0", "1", "-1", "19.99", "10.500", "0.01", "0.001", "1e2", "1E2", "1e+2", "1E-2",
+		"1.50E+1", "0.5e-0", "0.5e1", "5e-1", "0e0", "0.0", "-0.0e5", "00", "01", "0500", "+5", ".5",
+		"5.", "-.5", "+0", "+.0", "-05", "1.", "1.e2", "1e", "1e+", "e5", ".", "-", "+", "--1",
+		"-+1", "+-1", "1e400", "1e-400", "1e99999", "1e100000", "1e100001", "1e-100000",
+		"1e-100001", "12e99999", "12e100000", "-12e100000", "-12e99999", "0e100001", "+0e100001",
+		"+0e100000", "-0.5e-100000", "-5e-100000", "-1e-100001", "1e2147483647", "1e2147483648",
+		"1e-2147483648", "1e-2147483649", "1e9223372036854775808", "1e-000000000000000000000005",
+		"1000000000000000", "10000000000000", "10000000000000.00", "10000000000000.01",
+		"9999999999999999", "10000000000000000", "1000000000000000e0", "0.000000000000001e30",
+		"9223372036854775807", "9223372036854775808", "18446744073709551616",
+		"100000000000000000000000000000000000000000000000000000000000000",
+		"0.0000000000000000000000000000000000000000000000000000000000001",
+		"NaN", "nan", "-NaN", "+nan", "sNaN", "NaN123", "nan-1", "nansnan", "snansnan", "nannan",
+		"NaN18446744073709551615", "NaN18446744073709551616", "Inf", "-Infinity", "+inf",
+		"infinity1", "İnf", "İnfİnİty", "1 ", " 1", "\t1", "1\n", "1_000", "0x10", "1,5",
+		"١", "１", "1e1.5", "1.2.3", "\xff", "-\xff",
+	} {
+		f.Add(s)
+	}
+	for _, s := range []string{
+		strings.Repeat("9", maxAmountText), strings.Repeat("9", maxAmountText+1),
+		"0." + strings.Repeat("0", maxAmountText-2), "1" + strings.Repeat("0", maxAmountText-1),
+		"-0." + strings.Repeat("0", maxAmountText-11) + "1e-99999", "1e-" + strings.Repeat("0", maxAmountText-4) + "1",
+		"nan" + strings.Repeat("0", maxAmountText-3), "+0e" + strings.Repeat("9", maxAmountText-3),
+	} {
+		f.Add(s)
+	}
+	codes := TenderCodes()
+	f.Fuzz(func(t *testing.T, amount string) {
+		for _, code := range codes {
+			c, err := ParseCurrency(code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, gotErr := parseMinor(amount, c)
+			want, wantErr := referenceParseMinor(amount, c)
+			if got != want || (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("parseMinor(%q, %s) = %d, %v; the reference gives %d, %v", amount, code, got, gotErr, want, wantErr)
+			}
+			if gotErr == nil {
+				continue
+			}
+			var g, w *codedError
+			if !errors.As(gotErr, &g) || !errors.As(wantErr, &w) || g.kind != w.kind || g.msg != w.msg {
+				t.Fatalf("parseMinor(%q, %s) fails with %v; the reference with %v", amount, code, gotErr, wantErr)
+			}
+		}
+	})
+}
+
 // FuzzMoneyRoundTrip: parse(format(x)) == x for every valid amount in every
 // tender currency.
 func FuzzMoneyRoundTrip(f *testing.F) {

@@ -6,8 +6,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"github.com/cockroachdb/apd/v3"
 )
 
 // MaxMinor is the largest amount, in minor units, that [ParseMoney] accepts
@@ -82,54 +80,58 @@ func parseMinor(s string, c Currency) (int64, error) {
 	if len(s) > maxAmountText {
 		return bad(ErrInvalidAmount, "amount %s is too long (at most %d characters)", quoteInput(s), maxAmountText)
 	}
-	d, _, err := apd.NewFromString(s)
-	if err == nil {
-		switch {
-		case d.Form == apd.NaN || d.Form == apd.NaNSignaling:
+	unsigned, negative := strings.CutPrefix(s, "-")
+	d, ok := scanDecimal(unsigned)
+	if !ok {
+		// Only one spelling per number is accepted ("+5", ".5", "5." and
+		// "0500" are refused; a YAML reader may take "0500" for octal), so
+		// that the operator, the agent and this package never disagree on a
+		// value. Text that reads as a number to a lenient reader is told
+		// what is wrong with that number first.
+		switch lenientForm(s) {
+		case formNaN:
 			return bad(ErrInvalidAmount, "amount %q is not a number", s)
-		case d.Form == apd.Infinite:
+		case formInfinite:
 			return bad(ErrInvalidAmount, "amount %q is infinite", s)
-		case d.IsZero():
+		case formZero:
 			return bad(ErrInvalidAmount, "amount %q must be greater than zero", s)
-		case d.Negative:
+		case formNegative:
 			return bad(ErrInvalidAmount, "amount %q is negative; it must be greater than zero", s)
 		}
-	}
-	// apd is lenient ("+5", ".5", "5.", "0500"); a YAML reader may take
-	// "0500" for octal. Only one spelling per number is accepted, so that the
-	// operator, the agent and this package never disagree on a value.
-	unsigned, negative := strings.CutPrefix(s, "-")
-	if !isPlainDecimal(unsigned) {
 		return bad(ErrInvalidAmount, "amount %s is not a plain decimal number (write it like 19.99 or 1e3)", quoteInput(s))
 	}
-	if err != nil {
-		// A well-formed number apd cannot hold: its exponent is beyond
-		// ±100000, so it is zero, far too precise, or far too large.
-		mantissa, exp, _ := strings.Cut(strings.ToLower(unsigned), "e")
-		switch {
-		case strings.Trim(mantissa, "0.") == "":
-			return bad(ErrInvalidAmount, "amount %q must be greater than zero", s)
-		case negative:
-			return bad(ErrInvalidAmount, "amount %q is negative; it must be greater than zero", s)
-		case strings.HasPrefix(exp, "-"):
-			return bad(ErrTooPrecise, "amount %q has more decimals than %s allows (%d)", s, c.code, c.digits)
-		}
-		return bad(ErrAmountTooLarge, "amount %q is too large (at most %s %s)", s, formatMinor(MaxMinor, int(c.digits)), c.code)
+	// The significant digits run from the first non-zero digit to the last;
+	// trailing zeros move into the exponent (10.500 is 105 x 10^-1).
+	n := len(d.whole) + len(d.frac)
+	first := 0
+	for first < n && d.digit(first) == '0' {
+		first++
 	}
-	// Strip trailing zeros: 10.500 becomes 105 x 10^-1.
-	d.Reduce(d)
-	shift := int64(d.Exponent) + int64(c.digits) // minor = coeff x 10^shift
+	switch {
+	case first == n:
+		return bad(ErrInvalidAmount, "amount %q must be greater than zero", s)
+	case negative:
+		return bad(ErrInvalidAmount, "amount %q is negative; it must be greater than zero", s)
+	}
+	last := n
+	for d.digit(last-1) == '0' {
+		last--
+	}
+	// minor = digits[first:last] x 10^shift
+	shift := d.exp - int64(len(d.frac)) + int64(n-last) + int64(c.digits)
 	if shift < 0 {
 		return bad(ErrTooPrecise, "amount %q has more decimals than %s allows (%d)", s, c.code, c.digits)
 	}
-	if !d.Coeff.IsInt64() || shift > 18 {
+	// MaxMinor has 16 digits; a longer minor amount is above it. This also
+	// keeps the arithmetic below far from int64 overflow.
+	if int64(last-first)+shift > 16 {
 		return bad(ErrAmountTooLarge, "amount %q is too large (at most %s %s)", s, formatMinor(MaxMinor, int(c.digits)), c.code)
 	}
-	minor := d.Coeff.Int64()
+	var minor int64
+	for i := first; i < last; i++ {
+		minor = minor*10 + int64(d.digit(i)-'0')
+	}
 	for ; shift > 0; shift-- {
-		if minor > MaxMinor/10 {
-			return bad(ErrAmountTooLarge, "amount %q is too large (at most %s %s)", s, formatMinor(MaxMinor, int(c.digits)), c.code)
-		}
 		minor *= 10
 	}
 	if minor > MaxMinor {
@@ -138,9 +140,33 @@ func parseMinor(s string, c Currency) (int64, error) {
 	return minor, nil
 }
 
-// isPlainDecimal reports whether s is an unsigned JSON number:
-// (0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func isPlainDecimal(s string) bool {
+// decimal is the exact value of a plain decimal number, kept as slices of
+// its text: the digits of whole followed by those of frac, times
+// 10^(exp - len(frac)).
+type decimal struct {
+	whole, frac string
+	exp         int64
+}
+
+// digit returns the i-th digit of whole followed by frac.
+func (d decimal) digit(i int) byte {
+	if i < len(d.whole) {
+		return d.whole[i]
+	}
+	return d.frac[i-len(d.whole)]
+}
+
+// maxExpMagnitude caps the exponent read from text. Beyond it every amount
+// is far too precise or far too large for any currency, whatever its digits
+// (at most maxAmountText), so the cap changes no outcome and keeps the
+// exponent arithmetic from overflowing.
+const maxExpMagnitude = 1_000_000
+
+// scanDecimal reads s as an unsigned JSON number,
+// (0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, and returns its exact value
+// (the exponent capped at ±maxExpMagnitude). It reports false for any
+// other text.
+func scanDecimal(s string) (decimal, bool) {
 	i := 0
 	digits := func() int {
 		start := i
@@ -151,26 +177,120 @@ func isPlainDecimal(s string) bool {
 	}
 	switch n := digits(); {
 	case n == 0:
-		return false
+		return decimal{}, false
 	case n > 1 && s[0] == '0':
-		return false
+		return decimal{}, false
 	}
+	whole := s[:i]
+	var frac string
 	if i < len(s) && s[i] == '.' {
 		i++
+		start := i
 		if digits() == 0 {
-			return false
+			return decimal{}, false
 		}
+		frac = s[start:i]
 	}
+	var exp int64
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
 		i++
+		negExp := false
 		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			negExp = s[i] == '-'
 			i++
 		}
+		start := i
 		if digits() == 0 {
-			return false
+			return decimal{}, false
+		}
+		for j := start; j < i; j++ {
+			exp = min(exp*10+int64(s[j]-'0'), maxExpMagnitude)
+		}
+		if negExp {
+			exp = -exp
 		}
 	}
-	return i == len(s)
+	if i != len(s) {
+		return decimal{}, false
+	}
+	return decimal{whole: whole, frac: frac, exp: exp}, true
+}
+
+// form is what a lenient decimal reader makes of amount text.
+type form int
+
+const (
+	formMalformed form = iota
+	formNaN
+	formInfinite
+	formZero
+	formNegative
+	formPositive
+)
+
+// lenientForm classifies s the way a general decimal reader (the
+// github.com/cockroachdb/apd library this package once used) does: an
+// optional sign ("-" or "+"), then, in any case, "inf", "infinity",
+// "nan"/"snan" with an optional numeric payload, or digits with at most
+// one '.' anywhere and an optional exponent, within ±100000 (the adjusted
+// exponent too). It only chooses the message for text that [scanDecimal]
+// refuses: "-.5" is negative and "+0" is zero, but neither is accepted.
+func lenientForm(s string) form {
+	rest, negative := strings.CutPrefix(s, "-")
+	if !negative {
+		rest = strings.TrimPrefix(rest, "+")
+	}
+	rest = strings.ToLower(rest)
+	if strings.HasPrefix(rest, "-") || strings.HasPrefix(rest, "+") {
+		return formMalformed
+	}
+	switch rest {
+	case "inf", "infinity":
+		return formInfinite
+	}
+	payload, nan := strings.CutPrefix(rest, "nan")
+	payload, snan := strings.CutPrefix(payload, "snan")
+	if nan || snan {
+		if payload != "" {
+			if _, err := strconv.ParseUint(payload, 10, 64); err != nil {
+				return formMalformed
+			}
+		}
+		return formNaN
+	}
+	const limit = 100_000
+	mantissa, expText, hasExp := strings.Cut(rest, "e")
+	var exp int64
+	if hasExp {
+		e, err := strconv.ParseInt(expText, 10, 32)
+		if err != nil || e < -limit || e > limit {
+			return formMalformed
+		}
+		exp = e
+	}
+	intPart, frac, _ := strings.Cut(mantissa, ".")
+	digits := intPart + frac
+	if digits == "" {
+		return formMalformed
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return formMalformed
+		}
+	}
+	significant := strings.TrimLeft(digits, "0")
+	exp -= int64(len(frac))
+	adjusted := exp + int64(max(len(significant), 1)) - 1
+	if exp < -limit || adjusted < -limit || adjusted > limit {
+		return formMalformed
+	}
+	switch {
+	case significant == "":
+		return formZero
+	case negative:
+		return formNegative
+	}
+	return formPositive
 }
 
 // Minor returns the amount in minor units of its currency (cents for USD).
