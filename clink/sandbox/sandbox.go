@@ -58,9 +58,11 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -401,4 +403,67 @@ func (s *Server) Listen() (baseURL string, shutdown func(context.Context) error,
 		return err
 	}
 	return "http://" + ln.Addr().String() + "/", shutdown, nil
+}
+
+// BaseURL is the base URL to give a Clink client that reaches the sandbox
+// through [Server.Transport]: a name that resolves nowhere, so that a
+// client wired to the network by mistake fails rather than reaching
+// anything.
+const BaseURL = "http://sandbox.clink-mcp.invalid/"
+
+// Transport returns an http.RoundTripper that serves every request with s
+// in memory, with no listener, socket or goroutine: what `clink-mcp serve
+// --sandbox` and the demo give their Clink client (with [BaseURL]). The
+// request's context is honoured as a server's would be: the handler sees
+// it, and a request whose context is done is not served.
+func (s *Server) Transport() http.RoundTripper { return memTransport{s} }
+
+// memTransport is [Server.Transport].
+type memTransport struct{ s *Server }
+
+// RoundTrip implements http.RoundTripper.
+func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		defer req.Body.Close() // a RoundTripper closes the body, whatever happens
+	}
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	r.RequestURI = req.URL.RequestURI()
+	r.RemoteAddr = "sandbox:0"
+	w := &memResponse{header: http.Header{}}
+	t.s.ServeHTTP(w, r)
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return &http.Response{
+		Status:     fmt.Sprintf("%d %s", w.code, http.StatusText(w.code)),
+		StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: w.header, Body: io.NopCloser(bytes.NewReader(w.body.Bytes())),
+		ContentLength: int64(w.body.Len()), Request: req,
+	}, nil
+}
+
+// memResponse is the http.ResponseWriter of memTransport.
+type memResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (w *memResponse) Header() http.Header { return w.header }
+
+func (w *memResponse) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *memResponse) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(p)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 )
 
@@ -518,5 +520,39 @@ func TestWithSkewSetsTheAcceptedTimestampWindow(t *testing.T) {
 	}
 	if a := call(t, s, "GET", checkoutPath+"/x", "", ts(-time.Second-time.Millisecond)); a.Code != 80102203 {
 		t.Errorf("a timestamp just over a second old: code %d %q, want 80102203", a.Code, a.Msg)
+	}
+}
+
+func TestTheInMemoryTransportServesAsTheListenerDoes(t *testing.T) {
+	s := sandbox.New()
+	c, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithEnvironment(clink.Sandbox), clink.WithBaseURL(sandbox.BaseURL),
+		clink.WithHTTPClient(&http.Client{Transport: s.Transport()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	amount, _ := clink.ParseAmount("12.50")
+	sess, err := c.CreateCheckoutSession(ctx, &clink.CheckoutSessionRequest{OriginalAmount: amount, OriginalCurrency: "USD", CustomerEmail: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetCheckoutSession(ctx, sess.SessionID)
+	if err != nil || got.SessionID != sess.SessionID || got.Status != "open" {
+		t.Fatalf("GetCheckoutSession = %+v, %v", got, err)
+	}
+	if s.Requests() != 2 {
+		t.Errorf("the sandbox served %d requests, want 2", s.Requests())
+	}
+	// A wrong key is refused as over the network.
+	bad, _ := clink.NewClient("sk_test_wrong_key_000000", clink.WithEnvironment(clink.Sandbox), clink.WithBaseURL(sandbox.BaseURL),
+		clink.WithHTTPClient(&http.Client{Transport: s.Transport()}))
+	if _, err := bad.GetCheckoutSession(ctx, sess.SessionID); !errors.Is(err, clink.ErrUnauthorized) {
+		t.Errorf("a wrong key = %v, want unauthorized", err)
+	}
+	// A request whose context is done is not served.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.GetCheckoutSession(done, sess.SessionID); err == nil {
+		t.Error("a cancelled request was answered")
 	}
 }

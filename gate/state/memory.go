@@ -17,8 +17,24 @@ import (
 // the keys a call touches.
 const sweepEvery = 1024
 
+// Bounds of what a [Memory] remembers, unless its options say otherwise.
+const (
+	// defaultAuditLimit is how many audit records a Memory keeps.
+	defaultAuditLimit = 10_000
+	// defaultApprovalLimit is how many finished approvals (denied,
+	// expired or used) a Memory keeps.
+	defaultApprovalLimit = 1_000
+)
+
 // Memory is a [Store] that keeps everything in memory, for tests, demos
-// and the built-in sandbox. It behaves exactly as [SQLite] does; handles
+// and the built-in sandbox. It behaves as [SQLite] does, except that it
+// forgets old history so that its size stays bounded however many calls
+// it serves: its audit trail keeps only the newest records (see
+// [WithAuditLimit]; it reports where the kept part starts through
+// [AuditStarter], so [VerifyAudit] still verifies it), [Memory.SessionCreated]
+// knows only the sessions the kept records created, and finished approvals
+// are forgotten once old or many (see [WithApprovalLimit]). Counters,
+// claims and reservations are pruned as every store prunes them. Handles
 // opened with [Memory.Open] share its state as processes share a file.
 // The zero value is not usable; call [NewMemory].
 type Memory struct {
@@ -34,16 +50,32 @@ type memState struct {
 	claims        map[string]*memClaim
 	intents       map[string]*memIntent // by call
 	owners        map[string]*memOwner  // open handles
-	audit         []AuditRecord
-	sessions      map[string]bool // Clink sessions the trail records as created
 	approvals     map[string]*memApproval
 	approvalList  []*memApproval          // in the order they were requested
 	latest        map[string]*memApproval // the newest approval of each call key
 	liveApprovals map[string]*memApproval // the live ones: pending, or approved and not used
-	headSeq       int64
-	headHash      string
+	approvalLimit int                     // finished approvals kept at most; <= 0: all
+	approvalSeq   int                     // approvals requested so far
+	remember      time.Duration           // the longest Remember asked for
 	reserves      int
 	claimCalls    int
+
+	// The audit trail: the kept records, in a ring once it holds
+	// auditLimit of them (oldest at auditFirst); a plain slice in Seq
+	// order until then, or always when auditLimit <= 0.
+	audit      []AuditRecord
+	auditFirst int
+	auditLimit int
+	// forgotten is how many records have been dropped from the front of
+	// the trail, forgottenHash the Hash of the last of them: the start the
+	// kept records chain from, recorded apart from them as the head is.
+	forgotten     int64
+	forgottenHash string
+	headSeq       int64
+	headHash      string
+	// sessions are the Clink sessions the kept records record as created,
+	// each with the Seq of its record.
+	sessions map[string]int64
 }
 
 // memCounter is one limit's running total and the entries that make it up,
@@ -83,27 +115,59 @@ type memIntent struct {
 	owner       string
 	claimKey    string
 	reservation string
-	seq         int64
+	record      AuditRecord     // kept here, as the trail may forget it while the call is open
 	held        *memReservation // the reservation, settled by Complete only
 }
 
 // liveUntil is when the claim stops holding its key: see [InFlightLease].
 func (cl *memClaim) liveUntil() int64 { return claimLiveUntil(cl.at, cl.expires, cl.done) }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store        = (*Memory)(nil)
+	_ AuditStarter = (*Memory)(nil)
+)
 
-// NewMemory returns an empty in-memory store.
-func NewMemory() *Memory {
+// MemoryOption configures a [Memory]: see [NewMemory].
+type MemoryOption func(*memState)
+
+// WithAuditLimit makes the store keep only the newest n audit records,
+// forgetting the oldest one as each new one is appended: by default
+// 10,000. n <= 0 keeps every record, without bound. The record of an
+// intent still open is kept for [Memory.Intents] however old it is, and
+// [Memory.AuditHead] still reports the true head.
+func WithAuditLimit(n int) MemoryOption {
+	return func(st *memState) { st.auditLimit = n }
+}
+
+// WithApprovalLimit makes the store keep at most n approvals that are
+// finished (denied, expired or used), forgetting the oldest requested
+// first: by default 1,000. n <= 0 keeps them all, without bound.
+// Whatever n, a finished approval is forgotten a day after its decision,
+// or after the longest Remember any request asked for if that is longer;
+// pending and approved ones are kept until they are used or expire. A
+// forgotten approval is unknown to [Memory.Approval] and
+// [Memory.ListApprovals], and no longer answers identical calls.
+func WithApprovalLimit(n int) MemoryOption {
+	return func(st *memState) { st.approvalLimit = n }
+}
+
+// NewMemory returns an empty in-memory store, bounded as its options say.
+func NewMemory(opts ...MemoryOption) *Memory {
 	st := &memState{
 		counters:      make(map[string]*memCounter),
 		reservations:  make(map[string]*memReservation),
 		claims:        make(map[string]*memClaim),
 		intents:       make(map[string]*memIntent),
 		owners:        make(map[string]*memOwner),
-		sessions:      make(map[string]bool),
+		sessions:      make(map[string]int64),
 		approvals:     make(map[string]*memApproval),
 		latest:        make(map[string]*memApproval),
 		liveApprovals: make(map[string]*memApproval),
+		auditLimit:    defaultAuditLimit,
+		approvalLimit: defaultApprovalLimit,
+	}
+	for _, opt := range opts {
+		opt(st)
 	}
 	return st.open()
 }
@@ -406,19 +470,57 @@ func (m *Memory) append(rec *AuditRecord) {
 	r.Open = false
 	r.Seq, r.Format, r.PrevHash = m.headSeq+1, auditFormat, m.headHash
 	r.Hash = r.ComputeHash()
-	m.audit = append(m.audit, r)
+	if m.auditLimit > 0 && len(m.audit) >= m.auditLimit {
+		// The ring is full: r takes the place of the oldest record.
+		old := &m.audit[m.auditFirst]
+		m.forget(old)
+		*old = r
+		m.auditFirst = (m.auditFirst + 1) % len(m.audit)
+	} else {
+		m.audit = append(m.audit, r)
+	}
 	if countsAsCreated(&r) {
-		m.sessions[r.SessionID] = true
+		m.sessions[r.SessionID] = r.Seq
 	}
 	m.headSeq, m.headHash = r.Seq, r.Hash
 	*rec = r
 }
 
-// ScanAudit implements [Journal]. It works on a snapshot taken when it is
+// forget drops r, the oldest kept record, from the trail's account: the
+// trail now starts after it, and the session it created, unless a newer
+// record created it again, is no longer known. Under m.mu.
+func (m *Memory) forget(r *AuditRecord) {
+	m.forgotten++
+	m.forgottenHash = r.Hash
+	if countsAsCreated(r) && m.sessions[r.SessionID] == r.Seq {
+		delete(m.sessions, r.SessionID)
+	}
+}
+
+// trail returns a copy of the kept records in Seq order. Under m.mu.
+func (m *Memory) trail() []AuditRecord {
+	out := make([]AuditRecord, 0, len(m.audit))
+	out = append(out, m.audit[m.auditFirst:]...)
+	return append(out, m.audit[:m.auditFirst]...)
+}
+
+// AuditStart implements [AuditStarter]: the trail starts after the
+// records the audit limit made it forget.
+func (m *Memory) AuditStart(ctx context.Context) (int64, string, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.forgotten + 1, m.forgottenHash, nil
+}
+
+// ScanAudit implements [Journal]: it calls fn for the records the store
+// keeps (see [WithAuditLimit]). It works on a snapshot taken when it is
 // called, so fn may call m.
 func (m *Memory) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
 	m.mu.Lock()
-	recs := slices.Clone(m.audit)
+	recs := m.trail()
 	m.mu.Unlock()
 	for i := range recs {
 		if err := ctx.Err(); err != nil {
@@ -441,14 +543,17 @@ func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 	return m.headSeq, m.headHash, nil
 }
 
-// SessionCreated implements [Journal].
+// SessionCreated implements [Journal], for the sessions whose records
+// the store still keeps: one created longer ago than its audit limit
+// reaches is reported as not created.
 func (m *Memory) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sessionID != "" && m.sessions[sessionID], nil
+	_, created := m.sessions[sessionID]
+	return sessionID != "" && created, nil
 }
 
 // Intents implements [Journal].
@@ -461,7 +566,7 @@ func (m *Memory) Intents(ctx context.Context) ([]Intent, error) {
 	out := make([]Intent, 0, len(m.intents))
 	for call, in := range m.intents {
 		out = append(out, Intent{Call: call, Owner: in.owner, Orphaned: m.owners[in.owner] == nil,
-			ClaimKey: in.claimKey, Reservation: in.reservation, Record: m.audit[in.seq-1]})
+			ClaimKey: in.claimKey, Reservation: in.reservation, Record: in.record})
 	}
 	slices.SortFunc(out, func(a, b Intent) int { return int(a.Record.Seq - b.Record.Seq) })
 	return out, nil
@@ -524,7 +629,7 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	if h.Claim != nil {
 		key = h.Claim.Key
 	}
-	m.intents[h.Intent.Call] = &memIntent{owner: m.owner, claimKey: key, reservation: id, seq: held.Intent.Seq, held: r}
+	m.intents[h.Intent.Call] = &memIntent{owner: m.owner, claimKey: key, reservation: id, record: held.Intent, held: r}
 	return held, nil
 }
 

@@ -7,10 +7,15 @@ import (
 	"time"
 )
 
+// approvalRetention is how long a [Memory] keeps a finished approval
+// after its decision at least: longer when a request asked for it to be
+// remembered longer.
+const approvalRetention = 24 * time.Hour
+
 // memApproval is an approval and the reservation it holds.
 type memApproval struct {
 	Approval
-	seq  int             // its place in memState.approvalList
+	seq  int             // its place in the order of requests
 	held *memReservation // settled by Complete once used, released when denied or expired
 }
 
@@ -45,7 +50,9 @@ func (m *Memory) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 	if err != nil {
 		return nil, false, err
 	}
-	a := &memApproval{Approval: r.Approval, seq: len(m.approvalList), held: res}
+	m.approvalSeq++
+	m.remember = max(m.remember, r.Remember)
+	a := &memApproval{Approval: r.Approval, seq: m.approvalSeq, held: res}
 	a.Reservation, a.State, a.RequestedAt = id, ApprovalPending, r.At.UTC()
 	a.ExpiresAt = a.ExpiresAt.UTC()
 	a.DecidedBy, a.DecidedAt = "", time.Time{}
@@ -55,7 +62,37 @@ func (m *Memory) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 	m.liveApprovals[a.ID] = a
 	r.Record.Reservation = id
 	m.append(&r.Record)
+	if finished := len(m.approvalList) - len(m.liveApprovals); m.approvalSeq%sweepEvery == 0 ||
+		m.approvalLimit > 0 && finished > 2*m.approvalLimit {
+		m.pruneApprovals(clock)
+	}
 	return new(a.Approval), true, nil
+}
+
+// pruneApprovals forgets the finished approvals past retention at now, and
+// the oldest requested of the others past the approval limit. It runs
+// every sweepEvery requests, and whenever twice the limit have finished,
+// so that its cost per request stays constant. Under m.mu.
+func (m *Memory) pruneApprovals(now int64) {
+	excess := 0
+	if m.approvalLimit > 0 {
+		excess = len(m.approvalList) - len(m.liveApprovals) - m.approvalLimit
+	}
+	retention := int64(max(approvalRetention, m.remember))
+	kept := m.approvalList[:0]
+	for _, a := range m.approvalList {
+		if !a.live() && (excess > 0 || a.DecidedAt.UnixNano() <= now-retention) {
+			excess--
+			delete(m.approvals, a.ID)
+			if m.latest[a.Key] == a {
+				delete(m.latest, a.Key)
+			}
+			continue
+		}
+		kept = append(kept, a)
+	}
+	clear(m.approvalList[len(kept):])
+	m.approvalList = kept
 }
 
 // expireApproval expires the live approval a at at, releasing its

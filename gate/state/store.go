@@ -224,6 +224,19 @@ type Journal interface {
 	Intents(ctx context.Context) ([]Intent, error)
 }
 
+// AuditStarter is implemented by a [Journal] that forgets the oldest
+// records of its trail and keeps only the newest ([Memory], past its audit
+// limit): its trail starts at the oldest record it keeps rather than at
+// record 1, and that record's link to the one before is checked against
+// the start it records.
+type AuditStarter interface {
+	// AuditStart returns the Seq of the oldest record the trail keeps and
+	// the Hash of the record before it, recorded apart from the records
+	// when that one was forgotten: 1 and "" while none has been. It never
+	// moves back.
+	AuditStart(ctx context.Context) (seq int64, prevHash string, err error)
+}
+
 // Intent is a call that was held (its claim, reservation and intent record
 // written) and has no outcome yet.
 type Intent struct {
@@ -561,6 +574,12 @@ type BrokenRecord struct {
 // A broken trail is reported in the [AuditReport], naming the first broken
 // record, with a nil error; the error is for failures to read the store.
 //
+// The trail of an [AuditStarter] runs from its start on: its first
+// record must have the start's Seq and follow the start's hash; Records
+// counts the records it keeps, and Open counts too the open intents
+// ([Journal.Intents]) whose records it has forgotten. Records it forgets
+// while VerifyAudit runs do not make it fail.
+//
 // The chain is not keyed: it detects editing or deleting records, not a
 // rewrite of the whole trail from the altered record on.
 func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
@@ -574,7 +593,27 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 		prevHash   string
 		lastSeq    int64
 		hashAtHead string
+		// For an AuditStarter: the start it reported, and the first
+		// record when the scan began later (the records between were
+		// forgotten meanwhile, which the start must confirm after it).
+		start int64
+		late  *AuditRecord
 	)
+	starter, forgets := s.(AuditStarter)
+	if forgets {
+		start, prevHash, err = starter.AuditStart(ctx)
+		if err != nil {
+			return nil, err
+		}
+		lastSeq = start - 1
+		intents, err := s.Intents(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range intents {
+			open[in.Call] = true
+		}
+	}
 	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
 		rep.Records++
 		// Only an intent opens a call, and only an outcome closes one: an
@@ -589,6 +628,10 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 			return nil // keep counting
 		}
 		want := lastSeq + 1
+		if forgets && rep.Records == 1 && r.Seq > want {
+			late = new(*r)
+			lastSeq, prevHash, want = r.Seq-1, r.PrevHash, r.Seq
+		}
 		switch {
 		case r.Seq > want:
 			rep.Broken = &BrokenRecord{Seq: want, Reason: fmt.Sprintf(
@@ -615,6 +658,24 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if late != nil {
+		// The store must have forgotten, by now, the records before the
+		// first one scanned. A problem of the first record comes before
+		// any other.
+		startAfter, hashAfter, err := starter.AuditStart(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case startAfter < late.Seq:
+			rep.Broken = &BrokenRecord{Seq: start, Reason: fmt.Sprintf(
+				"record %d is missing (the next stored record is %d)", start, late.Seq)}
+		case startAfter == late.Seq && hashAfter != late.PrevHash:
+			rep.Broken = &BrokenRecord{Seq: late.Seq, Reason: fmt.Sprintf(
+				"record %d does not follow record %d: its previous hash does not match (a record was altered or replaced)",
+				late.Seq, late.Seq-1)}
+		}
 	}
 	rep.Open = int64(len(open))
 	if rep.Broken != nil {
