@@ -65,6 +65,11 @@ type Config struct {
 	Secret []byte
 	// Version is the server version MCP clients are told.
 	Version string
+	// Sandbox says Payments is a Clink sandbox (the built-in one, or
+	// Clink's sandbox environment), where sessions move no real money; the
+	// servers' instructions say so ([tools.Deps].Sandbox). False means
+	// production.
+	Sandbox bool
 	// Logger receives one line per call and the service's own events. Nil
 	// discards.
 	Logger *slog.Logger
@@ -173,7 +178,7 @@ func (s *Service) addScope(sc *scope, payments tools.Payments) {
 	})
 	sc.mcp = tools.NewServer(tools.Deps{
 		Payments: payments, Policy: sc.policy, Gate: sc.gate,
-		Caller: principalName, Logger: s.log,
+		Caller: principalName, Logger: s.log, Sandbox: s.cfg.Sandbox,
 	}, s.cfg.Version)
 	sc.http = newStreamable(sc.mcp, s.log)
 	s.scopes = append(s.scopes, sc)

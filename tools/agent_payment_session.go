@@ -82,7 +82,7 @@ func (ts *toolset) agentPaymentSession() Tool {
 		Title: "Create agent payment session",
 		Description: "Create a Clink agent payment session: a payment request bound to a customer's email, an amount and a currency, " +
 			"which the customer's payment agent then pays. Returns the sessionId to hand to that agent and when it expires. " +
-			"Each call creates a new session (not idempotent). " +
+			ts.repeatSentence() +
 			"Limits set by this server's operator: " + ts.policy.Summary(policy.ToolAgentPaymentSession),
 		RawInputSchema:  json.RawMessage(agentPaymentSessionInputSchema),
 		RawOutputSchema: json.RawMessage(agentPaymentSessionOutputSchema),

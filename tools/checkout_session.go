@@ -111,9 +111,9 @@ func (ts *toolset) checkoutSession() Tool {
 		Name:  policy.ToolCheckoutSession,
 		Title: "Create checkout session",
 		Description: "Create a Clink checkout session: a hosted payment page (or an embedded one, with uiMode \"elements\") " +
-			"where a customer pays an amount in a currency. Identify the customer by customerEmail, customerId or referenceCustomerId (at least one). " +
+			"where a customer pays an amount in a currency. " + ts.customerSentence() +
 			"Returns the checkout url to give the customer, the sessionId and when it expires. " +
-			"Each call creates a new session (not idempotent). " +
+			ts.repeatSentence() +
 			"Limits set by this server's operator: " + ts.policy.Summary(policy.ToolCheckoutSession),
 		RawInputSchema:  json.RawMessage(checkoutSessionInputSchema),
 		RawOutputSchema: json.RawMessage(checkoutSessionOutputSchema),
@@ -452,12 +452,12 @@ const checkoutSessionInputSchema = `{
       "type": "string",
       "format": "email",
       "maxLength": 254,
-      "description": "Customer's email address; Clink finds the customer by it or creates one. At least one of customerEmail, customerId, referenceCustomerId is required. Example: \"alice@example.com\"."
+      "description": "Customer's email address; Clink finds the customer by it or creates one. Required unless this tool's description says customerId or referenceCustomerId may stand in for it. Example: \"alice@example.com\"."
     },
     "customerId": {
       "type": "string",
       "maxLength": 128,
-      "description": "Clink's ID of an existing customer; when given, customerEmail and referenceCustomerId must belong to the same customer. Example: \"cus_8f2a1c\"."
+      "description": "Clink's ID of an existing customer; when given, customerEmail and referenceCustomerId must belong to the same customer. Refused where this tool's description says so. Example: \"cus_8f2a1c\"."
     },
     "referenceCustomerId": {
       "type": "string",
@@ -486,9 +486,9 @@ const checkoutSessionInputSchema = `{
     },
     "returnUrl": {
       "type": "string",
-      "format": "uri",
+      "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
       "maxLength": 2048,
-      "description": "Absolute http(s) URL on a public host to return to after embedded checkout; required when uiMode is \"elements\". {ELEMENTS_SESSION_ID} in its path or query is replaced by the session ID. No user info (user@), spaces or control characters. Example: \"https://shop.example.com/complete?session_id={ELEMENTS_SESSION_ID}\"."
+      "description": "Absolute http(s) URL on a public host to return to after embedded checkout; required when uiMode is \"elements\". It may hold the placeholder {ELEMENTS_SESSION_ID} in its path, query or fragment, which Clink replaces by the session ID: a URL template rather than a strict URI. No user info (user@), spaces or control characters. Example: \"https://shop.example.com/complete?session_id={ELEMENTS_SESSION_ID}\"."
     },
     "successUrl": {
       "type": "string",

@@ -28,20 +28,28 @@ var (
 	ErrDuplicateKey = errors.New("duplicate key")
 	// ErrTooDeep: objects and arrays nest more than MaxMessageDepth levels.
 	ErrTooDeep = errors.New("nested too deeply")
+	// ErrNumberOutOfRange: a number in a request's params (a tool's
+	// argument, say) is beyond what a float64 holds, such as 1e400 or an
+	// integer of 400 digits. mcp-go decodes params into float64s and would
+	// answer with encoding/json's words, naming Go types; refused here, the
+	// answer names the argument instead.
+	ErrNumberOutOfRange = errors.New("number out of range")
 )
 
 // JSON-RPC error codes for the answer to a refused message.
 const (
 	codeParseError     = -32700
 	codeInvalidRequest = -32600
+	codeInvalidParams  = -32602
 )
 
 // A MessageError is why CheckMessage refused a message.
 type MessageError struct {
-	// Err is ErrInvalidJSON, ErrDuplicateKey or ErrTooDeep.
+	// Err is ErrInvalidJSON, ErrDuplicateKey, ErrTooDeep or
+	// ErrNumberOutOfRange.
 	Err error
-	// Path locates the repeated key, or the object or array one level too
-	// deep, from the message down: "params.arguments",
+	// Path locates the repeated key, the object or array one level too
+	// deep, or the number out of range, from the message down: "params.arguments",
 	// "params.arguments.lineItems[2].name", "[0].id" in a batch. Keys in it
 	// are as the message first spells them, each cut to 64 bytes. It is
 	// empty for ErrInvalidJSON.
@@ -50,7 +58,9 @@ type MessageError struct {
 	// "arguments"), the repeat's spelling; empty for an exact repeat.
 	As string
 
-	syntax error // for ErrInvalidJSON, what encoding/json found wrong
+	syntax error  // for ErrInvalidJSON, what encoding/json found wrong
+	number string // for ErrNumberOutOfRange, the number, cut short
+	arg    string // for ErrNumberOutOfRange in a tool's arguments, the argument's path in them
 }
 
 // Error describes the refusal in a sentence fit for a JSON-RPC error
@@ -65,6 +75,11 @@ func (e *MessageError) Error() string {
 		return s
 	case ErrTooDeep:
 		return "nested too deeply at " + strconv.Quote(e.Path) + ": the limit is " + strconv.Itoa(MaxMessageDepth) + " levels of objects and arrays"
+	case ErrNumberOutOfRange:
+		if e.arg != "" {
+			return "invalid arguments: argument " + strconv.Quote(e.arg) + ": the number " + e.number + " is out of range: no argument takes a number of that size"
+		}
+		return "invalid params: the number " + e.number + " at " + strconv.Quote(e.Path) + " is out of range"
 	}
 	if e.syntax != nil {
 		return e.Err.Error() + ": " + e.syntax.Error()
@@ -76,10 +91,14 @@ func (e *MessageError) Error() string {
 func (e *MessageError) Unwrap() error { return e.Err }
 
 // Code returns the JSON-RPC error code to answer the message with: -32700
-// (parse error) for ErrInvalidJSON, -32600 (invalid request) otherwise.
+// (parse error) for ErrInvalidJSON, -32602 (invalid params) for
+// ErrNumberOutOfRange, -32600 (invalid request) otherwise.
 func (e *MessageError) Code() int {
-	if e.Err == ErrInvalidJSON {
+	switch e.Err {
+	case ErrInvalidJSON:
 		return codeParseError
+	case ErrNumberOutOfRange:
+		return codeInvalidParams
 	}
 	return codeInvalidRequest
 }
@@ -100,7 +119,13 @@ func (e *MessageError) Code() int {
 //     exact repeats count: "_meta" is decoded into a map, where case
 //     matters, and "arguments" by the tools' strict decoder, which refuses
 //     a case variant of an argument's name itself;
-//   - objects and arrays nested more than MaxMessageDepth levels.
+//   - objects and arrays nested more than MaxMessageDepth levels;
+//   - in an envelope's "params", a number beyond a float64's range (1e400,
+//     -1e400, an integer of 400 digits), which mcp-go's decoding into
+//     float64 refuses in words that name Go's types rather than the
+//     argument. A number too small for a float64 (1e-400) is left to the
+//     tool, which refuses it by name as it does any amount with too many
+//     decimals.
 //
 // It walks the message as a token stream, holding no more than a set of
 // keys per open object, and returns nil or a *MessageError: Err says which
@@ -178,7 +203,10 @@ func (w *messageWalker) value(lv level) error {
 	}
 	d, ok := tok.(json.Delim)
 	if !ok {
-		return nil // a scalar
+		if n, isNumber := tok.(json.Number); isNumber {
+			return w.number(n)
+		}
+		return nil // another scalar
 	}
 	if w.depth++; w.depth > MaxMessageDepth {
 		return &MessageError{Err: ErrTooDeep, Path: w.pathString()}
@@ -251,10 +279,55 @@ func (w *messageWalker) object(lv level) error {
 	return err
 }
 
+// number refuses n if it is in an envelope's params and beyond a float64's
+// range, which is where mcp-go would fail to decode it.
+func (w *messageWalker) number(n json.Number) error {
+	params := w.paramsAt()
+	if params < 0 {
+		return nil
+	}
+	if _, err := strconv.ParseFloat(string(n), 64); err == nil {
+		return nil
+	}
+	// json.Valid has accepted the number, so the error is ErrRange.
+	e := &MessageError{Err: ErrNumberOutOfRange, Path: w.pathString(), number: cutNumber(string(n))}
+	if args := params + 1; len(w.path) > args+1 && w.path[args].isKey && foldKey(w.path[args].key) == foldedArguments {
+		e.arg = pathString(w.path[args+1:])
+	}
+	return e
+}
+
+// paramsAt returns the index in the path of an envelope's "params" key
+// (in any case, as encoding/json matches it) when the walk is inside it, or
+// -1.
+func (w *messageWalker) paramsAt() int {
+	i := 0
+	if len(w.path) > 0 && !w.path[0].isKey {
+		i = 1 // an envelope of a batch
+	}
+	if len(w.path) > i && w.path[i].isKey && foldKey(w.path[i].key) == foldedParams {
+		return i
+	}
+	return -1
+}
+
+// cutNumber shortens a number's text for a message to at most 24 bytes,
+// marking the cut with an ellipsis.
+func cutNumber(n string) string {
+	const limit = 24
+	if len(n) <= limit {
+		return n
+	}
+	return n[:limit] + "…"
+}
+
 // pathString renders the path as MessageError.Path.
-func (w *messageWalker) pathString() string {
+func (w *messageWalker) pathString() string { return pathString(w.path) }
+
+// pathString renders a path: keys joined by dots, indexes in brackets.
+func pathString(path []pathElem) string {
 	var b strings.Builder
-	for i, p := range w.path {
+	for i, p := range path {
 		if !p.isKey {
 			b.WriteByte('[')
 			b.WriteString(strconv.Itoa(p.index))
@@ -283,8 +356,12 @@ func cut(key string) string {
 	return key[:n] + "…"
 }
 
-// foldedParams is "params" folded by foldKey.
-var foldedParams = foldKey("params")
+// foldedParams and foldedArguments are "params" and "arguments" folded by
+// foldKey.
+var (
+	foldedParams    = foldKey("params")
+	foldedArguments = foldKey("arguments")
+)
 
 // foldKey folds a key as encoding/json does to match it to a struct field
 // case-insensitively: two keys match a field alike exactly when they fold

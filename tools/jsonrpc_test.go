@@ -122,6 +122,24 @@ var checkMessageCases = []struct {
 		msg:  nest(10001, ""),
 		want: ErrInvalidJSON},
 
+	// Numbers beyond a float64, which mcp-go cannot decode into params.
+	{name: "a number too large for a float64 in the arguments is refused with its path",
+		msg:  `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"amount":1e400}}}`,
+		want: ErrNumberOutOfRange, path: "params.arguments.amount"},
+	{name: "a negative number too large for a float64 deep in the arguments is refused with its path",
+		msg:  `{"id":1,"params":{"arguments":{"priceDataList":[{"unitAmount":1},{"unitAmount":-1e400}]}}}`,
+		want: ErrNumberOutOfRange, path: "params.arguments.priceDataList[1].unitAmount"},
+	{name: "an integer of 400 digits in the arguments is refused",
+		msg:  `{"id":1,"params":{"arguments":{"quantity":1` + strings.Repeat("0", 399) + `}}}`,
+		want: ErrNumberOutOfRange, path: "params.arguments.quantity"},
+	{name: "a number too large for a float64 elsewhere in params is refused",
+		msg:  `[{"id":1},{"id":2,"Params":{"_meta":{"progressToken":1e999}}}]`,
+		want: ErrNumberOutOfRange, path: "[1].Params._meta.progressToken"},
+	{name: "a number too small for a float64 is left to the tool, which refuses it by name",
+		msg: `{"id":1,"params":{"arguments":{"amount":1e-400}}}`},
+	{name: "a number too large for a float64 outside params is left to the server",
+		msg: `{"id":1,"result":{"n":1e400}}`},
+
 	// Not JSON: refused as that, whatever else is wrong.
 	{name: "an empty message is not JSON", msg: ``, want: ErrInvalidJSON},
 	{name: "a truncated message is not JSON", msg: `{"id":1,"params":{`, want: ErrInvalidJSON},
@@ -154,8 +172,11 @@ func TestCheckMessage(t *testing.T) {
 				t.Errorf("Path, As = %q, %q, want %q, %q", me.Path, me.As, tt.path, tt.as)
 			}
 			wantCode := -32600
-			if tt.want == ErrInvalidJSON {
+			switch tt.want {
+			case ErrInvalidJSON:
 				wantCode = -32700
+			case ErrNumberOutOfRange:
+				wantCode = -32602
 			}
 			if me.Code() != wantCode {
 				t.Errorf("Code() = %d, want %d", me.Code(), wantCode)
@@ -175,6 +196,15 @@ func TestCheckMessageErrorSaysWhatAndWhere(t *testing.T) {
 			`{"a":` + nest(64, "") + `}`, `nested too deeply at "a` + strings.Repeat("[0]", 63) + `": the limit is 64 levels of objects and arrays`},
 		{"not JSON says what encoding/json says",
 			`{"a":}`, `not valid JSON: invalid character '}' looking for beginning of value`},
+		{"a number out of range in the arguments names the argument",
+			`{"params":{"arguments":{"items":[{"quantity":-1e400}]}}}`,
+			`invalid arguments: argument "items[0].quantity": the number -1e400 is out of range: no argument takes a number of that size`},
+		{"a long number out of range is cut short",
+			`{"params":{"arguments":{"n":` + strings.Repeat("9", 400) + `}}}`,
+			`invalid arguments: argument "n": the number ` + strings.Repeat("9", 24) + `… is out of range: no argument takes a number of that size`},
+		{"a number out of range elsewhere in params names its path",
+			`{"params":{"_meta":{"p":1e400}}}`,
+			`invalid params: the number 1e400 at "params._meta.p" is out of range`},
 		{"control characters in a key are quoted",
 			`{"a\n":1,"a\n":2}`, `duplicate key "a\n"`},
 	}
@@ -232,6 +262,8 @@ func FuzzCheckMessage(f *testing.F) {
 			t.Fatalf("CheckMessage(%q) = %v, but it nests only %d levels", msg, err, depth(tree))
 		case errors.Is(err, ErrDuplicateKey) && me.As == "" && !repeats:
 			t.Fatalf("CheckMessage(%q) = %v, but no key repeats exactly", msg, err)
+		case errors.Is(err, ErrNumberOutOfRange) && !strings.Contains(strings.ToLower(me.Path), "param") && !strings.Contains(me.Path, "…"):
+			t.Fatalf("CheckMessage(%q) = %v, but the number is not in params", msg, err)
 		case errors.Is(err, ErrDuplicateKey) && me.As != "" && !strings.Contains(me.Path+me.As, "…") &&
 			!strings.HasSuffix(foldKey(me.Path), foldKey(me.As)):
 			t.Fatalf("CheckMessage(%q) = %v, but the spellings do not fold alike", msg, err)

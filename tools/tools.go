@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/go-playground/validator/v10"
@@ -59,6 +60,14 @@ type Policy interface {
 	// AgentMarkdown is the agent's view of its limits (the clink://policy
 	// resource), with what is left of the standing ones.
 	AgentMarkdown(principal string, standing []policy.LimitStatus) string
+	// DuplicatesWindow is how long an identical call is answered with the
+	// first call's result; 0 means the duplicate guard is off. The
+	// descriptions and instructions say which.
+	DuplicatesWindow() time.Duration
+	// Evaluate decides a request by the policy's stateless rules. The
+	// checkout's description asks it which customer identifiers the policy
+	// takes, so that it says what the policy does.
+	Evaluate(req *policy.Request) policy.Decision
 }
 
 var (
@@ -80,6 +89,10 @@ type Deps struct {
 	// Logger receives what goes wrong outside a call's lifecycle (a panic
 	// in decoding). Nil discards.
 	Logger *slog.Logger
+	// Sandbox says the server runs against a Clink sandbox (the built-in
+	// one, or Clink's sandbox environment), where sessions move no real
+	// money; the server's instructions say so. False means production.
+	Sandbox bool
 }
 
 // Tool is one tool definition with its handler, as registered with the MCP
@@ -141,8 +154,30 @@ func (ts *toolset) recovering(h server.ToolHandlerFunc) server.ToolHandlerFunc {
 	}
 }
 
-// Instructions is the server's instructions text for the agent.
-const Instructions = `This server creates payment sessions on Clink, a payment platform, on behalf of its operator.
+// Instructions returns the server's instructions text for the agent: for a
+// Clink sandbox or production, and with the duplicate guard on (a window
+// above 0) or off.
+func Instructions(sandbox bool, duplicates time.Duration) string {
+	var b strings.Builder
+	b.WriteString(instructionsTools)
+	b.WriteString("\n\nEvery call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead.")
+	if sandbox {
+		b.WriteString(" This server runs against a Clink sandbox: the sessions it creates are test sessions and move no real money.")
+	} else {
+		b.WriteString(" These tools create real payment requests.")
+	}
+	if duplicates > 0 {
+		b.WriteString(` An identical call repeated within the duplicate window each create tool's description states returns the first call's result (marked "replayed") instead of creating a second session; pass an idempotencyKey to make that explicit.`)
+	} else {
+		b.WriteString(` Only a call that repeats an earlier call's idempotencyKey returns that call's result (marked "replayed") instead of creating a second session: pass one so that a repeated call cannot pay twice.`)
+	}
+	b.WriteString(" If a result says the outcome is unknown, do not retry blindly.")
+	return b.String()
+}
+
+// instructionsTools is the part of the instructions that lists the tools,
+// the same in every mode.
+const instructionsTools = `This server creates payment sessions on Clink, a payment platform, on behalf of its operator.
 
 - create_agent_payment_session: a session that a customer's payment agent pays, bound to the customer's email, an amount and a currency. Use it when a task needs payment from a customer through their agent.
 - create_checkout_session: a hosted (or embedded) checkout page for a customer. Give the url from the result to the customer.
@@ -150,9 +185,7 @@ const Instructions = `This server creates payment sessions on Clink, a payment p
 - get_checkout_session, get_agent_payment_session: follow a session this server created.
 - The resource clink://policy describes your limits and what is left of them.
 
-A payment above an approval threshold waits for a person's yes: your client may ask its user, or the result says the approval is pending; then tell your user, and repeat the identical call once it is approved.
-
-Every call is checked against limits the operator set (allowed currencies, per-session amount caps, allowed customer emails, and more); each tool's description states them. A refused call says which limit applied: do not try to get around a limit by splitting or reshaping a payment, ask the user instead. These tools create real payment requests. An identical call repeated within a few minutes returns the first call's result (marked "replayed") instead of creating a second session; pass an idempotencyKey to make that explicit. If a result says the outcome is unknown, do not retry blindly.`
+A payment above an approval threshold waits for a person's yes: your client may ask its user, or the result says the approval is pending; then tell your user, and repeat the identical call once it is approved.`
 
 // NewServer returns an MCP server offering every tool, with the server's
 // instructions, recovering from panics in handlers.
@@ -161,7 +194,7 @@ func NewServer(d Deps, version string) *server.MCPServer {
 		server.WithToolCapabilities(false),
 		server.WithResourceCapabilities(false, false),
 		server.WithElicitation(),
-		server.WithInstructions(Instructions),
+		server.WithInstructions(Instructions(d.Sandbox, d.Policy.DuplicatesWindow())),
 		server.WithRecovery(),
 	)
 	s.AddTools(All(d)...)
@@ -188,7 +221,8 @@ func rawArguments(req mcp.CallToolRequest) []byte {
 
 // annotations are the same for both tools, and set explicitly: creating a
 // payment session writes (not read-only), adds rather than destroys (not
-// destructive), makes a new session every time (not idempotent) and talks to
+// destructive), may make a new session on a repeated call (not idempotent:
+// the duplicate guard answers a repeat only within its window) and talks to
 // Clink (open world).
 func annotations(title string) mcp.ToolAnnotation {
 	return mcp.ToolAnnotation{
@@ -213,7 +247,7 @@ const idempotencyKeySchema = `{
       "type": "string",
       "minLength": 8,
       "maxLength": 128,
-      "description": "Optional key you choose for this payment, e.g. a UUID (8 to 128 printable ASCII characters). A call with a key already used within the duplicate window returns that first call's result instead of creating a second session; the same key with different arguments is refused. Without a key, identical arguments within the window count as the same call. Example: \"7c9e6679-7425-40de-944b-e07fc1f90ae7\"."
+      "description": "Optional key you choose for this payment, e.g. a UUID (8 to 128 printable ASCII characters). A later call with the same key returns the first call's result instead of creating a second session, within the duplicate window this tool's description states, or 24 hours when it states none; the same key with different arguments is refused. Example: \"7c9e6679-7425-40de-944b-e07fc1f90ae7\"."
     }`
 
 // replayedSchema is the replayed property of both tools' results.
