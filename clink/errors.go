@@ -65,8 +65,10 @@ const (
 // A call that got no HTTP response at all (a network failure, a timeout, a context that
 // ended) fails with an error that is not an *Error: it wraps the network or context error
 // (errors.Is works for context.Canceled and context.DeadlineExceeded) and, when a create may
-// have reached Clink, ErrOutcomeUnknown. If such a failure ended a wait to retry after a
-// refusal, errors.As still finds that refusal's *Error.
+// have reached Clink, ErrOutcomeUnknown. When no connection could be made at all, its text
+// says why and names the base URL ("connection refused: Clink at https://... is
+// unreachable"). If such a failure ended a wait to retry after a refusal, errors.As still
+// finds that refusal's *Error.
 //
 // Its strings hold at most a short, sanitized excerpt of what Clink sent, and never the API
 // key: emails in it are masked (a***@example.com), token- and key-shaped strings are replaced
@@ -89,6 +91,9 @@ type Error struct {
 	refusal bool
 	prev    *Error // the failure that led to a retry, for kindCanceled
 	causes  []error
+	// unreachable, for a kindNetwork failure to connect at all: why ("connection refused",
+	// "host not found") and where (the base URL), so that an operator's log names it plainly.
+	unreachable, base string
 }
 
 // noResponseError is the error of a call that got no HTTP response. It is an *Error inside,
@@ -151,7 +156,9 @@ func (e *Error) summary() string {
 	case kindTooLarge:
 		s = fmt.Sprintf("response body larger than %d bytes (HTTP %d)", maxBodySize, e.HTTPStatus)
 	case kindNetwork:
-		if e.HTTPStatus != 0 {
+		if e.unreachable != "" {
+			s = fmt.Sprintf("%s: Clink at %s is unreachable (%s)", e.unreachable, e.base, e.detail)
+		} else if e.HTTPStatus != 0 {
 			s = fmt.Sprintf("reading the HTTP %d response failed: %s", e.HTTPStatus, e.detail)
 		} else {
 			s = "request failed: " + e.detail

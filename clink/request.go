@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -180,7 +181,40 @@ func (c *Client) transportError(ctx, actx context.Context, op operation, err err
 	if op.create && !notSent {
 		e.outcomeUnknown = true
 	}
+	if notSent && e.kind == kindNetwork {
+		if why, detail := unreachable(err); why != "" {
+			e.unreachable, e.base, e.detail = why, c.baseURL, clean(detail, detailLen, c.key)
+		}
+	}
 	return e, ctx.Err() == nil && (notSent || !op.create)
+}
+
+// unreachable names why a connection could not be made ("connection refused", "host not
+// found"), with the text of the network error alone (without the request's URL), or "" when
+// err is not such a failure.
+func unreachable(err error) (why, detail string) {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		if dnsErr.IsNotFound {
+			return "host not found", dnsErr.Error()
+		}
+		return "host name lookup failed", dnsErr.Error()
+	}
+	var opErr *net.OpError
+	if !errors.As(err, &opErr) {
+		return "", ""
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		why = "connection refused"
+	case opErr.Op == "proxyconnect":
+		why = "cannot connect through the proxy"
+	case opErr.Timeout():
+		why = "connecting timed out"
+	default:
+		why = "cannot connect"
+	}
+	return why, opErr.Error()
 }
 
 // neverSent reports whether err proves the request never left this machine: the connection

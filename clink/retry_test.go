@@ -145,16 +145,23 @@ func closedPort(t *testing.T) string {
 func TestACreateIsRetriedWhenTheRequestProvablyNeverLeft(t *testing.T) {
 	tests := []struct {
 		name string
-		fail error // nil: dial a closed port for real
+		fail error  // nil: dial a closed port for real
+		says string // what the error says, before " at <base URL> is unreachable"
 	}{
-		{name: "a refused connection is retried"},
-		{name: "a DNS failure is retried", fail: &net.DNSError{Err: "no such host", Name: "uat-api.clinkbill.invalid", IsNotFound: true}},
+		{name: "a refused connection is retried", says: "connection refused: Clink"},
+		{name: "a DNS failure is retried", fail: &net.DNSError{Err: "no such host", Name: "uat-api.clinkbill.invalid", IsNotFound: true},
+			says: "host not found: Clink"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &countingDialer{fail: tt.fail}
-			c := newClient(t, "http://"+closedPort(t), d.client(), clink.WithMaxAttempts(4))
+			base := "http://" + closedPort(t) + "/"
+			c := newClient(t, base, d.client(), clink.WithMaxAttempts(4))
 			_, err := c.CreateAgentPaymentSession(t.Context(), agentRequest(t))
+			// The operator's log says plainly that Clink is unreachable, and where.
+			if want := tt.says + " at " + base + " is unreachable"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to say %q", err, want)
+			}
 			if got := d.dials.Load(); got != 4 {
 				t.Errorf("dialled %d times, want 4", got)
 			}

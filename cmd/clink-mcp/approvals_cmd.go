@@ -27,10 +27,6 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 		return errors.New(approvalsUsage)
 	}
 	sub, args := args[0], args[1:]
-	if sub == "-h" || sub == "--help" || sub == "help" {
-		fmt.Fprintln(stdout, approvalsUsage)
-		return nil
-	}
 	var id, by string
 	all := false
 	var rest []string
@@ -65,7 +61,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	default:
 		return fmt.Errorf("approvals: unknown subcommand %q (%s)", sub, approvalsUsage)
 	}
-	cfg, extra, err := parseConfig("clink-mcp approvals "+sub, rest, getenv, stderr)
+	cfg, extra, err := parseConfig("clink-mcp approvals "+sub, rest, getenv, stdout, commandUsage["approvals"])
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 		return errors.New("usage: clink-mcp audit verify|export [--policy FILE]")
 	}
 	sub, args := args[0], args[1:]
-	cfg, rest, err := parseConfig("clink-mcp audit "+sub, args, getenv, stderr)
+	cfg, rest, err := parseConfig("clink-mcp audit "+sub, args, getenv, stdout, commandUsage["audit"])
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +30,7 @@ type config struct {
 	secretFile string
 	grace      string
 	delay      string
+	workers    string // stdio worker pool size
 
 	httpAddr       string
 	principalsPath string
@@ -36,6 +39,9 @@ type config struct {
 	allowedOrigins string
 
 	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
+	// keyFrom names the setting the API key came from, for messages:
+	// "CLINK_API_KEY" or "api-key-file (CLINK_API_KEY_FILE)".
+	keyFrom string
 	// databaseURL is CLINK_DATABASE_URL, never a flag, never logged: it
 	// holds a password.
 	databaseURL string
@@ -76,6 +82,8 @@ var settings = []setting{
 		target: func(c *config) any { return &c.tlsKey }},
 	{flag: "allowed-origins", env: "CLINK_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to call /mcp besides the server's own (e.g. https://app.example.com)",
 		target: func(c *config) any { return &c.allowedOrigins }},
+	{flag: "stdio-workers", env: "CLINK_STDIO_WORKERS", def: "64", usage: "over stdio, how many tool calls run at once (1 to 100): calls wait on Clink, not on the CPU",
+		target: func(c *config) any { return &c.workers }},
 	{flag: "log-level", env: "CLINK_LOG_LEVEL", def: "info", usage: "log level: debug, info, warn or error",
 		target: func(c *config) any { return &c.logLevel }},
 	{flag: "log-format", env: "CLINK_LOG_FORMAT", def: "text", usage: "log format on stderr: text or json",
@@ -83,8 +91,9 @@ var settings = []setting{
 }
 
 // parseConfig reads the environment, then args (flags win), into a config.
-// It does not touch the network or the policy file.
-func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config, []string, error) {
+// It does not touch the network or the policy file. Asked for help (-h,
+// --help), it prints usage to stdout and returns flag.ErrHelp.
+func parseConfig(name string, args []string, getenv func(string) string, stdout io.Writer, usage func(io.Writer)) (*config, []string, error) {
 	c := &config{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -97,7 +106,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		case *bool:
 			b, err := parseBool(def)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %v", s.env, err)
+				return nil, nil, fmt.Errorf("%s (%s): %v", s.flag, s.env, err)
 			}
 			fs.BoolVar(p, s.flag, b, s.usage)
 		case *string:
@@ -106,12 +115,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stderr)
+			usage(stdout)
 			return nil, nil, flag.ErrHelp
 		}
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%v (run clink-mcp help)", err)
 	}
-	c.apiKey = strings.TrimSpace(getenv("CLINK_API_KEY"))
+	c.apiKey, c.keyFrom = strings.TrimSpace(getenv("CLINK_API_KEY")), "CLINK_API_KEY"
 	c.databaseURL = strings.TrimSpace(getenv("CLINK_DATABASE_URL"))
 	return c, fs.Args(), nil
 }
@@ -165,23 +174,45 @@ Environment only:
 `)
 }
 
+// keyFileSetting names --api-key-file and its twin in messages.
+const keyFileSetting = "api-key-file (CLINK_API_KEY_FILE)"
+
 // resolveAPIKey reads the key from its file when one is named. A key from a
 // file wins over CLINK_API_KEY, since naming a file is the more deliberate
-// act.
+// act. The file holds the key alone, on one line; surrounding whitespace
+// and a final newline are ignored.
 func (c *config) resolveAPIKey() error {
 	if c.apiKeyFile == "" {
 		return nil
 	}
 	b, err := os.ReadFile(c.apiKeyFile)
 	if err != nil {
-		return fmt.Errorf("api-key-file: cannot read %s: %v", c.apiKeyFile, errors.Unwrap(err))
+		return fmt.Errorf("%s: cannot read %s: %v", keyFileSetting, c.apiKeyFile, errors.Unwrap(err))
 	}
 	key := strings.TrimSpace(string(b))
-	if key == "" {
-		return fmt.Errorf("api-key-file: %s is empty", c.apiKeyFile)
+	switch {
+	case key == "":
+		return fmt.Errorf("%s: %s is empty; it must hold the Clink API key", keyFileSetting, c.apiKeyFile)
+	case strings.ContainsAny(key, "\r\n"):
+		return fmt.Errorf("%s: %s has more than one line; it must hold the Clink API key alone", keyFileSetting, c.apiKeyFile)
 	}
-	c.apiKey = key
+	c.apiKey, c.keyFrom = key, keyFileSetting
 	return nil
+}
+
+// keyFileOpen reports whether the API key file is open to its group or
+// others (any of the mode bits 0o077), and its mode: a key file they may
+// read or change is a secret shared with them. Windows has no such bits.
+func (c *config) keyFileOpen() (os.FileMode, bool) {
+	if c.apiKeyFile == "" || runtime.GOOS == "windows" {
+		return 0, false
+	}
+	fi, err := os.Stat(c.apiKeyFile)
+	if err != nil {
+		return 0, false
+	}
+	mode := fi.Mode().Perm()
+	return mode, mode&0o077 != 0
 }
 
 // resolveEnv settles the Clink environment: the explicit setting, else
@@ -194,7 +225,7 @@ func (c *config) resolveEnv() (clink.Environment, error) {
 			return "", fmt.Errorf("env (CLINK_ENV): %q is not sandbox or production", c.env)
 		}
 		if c.sandbox && env != clink.Sandbox {
-			return "", errors.New("sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with env production")
+			return "", errors.New("sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with env (CLINK_ENV) production")
 		}
 		return env, nil
 	}
@@ -254,6 +285,27 @@ func (c *config) delayDuration() time.Duration {
 	return d
 }
 
+// stdioWorkers is the stdio worker pool's size: how many tool calls run at
+// once on one stdio connection.
+func (c *config) stdioWorkers() (int, error) {
+	if c.workers == "" {
+		return defaultStdioWorkers, nil
+	}
+	n, err := strconv.Atoi(c.workers)
+	if err != nil || n < 1 || n > maxStdioWorkers {
+		return 0, fmt.Errorf("stdio-workers (CLINK_STDIO_WORKERS): %q is not a number from 1 to %d", c.workers, maxStdioWorkers)
+	}
+	return n, nil
+}
+
+// The stdio worker pool: calls spend their time waiting on Clink (tens to
+// hundreds of milliseconds), not on the CPU, so one connection runs many
+// at once. mcp-go allows at most 100.
+const (
+	defaultStdioWorkers = 64
+	maxStdioWorkers     = 100
+)
+
 // checkGrace refuses a shutdown grace or delay that is not a duration.
 func (c *config) checkGrace() error {
 	if c.grace == "" {
@@ -266,6 +318,17 @@ func (c *config) checkGrace() error {
 		if d, err := time.ParseDuration(c.delay); err != nil || d < 0 {
 			return fmt.Errorf("shutdown-delay (CLINK_SHUTDOWN_DELAY): %q is not a duration such as 5s", c.delay)
 		}
+	}
+	return nil
+}
+
+// checkBaseURL refuses a --base-url the Clink client would refuse, under
+// its own name: the client is built with the API key too, and its errors
+// would otherwise be reported as the key's. The placeholder key has no
+// environment prefix, so only the URL can fail.
+func checkBaseURL(raw string, env clink.Environment) error {
+	if _, err := clink.NewClient("placeholder", clink.WithEnvironment(env), clink.WithBaseURL(raw)); err != nil {
+		return fmt.Errorf("base-url (CLINK_BASE_URL): %s", strings.TrimPrefix(err.Error(), "clink: "))
 	}
 	return nil
 }

@@ -27,14 +27,19 @@ import (
 //go:embed demo-policy.yaml
 var demoPolicy []byte
 
-// demoDisabledPolicy is demoPolicy with the checkout tool switched off, to
-// show the tool_disabled refusal.
-const demoDisabledPolicy = `version: 1
-currencies:
-  USD: { max_amount: 200 }
-tools:
-  create_checkout_session: { enabled: false }
-`
+// demoDisabledPolicy is the policy of the demo's second server, for the
+// steps marked disabled: a short one with the checkout tool switched off,
+// to show the tool_disabled refusal. The transcript prints it before the
+// first such step.
+//
+//go:embed demo-policy-checkout-off.yaml
+var demoDisabledPolicy []byte
+
+// The demo policies' names, as the transcript shows them.
+const (
+	demoPolicyName         = "demo-policy.yaml"
+	demoDisabledPolicyName = "demo-policy-checkout-off.yaml"
+)
 
 // demoStep is one call of the demo and what it must do.
 type demoStep struct {
@@ -167,12 +172,12 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("demo takes no arguments, got %q", args[0])
 	}
 	logger := slog.New(slog.DiscardHandler)
-	main, err := newDemoApp(demoPolicy, logger)
+	main, err := newDemoApp(demoPolicyName, demoPolicy, logger)
 	if err != nil {
 		return err
 	}
 	defer main.close()
-	off, err := newDemoApp([]byte(demoDisabledPolicy), logger)
+	off, err := newDemoApp(demoDisabledPolicyName, demoDisabledPolicy, logger)
 	if err != nil {
 		return err
 	}
@@ -195,6 +200,16 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "clink-mcp %s demo: the MCP server against its built-in Clink sandbox.\n", clink.Version)
 	fmt.Fprintln(stdout, "Sessions are simulated; nothing is charged; budgets, rate limits, approvals and the audit trail are kept in memory.")
 	fmt.Fprintln(stdout, "The client declares elicitation; a scripted user answers its approval questions as each step says.")
+	var offSteps []string
+	for i, step := range demoSteps {
+		if step.disabled {
+			offSteps = append(offSteps, fmt.Sprint(i+1))
+		}
+	}
+	if len(offSteps) > 0 {
+		fmt.Fprintf(stdout, "Every step runs under the policy below except step %s, which runs on a second server under a second policy, printed with it.\n",
+			strings.Join(offSteps, ", "))
+	}
 	fmt.Fprintf(stdout, "\nPolicy:\n%s\n", indent(demoRender(main.policy), "  "))
 
 	list, err := mainClient.ListTools(ctx, mcp.ListToolsRequest{})
@@ -208,8 +223,13 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 	kept := map[string]string{} // session IDs by demoStep.keep
 	failures, sessions := 0, int64(0)
+	offShown := false
 	for i, step := range demoSteps {
 		fmt.Fprintf(stdout, "\n%d. %s\n", i+1, step.title)
+		if step.disabled && !offShown {
+			fmt.Fprintf(stdout, "   On a second server, under this policy:\n%s\n", indent(demoRender(off.policy), "     "))
+			offShown = true
+		}
 		var problem string
 		if step.resource != "" {
 			problem, err = demoRead(ctx, mainClient, step, stdout)
@@ -468,9 +488,10 @@ func (u *demoUser) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.E
 	return res, nil
 }
 
-// newDemoApp wires a sandbox-backed server under the given policy.
-func newDemoApp(policyYAML []byte, logger *slog.Logger) (*app, error) {
-	p, err := policy.Parse("demo-policy.yaml", policyYAML)
+// newDemoApp wires a sandbox-backed server under the policy policyYAML,
+// named name.
+func newDemoApp(name string, policyYAML []byte, logger *slog.Logger) (*app, error) {
+	p, err := policy.Parse(name, policyYAML)
 	if err != nil {
 		return nil, fmt.Errorf("demo: %v", err)
 	}

@@ -175,10 +175,6 @@ func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger
 // printed once, with the lines for the principals file. Only its SHA-256
 // is ever stored.
 func tokenCommand(args []string, stdout io.Writer) error {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprintln(stdout, "Usage: clink-mcp token new NAME\n\nPrints a fresh bearer token for the principal NAME, once, and the lines to paste into the principals file (which keeps only the token's SHA-256).")
-		return nil
-	}
 	if len(args) != 2 || args[0] != "new" {
 		return errors.New("usage: clink-mcp token new NAME")
 	}

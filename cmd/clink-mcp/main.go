@@ -14,8 +14,11 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/mark3labs/mcp-go/server"
@@ -43,6 +46,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "serve" && slices.ContainsFunc(args, isVersionFlag) {
+		cmd, args = "version", nil
+	}
+	// Help, however asked for, goes to stdout and exits 0.
+	if usage, ok := commandUsage[cmd]; ok && wantsHelp(args) {
+		usage(stdout)
+		return 0
+	}
 	var err error
 	switch cmd {
 	case "serve":
@@ -60,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "version":
 		fmt.Fprintf(stdout, "clink-mcp %s\n", clink.Version)
 	case "help":
-		printUsage(stdout)
+		err = helpCommand(args, stdout)
 	default:
 		err = fmt.Errorf("unknown command %q (run clink-mcp help)", cmd)
 	}
@@ -82,7 +93,7 @@ var errFailed = errors.New("failed")
 // serveCommand serves MCP over stdio until stdin ends or ctx is cancelled,
 // or over streamable HTTP (--http) until ctx is cancelled.
 func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg, rest, err := parseConfig("clink-mcp serve", args, getenv, stderr)
+	cfg, rest, err := parseConfig("clink-mcp serve", args, getenv, stdout, printUsage)
 	if err != nil {
 		return err
 	}
@@ -102,6 +113,9 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 		}
 		defer listener.Close()
 	} else if err := cfg.checkStdioOnly(); err != nil {
+		return err
+	} else if _, err := cfg.stdioWorkers(); err != nil {
+		// Checked before anything is wired, like every setting.
 		return err
 	}
 	a, err := newApp(cfg, logger, nil)
@@ -144,9 +158,17 @@ func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdou
 		case <-listenCtx.Done():
 		}
 	}()
+	workers, err := cfg.stdioWorkers()
+	if err != nil {
+		return err
+	}
 	stdio := server.NewStdioServer(a.mcp)
 	stdio.SetErrorLogger(log.New(&slogWriter{logger}, "", 0))
-	err := stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
+	server.WithWorkerPoolSize(workers)(stdio)
+	// Room for the calls a client may have in flight beyond the workers, so
+	// that reading stdin rarely waits on a full queue.
+	server.WithQueueSize(16 * workers)(stdio)
+	err = stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -180,6 +202,11 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
+	if pol == nil && !cfg.sandbox && cfg.apiKey == "" && cfg.policyPath == "" {
+		// A bare start: most likely someone trying it for the first time.
+		return nil, errors.New("nothing to serve: no Clink API key and no policy file. To try it, run with --sandbox (the built-in sandbox: no account, nothing is charged), or run clink-mcp demo. " +
+			"To serve Clink, set CLINK_API_KEY (or --api-key-file, CLINK_API_KEY_FILE) and a policy file (--policy, CLINK_POLICY)")
+	}
 	a := &app{env: env, policy: pol, close: func() {}}
 	switch {
 	case pol != nil:
@@ -190,7 +217,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	case env == clink.Sandbox:
 		a.policy = policy.Demo()
 	default:
-		return nil, errors.New("policy (CLINK_POLICY): production needs a policy file; without one nothing limits what an agent can charge. Set --policy or CLINK_POLICY (see README, \"The policy file\")")
+		return nil, errors.New("policy (CLINK_POLICY): production needs a policy file; without one nothing limits what an agent can charge. Set --policy or CLINK_POLICY (see README, \"The policy file\"), or run with --sandbox to try the built-in sandbox")
 	}
 	// The principals file names policy files of its own; each is loaded
 	// once, here, so that a broken one stops the server at the line that
@@ -215,25 +242,29 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		if cfg.baseURL != "" {
 			return nil, errors.New("base-url (CLINK_BASE_URL): cannot be combined with --sandbox, which serves its own")
 		}
+		// In process and in memory: no listener, no socket.
 		a.sandbox = sandbox.New()
-		url, shutdown, err := a.sandbox.Listen()
-		if err != nil {
-			return nil, fmt.Errorf("sandbox: %v", err)
-		}
-		a.close = func() { _ = shutdown(context.Background()) }
 		key = sandbox.DefaultAPIKey
-		opts = append(opts, clink.WithBaseURL(url))
+		opts = append(opts, clink.WithBaseURL(sandbox.BaseURL),
+			clink.WithHTTPClient(&http.Client{Transport: a.sandbox.Transport()}))
 	} else {
 		if key == "" {
-			return nil, errors.New("CLINK_API_KEY is not set: set it or CLINK_API_KEY_FILE, or run with --sandbox to try the built-in sandbox")
+			return nil, errors.New("CLINK_API_KEY is not set: set it or --api-key-file (CLINK_API_KEY_FILE), or run with --sandbox to try the built-in sandbox")
 		}
 		if cfg.baseURL != "" {
+			if err := checkBaseURL(cfg.baseURL, env); err != nil {
+				return nil, err
+			}
 			opts = append(opts, clink.WithBaseURL(cfg.baseURL))
 		}
 	}
 	if a.client, err = clink.NewClient(key, opts...); err != nil {
 		a.close()
-		return nil, fmt.Errorf("CLINK_API_KEY: %v", err)
+		from := cfg.keyFrom
+		if cfg.sandbox {
+			from = "sandbox (CLINK_SANDBOX)"
+		}
+		return nil, fmt.Errorf("%s: %s", from, strings.TrimPrefix(err.Error(), "clink: "))
 	}
 	// The built-in sandbox keeps its state in memory, like its sessions;
 	// everything else uses a durable store (the database of
@@ -243,6 +274,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	var (
 		st     state.Store
 		secret []byte
+		where  string // the store, for the log
 	)
 	if cfg.sandbox {
 		if cfg.databaseURL != "" {
@@ -255,6 +287,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			a.close()
 			return nil, err
 		}
+		where = storeInMemory
 	} else {
 		so, err := openStore(context.Background(), cfg, a.policy, false)
 		if err != nil {
@@ -267,10 +300,12 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			a.close()
 			return nil, err
 		}
-		logger.Info("store", "where", so.where)
+		where = so.where
 	}
 	a.svc, err = service.New(service.Config{
 		Policy: a.policy, Principals: a.principals,
+		// The instructions say whether sessions move real money.
+		Sandbox: a.env == clink.Sandbox,
 		LoadPolicy: func(path string) (*policy.Policy, error) {
 			if p, ok := policies[path]; ok {
 				return p, nil
@@ -306,7 +341,33 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	} else if n > 0 {
 		logger.Warn("resolved calls left open by a server that stopped mid-call as outcome_unknown; check them in the Clink dashboard", "calls", n)
 	}
+	logWiring(logger, cfg, a, where)
 	return a, nil
+}
+
+// storeInMemory is where --sandbox keeps its state, for the log.
+const storeInMemory = "in memory (--sandbox): budgets, rate limits, approvals and the audit trail end with the process"
+
+// logWiring logs, once the server is wired, what an operator checks first:
+// where Clink is (its base URL, never the key) and where the state is (the
+// SQLite file, "the database (CLINK_DATABASE_URL)" without the URL, or
+// memory), with a warning for a key file others may read and for a
+// store.path that --sandbox does not use. Errors before it stay one line.
+func logWiring(logger *slog.Logger, cfg *config, a *app, where string) {
+	if cfg.sandbox {
+		logger.Info("clink: the built-in sandbox, in process", "base_url", a.client.BaseURL(), "env", string(a.env))
+	} else {
+		logger.Info("clink", "base_url", a.client.BaseURL(), "env", string(a.env))
+	}
+	logger.Info("store", "where", where)
+	if path := a.policy.StorePath(); cfg.sandbox && path != "" {
+		logger.Warn("the policy's store.path is not used with --sandbox, which keeps its state in memory",
+			"policy", a.policy.Source(), "store.path", path)
+	}
+	if mode, open := cfg.keyFileOpen(); open {
+		logger.Warn("the API key file is open to its group or others: make it readable by its owner alone",
+			"file", cfg.apiKeyFile, "mode", fmt.Sprintf("%04o", mode), "fix", "chmod 600 "+cfg.apiKeyFile)
+	}
 }
 
 // slogWriter turns the MCP library's log lines into warnings on our logger,

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
@@ -27,33 +30,109 @@ func runCmd(t *testing.T, vars map[string]string, args ...string) (code int, std
 }
 
 func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	dir := t.TempDir()
-	empty := filepath.Join(dir, "empty-key")
-	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
-		t.Fatal(err)
+	file := func(name, content string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
-	badPolicy := filepath.Join(dir, "bad.yaml")
-	if err := os.WriteFile(badPolicy, []byte("version: 1\ncurrencies:\n  USD: { max_amount: 10, colour: red }\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	empty := file("empty-key", "\n")
+	twoLines := file("two-line-key", "sk_test_abc\nsk_test_def\n")
+	spaced := file("spaced-key", "sk_test_abc def\n")
+	testKey := file("test-key", "sk_test_abc\n")
+	badPolicy := file("bad.yaml", "version: 1\ncurrencies:\n  USD: { max_amount: 10, colour: red }\n")
+	badPrincipals := file("principals.yaml", "- just a list\n")
+	notPEM := file("cert.pem", "not a certificate\n")
+	const goodPolicy = "../../tools/testdata/policy.yaml"
+	withPolicy := func(args ...string) []string { return append([]string{"--policy", goodPolicy}, args...) }
+	key := map[string]string{"CLINK_API_KEY": "sk_test_abc"}
 	tests := []struct {
 		name string
 		vars map[string]string
 		args []string
-		want string
+		want []string // in the one line, in order
+		not  []string // nowhere in it: other settings' names, secrets
 	}{
-		{"production without a policy file refuses to start", map[string]string{"CLINK_API_KEY": "sk_prod_abc"}, nil, "production needs a policy file"},
-		{"no API key and no sandbox refuses to start", nil, []string{"--policy", "../../tools/testdata/policy.yaml"}, "CLINK_API_KEY is not set"},
-		{"an unknown environment is named", map[string]string{"CLINK_ENV": "staging"}, []string{"--sandbox"}, "env (CLINK_ENV)"},
-		{"a bad log level is named", map[string]string{"CLINK_LOG_LEVEL": "loud"}, []string{"--sandbox"}, "log-level (CLINK_LOG_LEVEL)"},
-		{"a bad log format is named", nil, []string{"--sandbox", "--log-format", "xml"}, "log-format (CLINK_LOG_FORMAT)"},
-		{"an empty key file is named", nil, []string{"--api-key-file", empty, "--policy", "../../tools/testdata/policy.yaml"}, "api-key-file"},
-		{"a missing key file is named", nil, []string{"--api-key-file", filepath.Join(dir, "nope")}, "api-key-file"},
-		{"a broken policy file is named with its line", nil, []string{"--sandbox", "--policy", badPolicy}, "bad.yaml:3"},
-		{"a bad boolean variable is named", map[string]string{"CLINK_SANDBOX": "maybe"}, nil, "CLINK_SANDBOX"},
-		{"a test key against production is refused", map[string]string{"CLINK_API_KEY": "sk_test_abc", "CLINK_ENV": "production"}, []string{"--policy", "../../tools/testdata/policy.yaml"}, "sk_test_"},
-		{"the sandbox with production is refused", map[string]string{"CLINK_ENV": "production"}, []string{"--sandbox"}, "sandbox"},
-		{"an unknown flag is refused", nil, []string{"--api-key", "sk_test_x"}, "api-key"},
+		{"a bare start suggests the sandbox, the demo, and a key and a policy", nil, nil,
+			[]string{"nothing to serve: no Clink API key and no policy file", "--sandbox", "clink-mcp demo", "CLINK_API_KEY", "--policy, CLINK_POLICY"}, nil},
+		{"a bare start in production says the same", map[string]string{"CLINK_ENV": "production"}, nil,
+			[]string{"nothing to serve", "--sandbox"}, nil},
+		{"production without a policy file refuses to start", map[string]string{"CLINK_API_KEY": "sk_prod_abc"}, nil,
+			[]string{"policy (CLINK_POLICY): production needs a policy file", "--sandbox"}, nil},
+		{"no API key and no sandbox refuses to start", nil, withPolicy(),
+			[]string{"CLINK_API_KEY is not set", "api-key-file (CLINK_API_KEY_FILE)", "--sandbox"}, nil},
+		{"an unknown environment is named", map[string]string{"CLINK_ENV": "staging"}, []string{"--sandbox"},
+			[]string{`env (CLINK_ENV): "staging" is not sandbox or production`}, nil},
+		{"a bad log level is named", map[string]string{"CLINK_LOG_LEVEL": "loud"}, []string{"--sandbox"},
+			[]string{`log-level (CLINK_LOG_LEVEL): "loud" is not debug, info, warn or error`}, nil},
+		{"a bad log format is named", nil, []string{"--sandbox", "--log-format", "xml"},
+			[]string{`log-format (CLINK_LOG_FORMAT): "xml" is not text or json`}, nil},
+		{"an empty key file is named", nil, withPolicy("--api-key-file", empty),
+			[]string{"api-key-file (CLINK_API_KEY_FILE): " + empty + " is empty"}, nil},
+		{"a missing key file is named", nil, []string{"--api-key-file", filepath.Join(dir, "nope")},
+			[]string{"api-key-file (CLINK_API_KEY_FILE): cannot read " + filepath.Join(dir, "nope")}, nil},
+		{"a two-line key file is named, not CLINK_API_KEY", nil, withPolicy("--api-key-file", twoLines),
+			[]string{"api-key-file (CLINK_API_KEY_FILE): " + twoLines + " has more than one line"}, []string{"CLINK_API_KEY:", "sk_test_abc", "sk_test_def"}},
+		{"a key file holding a space is named, not CLINK_API_KEY", map[string]string{"CLINK_API_KEY_FILE": spaced}, withPolicy(),
+			[]string{"api-key-file (CLINK_API_KEY_FILE): API key contains spaces"}, []string{"CLINK_API_KEY:", "sk_test_abc"}},
+		{"a key in the environment holding a space is named as CLINK_API_KEY", map[string]string{"CLINK_API_KEY": "sk_test_abc def"}, withPolicy(),
+			[]string{"CLINK_API_KEY: API key contains spaces"}, []string{"api-key-file", "sk_test_abc"}},
+		{"a broken policy file is named with its line", nil, []string{"--sandbox", "--policy", badPolicy},
+			[]string{"policy (CLINK_POLICY): ", badPolicy + ":3"}, nil},
+		{"a bad boolean variable is named with its flag", map[string]string{"CLINK_SANDBOX": "maybe"}, nil,
+			[]string{`sandbox (CLINK_SANDBOX): "maybe" is not a boolean`}, nil},
+		{"a bad boolean flag is named", nil, []string{"--sandbox=maybe"},
+			[]string{`invalid boolean value "maybe" for -sandbox`}, nil},
+		{"a test key from the environment against production is named as CLINK_API_KEY", map[string]string{"CLINK_API_KEY": "sk_test_abc", "CLINK_ENV": "production"}, withPolicy(),
+			[]string{"CLINK_API_KEY: API key is a sandbox key (sk_test_) but the environment is production"}, []string{"api-key-file"}},
+		{"a test key from a file against production is named as the file", map[string]string{"CLINK_ENV": "production"}, withPolicy("--api-key-file", testKey),
+			[]string{"api-key-file (CLINK_API_KEY_FILE): API key is a sandbox key (sk_test_)"}, []string{"CLINK_API_KEY:"}},
+		{"the sandbox with production is refused", map[string]string{"CLINK_ENV": "production"}, []string{"--sandbox"},
+			[]string{"sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with env (CLINK_ENV) production"}, nil},
+		{"an unknown flag is refused, pointing to help", nil, []string{"--api-key", "sk_test_x"},
+			[]string{"flag provided but not defined: -api-key", "clink-mcp help"}, nil},
+		{"a base URL that is not http is named as the base URL, not the key", key, withPolicy("--base-url", "ftp://x"),
+			[]string{`base-url (CLINK_BASE_URL): base URL "ftp://x" must use http or https`}, []string{"CLINK_API_KEY"}},
+		{"a base URL with a password is named without it", key, withPolicy("--base-url", "https://u:hunter2@clink.example.com"),
+			[]string{"base-url (CLINK_BASE_URL): ", "must not contain user info"}, []string{"CLINK_API_KEY", "hunter2"}},
+		{"a base URL with the sandbox is refused", nil, []string{"--sandbox", "--base-url", "https://clink.example.com"},
+			[]string{"base-url (CLINK_BASE_URL): cannot be combined with --sandbox"}, nil},
+		{"a database with the sandbox is refused", map[string]string{"CLINK_DATABASE_URL": "postgres://u:hunter2@127.0.0.1:1/db"}, []string{"--sandbox"},
+			[]string{"CLINK_DATABASE_URL: cannot be combined with --sandbox"}, []string{"hunter2"}},
+		{"a database that cannot be reached is named without its password", map[string]string{"CLINK_API_KEY": "sk_test_abc", "CLINK_DATABASE_URL": "postgres://u:hunter2@127.0.0.1:1/db"}, withPolicy(),
+			[]string{"store (CLINK_DATABASE_URL): "}, []string{"hunter2"}},
+		{"a state secret file that cannot be read is named", key, withPolicy("--state-secret-file", filepath.Join(dir, "nope")),
+			[]string{"state-secret-file (CLINK_STATE_SECRET_FILE): "}, nil},
+		{"a bad shutdown grace is named", map[string]string{"CLINK_SHUTDOWN_GRACE": "soon"}, []string{"--sandbox"},
+			[]string{`shutdown-grace (CLINK_SHUTDOWN_GRACE): "soon" is not a duration`}, nil},
+		{"a bad shutdown delay is named", nil, []string{"--sandbox", "--shutdown-delay", "-5s"},
+			[]string{`shutdown-delay (CLINK_SHUTDOWN_DELAY): "-5s" is not a duration`}, nil},
+		{"a bad stdio worker count is named before anything is wired", nil, []string{"--sandbox", "--stdio-workers", "0"},
+			[]string{`stdio-workers (CLINK_STDIO_WORKERS): "0" is not a number from 1 to 100`}, nil},
+		{"an argument to serve is refused", nil, []string{"serve", "--sandbox", "now"},
+			[]string{`serve takes no arguments, got "now"`}, nil},
+		{"a principals file over stdio is refused", nil, []string{"--sandbox", "--principals", badPrincipals},
+			[]string{"principals (CLINK_PRINCIPALS): only used with --http (CLINK_HTTP_ADDR)"}, nil},
+		{"a TLS certificate over stdio is refused", nil, []string{"--sandbox", "--tls-cert", notPEM},
+			[]string{"tls-cert (CLINK_TLS_CERT): only used with --http"}, nil},
+		{"a TLS key over stdio is refused", nil, []string{"--sandbox", "--tls-key", notPEM},
+			[]string{"tls-key (CLINK_TLS_KEY): only used with --http"}, nil},
+		{"allowed origins over stdio are refused", map[string]string{"CLINK_ALLOWED_ORIGINS": "https://app.example.com"}, []string{"--sandbox"},
+			[]string{"allowed-origins (CLINK_ALLOWED_ORIGINS): only used with --http"}, nil},
+		{"an HTTP address that is not host:port is named", nil, []string{"--sandbox", "--http", "8080"},
+			[]string{`http (CLINK_HTTP_ADDR): "8080" is not host:port`}, nil},
+		{"an HTTP address beyond loopback without principals is refused", nil, []string{"--sandbox", "--http", "0.0.0.0:0"},
+			[]string{"http (CLINK_HTTP_ADDR): 0.0.0.0:0 is not a loopback address", "--principals, CLINK_PRINCIPALS"}, nil},
+		{"a TLS certificate without its key is refused", nil, []string{"--sandbox", "--http", "127.0.0.1:0", "--tls-cert", notPEM},
+			[]string{"tls-cert, tls-key (CLINK_TLS_CERT, CLINK_TLS_KEY): give both, or neither"}, nil},
+		{"TLS files that are not PEM are named", nil, []string{"--sandbox", "--http", "127.0.0.1:0", "--tls-cert", notPEM, "--tls-key", notPEM},
+			[]string{"tls-cert, tls-key (CLINK_TLS_CERT, CLINK_TLS_KEY): "}, nil},
+		{"a broken principals file is named with its line", nil, []string{"--sandbox", "--http", "127.0.0.1:0", "--principals", badPrincipals},
+			[]string{"principals (CLINK_PRINCIPALS): ", badPrincipals + ":1"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,11 +146,19 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 			if lines := strings.Count(strings.TrimRight(stderr, "\n"), "\n") + 1; lines != 1 {
 				t.Errorf("stderr has %d lines, want 1:\n%s", lines, stderr)
 			}
-			if !strings.Contains(stderr, tt.want) {
-				t.Errorf("stderr = %q, want it to name %q", stderr, tt.want)
+			rest := stderr
+			for _, want := range tt.want {
+				i := strings.Index(rest, want)
+				if i < 0 {
+					t.Errorf("stderr = %q, want it to say %q (after %q)", stderr, want, tt.want[:slices.Index(tt.want, want)])
+					break
+				}
+				rest = rest[i+len(want):]
 			}
-			if strings.Contains(stderr, "sk_prod_abc") || strings.Contains(stderr, "sk_test_abc") {
-				t.Errorf("stderr leaks the API key: %q", stderr)
+			for _, not := range append(tt.not, "sk_prod_abc") {
+				if strings.Contains(stderr, not) {
+					t.Errorf("stderr = %q, want it without %q", stderr, not)
+				}
 			}
 		})
 	}
@@ -79,7 +166,7 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 
 func TestFlagsWinOverTheirEnvironmentTwins(t *testing.T) {
 	cfg, _, err := parseConfig("t", []string{"--log-level", "debug", "--policy", "a.yaml"},
-		env(map[string]string{"CLINK_LOG_LEVEL": "error", "CLINK_POLICY": "b.yaml", "CLINK_LOG_FORMAT": "json"}), &bytes.Buffer{})
+		env(map[string]string{"CLINK_LOG_LEVEL": "error", "CLINK_POLICY": "b.yaml", "CLINK_LOG_FORMAT": "json"}), &bytes.Buffer{}, printUsage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,16 +190,95 @@ func TestHelpListsEveryFlagWithItsEnvironmentTwin(t *testing.T) {
 			t.Errorf("help lacks %q", cmd)
 		}
 	}
-	var errb bytes.Buffer
-	if code := run(context.Background(), []string{"--help"}, env(nil), strings.NewReader(""), &bytes.Buffer{}, &errb); code != 0 || !strings.Contains(errb.String(), "CLINK_POLICY") {
-		t.Errorf("--help: exit %d, output %q", code, errb.String())
+}
+
+func TestHelpGoesToStdoutWithExitZeroEverywhere(t *testing.T) {
+	var help strings.Builder
+	printUsage(&help)
+	tests := []struct {
+		args []string
+		want string // the start of stdout
+	}{
+		{[]string{"help"}, help.String()},
+		{[]string{"--help"}, help.String()},
+		{[]string{"-h"}, help.String()},
+		{[]string{"-help"}, help.String()},
+		{[]string{"--sandbox", "--help"}, help.String()},
+		{[]string{"help", "--help"}, help.String()},
+		{[]string{"help", "help"}, help.String()},
 	}
+	for _, cmd := range []string{"serve", "demo", "policy", "audit", "approvals", "token", "version", "help"} {
+		var want strings.Builder
+		commandUsage[cmd](&want)
+		for _, ask := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}} {
+			tests = append(tests, struct {
+				args []string
+				want string
+			}{append([]string{cmd}, ask...), want.String()})
+		}
+		tests = append(tests, struct {
+			args []string
+			want string
+		}{[]string{"help", cmd}, want.String()})
+	}
+	// Help asked for after a subcommand or among flags.
+	var audit, approvals, policyHelp, token strings.Builder
+	commandUsage["audit"](&audit)
+	commandUsage["approvals"](&approvals)
+	commandUsage["policy"](&policyHelp)
+	commandUsage["token"](&token)
+	tests = append(tests, []struct {
+		args []string
+		want string
+	}{
+		{[]string{"audit", "verify", "--help"}, audit.String()},
+		{[]string{"audit", "export", "--policy", "p.yaml", "-h"}, audit.String()},
+		{[]string{"approvals", "list", "--help"}, approvals.String()},
+		{[]string{"approvals", "approve", "apr_1", "--by", "ops", "-h"}, approvals.String()},
+		{[]string{"policy", "check", "--help"}, policyHelp.String()},
+		{[]string{"token", "new", "--help"}, token.String()},
+	}...)
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, nil, tt.args...)
+			if code != 0 {
+				t.Errorf("exit %d, stderr %q", code, stderr)
+			}
+			if stderr != "" {
+				t.Errorf("stderr = %q, want nothing", stderr)
+			}
+			if stdout != tt.want {
+				t.Errorf("stdout = %q, want %q", stdout, tt.want)
+			}
+		})
+	}
+	t.Run("every command has a usage that names it", func(t *testing.T) {
+		for cmd, usage := range commandUsage {
+			var b strings.Builder
+			usage(&b)
+			if !strings.Contains(b.String(), "clink-mcp "+cmd) && !strings.Contains(b.String(), "clink-mcp [serve]") {
+				t.Errorf("%s's help does not name it: %q", cmd, b.String())
+			}
+		}
+	})
+	t.Run("help for an unknown command is an error naming the commands", func(t *testing.T) {
+		code, stdout, stderr := runCmd(t, nil, "help", "pay")
+		if code != 1 || stdout != "" || !strings.Contains(stderr, `unknown command "pay"`) || !strings.Contains(stderr, "approvals, audit, demo") {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+	})
 }
 
 func TestVersionPrintsTheVersion(t *testing.T) {
-	code, stdout, _ := runCmd(t, nil, "version")
-	if code != 0 || !strings.HasPrefix(stdout, "clink-mcp ") {
-		t.Fatalf("version: exit %d, %q", code, stdout)
+	code, want, _ := runCmd(t, nil, "version")
+	if code != 0 || want != "clink-mcp "+clink.Version+"\n" {
+		t.Fatalf("version: exit %d, %q", code, want)
+	}
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"--sandbox", "--version"}, {"serve", "--version"}} {
+		code, stdout, stderr := runCmd(t, nil, args...)
+		if code != 0 || stdout != want || stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 0 and %q", strings.Join(args, " "), code, stdout, stderr, want)
+		}
 	}
 }
 
@@ -162,6 +328,66 @@ func TestDemoBehavesAsItsTranscriptSays(t *testing.T) {
 		"status open, payment unpaid", "resources/read clink://policy"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("transcript does not show %q", want)
+		}
+	}
+}
+
+// TestDemoShowsEveryPolicyItUsesAndTheTruthAboutItsStore: the transcript
+// says the state is kept in memory, so no policy it prints may say
+// otherwise; and every policy a step runs under is printed, in full, before
+// the first step that uses it.
+func TestDemoShowsEveryPolicyItUsesAndTheTruthAboutItsStore(t *testing.T) {
+	code, stdout, stderr := runCmd(t, nil, "demo")
+	if code != 0 {
+		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "kept in memory") {
+		t.Errorf("the transcript does not say where its state is:\n%s", stdout)
+	}
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "Store: ") && strings.TrimSpace(l) != "Store: in memory, for the demo" {
+			t.Errorf("the transcript says %q, but the demo keeps its state in memory", strings.TrimSpace(l))
+		}
+	}
+	// beforeFirstCall is the transcript up to the call of the first step
+	// run on the server that has the checkout tool off (disabled) or not.
+	beforeFirstCall := func(disabled bool) string {
+		for i, step := range demoSteps {
+			if step.disabled != disabled || step.tool == "" {
+				continue
+			}
+			heading := strings.Index(stdout, fmt.Sprintf("\n%d. %s\n", i+1, step.title))
+			call := strings.Index(stdout[max(heading, 0):], "   "+step.tool+" ")
+			if heading < 0 || call < 0 {
+				t.Fatalf("the transcript does not show step %d's call", i+1)
+			}
+			return stdout[:heading+call]
+		}
+		t.Fatalf("no demo step calls a tool with disabled=%v", disabled)
+		return ""
+	}
+	for _, pol := range []struct {
+		name     string
+		yaml     []byte
+		disabled bool // the steps it serves
+	}{
+		{demoPolicyName, demoPolicy, false},
+		{demoDisabledPolicyName, demoDisabledPolicy, true},
+	} {
+		p, err := policy.Parse(pol.name, pol.yaml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Line by line, in order, before the first call under it: the
+		// transcript indents.
+		rest := beforeFirstCall(pol.disabled)
+		for _, line := range strings.Split(strings.TrimRight(demoRender(p), "\n"), "\n") {
+			i := strings.Index(rest, line)
+			if i < 0 {
+				t.Errorf("the policy %s is not printed before the first call under it: it lacks %q", pol.name, line)
+				break
+			}
+			rest = rest[i+len(line):]
 		}
 	}
 }

@@ -6,7 +6,7 @@ package main
 // so that both see the same machine. Whole processes, over stdio.
 //
 //	go test -run '^$' -bench 'VsFloor' -benchtime 200x ./cmd/clink-mcp/
-//	go test -run '^$' -bench 'StdioInFlight' -benchtime 1x ./cmd/clink-mcp/
+//	go test -run '^$' -bench 'StdioInFlight' -benchtime 3x ./cmd/clink-mcp/
 //	go test -run '^$' -bench 'SandboxMemory' -benchtime 1x ./cmd/clink-mcp/
 
 import (
@@ -190,8 +190,15 @@ func inFlight(b *testing.B, s *stdioServer, calls, window int, line func(i int) 
 // flight, against a Clink that answers every request after 50 ms (the
 // sandbox, over loopback, in this process), clink-mcp on a SQLite store
 // (the production path: --sandbox answers at once and takes no base URL).
-// The ceiling is 64/50 ms = 1,280 calls/s.
+// The ceiling is 64/50 ms = 1,280 calls/s. workers=5 is mcp-go's default
+// pool, for comparison: its ceiling is 5/50 ms = 100 calls/s.
 func BenchmarkStdioInFlight(b *testing.B) {
+	for _, workers := range []string{"default", "5"} {
+		b.Run("workers="+workers, func(b *testing.B) { stdioInFlight(b, workers) })
+	}
+}
+
+func stdioInFlight(b *testing.B, workers string) {
 	clinkMCP, _ := binaries(b)
 	sb := sandbox.New()
 	sb.SetFault(sandbox.Fault{Latency: 50 * time.Millisecond})
@@ -206,9 +213,14 @@ func BenchmarkStdioInFlight(b *testing.B) {
 	if err := os.WriteFile(policyFile, append(base, "store: { path: "+filepath.Join(dir, "state.db")+" }\n"...), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	s := startStdioServer(b, clinkMCP, []string{"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_BASE_URL=" + srv.URL + "/"},
-		"serve", "--policy", policyFile, "--log-level", "error")
-	const calls, window = 2000, 64
+	env := []string{"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_BASE_URL=" + srv.URL + "/"}
+	calls := 2000
+	if workers != "default" {
+		env = append(env, "CLINK_STDIO_WORKERS="+workers)
+		calls = 200
+	}
+	s := startStdioServer(b, clinkMCP, env, "serve", "--policy", policyFile, "--log-level", "error")
+	const window = 64
 	var rates []float64
 	for b.Loop() {
 		took := inFlight(b, s, calls, window, func(i int) string {

@@ -262,6 +262,10 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 		if strings.Contains(r.stderr.String(), dbURL) || strings.Contains(r.stderr.String(), passwordOf(dbURL)) {
 			t.Error("a replica logged the database URL or its password")
 		}
+		// It logs where its state is all the same, by the setting's name.
+		if !strings.Contains(r.stderr.String(), `"msg":"store","where":"the database (CLINK_DATABASE_URL)"`) {
+			t.Errorf("a replica did not log its store as the database:\n%s", r.stderr.String())
+		}
 	}
 }
 

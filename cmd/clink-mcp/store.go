@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/gate"
@@ -33,8 +34,10 @@ func openStore(ctx context.Context, cfg *config, p *policy.Policy, mustExist boo
 		defer cancel()
 		st, err := state.OpenPostgres(ctx, cfg.databaseURL)
 		if err != nil {
-			// The store's errors never hold the URL's password.
-			return nil, fmt.Errorf("store (CLINK_DATABASE_URL): %v", err)
+			// The store's errors never hold the URL's password. The
+			// driver's may span lines (one per address tried): a
+			// configuration error is one line.
+			return nil, fmt.Errorf("store (CLINK_DATABASE_URL): %s", strings.Join(strings.Fields(err.Error()), " "))
 		}
 		return &storeOpening{st: st, where: "the database (CLINK_DATABASE_URL)"}, nil
 	}
