@@ -24,19 +24,58 @@ const (
 	// defaultApprovalLimit is how many finished approvals (denied,
 	// expired or used) a Memory keeps.
 	defaultApprovalLimit = 1_000
+	// defaultClaimLimit is how many finished claims a Memory keeps.
+	defaultClaimLimit = 10_000
+)
+
+// How a [Memory] coalesces the entries of a counter that holds many.
+const (
+	// exactEntries is how many of its newest entries a counter keeps
+	// exact, each with its own time: the conformance suite fills a window
+	// with 3,000 and expects capacity back to the nanosecond.
+	exactEntries = 4096
+	// coalesceBatch is how many of its oldest exact entries a counter
+	// coalesces into buckets at once, when it holds exactEntries +
+	// coalesceBatch: moving them in batches keeps the cost per call
+	// constant.
+	coalesceBatch = exactEntries / 4
+	// bucketsPerWindow is how many buckets a window is cut into: a bucket
+	// is window/bucketsPerWindow wide (at least 1ns), so a counter holds
+	// at most about bucketsPerWindow buckets in a window, and a bucket
+	// counts for at most 0.4% of its window longer than the oldest of its
+	// entries would have.
+	bucketsPerWindow = 256
 )
 
 // Memory is a [Store] that keeps everything in memory, for tests, demos
 // and the built-in sandbox. It behaves as [SQLite] does, except that it
 // forgets old history so that its size stays bounded however many calls
-// it serves: its audit trail keeps only the newest records (see
-// [WithAuditLimit]; it reports where the kept part starts through
-// [AuditStarter], so [VerifyAudit] still verifies it), [Memory.SessionCreated]
-// knows only the sessions the kept records created, and finished approvals
-// are forgotten once old or many (see [WithApprovalLimit]). Counters,
-// claims and reservations are pruned as every store prunes them. Handles
-// opened with [Memory.Open] share its state as processes share a file.
-// The zero value is not usable; call [NewMemory].
+// it serves, even within one window:
+//
+//   - its audit trail keeps only the newest records (see [WithAuditLimit];
+//     it reports where the kept part starts through [AuditStarter], so
+//     [VerifyAudit] still verifies it), and [Memory.SessionCreated] knows
+//     only the sessions the kept records created;
+//   - finished approvals are forgotten once old or many (see
+//     [WithApprovalLimit]);
+//   - finished claims are forgotten once many (see [WithClaimLimit]): an
+//     identical call repeated within the duplicate window, after more
+//     than the limit of newer calls have finished, is made again instead
+//     of answered with the first one's result;
+//   - a counter keeps its newest 4,096 entries exact, and coalesces older
+//     ones into buckets a 256th of its window wide, each counting the sum
+//     of its entries until the newest of them leaves the window. This
+//     fails closed: a budget or rate limit never admits more than it
+//     would exactly, but capacity may return, and [policy.Denied.RetryAt]
+//     may name a time, up to a 256th of the window later than exact (a
+//     24h budget: under 6 minutes). A released reservation gives back
+//     exactly what it took, bucketed or not.
+//
+// Counters, claims and reservations are otherwise pruned as every store
+// prunes them. [SQLite] and [Postgres] keep every claim for its window
+// and every entry exact. Handles opened with [Memory.Open] share its state
+// as processes share a file. The zero value is not usable; call
+// [NewMemory].
 type Memory struct {
 	*memState
 	owner string
@@ -76,36 +115,70 @@ type memState struct {
 	// sessions are the Clink sessions the kept records record as created,
 	// each with the Seq of its record.
 	sessions map[string]int64
+
+	// The finished claims, linked in the order they finished (oldest at
+	// finishedHead), so that the oldest are forgotten past claimLimit.
+	finishedHead, finishedTail *memClaim
+	finished                   int // how many are linked
+	claimLimit                 int // finished claims kept at most; <= 0: all
 }
 
-// memCounter is one limit's running total and the entries that make it up,
-// oldest first.
+// memCounter is one limit's running total and what makes it up: buckets
+// of coalesced entries and, newer as a rule, exact entries, each oldest
+// first. An entry stamped earlier than others (clocks of callers disagree)
+// may sit among the exact entries though older than a bucket: the two
+// lists expire apart, each from its front.
 type memCounter struct {
 	total   int64
 	window  int64
+	buckets []*memBucket
 	entries []memEntry
 }
 
+// memEntry is one exact entry; res is the reservation of a budget entry,
+// nil for a rate entry, which is never released.
 type memEntry struct {
 	entry
-	reservation string
-	kind        policy.Kind
+	res *memReservation
+}
+
+// memBucket is the entries made at times in [start, end), coalesced: it
+// counts amount until last, the newest of their times, leaves the window,
+// so for no entry in it less long than the entry would, and for none
+// more than end-start longer.
+type memBucket struct {
+	start, end int64
+	last       int64
+	amount     int64
+	dead       bool // expired and dropped from its counter
 }
 
 type memReservation struct {
-	at      int64
-	keys    []string
-	expires int64
-	outcome policy.Settlement // 0 until settled
+	at       int64
+	adds     []memAdd // what its budget limits added
+	expires  int64
+	outcome  policy.Settlement // 0 until settled
+	released bool
+}
+
+// memAdd is what a reservation added to a budget counter: an exact entry
+// at the reservation's time until the counter coalesces it into bucket.
+type memAdd struct {
+	counter *memCounter
+	bucket  *memBucket
+	amount  int64
 }
 
 type memClaim struct {
+	key         string
 	call        string
 	fingerprint string
 	at          int64
 	expires     int64
 	done        bool
 	result      []byte
+	// prev and next link the finished claims, oldest first.
+	prev, next *memClaim
 }
 
 // memOwner is an open handle's clock, as it last published it.
@@ -151,6 +224,17 @@ func WithApprovalLimit(n int) MemoryOption {
 	return func(st *memState) { st.approvalLimit = n }
 }
 
+// WithClaimLimit makes the store keep at most n finished claims, forgetting
+// the one that finished first as another finishes: by default 10,000.
+// n <= 0 keeps them all, each for its window, without bound. Claims in
+// flight are never forgotten. An identical call that finds its claim
+// forgotten is a new call: it is made again, not answered with the first
+// one's result, so keep n above the calls a duplicate window sees where
+// that matters, or use [SQLite].
+func WithClaimLimit(n int) MemoryOption {
+	return func(st *memState) { st.claimLimit = n }
+}
+
 // NewMemory returns an empty in-memory store, bounded as its options say.
 func NewMemory(opts ...MemoryOption) *Memory {
 	st := &memState{
@@ -165,6 +249,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		liveApprovals: make(map[string]*memApproval),
 		auditLimit:    defaultAuditLimit,
 		approvalLimit: defaultApprovalLimit,
+		claimLimit:    defaultClaimLimit,
 	}
 	for _, opt := range opts {
 		opt(st)
@@ -197,27 +282,59 @@ func (m *Memory) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 	defer m.mu.Unlock()
 	now = min(now, m.othersBound())
 	for i, l := range limits {
-		if used, counting := m.used(now, l); !fits(l, used) {
-			return denial(i, l, used, entriesOf(counting))
+		c := m.counters[l.Key]
+		if c == nil {
+			continue
+		}
+		from := windowStart(now, l)
+		if used := c.used(from); !fits(l, used) {
+			return denial(i, l, used, c.counting(from))
 		}
 	}
 	return nil
 }
 
-// used returns what l's counter holds within its window at now, and the
-// entries that make it up. Under m.mu.
-func (m *Memory) used(now int64, l policy.Limit) (int64, []memEntry) {
-	c := m.counters[l.Key]
-	if c == nil {
-		return 0, nil
-	}
+// used returns what c holds after from, the start of its window: its total
+// less what has expired but is not dropped yet.
+func (c *memCounter) used(from int64) int64 {
 	used := c.total
-	from := windowStart(now, l)
-	k := 0
-	for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
-		used -= c.entries[k].amount
+	for _, b := range c.buckets {
+		if b.last > from {
+			break
+		}
+		used -= b.amount
 	}
-	return used, c.entries[k:]
+	for _, e := range c.entries {
+		if e.at > from {
+			break
+		}
+		used -= e.amount
+	}
+	return used
+}
+
+// counting returns what counts in c after from, oldest first, a bucket as
+// one entry at its last time: what [denial] computes RetryAt from, never
+// earlier than exact.
+func (c *memCounter) counting(from int64) []entry {
+	bs, es := c.buckets, c.entries
+	for len(bs) > 0 && bs[0].last <= from {
+		bs = bs[1:]
+	}
+	for len(es) > 0 && es[0].at <= from {
+		es = es[1:]
+	}
+	out := make([]entry, 0, len(bs)+len(es))
+	for len(bs) > 0 || len(es) > 0 {
+		if len(es) == 0 || len(bs) > 0 && bs[0].last <= es[0].at {
+			out = append(out, entry{at: bs[0].last, amount: bs[0].amount})
+			bs = bs[1:]
+		} else {
+			out = append(out, es[0].entry)
+			es = es[1:]
+		}
+	}
+	return out
 }
 
 // Usage implements [Ledger].
@@ -234,7 +351,9 @@ func (m *Memory) Usage(ctx context.Context, at time.Time, limits []policy.Limit)
 	now = min(now, m.othersBound())
 	out := make([]int64, len(limits))
 	for i, l := range limits {
-		out[i], _ = m.used(now, l)
+		if c := m.counters[l.Key]; c != nil {
+			out[i] = c.used(windowStart(now, l))
+		}
 	}
 	return out, nil
 }
@@ -275,9 +394,10 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 			c = &memCounter{window: int64(l.Window)}
 			m.counters[l.Key] = c
 		}
-		c.expire(windowStart(clock, l))
+		from := windowStart(clock, l)
+		c.expire(from)
 		if !fits(l, c.total) {
-			return "", nil, denial(i, l, c.total, entriesOf(c.entries))
+			return "", nil, denial(i, l, c.total, c.counting(from))
 		}
 	}
 	r := &memReservation{at: now, expires: expiry(now, limits)}
@@ -285,7 +405,11 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 		c := m.counters[l.Key]
 		c.window = int64(l.Window)
 		c.total += l.Add
-		e := memEntry{entry: entry{at: now, amount: l.Add}, reservation: id, kind: l.Kind}
+		e := memEntry{entry: entry{at: now, amount: l.Add}}
+		if l.Kind == policy.KindBudget {
+			e.res = r
+			r.adds = append(r.adds, memAdd{counter: c, amount: l.Add})
+		}
 		// Entries are kept oldest first; a call stamped earlier than the
 		// newest (clocks of callers disagree) goes in its place.
 		k := len(c.entries)
@@ -293,30 +417,82 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 			k--
 		}
 		c.entries = slices.Insert(c.entries, k, e)
-		r.keys = append(r.keys, l.Key)
+		if len(c.entries) >= exactEntries+coalesceBatch {
+			c.coalesce(coalesceBatch)
+		}
 	}
 	return id, r, nil
 }
 
-// expire drops the entries at or before from, which no longer count, from
-// the front of c and its total: each entry is dropped once, so the cost is
-// constant per call however many entries a window holds.
+// expire drops the buckets and entries at or before from, which no longer
+// count, from the front of c and its total: each is dropped once, so the
+// cost is constant per call however many a window holds.
 func (c *memCounter) expire(from int64) {
 	k := 0
+	for ; k < len(c.buckets) && c.buckets[k].last <= from; k++ {
+		c.total -= c.buckets[k].amount
+		c.buckets[k].dead = true
+	}
+	if k > 0 {
+		clear(c.buckets[:k])
+		c.buckets = c.buckets[k:]
+	}
+	k = 0
 	for ; k < len(c.entries) && c.entries[k].at <= from; k++ {
 		c.total -= c.entries[k].amount
 	}
 	if k > 0 {
-		c.entries = slices.Delete(c.entries, 0, k)
+		// Dropped from the front without moving the rest: append moves
+		// them when it next grows the array, as a queue does.
+		clear(c.entries[:k])
+		c.entries = c.entries[k:]
 	}
 }
 
-func entriesOf(es []memEntry) []entry {
-	out := make([]entry, len(es))
-	for i, e := range es {
-		out[i] = e.entry
+// coalesce moves c's n oldest exact entries into the buckets that hold
+// their times, telling the reservations of budget entries which bucket
+// now holds what they added.
+func (c *memCounter) coalesce(n int) {
+	width := max(1, c.window/bucketsPerWindow)
+	for _, e := range c.entries[:n] {
+		b := c.bucketAt(e.at, width)
+		b.amount += e.amount
+		b.last = max(b.last, e.at)
+		if e.res == nil {
+			continue
+		}
+		for i := range e.res.adds {
+			if a := &e.res.adds[i]; a.counter == c {
+				a.bucket = b
+			}
+		}
 	}
-	return out
+	clear(c.entries[:n])
+	c.entries = c.entries[n:]
+}
+
+// bucketAt returns c's bucket holding time at, making one width wide if
+// there is none, clipped so that buckets never overlap (a window that
+// changes changes the width).
+func (c *memCounter) bucketAt(at, width int64) *memBucket {
+	// Usually entries come in time order, and at is past every bucket.
+	k := len(c.buckets)
+	if k > 0 && at < c.buckets[k-1].end {
+		k = sort.Search(len(c.buckets), func(i int) bool { return c.buckets[i].end > at })
+		if c.buckets[k].start <= at {
+			return c.buckets[k]
+		}
+	}
+	start := at - ((at%width)+width)%width
+	b := &memBucket{start: start, end: start + width, last: at}
+	if k > 0 {
+		b.start = max(b.start, c.buckets[k-1].end)
+	}
+	if k < len(c.buckets) {
+		b.end = min(b.end, c.buckets[k].start)
+	}
+	c.buckets = slices.Insert(c.buckets, k, b)
+	return b
 }
 
 // sweep forgets counters whose every entry has expired, claims and
@@ -324,7 +500,7 @@ func entriesOf(es []memEntry) []entry {
 func (m *Memory) sweep(now int64) {
 	for key, c := range m.counters {
 		c.expire(now - c.window - int64(pruneGrace))
-		if len(c.entries) == 0 {
+		if len(c.entries) == 0 && len(c.buckets) == 0 {
 			delete(m.counters, key)
 		}
 	}
@@ -333,9 +509,9 @@ func (m *Memory) sweep(now int64) {
 			delete(m.reservations, id)
 		}
 	}
-	for key, cl := range m.claims {
+	for _, cl := range m.claims {
 		if cl.liveUntil() <= now-int64(pruneGrace) {
-			delete(m.claims, key)
+			m.dropClaim(cl)
 		}
 	}
 }
@@ -364,23 +540,33 @@ func (m *Memory) settle(id string, outcome policy.Settlement) error {
 	}
 	r.outcome = outcome
 	if outcome == policy.Released {
-		m.release(id, r)
+		release(r)
 	}
 	return nil
 }
 
-// release removes reservation id's budget entries from their counters.
-func (m *Memory) release(id string, r *memReservation) {
-	for _, key := range r.keys {
-		c := m.counters[key]
-		if c == nil {
+// release takes r's budget entries out of their counters, once: an exact
+// entry is removed, and the bucket an entry was coalesced into gives back
+// exactly its amount. What has expired is gone already.
+func release(r *memReservation) {
+	if r == nil || r.released {
+		return
+	}
+	r.released = true
+	for _, a := range r.adds {
+		c := a.counter
+		if a.bucket != nil {
+			if !a.bucket.dead {
+				a.bucket.amount -= a.amount
+				c.total -= a.amount
+			}
 			continue
 		}
-		// The reservation's entries sit where their time puts them.
+		// The reservation's entry sits where its time puts it.
 		k := sort.Search(len(c.entries), func(i int) bool { return c.entries[i].at >= r.at })
 		for ; k < len(c.entries) && c.entries[k].at == r.at; k++ {
-			if e := c.entries[k]; e.reservation == id && e.kind == policy.KindBudget {
-				c.total -= e.amount
+			if c.entries[k].res == r {
+				c.total -= c.entries[k].amount
 				c.entries = slices.Delete(c.entries, k, k+1)
 				break
 			}
@@ -419,8 +605,58 @@ func (m *Memory) claim(c Claim) Prior {
 			return Prior{State: ClaimInFlight}
 		}
 	}
-	m.claims[c.Key] = &memClaim{call: c.Call, fingerprint: c.Fingerprint, at: at, expires: at + int64(c.Window)}
+	if old, ok := m.claims[c.Key]; ok {
+		m.dropClaim(old)
+	}
+	m.claims[c.Key] = &memClaim{key: c.Key, call: c.Call, fingerprint: c.Fingerprint, at: at, expires: at + int64(c.Window)}
 	return Prior{State: ClaimNew}
+}
+
+// finishClaim records cl's result, making it the newest finished claim,
+// and forgets the oldest finished ones past the claim limit. Under m.mu.
+func (m *Memory) finishClaim(cl *memClaim, result []byte) {
+	if cl.done {
+		m.unlinkFinished(cl)
+	}
+	cl.done, cl.result = true, cloneBytes(result)
+	cl.prev, cl.next = m.finishedTail, nil
+	if m.finishedTail != nil {
+		m.finishedTail.next = cl
+	} else {
+		m.finishedHead = cl
+	}
+	m.finishedTail = cl
+	m.finished++
+	for m.claimLimit > 0 && m.finished > m.claimLimit {
+		m.dropClaim(m.finishedHead)
+	}
+}
+
+// dropClaim forgets cl. Under m.mu.
+func (m *Memory) dropClaim(cl *memClaim) {
+	if m.claims[cl.key] == cl {
+		delete(m.claims, cl.key)
+	}
+	if cl.done {
+		m.unlinkFinished(cl)
+	}
+}
+
+// unlinkFinished takes the finished claim cl out of the order claims
+// finished in. Under m.mu.
+func (m *Memory) unlinkFinished(cl *memClaim) {
+	if cl.prev != nil {
+		cl.prev.next = cl.next
+	} else {
+		m.finishedHead = cl.next
+	}
+	if cl.next != nil {
+		cl.next.prev = cl.prev
+	} else {
+		m.finishedTail = cl.prev
+	}
+	cl.prev, cl.next = nil, nil
+	m.finished--
 }
 
 // Finish implements [Claims].
@@ -434,7 +670,7 @@ func (m *Memory) Finish(ctx context.Context, key string, result []byte) error {
 	if !ok {
 		return ErrNotFound
 	}
-	cl.done, cl.result = true, cloneBytes(result)
+	m.finishClaim(cl, result)
 	return nil
 }
 
@@ -445,10 +681,11 @@ func (m *Memory) Drop(ctx context.Context, key string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.claims[key]; !ok {
+	cl, ok := m.claims[key]
+	if !ok {
 		return ErrNotFound
 	}
-	delete(m.claims, key)
+	m.dropClaim(cl)
 	return nil
 }
 
@@ -649,13 +886,13 @@ func (m *Memory) Complete(ctx context.Context, c *Completion) error {
 	}
 	delete(m.intents, c.Call)
 	if open && c.Settlement == policy.Released {
-		m.release(in.reservation, in.held)
+		release(in.held)
 	}
 	if cl, ok := m.claims[c.ClaimKey]; ok && c.ClaimKey != "" && cl.call == c.Call {
 		if c.Replay == nil {
-			delete(m.claims, c.ClaimKey)
+			m.dropClaim(cl)
 		} else {
-			cl.done, cl.result = true, cloneBytes(c.Replay)
+			m.finishClaim(cl, c.Replay)
 		}
 	}
 	m.append(&c.Record)

@@ -100,7 +100,7 @@ func (m *Memory) pruneApprovals(now int64) {
 func (m *Memory) expireApproval(a *memApproval, at time.Time) {
 	a.State, a.DecidedBy, a.DecidedAt = ApprovalExpired, "", at.UTC()
 	delete(m.liveApprovals, a.ID)
-	m.release(a.Reservation, a.held)
+	release(a.held)
 	rec := approvalRecord(&a.Approval, decisionApprovalExpired, "", at)
 	m.append(&rec)
 }
@@ -176,7 +176,7 @@ func (m *Memory) DecideApproval(ctx context.Context, at time.Time, id string, ap
 	} else {
 		a.State, decision = ApprovalDenied, decisionApprovalDenied
 		delete(m.liveApprovals, a.ID)
-		m.release(a.Reservation, a.held)
+		release(a.held)
 	}
 	rec := approvalRecord(&a.Approval, decision, by, at)
 	m.append(&rec)

@@ -14,9 +14,9 @@ import (
 
 // memSizes is how much a Memory holds, map by map and slice by slice.
 type memSizes struct {
-	Counters, Entries, Reservations, Claims, Intents, Owners int
-	Audit, Sessions                                          int
-	Approvals, ApprovalList, Latest, LiveApprovals           int
+	Counters, Entries, Buckets, Reservations, Claims, Intents, Owners int
+	Audit, Sessions                                                   int
+	Approvals, ApprovalList, Latest, LiveApprovals                    int
 }
 
 func (m *Memory) sizes() memSizes {
@@ -30,17 +30,18 @@ func (m *Memory) sizes() memSizes {
 	}
 	for _, c := range m.counters {
 		s.Entries += len(c.entries)
+		s.Buckets += len(c.buckets)
 	}
 	return s
 }
 
 // within returns an error naming the first size of s over its bound.
 func (s memSizes) within(bound memSizes) error {
-	got := []int{s.Counters, s.Entries, s.Reservations, s.Claims, s.Intents, s.Owners, s.Audit, s.Sessions,
+	got := []int{s.Counters, s.Entries, s.Buckets, s.Reservations, s.Claims, s.Intents, s.Owners, s.Audit, s.Sessions,
 		s.Approvals, s.ApprovalList, s.Latest, s.LiveApprovals}
-	limit := []int{bound.Counters, bound.Entries, bound.Reservations, bound.Claims, bound.Intents, bound.Owners, bound.Audit, bound.Sessions,
+	limit := []int{bound.Counters, bound.Entries, bound.Buckets, bound.Reservations, bound.Claims, bound.Intents, bound.Owners, bound.Audit, bound.Sessions,
 		bound.Approvals, bound.ApprovalList, bound.Latest, bound.LiveApprovals}
-	names := []string{"counters", "entries", "reservations", "claims", "intents", "owners", "audit", "sessions",
+	names := []string{"counters", "entries", "buckets", "reservations", "claims", "intents", "owners", "audit", "sessions",
 		"approvals", "approvalList", "latest", "liveApprovals"}
 	for i := range got {
 		if got[i] > limit[i] {
@@ -50,80 +51,193 @@ func (s memSizes) within(bound memSizes) error {
 	return nil
 }
 
+// consistent returns an error naming the first of m's running accounts
+// that disagrees with what it sums up: a counter's total with its buckets
+// and entries, the finished claims linked with those kept.
+func (m *Memory) consistent() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, c := range m.counters {
+		var sum int64
+		for k, b := range c.buckets {
+			sum += b.amount
+			if b.dead || b.last < b.start || b.last >= b.end || k > 0 && b.start < c.buckets[k-1].end {
+				return fmt.Errorf("counter %s: bucket %d is %+v after %+v", key, k, *b, c.buckets[max(k-1, 0)])
+			}
+		}
+		for _, e := range c.entries {
+			sum += e.amount
+		}
+		if sum != c.total {
+			return fmt.Errorf("counter %s: total %d, but its buckets and entries hold %d", key, c.total, sum)
+		}
+	}
+	linked := 0
+	for cl := m.finishedHead; cl != nil; cl = cl.next {
+		if linked++; !cl.done || m.claims[cl.key] != cl {
+			return fmt.Errorf("claim %s is linked as finished but is not a finished claim kept", cl.key)
+		}
+	}
+	done := 0
+	for _, cl := range m.claims {
+		if cl.done {
+			done++
+		}
+	}
+	if linked != m.finished || done != m.finished {
+		return fmt.Errorf("%d finished claims counted, %d linked, %d kept", m.finished, linked, done)
+	}
+	return nil
+}
+
 // TestMemoryStaysBounded runs 200,000 created calls through a Memory with
-// its default bounds, with a Reserve and Settle every tenth call and an
-// approval requested and denied every fiftieth, the clock moving 600ms a
-// call: whatever it has served, what it holds stays under fixed bounds,
-// and the trail it keeps still verifies.
+// its default bounds, every tenth refused by Clink and released, with an
+// approval requested and denied every twentieth: whatever it has served,
+// what it holds stays under fixed bounds, its counters count exactly what
+// was reserved and not released, and the trail it keeps still verifies.
+// It does so twice: with the calls 600ms apart and a Reserve and Settle
+// every tenth call, so that most of what they count and claim expires on
+// its own; and with them 1ms apart against a 24h budget, a 1h and a 1m
+// rate limit, all 200 seconds of them within the windows but the last and
+// within the duplicate window, so that only the store's own bounds hold.
 func TestMemoryStaysBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("200,000 calls")
 	}
-	const calls = 200_000
-	ctx := context.Background()
-	m := NewMemory()
-	// Claims live 10 minutes (+ the grace) at 600ms a call, and a sweep
-	// may come sweepEvery calls late; reservations live an hour past their
-	// window at one every tenth call; approvals, twice their limit.
-	bound := memSizes{
-		Counters: len(benchLimits) + 2, Entries: 2*sweepEvery + 400, Reservations: 700 + sweepEvery/10 + 10,
-		Claims: 1100 + sweepEvery + 10, Intents: 0, Owners: 1,
-		Audit: defaultAuditLimit, Sessions: defaultAuditLimit,
+	approvals := budget("budget|*|USD|1h|approvals", time.Hour, 1<<40, 600)
+	common := memSizes{Owners: 1, Audit: defaultAuditLimit, Sessions: defaultAuditLimit,
 		Approvals: 2*defaultApprovalLimit + 1, ApprovalList: 2*defaultApprovalLimit + 1,
-		Latest: 2*defaultApprovalLimit + 1, LiveApprovals: 0,
+		Latest: 2*defaultApprovalLimit + 1}
+	tests := []struct {
+		name    string
+		step    time.Duration
+		limits  []policy.Limit
+		reserve bool // a Reserve and Settle every tenth call
+		bound   memSizes
+	}{
+		{
+			name: "calls 600ms apart", step: 600 * time.Millisecond, limits: benchLimits, reserve: true,
+			// Claims live 10 minutes (+ the grace) at 600ms a call, and a
+			// sweep may come sweepEvery calls late; reservations live an
+			// hour past their window at one every tenth call.
+			bound: func(b memSizes) memSizes {
+				b.Counters, b.Entries, b.Buckets = len(benchLimits)+1, 2*sweepEvery+700, 0
+				b.Reservations, b.Claims = 700+sweepEvery/10+10, 1100+sweepEvery+10
+				return b
+			}(common),
+		},
+		{
+			name: "calls 1ms apart within one window", step: time.Millisecond, limits: windowLimits,
+			// Each counter keeps its newest entries exact and about
+			// bucketsPerWindow buckets; claims, as many finished ones as
+			// the limit keeps.
+			bound: func(b memSizes) memSizes {
+				b.Counters = len(windowLimits) + 1
+				b.Entries = b.Counters * (exactEntries + coalesceBatch)
+				b.Buckets = b.Counters * (bucketsPerWindow + 2)
+				b.Claims = defaultClaimLimit
+				return b
+			}(common),
+		},
 	}
-	approvalLimits := []policy.Limit{budget("budget|*|USD|1h|approvals", time.Hour, 1<<40, 600)}
-	appended := int64(0)
-	at := day
-	for n := range calls {
-		at = at.Add(600 * time.Millisecond)
-		holdComplete(t, m, at, n, benchLimits)
-		appended += 2
-		if n%10 == 0 {
-			id, err := m.Reserve(ctx, at, benchLimits[2:])
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const calls = 200_000
+			ctx := context.Background()
+			m := NewMemory()
+			appended, released := int64(0), int64(0)
+			at := day
+			for n := range calls {
+				at = at.Add(tt.step)
+				settlement := policy.Spent
+				if n%10 == 5 {
+					settlement = policy.Released
+					released++
+				}
+				runCall(t, m, at, n, tt.limits, settlement)
+				appended += 2
+				if tt.reserve && n%10 == 0 {
+					id, err := m.Reserve(ctx, at, tt.limits[2:])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := m.Settle(ctx, id, policy.Spent); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n%20 == 0 {
+					requestAndDeny(t, m, at, n, approvals)
+					appended += 2
+				}
+				if n%1000 == 999 {
+					if err := m.sizes().within(tt.bound); err != nil {
+						t.Fatalf("after %d calls: %v", n+1, err)
+					}
+					if err := m.consistent(); err != nil {
+						t.Fatalf("after %d calls: %v", n+1, err)
+					}
+				}
+			}
+			t.Logf("after %d calls: %+v", calls, m.sizes())
+
+			// What is counted: the approvals' budget was all given back.
+			used, err := m.Usage(ctx, at, append(tt.limits, approvals))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := m.Settle(ctx, id, policy.Spent); err != nil {
-				t.Fatal(err)
+			if used[len(used)-1] != 0 {
+				t.Errorf("the denied approvals' budget holds %d, want 0: every release gives back what it took", used[len(used)-1])
 			}
-		}
-		if n%50 == 0 {
-			id := fmt.Sprint("appr-", n)
-			req := &ApprovalRequest{
-				At:       at,
-				Approval: Approval{ID: id, Key: fmt.Sprint("approval|", n), Fingerprint: "f", Tool: "t", ExpiresAt: at.Add(time.Minute)},
-				Limits:   approvalLimits,
-				Record:   AuditRecord{Time: at, Kind: KindApproval, Call: id, Tool: "t", Decision: "approval_required"},
-				Remember: time.Minute,
+			if tt.limits[0].Window == 24*time.Hour {
+				// Nothing has left the 24h and 1h windows: their counts are
+				// exact, bucketed or not. The 1m window holds the last
+				// 60,000 calls, and may count a bucket's worth more.
+				width := int64(time.Minute/bucketsPerWindow) + 1
+				if want := (calls - released) * tt.limits[0].Add; used[0] != want {
+					t.Errorf("the 24h budget holds %d, want %d: the calls less those released", used[0], want)
+				}
+				if used[1] != calls {
+					t.Errorf("the 1h rate limit holds %d, want %d", used[1], calls)
+				}
+				if exact := int64(time.Minute / tt.step); used[2] < exact || used[2] > exact+width/int64(tt.step) {
+					t.Errorf("the 1m rate limit holds %d, want %d to %d", used[2], exact, exact+width/int64(tt.step))
+				}
 			}
-			if _, created, err := m.RequestApproval(ctx, req); err != nil || !created {
-				t.Fatalf("RequestApproval = %v, %v", created, err)
-			}
-			if _, err := m.DecideApproval(ctx, at, id, false, "ops", at); err != nil {
-				t.Fatal(err)
-			}
-			appended += 2
-		}
-		if n%1000 == 999 {
-			if err := m.sizes().within(bound); err != nil {
-				t.Fatalf("after %d calls: %v", n+1, err)
-			}
-		}
-	}
-	t.Logf("after %d calls: %+v", calls, m.sizes())
 
-	rep, err := VerifyAudit(ctx, m)
-	if err != nil || !rep.OK() || rep.Records != defaultAuditLimit {
-		t.Fatalf("VerifyAudit = %+v, %v; want %d intact records, none open", rep, err, defaultAuditLimit)
+			rep, err := VerifyAudit(ctx, m)
+			if err != nil || !rep.OK() || rep.Records != defaultAuditLimit {
+				t.Fatalf("VerifyAudit = %+v, %v; want %d intact records, none open", rep, err, defaultAuditLimit)
+			}
+			if seq, _, err := m.AuditHead(ctx); err != nil || seq != appended {
+				t.Fatalf("AuditHead = %d, %v; want %d, every record appended", seq, err, appended)
+			}
+			for id, want := range map[string]bool{fmt.Sprint("sess_", calls-1): true, "sess_0": false} {
+				if got, err := m.SessionCreated(ctx, id); err != nil || got != want {
+					t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
+				}
+			}
+		})
 	}
-	if seq, _, err := m.AuditHead(ctx); err != nil || seq != appended {
-		t.Fatalf("AuditHead = %d, %v; want %d, every record appended", seq, err, appended)
+}
+
+// requestAndDeny requests an approval at at, reserving l, and denies it,
+// which releases l.
+func requestAndDeny(t *testing.T, m *Memory, at time.Time, n int, l policy.Limit) {
+	t.Helper()
+	ctx := context.Background()
+	id := fmt.Sprint("appr-", n)
+	req := &ApprovalRequest{
+		At:       at,
+		Approval: Approval{ID: id, Key: fmt.Sprint("approval|", n), Fingerprint: "f", Tool: "t", ExpiresAt: at.Add(time.Minute)},
+		Limits:   []policy.Limit{l},
+		Record:   AuditRecord{Time: at, Kind: KindApproval, Call: id, Tool: "t", Decision: "approval_required"},
+		Remember: time.Minute,
 	}
-	for id, want := range map[string]bool{fmt.Sprint("sess_", calls-1): true, "sess_0": false} {
-		if got, err := m.SessionCreated(ctx, id); err != nil || got != want {
-			t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
-		}
+	if _, created, err := m.RequestApproval(ctx, req); err != nil || !created {
+		t.Fatalf("RequestApproval = %v, %v", created, err)
+	}
+	if _, err := m.DecideApproval(ctx, at, id, false, "ops", at); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -363,6 +477,206 @@ func TestMemoryPrunesFinishedApprovals(t *testing.T) {
 		m.pruneApprovals(day.Add(47 * time.Hour).UnixNano())
 		if !known(m, long) {
 			t.Fatal("forgotten within its Remember")
+		}
+	})
+}
+
+// reserveOrDeny reserves l at at and returns the reservation, or the
+// denial.
+func reserveOrDeny(t *testing.T, m *Memory, at time.Time, l policy.Limit) (string, *policy.Denied) {
+	t.Helper()
+	id, err := m.Reserve(context.Background(), at, []policy.Limit{l})
+	var d *policy.Denied
+	if errors.As(err, &d) {
+		return "", d
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, nil
+}
+
+// TestMemoryBucketsFailClosed fills a budget with entries enough for most
+// to be coalesced into buckets: it still refuses exactly at its maximum,
+// and capacity returns no earlier than exact, at most a bucket's width
+// later, exactly when RetryAt says.
+func TestMemoryBucketsFailClosed(t *testing.T) {
+	const (
+		n      = 3 * exactEntries // entries of 10, 100ms apart: most end up in buckets
+		window = time.Hour
+		width  = window / bucketsPerWindow
+	)
+	l := func(add int64) policy.Limit { return budget("budget|*|USD|1h|", window, n*10, add) }
+	m := NewMemory()
+	for i := range n - 1 {
+		if _, d := reserveOrDeny(t, m, day.Add(time.Duration(i)*100*time.Millisecond), l(10)); d != nil {
+			t.Fatalf("entry %d: %+v", i, d)
+		}
+	}
+	if s := m.sizes(); s.Buckets == 0 || s.Entries > exactEntries+coalesceBatch {
+		t.Fatalf("the counter holds %d buckets and %d entries; want its oldest entries in buckets", s.Buckets, s.Entries)
+	}
+	last := day.Add((n - 1) * 100 * time.Millisecond)
+
+	t.Run("a budget refuses exactly at its maximum", func(t *testing.T) {
+		if _, d := reserveOrDeny(t, m, last, l(11)); d == nil || d.Used != (n-1)*10 {
+			t.Fatalf("a call 1 over the maximum: %+v, want a denial with Used %d", d, (n-1)*10)
+		}
+		if _, d := reserveOrDeny(t, m, last, l(10)); d != nil {
+			t.Fatalf("a call up to the maximum: %+v, want it to fit", d)
+		}
+	})
+	t.Run("capacity returns no earlier than exact, at most a bucket's width later", func(t *testing.T) {
+		_, d := reserveOrDeny(t, m, last, l(1))
+		if d == nil || d.Used != n*10 {
+			t.Fatalf("a call on a full budget: %+v, want a denial with Used %d", d, n*10)
+		}
+		exact := day.Add(window) // when the first entry leaves
+		if d.RetryAt.Before(exact) || !d.RetryAt.Before(exact.Add(width)) {
+			t.Fatalf("RetryAt = %v, want from %v to before %v", d.RetryAt, exact, exact.Add(width))
+		}
+		if err := m.Check(context.Background(), d.RetryAt.Add(-time.Nanosecond), []policy.Limit{l(1)}); err == nil {
+			t.Fatal("Check a nanosecond before RetryAt fits, want a denial")
+		}
+		if _, d2 := reserveOrDeny(t, m, d.RetryAt.Add(-time.Nanosecond), l(1)); d2 == nil || !d2.RetryAt.Equal(d.RetryAt) {
+			t.Fatalf("a call a nanosecond before RetryAt: %+v, want the same denial", d2)
+		}
+		if _, d2 := reserveOrDeny(t, m, d.RetryAt, l(1)); d2 != nil {
+			t.Fatalf("a call at RetryAt: %+v, want it to fit", d2)
+		}
+		if err := m.consistent(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestMemoryReleasesGiveBackExactlyWhatTheyTook releases a reservation
+// whose budget entry was coalesced into a bucket, and one whose entry is
+// still exact: each gives back its amount, once, and no rate entry.
+func TestMemoryReleasesGiveBackExactlyWhatTheyTook(t *testing.T) {
+	ctx := context.Background()
+	b := budget("budget|*|USD|1h|", time.Hour, 1<<40, 10)
+	r := rate("rate|*|1h|", time.Hour, 1<<40)
+	limits := func(add int64) []policy.Limit { l := b; l.Add = add; return []policy.Limit{l, r} }
+	m := NewMemory()
+	used := func(at time.Time) []int64 {
+		t.Helper()
+		u, err := m.Usage(ctx, at, []policy.Limit{b, r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	first, err := m.Reserve(ctx, day, limits(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = exactEntries + coalesceBatch // enough to coalesce the first
+	at := day
+	var newest string
+	for range n {
+		at = at.Add(time.Millisecond)
+		if newest, err = m.Reserve(ctx, at, limits(10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := m.reservations[first].adds; len(a) != 1 || a[0].bucket == nil {
+		t.Fatalf("the first reservation's budget entry is not in a bucket: %+v", a)
+	}
+	before := used(at)
+	for _, rel := range []struct {
+		id     string
+		amount int64
+	}{{first, 7}, {newest, 10}} {
+		for range 2 { // a second release gives back nothing more
+			if err := m.Settle(ctx, rel.id, policy.Released); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before[0] -= rel.amount
+		if diff := cmp.Diff(before, used(at)); diff != "" {
+			t.Fatalf("after releasing %d (-want +got), the rate limit unchanged:\n%s", rel.amount, diff)
+		}
+	}
+	if err := m.consistent(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMemoryForgetsTheOldestFinishedClaims(t *testing.T) {
+	ctx := context.Background()
+	claim := func(m *Memory, key string) Prior {
+		t.Helper()
+		p, err := m.Claim(ctx, Claim{Key: key, Call: "call-" + key, Fingerprint: "f", At: day, Window: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	finished := func(m *Memory, keys ...string) {
+		t.Helper()
+		for _, key := range keys {
+			if p := claim(m, key); p.State != ClaimNew {
+				t.Fatalf("Claim(%s) = %+v, want new", key, p)
+			}
+			if err := m.Finish(ctx, key, []byte("result "+key)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	t.Run("past the limit, the oldest finished go first; those in flight stay", func(t *testing.T) {
+		m := NewMemory(WithClaimLimit(3))
+		if p := claim(m, "in-flight"); p.State != ClaimNew {
+			t.Fatalf("Claim = %+v, want new", p)
+		}
+		finished(m, "k1", "k2", "k3", "k4") // k1 is forgotten
+		finished(m, "k1")                   // so made again: now the newest, and k2 is forgotten
+		finished(m, "k5")                   // and k3
+		for _, key := range []string{"k1", "k4", "k5"} {
+			if p := claim(m, key); p.State != ClaimDone || string(p.Result) != "result "+key {
+				t.Errorf("Claim(%s) = %+v, want its result", key, p)
+			}
+		}
+		if p := claim(m, "in-flight"); p.State != ClaimInFlight {
+			t.Errorf("Claim(in-flight) = %+v, want in flight", p)
+		}
+		for _, key := range []string{"k2", "k3"} {
+			if p := claim(m, key); p.State != ClaimNew {
+				t.Errorf("Claim(%s) = %+v, want new: forgotten", key, p)
+			}
+		}
+		if err := m.consistent(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a limit of 0 keeps every claim", func(t *testing.T) {
+		m := NewMemory(WithClaimLimit(0))
+		finished(m, "k1", "k2", "k3", "k4", "k5")
+		if p := claim(m, "k1"); p.State != ClaimDone {
+			t.Errorf("Claim(k1) = %+v, want its result", p)
+		}
+		if err := m.consistent(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a dropped or completed claim leaves the order", func(t *testing.T) {
+		m := NewMemory(WithClaimLimit(2))
+		finished(m, "k1", "k2")
+		if err := m.Drop(ctx, "k1"); err != nil {
+			t.Fatal(err)
+		}
+		finished(m, "k3")
+		if p := claim(m, "k2"); p.State != ClaimDone {
+			t.Errorf("Claim(k2) = %+v, want its result: the dropped claim made room", p)
+		}
+		runCall(t, m, day, 1, nil, policy.Spent)
+		runCall(t, m, day, 2, nil, policy.Released)
+		if err := m.consistent(); err != nil {
+			t.Fatal(err)
+		}
+		if s := m.sizes(); s.Claims != 2 {
+			t.Errorf("%d claims kept, want 2", s.Claims)
 		}
 	})
 }
