@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// Version is the version of clink-mcp reported in the default User-Agent
-// ("clink-mcp/" + Version). Release builds set it with
-// -ldflags "-X github.com/clink-mcp/clink-mcp/clink.Version=1.2.3".
-var Version = "0.1.0"
+// DefaultUserAgent is the User-Agent a Client sends unless WithUserAgent
+// sets one. The clink-mcp command sends "clink-mcp/" and its version, which
+// it owns (set at link time).
+const DefaultUserAgent = "clink-mcp"
 
 // Environment names a Clink environment: Sandbox (Clink's UAT system) or Production.
 type Environment string
@@ -138,7 +138,7 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithUserAgent sets the User-Agent header. Default: "clink-mcp/" + Version.
+// WithUserAgent sets the User-Agent header. Default: DefaultUserAgent.
 func WithUserAgent(ua string) Option {
 	return func(c *config) {
 		if ua == "" || !isHeaderSafe(ua, true) {
@@ -210,7 +210,7 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	cfg := config{
 		env:         Sandbox,
 		timeout:     DefaultTimeout,
-		userAgent:   "clink-mcp/" + Version,
+		userAgent:   DefaultUserAgent,
 		now:         time.Now,
 		maxAttempts: DefaultMaxAttempts,
 		backoffBase: DefaultBackoffBase,

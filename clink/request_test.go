@@ -200,7 +200,7 @@ func TestEachMethodSendsExactlyTheDocumentedRequest(t *testing.T) {
 				"X-Api-Key":   {testKey},
 				"X-Timestamp": {stamp},
 				"Accept":      {"application/json"},
-				"User-Agent":  {"clink-mcp/" + clink.Version},
+				"User-Agent":  {clink.DefaultUserAgent},
 			}
 			if tt.body != "" {
 				wantHeader["Content-Type"] = []string{"application/json"}

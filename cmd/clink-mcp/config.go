@@ -154,7 +154,7 @@ Usage:
   clink-mcp help                print this help
 
 Flags (each has an environment twin; a flag wins over its variable):
-`, clink.Version)
+`, build.Version)
 	for _, s := range settings {
 		name := "--" + s.flag
 		if !s.boolean {

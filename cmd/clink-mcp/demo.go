@@ -16,7 +16,6 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
@@ -197,7 +196,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer offClient.Close()
 
-	fmt.Fprintf(stdout, "clink-mcp %s demo: the MCP server against its built-in Clink sandbox.\n", clink.Version)
+	fmt.Fprintf(stdout, "clink-mcp %s demo: the MCP server against its built-in Clink sandbox.\n", build.Version)
 	fmt.Fprintln(stdout, "Sessions are simulated; nothing is charged; budgets, rate limits, approvals and the audit trail are kept in memory.")
 	fmt.Fprintln(stdout, "The client declares elicitation; a scripted user answers its approval questions as each step says.")
 	var offSteps []string
@@ -510,7 +509,7 @@ func connect(ctx context.Context, a *app, opts ...client.ClientOption) (*client.
 	}
 	init := mcp.InitializeRequest{}
 	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "clink-mcp-demo", Version: clink.Version}
+	init.Params.ClientInfo = mcp.Implementation{Name: "clink-mcp-demo", Version: build.Version}
 	if _, err := cli.Initialize(ctx, init); err != nil {
 		cli.Close()
 		return nil, errors.Join(errors.New("demo: initialize"), err)

@@ -56,7 +56,8 @@ paste into the principals file (which keeps only the token's SHA-256).
 `),
 	"version": usageText(`Usage: clink-mcp version (or clink-mcp --version)
 
-Prints the version.
+Prints the version, and the commit and build date when known: release builds
+set them at link time; a build from source prints "dev" and what Go recorded.
 `),
 }
 

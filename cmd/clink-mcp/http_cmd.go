@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/service"
 	"github.com/clink-mcp/clink-mcp/service/auth"
 )
@@ -134,7 +133,7 @@ func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger
 			who += ", OAuth from " + f.OAuth.Issuer
 		}
 	}
-	logger.Info("serving MCP over streamable HTTP", "version", clink.Version, "env", string(a.env),
+	logger.Info("serving MCP over streamable HTTP", "version", build.Version, "env", string(a.env),
 		"url", l.URL(), "policy", a.policy.Source(), "principals", who)
 	if l.tls == nil && !loopbackListener(l) {
 		logger.Warn("serving plain HTTP on a non-loopback address: bearer tokens cross the network in clear; serve TLS (--tls-cert, --tls-key) or put a TLS-terminating proxy in front and listen on loopback",

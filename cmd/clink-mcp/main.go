@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "token":
 		err = tokenCommand(args, stdout)
 	case "version":
-		fmt.Fprintf(stdout, "clink-mcp %s\n", clink.Version)
+		fmt.Fprintln(stdout, build)
 	case "help":
 		err = helpCommand(args, stdout)
 	default:
@@ -135,7 +135,7 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 // serveStdio serves MCP over stdio, as the local principal, until stdin
 // ends or ctx is cancelled.
 func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdout io.Writer, logger *slog.Logger) error {
-	logger.Info("serving MCP over stdio", "version", clink.Version, "env", string(a.env), "policy", a.policy.Source())
+	logger.Info("serving MCP over stdio", "version", build.Version, "env", string(a.env), "policy", a.policy.Source())
 
 	// Calls already sent to Clink finish whatever happens to the client: the
 	// end of stdin and a signal each stop new calls and wait, up to the
@@ -237,7 +237,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	}
 
 	key := cfg.apiKey
-	opts := []clink.Option{clink.WithEnvironment(env)}
+	opts := []clink.Option{clink.WithEnvironment(env), clink.WithUserAgent(build.userAgent())}
 	if cfg.sandbox {
 		if cfg.baseURL != "" {
 			return nil, errors.New("base-url (CLINK_BASE_URL): cannot be combined with --sandbox, which serves its own")
@@ -313,7 +313,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			return policy.Load(path)
 		},
 		Payments: a.client, Account: gate.AccountID(a.client.BaseURL(), key),
-		Store: st, Secret: secret, Version: clink.Version, Logger: logger,
+		Store: st, Secret: secret, Version: build.Version, Logger: logger,
 	})
 	if err != nil {
 		st.Close()

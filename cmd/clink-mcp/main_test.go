@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
@@ -271,7 +270,7 @@ func TestHelpGoesToStdoutWithExitZeroEverywhere(t *testing.T) {
 
 func TestVersionPrintsTheVersion(t *testing.T) {
 	code, want, _ := runCmd(t, nil, "version")
-	if code != 0 || want != "clink-mcp "+clink.Version+"\n" {
+	if code != 0 || want != build.String()+"\n" {
 		t.Fatalf("version: exit %d, %q", code, want)
 	}
 	for _, args := range [][]string{{"--version"}, {"-version"}, {"--sandbox", "--version"}, {"serve", "--version"}} {

@@ -154,8 +154,9 @@ func BenchmarkVsFloorCall(b *testing.B) {
 }
 
 // inFlight sends calls over one stdio connection keeping window of them in
-// flight, and returns how long they all took to be answered.
-func inFlight(b *testing.B, s *stdioServer, calls, window int, line func(i int) string) time.Duration {
+// flight, and returns how long they all took to be answered. Every answer
+// must contain want.
+func inFlight(b *testing.B, s *stdioServer, calls, window int, want string, line func(i int) string) time.Duration {
 	b.Helper()
 	slots := make(chan struct{}, window)
 	done := make(chan error, 1)
@@ -166,7 +167,7 @@ func inFlight(b *testing.B, s *stdioServer, calls, window int, line func(i int) 
 				done <- fmt.Errorf("stdout ended after %d answers: %v", n, s.out.Err())
 				return
 			}
-			if !strings.Contains(s.out.Text(), `"sessionId"`) {
+			if !strings.Contains(s.out.Text(), want) {
 				done <- fmt.Errorf("answer %d: %s", n, s.out.Text())
 				return
 			}
@@ -175,7 +176,14 @@ func inFlight(b *testing.B, s *stdioServer, calls, window int, line func(i int) 
 		done <- nil
 	}()
 	for i := range calls {
-		slots <- struct{}{}
+		select {
+		case slots <- struct{}{}:
+		case err := <-done: // the reader stopped early: never wait on it
+			if err == nil {
+				err = fmt.Errorf("answers ended before call %d was sent", i)
+			}
+			b.Fatal(err)
+		}
 		if _, err := io.WriteString(s.stdin, line(i)+"\n"); err != nil {
 			b.Fatal(err)
 		}
@@ -223,7 +231,7 @@ func stdioInFlight(b *testing.B, workers string) {
 	const window = 64
 	var rates []float64
 	for b.Loop() {
-		took := inFlight(b, s, calls, window, func(i int) string {
+		took := inFlight(b, s, calls, window, `"sessionId"`, func(i int) string {
 			return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session","arguments":`+
 				`{"amount":12,"currency":"USD","customerEmail":"c%d@example.org","idempotencyKey":"inflight-%d-%08d"}}}`, i+1, i%50, len(rates), i)
 		})
@@ -263,22 +271,22 @@ func BenchmarkSandboxMemory(b *testing.B) {
 	const calls, every = 100_000, 10_000
 	for b.Loop() {
 		for _, srv := range []struct {
-			name string
-			s    *stdioServer
-			line func(i int) string
+			name, want string
+			s          *stdioServer
+			line       func(i int) string
 		}{
-			{"clink-mcp", startStdioServer(b, clinkMCP, nil, "serve", "--sandbox", "--policy", "../../tools/testdata/bench-policy.yaml", "--log-level", "error"), func(i int) string {
+			{"clink-mcp", `"sessionId"`, startStdioServer(b, clinkMCP, nil, "serve", "--sandbox", "--policy", "../../tools/testdata/bench-policy.yaml", "--log-level", "error"), func(i int) string {
 				return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session","arguments":`+
 					`{"amount":1,"currency":"USD","customerEmail":"alice@example.com","idempotencyKey":"rss-key-%08d"}}}`, i+1, i)
 			}},
-			{"floor", startStdioServer(b, floor, nil), func(i int) string {
-				return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"sessionId %d"}}}`, i+1, i)
+			{"floor", `"text":"echo `, startStdioServer(b, floor, nil), func(i int) string {
+				return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"echo %d"}}}`, i+1, i)
 			}},
 		} {
 			var at10k int64
 			for k := 0; k < calls/every; k++ {
 				base := k * every
-				inFlight(b, srv.s, every, 64, func(i int) string { return srv.line(base + i) })
+				inFlight(b, srv.s, every, 64, srv.want, func(i int) string { return srv.line(base + i) })
 				if k == 0 {
 					at10k = rss(b, srv.s.cmd.Process.Pid)
 				}
