@@ -25,7 +25,12 @@ import (
 //
 // output runs the command from the repository root and compares stdout then stderr with the
 // block (a console block's first line "$ COMMAND" is the command itself, not output); file
-// compares the block with the file.
+// compares the block with the file. A third marker, <!-- sample: NAME -->, is checked by
+// docs_samples_test.go: configuration loaded by the code that reads it, and transcripts,
+// messages and responses produced by the binary or the server in process.
+//
+// TestDocsEveryBlockIsChecked fails on a block that is none of these and not a list of
+// commands that TestDocsCommandsAreAccepted checks, unless unmarkedBlocks names it.
 
 // repoRoot is the repository's root, seen from this package's directory.
 const repoRoot = "../.."
@@ -487,6 +492,25 @@ func binaryArgs(words []string) ([]string, bool) {
 	return nil, false
 }
 
+// modulePath is this module's path, as go install names its commands.
+const modulePath = "github.com/clink-mcp/clink-mcp"
+
+// goBuildTarget returns the directory of the command a go build or go install line of this
+// module builds (./cmd/clink-mcp, or modulePath/cmd/clink-mcp@VERSION), or false.
+func goBuildTarget(words []string) (string, bool) {
+	if len(words) < 3 || words[0] != "go" || words[1] != "build" && words[1] != "install" {
+		return "", false
+	}
+	last, _, _ := strings.Cut(words[len(words)-1], "@")
+	switch {
+	case strings.HasPrefix(last, "./"):
+		return last, true
+	case strings.HasPrefix(last, modulePath+"/"):
+		return strings.TrimPrefix(last, modulePath+"/"), true
+	}
+	return "", false
+}
+
 // subcommandsOf are the commands that take a subcommand word.
 var subcommandsOf = map[string]bool{"token": true, "policy": true, "audit": true, "approvals": true}
 
@@ -534,6 +558,13 @@ func TestDocsCommandsAreAccepted(t *testing.T) {
 		if c.words[0] == "go" && len(c.words) > 1 && c.words[1] == "test" {
 			checkGoTest(t, c)
 			checked++
+			continue
+		}
+		if dir, ok := goBuildTarget(c.words); ok {
+			checked++
+			if !declared(t, filepath.Join(repoRoot, dir), "main") {
+				t.Errorf("%s: %s is not a command of this module", c.where, dir)
+			}
 			continue
 		}
 		if c.words[0] == "bash" && len(c.words) > 1 && !exists(filepath.Join(repoRoot, c.words[1])) {
@@ -757,4 +788,68 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return out.String()
+}
+
+// unmarkedBlocks are the fenced blocks that need no marker: command recipes whose commands no
+// test runs, each with why it may stay unchecked. A block is named by its file and first line.
+var unmarkedBlocks = []struct{ path, first, why string }{
+	{"docs/install.md", "go install github.com/goreleaser/goreleaser/v2@v2.17.0",
+		"the release build: .ci/release.sh (run by .ci/run) installs that goreleaser and runs that build"},
+	{"docs/performance.md", "export GOCACHE=$(mktemp -d); /usr/bin/time -v go build -o /tmp/clink-mcp ./cmd/clink-mcp",
+		"a measurement recipe: it times the build every binary test makes"},
+}
+
+// TestDocsEveryBlockIsChecked keeps every fenced block under a check: an output, file or
+// sample marker; or, for an sh or bash block, a command line that TestDocsCommandsAreAccepted
+// checks and no output in its comments; or an entry in unmarkedBlocks.
+func TestDocsEveryBlockIsChecked(t *testing.T) {
+	known := func(marker string) bool {
+		if m := sampleMarkerRE.FindStringSubmatch(marker); m != nil {
+			return configSamples[m[1]] != nil || slices.Contains(storySamples, m[1])
+		}
+		return outputMarkerRE.MatchString(marker) || fileMarkerRE.MatchString(marker)
+	}
+	used := map[int]bool{}
+	for _, d := range readDocs(t) {
+		for _, b := range d.blocks {
+			where := fmt.Sprintf("%s:%d", d.path, b.start+1)
+			if b.marker != "" {
+				if !known(b.marker) {
+					t.Errorf("%s: <!-- %s --> is no marker a test checks", where, b.marker)
+				}
+				continue
+			}
+			first := ""
+			if len(b.body) > 0 {
+				first = b.body[0]
+			}
+			if i := slices.IndexFunc(unmarkedBlocks, func(u struct{ path, first, why string }) bool {
+				return u.path == d.path && u.first == first
+			}); i >= 0 {
+				used[i] = true
+				continue
+			}
+			if b.info == "sh" || b.info == "bash" {
+				single := &docFile{path: d.path, blocks: []fence{b}}
+				checked := slices.ContainsFunc(commandsOf([]*docFile{single}), func(c command) bool {
+					_, bin := binaryArgs(c.words)
+					_, build := goBuildTarget(c.words)
+					return bin || build || len(c.words) > 1 && (c.words[0] == "go" && c.words[1] == "test" || c.words[0] == "bash")
+				})
+				output := slices.ContainsFunc(b.body, func(l string) bool {
+					l = strings.TrimSpace(l)
+					return strings.HasPrefix(l, "# {") || strings.HasPrefix(l, "# [") || strings.HasPrefix(l, "# $")
+				})
+				if checked && !output {
+					continue
+				}
+			}
+			t.Errorf("%s: a %q block that no test checks: mark it <!-- output: … -->, <!-- file: … --> or <!-- sample: … --> (see docs_samples_test.go)", where, b.info)
+		}
+	}
+	for i, u := range unmarkedBlocks {
+		if !used[i] {
+			t.Errorf("unmarkedBlocks: %s has no block starting %q; remove the entry", u.path, u.first)
+		}
+	}
 }
