@@ -403,10 +403,10 @@ func TestAGetAnswerThatIsNoSessionIsAnError(t *testing.T) {
 	}
 	for name, body := range bodies {
 		for _, g := range gets {
+			if g.name == "get agent payment session" && strings.Contains(name, "status") {
+				continue // an agent payment session has no status to refuse
+			}
 			t.Run(g.name+" refuses "+name, func(t *testing.T) {
-				if g.name == "get agent payment session" && strings.Contains(name, "status") {
-					t.Skip("an agent payment session has no status")
-				}
 				srv, n, _ := getServer(t, jsonReply(200, body))
 				c := newClient(t, srv.URL)
 				res, err := g.call(c, t, "s")

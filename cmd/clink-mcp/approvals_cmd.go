@@ -11,7 +11,6 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
-	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 const approvalsUsage = "usage: clink-mcp approvals list [--all] | approve ID --by NAME | deny ID --by NAME  [--policy FILE]"
@@ -68,13 +67,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	if len(extra) > 0 {
 		return fmt.Errorf("approvals %s: unexpected argument %q", sub, extra[0])
 	}
-	p := policy.Demo()
-	if cfg.policyPath != "" {
-		if p, err = policy.Load(cfg.policyPath); err != nil {
-			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
-		}
-	}
-	so, err := openStore(ctx, cfg, p, true)
+	so, err := openServerStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
-	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // auditCommand is "clink-mcp audit verify" (check the hash chain; exit 1
@@ -27,13 +26,7 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 	if len(rest) > 0 {
 		return fmt.Errorf("audit %s: unexpected argument %q", sub, rest[0])
 	}
-	p := policy.Demo()
-	if cfg.policyPath != "" {
-		if p, err = policy.Load(cfg.policyPath); err != nil {
-			return fmt.Errorf("policy (CLINK_POLICY): %v", err)
-		}
-	}
-	so, err := openStore(ctx, cfg, p, true)
+	so, err := openServerStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,22 @@ type storeOpening struct {
 	path  string // the SQLite file, or "" for the database
 }
 
+// openServerStore opens the store a server under cfg uses, for the
+// commands that work on it beside the server (audit, approvals): the
+// database of CLINK_DATABASE_URL, else the store.path of the policy named
+// by --policy or CLINK_POLICY (the built-in demo policy's without one),
+// which must exist.
+func openServerStore(ctx context.Context, cfg *config) (*storeOpening, error) {
+	p := policy.Demo()
+	if cfg.policyPath != "" {
+		var err error
+		if p, err = policy.Load(cfg.policyPath); err != nil {
+			return nil, fmt.Errorf("policy (CLINK_POLICY): %v", err)
+		}
+	}
+	return openStore(ctx, cfg, p, true)
+}
+
 // openStore opens the store every policy file shares: PostgreSQL when
 // CLINK_DATABASE_URL is set (replicas), else SQLite at the policy's
 // store.path. When mustExist is set, a SQLite file that is not there is an
