@@ -152,22 +152,11 @@ func TestADeniedApprovalReleasesItsBudgetAndRefusesTheIdenticalCall(t *testing.T
 }
 
 func TestAnApprovalNobodyDecidesExpiresAndGivesItsBudgetBack(t *testing.T) {
-	st := memory(t)
-	var mu sync.Mutex
-	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct", Clock: clock})
-	t.Cleanup(func() { g.Close(context.Background()) })
+	g, advance := clockedGate(t)
 	fake := &clinkFake{}
 	ctx := context.Background()
 	g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
-	mu.Lock()
-	now = now.Add(16 * time.Minute)
-	mu.Unlock()
+	advance(16 * time.Minute)
 	res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
 	if res.Code != policy.CodeApprovalExpired {
 		t.Fatalf("the identical call after the timeout = %+v, want approval_expired", res)
@@ -178,6 +167,22 @@ func TestAnApprovalNobodyDecidesExpiresAndGivesItsBudgetBack(t *testing.T) {
 	if fake.calls.Load() != 0 {
 		t.Fatal("an expired payment reached Clink")
 	}
+}
+
+// clockedGate is a gate under approvalPolicy on a memory store, on a clock
+// the test moves with advance.
+func clockedGate(t *testing.T) (g *Gate, advance func(time.Duration)) {
+	t.Helper()
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = New(Config{Policy: p, Store: memory(t), Secret: testSecret, Account: "acct",
+		Clock: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	return g, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 }
 
 // ask makes a call whose client can ask its user, and returns its result.
@@ -257,21 +262,10 @@ func TestADeclineRefusesAndReleases(t *testing.T) {
 }
 
 func TestAnExpiredQuestionIsRefused(t *testing.T) {
-	st := memory(t)
-	var mu sync.Mutex
-	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct", Clock: clock})
-	t.Cleanup(func() { g.Close(context.Background()) })
+	g, advance := clockedGate(t)
 	fake := &clinkFake{}
 	q := ask(t, g, fake, "agent", "250", nil).Question
-	mu.Lock()
-	now = now.Add(20 * time.Minute)
-	mu.Unlock()
+	advance(20 * time.Minute)
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalExpired {
 		t.Fatalf("an answer after expiry = %+v, want approval_expired", res)
 	}
