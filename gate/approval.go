@@ -91,7 +91,7 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 	now := g.now()
 	timeout := g.policy.ApprovalTimeout()
 	if o.Answer != nil {
-		id, res := g.answered(ctx, c, o.Answer, key, now, timeout)
+		id, res := g.answered(ctx, c, o.Answer, key, fingerprint, now, timeout)
 		return id, res, false
 	}
 	_, stored := g.limits(&o.Request, c.customerKeys)
@@ -136,8 +136,11 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 }
 
 // answered decides the approval an answer is for, and returns its ID when
-// approved, or the result to end the call with.
-func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key string, now time.Time, timeout time.Duration) (string, *Result) {
+// approved, or the result to end the call with. The answer counts only for
+// the call it was asked about: the state is bound to the principal and the
+// call's key, and the approval must be for these very arguments (an
+// idempotencyKey repeated with other arguments has the same key).
+func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerprint string, now time.Time, timeout time.Duration) (string, *Result) {
 	st, err := g.openQuestion(ans.State, c.caller, key)
 	if err != nil {
 		g.log.WarnContext(ctx, "an approval answer was refused", "tool", c.tool, "call", c.id, "err", err)
@@ -145,6 +148,17 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key string, n
 	}
 	if !now.Before(time.Unix(st.Expires, 0)) {
 		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired})
+	}
+	switch a, err := g.store.Approval(ctx, st.ID); {
+	case errors.Is(err, state.ErrNotFound):
+		return "", invalidAnswer("its approval is unknown to this server")
+	case err != nil:
+		g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "approval", "err", err)
+		return "", &Result{Code: policy.CodeInternal, IsError: true,
+			Text: "internal error: the server could not read the approval this answer is for, so nothing was created; the operator's log has the details."}
+	case a.Key != key || a.Fingerprint != fingerprint:
+		g.log.WarnContext(ctx, "an approval answer was brought to other arguments", "tool", c.tool, "call", c.id, "approval", st.ID)
+		return "", invalidAnswer("it was given for other arguments: the person approved a different payment")
 	}
 	by := clientDecider + c.caller
 	a, err := g.store.DecideApproval(ctx, now, st.ID, ans.Accept, by, now.Add(timeout))

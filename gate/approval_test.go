@@ -319,3 +319,36 @@ func TestPendingApprovalsTogetherNeverExceedABudget(t *testing.T) {
 		t.Fatalf("the budget holds %d, want 90000", u)
 	}
 }
+
+// TestAnAnswerCountsOnlyForTheArgumentsItWasAskedAbout: an idempotencyKey
+// repeated with other arguments shares the call's key, and so the sealed
+// state's binding; the approval's fingerprint still tells them apart.
+func TestAnAnswerCountsOnlyForTheArgumentsItWasAskedAbout(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	keyed := func(amount, email string, ans *Answer) *Result {
+		o := fake.order(t, amount, email)
+		o.IdempotencyKey, o.CanAsk, o.Answer = "order-0042", true, ans
+		return g.Create(context.Background(), "agent", o)
+	}
+	q := keyed("250", "b@example.com", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	if res := keyed("500", "mallory@example.com", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalInvalid {
+		t.Fatalf("the answer brought to other arguments under the same key = %+v, want approval_invalid", res)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("a payment nobody approved reached Clink")
+	}
+	if list := approvalsIn(t, st); len(list) != 1 || list[0].State != state.ApprovalPending {
+		t.Fatalf("approvals = %+v, want the one still pending", list)
+	}
+	if res := keyed("250", "b@example.com", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeCreated {
+		t.Fatalf("the answer brought to its own call = %+v, want created", res)
+	}
+	if u := usage(t, g); u != 25000 {
+		t.Errorf("the budget holds %d, want 25000", u)
+	}
+}

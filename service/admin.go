@@ -45,7 +45,8 @@ func approvalOf(a *state.Approval) approvalJSON {
 //     not used yet); ?all=1 lists decided ones too, newest first;
 //   - POST /admin/approvals/{id}/approve and /deny: decide one, recorded
 //     in the audit trail as "operator:" + the admin's principal name. 409
-//     when it is no longer pending, 404 when unknown.
+//     when it is no longer pending, 404 when unknown, 403 when the admin's
+//     own calls asked for it.
 func (s *Service) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/approvals", func(w http.ResponseWriter, r *http.Request) {
@@ -69,6 +70,12 @@ func (s *Service) adminHandler() http.Handler {
 		return func(w http.ResponseWriter, r *http.Request) {
 			p, _ := auth.FromContext(r.Context())
 			id := r.PathValue("id")
+			// Four eyes: a principal that is both an agent and an admin
+			// never decides a payment it asked for itself.
+			if own, err := s.store.Approval(r.Context(), id); err == nil && own.Caller == p.Name {
+				plain(w, http.StatusForbidden, "forbidden: an admin cannot decide an approval its own calls asked for")
+				return
+			}
 			a, err := gate.DecideApproval(r.Context(), s.store, id, approve, p.Name)
 			switch {
 			case errors.Is(err, state.ErrNotFound):

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -169,5 +172,54 @@ func TestTheAdminEndpointDecidesApprovalsForAdminsOnly(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestOverHTTPAnOlderRequestClaimingElicitationInItsMetaIsNotAsked: a
+// 2025-11-25 request's _meta is not the client's word for its
+// capabilities, and the stateless service cannot carry elicitation/create:
+// the call answers at once with the operator path, never hangs on a
+// question nobody can answer.
+func TestOverHTTPAnOlderRequestClaimingElicitationInItsMetaIsNotAsked(t *testing.T) {
+	f := approvalsFixture(t)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":` + bigCall +
+		`,"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", f.srv.URL+"/mcp", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.tokens["agent"])
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", mcp.ProtocolVersion20251125)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the call did not answer: %v", err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("the answer did not end: %v", err)
+	}
+	if !strings.Contains(string(out), "approval_required") || strings.Contains(string(out), "elicitation/create") {
+		t.Fatalf("a 2025-11-25 call claiming elicitation in _meta = %d %s, want a pending approval", resp.StatusCode, out)
+	}
+}
+
+func TestAnAdminCannotDecideItsOwnApproval(t *testing.T) {
+	f := approvalsFixture(t)
+	ops := f.client("ops", "")
+	if text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall); !strings.Contains(text, "approval_required") {
+		t.Fatalf("the admin's own call = %s, want pending", text)
+	}
+	id := regexp.MustCompile(`apr_[0-9a-f]+`).FindString(func() string { text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall); return text }())
+	code, _, body := f.get("POST", "/admin/approvals/"+id+"/approve", nil, map[string]string{"Authorization": "Bearer " + f.tokens["ops"]})
+	if code != http.StatusForbidden {
+		t.Fatalf("an admin approving its own payment = %d %s, want 403", code, body)
+	}
+	if text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall); !strings.Contains(text, "approval_required") {
+		t.Fatalf("after the refused decision = %s, want still pending", text)
 	}
 }

@@ -33,12 +33,16 @@ var approvalSchema = map[string]any{
 // an earlier client that declared it when it initialised a session that
 // can carry server requests (mcp-go then sends it elicitation/create).
 func canAsk(ctx context.Context, req mcp.CallToolRequest) bool {
-	if caps := req.Params.Meta.ClientCapabilities(); caps != nil && caps.Elicitation != nil {
-		return true
-	}
 	if mcp.IsModernProtocol(server.RequestProtocolVersion(ctx)) {
-		return false
+		// Capabilities come with each request; mcp-go checks them against
+		// what the request may ask of the client.
+		caps := req.Params.Meta.ClientCapabilities()
+		return caps != nil && caps.Elicitation != nil
 	}
+	// An earlier client declared its capabilities when it initialised the
+	// session; a request's _meta is not the client's word for them, and
+	// the question would go out as elicitation/create on a session that
+	// may not carry it (the stateless HTTP service).
 	session := server.ClientSessionFromContext(ctx)
 	if _, ok := session.(server.SessionWithElicitation); !ok {
 		return false
