@@ -198,6 +198,36 @@ func (t *toolRules) checkLineItems(items []LineItem) Decision {
 	return allowed
 }
 
+// CustomerIDUse is how a checkout may identify its customer under a policy.
+type CustomerIDUse int
+
+// The uses of a checkout's customer identifiers.
+const (
+	// CustomerIDWithoutEmail: any of customerEmail, customerId and
+	// referenceCustomerId identifies the customer (allow_without_email).
+	CustomerIDWithoutEmail CustomerIDUse = iota + 1
+	// CustomerIDBesideEmail: customerEmail is required; customerId and
+	// referenceCustomerId may be given beside it.
+	CustomerIDBesideEmail
+	// CustomerIDRefused: customerEmail is required and customerId is
+	// refused (CodeCustomerIDNotAllowed), since the policy restricts
+	// emails and Clink charges a customerId's customer whatever the email.
+	CustomerIDRefused
+)
+
+// CheckoutCustomerIDUse says what a checkout may do with customer
+// identifiers under p: the rule checkCustomer applies, for the tool's
+// description.
+func (p *Policy) CheckoutCustomerIDUse() CustomerIDUse {
+	switch {
+	case p.allowWithoutEmail:
+		return CustomerIDWithoutEmail
+	case !p.allowAnyEmail || len(p.deny.patterns) > 0:
+		return CustomerIDRefused
+	}
+	return CustomerIDBesideEmail
+}
+
 func (p *Policy) checkCustomer(tool string, req *Request) Decision {
 	if req.CustomerEmail == "" {
 		if tool == ToolAgentPaymentSession {

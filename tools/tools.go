@@ -64,10 +64,9 @@ type Policy interface {
 	// first call's result; 0 means the duplicate guard is off. The
 	// descriptions and instructions say which.
 	DuplicatesWindow() time.Duration
-	// Evaluate decides a request by the policy's stateless rules. The
-	// checkout's description asks it which customer identifiers the policy
-	// takes, so that it says what the policy does.
-	Evaluate(req *policy.Request) policy.Decision
+	// CheckoutCustomerIDUse says what a checkout may do with customer
+	// identifiers, for the checkout's description.
+	CheckoutCustomerIDUse() policy.CustomerIDUse
 }
 
 var (
