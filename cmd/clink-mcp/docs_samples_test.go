@@ -96,7 +96,7 @@ func oneSample(t *testing.T, all map[string][]sample, name string) sample {
 var (
 	approvalIDRE = regexp.MustCompile(`apr_[0-9a-f]{20}`)
 	timeRE       = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
-	waitRE       = regexp.MustCompile(`\(in (\d+h)?(\d+m)?\d+(\.\d+)?s\)`)
+	waitRE       = regexp.MustCompile(`\(in (?:\d+(?:\.\d+)?[hms])+\)`) // 15m0s, 1h, 24h0m1s, 0.5s
 	sessionIDRE  = regexp.MustCompile(`\bsess_[A-Za-z0-9]+`)
 	callIDRE     = regexp.MustCompile(`"call":"[0-9a-f]{24}"`)
 )
