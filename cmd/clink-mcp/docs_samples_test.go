@@ -57,6 +57,7 @@ var storySamples = []string{
 	"admin-endpoint",
 	"tools-example-policy", "check-payment-policy", "check-payment-policy-text", "policy-resource",
 	"limits-example-policy", "limit-refusals",
+	"agent-errors", "approval-question", "approval-threshold",
 }
 
 var sampleMarkerRE = regexp.MustCompile(`^sample:\s*([a-z0-9-]+)$`)
@@ -185,6 +186,36 @@ func checkClientConfigJSON(t *testing.T, where string, data []byte) {
 		Env     map[string]string `json:"env"`
 		URL     string            `json:"url"`
 		Headers map[string]string `json:"headers"`
+	}
+	// VS Code declares the ${input:ID} variables its servers use under inputs.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		t.Errorf("%s: not JSON: %v", where, err)
+		return
+	}
+	inputs := map[string]bool{}
+	if raw, ok := top["inputs"]; ok {
+		var in []struct {
+			Type        string `json:"type"`
+			ID          string `json:"id"`
+			Description string `json:"description"`
+			Password    bool   `json:"password"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			t.Errorf("%s: inputs: %v", where, err)
+		}
+		for _, i := range in {
+			inputs[i.ID] = true
+		}
+		delete(top, "inputs")
+		data, _ = json.Marshal(top)
+	}
+	for _, m := range regexp.MustCompile(`\$\{input:([^}]+)\}`).FindAllStringSubmatch(string(data), -1) {
+		if !inputs[m[1]] {
+			t.Errorf("%s: ${input:%s} is used but not declared under inputs", where, m[1])
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -444,6 +475,8 @@ func TestDocsApprovalsSamplesAreReal(t *testing.T) {
 // docService is a service under the policy text, on the sandbox and a memory store, with the
 // principals file's YAML when not "".
 type docService struct {
+	sb     *sandbox.Server
+	st     *state.Memory
 	svc    *service.Service
 	srv    *httptest.Server
 	tokens map[string]string
@@ -494,6 +527,7 @@ func newDocService(t *testing.T, policyText string, principals ...string) *docSe
 	}
 	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
+	d.sb, d.st = sb, st
 	d.svc, err = service.New(service.Config{
 		Policy: pol, Principals: file, Payments: cl, Account: gate.AccountID(url, sandbox.DefaultAPIKey),
 		Store: st, Secret: bytes.Repeat([]byte{7}, gate.MinSecretLen), Version: "docs",
@@ -731,4 +765,162 @@ func TestDocsLimitRefusalsAreReal(t *testing.T) {
 	}
 	agentCall("frank@example.com", 30000)
 	compareSample(t, oneSample(t, all, "limit-refusals"), refusals.String())
+}
+
+// agentErrorsPolicy is the policy TestDocsAgentErrorsAreReal calls under: a cap of USD 500.00, an
+// approval above 200.00, two redirect hosts, a budget of 2000.00 a day and 20 calls an hour for
+// each customer.
+const agentErrorsPolicy = `version: 1
+currencies:
+  USD: { max_amount: 500.00, approve_above: 200 }
+urls: { allow_hosts: [shop.example.com, "*.example.com"] }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 2000 }
+rate_limits:
+  - { window: 1h, max_calls: 20, per: customer }
+`
+
+// TestDocsAgentErrorsAreReal produces the messages of docs/tools.md's "Errors the agent sees"
+// in process: each line of the sample must match one of them. The messages of an expired
+// approval and of an altered answer are rendered from their format in gate/approval.go (the
+// first takes 15 minutes to happen, the second a forged requestState).
+func TestDocsAgentErrorsAreReal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	all := docSamples(t)
+	d := newDocService(t, agentErrorsPolicy)
+	c := d.inProcess(t)
+	var real []string
+	call := func(tool, args string) string {
+		t.Helper()
+		res := docCall(t, c, tool, args)
+		text := resultText(res)
+		if !res.IsError {
+			return text
+		}
+		real = append(real, text)
+		return text
+	}
+	co, ag := policy.ToolCheckoutSession, policy.ToolAgentPaymentSession
+	call(co, `{"amount":"ten","currency":"USD","customerEmail":"alice@example.com"}`)
+	call(co, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","successUrl":"https://evil.example/ok"}`)
+	call(co, `{"amount":900,"currency":"USD","customerEmail":"alice@example.com"}`)
+	d.sb.SetFault(sandbox.Fault{Code: 400, Msg: sandbox.MsgCustomerNotFound, Count: 1})
+	call(co, `{"amount":10,"currency":"USD","customerEmail":"nobody@example.com"}`)
+	d.sb.SetFault(sandbox.Fault{Status: http.StatusInternalServerError, Count: 1})
+	call(ag, `{"amount":1,"currency":"USD","customerEmail":"outage@example.com"}`)
+	d.sb.ClearFault()
+	// The approval, then its denial.
+	id := approvalIDRE.FindString(call(co, `{"amount":250,"currency":"USD","customerEmail":"alice@example.com"}`))
+	if id == "" {
+		t.Fatalf("the checkout of USD 250.00 is not pending: %v", real)
+	}
+	if _, err := gate.DecideApproval(context.Background(), d.st, id, false, "operator:dana"); err != nil {
+		t.Fatal(err)
+	}
+	call(co, `{"amount":250,"currency":"USD","customerEmail":"alice@example.com"}`)
+	// 21 calls of one customer, then the budget spent to USD 1850.00 and a call of 200.00.
+	cents := 100 // the call during the outage, whose outcome is unknown
+	for i := range 21 {
+		call(ag, fmt.Sprintf(`{"amount":1.%02d,"currency":"USD","customerEmail":"erin@example.com"}`, i+1))
+		if i < 20 {
+			cents += 101 + i
+		}
+	}
+	for i := 0; cents < 185000; i++ {
+		n := min(20000, 185000-cents)
+		call(ag, fmt.Sprintf(`{"amount":%d.%02d,"currency":"USD","customerEmail":"buyer%d@example.com"}`, n/100, n%100, i))
+		cents += n
+	}
+	call(ag, `{"amount":200,"currency":"USD","customerEmail":"frank@example.com"}`)
+	call(tools.ToolGetCheckoutSession, `{"sessionId":"sess_0123456789abcdef"}`)
+
+	src, err := os.ReadFile(filepath.Join(repoRoot, "gate", "approval.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []string{"CodeApprovalExpired", "CodeApprovalInvalid"} {
+		m := regexp.MustCompile(`Sprintf\("([^"]*)", policy\.` + code).FindSubmatch(src)
+		if m == nil {
+			t.Fatalf("gate/approval.go: no message with policy.%s", code)
+		}
+		var want string
+		switch code {
+		case "CodeApprovalExpired":
+			want = string(policy.CodeApprovalExpired)
+		default:
+			want = string(policy.CodeApprovalInvalid)
+		}
+		real = append(real, strings.Replace(strings.ReplaceAll(string(m[1]), "%s", "…"), "(…)", "("+want+")", 1))
+	}
+
+	s := oneSample(t, all, "agent-errors")
+	for i, line := range strings.Split(normalizeSample(s.text()), "\n") {
+		if strings.HasPrefix(line, "approval declined") {
+			continue // TestDocsApprovalQuestionIsReal checks it
+		}
+		if !slices.ContainsFunc(real, func(r string) bool {
+			return elided(line, normalizeSample(r)) || elided(normalizeSample(r), line) && strings.Contains(r, "…")
+		}) {
+			t.Errorf("%s+%d: no real message is this one:\n%s\nthe real messages:\n%s", s.where, i+1, line, strings.Join(real, "\n"))
+		}
+	}
+}
+
+// declineAll declines every question and keeps the last one.
+type declineAll struct{ asked []string }
+
+func (d *declineAll) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	d.asked = append(d.asked, req.Params.Message)
+	res := &mcp.ElicitationResult{}
+	res.Action = mcp.ElicitationResponseActionDecline
+	return res, nil
+}
+
+// TestDocsApprovalQuestionIsReal asks docs/approvals.md's question with the binary, under the
+// page's policy, to a client that can ask its user, who declines; and reads the threshold
+// sentence of create_checkout_session's description.
+func TestDocsApprovalQuestionIsReal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	all := docSamples(t)
+	pol := oneSample(t, all, "approvals-policy").text()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := &declineAll{}
+	cli, stderr := approvalsServer(t, path, sandbox.New(), mcp.ProtocolVersion20251125, u)
+	text, isErr := toolCall(t, cli, policy.ToolCheckoutSession, `{"amount":250,"currency":"USD","customerEmail":"alice@example.com"}`)
+	if !isErr || len(u.asked) != 1 {
+		t.Fatalf("asked %d times; the call = %s\nstderr:\n%s", len(u.asked), text, stderr)
+	}
+	compareSample(t, oneSample(t, all, "approval-question"), u.asked[0])
+	// The declined line of docs/tools.md's errors.
+	s := oneSample(t, all, "agent-errors")
+	found := false
+	for _, line := range s.body {
+		if strings.HasPrefix(line, "approval declined") {
+			found = true
+			if !elided(normalizeSample(line), normalizeSample(text)) {
+				t.Errorf("%s: the declined message is not\n%s\nbut\n%s", s.where, line, text)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("%s: no approval declined line", s.where)
+	}
+
+	res, err := cli.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := oneSample(t, all, "approval-threshold")
+	for _, tool := range res.Tools {
+		if tool.Name == policy.ToolCheckoutSession && !strings.Contains(tool.Description, th.text()) {
+			t.Errorf("%s: create_checkout_session's description does not say this:\n%s\nit is:\n%s", th.where, th.text(), tool.Description)
+		}
+	}
 }

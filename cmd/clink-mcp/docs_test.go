@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -851,5 +852,34 @@ func TestDocsEveryBlockIsChecked(t *testing.T) {
 		if !used[i] {
 			t.Errorf("unmarkedBlocks: %s has no block starting %q; remove the entry", u.path, u.first)
 		}
+	}
+}
+
+// TestDocsInlineConfigFragments checks the configuration quoted in running text: a code span
+// "args": [...] is a client entry's arguments (JSON; serve and real flags).
+func TestDocsInlineConfigFragments(t *testing.T) {
+	n := 0
+	for _, d := range readDocs(t) {
+		prose := d.prose()
+		for i := range len(d.lines) {
+			for _, m := range codeSpanRE.FindAllStringSubmatch(prose[i], -1) {
+				if !strings.HasPrefix(m[1], `"args":`) {
+					continue
+				}
+				n++
+				where := fmt.Sprintf("%s:%d", d.path, i+1)
+				var e struct {
+					Args []string `json:"args"`
+				}
+				if err := json.Unmarshal([]byte("{"+m[1]+"}"), &e); err != nil {
+					t.Errorf("%s: `%s` is not JSON: %v", where, m[1], err)
+					continue
+				}
+				checkServeArgs(t, where, e.Args)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no inline \"args\" fragment found; docs/install.md quotes one")
 	}
 }
