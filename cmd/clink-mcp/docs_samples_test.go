@@ -785,9 +785,6 @@ rate_limits:
 // approval and of an altered answer are rendered from their format in gate/approval.go (the
 // first takes 15 minutes to happen, the second a forged requestState).
 func TestDocsAgentErrorsAreReal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	all := docSamples(t)
 	d := newDocService(t, agentErrorsPolicy)
 	c := d.inProcess(t)
