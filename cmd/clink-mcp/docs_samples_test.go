@@ -386,9 +386,6 @@ func TestDocsConfigurationSamplesLoad(t *testing.T) {
 // session of USD 120.00 wait for approval; the page's approvals commands run; the checkout is
 // repeated and created; then the audit trail is exported.
 func TestDocsApprovalsSamplesAreReal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	all := docSamples(t)
 	polSample := oneSample(t, all, "approvals-policy")
 	checkPolicySample(t, polSample)
@@ -879,9 +876,6 @@ func (d *declineAll) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp
 // page's policy, to a client that can ask its user, who declines; and reads the threshold
 // sentence of create_checkout_session's description.
 func TestDocsApprovalQuestionIsReal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	all := docSamples(t)
 	pol := oneSample(t, all, "approvals-policy").text()
 	path := filepath.Join(t.TempDir(), "policy.yaml")

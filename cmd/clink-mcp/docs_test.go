@@ -548,9 +548,6 @@ func runClink(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // policy check FILE too when FILE is in the repository and no output marker runs it already. A
 // go test command: its packages exist, and its -run and -bench patterns match functions there.
 func TestDocsCommandsAreAccepted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	cmds := commandsOf(readDocs(t))
 	_, mainHelp, _ := runClink(t, "help")
 	helps := map[string]string{}
@@ -714,9 +711,6 @@ func normalize(s string) string {
 // TestDocsOutputSamplesAreTrue runs the command of every output marker and compares its
 // output with the block; it compares every file marker's block with the file.
 func TestDocsOutputSamplesAreTrue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	outputs := 0
 	for _, d := range readDocs(t) {
 		for _, b := range d.blocks {

@@ -25,9 +25,6 @@ const (
 )
 
 func TestVersionIsInjectedAtLinkTime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	bin := filepath.Join(t.TempDir(), "clink-mcp")
 	ldflags := "-X main.version=1.2.3-test -X main.commit=abc -X main.date=2026-12-03"
 	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, ".").CombinedOutput(); err != nil {
