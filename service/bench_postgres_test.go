@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -192,23 +191,9 @@ func runLoad(b *testing.B, s loadSetup) {
 				if i > int64(b.N) {
 					return
 				}
-				body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session",`+
-					`"arguments":{"amount":12,"currency":"USD","customerEmail":"c%d@example.com"}}}`, i, i)
-				req, _ := http.NewRequest(http.MethodPost, urls[int(i)%len(urls)], strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-				t0 := time.Now()
-				res, err := hc.Do(req)
+				d, err := timedCall(hc, urls[int(i)%len(urls)], i)
 				if err != nil {
 					b.Error(err)
-					return
-				}
-				out, _ := io.ReadAll(res.Body)
-				res.Body.Close()
-				d := time.Since(t0)
-				if res.StatusCode != http.StatusOK || !bytes.Contains(out, []byte("Created checkout session")) {
-					b.Errorf("call %d: %d %s", i, res.StatusCode, out)
 					return
 				}
 				mu.Lock()
