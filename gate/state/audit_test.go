@@ -24,6 +24,22 @@ func TestComputeHash(t *testing.T) {
 			t.Errorf("ComputeHash = %s, want %s", got, want)
 		}
 	})
+	t.Run("the encoding of format 2 is pinned too", func(t *testing.T) {
+		// Computed apart from this code (Python's hashlib over the
+		// netstrings 18:clink-mcp/audit/v2,1:7,…,3:abc,), with multi-byte
+		// characters: lengths count bytes.
+		r := AuditRecord{
+			Seq: 7, Format: 2, Time: time.Date(2026, 12, 3, 10, 0, 0, 500000000, time.UTC),
+			Kind: "outcome", Call: "call_1", Caller: "agent-a", Tool: "create_checkout_session",
+			Decision: "created", Amount: "19.99", Currency: "EUR", Amounts: "EUR 19.99",
+			EmailMasked: "é***@exämple.com", EmailHash: "4f2a", CustomerIDHash: "c1", ReferenceHash: "r1",
+			Reservation: "res_1", SessionID: "sess_1", Duration: 1500 * time.Microsecond, PrevHash: "abc",
+		}
+		const want = "4b748a581a30bb0eaeaf0d20e5fd867aca4db4b254681fbc901375b74f513eab"
+		if got := r.ComputeHash(); got != want {
+			t.Errorf("ComputeHash = %s, want %s", got, want)
+		}
+	})
 	t.Run("the hash ignores Hash and the time's zone", func(t *testing.T) {
 		r := base
 		r.Hash = "anything"

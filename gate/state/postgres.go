@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -52,6 +53,9 @@ const (
 	// cleanupTimeout bounds a rollback and the closing of a handle, which
 	// run detached from their caller's context.
 	cleanupTimeout = 5 * time.Second
+	// commitRetention is how long a write transaction's commit token is
+	// kept: a write whose COMMIT's answer was lost is resolved well within.
+	commitRetention = 24 * time.Hour
 	// txAttempts is how many times a transaction is tried when PostgreSQL
 	// aborts it to break a deadlock or a serialization conflict.
 	txAttempts = 5
@@ -91,9 +95,18 @@ const (
 // call on a counter removes the entries that have left its window from the
 // total, each entry once, so the cost of a call does not grow with the
 // entries a window holds. Statements are sent in batches, BEGIN and COMMIT
-// included: Hold and Complete each run in one transaction of two round
-// trips. Every so many calls, a sweep deletes what has expired, skipping
-// the rows calls hold.
+// included. Hold and Complete, the two writes of every call, each run in
+// one transaction of one round trip whose work is one statement, a
+// PL/pgSQL function (clink_hold, clink_complete: schema migration 3) that
+// also computes the audit record's hash: the rows every call locks (the
+// audit head, a global budget's counters) are held while the database
+// works, never across a client round trip. Every so many calls, a sweep
+// deletes what has expired, skipping the rows calls hold.
+//
+// Every write transaction records a token of its own with its COMMIT
+// (table commits): a writer that loses the answer to its COMMIT looks the
+// token up, which tells whether it committed, and takes it if it did not,
+// so that it never will.
 //
 // Claims finished or dropped are announced with NOTIFY; [Postgres.WaitClaim]
 // wakes on them, on every handle. The audit trail is one hash chain for
@@ -278,12 +291,17 @@ WHERE NOT owners.closed`
 	pqOthers     = `SELECT COALESCE(min(published), 9223372036854775807), COALESCE(max(published), 0) FROM owners
 WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(NULL)`
 	pqNow = `SELECT clink_now(NULL)`
-	// pqXID assigns the transaction its ID (every write transaction has
-	// one anyway) and reads it, so that a COMMIT whose answer is lost can
-	// be resolved with pqXIDStatus.
-	pqXID       = `SELECT txid_current()`
-	pqXIDStatus = `SELECT txid_status($1)`
-	pqClaim     = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
+	// pqCommitToken records a write transaction's token, sent with its
+	// COMMIT, so that a COMMIT whose answer is lost can be resolved with
+	// pqProbeToken: a transaction committed if and only if its token is
+	// in commits, not as a probe. The probe takes a token that is not
+	// there, so that the transaction, were it still running, cannot commit
+	// after it; it waits for one that is being inserted.
+	pqCommitToken = `INSERT INTO commits (token, at) VALUES ($1, clink_now(NULL))`
+	pqProbeToken  = `INSERT INTO commits AS c (token, at, probe) VALUES ($1, clink_now(NULL), true)
+ON CONFLICT (token) DO UPDATE SET at = c.at RETURNING c.probe`
+	pqSweepCommits = `DELETE FROM commits WHERE token IN (SELECT token FROM commits WHERE at <= clink_now(NULL) - $1 FOR UPDATE SKIP LOCKED)`
+	pqClaim        = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
 	expires = excluded.expires, state = 1, result = NULL
@@ -300,9 +318,11 @@ SELECT COALESCE(sum(amount), 0)::bigint FROM gone`
 	pqCounting      = `SELECT at, amount FROM counter_entries WHERE key = $1 AND at > $2 ORDER BY at`
 	pqInsertEntries = `INSERT INTO counter_entries (reservation, key, kind, at, amount)
 SELECT $1, v.key, v.kind, $2, v.amount FROM unnest($3::text[], $4::smallint[], $5::bigint[]) AS v(key, kind, amount)`
+	// c.key = ANY($1) makes the plan look the counters up by key: a join
+	// with the arrays alone may be planned as a scan of every counter.
 	pqUpdateCounters = `UPDATE counters AS c SET total = v.total, win = v.win, expires = GREATEST(c.expires, v.expires)
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS v(key, total, win, expires)
-WHERE c.key = v.key`
+WHERE c.key = ANY($1) AND c.key = v.key`
 	pqInsertReservation = `INSERT INTO reservations (id, at, expires, keys) VALUES ($1, $2, $3, $4)`
 	pqSetOutcome        = `UPDATE reservations SET outcome = $2 WHERE id = $1 AND outcome = 0 RETURNING at, keys`
 	pqReservationExists = `SELECT true FROM reservations WHERE id = $1`
@@ -319,13 +339,13 @@ UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key =
 	pqDrop       = `WITH d AS (DELETE FROM claims WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $2) FROM d`
 	pqFinishCall = `WITH u AS (UPDATE claims SET state = 2, result = $3 WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $4) FROM u`
 	pqDropCall   = `WITH d AS (DELETE FROM claims WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM d`
-	pqLockHead   = `SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`
 	pqHead       = `SELECT seq, hash FROM audit_head WHERE id = 1`
-	pqSetHead    = `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`
-	pqAppend     = `INSERT INTO audit (` + auditColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
 	pqScanAudit  = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
-	pqAddIntent  = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys) VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	pqIntents    = `SELECT i.call, i.owner, i.claim_key, i.reservation,
+	// pqAddIntent adds the intent whose record the transaction has just
+	// appended: the audit head, which it holds locked.
+	pqAddIntent = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys)
+VALUES ($1, (SELECT seq FROM audit_head WHERE id = 1), $2, $3, $4, $5, $6)`
+	pqIntents = `SELECT i.call, i.owner, i.claim_key, i.reservation,
 	i.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners AS o WHERE o.owner = i.owner AND NOT o.closed AND o.lease_until > clink_now(NULL)),
 	` + auditColumnsOfA + ` FROM intents AS i JOIN audit AS a ON a.seq = i.seq ORDER BY i.seq`
 	pqCheck = `SELECT n.now, COALESCE(c.total, 0),
@@ -348,6 +368,15 @@ DELETE FROM counter_entries AS e USING gone WHERE e.key = gone.key`
 AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE SKIP LOCKED)`
 )
 
+// The statements that call the functions of schema migration 3, which
+// write an audit record each: its arguments (recordArgs) end theirs.
+var (
+	pqAppend = `SELECT a_seq, a_prev_hash, a_hash FROM clink_append(` + recordParams(1) + `)`
+	pqHold   = `SELECT o_state, o_fingerprint, o_claim_state, o_result, o_limit, o_used, o_now, o_clock, a_seq, a_prev_hash, a_hash
+FROM clink_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, ` + recordParams(18) + `)`
+	pqComplete = `SELECT o_open, a_seq, a_prev_hash, a_hash FROM clink_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, ` + recordParams(10) + `)`
+)
+
 // pgTx is one write transaction on a connection of the pool, sent as
 // batches: BEGIN goes with the first, COMMIT with the last.
 type pgTx struct {
@@ -356,7 +385,7 @@ type pgTx struct {
 	conn *pgxpool.Conn
 
 	begun      bool
-	xid        int64 // the transaction's ID, read with the first batch (0 until then)
+	token      string // recorded with COMMIT: see pqCommitToken
 	commitSent bool
 	committed  bool
 	// rollback ends the transaction without committing, although its
@@ -371,11 +400,14 @@ type pgTx struct {
 	// time another live handle published (client clock only). In the
 	// database's time, now and clock are the time the transaction began,
 	// read with its first batch.
-	timed    bool
-	known    bool
-	now      int64
-	clock    int64
-	earliest int64
+	timed bool
+	known bool
+	// selfTimed is set when the transaction's statements read its time
+	// themselves (clink_hold): send does not query it.
+	selfTimed bool
+	now       int64
+	clock     int64
+	earliest  int64
 }
 
 // arg is v, or NULL (the transaction's time, in SQL) while the
@@ -388,24 +420,33 @@ func (t *pgTx) arg(v int64) any {
 }
 
 // send sends b in one round trip, after BEGIN (and the query of the
-// transaction's time) if the transaction has not begun, and followed by
-// COMMIT when commit is set; read reads b's results in order.
+// transaction's time, unless the transaction's statements read it
+// themselves) if the transaction has not begun, and followed by COMMIT
+// when commit is set. read, if not nil, reads b's results in order; those
+// it leaves are read when the batch closes, by the callbacks queued with
+// them (pgx.QueuedQuery.QueryRow), their errors returned.
 func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error) error {
 	full := &pgx.Batch{}
 	first := !t.begun
-	readTime := first && t.timed && !t.known
+	readTime := first && t.timed && !t.known && !t.selfTimed
 	if first {
 		full.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
 		if readTime {
 			full.Queue(pqNow)
 		}
-		full.Queue(pqXID)
 	}
 	if b != nil {
 		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
 	}
 	if commit {
-		full.Queue(`COMMIT`)
+		full.Queue(pqCommitToken, t.token)
+		full.Queue(`COMMIT`).Exec(func(tag pgconn.CommandTag) error {
+			if tag.String() != "COMMIT" {
+				return errors.New("the transaction was rolled back")
+			}
+			t.committed = true
+			return nil
+		})
 		t.commitSent = true
 	}
 	br := t.conn.SendBatch(t.ctx, full)
@@ -421,24 +462,9 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 				}
 				t.clock, t.known = t.now, true
 			}
-			if err := br.QueryRow().Scan(&t.xid); err != nil {
-				return err
-			}
 		}
 		if read != nil {
-			if err := read(br); err != nil {
-				return err
-			}
-		}
-		if commit {
-			tag, err := br.Exec()
-			if err != nil {
-				return err
-			}
-			if tag.String() != "COMMIT" {
-				return errors.New("the transaction was rolled back")
-			}
-			t.committed = true
+			return read(br)
 		}
 		return nil
 	}()
@@ -448,18 +474,10 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 	return err
 }
 
-// exec sends b, committing if commit is set, and reads none of its results
-// but their errors.
+// exec sends b, committing if commit is set; its results are read by
+// their callbacks, if any, and otherwise only for their errors.
 func (t *pgTx) exec(b *pgx.Batch, commit bool) error {
-	n := len(b.QueuedQueries)
-	return t.send(b, commit, func(br pgx.BatchResults) error {
-		for range n {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return t.send(b, commit, nil)
 }
 
 // write runs fn in a write transaction, committing if it returns nil (and
@@ -480,7 +498,7 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 		if err != nil && t != nil && t.commitSent && !t.committed && !errors.As(err, &pgErr) {
 			// COMMIT was sent and its answer lost with the connection: ask
 			// the database how the transaction ended.
-			switch status := p.commitStatus(ctx, t.xid); status {
+			switch status := p.commitStatus(ctx, t.token); status {
 			case "committed":
 				err = nil
 			case "aborted":
@@ -488,7 +506,7 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 					continue // nothing was written: write it again
 				}
 			default:
-				err = &commitUnknownError{xid: t.xid, err: err}
+				err = &commitUnknownError{token: t.token, err: err}
 			}
 		}
 		switch {
@@ -509,11 +527,11 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 }
 
 // commitUnknownError is a write whose COMMIT was sent and whose answer was
-// lost, the database not saying yet how transaction xid ended (0: its ID
-// was lost too).
+// lost, the database not saying yet whether the transaction of token
+// committed.
 type commitUnknownError struct {
-	xid int64
-	err error
+	token string
+	err   error
 }
 
 func (e *commitUnknownError) Error() string {
@@ -522,19 +540,21 @@ func (e *commitUnknownError) Error() string {
 
 func (e *commitUnknownError) Unwrap() error { return e.err }
 
-// commitStatus asks the database how transaction xid ended: "committed",
-// "aborted", "in progress", or "" when xid is 0, too old to tell, or the
-// database cannot be asked.
-func (p *Postgres) commitStatus(ctx context.Context, xid int64) string {
-	if xid == 0 {
+// commitStatus asks the database whether the write transaction of token
+// committed: "committed", "aborted" (then it never will: its token is
+// taken), or "" when the database cannot be asked. A transaction still
+// running is waited for.
+func (p *Postgres) commitStatus(ctx context.Context, token string) string {
+	var probe bool
+	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqProbeToken, token).Scan(&probe) })
+	switch {
+	case err != nil:
 		return ""
+	case probe:
+		return "aborted"
+	default:
+		return "committed"
 	}
-	var status *string
-	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqXIDStatus, xid).Scan(&status) })
-	if err != nil || status == nil {
-		return ""
-	}
-	return *status
 }
 
 // Writes of a call whose COMMIT's answer was lost, by call ID, until the
@@ -542,7 +562,7 @@ func (p *Postgres) commitStatus(ctx context.Context, xid int64) string {
 // so that a retried completion is not recorded twice and a hold that did
 // commit is settled.
 type unsureWrite struct {
-	xid      int64
+	token    string
 	complete bool // a Complete (else a Hold)
 }
 
@@ -550,7 +570,7 @@ type unsureWrite struct {
 // answer was lost.
 func (p *Postgres) remember(call string, complete bool, err error) {
 	var unknown *commitUnknownError
-	if !errors.As(err, &unknown) || unknown.xid == 0 {
+	if !errors.As(err, &unknown) {
 		return
 	}
 	p.unsureMu.Lock()
@@ -558,7 +578,7 @@ func (p *Postgres) remember(call string, complete bool, err error) {
 	if prev, ok := p.unsure[call]; ok && prev.complete && !complete {
 		return
 	}
-	p.unsure[call] = unsureWrite{xid: unknown.xid, complete: complete}
+	p.unsure[call] = unsureWrite{token: unknown.token, complete: complete}
 }
 
 // settleUnsure resolves an earlier write of call whose COMMIT's answer was
@@ -572,7 +592,7 @@ func (p *Postgres) settleUnsure(ctx context.Context, call string) (landed bool, 
 	if !ok {
 		return false, nil
 	}
-	status := p.commitStatus(ctx, w.xid)
+	status := p.commitStatus(ctx, w.token)
 	if status != "committed" && status != "aborted" {
 		return false, p.fail(fmt.Errorf("store: an earlier write of call %s may or may not have committed, and the database cannot say yet", call))
 	}
@@ -587,7 +607,7 @@ func (p *Postgres) writeOnce(ctx context.Context, timed bool, at time.Time, fn f
 	if err != nil {
 		return nil, err
 	}
-	t := &pgTx{ctx: ctx, p: p, conn: conn, timed: timed}
+	t := &pgTx{ctx: ctx, p: p, conn: conn, timed: timed, token: rand.Text()}
 	defer func() {
 		t.lost = conn.Conn().IsClosed()
 		// A connection left inside a transaction would hold its locks:
@@ -699,6 +719,7 @@ func (p *Postgres) sweep(ctx context.Context, t *pgTx) {
 	b.Queue(pqSweepClaims, at, int64(pruneGrace), int64(InFlightLease))
 	b.Queue(pqSweepCounters, at, int64(pruneGrace))
 	b.Queue(pqSweepOwners, int64(ownerRetention))
+	b.Queue(pqSweepCommits, int64(commitRetention))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_ = p.pool.SendBatch(ctx, b).Close()
@@ -1338,30 +1359,41 @@ type auditHead struct {
 	hash string
 }
 
-// queueAppend assigns r's Seq, Format, PrevHash and Hash after head and
-// queues the statements that append it and move the head.
-func queueAppend(b *pgx.Batch, r *AuditRecord, head auditHead) {
+// queueAppend queues the append of r after the audit head (clink_append,
+// which locks the head and computes r's hash) and assigns r's Seq,
+// PrevHash and Hash from its result when the batch is read.
+func queueAppend(b *pgx.Batch, r *AuditRecord) {
+	b.Queue(pqAppend, recordArgs(r)...).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&r.Seq, &r.PrevHash, &r.Hash)
+	})
+}
+
+// recordArgs readies r to be appended (this version's format, its time in
+// UTC) and returns the arguments of clink_append that describe it (its
+// hash input but for Seq and PrevHash, then its columns but for those and
+// Hash), which clink_hold and clink_complete end with too.
+func recordArgs(r *AuditRecord) []any {
 	r.Time = r.Time.UTC()
 	r.Open = false
 	r.Format = auditFormat
-	r.Seq, r.PrevHash = head.seq+1, head.hash
-	r.Hash = r.ComputeHash()
-	b.Queue(pqAppend, r.Seq, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
+	r.Seq, r.PrevHash, r.Hash = 0, "", ""
+	head, body := r.hashInput()
+	return []any{head, body, r.Format, r.Time.Format(time.RFC3339Nano), r.Kind, r.Call, r.Caller,
 		r.Tool, r.Decision, r.Amount, r.Currency, r.Amounts, r.EmailMasked, r.EmailHash, r.CustomerIDHash,
-		r.ReferenceHash, r.Reservation, r.SessionID, int64(r.Duration), r.PrevHash, r.Hash)
-	b.Queue(pqSetHead, r.Seq, r.Hash)
+		r.ReferenceHash, r.Reservation, r.SessionID, int64(r.Duration)}
 }
 
-// lockHead locks and returns the audit head.
-func (t *pgTx) lockHead() (auditHead, error) {
-	var head auditHead
-	b := &pgx.Batch{}
-	b.Queue(pqLockHead)
-	err := t.send(b, false, func(br pgx.BatchResults) error {
-		return br.QueryRow().Scan(&head.seq, &head.hash)
-	})
-	return head, err
+// recordParams are recordArgs' placeholders from $n on.
+func recordParams(n int) string {
+	ps := make([]string, recordArgCount)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(n+i)
+	}
+	return strings.Join(ps, ", ")
 }
+
+// recordArgCount is how many arguments recordArgs returns.
+const recordArgCount = 19
 
 // AppendAudit implements [Journal].
 func (p *Postgres) AppendAudit(ctx context.Context, rec *AuditRecord) error {
@@ -1371,12 +1403,8 @@ func (p *Postgres) AppendAudit(ctx context.Context, rec *AuditRecord) error {
 	var r AuditRecord
 	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
 		r = *rec
-		head, err := t.lockHead()
-		if err != nil {
-			return err
-		}
 		b := &pgx.Batch{}
-		queueAppend(b, &r, head)
+		queueAppend(b, &r)
 		return t.exec(b, true)
 	})
 	if err != nil {
@@ -1501,11 +1529,11 @@ func (p *Postgres) Intents(ctx context.Context) ([]Intent, error) {
 // errOpenIntent is a Hold of a call that holds an open intent already.
 var errOpenIntent = errors.New("already holds an open intent")
 
-// Hold implements [Store], in one transaction of two round trips: the
-// first locks the claim, the counters and the audit head, in that order,
-// and drops the entries that have left their windows; the second writes
-// the entries, the counters' totals, the intent record and the intent, and
-// commits.
+// Hold implements [Store]. A hold on an approval, or of the claim only,
+// is one transaction of two round trips (holdOnApproval); any other, one
+// transaction of one round trip whose work is one statement (clink_hold):
+// the claim, the counters and the audit head are locked, in that order,
+// only while the database runs it, never across a round trip.
 func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	if err := checkHold(h); err != nil {
 		return nil, err
@@ -1515,94 +1543,13 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	if err := p.renew(ctx, h.At.UnixNano(), false); err != nil {
 		return nil, err
 	}
+	hold := p.holdLimits
+	if h.Approval != "" || h.ClaimOnly {
+		hold = p.holdOnApproval
+	}
 	var held *Held
-	err := p.write(ctx, true, h.At, func(t *pgTx) error {
-		held = &Held{Prior: Prior{State: ClaimNew}}
-		b := &pgx.Batch{}
-		if h.Claim != nil {
-			t.queueClaim(b, *h.Claim)
-		}
-		limits := h.Limits
-		if h.Approval != "" {
-			// Held on the approval: its reservation stands for the limits.
-			limits = nil
-			b.Queue(pqLockApproval, h.Approval)
-		}
-		lock := t.queueAdmit(b, limits)
-		b.Queue(pqLockHead)
-		var (
-			counters map[string]int64
-			taken    bool
-			head     auditHead
-			approval *pgApproval
-		)
-		err := t.send(b, false, func(br pgx.BatchResults) (err error) {
-			if h.Claim != nil {
-				if taken, err = readClaim(br); err != nil {
-					return err
-				}
-			}
-			if h.Approval != "" {
-				if approval, err = scanPgApproval(br.QueryRow()); errors.Is(err, pgx.ErrNoRows) {
-					approval, err = nil, nil
-				} else if err != nil {
-					return err
-				}
-			}
-			if counters, err = lock.read(br); err != nil {
-				return err
-			}
-			return br.QueryRow().Scan(&head.seq, &head.hash)
-		})
-		if err != nil {
-			return err
-		}
-		if h.Claim != nil && !taken {
-			t.rollback = true
-			held.Prior, err = t.prior(*h.Claim)
-			return err
-		}
-		if h.ClaimOnly {
-			t.rollback = true // the claim just taken, and nothing else
-			return nil
-		}
-		var (
-			id   string
-			at   = t.now
-			keys = lock.keys
-		)
-		b = &pgx.Batch{}
-		switch {
-		case h.Approval != "" && approval == nil:
-			return ErrNotFound
-		case h.Approval != "" && (approval.State != ApprovalApproved || approval.ExpiresAt.UnixNano() <= t.clock):
-			return ErrApprovalNotPending
-		case h.Approval != "":
-			id, at, keys = approval.Reservation, approval.reservedAt, approval.keys
-			b.Queue(pqUseApproval, approval.ID)
-		default:
-			if err := t.admit(limits, lock.keys, counters); err != nil {
-				return err
-			}
-			if id, err = newReservationID(); err != nil {
-				return err
-			}
-			queueEntries(b, id, t.now, limits, counters)
-		}
-		held.Reservation = id
-		held.Intent = h.Intent
-		held.Intent.Reservation = id
-		claimKey := ""
-		if h.Claim != nil {
-			claimKey = h.Claim.Key
-		}
-		queueAppend(b, &held.Intent, head)
-		b.Queue(pqAddIntent, h.Intent.Call, held.Intent.Seq, p.owner, claimKey, id, at, keys)
-		err = t.exec(b, true)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {
-			return fmt.Errorf("store: call %s %w", h.Intent.Call, errOpenIntent)
-		}
+	err := p.write(ctx, true, h.At, func(t *pgTx) (err error) {
+		held, err = hold(t, h)
 		return err
 	})
 	if err != nil {
@@ -1612,11 +1559,171 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	return held, nil
 }
 
-// Complete implements [Store], in one transaction of two round trips: the
-// first locks the intent, the claim (finishing or dropping it), the
-// counters (releasing the intent's reservation) and the audit head, in
-// that order, and closes the intent; the second appends the record and
-// commits. Handles waiting for the claim are woken when it commits.
+// holdLimits is Hold of a call not held on an approval: BEGIN, clink_hold,
+// the commit token and COMMIT, in one round trip.
+func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
+	t.selfTimed = true
+	id, err := newReservationID()
+	if err != nil {
+		return nil, err
+	}
+	held := &Held{Prior: Prior{State: ClaimNew}, Reservation: id, Intent: h.Intent}
+	held.Intent.Reservation = id
+	n := len(h.Limits)
+	keys, kinds, adds := make([]string, n), make([]int16, n), make([]int64, n)
+	maxes, windows := make([]int64, n), make([]int64, n)
+	for i, l := range h.Limits {
+		keys[i], kinds[i], adds[i], maxes[i], windows[i] = l.Key, int16(l.Kind), l.Add, l.Max, int64(l.Window)
+	}
+	sorted := slices.Sorted(slices.Values(keys))
+	var claimKey, claimCall, claimFP, claimAt, claimWindow, claimClock any
+	if c := h.Claim; c != nil {
+		claimKey, claimCall, claimFP, claimWindow = c.Key, c.Call, c.Fingerprint, int64(c.Window)
+		if p.cfg.clientClock {
+			a := c.At.UnixNano()
+			claimAt, claimClock = a, min(a, t.earliest)
+		}
+	}
+	args := []any{claimKey, claimCall, claimFP, claimAt, claimWindow, claimClock, int64(InFlightLease),
+		keys, kinds, adds, maxes, windows, t.arg(t.now), t.arg(t.clock), id, p.owner, sorted}
+	args = append(args, recordArgs(&held.Intent)...)
+	var (
+		state       int16
+		claimState  *int16
+		fingerprint *string
+		result      []byte
+		limit       *int32
+		used        *int64
+		seq         *int64
+		prev, hash  *string
+	)
+	b := &pgx.Batch{}
+	b.Queue(pqHold, args...).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&state, &fingerprint, &claimState, &result, &limit, &used, &t.now, &t.clock, &seq, &prev, &hash)
+	})
+	err = t.send(b, true, nil)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {
+		return nil, fmt.Errorf("store: call %s %w", h.Intent.Call, errOpenIntent)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.known = true
+	switch state {
+	case holdClaimed:
+		held = &Held{}
+		switch {
+		case fingerprint == nil || *fingerprint != h.Claim.Fingerprint:
+			held.Prior.State = ClaimConflict
+		case claimState != nil && *claimState == claimDone:
+			held.Prior = Prior{State: ClaimDone, Result: cloneBytes(result)}
+		default:
+			held.Prior.State = ClaimInFlight
+		}
+		return held, nil
+	case holdDenied:
+		if limit == nil || used == nil || int(*limit) >= n {
+			return nil, errors.New("store: clink_hold denied the call without saying by which limit")
+		}
+		l := h.Limits[*limit]
+		es, err := queryEntries(t.ctx, t.conn, l.Key, windowStart(t.clock, l))
+		if err != nil {
+			return nil, err
+		}
+		return nil, denial(int(*limit), l, *used, es)
+	}
+	if seq == nil || prev == nil || hash == nil {
+		return nil, errors.New("store: clink_hold appended no intent record")
+	}
+	held.Intent.Seq, held.Intent.PrevHash, held.Intent.Hash = *seq, *prev, *hash
+	return held, nil
+}
+
+// What clink_hold did (its o_state).
+const (
+	holdHeld    = 0 // held: the claim taken, the limits reserved, the intent recorded
+	holdClaimed = 1 // nothing written: a live claim holds the key
+	holdDenied  = 2 // nothing written: a limit denies the call
+)
+
+// holdOnApproval is Hold of a call held on an approval, or of the claim
+// only, in one transaction of two round trips: the first locks the claim
+// and the approval, in that order; the second uses the approval, appends
+// the intent record, adds the intent and commits.
+func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
+	held := &Held{Prior: Prior{State: ClaimNew}}
+	b := &pgx.Batch{}
+	if h.Claim != nil {
+		t.queueClaim(b, *h.Claim)
+	}
+	if h.Approval != "" {
+		b.Queue(pqLockApproval, h.Approval)
+	}
+	var (
+		taken    bool
+		approval *pgApproval
+	)
+	err := t.send(b, false, func(br pgx.BatchResults) (err error) {
+		if h.Claim != nil {
+			if taken, err = readClaim(br); err != nil {
+				return err
+			}
+		}
+		if h.Approval != "" {
+			if approval, err = scanPgApproval(br.QueryRow()); errors.Is(err, pgx.ErrNoRows) {
+				approval, err = nil, nil
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if h.Claim != nil && !taken {
+		t.rollback = true
+		held.Prior, err = t.prior(*h.Claim)
+		return held, err
+	}
+	if h.ClaimOnly {
+		t.rollback = true // the claim just taken, and nothing else
+		return held, nil
+	}
+	switch {
+	case approval == nil:
+		return nil, ErrNotFound
+	case approval.State != ApprovalApproved || approval.ExpiresAt.UnixNano() <= t.clock:
+		return nil, ErrApprovalNotPending
+	}
+	held.Reservation = approval.Reservation
+	held.Intent = h.Intent
+	held.Intent.Reservation = approval.Reservation
+	claimKey := ""
+	if h.Claim != nil {
+		claimKey = h.Claim.Key
+	}
+	b = &pgx.Batch{}
+	b.Queue(pqUseApproval, approval.ID)
+	queueAppend(b, &held.Intent)
+	b.Queue(pqAddIntent, h.Intent.Call, p.owner, claimKey, approval.Reservation, approval.reservedAt, approval.keys)
+	err = t.exec(b, true)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {
+		return nil, fmt.Errorf("store: call %s %w", h.Intent.Call, errOpenIntent)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return held, nil
+}
+
+// Complete implements [Store], in one transaction of one round trip: BEGIN,
+// clink_complete, the commit token and COMMIT. clink_complete locks the
+// intent, the claim
+// (finishing or dropping it), the counters (releasing the intent's
+// reservation) and the audit head, in that order, closes the intent and
+// appends the record. Handles waiting for the claim are woken when it
+// commits.
 func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 	if err := checkOutcome(c.Settlement); err != nil {
 		return err
@@ -1630,57 +1737,34 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 	var rec AuditRecord
 	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
 		rec = c.Record
-		release := c.Settlement == policy.Released
-		b := &pgx.Batch{}
-		b.Queue(pqLockIntent, c.Call)
+		var claimKey, payload any
 		if c.ClaimKey != "" {
-			if c.Replay == nil {
-				b.Queue(pqDropCall, c.ClaimKey, c.Call, claimHash(c.ClaimKey))
-			} else {
-				b.Queue(pqFinishCall, c.ClaimKey, c.Call, cloneBytes(c.Replay), claimHash(c.ClaimKey))
-			}
+			claimKey, payload = c.ClaimKey, claimHash(c.ClaimKey)
 		}
-		if release {
-			// The intent's reservation, found from the intent itself (a
-			// late Complete, after another process resolved the call,
-			// finds none: the first settlement stands).
-			b.Queue(pqLockIntentKeys, c.Call)
-			b.Queue(pqReleaseIntent, c.Call, int16(policy.KindBudget))
-		}
-		b.Queue(pqDropIntent, c.Call)
-		b.Queue(pqLockHead)
+		args := []any{c.Call, claimKey, c.Replay != nil, cloneBytes(c.Replay), claimChannel, payload,
+			c.Settlement == policy.Released, int16(policy.KindBudget), c.OnlyIfOpen}
+		args = append(args, recordArgs(&rec)...)
 		var (
-			open bool
-			head auditHead
+			open       bool
+			seq        *int64
+			prev, hash *string
 		)
-		n := len(b.QueuedQueries) - 2 // after the intent, before the head
-		err := t.send(b, false, func(br pgx.BatchResults) error {
-			rows, err := br.Query()
-			if err != nil {
-				return err
-			}
-			open = rows.Next()
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			for range n {
-				if _, err := br.Exec(); err != nil {
-					return err
-				}
-			}
-			return br.QueryRow().Scan(&head.seq, &head.hash)
+		b := &pgx.Batch{}
+		b.Queue(pqComplete, args...).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&open, &seq, &prev, &hash)
 		})
-		if err != nil {
+		if err := t.send(b, true, nil); err != nil {
 			return err
 		}
 		if !open && c.OnlyIfOpen {
-			// Resolved by another process first.
+			// Resolved by another process first: nothing was written.
 			return ErrNotFound
 		}
-		b = &pgx.Batch{}
-		queueAppend(b, &rec, head)
-		return t.exec(b, true)
+		if seq == nil || prev == nil || hash == nil {
+			return errors.New("store: clink_complete appended no record")
+		}
+		rec.Seq, rec.PrevHash, rec.Hash = *seq, *prev, *hash
+		return nil
 	})
 	if err != nil {
 		p.remember(c.Call, true, err)

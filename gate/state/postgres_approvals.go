@@ -127,7 +127,7 @@ func (p *Postgres) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Ap
 		b = &pgx.Batch{}
 		lock := t.queueAdmit(b, r.Limits)
 		var counters map[string]int64
-		head, err := t.sendThenHead(b, func(br pgx.BatchResults) (err error) {
+		err = t.send(b, false, func(br pgx.BatchResults) (err error) {
 			counters, err = lock.read(br)
 			return err
 		})
@@ -151,7 +151,7 @@ func (p *Postgres) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Ap
 		b.Queue(pqInsertApproval, a.ID, a.Key, a.Fingerprint, a.Caller, a.Tool, a.Amount, a.Currency, a.Amounts,
 			a.EmailMasked, a.Reservation, t.now, lock.keys, a.State, t.now, a.ExpiresAt.UnixNano(), "", int64(0))
 		b.Queue(pqSetLatest, a.Key, a.ID)
-		queueAppend(b, &rec, head)
+		queueAppend(b, &rec)
 		if err := t.exec(b, true); err != nil {
 			return err
 		}
@@ -165,29 +165,6 @@ func (p *Postgres) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Ap
 		r.Record = rec
 	}
 	return out, created, nil
-}
-
-// sendThenHead sends b with the audit head's lock queued last, reading b's
-// results with read (nil: none but their errors), and returns the head.
-func (t *pgTx) sendThenHead(b *pgx.Batch, read func(pgx.BatchResults) error) (auditHead, error) {
-	n := len(b.QueuedQueries)
-	b.Queue(pqLockHead)
-	var head auditHead
-	err := t.send(b, false, func(br pgx.BatchResults) error {
-		if read != nil {
-			if err := read(br); err != nil {
-				return err
-			}
-		} else {
-			for range n {
-				if _, err := br.Exec(); err != nil {
-					return err
-				}
-			}
-		}
-		return br.QueryRow().Scan(&head.seq, &head.hash)
-	})
-	return head, err
 }
 
 // queueReleaseApprovals queues the statements that lock the counters of
@@ -222,15 +199,9 @@ func (t *pgTx) expireApprovals(as []*pgApproval, at time.Time) error {
 		a.State, a.DecidedBy, a.DecidedAt = ApprovalExpired, "", fromUnix(t.now)
 	}
 	b.Queue(pqExpireApprovals, ids, t.now)
-	head, err := t.sendThenHead(b, nil)
-	if err != nil {
-		return err
-	}
-	b = &pgx.Batch{}
 	for _, a := range as {
 		rec := approvalRecord(&a.Approval, decisionApprovalExpired, "", at)
-		queueAppend(b, &rec, head)
-		head = auditHead{seq: rec.Seq, hash: rec.Hash}
+		queueAppend(b, &rec)
 	}
 	return t.exec(b, true)
 }
@@ -343,13 +314,8 @@ func (p *Postgres) DecideApproval(ctx context.Context, at time.Time, id string, 
 			queueReleaseApprovals(b, []*pgApproval{a})
 		}
 		b.Queue(pqDecideApproval, a.ID, a.State, a.ExpiresAt.UnixNano(), by, t.now)
-		head, err := t.sendThenHead(b, nil)
-		if err != nil {
-			return err
-		}
 		rec := approvalRecord(&a.Approval, decision, by, at)
-		b = &pgx.Batch{}
-		queueAppend(b, &rec, head)
+		queueAppend(b, &rec)
 		return t.exec(b, true)
 	})
 	if err != nil {

@@ -1,5 +1,7 @@
 package state
 
+import "context"
+
 // PostgresWaiters returns how many WaitClaim calls are waiting on p's
 // LISTEN connection, so that a test can end a claim once its waiter is
 // listening rather than after a guessed pause.
@@ -17,3 +19,9 @@ func PostgresWaiters(p *Postgres) int {
 // PostgresSessionCreatedQuery is the statement SessionCreated runs, for a
 // test of its plan.
 const PostgresSessionCreatedQuery = pqSessionCreated
+
+// PostgresCommitStatus is p.commitStatus: how the write transaction that
+// recorded token ended, for a test of commit tokens.
+func PostgresCommitStatus(ctx context.Context, p *Postgres, token string) string {
+	return p.commitStatus(ctx, token)
+}

@@ -914,8 +914,8 @@ func TestPostgresSweepsWhatHasExpired(t *testing.T) {
 // BenchmarkPostgresHoldComplete is BenchmarkHoldComplete's call on one
 // handle with the database's clock: the hold (claim, a global and a
 // per-customer budget and a rate limit, intent record) and the completion
-// (settlement, replay, outcome record), two transactions of two round
-// trips each.
+// (settlement, replay, outcome record), two transactions of one round
+// trip each.
 func BenchmarkPostgresHoldComplete(b *testing.B) {
 	ctx := context.Background()
 	s := openPostgres(b, freshDatabase(b))
@@ -1112,9 +1112,9 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 }
 
 // BenchmarkPostgresRoundTrips is BenchmarkPostgresHoldComplete's floor:
-// the same shape on one pooled connection (two transactions of two
-// round trips each, BEGIN sent with the first batch and COMMIT with the
-// second) with trivial statements. BenchmarkPostgresHoldComplete's ns/op
+// the same shape on one pooled connection (two transactions of one round
+// trip each, BEGIN and COMMIT sent with the statement) with a trivial
+// statement. BenchmarkPostgresHoldComplete's ns/op
 // over this one's is what the store's statements cost beyond the
 // protocol's round trips.
 //
@@ -1138,8 +1138,7 @@ func BenchmarkPostgresRoundTrips(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for range 2 {
-			roundTrip("BEGIN", "SELECT 1")
-			roundTrip("SELECT 2", "COMMIT")
+			roundTrip("BEGIN", "SELECT 1", "COMMIT")
 		}
 	}
 }
@@ -1212,5 +1211,112 @@ func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
 	}
 	if got := strings.Join(plan, "\n"); !strings.Contains(got, "audit_session") {
 		t.Fatalf("the plan of SessionCreated is\n%s\nwant it to use the index audit_session", got)
+	}
+}
+
+// TestPostgresCommitTokensFenceALostCommit: a write whose COMMIT's answer
+// was lost is judged by the token its transaction records: committed when
+// the token is there; aborted when it is not, and then the transaction
+// can never commit (the look-up took its token); a transaction still
+// running is waited for, then judged.
+func TestPostgresCommitTokensFenceALostCommit(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	s := openPostgres(t, u)
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	status := func(token string) string { return state.PostgresCommitStatus(ctx, s, token) }
+
+	if _, err := conn.Exec(ctx, `INSERT INTO commits (token, at) VALUES ('done', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("done"); got != "committed" {
+		t.Errorf("status of a recorded token = %q, want committed", got)
+	}
+	for i := range 2 {
+		if got := status("lost"); got != "aborted" {
+			t.Errorf("status of an unknown token (look-up %d) = %q, want aborted", i+1, got)
+		}
+	}
+	_, err = conn.Exec(ctx, `INSERT INTO commits (token, at) VALUES ('lost', 0)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Errorf("a transaction recording a token judged aborted: %v, want a unique violation: it must not commit", err)
+	}
+
+	// Transactions still running when they are looked up.
+	for _, c := range []struct {
+		end  string
+		want string
+	}{{"COMMIT", "committed"}, {"ROLLBACK", "aborted"}} {
+		token := "running-" + c.end
+		if _, err := conn.Exec(ctx, `BEGIN`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO commits (token, at) VALUES ($1, 0)`, token); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		go func() { got <- status(token) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for queryInt(t, u, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 0 {
+			select {
+			case g := <-got:
+				t.Fatalf("status while the transaction runs = %q, want it to wait", g)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the look-up never waited for the running transaction")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := conn.Exec(ctx, c.end); err != nil {
+			t.Fatal(err)
+		}
+		if g := <-got; g != c.want {
+			t.Errorf("status of a transaction that ended with %s = %q, want %s", c.end, g, c.want)
+		}
+	}
+}
+
+// TestPostgresHashesRecordsAsGoDoes: the database computes the hash of
+// every record it appends (clink_append, clink_hold, clink_complete) from
+// the hash input the Go code sends; with multi-byte characters in the
+// record's fields, every hash is the one ComputeHash gives and the trail
+// verifies.
+func TestPostgresHashesRecordsAsGoDoes(t *testing.T) {
+	ctx := context.Background()
+	s := openPostgres(t, freshDatabase(t))
+	h := pgHold("call-é", time.Now(), []policy.Limit{pgBudget("b", time.Hour, 100, 10)})
+	h.Intent.Caller, h.Intent.Amounts, h.Intent.EmailMasked = "agent-ü", "EUR 7.00, ¥ 9", "é***@exämple.com"
+	if _, err := s.Hold(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	c := pgComplete(h, policy.Spent, []byte("r"))
+	c.Record.SessionID, c.Record.Duration = "sess_日本", 1500*time.Microsecond
+	if err := s.Complete(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	rec := state.AuditRecord{Time: time.Now(), Kind: state.KindOutcome, Call: "call-2", Tool: "create_checkout_session",
+		Decision: "amount_over_cap", Amount: "1 000,00", ReferenceHash: "ref-€"}
+	if err := s.AppendAudit(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err := s.ScanAudit(ctx, func(r *state.AuditRecord) error {
+		n++
+		if want := r.ComputeHash(); r.Hash != want {
+			t.Errorf("record %d: hash %s, ComputeHash %s", r.Seq, r.Hash, want)
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("ScanAudit = %v after %d records, want 3", err, n)
+	}
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() {
+		t.Fatalf("VerifyAudit = %+v, %v", rep, err)
 	}
 }

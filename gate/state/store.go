@@ -498,46 +498,59 @@ const auditFormat = 2
 // SessionID, Duration and PrevHash. Length prefixes make it unambiguous: no
 // two different records encode alike, whatever bytes their strings hold.
 func (r *AuditRecord) ComputeHash() string {
+	head, body := r.hashInput()
 	h := sha256.New()
-	var buf []byte
-	put := func(s string) {
-		buf = strconv.AppendInt(buf[:0], int64(len(s)), 10)
-		buf = append(buf, ':')
-		buf = append(buf, s...)
-		buf = append(buf, ',')
-		h.Write(buf)
-	}
+	h.Write(head)
+	h.Write(netstring(nil, strconv.FormatInt(r.Seq, 10)))
+	h.Write(body)
+	h.Write(netstring(nil, r.PrevHash))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashInput returns r's hash input but for the two values an append
+// assigns, Seq and PrevHash: head is what comes before Seq, body what
+// comes between Seq and PrevHash. The PostgreSQL store sends them with
+// the record and computes the hash where it locks the audit head (see
+// clink_append), so that the lock is held for no round trip.
+func (r *AuditRecord) hashInput() (head, body []byte) {
 	v2 := r.Format >= 2
 	if v2 {
-		put(auditHashDomainV2)
+		head = netstring(nil, auditHashDomainV2)
 	} else {
-		put(auditHashDomain)
+		head = netstring(nil, auditHashDomain)
 	}
-	put(strconv.FormatInt(r.Seq, 10))
-	put(r.Time.UTC().Format(time.RFC3339Nano))
+	body = netstring(nil, r.Time.UTC().Format(time.RFC3339Nano))
 	if v2 {
-		put(r.Kind)
-		put(r.Call)
-		put(r.Caller)
+		body = netstring(body, r.Kind)
+		body = netstring(body, r.Call)
+		body = netstring(body, r.Caller)
 	}
-	put(r.Tool)
-	put(r.Decision)
-	put(r.Amount)
-	put(r.Currency)
+	body = netstring(body, r.Tool)
+	body = netstring(body, r.Decision)
+	body = netstring(body, r.Amount)
+	body = netstring(body, r.Currency)
 	if v2 {
-		put(r.Amounts)
+		body = netstring(body, r.Amounts)
 	}
-	put(r.EmailMasked)
-	put(r.EmailHash)
+	body = netstring(body, r.EmailMasked)
+	body = netstring(body, r.EmailHash)
 	if v2 {
-		put(r.CustomerIDHash)
-		put(r.ReferenceHash)
-		put(r.Reservation)
+		body = netstring(body, r.CustomerIDHash)
+		body = netstring(body, r.ReferenceHash)
+		body = netstring(body, r.Reservation)
 	}
-	put(r.SessionID)
-	put(strconv.FormatInt(int64(r.Duration), 10))
-	put(r.PrevHash)
-	return hex.EncodeToString(h.Sum(nil))
+	body = netstring(body, r.SessionID)
+	body = netstring(body, strconv.FormatInt(int64(r.Duration), 10))
+	return head, body
+}
+
+// netstring appends s to buf as a netstring: its length in bytes in
+// decimal, ':', its bytes, ','.
+func netstring(buf []byte, s string) []byte {
+	buf = strconv.AppendInt(buf, int64(len(s)), 10)
+	buf = append(buf, ':')
+	buf = append(buf, s...)
+	return append(buf, ',')
 }
 
 // AuditReport is what [VerifyAudit] found.
