@@ -297,10 +297,11 @@ WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(
 	// in commits, not as a probe. The probe takes a token that is not
 	// there, so that the transaction, were it still running, cannot commit
 	// after it; it waits for one that is being inserted.
-	pqCommitToken = `INSERT INTO commits (token, at) VALUES ($1, clink_now(NULL))`
+	pqCommitToken = `INSERT INTO commits (token, at, seq) VALUES ($1, clink_now(NULL), (SELECT seq FROM audit_head WHERE id = 1))`
 	pqProbeToken  = `INSERT INTO commits AS c (token, at, probe) VALUES ($1, clink_now(NULL), true)
-ON CONFLICT (token) DO UPDATE SET at = c.at RETURNING c.probe`
-	pqSweepCommits = `DELETE FROM commits WHERE token IN (SELECT token FROM commits WHERE at <= clink_now(NULL) - $1 FOR UPDATE SKIP LOCKED)`
+ON CONFLICT (token) DO UPDATE SET at = c.at RETURNING c.probe, c.seq`
+	pqRecordAt     = `SELECT ` + auditColumns + ` FROM audit WHERE seq = $1`
+	pqSweepCommits = `DELETE FROM commits WHERE at <= clink_now(NULL) - $1`
 	pqClaim        = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
@@ -373,8 +374,8 @@ AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE S
 var (
 	pqAppend = `SELECT a_seq, a_prev_hash, a_hash FROM clink_append(` + recordParams(1) + `)`
 	pqHold   = `SELECT o_state, o_fingerprint, o_claim_state, o_result, o_limit, o_used, o_now, o_clock, a_seq, a_prev_hash, a_hash
-FROM clink_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, ` + recordParams(18) + `)`
-	pqComplete = `SELECT o_open, a_seq, a_prev_hash, a_hash FROM clink_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, ` + recordParams(10) + `)`
+FROM clink_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + recordParams(19) + `)`
+	pqComplete = `SELECT o_open, a_seq, a_prev_hash, a_hash FROM clink_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ` + recordParams(11) + `)`
 )
 
 // pgTx is one write transaction on a connection of the pool, sent as
@@ -405,9 +406,18 @@ type pgTx struct {
 	// selfTimed is set when the transaction's statements read its time
 	// themselves (clink_hold): send does not query it.
 	selfTimed bool
-	now       int64
-	clock     int64
-	earliest  int64
+	// unseen, if set, is called when the transaction turns out to have
+	// committed although its answer was lost, with the audit head as it
+	// committed (its last record, if it appended one): it recovers what
+	// the answer would have told.
+	unseen func(seq int64) error
+	// tokenInside is set when the transaction's statements record its
+	// commit token themselves, only when they do their work (clink_hold,
+	// clink_complete): a transaction of one batch then adds none.
+	tokenInside bool
+	now         int64
+	clock       int64
+	earliest    int64
 }
 
 // arg is v, or NULL (the transaction's time, in SQL) while the
@@ -426,6 +436,9 @@ func (t *pgTx) arg(v int64) any {
 // it leaves are read when the batch closes, by the callbacks queued with
 // them (pgx.QueuedQuery.QueryRow), their errors returned.
 func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error) error {
+	if commit && !t.begun && (!t.timed || t.known || t.selfTimed) {
+		return t.sendWhole(b, read)
+	}
 	full := &pgx.Batch{}
 	first := !t.begun
 	readTime := first && t.timed && !t.known && !t.selfTimed
@@ -439,7 +452,9 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
 	}
 	if commit {
-		full.Queue(pqCommitToken, t.token)
+		if !t.tokenInside {
+			full.Queue(pqCommitToken, t.token)
+		}
 		full.Queue(`COMMIT`).Exec(func(tag pgconn.CommandTag) error {
 			if tag.String() != "COMMIT" {
 				return errors.New("the transaction was rolled back")
@@ -471,7 +486,49 @@ func (t *pgTx) send(b *pgx.Batch, commit bool, read func(pgx.BatchResults) error
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	if answered(err) {
+		t.commitSent = false // the statements after the failed one, COMMIT included, were skipped
+	}
 	return err
+}
+
+// sendWhole sends b, the whole transaction, with its commit token, as one
+// batch without BEGIN and COMMIT: PostgreSQL runs a batch (one Sync) as one
+// implicit transaction, committed when its last statement succeeds and
+// rolled back whole when one fails. read is as for send.
+func (t *pgTx) sendWhole(b *pgx.Batch, read func(pgx.BatchResults) error) error {
+	full := &pgx.Batch{}
+	if b != nil {
+		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
+	}
+	if !t.tokenInside {
+		full.Queue(pqCommitToken, t.token)
+	}
+	t.begun, t.commitSent = true, true
+	br := t.conn.SendBatch(t.ctx, full)
+	var err error
+	if read != nil {
+		err = read(br)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	// Close has read the batch's end: every statement ran and the
+	// transaction committed; or the database answered with an error, and
+	// nothing did.
+	t.committed = err == nil
+	if answered(err) {
+		t.commitSent = false
+	}
+	return err
+}
+
+// answered reports whether err is the database's answer to a statement
+// (then a transaction it ends committed nothing), rather than a lost
+// connection or a cancelled wait.
+func answered(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
 }
 
 // exec sends b, committing if commit is set; its results are read by
@@ -498,9 +555,12 @@ func (p *Postgres) write(ctx context.Context, timed bool, at time.Time, fn func(
 		if err != nil && t != nil && t.commitSent && !t.committed && !errors.As(err, &pgErr) {
 			// COMMIT was sent and its answer lost with the connection: ask
 			// the database how the transaction ended.
-			switch status := p.commitStatus(ctx, t.token); status {
+			switch status, seq := p.commitStatus(ctx, t.token); status {
 			case "committed":
 				err = nil
+				if t.unseen != nil {
+					err = t.unseen(seq)
+				}
 			case "aborted":
 				if attempt < txAttempts && ctx.Err() == nil {
 					continue // nothing was written: write it again
@@ -541,20 +601,63 @@ func (e *commitUnknownError) Error() string {
 func (e *commitUnknownError) Unwrap() error { return e.err }
 
 // commitStatus asks the database whether the write transaction of token
-// committed: "committed", "aborted" (then it never will: its token is
-// taken), or "" when the database cannot be asked. A transaction still
-// running is waited for.
-func (p *Postgres) commitStatus(ctx context.Context, token string) string {
-	var probe bool
-	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqProbeToken, token).Scan(&probe) })
+// committed: "committed", with the audit head's seq as it committed;
+// "aborted" (then it never will: its token is taken); or "" when the
+// database cannot be asked. A transaction still running is waited for.
+func (p *Postgres) commitStatus(ctx context.Context, token string) (string, int64) {
+	var (
+		probe bool
+		seq   int64
+	)
+	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqProbeToken, token).Scan(&probe, &seq) })
 	switch {
 	case err != nil:
-		return ""
+		return "", 0
 	case probe:
-		return "aborted"
+		return "aborted", 0
 	default:
-		return "committed"
+		return "committed", seq
 	}
+}
+
+// recover returns a pgTx.unseen that sets *r to the record at the head
+// the transaction committed with: r's append was its last.
+func (p *Postgres) recover(ctx context.Context, r *AuditRecord) func(seq int64) error {
+	call := r.Call
+	return func(seq int64) error {
+		rec, err := p.recordAt(ctx, seq)
+		if err == nil && rec.Call != call {
+			err = fmt.Errorf("store: a write of call %s committed, but record %d is another's", call, seq)
+		}
+		if err != nil {
+			return err
+		}
+		*r = *rec
+		return nil
+	}
+}
+
+// recordAt reads the audit record at seq.
+func (p *Postgres) recordAt(ctx context.Context, seq int64) (*AuditRecord, error) {
+	r := &AuditRecord{}
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		rows, err := c.Query(ctx, pqRecordAt, seq)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("store: audit record %d not found", seq)
+		}
+		return scanRecord(rows, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Writes of a call whose COMMIT's answer was lost, by call ID, until the
@@ -592,7 +695,7 @@ func (p *Postgres) settleUnsure(ctx context.Context, call string) (landed bool, 
 	if !ok {
 		return false, nil
 	}
-	status := p.commitStatus(ctx, w.token)
+	status, _ := p.commitStatus(ctx, w.token)
 	if status != "committed" && status != "aborted" {
 		return false, p.fail(fmt.Errorf("store: an earlier write of call %s may or may not have committed, and the database cannot say yet", call))
 	}
@@ -622,13 +725,10 @@ func (p *Postgres) writeOnce(ctx context.Context, timed bool, at time.Time, fn f
 	}()
 	if timed && p.cfg.clientClock {
 		// The caller's clock, bounded by the earliest another live handle
-		// has published: no handle prunes what another still counts.
-		b := &pgx.Batch{}
-		b.Queue(pqOthers, p.owner)
-		err := t.send(b, false, func(br pgx.BatchResults) error {
-			return br.QueryRow().Scan(&t.earliest, new(int64))
-		})
-		if err != nil {
+		// has published: no handle prunes what another still counts. It
+		// is read before the transaction begins (a transaction of one
+		// batch has no round trip before its statements).
+		if err := conn.QueryRow(ctx, pqOthers, p.owner).Scan(&t.earliest, new(int64)); err != nil {
 			return t, err
 		}
 		t.now = at.UnixNano()
@@ -719,10 +819,12 @@ func (p *Postgres) sweep(ctx context.Context, t *pgTx) {
 	b.Queue(pqSweepClaims, at, int64(pruneGrace), int64(InFlightLease))
 	b.Queue(pqSweepCounters, at, int64(pruneGrace))
 	b.Queue(pqSweepOwners, int64(ownerRetention))
-	b.Queue(pqSweepCommits, int64(commitRetention))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_ = p.pool.SendBatch(ctx, b).Close()
+	// Apart: a batch is one transaction, and the others need not wait
+	// for it, nor fail with it.
+	_, _ = p.pool.Exec(ctx, pqSweepCommits, int64(commitRetention))
 }
 
 // fail turns err into what a caller sees: the store's own errors as they
@@ -1403,6 +1505,7 @@ func (p *Postgres) AppendAudit(ctx context.Context, rec *AuditRecord) error {
 	var r AuditRecord
 	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
 		r = *rec
+		t.unseen = p.recover(ctx, &r)
 		b := &pgx.Batch{}
 		queueAppend(b, &r)
 		return t.exec(b, true)
@@ -1549,6 +1652,19 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	}
 	var held *Held
 	err := p.write(ctx, true, h.At, func(t *pgTx) (err error) {
+		// A hold that committed unseen: its intent record is the
+		// audit head it committed with.
+		t.unseen = func(seq int64) error {
+			rec, err := p.recordAt(ctx, seq)
+			if err == nil && (rec.Kind != KindIntent || rec.Call != h.Intent.Call) {
+				err = fmt.Errorf("store: the hold of call %s committed, but record %d is not its intent", h.Intent.Call, seq)
+			}
+			if err != nil {
+				return err
+			}
+			held = &Held{Prior: Prior{State: ClaimNew}, Reservation: rec.Reservation, Intent: *rec}
+			return nil
+		}
 		held, err = hold(t, h)
 		return err
 	})
@@ -1585,7 +1701,7 @@ func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 		}
 	}
 	args := []any{claimKey, claimCall, claimFP, claimAt, claimWindow, claimClock, int64(InFlightLease),
-		keys, kinds, adds, maxes, windows, t.arg(t.now), t.arg(t.clock), id, p.owner, sorted}
+		keys, kinds, adds, maxes, windows, t.arg(t.now), t.arg(t.clock), id, p.owner, sorted, t.token}
 	args = append(args, recordArgs(&held.Intent)...)
 	var (
 		state       int16
@@ -1601,6 +1717,7 @@ func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 	b.Queue(pqHold, args...).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&state, &fingerprint, &claimState, &result, &limit, &used, &t.now, &t.clock, &seq, &prev, &hash)
 	})
+	t.tokenInside = true
 	err = t.send(b, true, nil)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {
@@ -1623,7 +1740,7 @@ func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 		}
 		return held, nil
 	case holdDenied:
-		if limit == nil || used == nil || int(*limit) >= n {
+		if limit == nil || used == nil || int(*limit) < 0 || int(*limit) >= n {
 			return nil, errors.New("store: clink_hold denied the call without saying by which limit")
 		}
 		l := h.Limits[*limit]
@@ -1640,11 +1757,13 @@ func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 	return held, nil
 }
 
-// What clink_hold did (its o_state).
+// What clink_hold did (its o_state). Only a hold records the commit
+// token: a transaction that committed with it, its answer lost, is a hold
+// (pgTx.unseen reads it back); one without it is tried again.
 const (
 	holdHeld    = 0 // held: the claim taken, the limits reserved, the intent recorded
 	holdClaimed = 1 // nothing written: a live claim holds the key
-	holdDenied  = 2 // nothing written: a limit denies the call
+	holdDenied  = 2 // nothing written but expired entries dropped: a limit denies the call
 )
 
 // holdOnApproval is Hold of a call held on an approval, or of the claim
@@ -1737,12 +1856,13 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 	var rec AuditRecord
 	err := p.write(ctx, false, time.Time{}, func(t *pgTx) error {
 		rec = c.Record
+		t.unseen = p.recover(ctx, &rec)
 		var claimKey, payload any
 		if c.ClaimKey != "" {
 			claimKey, payload = c.ClaimKey, claimHash(c.ClaimKey)
 		}
 		args := []any{c.Call, claimKey, c.Replay != nil, cloneBytes(c.Replay), claimChannel, payload,
-			c.Settlement == policy.Released, int16(policy.KindBudget), c.OnlyIfOpen}
+			c.Settlement == policy.Released, int16(policy.KindBudget), c.OnlyIfOpen, t.token}
 		args = append(args, recordArgs(&rec)...)
 		var (
 			open       bool
@@ -1753,6 +1873,7 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 		b.Queue(pqComplete, args...).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&open, &seq, &prev, &hash)
 		})
+		t.tokenInside = true
 		if err := t.send(b, true, nil); err != nil {
 			return err
 		}

@@ -152,11 +152,11 @@ func (p *Postgres) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Ap
 			a.EmailMasked, a.Reservation, t.now, lock.keys, a.State, t.now, a.ExpiresAt.UnixNano(), "", int64(0))
 		b.Queue(pqSetLatest, a.Key, a.ID)
 		queueAppend(b, &rec)
-		if err := t.exec(b, true); err != nil {
-			return err
-		}
+		// Set before the commit: a commit whose answer is lost, found
+		// committed, returns them.
 		out, created = &a, true
-		return nil
+		t.unseen = p.recover(ctx, &rec)
+		return t.exec(b, true)
 	})
 	if err != nil {
 		return nil, false, err

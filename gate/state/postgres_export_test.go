@@ -23,5 +23,6 @@ const PostgresSessionCreatedQuery = pqSessionCreated
 // PostgresCommitStatus is p.commitStatus: how the write transaction that
 // recorded token ended, for a test of commit tokens.
 func PostgresCommitStatus(ctx context.Context, p *Postgres, token string) string {
-	return p.commitStatus(ctx, token)
+	status, _ := p.commitStatus(ctx, token)
+	return status
 }

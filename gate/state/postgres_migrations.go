@@ -167,9 +167,12 @@ CREATE TABLE approval_keys (
 -- ended yet, can no longer commit. Rows are swept after a day.
 CREATE TABLE commits (
 	token text PRIMARY KEY,
-	at    bigint NOT NULL,               -- unix ns, database time
-	probe boolean NOT NULL DEFAULT false -- taken by a writer's look-up, not by its transaction
+	at    bigint NOT NULL,                -- unix ns, database time
+	seq   bigint NOT NULL DEFAULT 0,      -- the audit head when it committed: its last record, if it appended one
+	probe boolean NOT NULL DEFAULT false  -- taken by a writer's look-up, not by its transaction
 );
+-- The sweep finds old tokens by time; rows arrive in time order.
+CREATE INDEX commits_at ON commits USING brin (at);
 
 -- clink_append appends an audit record after the head, which it locks
 -- until the transaction ends, and moves the head. head and body are the
@@ -202,17 +205,19 @@ END $$;
 -- of the limits (l_*, in the policy's order) in key
 -- order, drops the entries that have left their windows, admits the call
 -- against every limit in turn, records its entries under reservation
--- h_reservation, appends the intent record and adds the intent. When the
--- claim is held by another call (o_state 1, with what holds it) or a limit
--- denies the call (o_state 2, o_limit from 0 and what it holds), it writes
--- nothing but the expiry of old entries; o_state 0 is a hold. h_now and
+-- h_reservation, appends the intent record, adds the intent and records
+-- the transaction's commit token h_token (with the intent record's seq).
+-- When the claim is held by another call (o_state 1, with what holds it)
+-- or a limit denies the call (o_state 2, o_limit from 0 and what it
+-- holds), it writes nothing but the expiry of old entries, and records no
+-- token: a token recorded is a hold made. o_state 0 is a hold. h_now and
 -- h_clock are the time it records at and the time it judges windows by,
 -- NULL for the transaction's time (see clink_now), as c_at and c_clock
 -- are the claim's.
 CREATE FUNCTION clink_hold(
 	c_key text, c_call text, c_fingerprint text, c_at bigint, c_window bigint, c_clock bigint, c_lease bigint,
 	l_keys text[], l_kinds smallint[], l_adds bigint[], l_maxes bigint[], l_windows bigint[],
-	h_now bigint, h_clock bigint, h_reservation text, h_owner text, h_keys text[],
+	h_now bigint, h_clock bigint, h_reservation text, h_owner text, h_keys text[], h_token text,
 	head bytea, body bytea,
 	r_format integer, r_time text, r_kind text, r_call text, r_caller text, r_tool text,
 	r_decision text, r_amount text, r_currency text, r_amounts text, r_email_masked text, r_email_hash text,
@@ -302,16 +307,19 @@ BEGIN
 	SELECT n.seq, n.prev, n.hash INTO a_seq, a_prev_hash, a_hash FROM n;
 	INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys)
 		VALUES (r_call, a_seq, h_owner, COALESCE(c_key, ''), h_reservation, o_now, COALESCE(h_keys, '{}'));
+	INSERT INTO commits (token, at, seq) VALUES (h_token, clink_now(NULL), a_seq);
 END $$;
 
 -- clink_complete is Postgres.Complete in one statement: it locks the
 -- call's intent (o_open says whether it was open; when it was not and
--- p_only_if_open is set, it writes nothing), finishes (c_finish, with
--- c_result) or drops the call's claim c_key (unless NULL), announcing it
--- on c_channel, releases the intent's budget entries (kind p_budget) when
--- p_release is set, closes the intent and appends the outcome record.
+-- p_only_if_open is set, it writes nothing and records no token),
+-- finishes (c_finish, with c_result) or drops the call's claim c_key
+-- (unless NULL), announcing it on c_channel, releases the intent's budget
+-- entries (kind p_budget) when p_release is set, closes the intent,
+-- appends the outcome record and records the commit token p_token (with
+-- the record's seq): a token recorded is a completion made.
 CREATE FUNCTION clink_complete(p_call text, c_key text, c_finish boolean, c_result bytea, c_channel text,
-	c_payload text, p_release boolean, p_budget smallint, p_only_if_open boolean,
+	c_payload text, p_release boolean, p_budget smallint, p_only_if_open boolean, p_token text,
 	head bytea, body bytea,
 	r_format integer, r_time text, r_kind text, r_call text, r_caller text, r_tool text,
 	r_decision text, r_amount text, r_currency text, r_amounts text, r_email_masked text, r_email_hash text,
@@ -353,6 +361,7 @@ BEGIN
 				n.prev, n.hash FROM n),
 		u AS (UPDATE audit_head AS a SET seq = n.seq, hash = n.hash FROM n WHERE a.id = 1)
 	SELECT n.seq, n.prev, n.hash INTO a_seq, a_prev_hash, a_hash FROM n;
+	INSERT INTO commits (token, at, seq) VALUES (p_token, clink_now(NULL), a_seq);
 END $$;
 `},
 }

@@ -873,7 +873,8 @@ func TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed(t *testing.T) {
 }
 
 // TestPostgresSweepsWhatHasExpired: counters whose entries have all left
-// their windows, and claims past their windows, are deleted by the sweep
+// their windows, claims past their windows, and commit tokens older than a
+// day are deleted by the sweep
 // that runs every so many writes, leaving the counts as they were.
 func TestPostgresSweepsWhatHasExpired(t *testing.T) {
 	ctx := context.Background()
@@ -888,6 +889,15 @@ func TestPostgresSweepsWhatHasExpired(t *testing.T) {
 	if err := s.Finish(ctx, "old-claim", []byte("r")); err != nil {
 		t.Fatal(err)
 	}
+	// Commit tokens are kept a day, in the database's time.
+	for _, q := range []string{
+		`INSERT INTO commits (token, at) VALUES ('old-token', clink_now(NULL) - 25 * 3600 * 1000000000::bigint)`,
+		`INSERT INTO commits (token, at) VALUES ('new-token', clink_now(NULL) - 23 * 3600 * 1000000000::bigint)`,
+	} {
+		if err := sqlTry(t, u, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 	later := pgDay.Add(2 * time.Hour)
 	for i := range 1100 {
 		if _, err := s.Reserve(ctx, later.Add(time.Duration(i)*time.Millisecond), []policy.Limit{pgBudget("new", time.Hour, 1_000_000, 1)}); err != nil {
@@ -901,6 +911,8 @@ func TestPostgresSweepsWhatHasExpired(t *testing.T) {
 		`SELECT count(*) FROM counters WHERE key = 'new'`:        1,
 		`SELECT total FROM counters WHERE key = 'new'`:           1100,
 		`SELECT count(*) FROM counter_entries WHERE key = 'new'`: 1100,
+		`SELECT count(*) FROM commits WHERE token = 'old-token'`: 0,
+		`SELECT count(*) FROM commits WHERE token = 'new-token'`: 1,
 	} {
 		if got := queryInt(t, u, q); got != want {
 			t.Errorf("%s = %d, want %d", q, got, want)
@@ -945,7 +957,7 @@ func BenchmarkPostgresHoldComplete(b *testing.B) {
 type commitCutter struct {
 	ln     net.Listener
 	target string
-	// armed cuts at the next COMMIT's answer; down then also refuses new
+	// armed cuts at the next commit's answer; down then also refuses new
 	// connections until it is cleared.
 	armed, stayDown, down atomic.Bool
 	cuts                  atomic.Int64
@@ -954,8 +966,36 @@ type commitCutter struct {
 	conns []net.Conn
 }
 
-// commitComplete is PostgreSQL's CommandComplete message for COMMIT.
-var commitComplete = []byte("C\x00\x00\x00\x0bCOMMIT\x00")
+// The ends of a committing write's answer: PostgreSQL's CommandComplete
+// message for COMMIT, or the end of a write sent whole as an implicit
+// transaction.
+var (
+	commitComplete = []byte("C\x00\x00\x00\x0bCOMMIT\x00")
+	// The implicit one: CommandComplete SELECT 1 (the function's), then
+	// ReadyForQuery, idle (Hold and Complete, whose functions record the
+	// token), or BindComplete (and NoData, when pgx described the
+	// statement), CommandComplete INSERT 0 1 (the token) and ReadyForQuery
+	// (AppendAudit).
+	implicitCommitComplete = [][]byte{
+		[]byte("C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I"),
+		[]byte("C\x00\x00\x00\rSELECT 1\x002\x00\x00\x00\x04C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I"),
+		[]byte("C\x00\x00\x00\rSELECT 1\x002\x00\x00\x00\x04n\x00\x00\x00\x04C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I"),
+	}
+)
+
+// committing reports whether an answer holds the end of a committing
+// write.
+func committing(answer []byte) bool {
+	if bytes.Contains(answer, commitComplete) {
+		return true
+	}
+	for _, end := range implicitCommitComplete {
+		if bytes.Contains(answer, end) {
+			return true
+		}
+	}
+	return false
+}
 
 // newCommitCutter starts a proxy to the database of u and returns it with
 // u pointing through it.
@@ -1010,7 +1050,7 @@ func (c *commitCutter) answers(client, server net.Conn) {
 		n, err := server.Read(buf)
 		if n > 0 {
 			seen := append(tail, buf[:n]...)
-			if bytes.Contains(seen, commitComplete) && c.armed.CompareAndSwap(true, false) {
+			if committing(seen) && c.armed.CompareAndSwap(true, false) {
 				c.cuts.Add(1)
 				if c.stayDown.Load() {
 					c.down.Store(true)
@@ -1021,7 +1061,7 @@ func (c *commitCutter) answers(client, server net.Conn) {
 			if _, err := client.Write(buf[:n]); err != nil {
 				return
 			}
-			tail = append(tail[:0], seen[max(0, len(seen)-len(commitComplete)):]...)
+			tail = append(tail[:0], seen[max(0, len(seen)-len(implicitCommitComplete[1])):]...)
 		}
 		if err != nil {
 			return
@@ -1056,11 +1096,17 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 	// The answer is lost, the database says committed: the hold stands.
 	h1 := pgHold("call-1", time.Now(), l(60))
 	cutter.armed.Store(true)
-	if _, err := s.Hold(ctx, h1); err != nil {
+	held, err := s.Hold(ctx, h1)
+	if err != nil {
 		t.Fatalf("Hold whose COMMIT's answer was lost = %v, want success once the database says it committed", err)
 	}
 	if cutter.cuts.Load() != 1 {
 		t.Fatal("the proxy never cut a COMMIT's answer: the test tests nothing")
+	}
+	// What the lost answer would have said is read back.
+	if held == nil || held.Prior.State != state.ClaimNew || held.Reservation == "" || held.Intent.Seq != 1 ||
+		held.Intent.Call != "call-1" || held.Intent.Reservation != held.Reservation || held.Intent.Hash != held.Intent.ComputeHash() {
+		t.Fatalf("Hold whose answer was lost returned %+v, want the hold as recorded", held)
 	}
 	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 1 {
 		t.Fatalf("%d open intents, want the hold's", n)
@@ -1071,7 +1117,7 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 	cutter.stayDown.Store(true)
 	cutter.armed.Store(true)
 	c1 := pgComplete(h1, policy.Spent, []byte("r"))
-	err := s.Complete(ctx, c1)
+	err = s.Complete(ctx, c1)
 	var d *policy.Denied
 	if err == nil || errors.As(err, &d) {
 		t.Fatalf("Complete with the database unreachable after COMMIT = %v, want an error", err)
@@ -1083,6 +1129,34 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 	}
 	if n := outcomes(); n != 1 {
 		t.Fatalf("%d outcome records for one completion tried twice, want 1", n)
+	}
+
+	// A completion of a call no longer open, made only if it is, whose
+	// answer is lost: it committed without doing anything (clink_complete
+	// records no token then), so the token says aborted, the retry finds
+	// the call closed again, and nothing is recorded.
+	late := pgComplete(h1, policy.Spent, []byte("r"))
+	late.OnlyIfOpen = true
+	cutter.armed.Store(true)
+	if err := s.Complete(ctx, late); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Complete only if open of a closed call, its answer lost = %v, want ErrNotFound", err)
+	}
+	if cutter.cuts.Load() != 3 {
+		t.Fatalf("the proxy cut %d answers, want 3: the late completion's was not cut", cutter.cuts.Load())
+	}
+	if n := outcomes(); n != 1 {
+		t.Fatalf("%d outcome records after a completion of a closed call, want 1", n)
+	}
+
+	// An append whose answer is lost and which committed returns its
+	// record as recorded.
+	rec := state.AuditRecord{Time: time.Now(), Kind: state.KindOutcome, Call: "call-9", Tool: "create_checkout_session", Decision: "invalid_request"}
+	cutter.armed.Store(true)
+	if err := s.AppendAudit(ctx, &rec); err != nil {
+		t.Fatalf("AppendAudit whose answer was lost = %v", err)
+	}
+	if cutter.cuts.Load() != 4 || rec.Seq != 3 || rec.Hash != rec.ComputeHash() || rec.Call != "call-9" {
+		t.Fatalf("AppendAudit whose answer was lost (cut %d times) left %+v, want record 3 as recorded", cutter.cuts.Load(), rec)
 	}
 
 	// A hold that committed unseen, the database unreachable: its call is
@@ -1106,8 +1180,8 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 0 {
 		t.Fatalf("%d open intents, want none", n)
 	}
-	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 4 {
-		t.Fatalf("VerifyAudit = %+v, %v; want 4 records (two intents, two outcomes), intact", rep, err)
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 5 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 5 records (two intents, two outcomes, one appended), intact", rep, err)
 	}
 }
 
@@ -1318,5 +1392,46 @@ func TestPostgresHashesRecordsAsGoDoes(t *testing.T) {
 	}
 	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() {
 		t.Fatalf("VerifyAudit = %+v, %v", rep, err)
+	}
+}
+
+// TestPostgresLostAnswerOfAHoldThatHeldNothing: a hold the database
+// refused (a limit denies it, or another call holds the claim) commits no
+// token; when its answer is lost, the token says aborted and the hold is
+// tried again, which answers as the first would have: never a success.
+func TestPostgresLostAnswerOfAHoldThatHeldNothing(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	cutter, through := newCommitCutter(t, u)
+	s := openPostgres(t, through)
+	l := func(add int64) []policy.Limit { return []policy.Limit{pgBudget("b", time.Hour, 100, add)} }
+
+	first := pgHold("call-1", time.Now(), l(60))
+	if _, err := s.Hold(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	cutter.armed.Store(true)
+	held, err := s.Hold(ctx, pgHold("call-2", time.Now(), l(60)))
+	var d *policy.Denied
+	if !errors.As(err, &d) || held != nil {
+		t.Fatalf("Hold over the budget, its answer lost = %+v, %v; want a denial", held, err)
+	}
+	if cutter.cuts.Load() != 1 {
+		t.Fatalf("the proxy cut %d answers, want 1", cutter.cuts.Load())
+	}
+
+	again := pgHold("call-3", time.Now(), l(1))
+	again.Claim = first.Claim // the key call-1 holds, in flight
+	again.Claim.Call = "call-3"
+	cutter.armed.Store(true)
+	held, err = s.Hold(ctx, again)
+	if err != nil || held == nil || held.Prior.State != state.ClaimInFlight {
+		t.Fatalf("Hold of a key held in flight, its answer lost = %+v, %v; want the claim in flight", held, err)
+	}
+	if cutter.cuts.Load() != 2 {
+		t.Fatalf("the proxy cut %d answers, want 2", cutter.cuts.Load())
+	}
+	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 1 {
+		t.Fatalf("%d open intents, want the first hold's only", n)
 	}
 }
