@@ -94,19 +94,22 @@ const (
 // Counters are running totals, exact at window edges, as in [SQLite]: a
 // call on a counter removes the entries that have left its window from the
 // total, each entry once, so the cost of a call does not grow with the
-// entries a window holds. Statements are sent in batches, BEGIN and COMMIT
-// included. Hold and Complete, the two writes of every call, each run in
-// one transaction of one round trip whose work is one statement, a
-// PL/pgSQL function (clink_hold, clink_complete: schema migration 3) that
-// also computes the audit record's hash: the rows every call locks (the
-// audit head, a global budget's counters) are held while the database
-// works, never across a client round trip. Every so many calls, a sweep
-// deletes what has expired, skipping the rows calls hold.
+// entries a window holds. Statements are sent in batches, a transaction's
+// last with its COMMIT; one whose work is one batch is sent alone, as the
+// implicit transaction PostgreSQL makes of it. Hold and Complete, the two
+// writes of every call, each run in one round trip whose work is one
+// statement, a PL/pgSQL function (clink_hold, clink_complete: schema
+// migration 3) that also computes the audit record's hash: the rows every
+// call locks (the audit head, a global budget's counters) are held while
+// the database works, never across a client round trip. Every so many
+// calls, a sweep deletes what has expired, skipping the rows calls hold.
 //
-// Every write transaction records a token of its own with its COMMIT
-// (table commits): a writer that loses the answer to its COMMIT looks the
-// token up, which tells whether it committed, and takes it if it did not,
-// so that it never will.
+// Every write transaction records a token of its own (table commits; the
+// functions only when they do their work): a writer that loses the answer
+// to its COMMIT looks the token up, which tells whether it committed (and
+// with which audit record, read back so that the call returns what the
+// answer would have said), and takes it if it did not, so that it never
+// will; the write is then tried again.
 //
 // Claims finished or dropped are announced with NOTIFY; [Postgres.WaitClaim]
 // wakes on them, on every handle. The audit trail is one hash chain for
@@ -1675,8 +1678,9 @@ func (p *Postgres) Hold(ctx context.Context, h *Hold) (*Held, error) {
 	return held, nil
 }
 
-// holdLimits is Hold of a call not held on an approval: BEGIN, clink_hold,
-// the commit token and COMMIT, in one round trip.
+// holdLimits is Hold of a call not held on an approval: clink_hold alone,
+// an implicit transaction of one round trip, which records the commit
+// token when it holds.
 func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 	t.selfTimed = true
 	id, err := newReservationID()
@@ -1836,9 +1840,9 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	return held, nil
 }
 
-// Complete implements [Store], in one transaction of one round trip: BEGIN,
-// clink_complete, the commit token and COMMIT. clink_complete locks the
-// intent, the claim
+// Complete implements [Store], in one round trip: clink_complete alone, an
+// implicit transaction, which records the commit token when it completes.
+// clink_complete locks the intent, the claim
 // (finishing or dropping it), the counters (releasing the intent's
 // reservation) and the audit head, in that order, closes the intent and
 // appends the record. Handles waiting for the claim are woken when it
