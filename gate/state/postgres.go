@@ -218,6 +218,10 @@ func OpenPostgres(ctx context.Context, url string, opts ...PostgresOption) (*Pos
 	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "clink-mcp"
 	}
+	// Transactions sent without BEGIN (one batch, an implicit transaction)
+	// run at the session's default isolation: the store's locking is
+	// designed for READ COMMITTED, whatever the server's default.
+	pcfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = "read committed"
 	listenCfg := pcfg.ConnConfig.Copy()
 	listenCfg.RuntimeParams["application_name"] += " listener"
 	p := &Postgres{
@@ -303,8 +307,10 @@ WHERE owner <> $1 AND published <> 0 AND NOT closed AND lease_until > clink_now(
 	pqCommitToken = `INSERT INTO commits (token, at, seq) VALUES ($1, clink_now(NULL), (SELECT seq FROM audit_head WHERE id = 1))`
 	pqProbeToken  = `INSERT INTO commits AS c (token, at, probe) VALUES ($1, clink_now(NULL), true)
 ON CONFLICT (token) DO UPDATE SET at = c.at RETURNING c.probe, c.seq`
-	pqRecordAt     = `SELECT ` + auditColumns + ` FROM audit WHERE seq = $1`
-	pqSweepCommits = `DELETE FROM commits WHERE at <= clink_now(NULL) - $1`
+	pqRecordAt = `SELECT ` + auditColumns + ` FROM audit WHERE seq = $1`
+	// pqSweepCommits deletes old tokens, a bounded number at a time: a
+	// sweep that falls behind catches up over the next ones.
+	pqSweepCommits = `DELETE FROM commits WHERE token IN (SELECT token FROM commits WHERE at <= clink_now(NULL) - $1 ORDER BY at LIMIT 20000)`
 	pqClaim        = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
@@ -624,19 +630,35 @@ func (p *Postgres) commitStatus(ctx context.Context, token string) (string, int6
 }
 
 // recover returns a pgTx.unseen that sets *r to the record at the head
-// the transaction committed with: r's append was its last.
+// the transaction committed with: r's append was its last. It is best
+// effort: when the record cannot be read, r keeps what was sent (without
+// its Seq and hashes) and the write still reports success, which it is:
+// reporting a failure would have it written again.
 func (p *Postgres) recover(ctx context.Context, r *AuditRecord) func(seq int64) error {
 	call := r.Call
 	return func(seq int64) error {
-		rec, err := p.recordAt(ctx, seq)
-		if err == nil && rec.Call != call {
-			err = fmt.Errorf("store: a write of call %s committed, but record %d is another's", call, seq)
+		if rec, err := p.recordAt(ctx, seq); err == nil && rec.Call == call {
+			*r = *rec
 		}
-		if err != nil {
-			return err
-		}
-		*r = *rec
 		return nil
+	}
+}
+
+// intentStatus says how a write of call that ended long ago ended, by its
+// intent: "committed" or "aborted", or "" when the database cannot be
+// asked.
+func (p *Postgres) intentStatus(ctx context.Context, call string, complete bool) string {
+	var open bool
+	err := p.read(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM intents WHERE call = $1)`, call).Scan(&open)
+	})
+	switch {
+	case err != nil:
+		return ""
+	case open != complete:
+		return "committed"
+	default:
+		return "aborted"
 	}
 }
 
@@ -669,7 +691,8 @@ func (p *Postgres) recordAt(ctx context.Context, seq int64) (*AuditRecord, error
 // commit is settled.
 type unsureWrite struct {
 	token    string
-	complete bool // a Complete (else a Hold)
+	complete bool      // a Complete (else a Hold)
+	at       time.Time // when it was written: its token is kept commitRetention
 }
 
 // remember notes a write of call that failed with err, if its COMMIT's
@@ -684,7 +707,7 @@ func (p *Postgres) remember(call string, complete bool, err error) {
 	if prev, ok := p.unsure[call]; ok && prev.complete && !complete {
 		return
 	}
-	p.unsure[call] = unsureWrite{token: unknown.token, complete: complete}
+	p.unsure[call] = unsureWrite{token: unknown.token, complete: complete, at: time.Now()}
 }
 
 // settleUnsure resolves an earlier write of call whose COMMIT's answer was
@@ -698,7 +721,15 @@ func (p *Postgres) settleUnsure(ctx context.Context, call string) (landed bool, 
 	if !ok {
 		return false, nil
 	}
-	status, _ := p.commitStatus(ctx, w.token)
+	var status string
+	if time.Since(w.at) < commitRetention/2 {
+		status, _ = p.commitStatus(ctx, w.token)
+	} else {
+		// Its token may have been swept: the call's intent tells. A hold
+		// that landed added it, a completion that landed removed it (and
+		// nothing can still be running this long after).
+		status = p.intentStatus(ctx, call, w.complete)
+	}
 	if status != "committed" && status != "aborted" {
 		return false, p.fail(fmt.Errorf("store: an earlier write of call %s may or may not have committed, and the database cannot say yet", call))
 	}

@@ -171,8 +171,8 @@ CREATE TABLE commits (
 	seq   bigint NOT NULL DEFAULT 0,      -- the audit head when it committed: its last record, if it appended one
 	probe boolean NOT NULL DEFAULT false  -- taken by a writer's look-up, not by its transaction
 );
--- The sweep finds old tokens by time; rows arrive in time order.
-CREATE INDEX commits_at ON commits USING brin (at);
+-- The sweep finds old tokens by time.
+CREATE INDEX commits_at ON commits (at);
 
 -- clink_append appends an audit record after the head, which it locks
 -- until the transaction ends, and moves the head. head and body are the

@@ -983,19 +983,30 @@ var (
 	}
 )
 
-// committing reports whether an answer holds the end of a committing
-// write.
-func committing(answer []byte) bool {
-	if bytes.Contains(answer, commitComplete) {
-		return true
-	}
-	for _, end := range implicitCommitComplete {
-		if bytes.Contains(answer, end) {
+// committing reports whether answer, the last tail bytes of which were
+// seen (and passed on) before, ends a committing write in its new bytes:
+// a pattern seen whole in the tail already belonged to an earlier answer.
+// The implicit patterns also match a lone one-row SELECT ending idle, which
+// the store sends outside writes (AuditHead, the read-back of a record);
+// the tests arm the cutter just before the write they mean to cut.
+func committing(answer []byte, tail int) bool {
+	for _, end := range append([][]byte{commitComplete}, implicitCommitComplete...) {
+		if i := bytes.LastIndex(answer, end); i >= 0 && i+len(end) > tail {
 			return true
 		}
 	}
 	return false
 }
+
+// cutterTail is how many bytes of an answer the cutter keeps to find an
+// end split between two reads: one less than the longest.
+var cutterTail = func() int {
+	n := len(commitComplete)
+	for _, end := range implicitCommitComplete {
+		n = max(n, len(end))
+	}
+	return n - 1
+}()
 
 // newCommitCutter starts a proxy to the database of u and returns it with
 // u pointing through it.
@@ -1050,7 +1061,7 @@ func (c *commitCutter) answers(client, server net.Conn) {
 		n, err := server.Read(buf)
 		if n > 0 {
 			seen := append(tail, buf[:n]...)
-			if committing(seen) && c.armed.CompareAndSwap(true, false) {
+			if committing(seen, len(tail)) && c.armed.CompareAndSwap(true, false) {
 				c.cuts.Add(1)
 				if c.stayDown.Load() {
 					c.down.Store(true)
@@ -1061,7 +1072,7 @@ func (c *commitCutter) answers(client, server net.Conn) {
 			if _, err := client.Write(buf[:n]); err != nil {
 				return
 			}
-			tail = append(tail[:0], seen[max(0, len(seen)-len(implicitCommitComplete[1])):]...)
+			tail = append(tail[:0], seen[max(0, len(seen)-cutterTail):]...)
 		}
 		if err != nil {
 			return
@@ -1433,5 +1444,61 @@ func TestPostgresLostAnswerOfAHoldThatHeldNothing(t *testing.T) {
 	}
 	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 1 {
 		t.Fatalf("%d open intents, want the first hold's only", n)
+	}
+
+	// A denial that drops entries which have left their window keeps the
+	// counter's total equal to its entries, tried again or not.
+	short := []policy.Limit{pgBudget("s", time.Second, 100, 60)}
+	if _, err := s.Hold(ctx, pgHold("call-4", time.Now(), short)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the database's clock judges the window
+	over := []policy.Limit{pgBudget("s", time.Second, 100, 120)}
+	cutter.armed.Store(true)
+	if _, err := s.Hold(ctx, pgHold("call-5", time.Now(), over)); !errors.As(err, &d) {
+		t.Fatalf("Hold over the budget after the window, its answer lost = %v; want a denial", err)
+	}
+	if cutter.cuts.Load() != 3 {
+		t.Fatalf("the proxy cut %d answers, want 3", cutter.cuts.Load())
+	}
+	if total, entries := queryInt(t, u, `SELECT total FROM counters WHERE key = 's'`),
+		queryInt(t, u, `SELECT COALESCE(sum(amount), 0) FROM counter_entries WHERE key = 's'`); total != 0 || entries != 0 {
+		t.Fatalf("counter s: total %d, entries %d; want both 0 (the expired entry dropped once)", total, entries)
+	}
+}
+
+// TestPostgresRunsReadCommittedWhateverTheDefault: the store's locking is
+// designed for READ COMMITTED, and the writes it sends without BEGIN run at
+// the session's default isolation: on a database whose default is
+// SERIALIZABLE, concurrent holds on one counter all still succeed (they
+// queue on its lock instead of failing to serialize).
+func TestPostgresRunsReadCommittedWhateverTheDefault(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	if err := sqlTry(t, u, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = serializable', current_database()); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryInt(t, u, `SELECT CASE WHEN current_setting('default_transaction_isolation') = 'serializable' THEN 1 ELSE 0 END`); got != 1 {
+		t.Fatal("the database's default isolation is not serializable: the test tests nothing")
+	}
+	s := openPostgres(t, u)
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			h := pgHold(fmt.Sprint("call-", i), time.Now(), []policy.Limit{pgBudget("global", time.Hour, 1_000_000, 1)})
+			if _, err := s.Hold(ctx, h); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Hold on a database defaulting to serializable: %v", err)
+	}
+	if got := queryInt(t, u, `SELECT total FROM counters WHERE key = 'global'`); got != n {
+		t.Errorf("total %d, want %d", got, n)
 	}
 }
