@@ -314,10 +314,11 @@ ON CONFLICT (token) DO UPDATE SET at = c.at RETURNING c.probe, c.seq`
 	pqClaim        = `INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 VALUES ($1, $2, $3, clink_now($4), clink_now($4) + $5, 1, NULL)
 ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
-	expires = excluded.expires, state = 1, result = NULL
+	expires = excluded.expires, state = 1, result = NULL, waited = false
 WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + $7) END <= clink_now($6)
 RETURNING true`
 	pqPriorClaim = `SELECT fingerprint, state, result FROM claims WHERE key = $1`
+	pqWaitOn     = `UPDATE claims SET waited = true WHERE key = $1 AND state = 1 RETURNING true`
 	pqClaimLive  = `SELECT true FROM claims
 WHERE key = $1 AND CASE WHEN state = 2 THEN expires ELSE GREATEST(expires, at + $3) END > clink_now($2)`
 	pqEnsureCounters = `INSERT INTO counters (key, total, win, expires)
@@ -1932,7 +1933,10 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 
 // WaitClaim returns when a claim on key is finished or dropped, by any
 // handle on the database (it is told by NOTIFY), or when ctx ends, with
-// ctx's error. A notification sent before WaitClaim is called is not seen:
+// ctx's error. It marks the claim waited on (only such a claim's end is
+// announced: most calls have no identical call waiting, and a NOTIFY
+// wakes every handle's listener), and returns at once when no claim on
+// key is in flight. A notification sent before WaitClaim is called is not seen:
 // callers bound each wait and look at the claim again. While the handle's
 // LISTEN connection is down it returns after a short pause (and when the
 // connection comes back, every waiter is woken), so that callers look
@@ -1956,6 +1960,13 @@ func (p *Postgres) WaitClaim(ctx context.Context, key string) error {
 		}
 	}
 	defer p.listen.unregister(h, w)
+	// Mark the claim waited on, so that its end is announced; once its
+	// row is locked, a claim already ended is seen as such (no row in
+	// flight): then there is nothing to wait for.
+	err := p.read(ctx, func(c *pgxpool.Conn) error { return c.QueryRow(ctx, pqWaitOn, key).Scan(new(bool)) })
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

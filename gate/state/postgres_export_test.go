@@ -26,3 +26,7 @@ func PostgresCommitStatus(ctx context.Context, p *Postgres, token string) string
 	status, _ := p.commitStatus(ctx, token)
 	return status
 }
+
+// PostgresClaimHash is the payload that announces the end of the claim on
+// key.
+func PostgresClaimHash(key string) string { return claimHash(key) }

@@ -165,6 +165,11 @@ CREATE TABLE approval_keys (
 -- writer that lost the answer to its COMMIT looks the token up, and takes
 -- it (probe) when it is not there, so that the transaction, had it not
 -- ended yet, can no longer commit. Rows are swept after a day.
+-- A claim some handle waits on (WaitClaim sets it, under the claim's row
+-- lock): only then does its end send a NOTIFY, which wakes every handle's
+-- listener.
+ALTER TABLE claims ADD COLUMN waited boolean NOT NULL DEFAULT false;
+
 CREATE TABLE commits (
 	token text PRIMARY KEY,
 	at    bigint NOT NULL,                -- unix ns, database time
@@ -239,7 +244,7 @@ BEGIN
 		INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
 		VALUES (c_key, c_call, c_fingerprint, clink_now(c_at), clink_now(c_at) + c_window, 1, NULL)
 		ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
-			expires = excluded.expires, state = 1, result = NULL
+			expires = excluded.expires, state = 1, result = NULL, waited = false
 		WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + c_lease) END <= clink_now(c_clock);
 		IF NOT FOUND THEN
 			SELECT c.fingerprint, c.state, c.result INTO o_fingerprint, o_claim_state, o_result
@@ -314,7 +319,8 @@ END $$;
 -- call's intent (o_open says whether it was open; when it was not and
 -- p_only_if_open is set, it writes nothing and records no token),
 -- finishes (c_finish, with c_result) or drops the call's claim c_key
--- (unless NULL), announcing it on c_channel, releases the intent's budget
+-- (unless NULL), announcing it on c_channel if a handle waits on it
+-- (claims.waited), releases the intent's budget
 -- entries (kind p_budget) when p_release is set, closes the intent,
 -- appends the outcome record and records the commit token p_token (with
 -- the record's seq): a token recorded is a completion made.
@@ -326,6 +332,8 @@ CREATE FUNCTION clink_complete(p_call text, c_key text, c_finish boolean, c_resu
 	r_customer_id_hash text, r_reference_hash text, r_reservation text, r_session_id text, r_duration_ns bigint,
 	OUT o_open boolean, OUT a_seq bigint, OUT a_prev_hash text, OUT a_hash text)
 LANGUAGE plpgsql AS $$
+DECLARE
+	waited boolean;
 BEGIN
 	PERFORM 1 FROM intents AS i WHERE i.call = p_call FOR UPDATE;
 	o_open := FOUND;
@@ -334,11 +342,12 @@ BEGIN
 	END IF;
 	IF c_key IS NOT NULL THEN
 		IF c_finish THEN
-			UPDATE claims AS c SET state = 2, result = c_result WHERE c.key = c_key AND c.call = p_call;
+			UPDATE claims AS c SET state = 2, result = c_result WHERE c.key = c_key AND c.call = p_call
+				RETURNING c.waited INTO waited;
 		ELSE
-			DELETE FROM claims AS c WHERE c.key = c_key AND c.call = p_call;
+			DELETE FROM claims AS c WHERE c.key = c_key AND c.call = p_call RETURNING c.waited INTO waited;
 		END IF;
-		IF FOUND THEN
+		IF waited THEN
 			PERFORM pg_notify(c_channel, c_payload);
 		END IF;
 	END IF;

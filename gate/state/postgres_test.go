@@ -467,6 +467,10 @@ func TestPostgresWaitClaimWakesOnAnotherHandle(t *testing.T) {
 				woke <- b.WaitClaim(wctx, h.Claim.Key)
 			}()
 			waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
+			// Its mark on the claim is what makes the end announced.
+			waitFor(t, "the claim marked waited on", func() bool {
+				return queryInt(t, u, `SELECT count(*) FROM claims WHERE key = $1 AND waited`, h.Claim.Key) == 1
+			})
 			ended := time.Now()
 			e.end(t, h)
 			if err := <-woke; err != nil {
@@ -480,8 +484,10 @@ func TestPostgresWaitClaimWakesOnAnotherHandle(t *testing.T) {
 		})
 	}
 	t.Run("another claim's end does not wake it", func(t *testing.T) {
-		if _, err := a.Claim(ctx, state.Claim{Key: "other", Call: "x", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
-			t.Fatal(err)
+		for _, key := range []string{"other", "mine"} {
+			if _, err := a.Claim(ctx, state.Claim{Key: key, Call: "x", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		woke := make(chan error, 1)
 		go func() {
@@ -533,11 +539,14 @@ func TestPostgresWaitClaimSurvivesALostListenConnection(t *testing.T) {
 	if n := listeners(t, u); n != 2 {
 		t.Fatalf("%d LISTEN connections, want one per handle", n)
 	}
+	if _, err := a.Claim(ctx, state.Claim{Key: "k0", Call: "c0", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	woke := make(chan error, 1)
 	go func() {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		woke <- b.WaitClaim(wctx, "k")
+		woke <- b.WaitClaim(wctx, "k0")
 	}()
 	waitFor(t, "the waiter to listen", func() bool { return state.PostgresWaiters(b) == 1 })
 	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'clink-mcp listener'`,
@@ -1500,5 +1509,63 @@ func TestPostgresRunsReadCommittedWhateverTheDefault(t *testing.T) {
 	}
 	if got := queryInt(t, u, `SELECT total FROM counters WHERE key = 'global'`); got != n {
 		t.Errorf("total %d, want %d", got, n)
+	}
+}
+
+// TestPostgresAnnouncesOnlyClaimsWaitedOn: the end of a claim nobody waits
+// on sends no NOTIFY (every handle's listener would wake for nothing); the
+// end of one a handle waits on does, and it is the first announcement a
+// listener hears.
+func TestPostgresAnnouncesOnlyClaimsWaitedOn(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	a, b := openPostgres(t, u), openPostgres(t, u)
+	listen, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Close(ctx)
+	if _, err := listen.Exec(ctx, `LISTEN clink_claims`); err != nil {
+		t.Fatal(err)
+	}
+
+	quiet := pgHold("call-quiet", time.Now(), nil)
+	if _, err := a.Hold(ctx, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Complete(ctx, pgComplete(quiet, policy.Spent, []byte("r"))); err != nil {
+		t.Fatal(err)
+	}
+
+	heard := pgHold("call-heard", time.Now(), nil)
+	if _, err := a.Hold(ctx, heard); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		woke <- b.WaitClaim(wctx, heard.Claim.Key)
+	}()
+	waitFor(t, "the claim marked waited on", func() bool {
+		return queryInt(t, u, `SELECT count(*) FROM claims WHERE key = $1 AND waited`, heard.Claim.Key) == 1
+	})
+	if err := a.Complete(ctx, pgComplete(heard, policy.Spent, []byte("r"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("WaitClaim = %v, want it woken", err)
+	}
+	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := listen.WaitForNotification(nctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if quietHash := state.PostgresClaimHash(quiet.Claim.Key); n.Payload == quietHash {
+		t.Fatal("the end of a claim nobody waited on was announced")
+	}
+	if want := state.PostgresClaimHash(heard.Claim.Key); n.Payload != want {
+		t.Fatalf("first announcement %q, want the waited claim's %q", n.Payload, want)
 	}
 }
