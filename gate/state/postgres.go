@@ -340,18 +340,10 @@ WHERE c.key = ANY($1) AND c.key = v.key`
 	pqLockKeys          = `SELECT 1 FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
 	pqRelease           = `WITH gone AS (DELETE FROM counter_entries WHERE key = ANY($1) AND at = $2 AND reservation = $3 AND kind = $4 RETURNING key, amount)
 UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
-	pqLockIntent     = `SELECT reservation, at, keys FROM intents WHERE call = $1 FOR UPDATE`
-	pqLockIntentKeys = `SELECT 1 FROM counters WHERE key = ANY(COALESCE((SELECT keys FROM intents WHERE call = $1), '{}')) ORDER BY key FOR UPDATE`
-	pqReleaseIntent  = `WITH gone AS (DELETE FROM counter_entries AS e USING intents AS i
-	WHERE i.call = $1 AND e.key = ANY(i.keys) AND e.at = i.at AND e.reservation = i.reservation AND e.kind = $2 RETURNING e.key, e.amount)
-UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
-	pqDropIntent = `DELETE FROM intents WHERE call = $1`
-	pqFinish     = `WITH u AS (UPDATE claims SET state = 2, result = $2 WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM u`
-	pqDrop       = `WITH d AS (DELETE FROM claims WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $2) FROM d`
-	pqFinishCall = `WITH u AS (UPDATE claims SET state = 2, result = $3 WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $4) FROM u`
-	pqDropCall   = `WITH d AS (DELETE FROM claims WHERE key = $1 AND call = $2 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM d`
-	pqHead       = `SELECT seq, hash FROM audit_head WHERE id = 1`
-	pqScanAudit  = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
+	pqFinish    = `WITH u AS (UPDATE claims SET state = 2, result = $2 WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM u`
+	pqDrop      = `WITH d AS (DELETE FROM claims WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $2) FROM d`
+	pqHead      = `SELECT seq, hash FROM audit_head WHERE id = 1`
+	pqScanAudit = `SELECT ` + auditColumns + ` FROM audit ORDER BY seq`
 	// pqAddIntent adds the intent whose record the transaction has just
 	// appended: the audit head, which it holds locked.
 	pqAddIntent = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys)
@@ -1785,6 +1777,9 @@ func (p *Postgres) holdLimits(t *pgTx, h *Hold) (*Held, error) {
 			return nil, err
 		}
 		return nil, denial(int(*limit), l, *used, es)
+	case holdHeld:
+	default:
+		return nil, fmt.Errorf("store: clink_hold answered with an unknown state %d", state)
 	}
 	if seq == nil || prev == nil || hash == nil {
 		return nil, errors.New("store: clink_hold appended no intent record")
