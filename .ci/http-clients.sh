@@ -47,15 +47,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# timed NAME COMMAND...: runs the command under a heading, with its time.
-timings=()
-timed() {
-  local name=$1 start=$SECONDS
-  shift
-  echo "== $name"
-  "$@"
-  timings+=("$(printf '%4ds  %s' $((SECONDS - start)) "$name")")
-}
+. .ci/timed.sh # the working directory is the repository root
 
 # ---- 1. Node
 node_setup() {
@@ -261,5 +253,5 @@ if [ "${#flaky[@]}" -gt 0 ]; then
   printf '  %s\n' "${flaky[@]}"
 fi
 echo "== HTTP client steps took"
-printf '%s\n' "${timings[@]}"
+print_timings
 echo "http-clients: $((1 + ${#revisions[@]})) passed, 0 failed"

@@ -29,14 +29,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/clink-mcp-release.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cache=${CLINK_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/clink-mcp-ci}
 
-timings=()
-timed() {
-  local name=$1 start=$SECONDS
-  shift
-  echo "== $name"
-  "$@"
-  timings+=("$(printf '%4ds  %s' $((SECONDS - start)) "$name")")
-}
+. .ci/timed.sh # the working directory is the repository root
 fail() { echo "FAILED: $*"; exit 1; }
 
 # ---- 1. Node and the MCPB CLI
@@ -160,5 +153,5 @@ timed "the desktop extension bundle: validate, unpack, serve" bundle
 timed "server.json against the MCP Registry's schema" server_json
 
 echo "== release steps took"
-printf '%s\n' "${timings[@]}"
+print_timings
 echo "release: 7 passed, 0 failed"
