@@ -1522,7 +1522,7 @@ func recordParams(n int) string {
 }
 
 // recordArgCount is how many arguments recordArgs returns.
-const recordArgCount = 19
+var recordArgCount = len(recordArgs(&AuditRecord{}))
 
 // AppendAudit implements [Journal].
 func (p *Postgres) AppendAudit(ctx context.Context, rec *AuditRecord) error {
