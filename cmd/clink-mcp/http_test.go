@@ -31,7 +31,7 @@ type httpProcess struct {
 
 // startHTTP runs the binary with args (plus --http on a free loopback port
 // and JSON logs) and waits for the URL it logs.
-func startHTTP(t *testing.T, env []string, args ...string) *httpProcess {
+func startHTTP(t testing.TB, env []string, args ...string) *httpProcess {
 	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {

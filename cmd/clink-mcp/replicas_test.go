@@ -31,7 +31,7 @@ import (
 // CLINK_TEST_DATABASE_URL and returns its URL; it is dropped when the test
 // ends. Without the variable the test fails: built with the postgres tag,
 // it never skips.
-func replicaDatabase(t *testing.T) string {
+func replicaDatabase(t testing.TB) string {
 	t.Helper()
 	admin := os.Getenv("CLINK_TEST_DATABASE_URL")
 	if admin == "" {
@@ -111,12 +111,17 @@ duplicates: { window: 10m }
 // postTool posts one create_agent_payment_session call to a replica and
 // returns its result's text and whether it is an error.
 func postTool(t *testing.T, mcpURL, args string) (string, bool) {
+	return postToolWith(http.DefaultClient, mcpURL, args)
+}
+
+// postToolWith is postTool with the HTTP client hc.
+func postToolWith(hc *http.Client, mcpURL, args string) (string, bool) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":` + args + `}}`
 	req, _ := http.NewRequest(http.MethodPost, mcpURL, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	res, err := http.DefaultClient.Do(req)
+	res, err := hc.Do(req)
 	if err != nil {
 		return "transport: " + err.Error(), true
 	}
