@@ -111,17 +111,17 @@ func FuzzSanitize(f *testing.F) {
 					t.Fatalf("sanitize(%q) = %q has non-printable %U", s, got, r)
 				}
 			}
-			for _, re := range []*regexp.Regexp{emailRE, jwtRE} {
+			for _, re := range []*regexp.Regexp{shapes().email, shapes().jwt} {
 				if m := re.FindString(got); m != "" {
 					t.Fatalf("sanitize(%q) = %q still holds %q", s, got, m)
 				}
 			}
-			for _, m := range prefixedRE.FindAllString(got, -1) {
+			for _, m := range shapes().prefixed.FindAllString(got, -1) {
 				if maskPrefixed(m) != m {
 					t.Fatalf("sanitize(%q) = %q still holds the token %q", s, got, m)
 				}
 			}
-			for _, m := range runRE.FindAllString(got, -1) {
+			for _, m := range shapes().run.FindAllString(got, -1) {
 				if !wordLike(m) {
 					t.Fatalf("sanitize(%q) = %q still holds the run %q", s, got, m)
 				}
