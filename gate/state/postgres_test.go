@@ -1205,6 +1205,128 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 	}
 }
 
+// TestPostgresResolvesLostCommitsOfApprovals: the approval's writes whose
+// COMMIT answer is lost (a request, a decision, a hold on the approval)
+// return what they committed when the database says so, and when it cannot
+// be asked, a retry neither creates a second approval nor reserves twice,
+// and an unseen hold on an approval is found open and released.
+func TestPostgresResolvesLostCommitsOfApprovals(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	cutter, through := newCommitCutter(t, u)
+	s := openPostgres(t, through)
+	request := func(id string, add int64) *state.ApprovalRequest {
+		at := time.Now()
+		return &state.ApprovalRequest{
+			At:       at,
+			Approval: state.Approval{ID: id, Key: "key-" + id, Fingerprint: "f", Tool: "t", ExpiresAt: at.Add(15 * time.Minute)},
+			Limits:   []policy.Limit{pgBudget("b", 24*time.Hour, 1000, add)},
+			Record:   state.AuditRecord{Time: at, Kind: state.KindApproval, Call: id, Tool: "t", Decision: "approval_required"},
+			Remember: 15 * time.Minute,
+		}
+	}
+	reserved := func() int64 { return queryInt(t, u, `SELECT COALESCE(sum(total), 0) FROM counters WHERE key = 'b'`) }
+	approvals := func() int64 { return queryInt(t, u, `SELECT count(*) FROM approvals`) }
+	cut := func(want int64) {
+		t.Helper()
+		if got := cutter.cuts.Load(); got != want {
+			t.Fatalf("the proxy cut %d COMMIT answers, want %d: the write was not cut", got, want)
+		}
+	}
+
+	// A request whose answer is lost, committed: the approval as created.
+	r1 := request("apr_1", 600)
+	cutter.armed.Store(true)
+	a1, created, err := s.RequestApproval(ctx, r1)
+	cut(1)
+	if err != nil || !created || a1 == nil || a1.ID != "apr_1" || a1.State != state.ApprovalPending || a1.Reservation == "" {
+		t.Fatalf("RequestApproval whose answer was lost = %+v, %v, %v; want the pending approval it created", a1, created, err)
+	}
+	if r1.Record.Seq != 1 || r1.Record.Hash != r1.Record.ComputeHash() || r1.Record.Reservation != a1.Reservation {
+		t.Fatalf("the request's record after a lost answer = %+v, want record 1 as recorded", r1.Record)
+	}
+	if n, total := approvals(), reserved(); n != 1 || total != 600 {
+		t.Fatalf("%d approvals reserving %d, want 1 reserving 600", n, total)
+	}
+
+	// A request whose answer is lost with the database out of reach fails;
+	// its retry finds the approval it committed rather than creating one.
+	cutter.stayDown.Store(true)
+	cutter.armed.Store(true)
+	if _, _, err := s.RequestApproval(ctx, request("apr_2", 300)); err == nil {
+		t.Fatal("RequestApproval with the database unreachable after COMMIT succeeded, want an error")
+	}
+	cut(2)
+	cutter.down.Store(false)
+	cutter.stayDown.Store(false)
+	a2, created, err := s.RequestApproval(ctx, request("apr_2", 300))
+	if err != nil || created || a2 == nil || a2.ID != "apr_2" || a2.State != state.ApprovalPending {
+		t.Fatalf("RequestApproval tried again = %+v, %v, %v; want the approval the lost commit created, not a new one", a2, created, err)
+	}
+	if n, total := approvals(), reserved(); n != 2 || total != 900 {
+		t.Fatalf("%d approvals reserving %d, want 2 reserving 900: the retry reserved again", n, total)
+	}
+
+	// A decision whose answer is lost, committed: the approval as decided.
+	cutter.armed.Store(true)
+	got, err := s.DecideApproval(ctx, time.Now(), "apr_1", true, "operator:ops", time.Now().Add(time.Hour))
+	cut(3)
+	if err != nil || got == nil || got.State != state.ApprovalApproved || got.DecidedBy != "operator:ops" {
+		t.Fatalf("DecideApproval whose answer was lost = %+v, %v; want it approved", got, err)
+	}
+
+	// A hold on the approval whose answer is lost, committed: the hold as
+	// recorded, on the approval's reservation, which is not reserved again.
+	h1 := pgHold("call-1", time.Now(), nil)
+	h1.Approval = "apr_1"
+	cutter.armed.Store(true)
+	held, err := s.Hold(ctx, h1)
+	cut(4)
+	if err != nil || held == nil || held.Reservation != a1.Reservation || held.Intent.Seq == 0 || held.Intent.Hash != held.Intent.ComputeHash() {
+		t.Fatalf("Hold on an approval whose answer was lost = %+v, %v; want the hold on %s as recorded", held, err, a1.Reservation)
+	}
+	if a, err := s.Approval(ctx, "apr_1"); err != nil || a.State != state.ApprovalUsed {
+		t.Fatalf("Approval after the hold = %+v, %v; want it used", a, err)
+	}
+	if total := reserved(); total != 900 {
+		t.Fatalf("%d reserved after the hold on the approval, want 900", total)
+	}
+
+	// A hold on the approval that committed unseen, the database out of
+	// reach: its call is completed as released, giving the reservation back.
+	if _, err := s.DecideApproval(ctx, time.Now(), "apr_2", true, "operator:ops", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	h2 := pgHold("call-2", time.Now(), nil)
+	h2.Approval = "apr_2"
+	cutter.stayDown.Store(true)
+	cutter.armed.Store(true)
+	if _, err := s.Hold(ctx, h2); err == nil {
+		t.Fatal("Hold on an approval with the database unreachable after COMMIT succeeded, want an error")
+	}
+	cut(5)
+	cutter.down.Store(false)
+	cutter.stayDown.Store(false)
+	c2 := pgComplete(h2, policy.Released, nil)
+	c2.OnlyIfOpen = true
+	if err := s.Complete(ctx, c2); err != nil {
+		t.Fatalf("Complete of the unseen hold on the approval = %v, want it found open and released", err)
+	}
+	if total := reserved(); total != 600 {
+		t.Fatalf("%d reserved after releasing the unseen hold, want 600 (apr_1's only)", total)
+	}
+	if err := s.Complete(ctx, pgComplete(h1, policy.Spent, []byte("r"))); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, u, `SELECT count(*) FROM intents`); n != 0 {
+		t.Fatalf("%d open intents, want none", n)
+	}
+	// Two requests, two decisions, two intents, two outcomes.
+	if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 8 {
+		t.Fatalf("VerifyAudit = %+v, %v; want 8 records, intact", rep, err)
+	}
+}
+
 // BenchmarkPostgresRoundTrips is BenchmarkPostgresHoldComplete's floor:
 // the same shape on one connection (two transactions of one round trip
 // each, a statement sent alone as an implicit transaction) with a trivial
