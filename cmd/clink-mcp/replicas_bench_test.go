@@ -5,8 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -75,19 +73,6 @@ func BenchmarkReplicaProcessesPostgres(b *testing.B) {
 // cpu cores unless cpu is 0, and has clients clients make b.N distinct calls
 // over them.
 func replicaLoad(b *testing.B, replicas int, cpu float64, clients int) {
-	dir := b.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	secretFile := filepath.Join(dir, "state.secret")
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(policyFile, []byte(replicaLoadPolicy), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
-		b.Fatal(err)
-	}
 	sb := sandbox.New()
 	sb.SetFault(sandbox.Fault{Latency: 50 * time.Millisecond})
 	clinkURL, shutdown, err := sb.Listen()
@@ -95,10 +80,7 @@ func replicaLoad(b *testing.B, replicas int, cpu float64, clients int) {
 		b.Fatal(err)
 	}
 	defer shutdown(context.Background())
-	env := []string{
-		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox", "CLINK_BASE_URL=" + clinkURL,
-		"CLINK_POLICY=" + policyFile, "CLINK_DATABASE_URL=" + replicaDatabase(b), "CLINK_STATE_SECRET_FILE=" + secretFile,
-	}
+	env, _ := replicaEnv(b, replicaLoadPolicy, replicaDatabase(b), clinkURL)
 	urls := make([]string, replicas)
 	pids := make([]int, replicas)
 	for i := range urls {

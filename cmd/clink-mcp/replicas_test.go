@@ -60,6 +60,31 @@ func replicaDatabase(t testing.TB) string {
 	return u.String()
 }
 
+// replicaEnv writes policy and a fresh state secret to a directory of the
+// test's and returns the environment of a replica serving that policy on
+// the database dbURL against the Clink at clinkURL, with the policy file's
+// path. Every replica of a test shares the secret, as in production.
+func replicaEnv(t testing.TB, policy, dbURL, clinkURL string) (env []string, policyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	policyFile = filepath.Join(dir, "policy.yaml")
+	secretFile := filepath.Join(dir, "state.secret")
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{
+		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox", "CLINK_BASE_URL=" + clinkURL,
+		"CLINK_POLICY=" + policyFile, "CLINK_DATABASE_URL=" + dbURL, "CLINK_STATE_SECRET_FILE=" + secretFile,
+	}, policyFile
+}
+
 // replicaClink is a fake Clink shared by the replicas: the sandbox, counting
 // creates, able to hold the next ones until released.
 type replicaClink struct {
@@ -146,24 +171,8 @@ func postToolWith(hc *http.Client, mcpURL, args string) (string, bool) {
 // has its call resolved as unknown by the others.
 func TestReplicasShareOneDatabase(t *testing.T) {
 	dbURL := replicaDatabase(t)
-	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	secretFile := filepath.Join(dir, "state.secret")
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(policyFile, []byte(replicaPolicy), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	clinkFake, clinkURL := newReplicaClink(t)
-	env := []string{
-		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox", "CLINK_BASE_URL=" + clinkURL,
-		"CLINK_POLICY=" + policyFile, "CLINK_DATABASE_URL=" + dbURL, "CLINK_STATE_SECRET_FILE=" + secretFile,
-	}
+	env, policyFile := replicaEnv(t, replicaPolicy, dbURL, clinkURL)
 	var replicas []*httpProcess
 	for range 3 {
 		replicas = append(replicas, startHTTP(t, env))
@@ -314,20 +323,8 @@ func TestReplicasSurviveADatabaseRestart(t *testing.T) {
 		t.Fatal("CLINK_TEST_PG_DIR is not set: this test restarts the cluster .ci/postgres.sh started in that folder")
 	}
 	dbURL := replicaDatabase(t)
-	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	secretFile := filepath.Join(dir, "state.secret")
-	if err := os.WriteFile(policyFile, []byte(replicaPolicy), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	clinkFake, clinkURL := newReplicaClink(t)
-	env := []string{
-		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox", "CLINK_BASE_URL=" + clinkURL,
-		"CLINK_POLICY=" + policyFile, "CLINK_DATABASE_URL=" + dbURL, "CLINK_STATE_SECRET_FILE=" + secretFile,
-	}
+	env, policyFile := replicaEnv(t, replicaPolicy, dbURL, clinkURL)
 	replicas := []*httpProcess{startHTTP(t, env), startHTTP(t, env)}
 
 	var created, refusedBudget, refusedOther atomic.Int64
