@@ -1253,12 +1253,15 @@ func TestPostgresResolvesLostCommitsOfApprovals(t *testing.T) {
 	// its retry finds the approval it committed rather than creating one.
 	cutter.stayDown.Store(true)
 	cutter.armed.Store(true)
-	if _, _, err := s.RequestApproval(ctx, request("apr_2", 300)); err == nil {
+	_, _, err = s.RequestApproval(ctx, request("apr_2", 300))
+	cut(2)
+	if err == nil {
 		t.Fatal("RequestApproval with the database unreachable after COMMIT succeeded, want an error")
 	}
-	cut(2)
 	cutter.down.Store(false)
 	cutter.stayDown.Store(false)
+	// The approval key alone keeps a second approval out; created=false
+	// says the retry found the first attempt's.
 	a2, created, err := s.RequestApproval(ctx, request("apr_2", 300))
 	if err != nil || created || a2 == nil || a2.ID != "apr_2" || a2.State != state.ApprovalPending {
 		t.Fatalf("RequestApproval tried again = %+v, %v, %v; want the approval the lost commit created, not a new one", a2, created, err)
@@ -1301,10 +1304,11 @@ func TestPostgresResolvesLostCommitsOfApprovals(t *testing.T) {
 	h2.Approval = "apr_2"
 	cutter.stayDown.Store(true)
 	cutter.armed.Store(true)
-	if _, err := s.Hold(ctx, h2); err == nil {
+	_, err = s.Hold(ctx, h2)
+	cut(5)
+	if err == nil {
 		t.Fatal("Hold on an approval with the database unreachable after COMMIT succeeded, want an error")
 	}
-	cut(5)
 	cutter.down.Store(false)
 	cutter.stayDown.Store(false)
 	c2 := pgComplete(h2, policy.Released, nil)
