@@ -79,13 +79,14 @@ func BenchmarkHTTPLoadPostgres(b *testing.B) {
 // budget and rate-limit counters, and the audit head), pg-active the mean
 // number running a statement. The pool=default rows are the store as
 // shipped (a pool of 4 connections per handle: 4 for one replica, 12 for
-// three); the pool=16 rows set pool_max_conns to show what more
-// connections do (they wait on the same row locks). Servers, database and load
+// three); the pool=2 and pool=16 rows set pool_max_conns to show what
+// fewer and more connections do (more wait on the same row locks).
+// Servers, database and load
 // client all share the machine's cores.
 //
 //	go test -tags postgres -run '^$' -bench ReplicasPostgres -benchtime 3000x ./service/
 func BenchmarkReplicasPostgres(b *testing.B) {
-	for _, c := range []struct{ replicas, pool int }{{1, 0}, {3, 0}, {1, 16}, {3, 16}} {
+	for _, c := range []struct{ replicas, pool int }{{1, 0}, {3, 0}, {1, 2}, {3, 2}, {1, 16}, {3, 16}} {
 		pool := "default"
 		if c.pool > 0 {
 			pool = fmt.Sprint(c.pool)

@@ -31,8 +31,12 @@ const (
 	// postgresConns is the pool's size when the URL does not set
 	// pool_max_conns. Every write locks the same rows (the audit head and
 	// the counters of a global budget), so more connections add lock
-	// waits rather than throughput: measured with BenchmarkReplicasPostgres,
-	// a pool of 4 gave one replica 581-601 calls/s against 447-449 with 16.
+	// waits rather than throughput: measured with BenchmarkReplicasPostgres
+	// on a 2-core machine, a pool of 4 gave one replica 907-986 calls/s
+	// against 693-746 with 16 (and three replicas of 2 each 915-958 against
+	// 763-857 with 4 each). Fewer than 4 would cap a replica whose database
+	// is a network round trip away, since each write holds its connection
+	// for that round trip too.
 	postgresConns = 4
 	// claimChannel is the LISTEN/NOTIFY channel on which finished and
 	// dropped claims are announced, by a hash of their key.
