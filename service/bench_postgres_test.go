@@ -22,9 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +33,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/internal/loadbench"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/service"
 )
@@ -177,54 +176,18 @@ func runLoad(b *testing.B, s loadSetup) {
 	if s.sample {
 		activity = samplePostgres(b, dbURL, 20*time.Millisecond)
 	}
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, b.N)
-		wg        sync.WaitGroup
-	)
-	b.ResetTimer()
-	start := time.Now()
-	for range s.clients {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				d, err := timedCall(hc, urls[int(i)%len(urls)], i)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				latencies = append(latencies, d)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
+	latencies, elapsed := loadbench.Run(b, s.clients, func(i int64) (time.Duration, error) {
+		return timedCall(hc, urls[int(i)%len(urls)], i)
+	})
 	if activity != nil {
 		activity.stop()
 		b.ReportMetric(activity.mean(func(s pgSample) int { return s.lockWait }), "lock-wait")
 		b.ReportMetric(activity.mean(func(s pgSample) int { return s.active }), "pg-active")
 	}
-	if len(latencies) == 0 {
-		return
-	}
 	if got := sb.Requests(); !b.Failed() && got != int64(b.N) {
 		b.Errorf("Clink received %d requests for %d calls", got, b.N)
 	}
-	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "calls/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(0, "ns/op")
+	loadbench.Report(b, latencies, elapsed)
 }
 
 // benchLog writes a server's log lines to the benchmark's log.

@@ -8,10 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/internal/loadbench"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/service"
 )
@@ -89,46 +87,10 @@ func benchLoad(b *testing.B, storeName string, clients int) {
 	defer srv.Close()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
 
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, b.N)
-		wg        sync.WaitGroup
-	)
-	b.ResetTimer()
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				d, err := timedCall(hc, srv.URL+"/mcp", i)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				latencies = append(latencies, d)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if len(latencies) == 0 {
-		return
-	}
-	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "calls/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(0, "ns/op")
+	latencies, elapsed := loadbench.Run(b, clients, func(i int64) (time.Duration, error) {
+		return timedCall(hc, srv.URL+"/mcp", i)
+	})
+	loadbench.Report(b, latencies, elapsed)
 }
 
 // timedCall makes distinct checkout call i over HTTP at url and returns

@@ -15,12 +15,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/internal/loadbench"
 )
 
 // replicaLoadPolicy admits every call of the load: budgets and rate limits
@@ -96,40 +95,17 @@ func replicaLoad(b *testing.B, replicas int, cpu float64, clients int) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
 	defer hc.CloseIdleConnections()
 
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, b.N)
-		wg        sync.WaitGroup
-	)
-	b.ResetTimer()
 	cpuBefore, cpuErr := processesCPU(pids)
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				text, isErr := postToolWith(hc, urls[int(i)%len(urls)],
-					fmt.Sprintf(`{"customerEmail":"load-%d@example.com","amount":10,"currency":"USD"}`, i))
-				d := time.Since(t0)
-				if isErr {
-					b.Errorf("call %d: %s", i, text)
-					return
-				}
-				mu.Lock()
-				latencies = append(latencies, d)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	latencies, elapsed := loadbench.Run(b, clients, func(i int64) (time.Duration, error) {
+		t0 := time.Now()
+		text, isErr := postToolWith(hc, urls[int(i)%len(urls)],
+			fmt.Sprintf(`{"customerEmail":"load-%d@example.com","amount":10,"currency":"USD"}`, i))
+		if isErr {
+			return 0, fmt.Errorf("call %d: %s", i, text)
+		}
+		return time.Since(t0), nil
+	})
 	cpuAfter, err := processesCPU(pids)
-	b.StopTimer()
 	if b.Failed() {
 		return // figures over the calls that succeeded would mislead
 	}
@@ -142,14 +118,7 @@ func replicaLoad(b *testing.B, replicas int, cpu float64, clients int) {
 	case runtime.GOOS == "linux":
 		b.Errorf("reading the replicas' CPU time: %v", errors.Join(cpuErr, err))
 	}
-	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "calls/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(0, "ns/op")
+	loadbench.Report(b, latencies, elapsed)
 }
 
 // processesCPU returns the CPU time the processes pids have used, user and

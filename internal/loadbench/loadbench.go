@@ -1,0 +1,69 @@
+// Package loadbench runs the clients of the load benchmarks (service's
+// BenchmarkHTTPLoad, BenchmarkHTTPLoadPostgres and BenchmarkReplicasPostgres,
+// and cmd/clink-mcp's BenchmarkReplicaProcessesPostgres) and reports their
+// figures the same way. Only tests import it.
+package loadbench
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Run has clients clients make calls 1 to b.N between them, each client
+// making its next call as soon as its last one ended, and returns the
+// latency of every call that succeeded and how long the whole load took.
+// call makes call i and returns how long its client waited; an error is
+// reported to b and ends that client. The benchmark's timer runs only
+// during the load.
+func Run(b *testing.B, clients int, call func(i int64) (time.Duration, error)) (latencies []time.Duration, elapsed time.Duration) {
+	var (
+		next atomic.Int64
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+	)
+	latencies = make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				d, err := call(i)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed = time.Since(start)
+	b.StopTimer()
+	return latencies, elapsed
+}
+
+// Report reports the load's calls/s and the p50 and p99 of latencies, in
+// ms, as the benchmark's figures (with 0 ns/op, which would only repeat
+// them). It reports nothing for no latencies.
+func Report(b *testing.B, latencies []time.Duration, elapsed time.Duration) {
+	if len(latencies) == 0 {
+		return
+	}
+	sorted := slices.Sorted(slices.Values(latencies))
+	pct := func(p float64) float64 {
+		return float64(sorted[min(len(sorted)-1, int(p*float64(len(sorted))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(len(sorted))/elapsed.Seconds(), "calls/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
