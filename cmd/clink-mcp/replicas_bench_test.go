@@ -35,8 +35,8 @@ rate_limits:
 duplicates: { window: 10m }
 `
 
-// BenchmarkReplicaProcessesPostgres measures what replicas add when each
-// has CPU of its own, as replicas on hosts of their own do: 1 or 3
+// BenchmarkReplicaProcessesPostgres measures what replicas add, with the
+// machine's cores shared or each replica held to CPU of its own: 1 or 3
 // processes of the real binary (`serve --http`) on one fresh database, 64
 // clients making distinct calls spread round-robin over them, a Clink (the
 // sandbox, in this process) that answers after 50 ms. It reports calls/s and

@@ -34,7 +34,7 @@ const (
 	// waits rather than throughput: measured with BenchmarkReplicasPostgres
 	// on a 2-core machine, a pool of 4 gave one replica 907-986 calls/s
 	// against 693-746 with 16 (and three replicas of 2 each 915-958 against
-	// 763-857 with 4 each). Fewer than 4 would cap a replica whose database
+	// 763-857 with 4 each). Fewer than 4 may cap a replica whose database
 	// is a network round trip away, since each write holds its connection
 	// for that round trip too.
 	postgresConns = 4
