@@ -111,7 +111,7 @@ type loadSetup struct {
 // distinct calls over them, each request going to the next server in
 // turn, then reports calls/s, p50-ms and p99-ms.
 func runLoad(b *testing.B, s loadSetup) {
-	pol, err := policy.Parse("load.yaml", []byte(loadPolicy))
+	pol, err := policy.Parse("load.yaml", []byte(loadbench.Policy))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,19 +21,6 @@ import (
 	"github.com/clink-mcp/clink-mcp/service"
 )
 
-// loadPolicy has every stateful rule on, with limits no run reaches.
-const loadPolicy = `version: 1
-currencies:
-  USD: { max_amount: 500 }
-budgets:
-  - { currency: USD, window: 24h, max_amount: 9000000000 }
-  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
-rate_limits:
-  - { window: 1m, max_calls: 100000000 }
-  - { window: 1h, max_calls: 100000000, per: principal }
-duplicates: { window: 10m }
-`
-
 // BenchmarkHTTPLoad measures the server under load over real HTTP: N
 // clients (1, 16, 64) each make tools/call requests one after another, as
 // fast as the server answers, against a loopback Clink that answers after
@@ -53,7 +40,7 @@ func BenchmarkHTTPLoad(b *testing.B) {
 }
 
 func benchLoad(b *testing.B, storeName string, clients int) {
-	pol, err := policy.Parse("load.yaml", []byte(loadPolicy))
+	pol, err := policy.Parse("load.yaml", []byte(loadbench.Policy))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,19 +22,6 @@ import (
 	"github.com/clink-mcp/clink-mcp/internal/loadbench"
 )
 
-// replicaLoadPolicy admits every call of the load: budgets and rate limits
-// far above it, so that each call locks their counters and none is refused.
-const replicaLoadPolicy = `version: 1
-currencies:
-  USD: { max_amount: 500 }
-budgets:
-  - { currency: USD, window: 24h, max_amount: 9000000000 }
-  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
-rate_limits:
-  - { window: 1m, max_calls: 100000000 }
-duplicates: { window: 10m }
-`
-
 // BenchmarkReplicaProcessesPostgres measures what replicas add, with the
 // machine's cores shared or each replica held to CPU of its own: 1 or 3
 // processes of the real binary (`serve --http`) on one fresh database, 64
@@ -82,7 +69,7 @@ func replicaLoad(b *testing.B, replicas int, cpu float64, clients int) {
 		b.Fatal(err)
 	}
 	defer shutdown(context.Background())
-	env, _ := replicaEnv(b, replicaLoadPolicy, replicaDatabase(b), clinkURL)
+	env, _ := replicaEnv(b, loadbench.Policy, replicaDatabase(b), clinkURL)
 	urls := make([]string, replicas)
 	pids := make([]int, replicas)
 	for i := range urls {

@@ -12,6 +12,22 @@ import (
 	"time"
 )
 
+// Policy is the load benchmarks' policy file: every stateful rule on (a
+// global and a per-customer budget, a global and a per-principal rate
+// limit, the duplicate guard), with limits no run reaches, so that every
+// call locks their counters and none is refused.
+const Policy = `version: 1
+currencies:
+  USD: { max_amount: 500 }
+budgets:
+  - { currency: USD, window: 24h, max_amount: 9000000000 }
+  - { currency: USD, window: 1h, max_amount: 9000000000, per: customer }
+rate_limits:
+  - { window: 1m, max_calls: 100000000 }
+  - { window: 1h, max_calls: 100000000, per: principal }
+duplicates: { window: 10m }
+`
+
 // Run has clients clients make calls 1 to b.N between them, each client
 // making its next call as soon as its last one ended, and returns the
 // latency of every call that succeeded and how long the whole load took.
