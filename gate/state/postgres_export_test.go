@@ -16,6 +16,16 @@ func PostgresWaiters(p *Postgres) int {
 	return n
 }
 
+// PostgresListening reports whether p's LISTEN connection is up as p sees
+// it (connected, LISTEN sent): only then does a WaitClaim wait for a
+// notification rather than a short pause.
+func PostgresListening(p *Postgres) bool {
+	l := p.listen
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.connected
+}
+
 // PostgresSessionCreatedQuery is the statement SessionCreated runs, for a
 // test of its plan.
 const PostgresSessionCreatedQuery = pqSessionCreated

@@ -558,7 +558,12 @@ func TestPostgresWaitClaimSurvivesALostListenConnection(t *testing.T) {
 	if d := time.Since(lost); d > 2*time.Second {
 		t.Fatalf("WaitClaim returned %v after its connection dropped, want soon", d)
 	}
-	waitFor(t, "the LISTEN connections to come back", func() bool { return listeners(t, u) == 2 })
+	// The database shows the connection before the handle has sent LISTEN
+	// and marked itself connected: a WaitClaim in between pauses rather
+	// than listens, so wait for the handle's own view too.
+	waitFor(t, "the LISTEN connections to come back", func() bool {
+		return listeners(t, u) == 2 && state.PostgresListening(a) && state.PostgresListening(b)
+	})
 	// Back: a waiter sleeps until the claim ends, and wakes at once.
 	if _, err := a.Claim(ctx, state.Claim{Key: "k", Call: "c", Fingerprint: "f", At: time.Now(), Window: time.Hour}); err != nil {
 		t.Fatal(err)
