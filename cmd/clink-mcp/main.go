@@ -27,6 +27,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
 	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	_ "github.com/clink-mcp/clink-mcp/internal/startheap" // the start runs no collection
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/service"
 	"github.com/clink-mcp/clink-mcp/service/auth"
