@@ -124,6 +124,8 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 shared_buffers = 128MB
+# TestPostgresPlansTheHoldOnce counts plans with it (it turns tracking on for its own connections)
+shared_preload_libraries = 'pg_stat_statements'
 EOF
   local port tries
   for tries in 1 2 3 4 5; do

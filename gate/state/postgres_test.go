@@ -1700,3 +1700,82 @@ func TestPostgresAnnouncesOnlyClaimsWaitedOn(t *testing.T) {
 		t.Fatalf("first announcement %q, want the waited claim's %q", n.Payload, want)
 	}
 }
+
+// TestPostgresPlansTheHoldOnce: a connection plans the statements of a
+// hold and a completion a few times, then reuses the plans, however many
+// keys the counters table holds. With some thousands of keys (one per
+// customer under a per-customer limit), PostgreSQL found clink_hold's
+// custom plans for its two statements on counters cheaper than the generic
+// ones and planned them again on every call, some 120 us of the database's
+// time per call, until migration 4 made the function keep generic plans.
+// The plans are counted by pg_stat_statements, which the cluster must load
+// (.ci/postgres.sh does); the store's one connection turns its tracking on.
+func TestPostgresPlansTheHoldOnce(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	if err := sqlTry(t, u, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		t.Fatalf("pg_stat_statements: %v (the cluster must have it in shared_preload_libraries, as .ci/postgres.sh sets)", err)
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal("the test database URL does not parse")
+	}
+	q := parsed.Query()
+	q.Set("pool_max_conns", "1")
+	q.Set("pg_stat_statements.track", "all")
+	q.Set("pg_stat_statements.track_planning", "on")
+	parsed.RawQuery = q.Encode()
+	s := openPostgres(t, parsed.String())
+	sqlExec(t, u, `INSERT INTO counters (key, total, win, expires)
+		SELECT 'budget|*|USD|1h|cust:' || g, 0, 0, 0 FROM generate_series(1, 20000) AS g`)
+	sqlExec(t, u, `ANALYZE counters`)
+	sqlExec(t, u, `SELECT pg_stat_statements_reset()`)
+
+	const calls = 200
+	for i := range calls {
+		h := pgHold(fmt.Sprint("call-", i), time.Now(), []policy.Limit{
+			pgBudget("budget|*|USD|24h|", 24*time.Hour, 1<<60, 700),
+			pgBudget(fmt.Sprintf("budget|*|USD|1h|cust:new-%d", i), time.Hour, 1<<60, 700),
+			pgRate("rate|*|1m|", time.Minute, 1<<60),
+			pgRate("rate|*|1h|principal:agent-7", time.Hour, 1<<60),
+		})
+		if held, err := s.Hold(ctx, h); err != nil || held.Prior.State != state.ClaimNew {
+			t.Fatalf("Hold %d = %+v, %v", i, held, err)
+		}
+		if err := s.Complete(ctx, pgComplete(h, policy.Spent, []byte(`{}`))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal("connecting to the test database failed")
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT s.calls, s.plans, regexp_replace(s.query, '\s+', ' ', 'g')
+		FROM pg_stat_statements AS s JOIN pg_database AS d ON d.oid = s.dbid
+		WHERE d.datname = current_database() AND s.calls >= $1 ORDER BY s.plans DESC`, calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type statement struct {
+		calls, plans int64
+		query        string
+	}
+	stmts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (statement, error) {
+		var st statement
+		return st, r.Scan(&st.calls, &st.plans, &st.query)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stmts) < 10 {
+		t.Fatalf("pg_stat_statements saw %d statements run %d times or more: are its tracking settings taken?", len(stmts), calls)
+	}
+	for _, st := range stmts {
+		// Five custom plans and a generic one, and a few more if an
+		// automatic ANALYZE invalidates them.
+		if st.plans > 20 {
+			t.Errorf("planned %d times in %d calls: %.120s", st.plans, st.calls, st.query)
+		}
+	}
+}
