@@ -131,43 +131,7 @@ func runLoad(b *testing.B, s loadSetup) {
 	}
 	urls := make([]string, s.replicas)
 	for i := range urls {
-		var st state.Store
-		switch s.store {
-		case "memory":
-			st = state.NewMemory()
-		case "sqlite":
-			if st, err = state.OpenSQLite(filepath.Join(b.TempDir(), "state.db")); err != nil {
-				b.Fatal(err)
-			}
-		case "postgres":
-			u := dbURL
-			if s.pool > 0 {
-				u = withQuery(b, u, "pool_max_conns", fmt.Sprint(s.pool))
-			}
-			if st, err = state.OpenPostgres(context.Background(), u); err != nil {
-				b.Fatal(err)
-			}
-		default:
-			b.Fatalf("unknown store %q", s.store)
-		}
-		defer st.Close()
-		// Each replica is a process of its own: its own Clink client.
-		cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(clinkURL))
-		if err != nil {
-			b.Fatal(err)
-		}
-		svc, err := service.New(service.Config{
-			Policy: pol, Payments: cl, Account: "bench", Store: st,
-			Secret: bytes.Repeat([]byte{9}, gate.MinSecretLen), Version: "bench",
-			Logger: slog.New(slog.NewTextHandler(benchLog{b}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer svc.Close(context.Background())
-		srv := httptest.NewServer(svc.Handler(service.HTTPOptions{}))
-		defer srv.Close()
-		urls[i] = srv.URL + "/mcp"
+		urls[i] = startServer(b, pol, clinkURL, s.store, dbURL, s.pool)
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: s.clients, MaxConnsPerHost: s.clients}}
 	defer hc.CloseIdleConnections()
@@ -188,6 +152,102 @@ func runLoad(b *testing.B, s loadSetup) {
 		b.Errorf("Clink received %d requests for %d calls", got, b.N)
 	}
 	loadbench.Report(b, latencies, elapsed)
+}
+
+// startServer starts one server (a store of its own, a Clink client of its
+// own, as another process would have) over HTTP, stopped when b ends, and
+// returns its /mcp URL. dbURL is the Postgres store's database; pool, if
+// not 0, its pool_max_conns.
+func startServer(b *testing.B, pol *policy.Policy, clinkURL, store, dbURL string, pool int) string {
+	b.Helper()
+	var st state.Store
+	var err error
+	switch store {
+	case "memory":
+		st = state.NewMemory()
+	case "sqlite":
+		if st, err = state.OpenSQLite(filepath.Join(b.TempDir(), "state.db")); err != nil {
+			b.Fatal(err)
+		}
+	case "postgres":
+		u := dbURL
+		if pool > 0 {
+			u = withQuery(b, u, "pool_max_conns", fmt.Sprint(pool))
+		}
+		if st, err = state.OpenPostgres(context.Background(), u); err != nil {
+			b.Fatal(err)
+		}
+	default:
+		b.Fatalf("unknown store %q", store)
+	}
+	b.Cleanup(func() { st.Close() })
+	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(clinkURL))
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := service.New(service.Config{
+		Policy: pol, Payments: cl, Account: "bench", Store: st,
+		Secret: bytes.Repeat([]byte{9}, gate.MinSecretLen), Version: "bench",
+		Logger: slog.New(slog.NewTextHandler(benchLog{b}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler(service.HTTPOptions{}))
+	// Cleanups run last first: the HTTP server, the service, the store.
+	b.Cleanup(func() { svc.Close(context.Background()) })
+	b.Cleanup(srv.Close)
+	return srv.URL + "/mcp"
+}
+
+// BenchmarkStoreOverheadPostgres measures what each store adds to a call,
+// interleaved call by call so that all three see the same machine: one
+// client calls a memory, a SQLite and a Postgres server in turn (the
+// order rotating), over real HTTP, against a loopback Clink that answers
+// at once. It reports each store's p50 and the Postgres overhead (its p50
+// less memory's) over SQLite's, the figure the PostgreSQL store's target
+// names (within 2x).
+//
+//	go test -tags postgres -run '^$' -bench StoreOverheadPostgres -benchtime 3000x ./service/
+func BenchmarkStoreOverheadPostgres(b *testing.B) {
+	pol, err := policy.Parse("load.yaml", []byte(loadbench.Policy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb := sandbox.New()
+	clinkURL, shutdown, err := sb.Listen()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	stores := []string{"memory", "sqlite", "postgres"}
+	dbURL := benchDatabase(b)
+	urls := make([]string, len(stores))
+	for i, store := range stores {
+		urls[i] = startServer(b, pol, clinkURL, store, dbURL, 0)
+	}
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
+	latencies := make([][]time.Duration, len(stores))
+	var n int64
+	for b.Loop() {
+		for k := range stores {
+			j := (int(n) + k) % len(stores)
+			d, err := timedCall(hc, urls[j], n*int64(len(stores))+int64(k))
+			if err != nil {
+				b.Fatal(err)
+			}
+			latencies[j] = append(latencies[j], d)
+		}
+		n++
+	}
+	p50 := make([]float64, len(stores))
+	for i, store := range stores {
+		p50[i] = loadbench.Percentile(latencies[i], 0.50).Seconds() * 1000
+		b.ReportMetric(p50[i], store+"-p50-ms")
+	}
+	b.ReportMetric((p50[2]-p50[0])/(p50[1]-p50[0]), "pg/sqlite-overhead")
+	b.ReportMetric(0, "ns/op") // the metrics above are the figures
 }
 
 // benchLog writes a server's log lines to the benchmark's log.

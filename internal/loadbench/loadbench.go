@@ -74,12 +74,18 @@ func Report(b *testing.B, latencies []time.Duration, elapsed time.Duration) {
 	if len(latencies) == 0 {
 		return
 	}
-	sorted := slices.Sorted(slices.Values(latencies))
-	pct := func(p float64) float64 {
-		return float64(sorted[min(len(sorted)-1, int(p*float64(len(sorted))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(sorted))/elapsed.Seconds(), "calls/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "calls/s")
+	b.ReportMetric(ms(Percentile(latencies, 0.50)), "p50-ms")
+	b.ReportMetric(ms(Percentile(latencies, 0.99)), "p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// Percentile is the p-quantile of latencies (p from 0 to 1), 0 for none.
+func Percentile(latencies []time.Duration, p float64) time.Duration {
+	if len(latencies) == 0 {
+		return 0
+	}
+	sorted := slices.Sorted(slices.Values(latencies))
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
