@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,11 +17,37 @@ func gcPercent() int {
 	return p
 }
 
-// TestFirstCollectionRestoresTheDefault: the start runs with GOGC 400, and
-// the first collection sets it back to 100.
+// inChild runs the test named test again in a process of its own, with
+// GOGC removed from the environment and then set to gogc unless it is
+// empty, and fails t with the child's output if it fails. It reports
+// whether this process is that child, which then runs the test's checks.
+func inChild(t *testing.T, test, gogc string) bool {
+	if os.Getenv("STARTHEAP_CHILD") == test {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^"+test+"$", "-test.count=1", "-test.v")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOGC=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "STARTHEAP_CHILD="+test)
+	if gogc != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+gogc)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	return false
+}
+
+// TestFirstCollectionRestoresTheDefault: without GOGC in the environment
+// the start runs with GOGC 400, and the first collection sets it back to
+// 100.
 func TestFirstCollectionRestoresTheDefault(t *testing.T) {
-	if _, set := os.LookupEnv("GOGC"); set {
-		t.Fatal("GOGC is set in the environment: run this test without it (startheap leaves a set GOGC alone)")
+	if !inChild(t, "TestFirstCollectionRestoresTheDefault", "") {
+		return
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -43,23 +70,18 @@ func TestFirstCollectionRestoresTheDefault(t *testing.T) {
 	}
 }
 
-// TestGOGCFromTheEnvironmentIsKept runs this test binary again with GOGC=50:
+// TestGOGCFromTheEnvironmentIsKept: with GOGC=50 in the environment,
 // startheap leaves it as it is, before and after a collection.
 func TestGOGCFromTheEnvironmentIsKept(t *testing.T) {
-	if os.Getenv("STARTHEAP_CHILD") != "" {
-		if raised || gcPercent() != 50 {
-			t.Fatalf("GOGC=50 in the environment: raised %v, GOGC %d", raised, gcPercent())
-		}
-		runtime.GC()
-		time.Sleep(50 * time.Millisecond) // a cleanup, were there one, would run now
-		if gcPercent() != 50 {
-			t.Fatalf("GOGC after a collection: %d, want 50", gcPercent())
-		}
+	if !inChild(t, "TestGOGCFromTheEnvironmentIsKept", "50") {
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestGOGCFromTheEnvironmentIsKept$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "STARTHEAP_CHILD=1", "GOGC=50")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+	if raised || gcPercent() != 50 {
+		t.Fatalf("GOGC=50 in the environment: raised %v, GOGC %d", raised, gcPercent())
+	}
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond) // a cleanup, were there one, would run now
+	if gcPercent() != 50 {
+		t.Fatalf("GOGC after a collection: %d, want 50", gcPercent())
 	}
 }
