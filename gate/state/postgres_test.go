@@ -7,8 +7,10 @@
 //	.ci/postgres.sh stop "$dir"
 //
 // The URL's user must be allowed to create databases: every test runs on a
-// database of its own, dropped when it ends. Without the URL they fail;
-// they never skip.
+// database of its own, dropped when it ends. The server must load
+// pg_stat_statements (shared_preload_libraries), which
+// TestPostgresPlansTheHoldOnce counts plans with; .ci/postgres.sh does.
+// Without the URL they fail; they never skip.
 package state_test
 
 import (
