@@ -124,8 +124,9 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 shared_buffers = 128MB
-# TestPostgresPlansTheHoldOnce counts plans with it (it turns tracking on for its own connections)
+# TestPostgresPlansTheHoldOnce counts plans with it; tracking is off but on its own connections
 shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = none
 EOF
   local port tries
   for tries in 1 2 3 4 5; do

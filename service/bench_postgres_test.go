@@ -121,7 +121,8 @@ func runLoad(b *testing.B, s loadSetup) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer shutdown(context.Background())
+	// Registered first, run last: after the servers that call it.
+	b.Cleanup(func() { shutdown(context.Background()) })
 
 	var dbURL string
 	if s.store == "postgres" {
@@ -202,8 +203,9 @@ func startServer(b *testing.B, pol *policy.Policy, clinkURL, store, dbURL string
 
 // BenchmarkStoreOverheadPostgres measures what each store adds to a call,
 // interleaved call by call so that all three see the same machine: one
-// client calls a memory, a SQLite and a Postgres server in turn (the
-// order rotating), over real HTTP, against a loopback Clink that answers
+// client calls a memory, a SQLite and a Postgres server in turn (each
+// round in the next of the six orders, so that each store follows each
+// other as often), over real HTTP, against a loopback Clink that answers
 // at once. It reports each store's p50 and the Postgres overhead (its p50
 // less memory's) over SQLite's, the figure the PostgreSQL store's target
 // names (within 2x).
@@ -219,8 +221,9 @@ func BenchmarkStoreOverheadPostgres(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer shutdown(context.Background())
+	b.Cleanup(func() { shutdown(context.Background()) })
 	stores := []string{"memory", "sqlite", "postgres"}
+	orders := [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
 	dbURL := benchDatabase(b)
 	urls := make([]string, len(stores))
 	for i, store := range stores {
@@ -231,8 +234,7 @@ func BenchmarkStoreOverheadPostgres(b *testing.B) {
 	latencies := make([][]time.Duration, len(stores))
 	var n int64
 	for b.Loop() {
-		for k := range stores {
-			j := (int(n) + k) % len(stores)
+		for k, j := range orders[n%int64(len(orders))] {
 			d, err := timedCall(hc, urls[j], n*int64(len(stores))+int64(k))
 			if err != nil {
 				b.Fatal(err)
@@ -241,10 +243,16 @@ func BenchmarkStoreOverheadPostgres(b *testing.B) {
 		}
 		n++
 	}
+	if got, want := sb.Requests(), n*int64(len(stores)); got != want {
+		b.Fatalf("Clink received %d requests for %d calls", got, want)
+	}
 	p50 := make([]float64, len(stores))
 	for i, store := range stores {
 		p50[i] = loadbench.Percentile(latencies[i], 0.50).Seconds() * 1000
 		b.ReportMetric(p50[i], store+"-p50-ms")
+	}
+	if p50[1] <= p50[0] {
+		b.Fatalf("SQLite's p50 (%.3f ms) is not above memory's (%.3f ms): too few calls to compare (-benchtime)", p50[1], p50[0])
 	}
 	b.ReportMetric((p50[2]-p50[0])/(p50[1]-p50[0]), "pg/sqlite-overhead")
 	b.ReportMetric(0, "ns/op") // the metrics above are the figures

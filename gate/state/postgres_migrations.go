@@ -382,6 +382,8 @@ END $$;
 -- limit): each call then planned them again, some 120 us of the
 -- database's time per call. Their generic plans look the keys up by the
 -- primary key as the custom ones do, so the function uses them always.
+-- CREATE OR REPLACE FUNCTION drops the setting: a later step that
+-- redefines clink_hold must give it again (SET plan_cache_mode = ...).
 ALTER FUNCTION clink_hold SET plan_cache_mode = force_generic_plan;
 `},
 }

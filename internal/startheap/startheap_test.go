@@ -4,17 +4,18 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
 )
 
-// gcPercent returns the collector's current GOGC.
+// gcPercent returns the collector's current GOGC, read without setting
+// it (a set and a set back would race with the cleanup that sets it).
 func gcPercent() int {
-	p := debug.SetGCPercent(-1)
-	debug.SetGCPercent(p)
-	return p
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }
 
 // inChild runs the test named test again in a process of its own, with
