@@ -47,11 +47,7 @@ func TestReplicasBehindARoundRobinBalancer(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb := sandbox.New()
-	url, shutdown, err := sb.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	url := listenSandbox(t, sb)
 	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(url))
 	if err != nil {
 		t.Fatal(err)

@@ -220,11 +220,7 @@ func newReplica(t *testing.T, principalsPath string, store *sharedStore, serverP
 		t.Fatal(err)
 	}
 	sb := sandbox.New()
-	url, shutdown, err := sb.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	url := listenSandbox(t, sb)
 	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(url))
 	if err != nil {
 		t.Fatal(err)

@@ -125,11 +125,7 @@ func newFixture(t *testing.T, s setup) *fixture {
 		}
 	}
 	f.sandbox = sandbox.New()
-	url, shutdown, err := f.sandbox.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	url := listenSandbox(t, f.sandbox)
 	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(url))
 	if err != nil {
 		t.Fatal(err)
