@@ -69,7 +69,7 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 	// Outermost first: the origin, then who is calling, and only for an
 	// authenticated caller the body is read and checked.
-	var mcp http.Handler = checkBody(http.HandlerFunc(s.serveMCP))
+	var mcp http.Handler = checkBody(http.HandlerFunc(s.serveMCP), &s.inflight)
 	if s.auth != nil {
 		mcp = s.auth.Middleware(mcp)
 	}
@@ -117,8 +117,9 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 // checkBody bounds a POST body to MaxRequestBody and refuses, before mcp-go
 // decodes it, a message encoding/json would read one way and a reader of it
 // another (duplicate keys, case variants: tools.CheckMessage), as the stdio
-// transport does line by line.
-func checkBody(next http.Handler) http.Handler {
+// transport does line by line. It hands what it accepts to requests, which
+// tracks requests and answers cancellations (see inflight).
+func checkBody(next http.Handler, requests *inflight) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Body == nil {
 			next.ServeHTTP(w, r)
@@ -150,7 +151,7 @@ func checkBody(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		next.ServeHTTP(w, r)
+		requests.serve(w, r, body, next)
 	})
 }
 

@@ -97,6 +97,8 @@ type Service struct {
 	// names ("" for the server's).
 	scopes   []*scope
 	byPolicy map[string]*scope
+	// inflight are the requests /mcp is serving, for cancellations.
+	inflight inflight
 
 	mu       sync.Mutex
 	draining bool

@@ -1,0 +1,126 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/clink-mcp/clink-mcp/service/auth"
+)
+
+// methodCancelled is the notification a client sends to cancel one of its
+// requests, naming it by its JSON-RPC id (params.requestId).
+const methodCancelled = "notifications/cancelled"
+
+// errCancelledByClient is why a request inflight cancels ends.
+var errCancelledByClient = errors.New("the client cancelled the request (notifications/cancelled)")
+
+// inflight are the MCP requests /mcp is serving, by principal and JSON-RPC
+// id, so that a cancellation ends only its sender's requests.
+//
+// mcp-go cancels a request by the session and id a notifications/cancelled
+// names, but a stateless server's requests all have the session "": left to
+// it, one principal could cancel another's calls by guessing their ids
+// (clients number them 1, 2, 3...). So /mcp answers every cancellation
+// itself (202, as for any notification) and never hands one to mcp-go: it
+// cancels the requests of the same principal with that id that this
+// process is serving. A request on another replica is not reached, as it
+// would not be by mcp-go either; closing the request's connection cancels
+// it wherever it runs.
+type inflight struct {
+	mu   sync.Mutex
+	reqs map[inflightKey][]*inflightReq
+}
+
+// inflightKey names requests: the principal (its name, "" without a
+// principals file) and the JSON-RPC id as sent, spaces trimmed.
+type inflightKey struct{ principal, id string }
+
+type inflightReq struct{ cancel context.CancelCauseFunc }
+
+// envelope is what /mcp reads of a JSON-RPC message to track or cancel
+// requests; the rest is mcp-go's to decode.
+type envelope struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Params struct {
+		RequestID json.RawMessage `json:"requestId"`
+	} `json:"params"`
+}
+
+// readEnvelope reads body's envelope. A body that is not a JSON object, or
+// whose fields have other types, yields what could be read: mcp-go refuses
+// such a message itself.
+func readEnvelope(body []byte) envelope {
+	var e envelope
+	_ = json.Unmarshal(body, &e)
+	return e
+}
+
+// principalOf is the name of r's authenticated principal, "" without a
+// principals file.
+func principalOf(r *http.Request) string {
+	if p, ok := auth.FromContext(r.Context()); ok {
+		return p.Name
+	}
+	return ""
+}
+
+// serve serves r, whose body is body, with next: a request (a message with
+// a method and an id) is tracked while next serves it; a cancellation is
+// answered here and never reaches next.
+func (f *inflight) serve(w http.ResponseWriter, r *http.Request, body []byte, next http.Handler) {
+	e := readEnvelope(body)
+	switch {
+	case e.Method == methodCancelled && len(e.ID) == 0:
+		f.cancel(w, r, e.Params.RequestID)
+	case e.Method != "" && len(e.ID) > 0:
+		f.track(w, r, e.ID, next)
+	default:
+		next.ServeHTTP(w, r)
+	}
+}
+
+// track serves r, a request with id, with a context that cancel ends, and
+// forgets it when next returns.
+func (f *inflight) track(w http.ResponseWriter, r *http.Request, id json.RawMessage, next http.Handler) {
+	k := inflightKey{principalOf(r), string(bytes.TrimSpace(id))}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	req := &inflightReq{cancel: cancel}
+	f.mu.Lock()
+	if f.reqs == nil {
+		f.reqs = make(map[inflightKey][]*inflightReq)
+	}
+	f.reqs[k] = append(f.reqs[k], req)
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		rest := slices.DeleteFunc(f.reqs[k], func(q *inflightReq) bool { return q == req })
+		if len(rest) == 0 {
+			delete(f.reqs, k)
+		} else {
+			f.reqs[k] = rest
+		}
+		f.mu.Unlock()
+		cancel(nil)
+	}()
+	next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// cancel ends the requests with id that r's principal is making, and
+// answers r, their cancellation, with 202 Accepted.
+func (f *inflight) cancel(w http.ResponseWriter, r *http.Request, id json.RawMessage) {
+	if len(bytes.TrimSpace(id)) > 0 {
+		k := inflightKey{principalOf(r), string(bytes.TrimSpace(id))}
+		f.mu.Lock()
+		for _, req := range f.reqs[k] {
+			req.cancel(errCancelledByClient)
+		}
+		f.mu.Unlock()
+	}
+	w.WriteHeader(http.StatusAccepted)
+}

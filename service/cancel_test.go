@@ -1,0 +1,118 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clink-mcp/clink-mcp/gate/state"
+)
+
+// holdingStore makes every Hold wait until the test lets it go on, or its
+// call is cancelled: a call is then in flight, before Clink.
+type holdingStore struct {
+	state.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *holdingStore) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Store.Hold(ctx, h)
+}
+
+// postMCP posts one JSON-RPC message to /mcp as principal, in protocol
+// version, and returns the status and body. A 2026-07-28 message carries
+// the headers and _meta that version asks for; params is the message's
+// params without the closing brace.
+func (f *fixture) postMCP(principal, version, method, id, params string) (int, string) {
+	f.t.Helper()
+	headers := map[string]string{
+		"Authorization":        "Bearer " + f.tokens[principal],
+		"Content-Type":         "application/json",
+		"Accept":               "application/json, text/event-stream",
+		"Mcp-Protocol-Version": version,
+	}
+	if version == "2026-07-28" {
+		headers["Mcp-Method"] = method
+		if method == "tools/call" {
+			headers["Mcp-Name"] = "create_agent_payment_session"
+		}
+		params += `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"cancel-test","version":"1"}}`
+	}
+	msg := `{"jsonrpc":"2.0",`
+	if id != "" {
+		msg += `"id":` + id + `,`
+	}
+	msg += `"method":"` + method + `","params":{` + params + `}}`
+	code, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(msg), headers)
+	return code, body
+}
+
+// A notifications/cancelled ends its sender's request with that id and
+// no other principal's: over stateless HTTP every request's session is the
+// same, so a cancellation keyed by id alone would let one principal end
+// another's calls by guessing their ids.
+func TestCancellationEndsOnlyTheSendersRequest(t *testing.T) {
+	st := &holdingStore{Store: state.NewMemory(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := newFixture(t, setup{principals: map[string]string{"alice": "", "mallory": ""}, store: st})
+	for i, version := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(version, func(t *testing.T) {
+			// callHeld makes alice's call id in flight and returns where its
+			// answer will come.
+			callHeld := func(id string) chan string {
+				done := make(chan string, 1)
+				go func() {
+					args := fmt.Sprintf(`{"customerEmail":"cancel-%d-%s@example.com","amount":30,"currency":"USD"}`, i, id)
+					_, body := f.postMCP("alice", version, "tools/call", id, `"name":"create_agent_payment_session","arguments":`+args)
+					done <- body
+				}()
+				select {
+				case <-st.entered:
+				case body := <-done:
+					t.Fatalf("alice's call %s ended before its hold: %s", id, body)
+				}
+				return done
+			}
+
+			done := callHeld("1")
+			if code, body := f.postMCP("mallory", version, "notifications/cancelled", "", `"requestId":1`); code != http.StatusAccepted {
+				t.Errorf("mallory's cancellation: HTTP %d %s, want 202", code, body)
+			}
+			time.Sleep(50 * time.Millisecond) // a cancellation that reached the call would have ended it by now
+			select {
+			case st.release <- struct{}{}:
+			case body := <-done:
+				t.Fatalf("mallory's cancellation ended alice's call 1: %s", body)
+			}
+			if body := <-done; !strings.Contains(body, "Created agent payment session") {
+				t.Errorf("mallory's cancellation reached alice's call 1: %s", body)
+			}
+
+			done = callHeld("2")
+			if code, body := f.postMCP("alice", version, "notifications/cancelled", "", `"requestId":2`); code != http.StatusAccepted {
+				t.Errorf("alice's cancellation: HTTP %d %s, want 202", code, body)
+			}
+			select {
+			case body := <-done:
+				if strings.Contains(body, "Created agent payment session") {
+					t.Errorf("alice's call 2 was created after she cancelled it: %s", body)
+				}
+			case <-time.After(10 * time.Second):
+				st.release <- struct{}{}
+				t.Fatalf("alice's own cancellation did not end her call 2: %s", <-done)
+			}
+		})
+	}
+	if n := f.sandbox.SessionCount(); n != 2 {
+		t.Errorf("Clink has %d sessions, want the 2 calls that were not cancelled", n)
+	}
+}
