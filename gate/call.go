@@ -189,9 +189,10 @@ func (g *Gate) Standing(ctx context.Context, caller string) ([]policy.LimitStatu
 }
 
 // Created reports whether the audit trail records that this server (any
-// replica sharing its store) created the session id.
-func (g *Gate) Created(ctx context.Context, id string) (bool, error) {
-	return g.store.SessionCreated(ctx, id)
+// replica sharing its store) created the session id for caller: a
+// principal looks up only the sessions its own calls created.
+func (g *Gate) Created(ctx context.Context, caller, id string) (bool, error) {
+	return g.store.SessionCreated(ctx, id, principal(caller))
 }
 
 // Invalid records a call whose arguments failed decoding or validation,

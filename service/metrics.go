@@ -316,9 +316,9 @@ func (s *instrumentedStore) Usage(ctx context.Context, at time.Time, limits []po
 }
 
 // SessionCreated implements [state.Store].
-func (s *instrumentedStore) SessionCreated(ctx context.Context, id string) (bool, error) {
+func (s *instrumentedStore) SessionCreated(ctx context.Context, id, caller string) (bool, error) {
 	start := time.Now()
-	ok, err := s.next.SessionCreated(ctx, id)
+	ok, err := s.next.SessionCreated(ctx, id, caller)
 	s.observe("session_created", start, err)
 	return ok, err
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -347,6 +348,33 @@ func TestEachPrincipalHasItsPolicy(t *testing.T) {
 		if d := tl.Description; !strings.Contains(d, "EUR") || strings.Contains(d, "USD") {
 			t.Errorf("euro's tool description does not state its policy: %s", d)
 		}
+	}
+}
+
+// A principal looks up only the sessions its own calls created: another's
+// session ID, however it learnt it, is refused as unknown, without Clink
+// being asked and without the customer's email.
+func TestPrincipalsLookUpOnlyTheirOwnSessions(t *testing.T) {
+	f := newFixture(t, setup{principals: map[string]string{"alice": "", "mallory": ""}})
+	alice, mallory := f.client("alice", ""), f.client("mallory", "")
+	text, isErr := call(t, alice, policy.ToolAgentPaymentSession, agentArgs)
+	if isErr {
+		t.Fatalf("alice's create: %s", text)
+	}
+	id := regexp.MustCompile(`aps_[A-Z0-9]+`).FindString(text)
+	if id == "" {
+		t.Fatalf("no session ID in %s", text)
+	}
+	before := f.sandbox.Requests()
+	got, isErr := call(t, mallory, "get_agent_payment_session", `{"sessionId":"`+id+`"}`)
+	if !isErr || !strings.Contains(got, "session_not_found") || strings.Contains(got, "alice@example.com") {
+		t.Errorf("mallory looked up alice's session %s: %s", id, got)
+	}
+	if n := f.sandbox.Requests() - before; n != 0 {
+		t.Errorf("mallory's lookup reached Clink (%d requests)", n)
+	}
+	if got, isErr := call(t, alice, "get_agent_payment_session", `{"sessionId":"`+id+`"}`); isErr || !strings.Contains(got, "alice@example.com") {
+		t.Errorf("alice's lookup of her own session: %v %s", isErr, got)
 	}
 }
 

@@ -168,14 +168,14 @@ func (ts *toolset) handleGetSession(tool string, get func(ctx context.Context, i
 			return errorText(`invalid arguments: argument "sessionId" may hold only letters, digits, "_" and "-". Nothing was looked up.`), nil
 		}
 		caller := ts.caller(ctx)
-		ok, err := ts.gate.Created(ctx, args.SessionID)
+		ok, err := ts.gate.Created(ctx, caller, args.SessionID)
 		switch {
 		case err != nil:
 			ts.log.ErrorContext(ctx, "status lookup: the store failed", "tool", tool, "caller", caller, "err", err)
 			return errorText("internal error: the server could not check that it created this session; the operator's log has the details."), nil
 		case !ok:
-			ts.log.WarnContext(ctx, "status lookup refused: not a session this server created", "tool", tool, "caller", caller, "session_id", args.SessionID)
-			return errorText(fmt.Sprintf("refused (session_not_found): %s is not a session this server created, so it is not looked up. Use the sessionId a create tool of this server returned.", args.SessionID)), nil
+			ts.log.WarnContext(ctx, "status lookup refused: not a session this server created for this caller", "tool", tool, "caller", caller, "session_id", args.SessionID)
+			return errorText(fmt.Sprintf("refused (session_not_found): %s is not a session this server created for you, so it is not looked up. Use the sessionId a create tool of this server returned to you.", args.SessionID)), nil
 		}
 		out, summary, err := get(ctx, args.SessionID)
 		if err != nil {

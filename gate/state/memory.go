@@ -113,8 +113,8 @@ type memState struct {
 	headSeq       int64
 	headHash      string
 	// sessions are the Clink sessions the kept records record as created,
-	// each with the Seq of its record.
-	sessions map[string]int64
+	// each with the Seq and Caller of its record.
+	sessions map[string]memSession
 
 	// The finished claims, linked in the order they finished (oldest at
 	// finishedHead), so that the oldest are forgotten past claimLimit.
@@ -243,7 +243,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		claims:        make(map[string]*memClaim),
 		intents:       make(map[string]*memIntent),
 		owners:        make(map[string]*memOwner),
-		sessions:      make(map[string]int64),
+		sessions:      make(map[string]memSession),
 		approvals:     make(map[string]*memApproval),
 		latest:        make(map[string]*memApproval),
 		liveApprovals: make(map[string]*memApproval),
@@ -717,7 +717,7 @@ func (m *Memory) append(rec *AuditRecord) {
 		m.audit = append(m.audit, r)
 	}
 	if countsAsCreated(&r) {
-		m.sessions[r.SessionID] = r.Seq
+		m.sessions[r.SessionID] = memSession{seq: r.Seq, caller: r.Caller}
 	}
 	m.headSeq, m.headHash = r.Seq, r.Hash
 	*rec = r
@@ -729,7 +729,7 @@ func (m *Memory) append(rec *AuditRecord) {
 func (m *Memory) forget(r *AuditRecord) {
 	m.forgotten++
 	m.forgottenHash = r.Hash
-	if countsAsCreated(r) && m.sessions[r.SessionID] == r.Seq {
+	if countsAsCreated(r) && m.sessions[r.SessionID].seq == r.Seq {
 		delete(m.sessions, r.SessionID)
 	}
 }
@@ -780,17 +780,23 @@ func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 	return m.headSeq, m.headHash, nil
 }
 
+// memSession is a Clink session a kept record records as created.
+type memSession struct {
+	seq    int64 // the record's
+	caller string
+}
+
 // SessionCreated implements [Journal], for the sessions whose records
 // the store still keeps: one created longer ago than its audit limit
 // reaches is reported as not created.
-func (m *Memory) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+func (m *Memory) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, created := m.sessions[sessionID]
-	return sessionID != "" && created, nil
+	s, created := m.sessions[sessionID]
+	return sessionID != "" && created && s.caller == caller, nil
 }
 
 // Intents implements [Journal].

@@ -212,7 +212,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 				t.Fatalf("AuditHead = %d, %v; want %d, every record appended", seq, err, appended)
 			}
 			for id, want := range map[string]bool{fmt.Sprint("sess_", calls-1): true, "sess_0": false} {
-				if got, err := m.SessionCreated(ctx, id); err != nil || got != want {
+				if got, err := m.SessionCreated(ctx, id, ""); err != nil || got != want {
 					t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
 				}
 			}
@@ -404,7 +404,7 @@ func TestMemoryForgetsTheSessionsOfForgottenRecords(t *testing.T) {
 	created("sess_3") // the first record is forgotten
 	created("sess_4") // and the second
 	for id, want := range map[string]bool{"sess_1": true, "sess_2": false, "sess_3": true, "sess_4": true} {
-		if got, err := m.SessionCreated(ctx, id); err != nil || got != want {
+		if got, err := m.SessionCreated(ctx, id, ""); err != nil || got != want {
 			t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
 		}
 	}

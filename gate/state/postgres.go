@@ -370,7 +370,7 @@ WHERE expires <= clink_now($1) - $2 AND (state = 2 OR at <= clink_now($1) - $2 -
 DELETE FROM counter_entries AS e USING gone WHERE e.key = gone.key`
 	// The session index is partial: the query must say session_id <> ''.
 	pqSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = $1 AND session_id <> '' AND kind = '` + KindOutcome +
-		`' AND decision = '` + createdDecision + `')`
+		`' AND decision = '` + createdDecision + `' AND caller = $2)`
 	pqSweepOwners = `DELETE FROM owners WHERE owner IN (SELECT o.owner FROM owners AS o WHERE o.lease_until <= clink_now(NULL) - $1
 AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE SKIP LOCKED)`
 )
@@ -1613,7 +1613,7 @@ func (p *Postgres) AuditHead(ctx context.Context) (int64, string, error) {
 }
 
 // SessionCreated implements [Journal], by the audit trail's session index.
-func (p *Postgres) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+func (p *Postgres) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
 	if p.closed.Load() {
 		return false, errClosed
 	}
@@ -1622,7 +1622,7 @@ func (p *Postgres) SessionCreated(ctx context.Context, sessionID string) (bool, 
 	}
 	var found bool
 	err := p.read(ctx, func(c *pgxpool.Conn) error {
-		return c.QueryRow(ctx, pqSessionCreated, sessionID).Scan(&found)
+		return c.QueryRow(ctx, pqSessionCreated, sessionID, caller).Scan(&found)
 	})
 	if err != nil {
 		return false, err

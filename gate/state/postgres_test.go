@@ -1429,7 +1429,7 @@ func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
 	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN `+state.PostgresSessionCreatedQuery, "sess_1")
+	rows, err := conn.Query(ctx, `EXPLAIN `+state.PostgresSessionCreatedQuery, "sess_1", "agent-7")
 	if err != nil {
 		t.Fatal(err)
 	}

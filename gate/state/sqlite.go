@@ -216,7 +216,7 @@ const (
 	qIntents           = `SELECT i.call, i.owner, i.claim_key, i.reservation, ` + auditColumnsOfA + ` FROM intents i JOIN audit a ON a.seq = i.seq ORDER BY i.seq`
 	// The session index is partial: the query must say session_id <> ''.
 	qSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = ? AND session_id <> '' AND kind = '` + KindOutcome +
-		`' AND decision = '` + createdDecision + `')`
+		`' AND decision = '` + createdDecision + `' AND caller = ?)`
 	qLatestApproval = `SELECT ` + approvalColumns + ` FROM approvals WHERE key = ? ORDER BY seq DESC LIMIT 1`
 	qApproval       = `SELECT ` + approvalColumns + ` FROM approvals WHERE id = ?`
 	qDueApprovals   = `SELECT ` + approvalColumns + ` FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? ORDER BY seq`
@@ -1302,12 +1302,12 @@ func (s *SQLite) AuditHead(ctx context.Context) (int64, string, error) {
 }
 
 // SessionCreated implements [Journal], by the audit trail's session index.
-func (s *SQLite) SessionCreated(ctx context.Context, sessionID string) (bool, error) {
+func (s *SQLite) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
 	if sessionID == "" {
 		return false, nil
 	}
 	var found bool
-	if err := s.stmts[qSessionCreated].QueryRowContext(ctx, sessionID).Scan(&found); err != nil {
+	if err := s.stmts[qSessionCreated].QueryRowContext(ctx, sessionID, caller).Scan(&found); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
 	return found, nil

@@ -526,7 +526,7 @@ func TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone(t *testing.T) {
 func TestSQLiteLooksSessionsUpByIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	openSQLite(t, path)
-	rows, err := rawDB(t, path).Query(`EXPLAIN QUERY PLAN `+qSessionCreated, "sess_1")
+	rows, err := rawDB(t, path).Query(`EXPLAIN QUERY PLAN `+qSessionCreated, "sess_1", "agent-7")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,9 +215,9 @@ type Journal interface {
 	AuditHead(ctx context.Context) (seq int64, hash string, err error)
 	// SessionCreated reports whether the trail holds an outcome record
 	// (Kind [KindOutcome]) with Decision "created" for Clink session
-	// sessionID; false for "". It looks the session up by an index, never
-	// by a scan of the trail.
-	SessionCreated(ctx context.Context, sessionID string) (bool, error)
+	// sessionID made by caller (its Caller); false for "". It looks the
+	// session up by an index, never by a scan of the trail.
+	SessionCreated(ctx context.Context, sessionID, caller string) (bool, error)
 	// Intents returns every open intent, oldest first, each marked
 	// Orphaned when the handle that holds it is gone (closed, or its
 	// process ended).

@@ -133,15 +133,20 @@ func testSessionCreated(t *testing.T, f Factory) {
 			t.Fatal(err)
 		}
 	}
+	// hold's caller is agent-7: another principal does not see its
+	// session.
 	for _, tt := range []struct {
-		id   string
-		want bool
-	}{{"sess_1", true}, {"sess_2", false}, {"sess_3", false}, {"", false}, {"sess_unknown", false}} {
-		if got, err := s.SessionCreated(ctx, tt.id); err != nil || got != tt.want {
-			t.Errorf("SessionCreated(%q) = %v, %v; want %v", tt.id, got, err, tt.want)
+		id, caller string
+		want       bool
+	}{
+		{"sess_1", "agent-7", true}, {"sess_1", "agent-8", false}, {"sess_1", "", false},
+		{"sess_2", "agent-7", false}, {"sess_3", "agent-7", false}, {"", "agent-7", false}, {"sess_unknown", "agent-7", false},
+	} {
+		if got, err := s.SessionCreated(ctx, tt.id, tt.caller); err != nil || got != tt.want {
+			t.Errorf("SessionCreated(%q, %q) = %v, %v; want %v", tt.id, tt.caller, got, err, tt.want)
 		}
 	}
-	if got, err := f(t)().SessionCreated(ctx, "sess_1"); err != nil || got {
+	if got, err := f(t)().SessionCreated(ctx, "sess_1", "agent-7"); err != nil || got {
 		t.Errorf("SessionCreated on another state = %v, %v; want false", got, err)
 	}
 }
