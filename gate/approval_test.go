@@ -283,6 +283,30 @@ func TestOperatorPolicyNeverAsksTheClient(t *testing.T) {
 	}
 }
 
+// A question asked while the policy let the client decide is not answered
+// by the client once the policy says by: operator (changed and reloaded,
+// or on another replica of the store): the approval stays the operator's.
+func TestOperatorPolicyIgnoresAnAnswerToAnEarlierQuestion(t *testing.T) {
+	st := memory(t)
+	byClient, _ := newGate(t, approvalPolicy, "", st)
+	byOperator, _ := newGate(t, strings.Replace(approvalPolicy, "{ timeout: 15m }", "{ timeout: 15m, by: operator }", 1), "", st)
+	fake := &clinkFake{}
+	q := ask(t, byClient, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("the by: client gate asked no question")
+	}
+	res := ask(t, byOperator, fake, "agent", "250", &Answer{State: q.State, Accept: true})
+	if res.Code != policy.CodeApprovalRequired || res.Question != nil {
+		t.Errorf("the client's answer under by: operator = %+v, want the approval still pending", res)
+	}
+	if fake.calls.Load() != 0 {
+		t.Fatal("the client's own answer reached Clink under by: operator")
+	}
+	if list := approvalsIn(t, st); len(list) != 1 || list[0].State != state.ApprovalPending {
+		t.Errorf("approvals = %+v, want one, pending", list)
+	}
+}
+
 func TestPendingApprovalsTogetherNeverExceedABudget(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
