@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"unicode"
@@ -111,9 +110,12 @@ func FuzzSanitize(f *testing.F) {
 					t.Fatalf("sanitize(%q) = %q has non-printable %U", s, got, r)
 				}
 			}
-			for _, re := range []*regexp.Regexp{shapes().email, shapes().jwt} {
-				if m := re.FindString(got); m != "" {
-					t.Fatalf("sanitize(%q) = %q still holds %q", s, got, m)
+			if m := shapes().jwt.FindString(got); m != "" {
+				t.Fatalf("sanitize(%q) = %q still holds %q", s, got, m)
+			}
+			for _, m := range shapes().email.FindAllString(got, -1) {
+				if maskEmail(m) != m {
+					t.Fatalf("sanitize(%q) = %q still holds the address %q", s, got, m)
 				}
 			}
 			for _, m := range shapes().prefixed.FindAllString(got, -1) {

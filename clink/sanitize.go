@@ -90,7 +90,9 @@ type maskShapes struct {
 	// secretField is a value given for a field whose name says it is secret, as in
 	// tokenValue=..., "apiKey":"...", secretKey: ... or password: ....
 	secretField *regexp.Regexp
-	// email is an email address; its local part is masked.
+	// email is an email address; its local part is masked. The local part
+	// takes every character policy.NormalizeEmail accepts there (RFC 5322's
+	// atext and dots), and letters and digits of any script.
 	email *regexp.Regexp
 	// jwt is a JSON Web Token: its header is base64url JSON, so it starts with "eyJ".
 	jwt *regexp.Regexp
@@ -118,7 +120,7 @@ var shapes = sync.OnceValue(func() *maskShapes {
 	return &maskShapes{
 		bearer:      regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+`),
 		secretField: regexp.MustCompile(`(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[a-z]*"?\s*[:=]\s*"?)[^\s",;&}]+`),
-		email:       regexp.MustCompile(`[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)+`),
+		email:       regexp.MustCompile("[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
 		jwt:         regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*)?`),
 		dotted:      regexp.MustCompile(`[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{8,}){2,}`),
 		prefixed:    regexp.MustCompile(`\b(?:sk|pk|rk|tok|whsec)_[A-Za-z0-9_-]*`),
@@ -129,6 +131,9 @@ var shapes = sync.OnceValue(func() *maskShapes {
 	}
 })
 
+// maxEmailPasses bounds mask's passes over emails.
+const maxEmailPasses = 8
+
 // minTokenLen is the length from which a run of identifier characters is judged as a
 // possible token: shorter runs hold too little entropy to be a credential.
 const minTokenLen = 24
@@ -138,11 +143,19 @@ func mask(s string) string {
 	re := shapes()
 	s = re.bearer.ReplaceAllString(s, "${1}"+redacted)
 	s = re.secretField.ReplaceAllString(s, "${1}"+redacted)
-	// A masked domain may read as the next address's mailbox (a@b.c@d.e), so mask until no
-	// address is left. Each pass puts a '*' before every '@' it matches and adds no '@', so
-	// the passes end.
-	for re.email.MatchString(s) {
-		s = re.email.ReplaceAllStringFunc(s, maskEmail)
+	// A masked domain may read as the next address's mailbox (a@b.c@d.e), so mask until a
+	// pass changes nothing (maskEmail keeps what it returned as it is); should that take
+	// more passes than any text needs, every address left is redacted whole.
+	for pass := 0; ; pass++ {
+		next := re.email.ReplaceAllStringFunc(s, maskEmail)
+		if next == s {
+			break
+		}
+		if pass == maxEmailPasses {
+			s = re.email.ReplaceAllString(next, redacted)
+			break
+		}
+		s = next
 	}
 	s = re.jwt.ReplaceAllString(s, redacted)
 	s = re.dotted.ReplaceAllStringFunc(s, unlessWords)
@@ -179,7 +192,9 @@ func maskEmail(addr string) string {
 	at := strings.LastIndexByte(addr, '@')
 	local, domain := addr[:at], addr[at+1:]
 	r, size := utf8.DecodeRuneInString(local)
-	if size == len(local) {
+	if size == len(local) || strings.Trim(local, "*") == "" {
+		// One character, or a mask already: *** (so that masking what
+		// this returned changes nothing).
 		return "***@" + domain
 	}
 	return string(r) + "***@" + domain

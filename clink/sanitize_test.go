@@ -39,6 +39,12 @@ func TestSanitizeMasksSecretsAndKeepsNames(t *testing.T) {
 			"no customer alice.smith@example.com here", "no customer a***@example.com here"},
 		{"a one-letter mailbox is masked whole", "a@example.com", "***@example.com"},
 		{"an email with a plus and a subdomain is masked", "bob+tag@mail.example.co.uk", "b***@mail.example.co.uk"},
+		// Every character policy.NormalizeEmail accepts before the @.
+		{"an email with braces is masked", "email first{last}@example.org is blocked", "email f***@example.org is blocked"},
+		{"an email with a slash is masked", "john/smith@example.com", "j***@example.com"},
+		{"an email with an ampersand is masked", "tom&jerry@example.com", "t***@example.com"},
+		{"an email with an asterisk is masked", "ab*cd@example.com", "a***@example.com"},
+		{"an email of RFC 5322 atext is masked", "a!#$%&'*+/=?^_`{|}~-.z@example.com", "a***@example.com"},
 		{"a planted token keeps only its prefix", "session token tok_PLANTED_41b2 leaked", "session token tok_[REDACTED] leaked"},
 		{"a live secret key keeps only its prefix", "key sk_live_51HxYzAbCdEf is revoked", "key sk_live_[REDACTED] is revoked"},
 		{"a production key keeps only its prefix", "sk_prod_abcdef123456", "sk_prod_[REDACTED]"},
