@@ -855,9 +855,18 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		case a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= m.clock(now):
 			return nil, ErrApprovalNotPending
 		}
+		// The approval's budget was reserved when it was requested; the
+		// call spends now. Its entries move to now, checked again against
+		// the budgets: the request's may have left a window since, and
+		// others spent what it left.
+		release(a.held)
+		budgets, index := approvalBudgets(h.Limits)
+		if _, r, err = m.reserve(now, budgets); err != nil {
+			return nil, inLimits(err, index)
+		}
+		id = a.Reservation
 		a.State = ApprovalUsed
 		delete(m.liveApprovals, a.ID)
-		id, r = a.Reservation, a.held
 	} else if id, r, err = m.reserve(now, h.Limits); err != nil {
 		return nil, err
 	}

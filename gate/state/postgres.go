@@ -1849,6 +1849,34 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	case approval.State != ApprovalApproved || approval.ExpiresAt.UnixNano() <= t.clock:
 		return nil, ErrApprovalNotPending
 	}
+	// The approval's budget was reserved when it was requested; the call
+	// spends now. The reservation's entries move to now, checked again
+	// against the budgets (the request's may have left a window since, and
+	// others spent what it left); the request counted the call's rate
+	// limits.
+	budgets, index := approvalBudgets(h.Limits)
+	b = &pgx.Batch{}
+	queueRelease(b, approval.Reservation, approval.reservedAt, approval.keys)
+	released := len(approval.keys) > 0
+	lock := t.queueAdmit(b, budgets)
+	var counters map[string]int64
+	err = t.send(b, false, func(br pgx.BatchResults) (err error) {
+		if released {
+			for range 2 { // pqLockKeys, pqRelease
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
+			}
+		}
+		counters, err = lock.read(br)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := t.admit(budgets, lock.keys, counters); err != nil {
+		return nil, inLimits(err, index)
+	}
 	held.Reservation = approval.Reservation
 	held.Intent = h.Intent
 	held.Intent.Reservation = approval.Reservation
@@ -1857,9 +1885,10 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 		claimKey = h.Claim.Key
 	}
 	b = &pgx.Batch{}
+	queueEntries(b, approval.Reservation, t.now, budgets, counters)
 	b.Queue(pqUseApproval, approval.ID)
 	queueAppend(b, &held.Intent)
-	b.Queue(pqAddIntent, h.Intent.Call, p.owner, claimKey, approval.Reservation, approval.reservedAt, approval.keys)
+	b.Queue(pqAddIntent, h.Intent.Call, p.owner, claimKey, approval.Reservation, t.now, lock.keys)
 	err = t.exec(b, true)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "intents" {

@@ -1288,7 +1288,7 @@ func TestPostgresResolvesLostCommitsOfApprovals(t *testing.T) {
 
 	// A hold on the approval whose answer is lost, committed: the hold as
 	// recorded, on the approval's reservation, which is not reserved again.
-	h1 := pgHold("call-1", time.Now(), nil)
+	h1 := pgHold("call-1", time.Now(), r1.Limits)
 	h1.Approval = "apr_1"
 	cutter.armed.Store(true)
 	held, err := s.Hold(ctx, h1)
@@ -1308,7 +1308,7 @@ func TestPostgresResolvesLostCommitsOfApprovals(t *testing.T) {
 	if _, err := s.DecideApproval(ctx, time.Now(), "apr_2", true, "operator:ops", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	h2 := pgHold("call-2", time.Now(), nil)
+	h2 := pgHold("call-2", time.Now(), request("apr_2", 300).Limits)
 	h2.Approval = "apr_2"
 	cutter.stayDown.Store(true)
 	cutter.armed.Store(true)
@@ -1408,7 +1408,7 @@ func TestPostgresJudgesApprovalsByTheDatabaseClock(t *testing.T) {
 	if d := got.ExpiresAt.Sub(got.DecidedAt); d != time.Minute {
 		t.Errorf("the approval's deadline to use it is %v after its decision, want 1m", d)
 	}
-	h := pgHold("call-1", time.Now().Add(skew), nil)
+	h := pgHold("call-1", time.Now().Add(skew), []policy.Limit{pgBudget("b", 24*time.Hour, 1000, 600)})
 	h.Approval = "apr_1"
 	if held, err := ahead.Hold(ctx, h); err != nil || held.Reservation != a.Reservation {
 		t.Fatalf("Hold on the approval two days ahead = %+v, %v; want it held on %s", held, err, a.Reservation)

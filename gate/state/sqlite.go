@@ -804,17 +804,19 @@ func (s *SQLite) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 // once), then the call is checked against it: the cost does not grow with
 // the entries a window holds.
 func (t *txn) reserve(now int64, limits []policy.Limit) (string, error) {
-	id, _, err := t.reserveEntries(now, limits, true)
+	id, _, err := t.reserveEntries("", now, limits, true)
 	return id, err
 }
 
-// reserveEntries is reserve; with row false the reservation itself is not
-// written (a hold keeps it in its intent), and its keys are returned as
-// JSON for the caller to keep.
-func (t *txn) reserveEntries(now int64, limits []policy.Limit, row bool) (string, string, error) {
-	id, err := newReservationID()
-	if err != nil {
-		return "", "", err
+// reserveEntries is reserve, under reservation id ("" for a new one);
+// with row false the reservation itself is not written (a hold keeps it in
+// its intent), and its keys are returned as JSON for the caller to keep.
+func (t *txn) reserveEntries(id string, now int64, limits []policy.Limit, row bool) (string, string, error) {
+	if id == "" {
+		var err error
+		if id, err = newReservationID(); err != nil {
+			return "", "", err
+		}
 	}
 	clock, err := t.clock(now)
 	if err != nil {
@@ -1372,8 +1374,11 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			err          error
 		)
 		if h.Approval != "" {
-			// Held on the approval: its reservation, made when it was
-			// requested, stands for the limits.
+			// Held on the approval, whose budget was reserved when it was
+			// requested: the call spends now. The reservation's entries
+			// move to now, checked again against the budgets (the
+			// request's may have left a window since, and others spent
+			// what it left); the request counted the call's rate limits.
 			a, err := t.approval(qApproval, h.Approval)
 			if err != nil {
 				return err
@@ -1385,11 +1390,17 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			if a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= clock {
 				return ErrApprovalNotPending
 			}
+			if err := t.release(a.Reservation, a.reservedAt, a.keys); err != nil {
+				return err
+			}
+			budgets, index := approvalBudgets(h.Limits)
+			if id, keysJSON, err = t.reserveEntries(a.Reservation, at, budgets, false); err != nil {
+				return inLimits(err, index)
+			}
 			if _, err := t.exec(qUseApproval, a.ID); err != nil {
 				return err
 			}
-			id, at, keysJSON = a.Reservation, a.reservedAt, a.keys
-		} else if id, keysJSON, err = t.reserveEntries(at, h.Limits, false); err != nil {
+		} else if id, keysJSON, err = t.reserveEntries("", at, h.Limits, false); err != nil {
 			return err
 		}
 		held.Reservation = id

@@ -82,7 +82,7 @@ func (s *SQLite) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 		if p.State != ClaimNew {
 			return ErrClaimHeld
 		}
-		id, keysJSON, err := t.reserveEntries(now, r.Limits, false)
+		id, keysJSON, err := t.reserveEntries("", now, r.Limits, false)
 		if err != nil {
 			return err
 		}

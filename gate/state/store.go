@@ -270,10 +270,14 @@ type Hold struct {
 	// Approval is the ID of an approved approval the call is held on, or
 	// "". In the hold's transaction it must be approved and not expired at
 	// At ([ErrApprovalNotPending] otherwise, [ErrNotFound] for an unknown
-	// ID, and nothing is written); it becomes used, and the hold keeps its
-	// reservation instead of reserving Limits, which are then ignored.
-	// When the claim is held by another call, the approval is left
-	// approved.
+	// ID, and nothing is written); it becomes used, and the hold takes
+	// over its reservation: the call spends at At, not when the approval
+	// was requested, so the reservation's budget entries move to At,
+	// checked again against the budgets of Limits (the call's, as for any
+	// hold: a *policy.Denied names the first exceeded by its index in
+	// Limits, and nothing is written). Its rate limits are not counted
+	// again: the request counted the call. When the claim is held by
+	// another call, the approval is left approved.
 	Approval string
 	// ClaimOnly makes the hold only look at the claim: when another call
 	// holds it, Held.Prior says so as usual; when none does, nothing is

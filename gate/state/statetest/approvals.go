@@ -198,6 +198,62 @@ func testRequestApproval(t *testing.T, f Factory) {
 	verified(t, s, 1)
 }
 
+// testHoldOnAnApprovalSpendsWhenHeld: a call held on an approval spends
+// when it is held, not when the approval was requested: its budget entries
+// move to the hold's time, checked again. Were they left at the request's
+// time, a budget could be spent twice within one window: once by others
+// after the request's entry left it, once by the approved call.
+func testHoldOnAnApprovalSpendsWhenHeld(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	// The rate limit first: a denial names the budget by its index here.
+	l := []policy.Limit{rate("rate|*|24h|", 24*time.Hour, 10), budget("budget|*|USD|1h|", time.Hour, 1000, 600)}
+	r := approvalRequest("apr_1", "key-1", day, l)
+	r.Approval.ExpiresAt = day.Add(time.Hour)
+	a, _ := request(t, s, r)
+	if _, err := s.DecideApproval(ctx, day.Add(50*time.Minute), "apr_1", true, "operator:ops", day.Add(4*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// At day+90m the request's entry has left the hour: another 600 fits.
+	later := day.Add(90 * time.Minute)
+	wantUsage(t, s, "after the request's hour", later, l, 1, 0)
+	other := hold("call-other", later, l)
+	other.Claim.Key = "other-key"
+	if _, err := s.Hold(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	h := hold("call-approved", later.Add(time.Second), l)
+	h.Approval = "apr_1"
+	var d *policy.Denied
+	if _, err := s.Hold(ctx, h); !errors.As(err, &d) || d.Limit != 1 || d.Used != 600 {
+		t.Fatalf("Hold on the approval when the hour holds 600 of 1000 = %v, want a *policy.Denied of limit 1 (the budget) using 600", err)
+	}
+	if got, err := s.Approval(ctx, "apr_1"); err != nil || got.State != state.ApprovalApproved {
+		t.Fatalf("the approval after a refused hold = %+v, %v; want it still approved", got, err)
+	}
+	wantUsage(t, s, "after the refused hold", later.Add(time.Second), l, 2, 600)
+	// Once the other call is released it fits, counted from the hold.
+	if err := s.Complete(ctx, outcome(other, policy.Released, "upstream_refused", nil)); err != nil {
+		t.Fatal(err)
+	}
+	at := later.Add(time.Minute)
+	h = hold("call-approved", at, l)
+	h.Approval = "apr_1"
+	held, err := s.Hold(ctx, h)
+	if err != nil || held.Reservation != a.Reservation {
+		t.Fatalf("Hold on the approval = %+v, %v; want it held on reservation %s", held, err, a.Reservation)
+	}
+	// The hold counted no second call; its 600 counts for an hour from it.
+	wantUsage(t, s, "after the hold", at, l, 2, 600)
+	wantUsage(t, s, "59 minutes after the hold", at.Add(59*time.Minute), l, 2, 600)
+	wantUsage(t, s, "an hour after the hold", at.Add(time.Hour), l, 2, 0)
+	// Released, it gives back what it holds now.
+	if err := s.Complete(ctx, outcome(h, policy.Released, "upstream_refused", nil)); err != nil {
+		t.Fatal(err)
+	}
+	wantUsage(t, s, "after its release", at, l, 2, 0)
+}
+
 // testRequestApprovalOverBudget: a request a limit refuses writes nothing.
 func testRequestApprovalOverBudget(t *testing.T, f Factory) {
 	s := f(t)()

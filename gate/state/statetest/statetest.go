@@ -64,6 +64,7 @@ func Run(t *testing.T, f Factory) {
 		{"RequestApprovalOverBudget", testRequestApprovalOverBudget},
 		{"HoldOnAnApproval", testHoldOnAnApproval},
 		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
+		{"HoldOnAnApprovalSpendsWhenHeld", testHoldOnAnApprovalSpendsWhenHeld},
 		{"ApprovalAnsweredByItsCall", testApprovalAnsweredByItsCall},
 		{"DenyApproval", testDenyApproval},
 		{"ExpireApprovals", testExpireApprovals},
