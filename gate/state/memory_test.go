@@ -680,3 +680,37 @@ func TestMemoryForgetsTheOldestFinishedClaims(t *testing.T) {
 		}
 	})
 }
+
+// busyMemory appends n records as each scan of its trail begins, as a
+// busy server does while the trail is verified.
+type busyMemory struct {
+	*Memory
+	n int
+}
+
+func (b *busyMemory) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
+	for range b.n {
+		r := AuditRecord{Time: day, Kind: KindOutcome, Call: "c", Tool: "t", Decision: "rate_limited"}
+		if err := b.Memory.AppendAudit(ctx, &r); err != nil {
+			return err
+		}
+	}
+	return b.Memory.ScanAudit(ctx, fn)
+}
+
+// TestMemoryVerifiesWhileTheRingForgetsTheHead: records forgotten while
+// VerifyAudit runs, the head it read among them, do not make it fail.
+func TestMemoryVerifiesWhileTheRingForgetsTheHead(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(WithAuditLimit(4))
+	for range 6 {
+		r := AuditRecord{Time: day, Kind: KindOutcome, Call: "c", Tool: "t", Decision: "rate_limited"}
+		if err := m.AppendAudit(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := VerifyAudit(ctx, &busyMemory{Memory: m, n: 4})
+	if err != nil || !rep.OK() {
+		t.Fatalf("VerifyAudit of an intact trail while 4 records are appended = %+v (broken %+v), %v; want intact", rep, rep.Broken, err)
+	}
+}

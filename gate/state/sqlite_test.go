@@ -546,3 +546,43 @@ func TestSQLiteLooksSessionsUpByIndex(t *testing.T) {
 		t.Fatalf("the plan of SessionCreated is %q, want it to use the index audit_session", got)
 	}
 }
+
+// TestSQLiteVerifyCatchesEditedFirstFormatFields: the hash of a record of
+// the first format (in a store migrated from the first version) does not
+// cover Kind, Call, Caller, Reservation and the other fields that format
+// never had; editing them in place (which would make SessionCreated find
+// the session for another caller) is caught all the same.
+func TestSQLiteVerifyCatchesEditedFirstFormatFields(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A first-format record, as a migrated store holds it.
+	r := AuditRecord{Seq: 1, Format: 1, Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Tool: "create_checkout_session",
+		Decision: "created", Amount: "10.00", Currency: "USD", SessionID: "sess_old"}
+	r.Hash = r.ComputeHash()
+	if _, err := s.db.Exec(`INSERT INTO audit (seq, format, time, tool, decision, amount, currency, email_masked, email_hash, session_id, duration_ns, prev_hash, hash) VALUES (1, 1, ?, ?, ?, ?, ?, '', '', ?, 0, '', ?)`,
+		r.Time.Format(time.RFC3339Nano), r.Tool, r.Decision, r.Amount, r.Currency, r.SessionID, r.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`UPDATE meta SET audit_seq = 1, audit_hash = ?`, r.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyAudit(ctx, s); err != nil || !rep.OK() {
+		t.Fatalf("intact: %+v %v", rep, err)
+	}
+	// Tamper: no hash, no chain link touched.
+	if _, err := s.db.Exec(`DROP TRIGGER audit_no_update`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`UPDATE audit SET kind = 'outcome', caller = 'someone-else', call = 'c1', reservation = 'r1' WHERE seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	created, _ := s.SessionCreated(ctx, "sess_old", "someone-else")
+	rep, err := VerifyAudit(ctx, s)
+	if err == nil && rep.OK() {
+		t.Fatalf("VerifyAudit accepts a record whose caller/kind/call/reservation were edited in place (SessionCreated now %v)", created)
+	}
+}
