@@ -90,16 +90,17 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 	key, fingerprint := g.callKey(c, o)
 	now := g.now()
 	timeout := g.policy.ApprovalTimeout()
-	if o.Answer != nil && g.policy.ApprovalsByOperator() {
+	answer := o.Answer
+	if answer != nil && g.policy.ApprovalsByOperator() {
 		// A question asked while the client could decide (before the
 		// policy changed, or on a replica with the older policy) is the
 		// operator's now: the answer counts for nothing, the approval
 		// stays pending.
 		g.log.WarnContext(ctx, "an approval answer was ignored: approvals are decided by the operator", "tool", c.tool, "call", c.id)
-		o.Answer = nil
+		answer = nil
 	}
-	if o.Answer != nil {
-		id, res := g.answered(ctx, c, o.Answer, key, fingerprint, now, timeout)
+	if answer != nil {
+		id, res := g.answered(ctx, c, answer, key, fingerprint, now, timeout)
 		return id, res, false
 	}
 	_, stored := g.limits(&o.Request, c.customerKeys)

@@ -16,7 +16,8 @@ import (
 // requests, naming it by its JSON-RPC id (params.requestId).
 const methodCancelled = "notifications/cancelled"
 
-// errCancelledByClient is why a request inflight cancels ends.
+// errCancelledByClient is the cause a request ends with when its client
+// cancels it.
 var errCancelledByClient = errors.New("the client cancelled the request (notifications/cancelled)")
 
 // inflight are the MCP requests /mcp is serving, by principal and JSON-RPC
@@ -39,6 +40,11 @@ type inflight struct {
 // inflightKey names requests: the principal (its name, "" without a
 // principals file) and the JSON-RPC id as sent, spaces trimmed.
 type inflightKey struct{ principal, id string }
+
+// keyOf is the key of the request id that r's principal makes.
+func keyOf(r *http.Request, id json.RawMessage) inflightKey {
+	return inflightKey{principalOf(r), string(bytes.TrimSpace(id))}
+}
 
 type inflightReq struct{ cancel context.CancelCauseFunc }
 
@@ -88,7 +94,7 @@ func (f *inflight) serve(w http.ResponseWriter, r *http.Request, body []byte, ne
 // track serves r, a request with id, with a context that cancel ends, and
 // forgets it when next returns.
 func (f *inflight) track(w http.ResponseWriter, r *http.Request, id json.RawMessage, next http.Handler) {
-	k := inflightKey{principalOf(r), string(bytes.TrimSpace(id))}
+	k := keyOf(r, id)
 	ctx, cancel := context.WithCancelCause(r.Context())
 	req := &inflightReq{cancel: cancel}
 	f.mu.Lock()
@@ -114,8 +120,7 @@ func (f *inflight) track(w http.ResponseWriter, r *http.Request, id json.RawMess
 // cancel ends the requests with id that r's principal is making, and
 // answers r, their cancellation, with 202 Accepted.
 func (f *inflight) cancel(w http.ResponseWriter, r *http.Request, id json.RawMessage) {
-	if len(bytes.TrimSpace(id)) > 0 {
-		k := inflightKey{principalOf(r), string(bytes.TrimSpace(id))}
+	if k := keyOf(r, id); k.id != "" {
 		f.mu.Lock()
 		for _, req := range f.reqs[k] {
 			req.cancel(errCancelledByClient)
