@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/gofrs/flock"
 )
@@ -21,19 +22,38 @@ type ownerLock struct {
 // ownersDir is where the owner locks of the store at path live.
 func ownersDir(path string) string { return path + "-owners" }
 
+// An owner's lock file is ID.lock; ID.ready, created once the lock is
+// held, says that it is. Between the two a look at the lock file could take
+// its lock before its owner does, find it free and remove it: the owner
+// would then hold the lock of a file no longer there, taken by every other
+// process for gone. So a lock file without its ready file is an owner being
+// created, never looked into, unless it is older than readyGrace (its
+// process died in between, or it was made by a version without ready
+// files).
+const (
+	lockSuffix  = ".lock"
+	readySuffix = ".ready"
+	readyGrace  = time.Minute
+)
+
 // lockOwner creates and locks a new owner's file in dir.
 func lockOwner(dir string) (*ownerLock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	id := newOwnerID()
-	l := flock.New(filepath.Join(dir, id+".lock"), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
+	l := flock.New(filepath.Join(dir, id+lockSuffix), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
 	ok, err := l.TryLock()
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, errors.New("a fresh owner lock is held by another process")
+	}
+	if err := os.WriteFile(filepath.Join(dir, id+readySuffix), nil, 0o600); err != nil {
+		_ = l.Unlock()
+		_ = os.Remove(l.Path())
+		return nil, err
 	}
 	sweepOwners(dir, id)
 	return &ownerLock{id: id, lock: l}, nil
@@ -48,26 +68,34 @@ func sweepOwners(dir, self string) {
 		return
 	}
 	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), ".lock")
+		id, ok := strings.CutSuffix(e.Name(), lockSuffix)
 		if ok && id != self {
 			ownerAlive(dir, id)
 		}
 	}
 }
 
-// release unlocks and removes the owner's file.
+// release unlocks and removes the owner's files.
 func (o *ownerLock) release() {
 	path := o.lock.Path()
 	_ = o.lock.Unlock()
 	_ = os.Remove(path)
+	_ = os.Remove(strings.TrimSuffix(path, lockSuffix) + readySuffix)
 }
 
 // ownerAlive reports whether the owner's lock in dir is still held. An
-// owner whose file is gone, or whose lock can be taken, is gone too.
+// owner whose file is gone, or whose lock can be taken, is gone too (and
+// its files are removed); one being created (no ready file yet, for less
+// than readyGrace) is alive.
 func ownerAlive(dir, id string) bool {
-	path := filepath.Join(dir, id+".lock")
-	if _, err := os.Stat(path); err != nil {
+	path := filepath.Join(dir, id+lockSuffix)
+	ready := filepath.Join(dir, id+readySuffix)
+	info, err := os.Stat(path)
+	if err != nil {
 		return false
+	}
+	if _, err := os.Stat(ready); err != nil && time.Since(info.ModTime()) < readyGrace {
+		return true
 	}
 	l := flock.New(path, flock.SetFlag(os.O_RDWR))
 	ok, err := l.TryLock()
@@ -79,6 +107,7 @@ func ownerAlive(dir, id string) bool {
 	if ok {
 		_ = l.Unlock()
 		_ = os.Remove(path)
+		_ = os.Remove(ready)
 		return false
 	}
 	return true

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -503,21 +504,76 @@ func TestSQLiteRollsBackAPanickingTransaction(t *testing.T) {
 }
 
 // TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone: a process that crashed
-// with no open intent leaves a lock file; the next open removes it, and
-// leaves a live owner's alone.
+// with no open intent leaves its lock and ready files; the next open
+// removes them, and leaves a live owner's alone, and one being created (a
+// lock file without its ready file, for less than readyGrace). One left
+// without a ready file for longer (a process that died while creating it)
+// is swept too.
 func TestOpenSQLiteSweepsTheLocksOfOwnersThatAreGone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	live := openSQLite(t, path)
-	stale := filepath.Join(ownersDir(path), "deadbeefdeadbeefdeadbeef.lock")
-	if err := os.WriteFile(stale, nil, 0o600); err != nil {
-		t.Fatal(err)
+	dir := ownersDir(path)
+	file := func(name string, age time.Duration) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if age > 0 {
+			old := time.Now().Add(-age)
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
 	}
+	stale, staleReady := file("dead0000dead0000dead0000.lock", 0), file("dead0000dead0000dead0000.ready", 0)
+	abandoned := file("dead1111dead1111dead1111.lock", 2*readyGrace)
+	creating := file("fresh000fresh000fresh000.lock", 0)
 	openSQLite(t, path)
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the stale lock file is still there: %v", err)
+	for _, p := range []string{stale, staleReady, abandoned} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there: %v", filepath.Base(p), err)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(ownersDir(path), live.owner.id+".lock")); err != nil {
-		t.Errorf("the live owner's lock file was removed: %v", err)
+	for _, p := range []string{creating, filepath.Join(dir, live.owner.id+".lock"), filepath.Join(dir, live.owner.id+".ready")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(p), err)
+		}
+	}
+}
+
+// TestOwnerLocksSurviveConcurrentSweeps: a handle opening while others
+// sweep the owners' directory never ends up holding the lock of a file a
+// sweep removed (before ready files, a sweep could take the fresh file's
+// lock between its creation and its owner's lock, and remove it: the live
+// owner was then taken for gone, its open intents resolved as unknown).
+func TestOwnerLocksSurviveConcurrentSweeps(t *testing.T) {
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					sweepOwners(dir, "prober")
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 3000 {
+		o, err := lockOwner(dir)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if !ownerAlive(dir, o.id) {
+			t.Fatalf("open %d: a live owner, its lock held, is taken for gone (its lock file was removed by a sweep)", i)
+		}
+		o.release()
 	}
 }
 
