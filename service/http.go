@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -94,7 +95,38 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 		}
 		mux.Handle("/admin/", checkOrigin(s.adminHandler(), opts.AllowedOrigins))
 	}
-	return mux
+	return checkHost(mux)
+}
+
+// checkHost refuses (403) a request that reached a loopback address but
+// names another host: a page whose name was rebound to 127.0.0.1 (DNS
+// rebinding) would otherwise read /metrics, /readyz and the rest from the
+// browser of someone running the server locally. mcp-go checks /mcp the
+// same way; this covers every path. A request that reached any other
+// address is not concerned: the names it may carry are the proxy's affair.
+func checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if ok && local != nil && loopbackName(local.String()) && !loopbackName(r.Host) {
+			plain(w, http.StatusForbidden, "forbidden: a request to a loopback address must name a loopback host")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackName reports whether addr (a host, or host:port) is localhost or
+// a loopback IP address.
+func loopbackName(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = strings.Trim(addr, "[]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // serveMCP hands an MCP request to the streamable HTTP server of the

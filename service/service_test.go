@@ -211,6 +211,9 @@ func (f *fixture) get(method, path string, body io.Reader, headers map[string]st
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
+	if h, ok := headers["Host"]; ok {
+		req.Host = h
+	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
@@ -456,6 +459,34 @@ func TestTheOriginIsChecked(t *testing.T) {
 		})
 		if status != want {
 			t.Errorf("Origin %s: status %d, want %d: %s", origin, status, want, text)
+		}
+	}
+}
+
+// A page whose name was rebound to 127.0.0.1 reaches a loopback server
+// with its own name as Host: every path refuses it, not /mcp alone.
+func TestEveryPathRefusesARebindingHost(t *testing.T) {
+	f := newFixture(t, setup{})
+	for _, path := range []string{"/metrics", "/readyz", "/healthz", "/mcp"} {
+		method, body := http.MethodGet, ""
+		if path == "/mcp" {
+			method, body = http.MethodPost, `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+		}
+		headers := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
+		for host, want := range map[string]int{
+			"evil.example.com:80":                    http.StatusForbidden,
+			"evil.example.com":                       http.StatusForbidden,
+			strings.TrimPrefix(f.srv.URL, "http://"): http.StatusOK,
+			"localhost":                              http.StatusOK,
+		} {
+			headers["Host"] = host
+			status, _, text := f.get(method, path, strings.NewReader(body), headers)
+			if status != want {
+				t.Errorf("%s %s with Host %s: status %d, want %d: %s", method, path, host, status, want, text)
+			}
+			if want == http.StatusForbidden && strings.Contains(text, "clink_mcp") {
+				t.Errorf("%s with Host %s leaked metrics: %.80s", path, host, text)
+			}
 		}
 	}
 }
