@@ -199,7 +199,7 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 		p.err = err
 		return p
 	}
-	fingerprint, err := json.Marshal(request)
+	fingerprint, err := checkoutFingerprint(request)
 	if err != nil {
 		p.err = err
 		return p
@@ -388,6 +388,20 @@ func quantity(q *int64) int64 {
 		return 1
 	}
 	return *q
+}
+
+// checkoutFingerprint is what the duplicate guard compares of a checkout:
+// the request as sent, except that showPromotionCode: true, Clink's
+// documented default, counts as not given, so that a retry spelling the
+// default out replays the first call. Other fields are compared as sent:
+// Clink documents no other default.
+func checkoutFingerprint(r *clink.CheckoutSessionRequest) ([]byte, error) {
+	if r.ShowPromotionCode != nil && *r.ShowPromotionCode {
+		c := *r
+		c.ShowPromotionCode = nil
+		r = &c
+	}
+	return json.Marshal(r)
 }
 
 // checkoutRequest builds Clink's request from validated arguments and the

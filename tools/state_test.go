@@ -130,6 +130,22 @@ func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 			t.Fatalf("Clink called %d times, want 4", n)
 		}
 	})
+	t.Run("a checkout spelling out showPromotionCode's default is the same call", func(t *testing.T) {
+		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
+		first := h.call(t, checkout, checkoutArgs("10", "a@example.com"))
+		second := h.call(t, checkout, `{"amount":10,"currency":"USD","customerEmail":"a@example.com","showPromotionCode":true}`)
+		if n := h.pay.calls(); n != 1 || structured(t, second)["replayed"] != true {
+			t.Fatalf("Clink called %d times (want 1), second %s", n, ResultText(second))
+		}
+		if structured(t, first)["sessionId"] != structured(t, second)["sessionId"] {
+			t.Error("the two calls got different sessions")
+		}
+		// Hiding the field (with a code to pre-fill) is another request.
+		h.call(t, checkout, `{"amount":10,"currency":"USD","customerEmail":"a@example.com","showPromotionCode":false,"allowPromotionCodes":true,"promotionCode":"SPRING10"}`)
+		if n := h.pay.calls(); n != 2 {
+			t.Fatalf("Clink called %d times, want 2", n)
+		}
+	})
 	t.Run("two concurrent identical calls make one upstream request", func(t *testing.T) {
 		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
 		h.pay.delay = 100 * time.Millisecond
