@@ -288,7 +288,7 @@ func (m *Memory) Check(ctx context.Context, at time.Time, limits []policy.Limit)
 		}
 		from := windowStart(now, l)
 		if used := c.used(from); !fits(l, used) {
-			return denial(i, l, used, c.counting(from))
+			return denial(i, l, used, c.counting(from, nil))
 		}
 	}
 	return nil
@@ -316,7 +316,10 @@ func (c *memCounter) used(from int64) int64 {
 // counting returns what counts in c after from, oldest first, a bucket as
 // one entry at its last time: what [denial] computes RetryAt from, never
 // earlier than exact.
-func (c *memCounter) counting(from int64) []entry {
+func (c *memCounter) counting(from int64, without *memReservation) []entry {
+	if without != nil && without.released {
+		without = nil
+	}
 	bs, es := c.buckets, c.entries
 	for len(bs) > 0 && bs[0].last <= from {
 		bs = bs[1:]
@@ -327,14 +330,50 @@ func (c *memCounter) counting(from int64) []entry {
 	out := make([]entry, 0, len(bs)+len(es))
 	for len(bs) > 0 || len(es) > 0 {
 		if len(es) == 0 || len(bs) > 0 && bs[0].last <= es[0].at {
-			out = append(out, entry{at: bs[0].last, amount: bs[0].amount})
+			e := entry{at: bs[0].last, amount: bs[0].amount}
+			if without != nil {
+				for _, a := range without.adds {
+					if a.bucket == bs[0] {
+						e.amount -= a.amount
+					}
+				}
+			}
+			out = append(out, e)
 			bs = bs[1:]
 		} else {
-			out = append(out, es[0].entry)
+			if without == nil || es[0].res != without {
+				out = append(out, es[0].entry)
+			}
 			es = es[1:]
 		}
 	}
 	return out
+}
+
+// heldBy is what c counts of r's budget entries: nothing once r is
+// released or its entries have expired.
+func (c *memCounter) heldBy(r *memReservation) int64 {
+	if r == nil || r.released {
+		return 0
+	}
+	var n int64
+	for _, a := range r.adds {
+		switch {
+		case a.counter != c:
+		case a.bucket != nil:
+			if !a.bucket.dead {
+				n += a.amount
+			}
+		default:
+			for _, e := range c.entries {
+				if e.res == r {
+					n += e.amount
+					break
+				}
+			}
+		}
+	}
+	return n
 }
 
 // Usage implements [Ledger].
@@ -368,7 +407,7 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	id, r, err := m.reserve(at.UnixNano(), limits)
+	id, r, err := m.reserve(at.UnixNano(), limits, nil)
 	if err != nil {
 		return "", err
 	}
@@ -377,8 +416,10 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 }
 
 // reserve is Reserve under m.mu, returning the reservation rather than
-// keeping it: a hold keeps it in its intent.
-func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservation, error) {
+// keeping it: a hold keeps it in its intent. A reservation it replaces (an
+// approval's, whose call spends now) is released if the new one fits,
+// which it is checked as if released already, and kept if it does not.
+func (m *Memory) reserve(now int64, limits []policy.Limit, replaces *memReservation) (string, *memReservation, error) {
 	id, err := newReservationID()
 	if err != nil {
 		return "", nil, err
@@ -396,10 +437,11 @@ func (m *Memory) reserve(now int64, limits []policy.Limit) (string, *memReservat
 		}
 		from := windowStart(clock, l)
 		c.expire(from)
-		if !fits(l, c.total) {
-			return "", nil, denial(i, l, c.total, c.counting(from))
+		if used := c.total - c.heldBy(replaces); !fits(l, used) {
+			return "", nil, denial(i, l, used, c.counting(from, replaces))
 		}
 	}
+	release(replaces)
 	r := &memReservation{at: now, expires: expiry(now, limits)}
 	for _, l := range limits {
 		c := m.counters[l.Key]
@@ -859,15 +901,16 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		// call spends now. Its entries move to now, checked again against
 		// the budgets: the request's may have left a window since, and
 		// others spent what it left.
-		release(a.held)
+		// Refused, the approval keeps its reservation, as a store that
+		// rolls back does.
 		budgets, index := approvalBudgets(h.Limits)
-		if _, r, err = m.reserve(now, budgets); err != nil {
+		if _, r, err = m.reserve(now, budgets, a.held); err != nil {
 			return nil, inLimits(err, index)
 		}
 		id = a.Reservation
 		a.State = ApprovalUsed
 		delete(m.liveApprovals, a.ID)
-	} else if id, r, err = m.reserve(now, h.Limits); err != nil {
+	} else if id, r, err = m.reserve(now, h.Limits, nil); err != nil {
 		return nil, err
 	}
 	held.Reservation = id

@@ -46,7 +46,7 @@ func (m *Memory) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 	if _, dup := m.approvals[r.Approval.ID]; dup {
 		return nil, false, fmt.Errorf("store: approval %s exists already", r.Approval.ID)
 	}
-	id, res, err := m.reserve(now, r.Limits)
+	id, res, err := m.reserve(now, r.Limits, nil)
 	if err != nil {
 		return nil, false, err
 	}

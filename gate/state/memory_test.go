@@ -603,6 +603,69 @@ func TestMemoryReleasesGiveBackExactlyWhatTheyTook(t *testing.T) {
 	}
 }
 
+// A hold on an approval whose budget refuses it keeps the approval's
+// reservation even once its entry was coalesced into a bucket, and the
+// refusal counts the budget without it, as the stores that roll back do.
+func TestMemoryRefusedApprovalHoldKeepsACoalescedReservation(t *testing.T) {
+	ctx := context.Background()
+	const key = "budget|*|USD|24h|"
+	limits := func(maxAmount, add int64) []policy.Limit {
+		return []policy.Limit{budget(key, 24*time.Hour, maxAmount, add)}
+	}
+	m := NewMemory()
+	req := &ApprovalRequest{At: day, Limits: limits(1<<40, 600), Remember: time.Hour,
+		Approval: Approval{ID: "apr_1", Key: "key-1", Fingerprint: "f", Tool: "t", ExpiresAt: day.Add(time.Hour)},
+		Record:   AuditRecord{Time: day, Kind: KindApproval, Call: "apr_1", Tool: "t", Decision: "approval_required"}}
+	_, _, err := m.RequestApproval(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := day
+	for range exactEntries + coalesceBatch { // enough to coalesce the approval's entry
+		at = at.Add(time.Millisecond)
+		if _, err := m.Reserve(ctx, at, limits(1<<40, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if adds := m.approvals["apr_1"].held.adds; len(adds) != 1 || adds[0].bucket == nil {
+		t.Fatalf("the approval's budget entry is not in a bucket: %+v", adds)
+	}
+	if _, err := m.DecideApproval(ctx, at, "apr_1", true, "operator:ops", at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	others := int64(exactEntries + coalesceBatch)
+	hold := func(maxAmount int64) (*Held, error) {
+		at = at.Add(time.Second)
+		return m.Hold(ctx, &Hold{At: at, Approval: "apr_1", Limits: limits(maxAmount, 600),
+			Intent: AuditRecord{Time: at, Kind: KindIntent, Call: "call-approved", Tool: "t", Decision: "allowed"}})
+	}
+	// Lowered so that 1,100 of the others must leave the window first:
+	// the 600 coalesced with the first of them is not counted as freeing
+	// room, so the retry waits for the 1,100th other entry's day to end
+	// (its bucket's, which is at most a batch later).
+	var d *policy.Denied
+	if _, err := hold(others - 500); !errors.As(err, &d) || d.Used != others {
+		t.Fatalf("Hold under a budget of %d = %v; want a *policy.Denied using %d", others-500, err, others)
+	}
+	exact := day.Add(24*time.Hour + 1100*time.Millisecond)
+	if d.RetryAt.Before(exact) || d.RetryAt.After(exact.Add(coalesceBatch*time.Millisecond)) {
+		t.Errorf("RetryAt = %v, want from %v to a batch later", d.RetryAt, exact)
+	}
+	u, err := m.Usage(ctx, at, limits(1<<40, 0))
+	if err != nil || u[0] != others+600 {
+		t.Fatalf("Usage after the refused hold = %v, %v; want %d (the approval's 600 kept)", u, err, others+600)
+	}
+	if _, err := hold(others + 600); err != nil {
+		t.Fatalf("Hold under a budget with room for it: %v", err)
+	}
+	if u, err = m.Usage(ctx, at, limits(1<<40, 0)); err != nil || u[0] != others+600 {
+		t.Fatalf("Usage after the hold = %v, %v; want %d (the 600 counted once)", u, err, others+600)
+	}
+	if err := m.consistent(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMemoryForgetsTheOldestFinishedClaims(t *testing.T) {
 	ctx := context.Background()
 	claim := func(m *Memory, key string) Prior {

@@ -254,6 +254,47 @@ func testHoldOnAnApprovalSpendsWhenHeld(t *testing.T, f Factory) {
 	wantUsage(t, s, "after its release", at, l, 2, 0)
 }
 
+// testRefusedHoldOnAnApprovalKeepsItsReservation: a hold on an approval
+// its budgets refuse (here the operator lowered the budget since the
+// request) changes nothing: the approval stays approved and its
+// reservation keeps counting until it is used, denied or expires.
+func testRefusedHoldOnAnApprovalKeepsItsReservation(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	l := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 1000, 600)}
+	a, _ := request(t, s, approvalRequest("apr_1", "key-1", day, l))
+	if _, err := s.DecideApproval(ctx, day.Add(time.Minute), "apr_1", true, "operator:ops", day.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	other := hold("call-other", day.Add(2*time.Minute), []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 1000, 300)})
+	other.Claim.Key = "other-key"
+	if _, err := s.Hold(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	// Lowered to 800: the other call's 300 and the approved 600 exceed it.
+	lowered := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 800, 600)}
+	at := day.Add(3 * time.Minute)
+	h := hold("call-approved", at, lowered)
+	h.Approval = "apr_1"
+	var d *policy.Denied
+	if _, err := s.Hold(ctx, h); !errors.As(err, &d) || d.Limit != 0 || d.Used != 300 {
+		t.Fatalf("Hold on the approval under the lowered budget = %v, want a *policy.Denied of limit 0 using 300 (the approval's own 600 not counted against it)", err)
+	}
+	if got, err := s.Approval(ctx, "apr_1"); err != nil || got.State != state.ApprovalApproved {
+		t.Fatalf("the approval after a refused hold = %+v, %v; want it still approved", got, err)
+	}
+	wantUsage(t, s, "after the refused hold", at, l, 900)
+	// Under the budget as it was, the call is held on the same reservation,
+	// whose 600 now counts once, from the hold.
+	h = hold("call-approved", at.Add(time.Minute), l)
+	h.Approval = "apr_1"
+	if held, err := s.Hold(ctx, h); err != nil || held.Reservation != a.Reservation {
+		t.Fatalf("Hold on the approval = %+v, %v; want it held on reservation %s", held, err, a.Reservation)
+	}
+	wantUsage(t, s, "after the hold", at.Add(time.Minute), l, 900)
+	wantUsage(t, s, "a day after the other call", day.Add(24*time.Hour+3*time.Minute), l, 600)
+}
+
 // testRequestApprovalOverBudget: a request a limit refuses writes nothing.
 func testRequestApprovalOverBudget(t *testing.T, f Factory) {
 	s := f(t)()

@@ -65,6 +65,7 @@ func Run(t *testing.T, f Factory) {
 		{"HoldOnAnApproval", testHoldOnAnApproval},
 		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
 		{"HoldOnAnApprovalSpendsWhenHeld", testHoldOnAnApprovalSpendsWhenHeld},
+		{"RefusedHoldOnAnApprovalKeepsItsReservation", testRefusedHoldOnAnApprovalKeepsItsReservation},
 		{"ApprovalAnsweredByItsCall", testApprovalAnsweredByItsCall},
 		{"DenyApproval", testDenyApproval},
 		{"ExpireApprovals", testExpireApprovals},
