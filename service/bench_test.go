@@ -131,6 +131,13 @@ func runLoad(b *testing.B, s loadSetup) {
 // not 0, its pool_max_conns.
 func startServer(b *testing.B, pol *policy.Policy, clinkURL, store, dbURL string, pool int) string {
 	b.Helper()
+	return serveStore(b, pol, clinkURL, openStore(b, store, dbURL, pool))
+}
+
+// openStore opens a store of the kind startServer names, closed when b
+// ends.
+func openStore(b *testing.B, store, dbURL string, pool int) state.Store {
+	b.Helper()
 	var st state.Store
 	var err error
 	switch store {
@@ -152,6 +159,13 @@ func startServer(b *testing.B, pol *policy.Policy, clinkURL, store, dbURL string
 		b.Fatalf("unknown store %q", store)
 	}
 	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+// serveStore starts a server on st over HTTP, stopped when b ends (before
+// st is closed), and returns its /mcp URL.
+func serveStore(b *testing.B, pol *policy.Policy, clinkURL string, st state.Store) string {
+	b.Helper()
 	cl, err := clink.NewClient(sandbox.DefaultAPIKey, clink.WithBaseURL(clinkURL))
 	if err != nil {
 		b.Fatal(err)
