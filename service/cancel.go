@@ -82,13 +82,21 @@ func principalOf(r *http.Request) string {
 func (f *inflight) serve(w http.ResponseWriter, r *http.Request, body []byte, next http.Handler) {
 	e := readEnvelope(body)
 	switch {
-	case e.Method == methodCancelled && len(e.ID) == 0:
+	case e.Method == methodCancelled && isNull(e.ID):
 		f.cancel(w, r, e.Params.RequestID)
-	case e.Method != "" && len(e.ID) > 0:
+	case e.Method != "" && !isNull(e.ID):
 		f.track(w, r, e.ID, next)
 	default:
 		next.ServeHTTP(w, r)
 	}
+}
+
+// isNull reports whether id is absent or JSON null: mcp-go takes a
+// message with either for a notification (its id decodes to nil), so a
+// cancellation with "id": null must be answered here as one without.
+func isNull(id json.RawMessage) bool {
+	t := bytes.TrimSpace(id)
+	return len(t) == 0 || string(t) == "null"
 }
 
 // track serves r, a request with id, with a context that cancel ends, and

@@ -68,10 +68,13 @@ func TestCancellationEndsOnlyTheSendersRequest(t *testing.T) {
 		t.Run(version, func(t *testing.T) {
 			// callHeld makes alice's call id in flight and returns where its
 			// answer will come.
+			calls := 0
 			callHeld := func(id string) chan string {
+				calls++
+				n := calls
 				done := make(chan string, 1)
 				go func() {
-					args := fmt.Sprintf(`{"customerEmail":"cancel-%d-%s@example.com","amount":30,"currency":"USD"}`, i, id)
+					args := fmt.Sprintf(`{"customerEmail":"cancel-%d-%d@example.com","amount":30,"currency":"USD"}`, i, n)
 					_, body := f.postMCP("alice", version, "tools/call", id, `"name":"create_agent_payment_session","arguments":`+args)
 					done <- body
 				}()
@@ -83,21 +86,25 @@ func TestCancellationEndsOnlyTheSendersRequest(t *testing.T) {
 				return done
 			}
 
-			done := callHeld("1")
-			if code, body := f.postMCP("mallory", version, "notifications/cancelled", "", `"requestId":1`); code != http.StatusAccepted {
-				t.Errorf("mallory's cancellation: HTTP %d %s, want 202", code, body)
-			}
-			time.Sleep(50 * time.Millisecond) // a cancellation that reached the call would have ended it by now
-			select {
-			case st.release <- struct{}{}:
-			case body := <-done:
-				t.Fatalf("mallory's cancellation ended alice's call 1: %s", body)
-			}
-			if body := <-done; !strings.Contains(body, "Created agent payment session") {
-				t.Errorf("mallory's cancellation reached alice's call 1: %s", body)
+			// mallory's cancellation without an id, then with "id": null
+			// (which mcp-go takes for a notification too).
+			for _, id := range []string{"", "null"} {
+				done := callHeld("1")
+				if code, body := f.postMCP("mallory", version, "notifications/cancelled", id, `"requestId":1`); code != http.StatusAccepted {
+					t.Errorf("mallory's cancellation (id %q): HTTP %d %s, want 202", id, code, body)
+				}
+				time.Sleep(50 * time.Millisecond) // a cancellation that reached the call would have ended it by now
+				select {
+				case st.release <- struct{}{}:
+				case body := <-done:
+					t.Fatalf("mallory's cancellation (id %q) ended alice's call 1: %s", id, body)
+				}
+				if body := <-done; !strings.Contains(body, "Created agent payment session") {
+					t.Errorf("mallory's cancellation (id %q) reached alice's call 1: %s", id, body)
+				}
 			}
 
-			done = callHeld("2")
+			done := callHeld("2")
 			if code, body := f.postMCP("alice", version, "notifications/cancelled", "", `"requestId":2`); code != http.StatusAccepted {
 				t.Errorf("alice's cancellation: HTTP %d %s, want 202", code, body)
 			}
@@ -112,7 +119,7 @@ func TestCancellationEndsOnlyTheSendersRequest(t *testing.T) {
 			}
 		})
 	}
-	if n := f.sandbox.SessionCount(); n != 2 {
-		t.Errorf("Clink has %d sessions, want the 2 calls that were not cancelled", n)
+	if n := f.sandbox.SessionCount(); n != 4 {
+		t.Errorf("Clink has %d sessions, want the 4 calls that were not cancelled", n)
 	}
 }
