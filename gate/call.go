@@ -63,22 +63,34 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	defer g.inFlight.Done()
 
 	var (
-		held     *state.Held
-		claimKey string
-		settled  bool
+		held      *state.Held
+		claimKey  string
+		committed *Result // Clink's answer, once commit has returned
 	)
-	// A panic is a bug: the agent gets a plain internal error, the operator
-	// the stack, and a held call is settled as unknown (the money may be
-	// committed) with its claim dropped, never left in flight.
+	// A panic is a bug: the operator gets the stack. Before Clink answered,
+	// the agent gets a plain internal error and a held call is settled as
+	// unknown (the money may be committed) with its claim dropped, never
+	// left in flight. Once Clink answered, its answer stands: the agent
+	// gets it, and it is recorded unless settle had handed it to the
+	// journal (which retries a store that panics) before the panic. A
+	// result already with the journal is never recorded twice.
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.ErrorContext(ctx, "panic in a call", "tool", c.tool, "call", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			res = internalResult()
-			if held != nil && !settled {
+			switch {
+			case c.recorded != nil:
+				res = c.recorded
+			case committed != nil:
+				res = committed
+				g.journal.complete(ctx, &state.Completion{Call: c.id, Settlement: committed.Code.Settlement(),
+					ClaimKey: claimKey, Record: c.record(state.KindOutcome, committed)}, nil)
+			case held != nil:
+				res = internalResult()
 				g.settle(ctx, c, held, claimKey, res, policy.Unknown)
-				return
+			default:
+				res = internalResult()
+				c.end(ctx, res)
 			}
-			c.end(ctx, res)
 		}
 	}()
 
@@ -122,8 +134,8 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	}
 	// 4. Commit.
 	res = g.commit(ctx, c, o)
+	committed = res
 	// 5. Settle.
-	settled = true
 	g.settle(ctx, c, held, claimKey, res, res.Code.Settlement())
 	return res
 }
@@ -371,6 +383,7 @@ func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey s
 		ClaimKey: claimKey, Replay: sealed, Record: c.record(state.KindOutcome, res),
 	}
 	g.journal.complete(ctx, comp, replay)
+	c.recorded = res
 	c.log(ctx, res)
 }
 

@@ -652,3 +652,69 @@ func TestARunningProcessResolvesADeadOnesCalls(t *testing.T) {
 	release()
 	f0.g.Close(context.Background())
 }
+
+// panicOnComplete is a store whose first Complete panics (a bug in a
+// driver), after Clink created the session.
+type panicOnComplete struct {
+	state.Store
+	n atomic.Int64
+}
+
+func (p *panicOnComplete) Complete(ctx context.Context, c *state.Completion) error {
+	if p.n.Add(1) == 1 {
+		panic("driver bug")
+	}
+	return p.Store.Complete(ctx, c)
+}
+
+// panicObserver panics when a call ends (a bug in the embedder's metrics).
+type panicObserver struct{}
+
+func (panicObserver) CallEnded(string, policy.Code, bool, time.Duration) { panic("observer bug") }
+
+// Once Clink created a session, a panic while settling the call does not
+// turn it into "nothing was created": the agent gets the session, and the
+// outcome record says created, once.
+func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
+	t.Run("the store panics in its completion", func(t *testing.T) {
+		mem := memory(t)
+		f := newFixture(t, &panicOnComplete{Store: mem}, "acct")
+		res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+		if res.Code != policy.CodeCreated || res.SessionID == "" {
+			t.Fatalf("result %s %q: want created with its session", res.Code, res.Text)
+		}
+		if err := f.g.Close(context.Background()); err != nil { // the journal lands its retry
+			t.Fatal(err)
+		}
+		if got := outcomes(t, mem); len(got) != 1 || got[0] != string(policy.CodeCreated) {
+			t.Errorf("outcome records %v, want [created]", got)
+		}
+		intents, err := mem.Intents(context.Background())
+		if err != nil || len(intents) != 0 {
+			t.Errorf("open intents %v, %v; want none", intents, err)
+		}
+	})
+	t.Run("the observer panics", func(t *testing.T) {
+		mem := memory(t)
+		f := newFixture(t, mem, "acct")
+		f.g.observer = panicObserver{}
+		res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+		if res.Code != policy.CodeCreated || res.SessionID == "" {
+			t.Fatalf("result %s %q: want created with its session", res.Code, res.Text)
+		}
+		if got := outcomes(t, mem); len(got) != 1 || got[0] != string(policy.CodeCreated) {
+			t.Errorf("outcome records %v, want [created]", got)
+		}
+		// A denial is recorded once too, and answered as the denial.
+		res = f.g.Create(context.Background(), "", f.fake.order(t, "600", "b@example.com"))
+		if res.Code != policy.CodeAmountOverCap {
+			t.Fatalf("result %s %q: want %s", res.Code, res.Text, policy.CodeAmountOverCap)
+		}
+		if got := outcomes(t, mem); len(got) != 2 || got[1] != string(policy.CodeAmountOverCap) {
+			t.Errorf("outcome records %v, want [created %s]", got, policy.CodeAmountOverCap)
+		}
+		if !strings.Contains(f.logs.String(), "observer bug") {
+			t.Error("the observer's panic is not in the log")
+		}
+	})
+}

@@ -3,7 +3,9 @@ package gate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -49,12 +51,20 @@ type pendingWrite struct {
 	attempts int
 }
 
-// write tries w once.
-func (j *journal) write(ctx context.Context, w *pendingWrite) error {
+// write tries w once. A store that panics (a bug in it or its driver) has
+// failed this write: the write is kept and retried like any other, never
+// lost with the goroutine that made it.
+func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			j.log.ErrorContext(ctx, "panic in the store's journal write", "call", w.record.Call, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("gate: the store panicked: %v", r)
+		}
+	}()
 	if w.completion == nil {
 		return j.store.AppendAudit(ctx, w.record)
 	}
-	err := j.store.Complete(ctx, w.completion)
+	err = j.store.Complete(ctx, w.completion)
 	if w.orAppend && errors.Is(err, state.ErrNotFound) {
 		return j.store.AppendAudit(ctx, w.record)
 	}
@@ -68,11 +78,10 @@ func newJournal(s state.Store, log *slog.Logger) *journal {
 // complete writes c, or keeps it for retries. replay answers identical
 // calls while it waits.
 func (j *journal) complete(ctx context.Context, c *state.Completion, replay *Result) {
-	err := j.store.Complete(context.WithoutCancel(ctx), c)
-	if err == nil {
-		return
+	w := &pendingWrite{completion: c, record: &c.Record, replay: replay, attempts: 1}
+	if err := j.write(context.WithoutCancel(ctx), w); err != nil {
+		j.defer_(ctx, w, err)
 	}
-	j.defer_(ctx, &pendingWrite{completion: c, record: &c.Record, replay: replay, attempts: 1}, err)
 }
 
 // resolve writes c (which must be OnlyIfOpen) if its intent is open, else
@@ -86,11 +95,10 @@ func (j *journal) resolve(ctx context.Context, c *state.Completion) {
 
 // append appends rec, or keeps it for retries.
 func (j *journal) append(ctx context.Context, rec *state.AuditRecord) {
-	err := j.store.AppendAudit(context.WithoutCancel(ctx), rec)
-	if err == nil {
-		return
+	w := &pendingWrite{record: rec, attempts: 1}
+	if err := j.write(context.WithoutCancel(ctx), w); err != nil {
+		j.defer_(ctx, w, err)
 	}
-	j.defer_(ctx, &pendingWrite{record: rec, attempts: 1}, err)
 }
 
 func (j *journal) defer_(ctx context.Context, w *pendingWrite, err error) {

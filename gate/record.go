@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -40,6 +41,8 @@ type call struct {
 	emailMasked, emailHash    string
 	customerIDHash, refHash   string
 	customerKeys              []string // every identifier's, for per-customer limits
+
+	recorded *Result // the result whose outcome record is with the journal, which lands it
 }
 
 // LocalPrincipal is the principal of calls made with caller "": the local
@@ -116,6 +119,7 @@ func (c *call) record(kind string, res *Result) state.AuditRecord {
 func (c *call) end(ctx context.Context, res *Result) *Result {
 	rec := c.record(state.KindOutcome, res)
 	c.g.journal.append(ctx, &rec)
+	c.recorded = res
 	c.log(ctx, res)
 	return res
 }
@@ -123,6 +127,16 @@ func (c *call) end(ctx context.Context, res *Result) *Result {
 // log writes the call's one log line, and tells the observer. The email is masked; no secret is in
 // any field.
 func (c *call) log(ctx context.Context, res *Result) {
+	// A bug in the observer or the log's handler must not change how the
+	// call ended: its outcome is on record by now.
+	defer func() {
+		if r := recover(); r != nil {
+			func() {
+				defer func() { _ = recover() }() // the log itself may be what panics
+				c.g.log.ErrorContext(ctx, "panic while logging a call", "call", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}()
+		}
+	}()
 	if c.g.observer != nil {
 		c.g.observer.CallEnded(c.tool, res.Code, res.Replayed, time.Since(c.started))
 	}
