@@ -18,7 +18,12 @@ type AgentPaymentSessionRequest struct {
 type AgentPaymentSession struct {
 	SessionID  string `json:"sessionId"`
 	ExpireTime Time   `json:"expireTime"`
+	// Unread names the fields of Clink's answer that could not be read,
+	// left zero: the session was created all the same.
+	Unread []string `json:"-"`
 }
+
+func (s *AgentPaymentSession) setUnread(f []string) { s.Unread = f }
 
 func (s *AgentPaymentSession) validate() error {
 	if s.SessionID == "" {

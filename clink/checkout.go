@@ -82,7 +82,12 @@ type CheckoutSession struct {
 	ReturnURL           string `json:"returnUrl"`
 	MerchantReferenceID string `json:"merchantReferenceId"`
 	TokenValue          Secret `json:"tokenValue"`
+	// Unread names the fields of Clink's answer that could not be read,
+	// left zero: the session was created all the same.
+	Unread []string `json:"-"`
 }
+
+func (s *CheckoutSession) setUnread(f []string) { s.Unread = f }
 
 func (s *CheckoutSession) validate() error {
 	if s.SessionID == "" {

@@ -11,9 +11,12 @@
 // Clink has no idempotency key, so retries are deliberately narrow. A create call is retried
 // only when the request provably never reached Clink (a dial or DNS failure) or Clink rejected
 // the request timestamp; a create that failed after the request may have reached Clink
-// (a timeout after sending, a reset connection, a 5xx, an unreadable 2xx body, a 2xx whose
-// envelope code is a 5xx-class code or one Clink does not document as a refusal) is reported
-// as an error matching ErrOutcomeUnknown, because the session may exist. Only the codes Clink
+// (a timeout after sending, a reset connection, a 5xx, a 302, 303 or other 3xx but 301, 307
+// and 308, an unreadable 2xx body, an envelope code of the 5xx class whatever the HTTP status,
+// a 2xx whose envelope code is one Clink does not document as a refusal) is reported as an
+// error matching ErrOutcomeUnknown, because the session may exist. A create Clink confirmed
+// (2xx, code 200, a sessionId) succeeds even when other fields of its answer do not read:
+// they are left zero and named in the result's Unread. Only the codes Clink
 // documents (see Code.Refusal) and its named customer errors prove that nothing was created. A
 // 429 is taken as a refusal: a create is neither retried nor reported as unknown. Reads (Get*)
 // are also retried on 5xx, 5xx-class envelope codes, 429 and network failures.

@@ -128,7 +128,7 @@ func TestEachKindOfFailedResponseGivesAPreciseError(t *testing.T) {
 		},
 		{
 			name:        "a valid envelope with undecodable data is described without an excerpt",
-			handler:     replyWith(200, "application/json", `{"code":200,"msg":"success","data":{"sessionId":"s","tokenValue":"tok_LEAK","expireTime":"soon"}}`),
+			handler:     replyWith(200, "application/json", `{"code":200,"msg":"success","data":{"sessionId":"","tokenValue":"tok_LEAK","expireTime":"soon"}}`),
 			wantStatus:  200,
 			wantText:    []string{"malformed response (HTTP 200, a JSON envelope): data: unrecognised date-time"},
 			wantAbsent:  "tok_LEAK",
@@ -195,10 +195,33 @@ func TestEachKindOfFailedResponseGivesAPreciseError(t *testing.T) {
 			wantUnknown: true,
 		},
 		{
-			name:       "a redirect is not followed",
-			handler:    replyWith(302, "", ""),
-			wantStatus: 302,
-			wantText:   []string{"HTTP 302 with an empty body"},
+			name:       "a redirect is not followed; a moved resource did not act on the create",
+			handler:    replyWith(307, "", ""),
+			wantStatus: 307,
+			wantText:   []string{"HTTP 307 with an empty body"},
+		},
+		{
+			name:        "a 303 See Other may answer a create that was processed",
+			handler:     replyWith(303, "", ""),
+			wantStatus:  303,
+			wantText:    []string{"HTTP 303 with an empty body"},
+			wantUnknown: true,
+		},
+		{
+			name:        "a 302 may answer a create that was processed",
+			handler:     replyWith(302, "", ""),
+			wantStatus:  302,
+			wantText:    []string{"HTTP 302 with an empty body"},
+			wantUnknown: true,
+		},
+		{
+			name:        "a server fault's envelope on HTTP 400 leaves the outcome unknown",
+			handler:     replyWith(400, "application/json", `{"code":500,"msg":"SYSTEM_ERROR","data":null}`),
+			wantStatus:  400,
+			wantCode:    500,
+			wantMessage: "SYSTEM_ERROR",
+			wantText:    []string{"HTTP 400, Clink error 500: SYSTEM_ERROR"},
+			wantUnknown: true,
 		},
 	}
 	for _, tt := range tests {

@@ -220,3 +220,48 @@ func TestOnlyDocumentedCodesAreRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A create Clink confirmed (code 200 with a sessionId) is created whatever
+// else its answer holds: an identifier sent as a number is read from its
+// digits, and a field that does not read is left zero and named in Unread,
+// never made an unknown outcome that would lose the session.
+func TestACreatedSessionIsReadWhateverElseItsAnswerHolds(t *testing.T) {
+	t.Run("checkout", func(t *testing.T) {
+		srv := httptest.NewServer(replyWith(200, "application/json",
+			`{"code":200,"msg":"success","data":{"sessionId":"sess_1","url":"https://uat-checkout.clinkbill.com/pay/sess_1",`+
+				`"expireTime":"next tuesday","customerId":4200001,"merchantReferenceId":77,"originalAmount":{"v":10},`+
+				`"originalCurrency":"USD","TokenValue":"tok_secret"}}`))
+		defer srv.Close()
+		s, err := newClient(t, srv.URL).CreateCheckoutSession(t.Context(), &clink.CheckoutSessionRequest{
+			OriginalAmount: mustAmount(t, "10.00"), OriginalCurrency: "USD", CustomerEmail: "ada@example.com",
+		})
+		if err != nil {
+			t.Fatalf("Clink created sess_1, but the client reports: %v", err)
+		}
+		if s.SessionID != "sess_1" || s.URL == "" || s.CustomerID != "4200001" || s.MerchantReferenceID != "77" ||
+			s.OriginalCurrency != "USD" || s.TokenValue.Reveal() != "tok_secret" {
+			t.Errorf("read %+v", s)
+		}
+		if got := strings.Join(s.Unread, ","); got != "expireTime,originalAmount" {
+			t.Errorf("Unread = %q, want expireTime,originalAmount", got)
+		}
+	})
+	t.Run("agent payment session", func(t *testing.T) {
+		srv := httptest.NewServer(replyWith(200, "application/json",
+			`{"code":200,"msg":"success","data":{"sessionId":"aps_1","expireTime":[2026]}}`))
+		defer srv.Close()
+		s, err := newClient(t, srv.URL).CreateAgentPaymentSession(t.Context(), agentRequest(t))
+		if err != nil || s.SessionID != "aps_1" || strings.Join(s.Unread, ",") != "expireTime" {
+			t.Fatalf("got %+v, %v; want aps_1 with expireTime unread", s, err)
+		}
+	})
+	t.Run("without a readable sessionId the outcome stays unknown", func(t *testing.T) {
+		srv := httptest.NewServer(replyWith(200, "application/json",
+			`{"code":200,"msg":"success","data":{"sessionId":{"id":"sess_1"},"url":"https://uat-checkout.clinkbill.com/pay/sess_1"}}`))
+		defer srv.Close()
+		err := createCheckout(newClient(t, srv.URL), t)
+		if !errors.Is(err, clink.ErrOutcomeUnknown) {
+			t.Fatalf("err = %v, want the outcome unknown", err)
+		}
+	})
+}

@@ -300,13 +300,15 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 	ok2xx := status >= 200 && status < 300
 	if !ok2xx {
 		e.kind = kindHTTP
+		fault := status >= 500
 		if perr == nil && env.hasCode {
 			e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
+			fault = fault || Code(env.code).ServerFault() // Clink's own word outweighs the status
 		} else {
 			e.body = describeBody(contentType, body, perr)
 			e.Excerpt = excerpt(body, c.key)
 		}
-		e.outcomeUnknown = op.create && status >= 500
+		e.outcomeUnknown = op.create && (fault || processedRedirect(status))
 		return e
 	}
 	malformed := func(err error) *Error {
@@ -344,7 +346,19 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 		return malformed(errNoData)
 	}
 	if err := json.Unmarshal(env.data, out); err != nil {
-		return malformed(fmt.Errorf("data: %w", err))
+		// A create Clink confirmed is created, whatever else its answer
+		// holds: only the session ID is essential (validate); a field that
+		// does not read is left zero and named, never turned into an
+		// unknown outcome that would leave the agent without its session.
+		u, ok := out.(unreadFields)
+		if !op.create || !ok {
+			return malformed(fmt.Errorf("data: %w", err))
+		}
+		unread, ferr := decodeFields(env.data, out)
+		if v, ok := out.(validator); ferr != nil || ok && v.validate() != nil {
+			return malformed(fmt.Errorf("data: %w", err)) // what made the answer unreadable
+		}
+		u.setUnread(unread)
 	}
 	if v, ok := out.(validator); ok {
 		if err := v.validate(); err != nil {
@@ -355,6 +369,19 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 }
 
 var errEmptyBody = errors.New("empty body")
+
+// processedRedirect reports whether status, a redirect the client does not
+// follow, may answer a POST the server processed: 303 See Other says so,
+// and 302 is what many servers send after processing a POST; any other 3xx
+// but 301, 307 and 308 (the resource moved, the request was not acted on)
+// is not known to mean otherwise.
+func processedRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return false
+	}
+	return status >= 300 && status < 400
+}
 
 // encodeJSON encodes v without HTML escaping (URLs in the body keep their '&') and without the
 // trailing newline json.Encoder adds.
@@ -447,6 +474,56 @@ func jsonKind(t reflect.Type) string {
 		return "an object"
 	}
 	return "another kind"
+}
+
+// unreadFields is a create's result that can name the fields of Clink's
+// answer it could not read.
+type unreadFields interface{ setUnread([]string) }
+
+// decodeFields decodes the JSON object data into out, a pointer to a struct
+// of JSON-tagged fields, one field at a time: a field whose value does not
+// decode is left zero and its JSON name returned. A string field also takes
+// a JSON number's digits (an identifier Clink's backend keeps as a number).
+// Only data that is not a JSON object is an error.
+func decodeFields(data []byte, out any) (unread []string, err error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, err
+	}
+	v := reflect.ValueOf(out).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		raw, ok := fields[name]
+		for k, r := range fields { // as encoding/json, a key in another case matches
+			if !ok && strings.EqualFold(k, name) {
+				raw, ok = r, true
+			}
+		}
+		if !ok {
+			continue
+		}
+		f := v.Field(i)
+		var ferr error
+		if f.Kind() == reflect.String {
+			var id idText
+			if ferr = id.UnmarshalJSON(raw); ferr == nil {
+				f.SetString(string(id))
+			}
+		} else {
+			z := reflect.New(f.Type())
+			if ferr = json.Unmarshal(raw, z.Interface()); ferr == nil {
+				f.Set(z.Elem())
+			}
+		}
+		if ferr != nil {
+			unread = append(unread, name)
+		}
+	}
+	return unread, nil
 }
 
 // idText is an identifier Clink sends as a JSON string or, from a backend that keeps it as a

@@ -352,6 +352,10 @@ func (g *Gate) commit(ctx context.Context, c *call, o *Order) (res *Result) {
 	if err != nil {
 		return g.upstreamFailure(ctx, c, err)
 	}
+	if len(created.Unread) > 0 {
+		g.log.WarnContext(ctx, "clink created the session, but some fields of its answer could not be read", "tool", c.tool, "call", c.id,
+			"session_id", created.SessionID, "fields", created.Unread)
+	}
 	return &Result{Code: policy.CodeCreated, Text: created.Summary, SessionID: created.SessionID, Structured: created.Structured}
 }
 

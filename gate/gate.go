@@ -249,6 +249,10 @@ type Created struct {
 	Structured json.RawMessage
 	// Summary is a one-line description for the agent.
 	Summary string
+	// Unread names the fields of Clink's answer the client could not read
+	// (see clink.CheckoutSession): the session was created; the call's log
+	// line warns of them.
+	Unread []string
 }
 
 // Result is how a call ended, ready for a transport to render.

@@ -166,7 +166,7 @@ func (ts *toolset) prepareAgentPaymentSession(raw []byte) *prepared {
 				CustomerEmail: email,
 			}
 			return created(out.SessionID, out, fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
-				out.SessionID, amount, email, out.ExpireTime))
+				out.SessionID, amount, email, out.ExpireTime), sess.Unread)
 		},
 	}
 	return p

@@ -230,7 +230,7 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 				Currency:   amount.Currency().Code(),
 			}
 			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s%s; the customer pays at %s (expires %s).",
-				out.SessionID, amount, lineItemTotals(items), out.URL, out.ExpireTime))
+				out.SessionID, amount, lineItemTotals(items), out.URL, out.ExpireTime), sess.Unread)
 		},
 	}
 	return p

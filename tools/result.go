@@ -44,12 +44,12 @@ func render(res *gate.Result) *mcp.CallToolResult {
 // content as JSON and its summary. It never fails: the session exists, and
 // an error from Commit would say it was never sent. Content that cannot be
 // encoded (it cannot happen with the tools' result types) is left out.
-func created(sessionID string, structured any, summary string) (*gate.Created, error) {
+func created(sessionID string, structured any, summary string, unread []string) (*gate.Created, error) {
 	b, err := json.Marshal(structured)
 	if err != nil {
 		b = nil
 	}
-	return &gate.Created{SessionID: sessionID, Structured: b, Summary: summary}, nil
+	return &gate.Created{SessionID: sessionID, Structured: b, Summary: summary, Unread: unread}, nil
 }
 
 // prepared is a create tool's call made ready for the gate, or what
