@@ -200,7 +200,9 @@ func (w *walker) object(sh *shape, path string) error {
 			}
 			continue
 		}
-		if err := w.value(val, p); err != nil {
+		// A map's null value or a list's null item is a value, not an
+		// argument left out: it would reach Clink as "" (or a zero item).
+		if err := w.value(val, p, sh.kind != kindStringMap); err != nil {
 			return err
 		}
 	}
@@ -225,13 +227,17 @@ func (w *walker) unknown(sh *shape, path, key string) {
 	w.addf("unknown argument %q; %s: %s", p, where, strings.Join(sh.names, ", "))
 }
 
-// value walks one value that must have shape sh.
-func (w *walker) value(sh *shape, path string) error {
+// value walks one value that must have shape sh; null is "not given" if
+// nullOK, else refused.
+func (w *walker) value(sh *shape, path string, nullOK bool) error {
 	tok, err := w.dec.Token()
 	if err != nil {
 		return err
 	}
-	if tok == nil { // null: not given
+	if tok == nil {
+		if !nullOK {
+			w.addf("argument %q must be %s, not null", path, sh.kind)
+		}
 		return nil
 	}
 	got := tokenKind(tok)
@@ -239,7 +245,9 @@ func (w *walker) value(sh *shape, path string) error {
 	switch {
 	case want == kindInteger && got == kindNumber:
 		if _, err := strconv.ParseInt(string(tok.(json.Number)), 10, 64); err != nil {
-			w.addf("argument %q must be a whole number, not %s", path, tok)
+			// JSON Schema's integer admits 2.0; this server reads integers
+			// only as written without a fraction or exponent, and says so.
+			w.addf("argument %q must be a whole number written without a decimal point or exponent (such as 2), not %s", path, tok)
 		}
 		return nil
 	case want == kindStringMap && got == kindObject:
@@ -251,7 +259,7 @@ func (w *walker) value(sh *shape, path string) error {
 		return w.object(sh, path)
 	case got == kindArray:
 		for i := 0; w.dec.More(); i++ {
-			if err := w.value(sh.elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := w.value(sh.elem, fmt.Sprintf("%s[%d]", path, i), false); err != nil {
 				return err
 			}
 		}
