@@ -186,3 +186,29 @@ func TestStatusToolsOnlyLookUpSessionsThisServerCreated(t *testing.T) {
 		t.Errorf("%d lookups reached Clink, want 1: sessions not ours are refused without calling it", n)
 	}
 }
+
+// A status lookup whose answer has no amount leaves the amount out; it
+// never tells the agent the session is for 0.
+func TestStatusWithoutAnAmountIsNotReportedAsZero(t *testing.T) {
+	h := newStateHarness(t, parsePolicy(t, checkPolicyYAML), memoryStore(t))
+	h.pay.noAmount = true
+	for _, c := range []struct{ create, get, args string }{
+		{policy.ToolCheckoutSession, ToolGetCheckoutSession, checkoutArgs("20", "a@example.com")},
+		{policy.ToolAgentPaymentSession, ToolGetAgentPaymentSession, `{"customerEmail":"a@example.com","amount":20,"currency":"USD"}`},
+	} {
+		created := h.call(t, c.create, c.args)
+		if created.IsError {
+			t.Fatal(ResultText(created))
+		}
+		res := h.call(t, c.get, `{"sessionId":"`+structured(t, created)["sessionId"].(string)+`"}`)
+		if res.IsError {
+			t.Fatalf("%s: %s", c.get, ResultText(res))
+		}
+		if got, ok := structured(t, res)["amount"]; ok {
+			t.Errorf("%s reports amount %v, which Clink never sent", c.get, got)
+		}
+		if text := ResultText(res); strings.Contains(text, " 0 ") || strings.Contains(text, ": 0") {
+			t.Errorf("%s text %q shows an amount of 0", c.get, text)
+		}
+	}
+}

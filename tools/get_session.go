@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -74,8 +75,8 @@ type agentPaymentStatusResult struct {
 	SessionID     string      `json:"sessionId"`
 	Status        string      `json:"status"`
 	PaymentStatus string      `json:"paymentStatus"`
-	Amount        json.Number `json:"amount"`
-	Currency      string      `json:"currency"`
+	Amount        json.Number `json:"amount,omitempty"`
+	Currency      string      `json:"currency,omitempty"`
 	CustomerEmail string      `json:"customerEmail,omitempty"`
 	CreateTime    string      `json:"createTime,omitempty"`
 	ExpireTime    string      `json:"expireTime,omitempty"`
@@ -87,13 +88,13 @@ const agentPaymentStatusOutputSchema = `{
     "sessionId": {"type": "string", "description": "Clink's ID of the agent payment session."},
     "status": {"type": "string", "enum": ["open", "expired"], "description": "open until expireTime, expired after it. Clink reports no status for agent payment sessions: this is read from expireTime."},
     "paymentStatus": {"type": "string", "enum": ["unknown"], "description": "Clink does not report whether an agent payment session was paid: always unknown."},
-    "amount": {"type": "number", "description": "The session's amount, in major units of the currency."},
-    "currency": {"type": "string", "description": "ISO 4217 currency code of the session."},
+    "amount": {"type": "number", "description": "The session's amount, in major units of the currency; absent when Clink does not report it."},
+    "currency": {"type": "string", "description": "ISO 4217 currency code of the session; absent when Clink does not report it."},
     "customerEmail": {"type": "string", "description": "The paying customer's email."},
     "createTime": {"type": "string", "format": "date-time", "description": "When the session was created (RFC 3339, UTC)."},
     "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC)."}
   },
-  "required": ["sessionId", "status", "paymentStatus", "amount", "currency"],
+  "required": ["sessionId", "status", "paymentStatus"],
   "additionalProperties": false
 }`
 
@@ -116,7 +117,7 @@ func (ts *toolset) getCheckoutSession() Tool {
 			SessionID: s.SessionID, Status: s.Status, PaymentStatus: s.PaymentStatus,
 			URL: s.URL, OrderID: s.OrderID, ExpireTime: formatTime(s.ExpireTime.Time),
 		}
-		if s.OriginalCurrency != "" {
+		if s.OriginalCurrency != "" && !s.OriginalAmount.IsZero() {
 			out.Amount, out.Currency = json.Number(s.OriginalAmount.String()), s.OriginalCurrency
 		}
 		return out, fmt.Sprintf("Checkout session %s: status %s, payment %s.", out.SessionID, out.Status, out.PaymentStatus), nil
@@ -145,11 +146,17 @@ func (ts *toolset) getAgentPaymentSession() Tool {
 		}
 		out := agentPaymentStatusResult{
 			SessionID: s.SessionID, Status: status, PaymentStatus: "unknown",
-			Amount: json.Number(s.Amount.String()), Currency: s.Currency, CustomerEmail: s.CustomerEmail,
+			Currency: s.Currency, CustomerEmail: s.CustomerEmail,
 			CreateTime: formatTime(s.CreateTime.Time), ExpireTime: formatTime(s.ExpireTime.Time),
 		}
-		return out, fmt.Sprintf("Agent payment session %s: %s %s for %s, %s (expires %s); Clink does not report payment for these sessions.",
-			out.SessionID, out.Amount, out.Currency, out.CustomerEmail, out.Status, out.ExpireTime), nil
+		// An amount Clink did not send is left out, never shown as 0.
+		what := "amount not reported"
+		if !s.Amount.IsZero() {
+			out.Amount = json.Number(s.Amount.String())
+			what = strings.TrimSpace(s.Amount.String() + " " + s.Currency)
+		}
+		return out, fmt.Sprintf("Agent payment session %s: %s for %s, %s (expires %s); Clink does not report payment for these sessions.",
+			out.SessionID, what, out.CustomerEmail, out.Status, out.ExpireTime), nil
 	})}
 }
 

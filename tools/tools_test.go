@@ -32,6 +32,7 @@ type fakePayments struct {
 	agent    []clink.AgentPaymentSessionRequest
 	checkout []clink.CheckoutSessionRequest
 	gets     int
+	noAmount bool // the lookups answer without an amount
 }
 
 // record notes a request and returns the call's number and the error to
@@ -69,6 +70,9 @@ func (f *fakePayments) GetAgentPaymentSession(_ context.Context, id string) (*cl
 	f.gets++
 	f.mu.Unlock()
 	amount, _ := clink.ParseAmount("12.50")
+	if f.noAmount {
+		amount = clink.Amount{}
+	}
 	return &clink.AgentPaymentSessionInfo{SessionID: id, Amount: amount, Currency: "USD", CustomerEmail: "a@example.com",
 		ExpireTime: clink.Time{Time: time.Now().Add(time.Hour)}}, nil
 }
@@ -79,6 +83,9 @@ func (f *fakePayments) GetCheckoutSession(_ context.Context, id string) (*clink.
 	f.gets++
 	f.mu.Unlock()
 	amount, _ := clink.ParseAmount("12.50")
+	if f.noAmount {
+		amount = clink.Amount{}
+	}
 	return &clink.CheckoutSessionInfo{SessionID: id, Status: "open", PaymentStatus: "unpaid", OriginalAmount: amount, OriginalCurrency: "USD"}, nil
 }
 
