@@ -44,6 +44,10 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 			all = true
 		case !strings.HasPrefix(a, "-") && id == "" && sub != "list":
 			id = a
+		case takesValue(a) && i+1 < len(args):
+			// A setting's value (--policy FILE) is never the approval's ID.
+			rest = append(rest, a, args[i+1])
+			i++
 		default:
 			rest = append(rest, a)
 		}
@@ -124,4 +128,19 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// takesValue reports whether arg is a setting's flag written without "="
+// whose value is the next argument (--policy FILE; not --sandbox).
+func takesValue(arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if !strings.HasPrefix(arg, "-") || strings.Contains(name, "=") {
+		return false
+	}
+	for _, s := range settings {
+		if s.flag == name {
+			return !s.boolean
+		}
+	}
+	return false
 }

@@ -143,7 +143,8 @@ func TestAnOperatorApprovesAndDeniesWithTheBinary(t *testing.T) {
 	if code, _, errOut := runBinary(t, "approvals", "approve", id, "--policy", pol); code == 0 || !strings.Contains(errOut, "--by") {
 		t.Errorf("approve without --by = %d %s, want refused asking who decides", code, errOut)
 	}
-	if code, out, errOut := runBinary(t, "approvals", "approve", id, "--by", "alice", "--policy", pol); code != 0 || !strings.Contains(out, "approved "+id) {
+	// A setting's value before the ID (--policy FILE ID) is not taken for the ID.
+	if code, out, errOut := runBinary(t, "approvals", "approve", "--policy", pol, id, "--by", "alice"); code != 0 || !strings.Contains(out, "approved "+id) {
 		t.Fatalf("approvals approve = %d\n%s%s", code, out, errOut)
 	}
 	if code, _, errOut := runBinary(t, "approvals", "deny", id, "--by", "bob", "--policy", pol); code == 0 || !strings.Contains(errOut, "not pending") {
