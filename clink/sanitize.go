@@ -94,6 +94,11 @@ type maskShapes struct {
 	// takes every character policy.NormalizeEmail accepts there (RFC 5322's
 	// atext and dots), and letters and digits of any script.
 	email *regexp.Regexp
+	// encodedEmail is an email address percent-encoded in a URL ("%40" for
+	// its "@"), as in a redirect URL Clink repeats; its local part is masked.
+	// Its local part stops at the URL's delimiters (/ ? = & #), which an
+	// encoded address would have escaped.
+	encodedEmail *regexp.Regexp
 	// jwt is a JSON Web Token: its header is base64url JSON, so it starts with "eyJ".
 	jwt *regexp.Regexp
 	// dotted is anything else shaped like a JWT (xxx.yyy.zzz), masked unless its parts are
@@ -118,16 +123,17 @@ type maskShapes struct {
 // of every start.
 var shapes = sync.OnceValue(func() *maskShapes {
 	return &maskShapes{
-		bearer:      regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+`),
-		secretField: regexp.MustCompile(`(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[a-z]*"?\s*[:=]\s*"?)[^\s",;&}]+`),
-		email:       regexp.MustCompile("[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
-		jwt:         regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*)?`),
-		dotted:      regexp.MustCompile(`[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{8,}){2,}`),
-		prefixed:    regexp.MustCompile(`\b(?:sk|pk|rk|tok|whsec)_[A-Za-z0-9_-]*`),
-		envPrefix:   regexp.MustCompile(`^(?:sk|pk|rk)_(?:test|live|prod)_`),
-		base64:      regexp.MustCompile(`[A-Za-z0-9+/]{` + strconv.Itoa(minTokenLen) + `,}={0,2}`),
-		run:         regexp.MustCompile(`[A-Za-z0-9_-]{` + strconv.Itoa(minTokenLen) + `,}`),
-		tokenValue:  regexp.MustCompile(`("tokenValue"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)`),
+		bearer:       regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+`),
+		secretField:  regexp.MustCompile(`(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[a-z]*"?\s*[:=]\s*"?)[^\s",;&}]+`),
+		email:        regexp.MustCompile("[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		encodedEmail: regexp.MustCompile("(?:[\\p{L}\\p{N}.!$'*+^_\x60{|}~-]|%[0-9A-Fa-f]{2})+%40[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		jwt:          regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*)?`),
+		dotted:       regexp.MustCompile(`[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{8,}){2,}`),
+		prefixed:     regexp.MustCompile(`\b(?:sk|pk|rk|tok|whsec)_[A-Za-z0-9_-]*`),
+		envPrefix:    regexp.MustCompile(`^(?:sk|pk|rk)_(?:test|live|prod)_`),
+		base64:       regexp.MustCompile(`[A-Za-z0-9+/]{` + strconv.Itoa(minTokenLen) + `,}={0,2}`),
+		run:          regexp.MustCompile(`[A-Za-z0-9_-]{` + strconv.Itoa(minTokenLen) + `,}`),
+		tokenValue:   regexp.MustCompile(`("tokenValue"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)`),
 	}
 })
 
@@ -157,6 +163,10 @@ func mask(s string) string {
 		}
 		s = next
 	}
+	s = re.encodedEmail.ReplaceAllStringFunc(s, func(m string) string {
+		local, domain, _ := strings.Cut(m, "%40")
+		return strings.Replace(maskEmail(local+"@"+domain), "@", "%40", 1)
+	})
 	s = re.jwt.ReplaceAllString(s, redacted)
 	s = re.dotted.ReplaceAllStringFunc(s, unlessWords)
 	s = re.prefixed.ReplaceAllStringFunc(s, maskPrefixed)
