@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -233,6 +234,9 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkCleartext(b, cfg.env); err != nil {
+			return nil, err
+		}
 		base = b
 	}
 	var hc http.Client
@@ -285,6 +289,22 @@ func isHeaderSafe(s string, spaceOK bool) bool {
 		}
 	}
 	return true
+}
+
+// checkCleartext refuses a production base URL (normalized) that would
+// send the API key, which goes with every request, in clear over a network:
+// plain http is accepted only to a loopback address (a local proxy that
+// speaks TLS onwards).
+func checkCleartext(base string, env Environment) error {
+	u, err := url.Parse(base)
+	if err != nil || env != Production || u.Scheme != "http" {
+		return nil
+	}
+	host := u.Hostname()
+	if ip, err := netip.ParseAddr(host); strings.EqualFold(host, "localhost") || err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("clink: base URL %s must use https in production: the API key goes with every request (plain http is accepted to a loopback proxy only)", quoteShort(u.Redacted()))
 }
 
 // normalizeBaseURL checks a base URL override. Its errors quote the URL without any password.
