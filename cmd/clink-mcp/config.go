@@ -60,7 +60,7 @@ var settings = []setting{
 		target: func(c *config) any { return &c.sandbox }},
 	{flag: "env", env: "CLINK_ENV", usage: "Clink environment: sandbox or production (default: from the API key's prefix, production if it has none)",
 		target: func(c *config) any { return &c.env }},
-	{flag: "base-url", env: "CLINK_BASE_URL", usage: "override the Clink API base URL (http or https)",
+	{flag: "base-url", env: "CLINK_BASE_URL", usage: "override the Clink API base URL (https; plain http against the sandbox, or in production to a loopback proxy only)",
 		target: func(c *config) any { return &c.baseURL }},
 	{flag: "api-key-file", env: "CLINK_API_KEY_FILE", usage: "read the Clink API key from this file (else CLINK_API_KEY; never a flag)",
 		target: func(c *config) any { return &c.apiKeyFile }},

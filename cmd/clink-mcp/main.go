@@ -218,7 +218,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	case env == clink.Sandbox:
 		a.policy = policy.Demo()
 	default:
-		return nil, errors.New("policy (CLINK_POLICY): production needs a policy file; without one nothing limits what an agent can charge. Set --policy or CLINK_POLICY (see README, \"The policy file\"), or run with --sandbox to try the built-in sandbox")
+		return nil, errors.New("policy (CLINK_POLICY): production needs a policy file; without one nothing limits what an agent can charge. Set --policy or CLINK_POLICY (see docs/policy.md), or run with --sandbox to try the built-in sandbox")
 	}
 	// The principals file names policy files of its own; each is loaded
 	// once, here, so that a broken one stops the server at the line that
