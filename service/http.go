@@ -36,6 +36,12 @@ type HTTPOptions struct {
 	// sent to); requests without one, as from every non-browser client,
 	// are not affected.
 	AllowedOrigins []string
+	// AllowedHosts are the names (host or host:port, compared without
+	// case) that a request reaching a loopback address may carry as its
+	// Host besides localhost and loopback IPs: those a reverse proxy on the
+	// same host forwards with. Any other Host on a loopback connection is
+	// refused (403), on every path: the DNS-rebinding protection.
+	AllowedHosts []string
 }
 
 // newStreamable serves one MCP server over streamable HTTP, stateless: no
@@ -49,6 +55,9 @@ func newStreamable(s *server.MCPServer, log *slog.Logger) *server.StreamableHTTP
 		server.WithStateLess(true),
 		server.WithDisableStreaming(true),
 		server.WithStreamableHTTPLogger(log),
+		// Handler's checkHost does what mcp-go's check would, on every
+		// path and with the operator's AllowedHosts.
+		server.WithDisableLocalhostProtection(true),
 	)
 }
 
@@ -95,24 +104,42 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 		}
 		mux.Handle("/admin/", checkOrigin(s.adminHandler(), opts.AllowedOrigins))
 	}
-	return checkHost(mux)
+	return checkHost(mux, opts.AllowedHosts)
 }
 
 // checkHost refuses (403) a request that reached a loopback address but
-// names another host: a page whose name was rebound to 127.0.0.1 (DNS
-// rebinding) would otherwise read /metrics, /readyz and the rest from the
-// browser of someone running the server locally. mcp-go checks /mcp the
-// same way; this covers every path. A request that reached any other
-// address is not concerned: the names it may carry are the proxy's affair.
-func checkHost(next http.Handler) http.Handler {
+// names another host than a loopback one or one of allowed: a page whose
+// name was rebound to 127.0.0.1 (DNS rebinding) would otherwise call /mcp
+// or read /metrics, /readyz and the rest from the browser of someone
+// running the server locally. It stands for mcp-go's own check of /mcp
+// (disabled: it knows no allowed hosts), on every path. A request with no
+// Host (HTTP/1.0, as some load balancers' health checks send) comes from
+// no browser and passes. A request that reached any other address is not
+// concerned: the names it may carry are the proxy's affair.
+func checkHost(next http.Handler, allowed []string) http.Handler {
+	set := map[string]bool{}
+	for _, h := range allowed {
+		set[strings.ToLower(h)] = true
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		if ok && local != nil && loopbackName(local.String()) && !loopbackName(r.Host) {
-			plain(w, http.StatusForbidden, "forbidden: a request to a loopback address must name a loopback host")
+		if ok && local != nil && r.Host != "" && loopbackName(local.String()) && !loopbackName(r.Host) && !allowedHost(set, r.Host) {
+			plain(w, http.StatusForbidden, "forbidden: a request to a loopback address must name a loopback host or one of --allowed-hosts")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// allowedHost reports whether host (a Host header) is in set, as given or
+// without its port.
+func allowedHost(set map[string]bool, host string) bool {
+	host = strings.ToLower(host)
+	if set[host] {
+		return true
+	}
+	name, _, err := net.SplitHostPort(host)
+	return err == nil && set[name]
 }
 
 // loopbackName reports whether addr (a host, or host:port) is localhost or

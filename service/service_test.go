@@ -1,12 +1,14 @@
 package service_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -466,7 +468,7 @@ func TestTheOriginIsChecked(t *testing.T) {
 // A page whose name was rebound to 127.0.0.1 reaches a loopback server
 // with its own name as Host: every path refuses it, not /mcp alone.
 func TestEveryPathRefusesARebindingHost(t *testing.T) {
-	f := newFixture(t, setup{})
+	f := newFixture(t, setup{opts: service.HTTPOptions{AllowedHosts: []string{"mcp.example.com"}}})
 	for _, path := range []string{"/metrics", "/readyz", "/healthz", "/mcp"} {
 		method, body := http.MethodGet, ""
 		if path == "/mcp" {
@@ -476,8 +478,11 @@ func TestEveryPathRefusesARebindingHost(t *testing.T) {
 		for host, want := range map[string]int{
 			"evil.example.com:80":                    http.StatusForbidden,
 			"evil.example.com":                       http.StatusForbidden,
+			"mcp.example.com":                        http.StatusOK, // listed in AllowedHosts: a same-host proxy's name
+			"MCP.example.com:443":                    http.StatusOK,
 			strings.TrimPrefix(f.srv.URL, "http://"): http.StatusOK,
 			"localhost":                              http.StatusOK,
+			"[::1]:80":                               http.StatusOK,
 		} {
 			headers["Host"] = host
 			status, _, text := f.get(method, path, strings.NewReader(body), headers)
@@ -488,6 +493,24 @@ func TestEveryPathRefusesARebindingHost(t *testing.T) {
 				t.Errorf("%s with Host %s leaked metrics: %.80s", path, host, text)
 			}
 		}
+	}
+	// HTTP/1.0 without a Host, as some load balancers' health checks send:
+	// no browser sends that.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz HTTP/1.0 without a Host: status %d, want 200", res.StatusCode)
 	}
 }
 

@@ -37,6 +37,7 @@ type config struct {
 	tlsCert        string
 	tlsKey         string
 	allowedOrigins string
+	allowedHosts   string
 
 	apiKey string // from CLINK_API_KEY or apiKeyFile, never a flag
 	// keyFrom names the setting the API key came from, for messages:
@@ -82,6 +83,8 @@ var settings = []setting{
 		target: func(c *config) any { return &c.tlsKey }},
 	{flag: "allowed-origins", env: "CLINK_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to call /mcp besides the server's own (e.g. https://app.example.com)",
 		target: func(c *config) any { return &c.allowedOrigins }},
+	{flag: "allowed-hosts", env: "CLINK_ALLOWED_HOSTS", usage: "comma-separated Host names a reverse proxy on this machine forwards with to a loopback listener (e.g. mcp.example.com); other names are refused there (DNS rebinding)",
+		target: func(c *config) any { return &c.allowedHosts }},
 	{flag: "stdio-workers", env: "CLINK_STDIO_WORKERS", def: "64", usage: "over stdio, how many tool calls run at once (1 to 100): calls wait on Clink, not on the CPU",
 		target: func(c *config) any { return &c.workers }},
 	{flag: "log-level", env: "CLINK_LOG_LEVEL", def: "info", usage: "log level: debug, info, warn or error",

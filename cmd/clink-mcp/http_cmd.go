@@ -82,6 +82,7 @@ func (c *config) checkStdioOnly() error {
 		{c.tlsCert, "tls-cert (CLINK_TLS_CERT)"},
 		{c.tlsKey, "tls-key (CLINK_TLS_KEY)"},
 		{c.allowedOrigins, "allowed-origins (CLINK_ALLOWED_ORIGINS)"},
+		{c.allowedHosts, "allowed-hosts (CLINK_ALLOWED_HOSTS)"},
 	} {
 		if s.val != "" {
 			return fmt.Errorf("%s: only used with --http (CLINK_HTTP_ADDR); over stdio every call is the local user's", s.name)
@@ -111,14 +112,8 @@ func loopbackHost(host string) bool {
 // once, calls in flight finish within the grace period, and the listener
 // closes.
 func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger *slog.Logger) error {
-	var origins []string
-	for o := range strings.SplitSeq(cfg.allowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
-	}
 	srv := &http.Server{
-		Handler:           a.svc.Handler(service.HTTPOptions{AllowedOrigins: origins}),
+		Handler:           a.svc.Handler(service.HTTPOptions{AllowedOrigins: commaList(cfg.allowedOrigins), AllowedHosts: commaList(cfg.allowedHosts)}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -186,4 +181,16 @@ func tokenCommand(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprint(stdout, auth.TokenLines(args[1], token))
 	return nil
+}
+
+// commaList splits a comma-separated setting, dropping spaces and empty
+// items.
+func commaList(s string) []string {
+	var out []string
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

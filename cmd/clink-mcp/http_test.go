@@ -197,6 +197,41 @@ func TestHTTPWithoutPrincipalsListensOnLoopbackOnly(t *testing.T) {
 	}
 }
 
+// A same-host proxy's name, given with --allowed-hosts, reaches every path
+// of a loopback listener; another name is refused on every path, /mcp
+// included (DNS rebinding).
+func TestHTTPAllowedHostsReachALoopbackListener(t *testing.T) {
+	p := startHTTP(t, nil, "--sandbox", "--allowed-hosts", "mcp.example.com, other.example.com:8443")
+	base := strings.TrimSuffix(p.url, "/mcp")
+	for _, c := range []struct {
+		host, path string
+		want       int
+	}{
+		{"mcp.example.com", "/readyz", http.StatusOK},
+		{"other.example.com:8443", "/metrics", http.StatusOK},
+		{"evil.example.com", "/readyz", http.StatusForbidden},
+		{"evil.example.com", "/mcp", http.StatusForbidden},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = c.host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != c.want {
+			t.Errorf("GET %s with Host %s: %d, want %d", c.path, c.host, res.StatusCode, c.want)
+		}
+	}
+	code, _, stderr := runCmd(t, nil, "serve", "--sandbox", "--allowed-hosts", "mcp.example.com")
+	if code != 1 || !strings.Contains(stderr, "allowed-hosts (CLINK_ALLOWED_HOSTS): only used with --http") {
+		t.Errorf("--allowed-hosts over stdio: exit %d, %q", code, stderr)
+	}
+}
+
 func TestTokenNewPrintsTheTokenOnceAndItsHash(t *testing.T) {
 	code, out, _ := runCmd(t, nil, "token", "new", "billing-agent")
 	if code != 0 {
