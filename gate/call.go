@@ -82,8 +82,9 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 				res = c.recorded
 			case committed != nil:
 				res = committed
-				g.journal.complete(ctx, &state.Completion{Call: c.id, Settlement: committed.Code.Settlement(),
-					ClaimKey: claimKey, Record: c.record(state.KindOutcome, committed)}, nil)
+				comp, replay := g.safeCompletion(ctx, c, claimKey, committed)
+				g.journal.complete(ctx, comp, replay)
+				c.recorded = committed
 			case held != nil:
 				res = internalResult()
 				g.settle(ctx, c, held, claimKey, res, policy.Unknown)
@@ -363,6 +364,17 @@ func (g *Gate) commit(ctx context.Context, c *call, o *Order) (res *Result) {
 // line. The claim keeps the result for identical calls unless Clink
 // definitely made nothing, when it is dropped so that a retry may try again.
 func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey string, res *Result, settlement policy.Settlement) {
+	comp, replay := g.completion(ctx, c, claimKey, res, settlement)
+	g.journal.complete(ctx, comp, replay)
+	c.recorded = res
+	c.log(ctx, res)
+}
+
+// completion is the call's completion, ending with res, and the result
+// identical calls get from the journal meanwhile (nil without a claim to
+// keep it). The claim keeps res, sealed, for identical calls unless Clink
+// definitely made nothing.
+func (g *Gate) completion(ctx context.Context, c *call, claimKey string, res *Result, settlement policy.Settlement) (*state.Completion, *Result) {
 	var (
 		sealed []byte
 		replay *Result
@@ -382,13 +394,23 @@ func (g *Gate) settle(ctx context.Context, c *call, held *state.Held, claimKey s
 		}
 		replay = res
 	}
-	comp := &state.Completion{
+	return &state.Completion{
 		Call: c.id, Settlement: settlement,
 		ClaimKey: claimKey, Replay: sealed, Record: c.record(state.KindOutcome, res),
-	}
-	g.journal.complete(ctx, comp, replay)
-	c.recorded = res
-	c.log(ctx, res)
+	}, replay
+}
+
+// safeCompletion is completion for a recover: should sealing the replay
+// panic too (crypto/rand failing), the completion drops the claim rather
+// than keep it without a result.
+func (g *Gate) safeCompletion(ctx context.Context, c *call, claimKey string, res *Result) (comp *state.Completion, replay *Result) {
+	defer func() {
+		if recover() != nil {
+			comp, replay = &state.Completion{Call: c.id, Settlement: res.Code.Settlement(),
+				ClaimKey: claimKey, Record: c.record(state.KindOutcome, res)}, nil
+		}
+	}()
+	return g.completion(ctx, c, claimKey, res, res.Code.Settlement())
 }
 
 // abandon ends a call whose hold failed but may have committed (see

@@ -667,6 +667,34 @@ func (p *panicOnComplete) Complete(ctx context.Context, c *state.Completion) err
 	return p.Store.Complete(ctx, c)
 }
 
+// failOnce is a store whose first Complete fails, writing nothing.
+type failOnce struct {
+	state.Store
+	n atomic.Int64
+}
+
+func (f *failOnce) Complete(ctx context.Context, c *state.Completion) error {
+	if f.n.Add(1) == 1 {
+		return errors.New("store unavailable")
+	}
+	return f.Store.Complete(ctx, c)
+}
+
+// panicOnMessage is a log handler that panics, once, on the record whose
+// message is msg (a bug in a handler an embedder gave).
+type panicOnMessage struct {
+	slog.Handler
+	msg  string
+	done atomic.Bool
+}
+
+func (h *panicOnMessage) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg && h.done.CompareAndSwap(false, true) {
+		panic("log handler bug")
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
 // panicObserver panics when a call ends (a bug in the embedder's metrics).
 type panicObserver struct{}
 
@@ -692,6 +720,30 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 		intents, err := mem.Intents(context.Background())
 		if err != nil || len(intents) != 0 {
 			t.Errorf("open intents %v, %v; want none", intents, err)
+		}
+	})
+	t.Run("the log panics while the journal keeps a failed completion", func(t *testing.T) {
+		// The recover writes the completion itself, with the replay: an
+		// identical call is answered from it, not created again.
+		mem := memory(t)
+		st := &failOnce{Store: mem}
+		f := newFixture(t, st, "acct")
+		f.g.journal.log = slog.New(&panicOnMessage{Handler: f.g.log.Handler(), msg: "journal write failed; keeping it to retry"})
+		o := f.fake.order(t, "10", "a@example.com")
+		res := f.g.Create(context.Background(), "", o)
+		if res.Code != policy.CodeCreated || res.SessionID == "" {
+			t.Fatalf("result %s %q: want created with its session", res.Code, res.Text)
+		}
+		again := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+		if n := f.fake.calls.Load(); n != 1 || !again.Replayed || again.SessionID != res.SessionID {
+			t.Fatalf("the identical call: Clink called %d times, replayed %v, session %q (first %q); want 1 call and a replay",
+				n, again.Replayed, again.SessionID, res.SessionID)
+		}
+		if err := f.g.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := outcomes(t, mem); len(got) != 2 || got[0] != string(policy.CodeCreated) || got[1] != string(policy.CodeReplayed) {
+			t.Errorf("outcome records %v, want [created replayed]", got)
 		}
 	})
 	t.Run("the observer panics", func(t *testing.T) {

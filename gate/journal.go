@@ -101,6 +101,9 @@ func (j *journal) append(ctx context.Context, rec *state.AuditRecord) {
 	}
 }
 
+// defer_ keeps w to retry. It logs before it queues: should the log's
+// handler panic, w is not queued, and Create's recover writes the call's
+// completion itself, once.
 func (j *journal) defer_(ctx context.Context, w *pendingWrite, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
