@@ -18,7 +18,8 @@
 // (2xx, code 200, a sessionId) succeeds even when other fields of its answer do not read:
 // they are left zero and named in the result's Unread. Only the codes Clink
 // documents (see Code.Refusal) and its named customer errors prove that nothing was created. A
-// 429 is taken as a refusal: a create is neither retried nor reported as unknown. Reads (Get*)
+// 429 is taken as a refusal, whatever its envelope says: a create is neither retried nor
+// reported as unknown. Reads (Get*)
 // are also retried on 5xx, 5xx-class envelope codes, 429 and network failures.
 //
 // Secrets stay inside: the API key never appears in an error, a String or a log value, and a

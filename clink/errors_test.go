@@ -215,6 +215,14 @@ func TestEachKindOfFailedResponseGivesAPreciseError(t *testing.T) {
 			wantUnknown: true,
 		},
 		{
+			name:        "a 429 stays a refusal whatever its envelope says",
+			handler:     replyWith(429, "application/json", `{"code":500,"msg":"SYSTEM_ERROR","data":null}`),
+			wantStatus:  429,
+			wantCode:    500,
+			wantMessage: "SYSTEM_ERROR",
+			wantText:    []string{"HTTP 429"},
+		},
+		{
 			name:        "a server fault's envelope on HTTP 400 leaves the outcome unknown",
 			handler:     replyWith(400, "application/json", `{"code":500,"msg":"SYSTEM_ERROR","data":null}`),
 			wantStatus:  400,

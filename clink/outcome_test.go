@@ -255,6 +255,19 @@ func TestACreatedSessionIsReadWhateverElseItsAnswerHolds(t *testing.T) {
 			t.Fatalf("got %+v, %v; want aps_1 with expireTime unread", s, err)
 		}
 	})
+	t.Run("a key in another case is read, the last one in the document winning", func(t *testing.T) {
+		srv := httptest.NewServer(replyWith(200, "application/json",
+			`{"code":200,"msg":"success","data":{"sessionId":"sess_1","expireTime":"soon","CustomerId":"A","CUSTOMERID":"B"}}`))
+		defer srv.Close()
+		for range 20 { // a map's order would pick either
+			s, err := newClient(t, srv.URL).CreateCheckoutSession(t.Context(), &clink.CheckoutSessionRequest{
+				OriginalAmount: mustAmount(t, "10.00"), OriginalCurrency: "USD", CustomerEmail: "ada@example.com",
+			})
+			if err != nil || s.CustomerID != "B" {
+				t.Fatalf("got %+v, %v; want customerId B, as encoding/json reads it", s, err)
+			}
+		}
+	})
 	t.Run("without a readable sessionId the outcome stays unknown", func(t *testing.T) {
 		srv := httptest.NewServer(replyWith(200, "application/json",
 			`{"code":200,"msg":"success","data":{"sessionId":{"id":"sess_1"},"url":"https://uat-checkout.clinkbill.com/pay/sess_1"}}`))

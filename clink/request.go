@@ -303,7 +303,9 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 		fault := status >= 500
 		if perr == nil && env.hasCode {
 			e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
-			fault = fault || Code(env.code).ServerFault() // Clink's own word outweighs the status
+			// Clink's own word outweighs the status, but for a 429: a refusal
+			// before the request was taken on (see the package doc).
+			fault = fault || status != http.StatusTooManyRequests && Code(env.code).ServerFault()
 		} else {
 			e.body = describeBody(contentType, body, perr)
 			e.Excerpt = excerpt(body, c.key)
@@ -486,8 +488,8 @@ type unreadFields interface{ setUnread([]string) }
 // a JSON number's digits (an identifier Clink's backend keeps as a number).
 // Only data that is not a JSON object is an error.
 func decodeFields(data []byte, out any) (unread []string, err error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
+	members, err := objectMembers(data)
+	if err != nil {
 		return nil, err
 	}
 	v := reflect.ValueOf(out).Elem()
@@ -497,13 +499,15 @@ func decodeFields(data []byte, out any) (unread []string, err error) {
 		if name == "" || name == "-" {
 			continue
 		}
-		raw, ok := fields[name]
-		for k, r := range fields { // as encoding/json, a key in another case matches
-			if !ok && strings.EqualFold(k, name) {
-				raw, ok = r, true
+		// As encoding/json: a key in any case matches, and the last one
+		// in the document wins.
+		var raw json.RawMessage
+		for _, m := range members {
+			if strings.EqualFold(m.key, name) {
+				raw = m.value
 			}
 		}
-		if !ok {
+		if raw == nil {
 			continue
 		}
 		f := v.Field(i)
@@ -524,6 +528,34 @@ func decodeFields(data []byte, out any) (unread []string, err error) {
 		}
 	}
 	return unread, nil
+}
+
+// member is one key and value of a JSON object.
+type member struct {
+	key   string
+	value json.RawMessage
+}
+
+// objectMembers returns the JSON object data's members in document order.
+func objectMembers(data []byte) ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errNotObject
+	}
+	var out []member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		var m member
+		m.key, _ = tok.(string)
+		if err := dec.Decode(&m.value); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // idText is an identifier Clink sends as a JSON string or, from a backend that keeps it as a

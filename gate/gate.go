@@ -225,7 +225,8 @@ type Order struct {
 	// IdempotencyKey is the agent's explicit key, or "".
 	IdempotencyKey string
 	// Fingerprint is the canonical form of what Clink will receive (its
-	// JSON): identical fingerprints are identical calls.
+	// JSON, where a tool may write a documented default as not given):
+	// identical fingerprints are identical calls.
 	Fingerprint []byte
 	// Commit makes the Clink call. Its context is not cancelled by the
 	// caller: once sent, a call runs to its end.
@@ -250,8 +251,8 @@ type Created struct {
 	// Summary is a one-line description for the agent.
 	Summary string
 	// Unread names the fields of Clink's answer the client could not read
-	// (see clink.CheckoutSession): the session was created; the call's log
-	// line warns of them.
+	// (see clink.CheckoutSession): the session was created; a warning in
+	// the log names them.
 	Unread []string
 }
 

@@ -111,7 +111,8 @@ func (p decodeProblems) Error() string { return strings.Join(p, "; ") }
 // anything is decoded it walks the whole document and refuses, by name,
 // unknown arguments (listing the valid ones), duplicate keys, keys that
 // differ from a known one only in case, and values of the wrong JSON type. A
-// null is taken as "not given". The returned error is a decodeProblems.
+// null argument or field is taken as "not given"; a null map value or list
+// item is refused. The returned error is a decodeProblems.
 func decodeStrict(raw []byte, sh *shape, dst any) error {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
