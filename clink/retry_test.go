@@ -258,15 +258,18 @@ func TestARetriedGetSucceedsOnceClinkRecovers(t *testing.T) {
 	}
 }
 
-// within asserts that a call ending because of ctx's deadline returned within 100 ms of it.
+// within asserts that a call ending because of ctx's deadline returned
+// soon after it: within 5 s, where what it would otherwise wait for (Clink's
+// answer, a backoff) takes a minute. The bound leaves room for a loaded
+// machine's scheduling.
 func within(t *testing.T, deadline time.Time, what string) {
 	t.Helper()
-	if late := time.Since(deadline); late > 100*time.Millisecond {
-		t.Errorf("%s returned %v after its context's deadline, want within 100ms", what, late)
+	if late := time.Since(deadline); late > 5*time.Second {
+		t.Errorf("%s returned %v after its context's deadline, want within 5s (not the minute it waits for)", what, late)
 	}
 }
 
-func TestAContextDeadlineEndsTheCallWithin100ms(t *testing.T) {
+func TestAContextDeadlineEndsTheCallPromptly(t *testing.T) {
 	t.Run("while Clink is slow to answer a create", func(t *testing.T) {
 		sb := sandbox.New()
 		c := newClient(t, startSandbox(t, sb))
