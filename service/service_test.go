@@ -526,6 +526,14 @@ func TestRequestBodiesAreBoundedAndChecked(t *testing.T) {
 	if status != http.StatusBadRequest || !strings.Contains(body, `"id":7`) || !strings.Contains(body, "duplicate key") {
 		t.Errorf("duplicate keys: %d %s", status, body)
 	}
+	// An approval's answer that reads "decline" by its exact key and
+	// "accept" as encoding/json decodes it.
+	twoWays := `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":{"amount":1,"currency":"USD","customerEmail":"a@example.com"},` +
+		`"requestState":"x","inputResponses":{"approve_payment":{"action":"decline","Action":"accept","content":{"approve":true}}}}}`
+	status, _, body = f.get(http.MethodPost, "/mcp", strings.NewReader(twoWays), headers)
+	if status != http.StatusBadRequest || !strings.Contains(body, `"id":8`) || !strings.Contains(body, "duplicate key") {
+		t.Errorf("an answer's action in two cases: %d %s", status, body)
+	}
 	if f.sandbox.Requests() != 0 {
 		t.Error("a refused body reached Clink")
 	}

@@ -111,14 +111,16 @@ func (e *MessageError) Code() int {
 //     last value, where another reader (a log, an audit, a proxy) may keep
 //     the first, so "arguments" twice in a tools/call could show one call
 //     and run another;
-//   - in the envelope (the message's own object, or each of a batch's) and
-//     in its "params", a key repeated in another case, such as "Method"
-//     after "method" or "Arguments" after "arguments": encoding/json
-//     matches struct fields case-insensitively, Unicode folds included
-//     (the Kelvin sign is a K), so these are repeats too. Deeper, only
+//   - a key repeated in another case, such as "Method" after "method",
+//     "Arguments" after "arguments", or "Action" after "action" in an
+//     approval's answer (params.inputResponses, or a response's result):
+//     encoding/json matches struct fields case-insensitively, Unicode folds
+//     included (the Kelvin sign is a K), so these are repeats too, at any
+//     depth but inside "_meta" and a request's "arguments", where only
 //     exact repeats count: "_meta" is decoded into a map, where case
 //     matters, and "arguments" by the tools' strict decoder, which refuses
-//     a case variant of an argument's name itself;
+//     a case variant of an argument's name itself (and keeps metadata keys
+//     that differ in case apart, as maps do);
 //   - objects and arrays nested more than MaxMessageDepth levels;
 //   - in an envelope's "params", a number beyond a float64's range (1e400,
 //     -1e400, an integer of 400 digits), which mcp-go's decoding into
@@ -172,12 +174,13 @@ const (
 	levelTop      level = iota // the message: an envelope or a batch of them
 	levelEnvelope              // an envelope: jsonrpc, id, method, params…
 	levelParams                // an envelope's params
-	levelOther                 // anything deeper
+	levelOther                 // anything deeper, decoded into structs as a rule
+	levelMap                   // inside "_meta" or params' "arguments": decoded into maps
 )
 
 // folds reports whether keys at lv are compared as encoding/json matches
 // them to struct fields: case-insensitively.
-func (lv level) folds() bool { return lv == levelEnvelope || lv == levelParams }
+func (lv level) folds() bool { return lv != levelMap }
 
 // messageWalker walks a message's tokens, keeping the path to the value
 // being walked.
@@ -222,8 +225,11 @@ func (w *messageWalker) value(lv level) error {
 // envelopes of a batch at the top, anything elsewhere.
 func (w *messageWalker) array(lv level) error {
 	elem := levelOther
-	if lv == levelTop {
+	switch lv {
+	case levelTop:
 		elem = levelEnvelope
+	case levelMap:
+		elem = levelMap
 	}
 	for i := 0; w.dec.More(); i++ {
 		w.path = append(w.path, pathElem{index: i})
@@ -266,7 +272,10 @@ func (w *messageWalker) object(lv level) error {
 			return e
 		}
 		child := levelOther
-		if lv == levelEnvelope && fold && id == foldedParams {
+		switch {
+		case lv == levelMap, foldKey(key) == foldedMeta, lv == levelParams && id == foldedArguments:
+			child = levelMap
+		case lv == levelEnvelope && id == foldedParams:
 			child = levelParams
 		}
 		w.path = append(w.path, pathElem{key: key, isKey: true})
@@ -361,6 +370,7 @@ func cut(key string) string {
 var (
 	foldedParams    = foldKey("params")
 	foldedArguments = foldKey("arguments")
+	foldedMeta      = foldKey("_meta")
 )
 
 // foldKey folds a key as encoding/json does to match it to a struct field
