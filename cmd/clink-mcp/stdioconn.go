@@ -128,6 +128,8 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		pending:    make(map[string]int),
 		cancelled:  make(map[string]struct{}),
 		idle:       idle,
+		// No bound until SetDrainTimeout sets one.
+		drainTimeout: -1,
 	}
 }
 
@@ -159,9 +161,10 @@ func (c *stdioConn) SetDrainDeadline(ctx context.Context) {
 }
 
 // SetDrainTimeout bounds the wait at the end of stdin to d after the end is
-// read, the grace period a context made in advance can't express. Zero, the
-// default, sets no bound. It applies together with SetDrainDeadline: the
-// first to expire ends the wait.
+// read, the grace period a context made in advance can't express. Zero ends
+// the wait at once (a grace period of 0: calls in flight are not waited
+// for); a negative d, the default, sets no bound. It applies together with
+// SetDrainDeadline: the first to expire ends the wait.
 func (c *stdioConn) SetDrainTimeout(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -259,7 +262,7 @@ func (c *stdioConn) endOfInput() error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if d > 0 {
+	if d >= 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()

@@ -377,6 +377,30 @@ func TestStdioConnStopsWaitingAtTheDrainDeadline(t *testing.T) {
 	}
 }
 
+// TestStdioConnWithADrainTimeoutOfZeroDoesNotWait: a grace period of 0
+// ends the wait at the end of stdin at once, cancelling a call that would
+// never finish (a client gone while it was asked to approve), rather than
+// waiting for it forever as no bound would.
+func TestStdioConnWithADrainTimeoutOfZeroDoesNotWait(t *testing.T) {
+	h := startStdioConnServer(t)
+	h.send(stdioConnCall("1", "forever"))
+	h.awaitStarted(1)
+	h.conn.SetDrainTimeout(0)
+	if err := h.stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := h.wait() // fails after 10 s if Listen never returns
+	var texts []string
+	for _, r := range stdioConnReplies(t, out) {
+		if string(r.ID) == "1" {
+			texts = append(texts, r.toolText())
+		}
+	}
+	if want := []string{"cancelled forever"}; !slices.Equal(texts, want) {
+		t.Errorf("replies to the call: %q, want %q", texts, want)
+	}
+}
+
 // stdioConnIn is the stdin of the unit tests: each Read returns the chunk
 // the test put in next, then, once it is used, io.EOF.
 type stdioConnIn struct{ next []byte }
