@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -366,5 +367,33 @@ func TestHTTPShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("still running 20 s after SIGTERM")
+	}
+}
+
+// A second SIGTERM during the drain ends the process at once, as Ctrl-C
+// twice does: the first only starts the drain (here a long shutdown delay).
+func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
+	p := startHTTP(t, nil, "--sandbox", "--shutdown-delay", "60s")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "not ready, still taking calls") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no delay logged:\n%s", p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
+			t.Errorf("exit after the second signal: %v, want killed by it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10 s after a second SIGTERM, in a 60 s shutdown delay")
 	}
 }
