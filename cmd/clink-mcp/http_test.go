@@ -82,6 +82,18 @@ func startHTTP(t testing.TB, env []string, args ...string) *httpProcess {
 	return p
 }
 
+// awaitLog waits up to 10 s for msg in p's log, failing t without it.
+func (p *httpProcess) awaitLog(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged:\n%s", msg, p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // mcpClient connects to p with a bearer token ("" for none).
 func (p *httpProcess) mcpClient(t *testing.T, token string) *client.Client {
 	t.Helper()
@@ -297,13 +309,7 @@ func TestHTTPSIGTERMFinishesTheCallInFlight(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.stderr.String(), "shutting down: finishing the calls in flight") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no drain logged:\n%s", p.stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.awaitLog(t, "shutting down: finishing the calls in flight")
 	ready, err := http.Get(strings.TrimSuffix(p.url, "/mcp") + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +348,7 @@ func TestHTTPShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.stderr.String(), "not ready, still taking calls") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no delay logged:\n%s", p.stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.awaitLog(t, "not ready, still taking calls")
 	ready, err := http.Get(strings.TrimSuffix(p.url, "/mcp") + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -377,13 +377,7 @@ func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.stderr.String(), "not ready, still taking calls") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no delay logged:\n%s", p.stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.awaitLog(t, "not ready, still taking calls")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
