@@ -158,9 +158,11 @@ sdk_client() {
 # before the failure counts. Known cause of flakes: mcp-go v1.2.1 drops a
 # notification queued just before a response (mark3labs/mcp-go#969), here
 # the subscriptions/acknowledged of server-stateless's subscriptions/listen
-# (about 1 run in 10). A scenario that passes on a re-run is reported as
-# FLAKY; one that never passes fails CI. 0 turns re-runs off.
-reruns=${CLINK_CI_CONFORMANCE_RERUNS:-2}
+# (measured 2026-12-03: 12 of 80 runs of that scenario alone, the build of
+# that day and the one before alike; more under CI's load, where one run
+# failed three times in a row). A scenario that passes on a re-run is
+# reported as FLAKY; one that never passes fails CI. 0 turns re-runs off.
+reruns=${CLINK_CI_CONFORMANCE_RERUNS:-4}
 flaky=()
 
 # run_suite REV OUT OUTDIR [ARGS...]: the suite against $server_url with
