@@ -17,7 +17,7 @@
 #     resources, prompts or features this server does not have; any other
 #     failure, or a listed one that passes (or is not seen failing), fails
 #     the run. A scenario with an unexpected failure is run again alone (up
-#     to $CLINK_CI_CONFORMANCE_RERUNS times, default 2): if it then passes,
+#     to $CLINK_CI_CONFORMANCE_RERUNS times, default 4): if it then passes,
 #     it is reported as FLAKY and the run goes on (see reruns below).
 #
 # Every server started here is stopped, and the temp folder removed, on exit.

@@ -111,16 +111,19 @@ func (e *MessageError) Code() int {
 //     last value, where another reader (a log, an audit, a proxy) may keep
 //     the first, so "arguments" twice in a tools/call could show one call
 //     and run another;
-//   - a key repeated in another case, such as "Method" after "method",
-//     "Arguments" after "arguments", or "Action" after "action" in an
-//     approval's answer (params.inputResponses, or a response's result):
-//     encoding/json matches struct fields case-insensitively, Unicode folds
-//     included (the Kelvin sign is a K), so these are repeats too, at any
-//     depth but inside "_meta" and a request's "arguments", where only
-//     exact repeats count: "_meta" is decoded into a map, where case
-//     matters, and "arguments" by the tools' strict decoder, which refuses
-//     a case variant of an argument's name itself (and keeps metadata keys
-//     that differ in case apart, as maps do);
+//   - a key repeated in another case, such as "Method" after "method" or
+//     "Arguments" after "arguments", where mcp-go decodes the object into a
+//     struct: encoding/json matches struct fields case-insensitively,
+//     Unicode folds included (the Kelvin sign is a K), so these are repeats
+//     too. That is the envelope (the message's own object, or each of a
+//     batch's), its "params", a response's "result" and "error", and each
+//     answer in a request's "params.inputResponses" ("Action" after
+//     "action" would otherwise read as a decline and run as an approval).
+//     Deeper, only exact repeats count: what lies there is decoded into
+//     maps (_meta, capabilities' experimental and extensions, error data,
+//     an answer's content), where case matters and two such keys are two
+//     entries, or by the tools' strict decoder (arguments), which refuses
+//     a case variant of an argument's name itself;
 //   - objects and arrays nested more than MaxMessageDepth levels;
 //   - in an envelope's "params", a number beyond a float64's range (1e400,
 //     -1e400, an integer of 400 digits), which mcp-go's decoding into
@@ -171,16 +174,19 @@ func (discard) UnmarshalJSON([]byte) error { return nil }
 type level int
 
 const (
-	levelTop      level = iota // the message: an envelope or a batch of them
-	levelEnvelope              // an envelope: jsonrpc, id, method, params…
-	levelParams                // an envelope's params
-	levelOther                 // anything deeper, decoded into structs as a rule
-	levelMap                   // inside "_meta" or params' "arguments": decoded into maps
+	levelTop       level = iota // the message: an envelope or a batch of them
+	levelEnvelope               // an envelope: jsonrpc, id, method, params…
+	levelParams                 // an envelope's params
+	levelAnswer                 // a response's result or error, or one of params.inputResponses
+	levelResponses              // params.inputResponses: answers by the name of their request
+	levelOther                  // anything deeper
 )
 
 // folds reports whether keys at lv are compared as encoding/json matches
 // them to struct fields: case-insensitively.
-func (lv level) folds() bool { return lv != levelMap }
+func (lv level) folds() bool {
+	return lv == levelEnvelope || lv == levelParams || lv == levelAnswer
+}
 
 // messageWalker walks a message's tokens, keeping the path to the value
 // being walked.
@@ -225,11 +231,8 @@ func (w *messageWalker) value(lv level) error {
 // envelopes of a batch at the top, anything elsewhere.
 func (w *messageWalker) array(lv level) error {
 	elem := levelOther
-	switch lv {
-	case levelTop:
+	if lv == levelTop {
 		elem = levelEnvelope
-	case levelMap:
-		elem = levelMap
 	}
 	for i := 0; w.dec.More(); i++ {
 		w.path = append(w.path, pathElem{index: i})
@@ -273,10 +276,14 @@ func (w *messageWalker) object(lv level) error {
 		}
 		child := levelOther
 		switch {
-		case lv == levelMap, foldKey(key) == foldedMeta, lv == levelParams && id == foldedArguments:
-			child = levelMap
 		case lv == levelEnvelope && id == foldedParams:
 			child = levelParams
+		case lv == levelEnvelope && (id == foldedResult || id == foldedError):
+			child = levelAnswer
+		case lv == levelParams && id == foldedInputResponses:
+			child = levelResponses
+		case lv == levelResponses:
+			child = levelAnswer
 		}
 		w.path = append(w.path, pathElem{key: key, isKey: true})
 		if err := w.value(child); err != nil {
@@ -365,12 +372,14 @@ func cut(key string) string {
 	return key[:n] + "…"
 }
 
-// foldedParams and foldedArguments are "params" and "arguments" folded by
-// foldKey.
+// The keys whose objects CheckMessage compares case-insensitively, or
+// refers to, folded by foldKey.
 var (
-	foldedParams    = foldKey("params")
-	foldedArguments = foldKey("arguments")
-	foldedMeta      = foldKey("_meta")
+	foldedParams         = foldKey("params")
+	foldedArguments      = foldKey("arguments")
+	foldedResult         = foldKey("result")
+	foldedError          = foldKey("error")
+	foldedInputResponses = foldKey("inputResponses")
 )
 
 // foldKey folds a key as encoding/json does to match it to a struct field

@@ -365,8 +365,12 @@ func TestStdioConnStopsWaitingAtTheDrainDeadline(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := h.wait() // fails after 10 s if Listen never returns
-			if elapsed := time.Since(start); elapsed < tt.grace-50*time.Millisecond {
+			elapsed := time.Since(start)
+			if elapsed < tt.grace-50*time.Millisecond {
 				t.Errorf("Listen returned %v after the end of stdin, before the %v deadline", elapsed, tt.grace)
+			}
+			if tt.grace == 0 && elapsed > 3*time.Second {
+				t.Errorf("Listen returned %v after the end of stdin, with a drain timeout of zero", elapsed)
 			}
 			var texts []string
 			for _, r := range stdioConnReplies(t, out) {
