@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/clink-mcp/clink-mcp/internal/loopback"
 )
 
 // DefaultUserAgent is the User-Agent a Client sends unless WithUserAgent
@@ -300,8 +301,7 @@ func checkCleartext(base string, env Environment) error {
 	if err != nil || env != Production || u.Scheme != "http" {
 		return nil
 	}
-	host := u.Hostname()
-	if ip, err := netip.ParseAddr(host); strings.EqualFold(host, "localhost") || err == nil && ip.IsLoopback() {
+	if loopback.Host(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("clink: base URL %s must use https in production: the API key goes with every request (plain http is accepted to a loopback proxy only)", quoteShort(u.Redacted()))

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/clink-mcp/clink-mcp/internal/loopback"
 	"github.com/clink-mcp/clink-mcp/service/auth"
 	"github.com/clink-mcp/clink-mcp/tools"
 )
@@ -123,7 +123,7 @@ func checkHost(next http.Handler, allowed []string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		if ok && local != nil && r.Host != "" && loopbackName(local.String()) && !loopbackName(r.Host) && !allowedHost(set, r.Host) {
+		if ok && local != nil && r.Host != "" && loopback.Host(local.String()) && !loopback.Host(r.Host) && !allowedHost(set, r.Host) {
 			plain(w, http.StatusForbidden, "forbidden: a request to a loopback address must name a loopback host or one of --allowed-hosts")
 			return
 		}
@@ -140,20 +140,6 @@ func allowedHost(set map[string]bool, host string) bool {
 	}
 	name, _, err := net.SplitHostPort(host)
 	return err == nil && set[name]
-}
-
-// loopbackName reports whether addr (a host, or host:port) is localhost or
-// a loopback IP address.
-func loopbackName(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = strings.Trim(addr, "[]")
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // serveMCP hands an MCP request to the streamable HTTP server of the

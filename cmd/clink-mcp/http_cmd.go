@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clink-mcp/clink-mcp/internal/loopback"
 	"github.com/clink-mcp/clink-mcp/service"
 	"github.com/clink-mcp/clink-mcp/service/auth"
 )
@@ -52,7 +53,7 @@ func (c *config) listen() (*httpListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http (CLINK_HTTP_ADDR): %q is not host:port, e.g. 127.0.0.1:8080", c.httpAddr)
 	}
-	if c.principalsPath == "" && !loopbackHost(host) {
+	if c.principalsPath == "" && !loopback.Host(host) {
 		return nil, fmt.Errorf("http (CLINK_HTTP_ADDR): %s is not a loopback address; without a principals file (--principals, CLINK_PRINCIPALS) every caller is trusted, so the server listens on loopback only (127.0.0.1, [::1], localhost)", c.httpAddr)
 	}
 	l := &httpListener{}
@@ -95,16 +96,6 @@ func (c *config) checkStdioOnly() error {
 func loopbackListener(l *httpListener) bool {
 	addr, ok := l.Addr().(*net.TCPAddr)
 	return ok && addr.IP.IsLoopback()
-}
-
-// loopbackHost reports whether host (no port) names only the loopback
-// interface. An empty host, like 0.0.0.0 and ::, means every interface.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // serveHTTP serves MCP streamable HTTP on l until ctx is cancelled, then
