@@ -222,22 +222,15 @@ func testHoldOnAnApprovalSpendsWhenHeld(t *testing.T, f Factory) {
 	if _, err := s.Hold(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	h := hold("call-approved", later.Add(time.Second), l)
-	h.Approval = "apr_1"
-	var d *policy.Denied
-	if _, err := s.Hold(ctx, h); !errors.As(err, &d) || d.Limit != 1 || d.Used != 600 {
-		t.Fatalf("Hold on the approval when the hour holds 600 of 1000 = %v, want a *policy.Denied of limit 1 (the budget) using 600", err)
-	}
-	if got, err := s.Approval(ctx, "apr_1"); err != nil || got.State != state.ApprovalApproved {
-		t.Fatalf("the approval after a refused hold = %+v, %v; want it still approved", got, err)
-	}
+	// The budget is limit 1 (after the rate limit); the hour holds 600.
+	refusedOnApproval(t, s, hold("call-approved", later.Add(time.Second), l), "apr_1", 1, 600)
 	wantUsage(t, s, "after the refused hold", later.Add(time.Second), l, 2, 600)
 	// Once the other call is released it fits, counted from the hold.
 	if err := s.Complete(ctx, outcome(other, policy.Released, "upstream_refused", nil)); err != nil {
 		t.Fatal(err)
 	}
 	at := later.Add(time.Minute)
-	h = hold("call-approved", at, l)
+	h := hold("call-approved", at, l)
 	h.Approval = "apr_1"
 	held, err := s.Hold(ctx, h)
 	if err != nil || held.Reservation != a.Reservation {
@@ -252,6 +245,21 @@ func testHoldOnAnApprovalSpendsWhenHeld(t *testing.T, f Factory) {
 		t.Fatal(err)
 	}
 	wantUsage(t, s, "after its release", at, l, 2, 0)
+}
+
+// refusedOnApproval holds h on approval id, which a budget must refuse
+// (a *policy.Denied of limit, used), leaving the approval approved.
+func refusedOnApproval(t *testing.T, s state.Store, h *state.Hold, id string, limit int, used int64) {
+	t.Helper()
+	ctx := context.Background()
+	h.Approval = id
+	var d *policy.Denied
+	if _, err := s.Hold(ctx, h); !errors.As(err, &d) || d.Limit != limit || d.Used != used {
+		t.Fatalf("Hold on approval %s = %v, want a *policy.Denied of limit %d using %d", id, err, limit, used)
+	}
+	if got, err := s.Approval(ctx, id); err != nil || got.State != state.ApprovalApproved {
+		t.Fatalf("approval %s after a refused hold = %+v, %v; want it still approved", id, got, err)
+	}
 }
 
 // testRefusedHoldOnAnApprovalKeepsItsReservation: a hold on an approval
@@ -274,19 +282,12 @@ func testRefusedHoldOnAnApprovalKeepsItsReservation(t *testing.T, f Factory) {
 	// Lowered to 800: the other call's 300 and the approved 600 exceed it.
 	lowered := []policy.Limit{budget("budget|*|USD|24h|", 24*time.Hour, 800, 600)}
 	at := day.Add(3 * time.Minute)
-	h := hold("call-approved", at, lowered)
-	h.Approval = "apr_1"
-	var d *policy.Denied
-	if _, err := s.Hold(ctx, h); !errors.As(err, &d) || d.Limit != 0 || d.Used != 300 {
-		t.Fatalf("Hold on the approval under the lowered budget = %v, want a *policy.Denied of limit 0 using 300 (the approval's own 600 not counted against it)", err)
-	}
-	if got, err := s.Approval(ctx, "apr_1"); err != nil || got.State != state.ApprovalApproved {
-		t.Fatalf("the approval after a refused hold = %+v, %v; want it still approved", got, err)
-	}
+	// The approval's own 600 is not counted against it: 300 used.
+	refusedOnApproval(t, s, hold("call-approved", at, lowered), "apr_1", 0, 300)
 	wantUsage(t, s, "after the refused hold", at, l, 900)
 	// Under the budget as it was, the call is held on the same reservation,
 	// whose 600 now counts once, from the hold.
-	h = hold("call-approved", at.Add(time.Minute), l)
+	h := hold("call-approved", at.Add(time.Minute), l)
 	h.Approval = "apr_1"
 	if held, err := s.Hold(ctx, h); err != nil || held.Reservation != a.Reservation {
 		t.Fatalf("Hold on the approval = %+v, %v; want it held on reservation %s", held, err, a.Reservation)
