@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/clink-mcp/clink-mcp/service/auth"
+	"github.com/clink-mcp/clink-mcp/tools"
 )
 
 // methodCancelled is the notification a client sends to cancel one of its
@@ -48,25 +49,6 @@ func keyOf(r *http.Request, id json.RawMessage) inflightKey {
 
 type inflightReq struct{ cancel context.CancelCauseFunc }
 
-// envelope is what /mcp reads of a JSON-RPC message to track or cancel
-// requests; the rest is mcp-go's to decode.
-type envelope struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Params struct {
-		RequestID json.RawMessage `json:"requestId"`
-	} `json:"params"`
-}
-
-// readEnvelope reads body's envelope. A body that is not a JSON object, or
-// whose fields have other types, yields what could be read: mcp-go refuses
-// such a message itself.
-func readEnvelope(body []byte) envelope {
-	var e envelope
-	_ = json.Unmarshal(body, &e)
-	return e
-}
-
 // principalOf is the name of r's authenticated principal, "" without a
 // principals file.
 func principalOf(r *http.Request) string {
@@ -76,14 +58,13 @@ func principalOf(r *http.Request) string {
 	return ""
 }
 
-// serve serves r, whose body is body, with next: a request (a message with
-// a method and an id) is tracked while next serves it; a cancellation is
-// answered here and never reaches next.
-func (f *inflight) serve(w http.ResponseWriter, r *http.Request, body []byte, next http.Handler) {
-	e := readEnvelope(body)
+// serve serves r, whose body's envelope is e (tools.ReadMessage), with
+// next: a request (a message with a method and an id) is tracked while next
+// serves it; a cancellation is answered here and never reaches next.
+func (f *inflight) serve(w http.ResponseWriter, r *http.Request, e tools.Envelope, next http.Handler) {
 	switch {
 	case e.Method == methodCancelled && isNull(e.ID):
-		f.cancel(w, r, e.Params.RequestID)
+		f.cancel(w, r, e.RequestID)
 	case e.Method != "" && !isNull(e.ID):
 		f.track(w, r, e.ID, next)
 	default:

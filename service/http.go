@@ -180,7 +180,8 @@ func checkBody(next http.Handler, requests *inflight) http.Handler {
 			plain(w, http.StatusBadRequest, "cannot read the request body")
 			return
 		}
-		if err := tools.CheckMessage(body); err != nil {
+		env, err := tools.ReadMessage(body)
+		if err != nil {
 			var me *tools.MessageError
 			code := -32600
 			if errors.As(err, &me) {
@@ -196,7 +197,7 @@ func checkBody(next http.Handler, requests *inflight) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		requests.serve(w, r, body, next)
+		requests.serve(w, r, env, next)
 	})
 }
 

@@ -7,8 +7,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxMessageDepth bounds how deeply a JSON-RPC message may nest objects and
@@ -132,24 +135,50 @@ func (e *MessageError) Code() int {
 //     tool, which refuses it by name as it does any amount with too many
 //     decimals.
 //
-// It walks the message as a token stream, holding no more than a set of
-// keys per open object, and returns nil or a *MessageError: Err says which
-// of the above, or ErrInvalidJSON for a message that is not one valid JSON
-// value (as json.Valid has it), and Code the JSON-RPC error code to answer
-// with. It is for every transport: the stdio one calls it on each line.
+// It walks the message as a token stream, holding no more than the keys of
+// the objects open on the way, and returns nil or a *MessageError: Err says
+// which of the above, or ErrInvalidJSON for a message that is not one valid
+// JSON value (as json.Valid has it), and Code the JSON-RPC error code to
+// answer with. It is for every transport: the stdio one calls it on each
+// line (through ReadMessage, which also returns the envelope).
 func CheckMessage(msg []byte) error {
+	_, err := ReadMessage(msg)
+	return err
+}
+
+// Envelope is what a transport reads of a message's envelope to track its
+// requests: what encoding/json decodes into a struct with the fields id,
+// method, result and params.requestId, matched to the keys in any case.
+// ID, Result and RequestID are the members' JSON as sent, in the message's
+// bytes; each is nil when the member is absent, and RequestID also when
+// params is not an object. Method is "" when absent or not a string.
+type Envelope struct {
+	ID, Result, RequestID json.RawMessage
+	Method                string
+}
+
+// ReadMessage is CheckMessage, and returns, for a message it accepts that
+// is one JSON object, its envelope, read in the same walk. A batch, or any
+// other value, has a zero Envelope.
+func ReadMessage(msg []byte) (Envelope, error) {
 	if !json.Valid(msg) {
 		// In encoding/json's words: json.Unmarshal checks the whole
 		// input before it decodes anything.
-		return &MessageError{Err: ErrInvalidJSON, syntax: json.Unmarshal(msg, new(discard))}
+		return Envelope{}, &MessageError{Err: ErrInvalidJSON, syntax: json.Unmarshal(msg, new(discard))}
 	}
-	w := messageWalker{dec: json.NewDecoder(bytes.NewReader(msg))}
-	// Numbers stay text: a float64 would refuse 1e999, which is valid JSON.
-	w.dec.UseNumber()
+	w := walkers.Get().(*messageWalker)
+	defer w.release()
+	w.src = *bytes.NewBuffer(msg)
+	w.dec.Reset(&w.src, walkOptions...)
+	w.msg = msg
+	var env Envelope
+	if w.dec.PeekKind() == '{' {
+		w.env = &env
+	}
 	err := w.value(levelTop)
 	if err == nil {
-		if _, err = w.dec.Token(); err == io.EOF {
-			return nil
+		if _, err = w.dec.ReadToken(); err == io.EOF {
+			return env, nil
 		}
 		if err == nil {
 			err = errors.New("data after the message")
@@ -157,10 +186,10 @@ func CheckMessage(msg []byte) error {
 	}
 	var me *MessageError
 	if errors.As(err, &me) {
-		return me
+		return Envelope{}, me
 	}
 	// The decoder refuses what json.Valid accepts: refuse it too.
-	return &MessageError{Err: ErrInvalidJSON, syntax: err}
+	return Envelope{}, &MessageError{Err: ErrInvalidJSON, syntax: err}
 }
 
 // discard is a json.Unmarshaler that keeps nothing: json.Unmarshal into it
@@ -188,43 +217,92 @@ func (lv level) folds() bool {
 	return lv == levelEnvelope || lv == levelParams || lv == levelAnswer
 }
 
+// walkOptions are the decoder's: a repeated key and invalid UTF-8 are
+// for the walk to judge (encoding/json, which mcp-go decodes with, accepts
+// both, the second as U+FFFD, which is how the walk reads a key too).
+var walkOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// walkers keeps messageWalkers, with their decoders and buffers, for reuse:
+// CheckMessage runs on every message a transport receives.
+var walkers = sync.Pool{New: func() any {
+	w := new(messageWalker)
+	w.dec = jsontext.NewDecoder(&w.src, walkOptions...)
+	return w
+}}
+
 // messageWalker walks a message's tokens, keeping the path to the value
-// being walked.
+// being walked. The keys of the objects open on the path, as spelled and
+// as folded, are kept back to back in names, each object's after its
+// parent's, and dropped when the object ends: a walk allocates nothing for
+// them.
 type messageWalker struct {
-	dec   *json.Decoder
+	src   bytes.Buffer // the message, read in place
+	msg   []byte       // the message
+	env   *Envelope    // where to note the envelope, nil in a batch
+	dec   *jsontext.Decoder
 	path  []pathElem
+	names []byte
 	depth int
 }
 
+// release returns w to walkers, holding on to neither the message nor a
+// large message's buffers.
+func (w *messageWalker) release() {
+	w.src = bytes.Buffer{}
+	w.dec.Reset(&w.src, walkOptions...)
+	w.msg, w.env = nil, nil
+	w.path = w.path[:0]
+	w.depth = 0
+	if cap(w.names) > 64<<10 || cap(w.path) > 1024 {
+		return // let the pool take another
+	}
+	w.names = w.names[:0]
+	walkers.Put(w)
+}
+
+// span is a key in messageWalker.names.
+type span struct{ start, end int }
+
 // pathElem is one step of a path: a key, or an index in an array.
 type pathElem struct {
-	key   string // if isKey
-	index int    // if not
+	key   span // if isKey
+	index int  // if not
 	isKey bool
+	// params marks an envelope's "params" key, arguments the "arguments"
+	// key in it (each in any case, as encoding/json matches them).
+	params, arguments bool
 }
+
+// name returns the bytes of a key.
+func (w *messageWalker) name(s span) []byte { return w.names[s.start:s.end] }
 
 // value walks one value at lv. It returns a *MessageError for the first
 // problem it finds, or the decoder's error.
 func (w *messageWalker) value(lv level) error {
-	tok, err := w.dec.Token()
-	if err != nil {
-		return err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		if n, isNumber := tok.(json.Number); isNumber {
-			return w.number(n)
+	switch w.dec.PeekKind() {
+	case '{', '[':
+		tok, err := w.dec.ReadToken()
+		if err != nil {
+			return err
 		}
-		return nil // another scalar
+		if w.depth++; w.depth > MaxMessageDepth {
+			return &MessageError{Err: ErrTooDeep, Path: w.pathString()}
+		}
+		if tok.Kind() == '[' {
+			err = w.array(lv)
+		} else {
+			err = w.object(lv)
+		}
+		w.depth--
+		return err
+	case '0':
+		n, err := w.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		return w.number(n)
 	}
-	if w.depth++; w.depth > MaxMessageDepth {
-		return &MessageError{Err: ErrTooDeep, Path: w.pathString()}
-	}
-	defer func() { w.depth-- }()
-	if d == '[' {
-		return w.array(lv)
-	}
-	return w.object(lv)
+	return w.dec.SkipValue() // another scalar, or the decoder's error
 }
 
 // array walks the elements of an array whose '[' has been read: the
@@ -234,16 +312,28 @@ func (w *messageWalker) array(lv level) error {
 	if lv == levelTop {
 		elem = levelEnvelope
 	}
-	for i := 0; w.dec.More(); i++ {
+	for i := 0; w.dec.PeekKind() != ']'; i++ {
 		w.path = append(w.path, pathElem{index: i})
 		if err := w.value(elem); err != nil {
 			return err
 		}
 		w.path = w.path[:len(w.path)-1]
 	}
-	_, err := w.dec.Token() // ']'
+	_, err := w.dec.ReadToken() // ']'
 	return err
 }
+
+// The keys CheckMessage refers to, folded by appendFold.
+const (
+	foldedParams         = "PARAMS"
+	foldedArguments      = "ARGUMENTS"
+	foldedResult         = "RESULT"
+	foldedError          = "ERROR"
+	foldedInputResponses = "INPUTRESPONSES"
+	foldedID             = "ID"
+	foldedMethod         = "METHOD"
+	foldedRequestID      = "REQUESTID"
+)
 
 // object walks the members of an object whose '{' has been read, refusing
 // the first key that repeats one before it.
@@ -252,54 +342,117 @@ func (w *messageWalker) object(lv level) error {
 		lv = levelEnvelope
 	}
 	fold := lv.folds()
+	mark := len(w.names)
 	var seen keySet
-	for w.dec.More() {
-		tok, err := w.dec.Token()
+	for w.dec.PeekKind() != '}' {
+		raw, err := w.dec.ReadValue()
 		if err != nil {
 			return err
 		}
-		key, ok := tok.(string)
-		if !ok { // the decoder refuses anything else here; be sure
+		if raw.Kind() != '"' { // the decoder refuses anything else here; be sure
 			return errors.New("object key is not a string")
 		}
+		key := w.unquote(raw)
 		id := key
 		if fold {
-			id = foldKey(key)
+			start := len(w.names)
+			w.names = appendFold(w.names, w.name(key))
+			id = span{start, len(w.names)}
 		}
-		if first, dup := seen.add(id, key); dup {
+		if first, dup := seen.add(w.names, id, key); dup {
 			w.path = append(w.path, pathElem{key: first, isKey: true})
 			e := &MessageError{Err: ErrDuplicateKey, Path: w.pathString()}
-			if first != key {
-				e.As = cut(key)
+			if !bytes.Equal(w.name(first), w.name(key)) {
+				e.As = cut(string(w.name(key)))
 			}
 			return e
 		}
 		child := levelOther
+		folded := string(w.name(id))
 		switch {
-		case lv == levelEnvelope && id == foldedParams:
+		case lv == levelEnvelope && folded == foldedParams:
 			child = levelParams
-		case lv == levelEnvelope && (id == foldedResult || id == foldedError):
+		case lv == levelEnvelope && (folded == foldedResult || folded == foldedError):
 			child = levelAnswer
-		case lv == levelParams && id == foldedInputResponses:
+		case lv == levelParams && folded == foldedInputResponses:
 			child = levelResponses
 		case lv == levelResponses:
 			child = levelAnswer
 		}
-		w.path = append(w.path, pathElem{key: key, isKey: true})
-		if err := w.value(child); err != nil {
+		w.path = append(w.path, pathElem{key: key, isKey: true,
+			params:    lv == levelEnvelope && folded == foldedParams,
+			arguments: lv == levelParams && folded == foldedArguments})
+		if err := w.member(lv, folded, child); err != nil {
 			return err
 		}
 		w.path = w.path[:len(w.path)-1]
 	}
-	_, err := w.dec.Token() // '}'
+	w.names = w.names[:mark]
+	_, err := w.dec.ReadToken() // '}'
 	return err
+}
+
+// member walks the value of the member of an object at lv whose key folds
+// to folded, noting it in the envelope if it is part of it.
+func (w *messageWalker) member(lv level, folded string, child level) error {
+	var note *json.RawMessage
+	switch {
+	case w.env == nil:
+	case lv == levelEnvelope && folded == foldedID:
+		note = &w.env.ID
+	case lv == levelEnvelope && folded == foldedResult:
+		note = &w.env.Result
+	case lv == levelParams && folded == foldedRequestID:
+		note = &w.env.RequestID
+	case lv == levelEnvelope && folded == foldedMethod && w.dec.PeekKind() == '"':
+		raw, err := w.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		// As encoding/json decodes it: invalid UTF-8 as U+FFFD.
+		s, _ := jsontext.AppendUnquote(nil, raw)
+		w.env.Method = string(s)
+		return nil
+	}
+	if note == nil {
+		return w.value(child)
+	}
+	start := w.dec.InputOffset()
+	if err := w.value(child); err != nil {
+		return err
+	}
+	// What was read since the key: the colon, spaces maybe, the value.
+	raw := bytes.TrimLeft(w.msg[start:w.dec.InputOffset()], " \t\r\n")
+	*note = bytes.TrimLeft(raw[1:], " \t\r\n")
+	return nil
+}
+
+// unquote appends the key raw, a JSON string, to names as encoding/json
+// decodes it, invalid UTF-8 as U+FFFD, and returns where it is.
+func (w *messageWalker) unquote(raw jsontext.Value) span {
+	start := len(w.names)
+	plain := true
+	for _, c := range raw[1 : len(raw)-1] {
+		if c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		w.names = append(w.names, raw[1:len(raw)-1]...)
+	} else {
+		// The decoder has read a valid string; the only error left is
+		// the invalid UTF-8 the options allow, replaced all the same.
+		w.names, _ = jsontext.AppendUnquote(w.names, raw)
+	}
+	return span{start, len(w.names)}
 }
 
 // number refuses n if it is in an envelope's params and beyond a float64's
 // range, which is where mcp-go would fail to decode it.
-func (w *messageWalker) number(n json.Number) error {
+func (w *messageWalker) number(n []byte) error {
 	params := w.paramsAt()
-	if params < 0 {
+	if params < 0 || !mayOverflow(n) {
 		return nil
 	}
 	if _, err := strconv.ParseFloat(string(n), 64); err == nil {
@@ -307,22 +460,26 @@ func (w *messageWalker) number(n json.Number) error {
 	}
 	// json.Valid has accepted the number, so the error is ErrRange.
 	e := &MessageError{Err: ErrNumberOutOfRange, Path: w.pathString(), number: cutNumber(string(n))}
-	if args := params + 1; len(w.path) > args+1 && w.path[args].isKey && foldKey(w.path[args].key) == foldedArguments {
-		e.arg = pathString(w.path[args+1:])
+	if args := params + 1; len(w.path) > args+1 && w.path[args].arguments {
+		e.arg = pathString(w.names, w.path[args+1:])
 	}
 	return e
 }
 
+// mayOverflow reports whether a JSON number might be beyond a float64's
+// range: it has an exponent, or 300 bytes or more, where the largest
+// float64 has 309 digits.
+func mayOverflow(n []byte) bool {
+	return len(n) >= 300 || bytes.ContainsAny(n, "eE")
+}
+
 // paramsAt returns the index in the path of an envelope's "params" key
-// (in any case, as encoding/json matches it) when the walk is inside it, or
-// -1.
+// when the walk is inside it, or -1.
 func (w *messageWalker) paramsAt() int {
-	i := 0
-	if len(w.path) > 0 && !w.path[0].isKey {
-		i = 1 // an envelope of a batch
-	}
-	if len(w.path) > i && w.path[i].isKey && foldKey(w.path[i].key) == foldedParams {
-		return i
+	for i := 0; i < len(w.path) && i < 2; i++ {
+		if w.path[i].params {
+			return i
+		}
 	}
 	return -1
 }
@@ -338,10 +495,11 @@ func cutNumber(n string) string {
 }
 
 // pathString renders the path as MessageError.Path.
-func (w *messageWalker) pathString() string { return pathString(w.path) }
+func (w *messageWalker) pathString() string { return pathString(w.names, w.path) }
 
-// pathString renders a path: keys joined by dots, indexes in brackets.
-func pathString(path []pathElem) string {
+// pathString renders a path whose keys are in names: keys joined by dots,
+// indexes in brackets.
+func pathString(names []byte, path []pathElem) string {
 	var b strings.Builder
 	for i, p := range path {
 		if !p.isKey {
@@ -353,7 +511,7 @@ func pathString(path []pathElem) string {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(cut(p.key))
+		b.WriteString(cut(string(names[p.key.start:p.key.end])))
 	}
 	return b.String()
 }
@@ -372,35 +530,23 @@ func cut(key string) string {
 	return key[:n] + "…"
 }
 
-// The keys whose objects CheckMessage compares case-insensitively, or
-// refers to, folded by foldKey.
-var (
-	foldedParams         = foldKey("params")
-	foldedArguments      = foldKey("arguments")
-	foldedResult         = foldKey("result")
-	foldedError          = foldKey("error")
-	foldedInputResponses = foldKey("inputResponses")
-)
-
-// foldKey folds a key as encoding/json does to match it to a struct field
-// case-insensitively: two keys match a field alike exactly when they fold
-// alike. Each rune becomes the smallest of those Unicode folds together
-// with it, so that "ID", "id" and "iD" fold alike, and so do "K", "k" and
-// the Kelvin sign.
-func foldKey(key string) string {
-	ascii := true
-	for i := 0; i < len(key); i++ {
-		if c := key[i]; c >= utf8.RuneSelf {
-			ascii = false
-			break
+// appendFold appends key folded as encoding/json folds a key to match it to
+// a struct field case-insensitively: two keys match a field alike exactly
+// when they fold alike. Each rune becomes the smallest of those Unicode
+// folds together with it, so that "ID", "id" and "iD" fold alike, and so do
+// "K", "k" and the Kelvin sign. key is valid UTF-8.
+func appendFold(dst, key []byte) []byte {
+	for i := 0; i < len(key); {
+		c := key[i]
+		if c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			dst = append(dst, c)
+			i++
+			continue
 		}
-	}
-	if ascii {
-		return strings.ToUpper(key)
-	}
-	var b strings.Builder
-	b.Grow(len(key))
-	for _, r := range key {
+		r, size := utf8.DecodeRune(key[i:])
 		for {
 			r2 := unicode.SimpleFold(r)
 			if r2 <= r {
@@ -409,39 +555,42 @@ func foldKey(key string) string {
 			}
 			r = r2
 		}
-		b.WriteRune(r)
+		dst = utf8.AppendRune(dst, r)
+		i += size
 	}
-	return b.String()
+	return dst
 }
 
 // keySet is the keys of one object seen so far, each under its identity
-// (the key, or its fold) with its first spelling. Most objects have few
-// keys: those stay in an array, without a map.
+// (the key, or its fold) with its first spelling, both in the walker's
+// names. Most objects have few keys: those stay in an array, without a
+// map.
 type keySet struct {
 	n     int
-	small [8]struct{ id, key string }
-	more  map[string]string
+	small [8]struct{ id, key span }
+	more  map[string]span
 }
 
 // add records key under id and reports, if id was already there, the
 // spelling it was first seen under.
-func (s *keySet) add(id, key string) (first string, dup bool) {
+func (s *keySet) add(names []byte, id, key span) (first span, dup bool) {
+	ident := names[id.start:id.end]
 	for i := range s.n {
-		if s.small[i].id == id {
+		if string(names[s.small[i].id.start:s.small[i].id.end]) == string(ident) {
 			return s.small[i].key, true
 		}
 	}
-	if first, ok := s.more[id]; ok {
+	if first, ok := s.more[string(ident)]; ok {
 		return first, true
 	}
 	if s.n < len(s.small) {
 		s.small[s.n].id, s.small[s.n].key = id, key
 		s.n++
-		return "", false
+		return span{}, false
 	}
 	if s.more == nil {
-		s.more = make(map[string]string)
+		s.more = make(map[string]span)
 	}
-	s.more[id] = key
-	return "", false
+	s.more[string(ident)] = key
+	return span{}, false
 }

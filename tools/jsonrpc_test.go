@@ -288,7 +288,7 @@ func FuzzCheckMessage(f *testing.F) {
 		case errors.Is(err, ErrNumberOutOfRange) && !strings.Contains(strings.ToLower(me.Path), "param") && !strings.Contains(me.Path, "…"):
 			t.Fatalf("CheckMessage(%q) = %v, but the number is not in params", msg, err)
 		case errors.Is(err, ErrDuplicateKey) && me.As != "" && !strings.Contains(me.Path+me.As, "…") &&
-			!strings.HasSuffix(foldKey(me.Path), foldKey(me.As)):
+			!strings.HasSuffix(refFoldKey(me.Path), refFoldKey(me.As)):
 			t.Fatalf("CheckMessage(%q) = %v, but the spellings do not fold alike", msg, err)
 		}
 	})
@@ -371,4 +371,52 @@ func depth(v any) int {
 		return d + 1
 	}
 	return 0
+}
+
+// FuzzReadMessageEnvelope holds the envelope ReadMessage reads to what
+// encoding/json decodes into a struct of the same fields, as the
+// transports read it before.
+func FuzzReadMessageEnvelope(f *testing.F) {
+	for _, tt := range checkMessageCases {
+		f.Add([]byte(tt.msg))
+	}
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t"}}`,
+		`{ "ID" : "a b" , "Method" : "notifications/cancelled" , "PARAMS" : { "RequestId" : { "x" : [ 1 , 2 ] } } }`,
+		"{\"id\":\t-1.50e3\n,\"method\":\"m\xff\\u00e9\",\"result\":null}",
+		`{"id":null,"method":17,"params":[1],"result":{"content":[]}}`,
+		`{"id":{},"method":"\ud800","params":{"requestId":null},"error":{"code":1}}`,
+		`{"ıd":1,"ID":2,"params":"x"}`, `[{"id":1,"method":"m"}]`, `"id"`, `{}`,
+	} {
+		f.Add([]byte(msg))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		env, err := ReadMessage(msg)
+		if err != nil {
+			if env.ID != nil || env.Result != nil || env.RequestID != nil || env.Method != "" {
+				t.Fatalf("ReadMessage(%q) refused it (%v) with an envelope: %+v", msg, err, env)
+			}
+			return
+		}
+		var want struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Result json.RawMessage `json:"result"`
+			Params struct {
+				RequestID json.RawMessage `json:"requestId"`
+			} `json:"params"`
+		}
+		var top any
+		_ = json.Unmarshal(msg, &top)
+		if _, object := top.(map[string]any); object {
+			_ = json.Unmarshal(msg, &want) // a type error leaves the field as it is, as before
+		}
+		if string(env.ID) != string(want.ID) || (env.ID == nil) != (want.ID == nil) ||
+			string(env.Result) != string(want.Result) || (env.Result == nil) != (want.Result == nil) ||
+			string(env.RequestID) != string(want.Params.RequestID) || (env.RequestID == nil) != (want.Params.RequestID == nil) ||
+			env.Method != want.Method {
+			t.Fatalf("ReadMessage(%q) = %+v,\nencoding/json reads id %q, method %q, result %q, requestId %q",
+				msg, env, want.ID, want.Method, want.Result, want.Params.RequestID)
+		}
+	})
 }

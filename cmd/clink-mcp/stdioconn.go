@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -333,11 +335,12 @@ func (c *stdioConn) hold(b []byte) {
 // admit passes a complete line on to Read's caller, noting what it
 // carries, if tools.CheckMessage accepts it, and refuses it if not.
 func (c *stdioConn) admit(line []byte) {
-	if err := tools.CheckMessage(line); err != nil {
+	env, err := tools.ReadMessage(line)
+	if err != nil {
 		c.refuse(line, err)
 		return
 	}
-	c.readLine(line)
+	c.readLine(env)
 	c.ready = append(c.ready, line...)
 	c.ready = append(c.ready, '\n')
 }
@@ -608,18 +611,17 @@ type stdioConnMessage struct {
 	Params json.RawMessage `json:"params"`
 }
 
-// readLine notes a request read from the client as pending and a
-// cancellation of a pending request as cancelled. Anything that isn't a
-// single JSON object, such as a batch, is not a request mcp-go answers by
-// id, and is left alone.
-func (c *stdioConn) readLine(line []byte) {
-	var m stdioConnMessage
-	if json.Unmarshal(line, &m) != nil || m.Method == "" {
+// readLine notes a request read from the client, whose envelope is m, as
+// pending and a cancellation of a pending request as cancelled. Anything
+// that isn't a single JSON object, such as a batch, is not a request mcp-go
+// answers by id (its envelope is empty), and is left alone.
+func (c *stdioConn) readLine(m tools.Envelope) {
+	if m.Method == "" {
 		return
 	}
 	if isJSONNull(m.ID) {
 		if m.Method == methodCancelled {
-			c.cancel(m.Params)
+			c.cancel(m.RequestID)
 		}
 		return
 	}
@@ -640,18 +642,12 @@ func (c *stdioConn) readLine(line []byte) {
 	}
 }
 
-// cancel marks the request named by a notifications/cancelled's params as
-// cancelled, if it is pending. A cancellation of a request already answered,
-// or never made, is ignored, so that it can't silence a later request that
-// reuses the id.
-func (c *stdioConn) cancel(params json.RawMessage) {
-	var p struct {
-		RequestID json.RawMessage `json:"requestId"`
-	}
-	if json.Unmarshal(params, &p) != nil {
-		return
-	}
-	key, ok := idKey(p.RequestID)
+// cancel marks the request a notifications/cancelled names, by its
+// params.requestId, as cancelled, if it is pending. A cancellation of a
+// request already answered, or never made, is ignored, so that it can't
+// silence a later request that reuses the id.
+func (c *stdioConn) cancel(requestID json.RawMessage) {
+	key, ok := idKey(requestID)
 	if !ok {
 		return
 	}
@@ -725,11 +721,11 @@ func (c *stdioConn) settle(line []byte) bool {
 	if none {
 		return true // nothing to match: spare a large result the parse
 	}
-	var m stdioConnMessage
-	if json.Unmarshal(line, &m) != nil || m.Method != "" || (m.Result == nil && m.Error == nil) {
+	id, ok := answerID(line)
+	if !ok {
 		return true
 	}
-	key, ok := idKey(m.ID)
+	key, ok := idKey(id)
 	if !ok {
 		return true
 	}
@@ -755,6 +751,96 @@ func (c *stdioConn) settle(line []byte) bool {
 	return true
 }
 
+// answerID reads line, a message Listen writes, as encoding/json would
+// decode it into a struct with the fields id, method, result and error
+// (matched to the keys in any case), and returns its id if it is a
+// response: a JSON object with a result or an error (null counts) and
+// without a method. It reads the top-level keys and skips the values,
+// allocating nothing; a line that is not one valid JSON object is no
+// response.
+func answerID(line []byte) (id json.RawMessage, ok bool) {
+	d := answerDecoders.Get().(*answerDecoder)
+	defer d.release()
+	d.src = *bytes.NewBuffer(line)
+	d.dec.Reset(&d.src, answerOptions...)
+	if d.dec.PeekKind() != '{' {
+		return nil, false
+	}
+	if _, err := d.dec.ReadToken(); err != nil {
+		return nil, false
+	}
+	answer := false
+	for d.dec.PeekKind() == '"' {
+		raw, err := d.dec.ReadValue()
+		if err != nil {
+			return nil, false
+		}
+		d.name, _ = jsontext.AppendUnquote(d.name[:0], raw)
+		switch {
+		case bytes.EqualFold(d.name, []byte("id")):
+			v, err := d.dec.ReadValue()
+			if err != nil {
+				return nil, false
+			}
+			id = json.RawMessage(v) // in line: the decoder reads line in place
+		case bytes.EqualFold(d.name, []byte("method")):
+			v, err := d.dec.ReadValue()
+			if err != nil {
+				return nil, false
+			}
+			switch {
+			case v.Kind() == 'n':
+			case v.Kind() != '"':
+				return nil, false // encoding/json would fail on it
+			case len(v) > 2:
+				return nil, false // a request: a method that is not ""
+			}
+		case bytes.EqualFold(d.name, []byte("result")), bytes.EqualFold(d.name, []byte("error")):
+			answer = true
+			fallthrough
+		default:
+			if d.dec.SkipValue() != nil {
+				return nil, false
+			}
+		}
+	}
+	if _, err := d.dec.ReadToken(); err != nil { // '}'
+		return nil, false
+	}
+	if _, err := d.dec.ReadToken(); err != io.EOF {
+		return nil, false
+	}
+	return id, answer
+}
+
+// answerOptions are answerID's decoder's: it reads what encoding/json
+// would, which takes the last of a repeated key and invalid UTF-8 as
+// U+FFFD.
+var answerOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// answerDecoder is answerID's decoder, kept in answerDecoders for reuse.
+type answerDecoder struct {
+	src  bytes.Buffer
+	dec  *jsontext.Decoder
+	name []byte
+}
+
+var answerDecoders = sync.Pool{New: func() any {
+	d := new(answerDecoder)
+	d.dec = jsontext.NewDecoder(&d.src, answerOptions...)
+	return d
+}}
+
+// release returns d to answerDecoders, holding on to no line.
+func (d *answerDecoder) release() {
+	d.src = bytes.Buffer{}
+	d.dec.Reset(&d.src, answerOptions...)
+	if cap(d.name) > 4<<10 {
+		d.name = nil
+	}
+	answerDecoders.Put(d)
+}
+
 // idKey returns the key under which a JSON-RPC id is pending: the id
 // decoded and encoded again, as mcp-go does before it echoes the id in its
 // response, so that 1.0 and 1 are one request, as mcp-go answers both with
@@ -762,6 +848,9 @@ func (c *stdioConn) settle(line []byte) bool {
 func idKey(id json.RawMessage) (string, bool) {
 	if isJSONNull(id) {
 		return "", false
+	}
+	if plainID(id) {
+		return string(id), true // encoded again it is the same
 	}
 	var v any
 	if json.Unmarshal(id, &v) != nil {
@@ -772,6 +861,37 @@ func idKey(id json.RawMessage) (string, bool) {
 		return "", false
 	}
 	return string(b), true
+}
+
+// plainID reports whether id is written as encoding/json writes it again
+// after decoding it into an interface: an integer of at most 15 digits
+// without a sign or leading zero (a float64 holds it exactly, and is
+// written without an exponent), or a string of printable ASCII that needs
+// no escape (encoding/json escapes <, > and & besides the quote and the
+// backslash).
+func plainID(id []byte) bool {
+	switch {
+	case len(id) == 0:
+		return false
+	case id[0] == '"':
+		if len(id) < 2 || id[len(id)-1] != '"' {
+			return false
+		}
+		for _, c := range id[1 : len(id)-1] {
+			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return false
+			}
+		}
+		return true
+	case len(id) > 15 || (id[0] == '0' && len(id) > 1):
+		return false
+	}
+	for _, c := range id {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // isJSONNull reports whether raw, a member decoded by encoding/json, is

@@ -1334,3 +1334,51 @@ func FuzzStdioConnIDScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAnswerIDMatchesEncodingJSON holds answerID and idKey, which read the
+// lines Listen writes without encoding/json, to what encoding/json reads:
+// the line is a response (an object decoded without error, with a result
+// or an error and no method) exactly when it says so, and its id has the
+// key that decoding the id into an interface and encoding it again gives.
+func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`,
+		`{"jsonrpc":"2.0","id":"a<b","error":{"code":-32600,"message":"m"}}`,
+		`{"ID":2.0,"Result":null}`, `{"id":12345678901234567,"result":1}`, `{"id":007,"result":1}`,
+		`{"id":"\u00e9","result":{}}`, "{\"id\":\"\xff\",\"error\":{}}", `{"id":-0,"result":{}}`,
+		`{"id":1,"method":"ping","result":{}}`, `{"id":1,"method":"","result":{}}`, `{"id":1,"method":null,"error":2}`,
+		`{"id":1,"method":7,"result":{}}`, `{"id":1}`, `[{"id":1,"result":{}}]`, `{"id":1,"result":{}} {}`,
+		`{"id":{"a":[1,"2"]},"result":{}}`, `{"id":1e2,"result":{}}`, `{"\u0069d":5,"r\u0065sult":0}`,
+		`{"id":1,"id":2,"result":{}}`, ` {"id" : "x" , "error" : { } } `,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		wantKey, wantOK := func() (string, bool) {
+			var m stdioConnMessage
+			if json.Unmarshal(line, &m) != nil || m.Method != "" || (m.Result == nil && m.Error == nil) {
+				return "", false
+			}
+			if isJSONNull(m.ID) {
+				return "", false
+			}
+			var v any
+			if json.Unmarshal(m.ID, &v) != nil {
+				return "", false
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return "", false
+			}
+			return string(b), true
+		}()
+		id, ok := answerID(line)
+		key, keyOK := "", false
+		if ok {
+			key, keyOK = idKey(id)
+		}
+		if key != wantKey || keyOK != wantOK {
+			t.Fatalf("answerID(%q) = %q, %v: key %q, %v; encoding/json reads key %q, %v", line, id, ok, key, keyOK, wantKey, wantOK)
+		}
+	})
+}
