@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // maxArgumentBytes bounds the size of one call's arguments. The largest
@@ -121,19 +124,21 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 	if len(raw) > maxArgumentBytes {
 		return decodeProblems{fmt.Sprintf("the arguments are too large (%d bytes; the limit is %d)", len(raw), maxArgumentBytes)}
 	}
-	w := walker{dec: json.NewDecoder(bytes.NewReader(raw))}
-	w.dec.UseNumber()
-	tok, err := w.dec.Token()
+	w := argWalkers.Get().(*walker)
+	defer w.release()
+	w.src = *bytes.NewBuffer(raw)
+	w.dec.Reset(&w.src, walkOptions...)
+	tok, err := w.dec.ReadToken()
 	if err != nil {
 		return decodeProblems{"the arguments are not valid JSON"}
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if tok.Kind() != '{' {
 		return decodeProblems{"the arguments must be a JSON object"}
 	}
-	if err := w.object(sh, ""); err != nil {
+	if err := w.object(sh); err != nil {
 		return decodeProblems{"the arguments are not valid JSON"}
 	}
-	if _, err := w.dec.Token(); !errors.Is(err, io.EOF) {
+	if _, err := w.dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return decodeProblems{"the arguments must be a single JSON object"}
 	}
 	if len(w.problems) > 0 {
@@ -153,68 +158,117 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 	return nil
 }
 
-// walker checks a JSON document against a shape, token by token.
+// walker checks a JSON document against a shape, token by token, reading
+// it in place with a jsontext.Decoder. The keys of the objects open on the
+// way are kept back to back in names, and the path to the value being
+// walked in path, which is rendered only for a problem: a walk of
+// arguments without problems allocates nothing.
 type walker struct {
-	dec      *json.Decoder
+	src      bytes.Buffer
+	dec      *jsontext.Decoder
+	names    []byte
+	path     []pathElem
 	problems decodeProblems
+}
+
+// argWalkers keeps walkers, with their decoders and buffers, for reuse.
+var argWalkers = sync.Pool{New: func() any {
+	w := new(walker)
+	w.dec = jsontext.NewDecoder(&w.src, walkOptions...)
+	return w
+}}
+
+// release returns w to argWalkers, holding on to neither the arguments nor
+// large buffers. The problems it found belong to the caller.
+func (w *walker) release() {
+	w.src = bytes.Buffer{}
+	w.dec.Reset(&w.src, walkOptions...)
+	w.path, w.problems = w.path[:0], nil
+	if cap(w.names) > 64<<10 || cap(w.path) > 1024 {
+		return
+	}
+	w.names = w.names[:0]
+	argWalkers.Put(w)
 }
 
 func (w *walker) addf(format string, args ...any) {
 	w.problems = append(w.problems, fmt.Sprintf(format, args...))
 }
 
-func joinPath(prefix, name string) string {
-	if prefix == "" {
-		return name
+// pathString renders the first n steps of the path as the messages name
+// an argument: keys joined by dots, indexes in brackets.
+func (w *walker) pathString(n int) string {
+	var b strings.Builder
+	for i, p := range w.path[:n] {
+		if !p.isKey {
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(p.index))
+			b.WriteByte(']')
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.Write(w.names[p.key.start:p.key.end])
 	}
-	return prefix + "." + name
+	return b.String()
 }
 
+// here is the path to the value being walked.
+func (w *walker) here() string { return w.pathString(len(w.path)) }
+
 // object walks the members of an object whose '{' has been read.
-func (w *walker) object(sh *shape, path string) error {
-	seen := map[string]bool{}
-	for w.dec.More() {
-		tok, err := w.dec.Token()
+func (w *walker) object(sh *shape) error {
+	mark := len(w.names)
+	var seen keySet
+	for w.dec.PeekKind() != '}' {
+		raw, err := w.dec.ReadValue()
 		if err != nil {
 			return err
 		}
-		key := tok.(string)
-		p := joinPath(path, key)
-		if seen[key] {
-			w.addf("argument %q is given more than once", p)
-			if err := w.skip(); err != nil {
+		if raw.Kind() != '"' { // the decoder refuses anything else here; be sure
+			return errors.New("object key is not a string")
+		}
+		key := unquoteInto(&w.names, raw)
+		w.path = append(w.path, pathElem{key: key, isKey: true})
+		if _, dup := seen.add(w.names, key, key); dup {
+			w.addf("argument %q is given more than once", w.here())
+			if err := w.dec.SkipValue(); err != nil {
 				return err
 			}
+			w.path = w.path[:len(w.path)-1]
 			continue
 		}
-		seen[key] = true
 		var val *shape
 		if sh.kind == kindStringMap {
 			val = sh.elem
 		} else {
-			val = sh.fields[key]
+			val = sh.fields[string(w.names[key.start:key.end])]
 		}
 		if val == nil {
-			w.unknown(sh, path, key)
-			if err := w.skip(); err != nil {
+			w.unknown(sh, string(w.names[key.start:key.end]))
+			if err := w.dec.SkipValue(); err != nil {
 				return err
 			}
+			w.path = w.path[:len(w.path)-1]
 			continue
 		}
 		// A map's null value or a list's null item is a value, not an
 		// argument left out: it would reach Clink as "" (or a zero item).
-		if err := w.value(val, p, sh.kind != kindStringMap); err != nil {
+		if err := w.value(val, sh.kind != kindStringMap); err != nil {
 			return err
 		}
+		w.path = w.path[:len(w.path)-1]
 	}
-	_, err := w.dec.Token() // '}'
+	w.names = w.names[:mark]
+	_, err := w.dec.ReadToken() // '}'
 	return err
 }
 
-// unknown reports a key the shape does not have, suggesting the known name
-// it was probably meant to be.
-func (w *walker) unknown(sh *shape, path, key string) {
-	p := joinPath(path, key)
+// unknown reports key, which the shape of the object being walked does
+// not have, suggesting the known name it was probably meant to be.
+func (w *walker) unknown(sh *shape, key string) {
+	p, path := w.here(), w.pathString(len(w.path)-1)
 	for _, name := range sh.names {
 		if strings.EqualFold(name, key) {
 			w.addf("unknown argument %q: argument names are case-sensitive; did you mean %q?", p, joinPath(path, name))
@@ -228,113 +282,104 @@ func (w *walker) unknown(sh *shape, path, key string) {
 	w.addf("unknown argument %q; %s: %s", p, where, strings.Join(sh.names, ", "))
 }
 
+func joinPath(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + "." + name
+}
+
 // value walks one value that must have shape sh; null is "not given" if
 // nullOK, else refused.
-func (w *walker) value(sh *shape, path string, nullOK bool) error {
-	tok, err := w.dec.Token()
+func (w *walker) value(sh *shape, nullOK bool) error {
+	got, want := w.dec.PeekKind(), sh.kind
+	switch {
+	case got == 'n':
+		if _, err := w.dec.ReadToken(); err != nil {
+			return err
+		}
+		if !nullOK {
+			w.addf("argument %q must be %s, not null", w.here(), want)
+		}
+		return nil
+	case got == '{' && (want == kindObject || want == kindStringMap):
+		if _, err := w.dec.ReadToken(); err != nil {
+			return err
+		}
+		return w.object(sh)
+	case got == '[' && want == kindArray:
+		if _, err := w.dec.ReadToken(); err != nil {
+			return err
+		}
+		for i := 0; w.dec.PeekKind() != ']'; i++ {
+			w.path = append(w.path, pathElem{index: i})
+			if err := w.value(sh.elem, false); err != nil {
+				return err
+			}
+			w.path = w.path[:len(w.path)-1]
+		}
+		_, err := w.dec.ReadToken() // ']'
+		return err
+	case got == '{' || got == '[':
+		w.addf("argument %q must be %s, not %s", w.here(), want, kindOf(got))
+		return w.dec.SkipValue()
+	}
+	v, err := w.dec.ReadValue()
 	if err != nil {
 		return err
 	}
-	if tok == nil {
-		if !nullOK {
-			w.addf("argument %q must be %s, not null", path, sh.kind)
-		}
-		return nil
-	}
-	got := tokenKind(tok)
-	want := sh.kind
 	switch {
-	case want == kindInteger && got == kindNumber:
-		if _, err := strconv.ParseInt(string(tok.(json.Number)), 10, 64); err != nil {
+	case want == kindInteger && got == '0':
+		if !isInt64(v) {
 			// JSON Schema's integer admits 2.0; this server reads integers
 			// only as written without a fraction or exponent, and says so.
-			w.addf("argument %q must be a whole number written without a decimal point or exponent (such as 2), not %s", path, tok)
+			w.addf("argument %q must be a whole number written without a decimal point or exponent (such as 2), not %s", w.here(), v)
 		}
-		return nil
-	case want == kindStringMap && got == kindObject:
-		return w.object(sh, path)
-	case got != want:
-		w.addf("argument %q must be %s, not %s", path, want, describe(tok))
-		return w.skipRest(tok)
-	case got == kindObject:
-		return w.object(sh, path)
-	case got == kindArray:
-		for i := 0; w.dec.More(); i++ {
-			if err := w.value(sh.elem, fmt.Sprintf("%s[%d]", path, i), false); err != nil {
-				return err
-			}
-		}
-		_, err := w.dec.Token() // ']'
-		return err
+	case kindOf(got) != want:
+		w.addf("argument %q must be %s, not %s", w.here(), want, describe(v))
 	}
 	return nil
 }
 
-// tokenKind is the kind of JSON value a token starts.
-func tokenKind(tok json.Token) kind {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '[' {
-			return kindArray
-		}
+// isInt64 reports whether n, a JSON number, is an integer an int64 holds,
+// written without a fraction or exponent.
+func isInt64(n []byte) bool {
+	if len(n) > 0 && len(n) < 19 && !bytes.ContainsAny(n, ".eE") {
+		return true // at most 18 digits, a sign maybe
+	}
+	_, err := strconv.ParseInt(string(n), 10, 64)
+	return err == nil
+}
+
+// kindOf is the kind of JSON value that a token of kind k starts.
+func kindOf(k jsontext.Kind) kind {
+	switch k {
+	case '[':
+		return kindArray
+	case '{':
 		return kindObject
-	case string:
+	case '"':
 		return kindString
-	case json.Number:
+	case '0':
 		return kindNumber
 	default:
 		return kindBoolean
 	}
 }
 
-// describe names a JSON value's type for a message, with the value itself
-// when it is short and scalar.
-func describe(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '[' {
-			return "an array"
-		}
-		return "an object"
-	case string:
-		if len(v) <= 24 {
-			return fmt.Sprintf("the string %q", v)
+// describe names a JSON scalar's type for a message, with the value itself
+// when it is short.
+func describe(v jsontext.Value) string {
+	switch v.Kind() {
+	case '"':
+		s, _ := jsontext.AppendUnquote(nil, v) // read already: valid
+		if len(s) <= 24 {
+			return fmt.Sprintf("the string %q", s)
 		}
 		return "a string"
-	case json.Number:
+	case '0':
 		return "the number " + string(v)
 	default:
-		return fmt.Sprintf("%v", v)
+		return string(v)
 	}
-}
-
-// skip consumes one whole value.
-func (w *walker) skip() error {
-	tok, err := w.dec.Token()
-	if err != nil {
-		return err
-	}
-	return w.skipRest(tok)
-}
-
-// skipRest consumes the rest of a value whose first token was tok.
-func (w *walker) skipRest(tok json.Token) error {
-	d, ok := tok.(json.Delim)
-	if !ok || (d != '{' && d != '[') {
-		return nil
-	}
-	for depth := 1; depth > 0; {
-		tok, err := w.dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok {
-			if d == '{' || d == '[' {
-				depth++
-			} else {
-				depth--
-			}
-		}
-	}
-	return nil
 }

@@ -352,7 +352,7 @@ func (w *messageWalker) object(lv level) error {
 		if raw.Kind() != '"' { // the decoder refuses anything else here; be sure
 			return errors.New("object key is not a string")
 		}
-		key := w.unquote(raw)
+		key := unquoteInto(&w.names, raw)
 		id := key
 		if fold {
 			start := len(w.names)
@@ -427,10 +427,11 @@ func (w *messageWalker) member(lv level, folded string, child level) error {
 	return nil
 }
 
-// unquote appends the key raw, a JSON string, to names as encoding/json
-// decodes it, invalid UTF-8 as U+FFFD, and returns where it is.
-func (w *messageWalker) unquote(raw jsontext.Value) span {
-	start := len(w.names)
+// unquoteInto appends the key raw, a JSON string the decoder has read, to
+// names as encoding/json decodes it, invalid UTF-8 as U+FFFD, and returns
+// where it is.
+func unquoteInto(names *[]byte, raw jsontext.Value) span {
+	start := len(*names)
 	plain := true
 	for _, c := range raw[1 : len(raw)-1] {
 		if c == '\\' || c >= utf8.RuneSelf {
@@ -439,13 +440,13 @@ func (w *messageWalker) unquote(raw jsontext.Value) span {
 		}
 	}
 	if plain {
-		w.names = append(w.names, raw[1:len(raw)-1]...)
+		*names = append(*names, raw[1:len(raw)-1]...)
 	} else {
 		// The decoder has read a valid string; the only error left is
 		// the invalid UTF-8 the options allow, replaced all the same.
-		w.names, _ = jsontext.AppendUnquote(w.names, raw)
+		*names, _ = jsontext.AppendUnquote(*names, raw)
 	}
-	return span{start, len(w.names)}
+	return span{start, len(*names)}
 }
 
 // number refuses n if it is in an envelope's params and beyond a float64's
