@@ -208,3 +208,46 @@ func BenchmarkCostStaysFlat(b *testing.B) {
 	}
 	b.ReportMetric(float64(last["sqlite"])/float64(last["memory"]), "sqlite/memory")
 }
+
+// benchLine is a typical tools/call line, as the stdio transport reads it.
+const benchLine = `{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"create_checkout_session","arguments":` + benchArgs + `}}`
+
+// BenchmarkCheckMessage measures the check of one message, against the
+// implementation it replaced (jsonrpc_reference_test.go).
+func BenchmarkCheckMessage(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		check func([]byte) error
+	}{{"jsontext", CheckMessage}, {"reference", refCheckMessage}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			msg := []byte(benchLine)
+			for b.Loop() {
+				if err := bc.check(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeStrict measures the strict decoding of a checkout's
+// arguments, against the implementation it replaced
+// (decode_reference_test.go).
+func BenchmarkDecodeStrict(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		decode func([]byte, *shape, any) error
+	}{{"jsontext", decodeStrict}, {"reference", refDecodeStrict}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			raw := []byte(benchArgs)
+			for b.Loop() {
+				var args checkoutSessionArgs
+				if err := bc.decode(raw, checkoutSessionShape, &args); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -171,14 +171,11 @@ func ReadMessage(msg []byte) (Envelope, error) {
 	w.src = *bytes.NewBuffer(msg)
 	w.dec.Reset(&w.src, walkOptions...)
 	w.msg = msg
-	var env Envelope
-	if w.dec.PeekKind() == '{' {
-		w.env = &env
-	}
+	w.noting = w.dec.PeekKind() == '{'
 	err := w.value(levelTop)
 	if err == nil {
 		if _, err = w.dec.ReadToken(); err == io.EOF {
-			return env, nil
+			return w.env, nil
 		}
 		if err == nil {
 			err = errors.New("data after the message")
@@ -236,13 +233,14 @@ var walkers = sync.Pool{New: func() any {
 // parent's, and dropped when the object ends: a walk allocates nothing for
 // them.
 type messageWalker struct {
-	src   bytes.Buffer // the message, read in place
-	msg   []byte       // the message
-	env   *Envelope    // where to note the envelope, nil in a batch
-	dec   *jsontext.Decoder
-	path  []pathElem
-	names []byte
-	depth int
+	src    bytes.Buffer // the message, read in place
+	msg    []byte       // the message
+	env    Envelope     // the envelope, if noting
+	noting bool         // the message is one object, whose envelope env notes
+	dec    *jsontext.Decoder
+	path   []pathElem
+	names  []byte
+	depth  int
 }
 
 // release returns w to walkers, holding on to neither the message nor a
@@ -250,7 +248,7 @@ type messageWalker struct {
 func (w *messageWalker) release() {
 	w.src = bytes.Buffer{}
 	w.dec.Reset(&w.src, walkOptions...)
-	w.msg, w.env = nil, nil
+	w.msg, w.env, w.noting = nil, Envelope{}, false
 	w.path = w.path[:0]
 	w.depth = 0
 	if cap(w.names) > 64<<10 || cap(w.path) > 1024 {
@@ -397,7 +395,7 @@ func (w *messageWalker) object(lv level) error {
 func (w *messageWalker) member(lv level, folded string, child level) error {
 	var note *json.RawMessage
 	switch {
-	case w.env == nil:
+	case !w.noting:
 	case lv == levelEnvelope && folded == foldedID:
 		note = &w.env.ID
 	case lv == levelEnvelope && folded == foldedResult:
@@ -410,8 +408,9 @@ func (w *messageWalker) member(lv level, folded string, child level) error {
 			return err
 		}
 		// As encoding/json decodes it: invalid UTF-8 as U+FFFD.
-		s, _ := jsontext.AppendUnquote(nil, raw)
-		w.env.Method = string(s)
+		s := unquoteInto(&w.names, raw)
+		w.env.Method = string(w.names[s.start:s.end])
+		w.names = w.names[:s.start]
 		return nil
 	}
 	if note == nil {
