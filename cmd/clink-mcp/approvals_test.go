@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -207,5 +208,89 @@ func TestOverStdioTheUserIsAskedInEitherProtocol(t *testing.T) {
 				t.Errorf("asked %d times, %d requests to Clink; want 1 and 1", u.asked.Load(), sb.Requests())
 			}
 		})
+	}
+}
+
+// TestStdioARefusedAnswerToTheQuestionEndsTheCall answers the approval
+// question of a 2025-11-25 client (elicitation/create) with a response the
+// checks refuse ("Action" beside "action"): the call must end at once,
+// created nothing, rather than wait for an answer mcp-go never receives.
+func TestStdioARefusedAnswerToTheQuestionEndsTheCall(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--sandbox", "--policy", approvalsPolicyFile(t), "--log-level", "error")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	await := func(what, contains string) string {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("stdout ended waiting for %s\nstderr:\n%s", what, stderr.String())
+				}
+				t.Logf("<- %s", l)
+				if strings.Contains(l, contains) {
+					return l
+				}
+			case <-timeout:
+				t.Fatalf("no %s within 20 s\nstderr:\n%s", what, stderr.String())
+			}
+		}
+	}
+	send := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"t","version":"1"}}}`)
+	await("initialize answer", `"id":1,`)
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_checkout_session","arguments":{"amount":150,"currency":"USD","customerEmail":"ann@example.com"}}}`)
+	question := await("approval question", `"method":"elicitation/create"`)
+	var q struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(question), &q); err != nil || len(q.ID) == 0 {
+		t.Fatalf("question %s: %v", question, err)
+	}
+	send(`{"jsonrpc":"2.0","id":` + string(q.ID) + `,"result":{"action":"decline","Action":"accept","content":{"approve":true}}}`)
+	answer := await("answer to the call", `"id":2,`)
+	if strings.Contains(answer, "sessionId") || !(strings.Contains(answer, `"error"`) || strings.Contains(answer, `"isError":true`)) {
+		t.Errorf("answer to the call: %s, want an error and no session", answer)
+	}
+	if !strings.Contains(answer, `duplicate key`) {
+		t.Errorf("answer to the call: %s, want it to say the answer repeated a key", answer)
 	}
 }

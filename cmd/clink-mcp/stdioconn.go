@@ -67,8 +67,10 @@ const methodCancelled = "notifications/cancelled"
 //     tools.CheckMessage; a refused one never reaches mcp-go and is answered
 //     with a JSON-RPC error naming the key (-32600), or, if it is not JSON,
 //     with the parse error (-32700) mcp-go would have sent. A refused
-//     notification, or response, is dropped without an answer, as JSON-RPC
-//     wants.
+//     notification, or response, gets no answer, as JSON-RPC wants; a
+//     refused response to one of the server's requests (an approval
+//     question) is passed on to mcp-go as an error response to it, so that
+//     the request fails rather than waits.
 //
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
@@ -363,7 +365,15 @@ func (c *stdioConn) refuse(line []byte, err error) {
 			return // a notification
 		}
 		if m.Method == "" && (m.Result != nil || m.Error != nil) {
-			return // a response to a request of the server's
+			// A response to a request of the server's (the approval
+			// question of a 2025-11-25 client): mcp-go would wait for it
+			// until the call is cancelled, so it gets an error response
+			// in its place, with the id mcp-go would have read, and the
+			// call ends. A response whose id repeats names no request.
+			if !(me.Err == tools.ErrDuplicateKey && strings.EqualFold(me.Path, "id")) && !isJSONNull(m.ID) {
+				c.pass(m.ID, me)
+			}
+			return
 		}
 		if !(me.Err == tools.ErrDuplicateKey && strings.EqualFold(me.Path, "id")) {
 			id = stdioConnReplyID(m.ID)
@@ -374,6 +384,19 @@ func (c *stdioConn) refuse(line []byte, err error) {
 		msg = "Parse error" // what mcp-go says
 	}
 	c.answer(id, me.Code(), msg)
+}
+
+// pass hands Listen, in place of a response to one of its requests that
+// the checks refused, an error response to the request with id, saying why:
+// the request then fails rather than waits.
+func (c *stdioConn) pass(id json.RawMessage, me *tools.MessageError) {
+	r := stdioConnErrorResponse{JSONRPC: "2.0", ID: id}
+	r.Error.Code, r.Error.Message = me.Code(), "the client's response was refused: "+me.Error()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return // an id encoding/json decoded is valid JSON: not reached
+	}
+	c.ready = append(append(c.ready, b...), '\n')
 }
 
 // refuseOversized answers the line just discarded for its length, with the

@@ -704,10 +704,30 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			wantRead: []string{},
 		},
 		{
-			name: "a notification or a response repeating a key is dropped without an answer",
+			name: "a notification repeating a key is dropped without an answer",
 			steps: []stdioConnStep{
 				{read: `{"jsonrpc":"2.0","method":"notifications/initialized","method":"x"}` + "\n"},
+			},
+			wantRead: []string{},
+		},
+		{
+			// The client sends nothing back, as JSON-RPC wants; the
+			// server's request fails instead of waiting.
+			name: "a response repeating a key reaches the server as an error response to its request, unanswered",
+			steps: []stdioConnStep{
 				{read: `{"jsonrpc":"2.0","id":5,"result":{},"result":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":"s-6","error":{"code":1,"message":"m","code":2}}` + "\n"},
+			},
+			wantRead: []string{
+				`{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"the client's response was refused: duplicate key \"result\""}}`,
+				`{"jsonrpc":"2.0","id":"s-6","error":{"code":-32600,"message":"the client's response was refused: duplicate key \"error.code\""}}`,
+			},
+		},
+		{
+			name: "a response whose id repeats names no request: it is dropped",
+			steps: []stdioConnStep{
+				{read: `{"jsonrpc":"2.0","id":5,"id":6,"result":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","ID":5,"id":6,"result":{}}` + "\n"},
 			},
 			wantRead: []string{},
 		},
