@@ -372,6 +372,29 @@ func TestHTTPShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
 
 // A second SIGTERM during the drain ends the process at once, as Ctrl-C
 // twice does: the first only starts the drain (here a long shutdown delay).
+// TestHTTPTwoSignalsAtOnceEndTheProcess sends SIGTERM and SIGINT back to
+// back, the second before the drain can have begun: the second still ends
+// the process (a second signal that came before the drain's start was
+// swallowed, and the process ran the whole shutdown delay).
+func TestHTTPTwoSignalsAtOnceEndTheProcess(t *testing.T) {
+	p := startHTTP(t, nil, "--sandbox", "--shutdown-delay", "60s")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
+			t.Errorf("exit after the second signal: %v, want killed by it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10 s after SIGTERM and SIGINT, in a 60 s shutdown delay")
+	}
+}
+
 func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
 	p := startHTTP(t, nil, "--sandbox", "--shutdown-delay", "60s")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
@@ -34,16 +35,34 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// The first signal starts the drain; a second ends the process at once
-	// (Ctrl-C twice), as it would without the drain.
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, stop := notifyContext()
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// notifyContext returns a context that the first SIGINT or SIGTERM
+// cancels, with "<signal> signal received" as its cause, which starts the
+// drain; a second ends the process at once (Ctrl-C twice), by that signal,
+// as it would without the drain. Both wait in the channel's buffer, so a
+// second signal is never lost, however soon it follows the first (with
+// signal.NotifyContext, a second signal that came before the drain had
+// stopped the notifications was swallowed). stop ends the notifications.
+func notifyContext() (ctx context.Context, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		s := <-sigs
+		cancel(errors.New(s.String() + " signal received"))
+		s = <-sigs
+		signal.Stop(sigs) // the runtime's default again: the signal ends the process
+		if p, err := os.FindProcess(os.Getpid()); err == nil && p.Signal(s) == nil {
+			time.Sleep(5 * time.Second) // the signal's end comes first
+		}
+		os.Exit(2) // where a process cannot signal itself (Windows)
+	}()
+	return ctx, func() { signal.Stop(sigs); cancel(nil) }
 }
 
 // run is the whole program behind main, with its environment passed in so
