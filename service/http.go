@@ -37,7 +37,7 @@ type HTTPOptions struct {
 	// are not affected.
 	AllowedOrigins []string
 	// AllowedHosts are the names (host or host:port, compared without
-	// case) that a request reaching a loopback address may carry as its
+	// case or a fully qualified name's trailing dot) that a request reaching a loopback address may carry as its
 	// Host besides localhost and loopback IPs: those a reverse proxy on the
 	// same host forwards with. Any other Host on a loopback connection is
 	// refused (403), on every path: the DNS-rebinding protection.
@@ -119,7 +119,7 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 func checkHost(next http.Handler, allowed []string) http.Handler {
 	set := map[string]bool{}
 	for _, h := range allowed {
-		set[strings.ToLower(h)] = true
+		set[hostKey(h)] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
@@ -132,14 +132,24 @@ func checkHost(next http.Handler, allowed []string) http.Handler {
 }
 
 // allowedHost reports whether host (a Host header) is in set, as given or
-// without its port.
+// without its port, names compared as hostKey has them.
 func allowedHost(set map[string]bool, host string) bool {
-	host = strings.ToLower(host)
-	if set[host] {
+	if set[hostKey(host)] {
 		return true
 	}
 	name, _, err := net.SplitHostPort(host)
-	return err == nil && set[name]
+	return err == nil && set[hostKey(name)]
+}
+
+// hostKey is a host, or host:port, as allowedHost compares it: lower case,
+// the name without the trailing dot of a fully qualified one
+// ("MCP.example.com.:443" is "mcp.example.com:443").
+func hostKey(host string) string {
+	host = strings.ToLower(host)
+	if name, port, err := net.SplitHostPort(host); err == nil {
+		return net.JoinHostPort(strings.TrimSuffix(name, "."), port)
+	}
+	return strings.TrimSuffix(host, ".")
 }
 
 // serveMCP hands an MCP request to the streamable HTTP server of the

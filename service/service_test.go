@@ -480,6 +480,9 @@ func TestEveryPathRefusesARebindingHost(t *testing.T) {
 			"evil.example.com":                       http.StatusForbidden,
 			"mcp.example.com":                        http.StatusOK, // listed in AllowedHosts: a same-host proxy's name
 			"MCP.example.com:443":                    http.StatusOK,
+			"mcp.example.com.":                       http.StatusOK, // fully qualified
+			"mcp.example.com.:8443":                  http.StatusOK,
+			"mcp.example.com..":                      http.StatusForbidden,
 			strings.TrimPrefix(f.srv.URL, "http://"): http.StatusOK,
 			"localhost":                              http.StatusOK,
 			"[::1]:80":                               http.StatusOK,
