@@ -174,6 +174,15 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	switch {
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalExpired:
 		return "", decidedResult(a)
+	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalApproved:
+		// An operator approved it while the user was being asked: the
+		// user's yes goes ahead on that approval; a no ends this call,
+		// and the approval stays the operator's.
+		if ans.Accept {
+			return a.ID, nil
+		}
+		return "", &Result{Code: policy.CodeApprovalDeclined, IsError: true,
+			Text: fmt.Sprintf("approval declined (%s): the user declined this payment (approval %s), which an operator had approved meanwhile. Nothing was created; do not repeat it unless the user asks.", policy.CodeApprovalDeclined, a.ID)}
 	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("it was used already: an answer counts once")
 	case ctx.Err() != nil:

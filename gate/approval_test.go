@@ -244,6 +244,45 @@ func TestTheClientsUserIsAskedAndTheirAnswerCountsOnce(t *testing.T) {
 	}
 }
 
+// TestAnAnswerAfterTheOperatorApproved: an operator approves while the
+// user is being asked; the user's yes then creates the session on that
+// approval (it was refused as an answer used already), and a no creates
+// nothing and leaves the operator's approval as it is.
+func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
+	for _, accept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("accept=%v", accept), func(t *testing.T) {
+			st := memory(t)
+			g, _ := newGate(t, approvalPolicy, "", st)
+			fake := &clinkFake{}
+			q := ask(t, g, fake, "agent", "250", nil).Question
+			if q == nil {
+				t.Fatal("no question")
+			}
+			list := approvalsIn(t, st)
+			if len(list) != 1 {
+				t.Fatalf("approvals = %+v, want one", list)
+			}
+			if _, err := DecideApproval(context.Background(), st, list[0].ID, true, "ops"); err != nil {
+				t.Fatal(err)
+			}
+			res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: accept})
+			wantCode, wantCalls, wantState := policy.CodeCreated, int64(1), state.ApprovalUsed
+			if !accept {
+				wantCode, wantCalls, wantState = policy.CodeApprovalDeclined, 0, state.ApprovalApproved
+			}
+			if res.Code != wantCode {
+				t.Errorf("the user's answer = %+v, want %s", res, wantCode)
+			}
+			if n := fake.calls.Load(); n != wantCalls {
+				t.Errorf("%d calls reached Clink, want %d", n, wantCalls)
+			}
+			if list := approvalsIn(t, st); len(list) != 1 || list[0].State != wantState || list[0].DecidedBy != "operator:ops" {
+				t.Errorf("approvals = %+v, want one %s, decided by operator:ops", list, wantState)
+			}
+		})
+	}
+}
+
 func TestADeclineRefusesAndReleases(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
