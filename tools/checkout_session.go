@@ -542,7 +542,7 @@ const checkoutSessionInputSchema = `{
         "properties": {
           "name": {"type": "string", "maxLength": 200, "description": "Item name shown to the customer. Example: \"Team plan, 1 month\"."},
           "unitAmount": {"type": "number", "exclusiveMinimum": 0, "description": "Price of one unit in major units of the item's currency, no more decimals than the currency has. Example: 9.5."},
-          "quantity": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "Number of units, written without a decimal point (2, not 2.0). Default 1. Example: 2."},
+          "quantity": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "Number of units, a whole number. Default 1. Example: 2."},
           "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code of unitAmount. Default: the session's currency. Example: \"USD\"."},
           "imageUrl": {"type": "string", "format": "uri", "maxLength": 2048, "description": "Absolute http(s) URL of an item image, on a public host. Example: \"https://shop.example.com/img/team.png\"."}
         },

@@ -144,6 +144,7 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 	if len(w.problems) > 0 {
 		return w.problems
 	}
+	raw = w.rewrite(raw)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(dst); err != nil {
@@ -169,6 +170,31 @@ type walker struct {
 	names    []byte
 	path     []pathElem
 	problems decodeProblems
+	// integers are the whole numbers written otherwise (2.0, 2e0) that
+	// the decode into an int64 must read as written plainly.
+	integers []rewrite
+}
+
+// rewrite is a number to write otherwise: the bytes [start, end) of the
+// arguments as text.
+type rewrite struct {
+	start, end int
+	text       string
+}
+
+// rewrite returns raw with w.integers written in, or raw itself when there
+// are none.
+func (w *walker) rewrite(raw []byte) []byte {
+	if len(w.integers) == 0 {
+		return raw
+	}
+	out := make([]byte, 0, len(raw))
+	at := 0
+	for _, r := range w.integers {
+		out = append(append(out, raw[at:r.start]...), r.text...)
+		at = r.end
+	}
+	return append(out, raw[at:]...)
 }
 
 // argWalkers keeps walkers, with their decoders and buffers, for reuse.
@@ -183,7 +209,7 @@ var argWalkers = sync.Pool{New: func() any {
 func (w *walker) release() {
 	w.src = bytes.Buffer{}
 	w.dec.Reset(&w.src, walkOptions...)
-	w.path, w.problems = w.path[:0], nil
+	w.path, w.problems, w.integers = w.path[:0], nil, w.integers[:0]
 	if cap(w.names) > 64<<10 || cap(w.path) > 1024 {
 		return
 	}
@@ -330,10 +356,17 @@ func (w *walker) value(sh *shape, nullOK bool) error {
 	}
 	switch {
 	case want == kindInteger && got == '0':
-		if !isInt64(v) {
-			// JSON Schema's integer admits 2.0; this server reads integers
-			// only as written without a fraction or exponent, and says so.
-			w.addf("argument %q must be a whole number written without a decimal point or exponent (such as 2), not %s", w.here(), v)
+		// JSON Schema's integer is any number whose value is whole: 2.0
+		// and 2e0 are 2.
+		text, whole, inRange := integerText(v)
+		switch {
+		case !whole:
+			w.addf("argument %q must be a whole number (such as 2), not %s", w.here(), v)
+		case !inRange:
+			w.addf("argument %q is out of range: %s", w.here(), v)
+		case text != string(v):
+			end := int(w.dec.InputOffset())
+			w.integers = append(w.integers, rewrite{start: end - len(v), end: end, text: text})
 		}
 	case kindOf(got) != want:
 		w.addf("argument %q must be %s, not %s", w.here(), want, describe(v))
@@ -341,14 +374,59 @@ func (w *walker) value(sh *shape, nullOK bool) error {
 	return nil
 }
 
-// isInt64 reports whether n, a JSON number, is an integer an int64 holds,
-// written without a fraction or exponent.
-func isInt64(n []byte) bool {
+// integerText reads n, a valid JSON number, exactly: whole reports whether
+// its value is a whole number (2, 2.0, 2.50e1, -0.0, 1E+2), inRange whether
+// an int64 holds it, and text is then its value written plainly ("2",
+// "25", "0", "100").
+func integerText(n []byte) (text string, whole, inRange bool) {
 	if len(n) > 0 && len(n) < 19 && !bytes.ContainsAny(n, ".eE") {
-		return true // at most 18 digits, a sign maybe
+		if string(n) == "-0" {
+			return "0", true, true
+		}
+		return string(n), true, true // at most 18 digits, a sign maybe
 	}
-	_, err := strconv.ParseInt(string(n), 10, 64)
-	return err == nil
+	neg := n[0] == '-'
+	if neg {
+		n = n[1:]
+	}
+	mant, expPart, _ := bytes.Cut(bytes.ToLower(n), []byte("e"))
+	intPart, frac, _ := bytes.Cut(mant, []byte("."))
+	digits := append(append([]byte(nil), intPart...), frac...)
+	// The value is digits × 10^exp.
+	exp := -len(frac)
+	if len(expPart) > 0 {
+		e, err := strconv.Atoi(string(expPart))
+		if err != nil {
+			// An exponent beyond an int: huge, or tiny but not zero
+			// unless every digit is.
+			if len(bytes.Trim(digits, "0")) == 0 {
+				return "0", true, true
+			}
+			return "", expPart[0] != '-', false
+		}
+		exp += e
+	}
+	digits = bytes.TrimLeft(digits, "0")
+	if len(digits) == 0 {
+		return "0", true, true
+	}
+	for exp < 0 && digits[len(digits)-1] == '0' {
+		digits, exp = digits[:len(digits)-1], exp+1
+	}
+	if exp < 0 {
+		return "", false, false
+	}
+	if len(digits)+exp > 19 {
+		return "", true, false // beyond any int64
+	}
+	s := string(digits) + strings.Repeat("0", exp)
+	if neg {
+		s = "-" + s
+	}
+	if _, err := strconv.ParseInt(s, 10, 64); err != nil {
+		return "", true, false
+	}
+	return s, true, true
 }
 
 // kindOf is the kind of JSON value that a token of kind k starts.

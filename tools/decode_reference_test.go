@@ -267,6 +267,12 @@ func FuzzDecodeStrictMatchesReference(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		compare := func(name string, sh *shape, newDst, refDst any) {
 			got, want := decodeStrict(raw, sh, newDst), refDecodeStrict(raw, sh, refDst)
+			if strings.Contains(fmt.Sprint(want), "whole number written without") ||
+				strings.Contains(fmt.Sprint(got), "must be a whole number (such as 2)") || strings.Contains(fmt.Sprint(got), "is out of range: ") {
+				// Changed on purpose: a whole number is read however it is
+				// written (TestDecodeStrictDecodesValidArguments, FuzzIntegerText).
+				return
+			}
 			if fmt.Sprint(got) != fmt.Sprint(want) || (got == nil) != (want == nil) {
 				t.Fatalf("%s: decodeStrict(%q) = %v,\nthe reference %v", name, raw, got, want)
 			}

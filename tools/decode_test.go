@@ -3,7 +3,9 @@ package tools
 import (
 	"encoding/json"
 	"errors"
+	"math/big"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,11 +64,13 @@ func TestDecodeStrictChecksNestedArguments(t *testing.T) {
 		{"an unknown field of a line item is named with its path", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"price":3}]}`,
 			`unknown argument "priceDataList[0].price"; valid fields of "priceDataList[0]" are: currency, imageUrl, name, quantity, unitAmount`},
 		{"a fractional quantity is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1.5}]}`,
-			`argument "priceDataList[0].quantity" must be a whole number written without a decimal point or exponent (such as 2), not 1.5`},
-		{"a quantity with a decimal point is refused, saying how to write it", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":2.0}]}`,
-			`must be a whole number written without a decimal point or exponent (such as 2), not 2.0`},
+			`argument "priceDataList[0].quantity" must be a whole number (such as 2), not 1.5`},
+		{"a quantity whose fraction is hidden by its exponent is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":25e-1}]}`,
+			`argument "priceDataList[0].quantity" must be a whole number (such as 2), not 25e-1`},
 		{"a quantity too large for any integer is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":99999999999999999999}]}`,
-			`must be a whole number`},
+			`argument "priceDataList[0].quantity" is out of range: 99999999999999999999`},
+		{"a quantity too large, written with an exponent, is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1e999999999999}]}`,
+			`argument "priceDataList[0].quantity" is out of range: 1e999999999999`},
 		{"a null metadata value is refused, not sent as an empty string", `{"amount":1,"currency":"USD","metadata":{"orderRef":null}}`,
 			`argument "metadata.orderRef" must be a string, not null`},
 		{"a null item of a list is refused", `{"amount":1,"currency":"USD","paymentMethodTypeBlackList":["CARD",null]}`,
@@ -111,6 +115,27 @@ func TestDecodeStrictDecodesValidArguments(t *testing.T) {
 		}
 		if diff := cmp.Diff(want, args); diff != "" {
 			t.Errorf("decoded (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("reads a whole number however JSON writes it, as JSON Schema's integer does", func(t *testing.T) {
+		for raw, want := range map[string]int64{
+			"2": 2, "2.0": 2, "2.000": 2, "2e0": 2, "2E+0": 2, "0.2e1": 2, "20e-1": 2, "2.50e1": 25,
+			"1e2": 100, "-0.0": 0, "0e-99999999999999": 0, "9223372036854775807": 9223372036854775807,
+			"9.223372036854775807e18": 9223372036854775807, "-9223372036854775808.0": -9223372036854775808,
+		} {
+			var args checkoutSessionArgs
+			in := `{"amount":1,"currency":"USD","priceDataList":[{"name":"a","unitAmount":1,"quantity":` + raw + `},` +
+				`{"name":"b","unitAmount":1,"quantity":3.0}],"metadata":{"n":"2.0"}}`
+			if err := decodeStrict([]byte(in), checkoutSessionShape, &args); err != nil {
+				t.Errorf("quantity %s: %v", raw, err)
+				continue
+			}
+			if q := args.PriceDataList[0].Quantity; q == nil || *q != want {
+				t.Errorf("quantity %s decoded as %v, want %d", raw, q, want)
+			}
+			if q := args.PriceDataList[1].Quantity; q == nil || *q != 3 || args.Metadata["n"] != "2.0" || args.Amount != "1" {
+				t.Errorf("quantity %s: the rest decoded as %+v", raw, args)
+			}
 		}
 	})
 	t.Run("takes absent arguments as an empty object", func(t *testing.T) {
@@ -166,4 +191,36 @@ func TestShapeOfFollowsJSONTags(t *testing.T) {
 	shapeOf(reflect.TypeFor[struct {
 		F float64 `json:"f"`
 	}]())
+}
+
+// FuzzIntegerText holds integerText to math/big's exact reading of any
+// JSON number of a sane exponent: whole exactly when the value is, in range
+// exactly when an int64 holds it, and then the value's digits.
+func FuzzIntegerText(f *testing.F) {
+	for _, n := range []string{"2", "2.0", "-0", "-0.0", "1e2", "25e-1", "0.2e1", "9223372036854775807", "9223372036854775808",
+		"-9223372036854775808", "-9223372036854775809", "1.5", "100e-2", "1E+18", "1e19", "0.000e5", "123456789012345678"} {
+		f.Add(n)
+	}
+	f.Fuzz(func(t *testing.T, n string) {
+		if !json.Valid([]byte(n)) || strings.TrimSpace(n) != n || (n[0] != '-' && (n[0] < '0' || n[0] > '9')) {
+			return
+		}
+		if _, exp, ok := strings.Cut(strings.ToLower(n), "e"); ok {
+			if e, err := strconv.Atoi(exp); err != nil || e > 400 || e < -400 {
+				return // math/big would build the power exactly
+			}
+		}
+		r, ok := new(big.Rat).SetString(n)
+		if !ok {
+			t.Fatalf("math/big cannot read %q", n)
+		}
+		text, whole, inRange := integerText([]byte(n))
+		wantRange := r.IsInt() && r.Num().IsInt64()
+		if whole != r.IsInt() || inRange != wantRange {
+			t.Fatalf("integerText(%q) = %q, whole %v, in range %v; math/big: whole %v, in range %v", n, text, whole, inRange, r.IsInt(), wantRange)
+		}
+		if inRange && text != r.Num().String() {
+			t.Fatalf("integerText(%q) = %q, want %s", n, text, r.Num())
+		}
+	})
 }
