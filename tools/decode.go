@@ -136,6 +136,12 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 		return decodeProblems{"the arguments must be a JSON object"}
 	}
 	if err := w.object(sh); err != nil {
+		var se *jsontext.SyntacticError
+		if errors.As(err, &se) && se.Err != nil && se.Err.Error() == "exceeded max depth" {
+			// Valid JSON all the same, deeper than the decoder reads
+			// (10,000 levels); the transports refuse past 64 before this.
+			return decodeProblems{"the arguments are nested too deeply"}
+		}
 		return decodeProblems{"the arguments are not valid JSON"}
 	}
 	if _, err := w.dec.ReadToken(); !errors.Is(err, io.EOF) {

@@ -35,6 +35,8 @@ func TestDecodeStrictRefusesByName(t *testing.T) {
 		{"arguments that are not an object are refused", `[1,2]`, []string{"must be a JSON object"}},
 		{"invalid JSON is refused", `{"amount":`, []string{"not valid JSON"}},
 		{"trailing data after the object is refused", `{"amount":1} {"amount":2}`, []string{"single JSON object"}},
+		{"arguments nested deeper than the decoder reads are refused as such, not as invalid JSON",
+			`{"foo":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, []string{"the arguments are nested too deeply"}},
 		{"every problem is reported at once", `{"customerEmail":1,"amount":"x","currency":"USD","foo":1}`,
 			[]string{`"customerEmail" must be a string`, `"amount" must be a number`, `unknown argument "foo"`}},
 	}

@@ -792,7 +792,7 @@ func answerID(line []byte) (id json.RawMessage, ok bool) {
 	if _, err := d.dec.ReadToken(); err != nil {
 		return nil, false
 	}
-	answer := false
+	answer, request := false, false
 	for d.dec.PeekKind() == '"' {
 		raw, err := d.dec.ReadValue()
 		if err != nil {
@@ -811,12 +811,14 @@ func answerID(line []byte) (id json.RawMessage, ok bool) {
 			if err != nil {
 				return nil, false
 			}
+			// As encoding/json: the last method counts, null leaves it
+			// as it was.
 			switch {
 			case v.Kind() == 'n':
 			case v.Kind() != '"':
 				return nil, false // encoding/json would fail on it
-			case len(v) > 2:
-				return nil, false // a request: a method that is not ""
+			default:
+				request = len(v) > 2 // a method that is not ""
 			}
 		case bytes.EqualFold(d.name, []byte("result")), bytes.EqualFold(d.name, []byte("error")):
 			answer = true
@@ -833,7 +835,7 @@ func answerID(line []byte) (id json.RawMessage, ok bool) {
 	if _, err := d.dec.ReadToken(); err != io.EOF {
 		return nil, false
 	}
-	return id, answer
+	return id, answer && !request
 }
 
 // answerOptions are answerID's decoder's: it reads what encoding/json

@@ -1370,6 +1370,9 @@ func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
 		`{"id":1,"method":7,"result":{}}`, `{"id":1}`, `[{"id":1,"result":{}}]`, `{"id":1,"result":{}} {}`,
 		`{"id":{"a":[1,"2"]},"result":{}}`, `{"id":1e2,"result":{}}`, `{"\u0069d":5,"r\u0065sult":0}`,
 		`{"id":1,"id":2,"result":{}}`, ` {"id" : "x" , "error" : { } } `,
+		// The last method counts (found by a review: the first was taken).
+		`{"id":1,"method":"x","method":"","result":{}}`, `{"id":1,"method":"","method":"x","result":{}}`,
+		`{"id":1,"method":"x","method":null,"result":{}}`,
 	} {
 		f.Add([]byte(s))
 	}
