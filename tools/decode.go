@@ -228,23 +228,8 @@ func (w *walker) addf(format string, args ...any) {
 }
 
 // pathString renders the first n steps of the path as the messages name
-// an argument: keys joined by dots, indexes in brackets.
-func (w *walker) pathString(n int) string {
-	var b strings.Builder
-	for i, p := range w.path[:n] {
-		if !p.isKey {
-			b.WriteByte('[')
-			b.WriteString(strconv.Itoa(p.index))
-			b.WriteByte(']')
-			continue
-		}
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		b.Write(w.names[p.key.start:p.key.end])
-	}
-	return b.String()
-}
+// an argument: keys joined by dots, indexes in brackets, keys whole.
+func (w *walker) pathString(n int) string { return pathString(w.names, w.path[:n], false) }
 
 // here is the path to the value being walked.
 func (w *walker) here() string { return w.pathString(len(w.path)) }

@@ -461,7 +461,7 @@ func (w *messageWalker) number(n []byte) error {
 	// json.Valid has accepted the number, so the error is ErrRange.
 	e := &MessageError{Err: ErrNumberOutOfRange, Path: w.pathString(), number: cutNumber(string(n))}
 	if args := params + 1; len(w.path) > args+1 && w.path[args].arguments {
-		e.arg = pathString(w.names, w.path[args+1:])
+		e.arg = pathString(w.names, w.path[args+1:], true)
 	}
 	return e
 }
@@ -494,12 +494,12 @@ func cutNumber(n string) string {
 	return n[:limit] + "…"
 }
 
-// pathString renders the path as MessageError.Path.
-func (w *messageWalker) pathString() string { return pathString(w.names, w.path) }
+// pathString renders the path as MessageError.Path, keys cut short.
+func (w *messageWalker) pathString() string { return pathString(w.names, w.path, true) }
 
 // pathString renders a path whose keys are in names: keys joined by dots,
-// indexes in brackets.
-func pathString(names []byte, path []pathElem) string {
+// indexes in brackets, each key cut to 64 bytes if cutKeys.
+func pathString(names []byte, path []pathElem, cutKeys bool) string {
 	var b strings.Builder
 	for i, p := range path {
 		if !p.isKey {
@@ -511,7 +511,12 @@ func pathString(names []byte, path []pathElem) string {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(cut(string(names[p.key.start:p.key.end])))
+		key := names[p.key.start:p.key.end]
+		if cutKeys {
+			b.WriteString(cut(string(key)))
+		} else {
+			b.Write(key)
+		}
 	}
 	return b.String()
 }

@@ -55,19 +55,7 @@ func approvalsServer(t *testing.T, policyFile string, sb *sandbox.Server, versio
 	cmd := exec.CommandContext(ctx, bin, "serve", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "CLINK_API_KEY="+sandbox.DefaultAPIKey, "CLINK_ENV=sandbox",
 		"CLINK_BASE_URL="+srv.URL+"/", "CLINK_POLICY="+policyFile)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &bytes.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout, stderr := startPiped(t, cmd)
 	t.Cleanup(func() {
 		stdin.Close()
 		_ = cmd.Wait()
@@ -223,19 +211,7 @@ func TestStdioARefusedAnswerToTheQuestionEndsTheCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "serve", "--sandbox", "--policy", approvalsPolicyFile(t), "--log-level", "error")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout, stderr := startPiped(t, cmd)
 	t.Cleanup(func() {
 		stdin.Close()
 		_ = cmd.Process.Kill()

@@ -94,6 +94,21 @@ func (p *httpProcess) awaitLog(t *testing.T, msg string) {
 	}
 }
 
+// awaitKilled waits, up to 10 s, for the process to end killed by a
+// signal, after the signals named in what, sent in its 60 s shutdown delay.
+func (p *httpProcess) awaitKilled(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case err := <-p.exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
+			t.Errorf("exit after %s: %v, want killed by a signal", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after %s, in a 60 s shutdown delay", what)
+	}
+}
+
 // mcpClient connects to p with a bearer token ("" for none).
 func (p *httpProcess) mcpClient(t *testing.T, token string) *client.Client {
 	t.Helper()
@@ -384,15 +399,7 @@ func TestHTTPTwoSignalsAtOnceEndTheProcess(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-p.exited:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
-			t.Errorf("exit after the second signal: %v, want killed by it", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("still running 10 s after SIGTERM and SIGINT, in a 60 s shutdown delay")
-	}
+	p.awaitKilled(t, "SIGTERM and SIGINT")
 }
 
 func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
@@ -404,13 +411,5 @@ func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-p.exited:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
-			t.Errorf("exit after the second signal: %v, want killed by it", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("still running 10 s after a second SIGTERM, in a 60 s shutdown delay")
-	}
+	p.awaitKilled(t, "a second SIGTERM")
 }

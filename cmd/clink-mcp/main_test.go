@@ -5,7 +5,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -509,4 +511,24 @@ func TestASandboxKeyWithoutAPolicyServesTheDemoPolicyOnTheDefaultStore(t *testin
 	if code != 0 || !strings.Contains(stdout, "0 records, hash chain intact") {
 		t.Fatalf("audit verify: exit %d, %q %q", code, stdout, stderr)
 	}
+}
+
+// startPiped starts cmd with pipes to its stdin and from its stdout, and
+// its stderr kept in a buffer (for failure messages), failing tb if it
+// cannot.
+func startPiped(tb testing.TB, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser, stderr *bytes.Buffer) {
+	tb.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if stdout, err = cmd.StdoutPipe(); err != nil {
+		tb.Fatal(err)
+	}
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	return stdin, stdout, stderr
 }

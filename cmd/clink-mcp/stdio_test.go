@@ -90,19 +90,7 @@ func TestStdioBinaryKeepsStdoutToJSONRPCAndLeaksNoSecret(t *testing.T) {
 		"CLINK_BASE_URL="+srv.URL+"/",
 		"CLINK_POLICY="+policyFile,
 	)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdoutPipe, stderr := startPiped(t, cmd)
 	rec := &lineRecorder{}
 	tr := transport.NewIO(io.TeeReader(stdoutPipe, rec), stdin, io.NopCloser(strings.NewReader("")))
 	cli := client.NewClient(tr)
