@@ -126,8 +126,7 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 	}
 	w := argWalkers.Get().(*walker)
 	defer w.release()
-	w.src = *bytes.NewBuffer(raw)
-	w.dec.Reset(&w.src, walkOptions...)
+	w.read(raw)
 	tok, err := w.dec.ReadToken()
 	if err != nil {
 		return decodeProblems{"the arguments are not valid JSON"}
@@ -171,8 +170,7 @@ func decodeStrict(raw []byte, sh *shape, dst any) error {
 // walked in path, which is rendered only for a problem: a walk of
 // arguments without problems allocates nothing.
 type walker struct {
-	src      bytes.Buffer
-	dec      *jsontext.Decoder
+	inPlace
 	names    []byte
 	path     []pathElem
 	problems decodeProblems
@@ -204,17 +202,12 @@ func (w *walker) rewrite(raw []byte) []byte {
 }
 
 // argWalkers keeps walkers, with their decoders and buffers, for reuse.
-var argWalkers = sync.Pool{New: func() any {
-	w := new(walker)
-	w.dec = jsontext.NewDecoder(&w.src, walkOptions...)
-	return w
-}}
+var argWalkers = sync.Pool{New: func() any { return new(walker) }}
 
 // release returns w to argWalkers, holding on to neither the arguments nor
 // large buffers. The problems it found belong to the caller.
 func (w *walker) release() {
-	w.src = bytes.Buffer{}
-	w.dec.Reset(&w.src, walkOptions...)
+	w.clear()
 	w.path, w.problems, w.integers = w.path[:0], nil, w.integers[:0]
 	if cap(w.names) > 64<<10 || cap(w.path) > 1024 {
 		return

@@ -168,8 +168,7 @@ func ReadMessage(msg []byte) (Envelope, error) {
 	}
 	w := walkers.Get().(*messageWalker)
 	defer w.release()
-	w.src = *bytes.NewBuffer(msg)
-	w.dec.Reset(&w.src, walkOptions...)
+	w.read(msg)
 	w.msg = msg
 	w.noting = w.dec.PeekKind() == '{'
 	err := w.value(levelTop)
@@ -219,13 +218,32 @@ func (lv level) folds() bool {
 // both, the second as U+FFFD, which is how the walk reads a key too).
 var walkOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
 
+// inPlace is a jsontext.Decoder that reads a byte slice in place (jsontext
+// reads a bytes.Buffer's bytes without copying them), with walkOptions.
+// The walks keep theirs in pools: they run on every message.
+type inPlace struct {
+	src bytes.Buffer
+	dec *jsontext.Decoder
+}
+
+// read points d at b, which it must not outlive.
+func (d *inPlace) read(b []byte) {
+	if d.dec == nil {
+		d.dec = jsontext.NewDecoder(&d.src, walkOptions...)
+	}
+	d.src = *bytes.NewBuffer(b)
+	d.dec.Reset(&d.src, walkOptions...)
+}
+
+// clear lets go of what d read, before d goes back to its pool.
+func (d *inPlace) clear() {
+	d.src = bytes.Buffer{}
+	d.dec.Reset(&d.src, walkOptions...)
+}
+
 // walkers keeps messageWalkers, with their decoders and buffers, for reuse:
 // CheckMessage runs on every message a transport receives.
-var walkers = sync.Pool{New: func() any {
-	w := new(messageWalker)
-	w.dec = jsontext.NewDecoder(&w.src, walkOptions...)
-	return w
-}}
+var walkers = sync.Pool{New: func() any { return new(messageWalker) }}
 
 // messageWalker walks a message's tokens, keeping the path to the value
 // being walked. The keys of the objects open on the path, as spelled and
@@ -233,11 +251,10 @@ var walkers = sync.Pool{New: func() any {
 // parent's, and dropped when the object ends: a walk allocates nothing for
 // them.
 type messageWalker struct {
-	src    bytes.Buffer // the message, read in place
-	msg    []byte       // the message
-	env    Envelope     // the envelope, if noting
-	noting bool         // the message is one object, whose envelope env notes
-	dec    *jsontext.Decoder
+	inPlace
+	msg    []byte   // the message
+	env    Envelope // the envelope, if noting
+	noting bool     // the message is one object, whose envelope env notes
 	path   []pathElem
 	names  []byte
 	depth  int
@@ -246,8 +263,7 @@ type messageWalker struct {
 // release returns w to walkers, holding on to neither the message nor a
 // large message's buffers.
 func (w *messageWalker) release() {
-	w.src = bytes.Buffer{}
-	w.dec.Reset(&w.src, walkOptions...)
+	w.clear()
 	w.msg, w.env, w.noting = nil, Envelope{}, false
 	w.path = w.path[:0]
 	w.depth = 0
@@ -598,4 +614,85 @@ func (s *keySet) add(names []byte, id, key span) (first span, dup bool) {
 	}
 	s.more[string(ident)] = key
 	return span{}, false
+}
+
+// ReadAnswer reads line, a message a server writes, as encoding/json would
+// decode it into a struct with the fields id, method, result and error
+// (matched to the keys in any case, the last of a repeated one counting),
+// and returns its id if it is a response: one JSON object with a result or
+// an error (null counts) and without a method (or with ""). It reads the
+// top-level keys and skips the values, allocating nothing; a line that is
+// not one valid JSON object is no response. The id is in line.
+func ReadAnswer(line []byte) (id json.RawMessage, ok bool) {
+	r := answerReaders.Get().(*answerReader)
+	defer r.release()
+	r.read(line)
+	if r.dec.PeekKind() != '{' {
+		return nil, false
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return nil, false
+	}
+	answer, request := false, false
+	for r.dec.PeekKind() == '"' {
+		raw, err := r.dec.ReadValue()
+		if err != nil {
+			return nil, false
+		}
+		r.name, _ = jsontext.AppendUnquote(r.name[:0], raw)
+		switch {
+		case bytes.EqualFold(r.name, []byte("id")):
+			v, err := r.dec.ReadValue()
+			if err != nil {
+				return nil, false
+			}
+			id = json.RawMessage(v) // in line: the decoder reads line in place
+		case bytes.EqualFold(r.name, []byte("method")):
+			v, err := r.dec.ReadValue()
+			if err != nil {
+				return nil, false
+			}
+			// As encoding/json: the last method counts, null leaves it
+			// as it was.
+			switch {
+			case v.Kind() == 'n':
+			case v.Kind() != '"':
+				return nil, false // encoding/json would fail on it
+			default:
+				request = len(v) > 2 // a method that is not ""
+			}
+		case bytes.EqualFold(r.name, []byte("result")), bytes.EqualFold(r.name, []byte("error")):
+			answer = true
+			fallthrough
+		default:
+			if r.dec.SkipValue() != nil {
+				return nil, false
+			}
+		}
+	}
+	if _, err := r.dec.ReadToken(); err != nil { // '}'
+		return nil, false
+	}
+	if _, err := r.dec.ReadToken(); err != io.EOF {
+		return nil, false
+	}
+	return id, answer && !request
+}
+
+// answerReader is ReadAnswer's decoder, with a buffer for a key.
+type answerReader struct {
+	inPlace
+	name []byte
+}
+
+// answerReaders keeps answerReaders for reuse.
+var answerReaders = sync.Pool{New: func() any { return new(answerReader) }}
+
+// release returns r to answerReaders, holding on to no line.
+func (r *answerReader) release() {
+	r.clear()
+	if cap(r.name) > 4<<10 {
+		r.name = nil
+	}
+	answerReaders.Put(r)
 }

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-json-experiment/json/jsontext"
-
 	"github.com/clink-mcp/clink-mcp/tools"
 )
 
@@ -744,7 +742,7 @@ func (c *stdioConn) settle(line []byte) bool {
 	if none {
 		return true // nothing to match: spare a large result the parse
 	}
-	id, ok := answerID(line)
+	id, ok := tools.ReadAnswer(line)
 	if !ok {
 		return true
 	}
@@ -772,98 +770,6 @@ func (c *stdioConn) settle(line []byte) bool {
 		return false
 	}
 	return true
-}
-
-// answerID reads line, a message Listen writes, as encoding/json would
-// decode it into a struct with the fields id, method, result and error
-// (matched to the keys in any case), and returns its id if it is a
-// response: a JSON object with a result or an error (null counts) and
-// without a method. It reads the top-level keys and skips the values,
-// allocating nothing; a line that is not one valid JSON object is no
-// response.
-func answerID(line []byte) (id json.RawMessage, ok bool) {
-	d := answerDecoders.Get().(*answerDecoder)
-	defer d.release()
-	d.src = *bytes.NewBuffer(line)
-	d.dec.Reset(&d.src, answerOptions...)
-	if d.dec.PeekKind() != '{' {
-		return nil, false
-	}
-	if _, err := d.dec.ReadToken(); err != nil {
-		return nil, false
-	}
-	answer, request := false, false
-	for d.dec.PeekKind() == '"' {
-		raw, err := d.dec.ReadValue()
-		if err != nil {
-			return nil, false
-		}
-		d.name, _ = jsontext.AppendUnquote(d.name[:0], raw)
-		switch {
-		case bytes.EqualFold(d.name, []byte("id")):
-			v, err := d.dec.ReadValue()
-			if err != nil {
-				return nil, false
-			}
-			id = json.RawMessage(v) // in line: the decoder reads line in place
-		case bytes.EqualFold(d.name, []byte("method")):
-			v, err := d.dec.ReadValue()
-			if err != nil {
-				return nil, false
-			}
-			// As encoding/json: the last method counts, null leaves it
-			// as it was.
-			switch {
-			case v.Kind() == 'n':
-			case v.Kind() != '"':
-				return nil, false // encoding/json would fail on it
-			default:
-				request = len(v) > 2 // a method that is not ""
-			}
-		case bytes.EqualFold(d.name, []byte("result")), bytes.EqualFold(d.name, []byte("error")):
-			answer = true
-			fallthrough
-		default:
-			if d.dec.SkipValue() != nil {
-				return nil, false
-			}
-		}
-	}
-	if _, err := d.dec.ReadToken(); err != nil { // '}'
-		return nil, false
-	}
-	if _, err := d.dec.ReadToken(); err != io.EOF {
-		return nil, false
-	}
-	return id, answer && !request
-}
-
-// answerOptions are answerID's decoder's: it reads what encoding/json
-// would, which takes the last of a repeated key and invalid UTF-8 as
-// U+FFFD.
-var answerOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-
-// answerDecoder is answerID's decoder, kept in answerDecoders for reuse.
-type answerDecoder struct {
-	src  bytes.Buffer
-	dec  *jsontext.Decoder
-	name []byte
-}
-
-var answerDecoders = sync.Pool{New: func() any {
-	d := new(answerDecoder)
-	d.dec = jsontext.NewDecoder(&d.src, answerOptions...)
-	return d
-}}
-
-// release returns d to answerDecoders, holding on to no line.
-func (d *answerDecoder) release() {
-	d.src = bytes.Buffer{}
-	d.dec.Reset(&d.src, answerOptions...)
-	if cap(d.name) > 4<<10 {
-		d.name = nil
-	}
-	answerDecoders.Put(d)
 }
 
 // idKey returns the key under which a JSON-RPC id is pending: the id

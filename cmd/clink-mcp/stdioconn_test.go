@@ -1343,7 +1343,7 @@ func FuzzStdioConnIDScanner(f *testing.F) {
 	})
 }
 
-// FuzzAnswerIDMatchesEncodingJSON holds answerID and idKey, which read the
+// FuzzAnswerIDMatchesEncodingJSON holds tools.ReadAnswer and idKey, which read the
 // lines Listen writes without encoding/json, to what encoding/json reads:
 // the line is a response (an object decoded without error, with a result
 // or an error and no method) exactly when it says so, and its id has the
@@ -1383,13 +1383,13 @@ func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
 			}
 			return string(b), true
 		}()
-		id, ok := answerID(line)
+		id, ok := tools.ReadAnswer(line)
 		key, keyOK := "", false
 		if ok {
 			key, keyOK = idKey(id)
 		}
 		if key != wantKey || keyOK != wantOK {
-			t.Fatalf("answerID(%q) = %q, %v: key %q, %v; encoding/json reads key %q, %v", line, id, ok, key, keyOK, wantKey, wantOK)
+			t.Fatalf("tools.ReadAnswer(%q) = %q, %v: key %q, %v; encoding/json reads key %q, %v", line, id, ok, key, keyOK, wantKey, wantOK)
 		}
 	})
 }
