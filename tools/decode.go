@@ -379,16 +379,18 @@ func integerText(n []byte) (text string, whole, inRange bool) {
 	// The value is digits × 10^exp.
 	exp := -len(frac)
 	if len(expPart) > 0 {
-		e, err := strconv.Atoi(string(expPart))
-		if err != nil {
-			// An exponent beyond an int: huge, or tiny but not zero
-			// unless every digit is.
+		// An exponent beyond ±2^40 dwarfs the digits (a message has
+		// fewer than 2^23): the value is zero, out of any range, or a
+		// fraction. Within it, exp and the sums below cannot overflow.
+		const huge = 1 << 40
+		e, err := strconv.ParseInt(string(expPart), 10, 64)
+		if err != nil || e > huge || e < -huge {
 			if len(bytes.Trim(digits, "0")) == 0 {
 				return "0", true, true
 			}
 			return "", expPart[0] != '-', false
 		}
-		exp += e
+		exp += int(e)
 	}
 	digits = bytes.TrimLeft(digits, "0")
 	if len(digits) == 0 {

@@ -73,6 +73,14 @@ func TestDecodeStrictChecksNestedArguments(t *testing.T) {
 			`argument "priceDataList[0].quantity" is out of range: 99999999999999999999`},
 		{"a quantity too large, written with an exponent, is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1e999999999999}]}`,
 			`argument "priceDataList[0].quantity" is out of range: 1e999999999999`},
+		// Exponents at the ends of an int64, with a fraction: the sums
+		// that decide must not wrap (found by a review: a panic).
+		{"a fraction with the smallest exponent is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1.5e-9223372036854775808}]}`,
+			`argument "priceDataList[0].quantity" must be a whole number (such as 2), not 1.5e-9223372036854775808`},
+		{"a fraction with the largest exponent is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":1.5e9223372036854775807}]}`,
+			`argument "priceDataList[0].quantity" is out of range: 1.5e9223372036854775807`},
+		{"an exponent past an int64 is refused", `{"amount":1,"currency":"USD","priceDataList":[{"name":"x","unitAmount":1,"quantity":15e-99999999999999999999}]}`,
+			`argument "priceDataList[0].quantity" must be a whole number (such as 2), not 15e-99999999999999999999`},
 		{"a null metadata value is refused, not sent as an empty string", `{"amount":1,"currency":"USD","metadata":{"orderRef":null}}`,
 			`argument "metadata.orderRef" must be a string, not null`},
 		{"a null item of a list is refused", `{"amount":1,"currency":"USD","paymentMethodTypeBlackList":["CARD",null]}`,
@@ -200,13 +208,15 @@ func TestShapeOfFollowsJSONTags(t *testing.T) {
 // exactly when an int64 holds it, and then the value's digits.
 func FuzzIntegerText(f *testing.F) {
 	for _, n := range []string{"2", "2.0", "-0", "-0.0", "1e2", "25e-1", "0.2e1", "9223372036854775807", "9223372036854775808",
-		"-9223372036854775808", "-9223372036854775809", "1.5", "100e-2", "1E+18", "1e19", "0.000e5", "123456789012345678"} {
+		"-9223372036854775808", "-9223372036854775809", "1.5", "100e-2", "1E+18", "1e19", "0.000e5", "123456789012345678",
+		"1.5e-9223372036854775808", "1.5e9223372036854775807", "1e-9223372036854775809", "0.0e99999999999999999999"} {
 		f.Add(n)
 	}
 	f.Fuzz(func(t *testing.T, n string) {
 		if !json.Valid([]byte(n)) || strings.TrimSpace(n) != n || (n[0] != '-' && (n[0] < '0' || n[0] > '9')) {
 			return
 		}
+		text, whole, inRange := integerText([]byte(n)) // on any number: it must not panic
 		if _, exp, ok := strings.Cut(strings.ToLower(n), "e"); ok {
 			if e, err := strconv.Atoi(exp); err != nil || e > 400 || e < -400 {
 				return // math/big would build the power exactly
@@ -216,7 +226,6 @@ func FuzzIntegerText(f *testing.F) {
 		if !ok {
 			t.Fatalf("math/big cannot read %q", n)
 		}
-		text, whole, inRange := integerText([]byte(n))
 		wantRange := r.IsInt() && r.Num().IsInt64()
 		if whole != r.IsInt() || inRange != wantRange {
 			t.Fatalf("integerText(%q) = %q, whole %v, in range %v; math/big: whole %v, in range %v", n, text, whole, inRange, r.IsInt(), wantRange)
