@@ -148,13 +148,14 @@ func CheckMessage(msg []byte) error {
 
 // Envelope is what a transport reads of a message's envelope to track its
 // requests: what encoding/json decodes into a struct with the fields id,
-// method, result and params.requestId, matched to the keys in any case.
-// ID, Result and RequestID are the members' JSON as sent, in the message's
-// bytes; each is nil when the member is absent, and RequestID also when
-// params is not an object. Method is "" when absent or not a string.
+// method, result, error and params.requestId, matched to the keys in any
+// case. ID, Result, Error and RequestID are the members' JSON as sent, in
+// the message's bytes; each is nil when the member is absent, and
+// RequestID also when params is not an object. Method is "" when absent or
+// not a string.
 type Envelope struct {
-	ID, Result, RequestID json.RawMessage
-	Method                string
+	ID, Result, Error, RequestID json.RawMessage
+	Method                       string
 }
 
 // ReadMessage is CheckMessage, and returns, for a message it accepts that
@@ -416,6 +417,8 @@ func (w *messageWalker) member(lv level, folded string, child level) error {
 		note = &w.env.ID
 	case lv == levelEnvelope && folded == foldedResult:
 		note = &w.env.Result
+	case lv == levelEnvelope && folded == foldedError:
+		note = &w.env.Error
 	case lv == levelParams && folded == foldedRequestID:
 		note = &w.env.RequestID
 	case lv == levelEnvelope && folded == foldedMethod && w.dec.PeekKind() == '"':
@@ -619,45 +622,46 @@ func (s *keySet) add(names []byte, id, key span) (first span, dup bool) {
 // ReadAnswer reads line, a message a server writes, as encoding/json would
 // decode it into a struct with the fields id, method, result and error
 // (matched to the keys in any case, the last of a repeated one counting),
-// and returns its id if it is a response: one JSON object with a result or
-// an error (null counts) and without a method (or with ""). It reads the
-// top-level keys and skips the values, allocating nothing; a line that is
-// not one valid JSON object is no response. The id is in line.
-func ReadAnswer(line []byte) (id json.RawMessage, ok bool) {
+// and returns its id, and whether it is a response (one JSON object with a
+// result or an error, null counting, and without a method, or with "") or
+// a request of the server's (a method and an id that is not null). It
+// reads the top-level keys and skips the values, allocating nothing; a
+// line that is not one valid JSON object is neither. The id is in line.
+func ReadAnswer(line []byte) (id json.RawMessage, response, request bool) {
 	r := answerReaders.Get().(*answerReader)
 	defer r.release()
 	r.read(line)
 	if r.dec.PeekKind() != '{' {
-		return nil, false
+		return nil, false, false
 	}
 	if _, err := r.dec.ReadToken(); err != nil {
-		return nil, false
+		return nil, false, false
 	}
 	answer, request := false, false
 	for r.dec.PeekKind() == '"' {
 		raw, err := r.dec.ReadValue()
 		if err != nil {
-			return nil, false
+			return nil, false, false
 		}
 		r.name, _ = jsontext.AppendUnquote(r.name[:0], raw)
 		switch {
 		case bytes.EqualFold(r.name, []byte("id")):
 			v, err := r.dec.ReadValue()
 			if err != nil {
-				return nil, false
+				return nil, false, false
 			}
 			id = json.RawMessage(v) // in line: the decoder reads line in place
 		case bytes.EqualFold(r.name, []byte("method")):
 			v, err := r.dec.ReadValue()
 			if err != nil {
-				return nil, false
+				return nil, false, false
 			}
 			// As encoding/json: the last method counts, null leaves it
 			// as it was.
 			switch {
 			case v.Kind() == 'n':
 			case v.Kind() != '"':
-				return nil, false // encoding/json would fail on it
+				return nil, false, false // encoding/json would fail on it
 			default:
 				request = len(v) > 2 // a method that is not ""
 			}
@@ -666,17 +670,20 @@ func ReadAnswer(line []byte) (id json.RawMessage, ok bool) {
 			fallthrough
 		default:
 			if r.dec.SkipValue() != nil {
-				return nil, false
+				return nil, false, false
 			}
 		}
 	}
 	if _, err := r.dec.ReadToken(); err != nil { // '}'
-		return nil, false
+		return nil, false, false
 	}
 	if _, err := r.dec.ReadToken(); err != io.EOF {
-		return nil, false
+		return nil, false, false
 	}
-	return id, answer && !request
+	if request {
+		return id, false, len(id) > 0 && string(id) != "null"
+	}
+	return id, answer, false
 }
 
 // answerReader is ReadAnswer's decoder, with a buffer for a key.

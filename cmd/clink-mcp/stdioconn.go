@@ -66,9 +66,11 @@ const methodCancelled = "notifications/cancelled"
 //     with a JSON-RPC error naming the key (-32600), or, if it is not JSON,
 //     with the parse error (-32700) mcp-go would have sent. A refused
 //     notification, or response, gets no answer, as JSON-RPC wants; a
-//     refused response to one of the server's requests (an approval
-//     question) is passed on to mcp-go as an error response to it, so that
-//     the request fails rather than waits.
+//     refused (or oversized) response to one of the server's requests (an
+//     approval question) is passed on to mcp-go as an error response to
+//     it, so that the request fails rather than waits. A response to
+//     nothing the server asked is dropped, valid or not: mcp-go would take
+//     it for a request and answer it.
 //
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
@@ -93,6 +95,11 @@ type stdioConn struct {
 	// cancelled holds the ids of pending requests the client has cancelled.
 	// Every key in it is also in pending.
 	cancelled map[string]struct{}
+	// asked holds the ids of the requests the server has sent the client
+	// (an approval question: elicitation/create) and had no response to,
+	// as mcp-go matches a response to them (questionID). mcp-go sends them
+	// while it handles a request, so they are seen while one is pending.
+	asked map[int64]struct{}
 	// idle is closed whenever nothing is pending, and replaced by an open
 	// channel when a request becomes pending, so that Wait can select on it.
 	idle chan struct{}
@@ -129,6 +136,7 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		maxMessage: stdioConnMaxMessage,
 		pending:    make(map[string]int),
 		cancelled:  make(map[string]struct{}),
+		asked:      make(map[int64]struct{}),
 		idle:       idle,
 		// No bound until SetDrainTimeout sets one.
 		drainTimeout: -1,
@@ -340,7 +348,9 @@ func (c *stdioConn) admit(line []byte) {
 		c.refuse(line, err)
 		return
 	}
-	c.readLine(env)
+	if !c.readLine(env) {
+		return
+	}
 	c.ready = append(c.ready, line...)
 	c.ready = append(c.ready, '\n')
 }
@@ -367,9 +377,10 @@ func (c *stdioConn) refuse(line []byte, err error) {
 			// question of a 2025-11-25 client): mcp-go would wait for it
 			// until the call is cancelled, so it gets an error response
 			// in its place, with the id mcp-go would have read, and the
-			// call ends. A response whose id repeats names no request.
-			if !(me.Err == tools.ErrDuplicateKey && strings.EqualFold(me.Path, "id")) && !isJSONNull(m.ID) {
-				c.pass(m.ID, me)
+			// call ends. A response whose id repeats names no request,
+			// and one to nothing the server asked is dropped.
+			if !(me.Err == tools.ErrDuplicateKey && strings.EqualFold(me.Path, "id")) && c.answers(m.ID) {
+				c.pass(m.ID, me.Code(), "the client's response was refused: "+me.Error())
 			}
 			return
 		}
@@ -385,11 +396,11 @@ func (c *stdioConn) refuse(line []byte, err error) {
 }
 
 // pass hands Listen, in place of a response to one of its requests that
-// the checks refused, an error response to the request with id, saying why:
-// the request then fails rather than waits.
-func (c *stdioConn) pass(id json.RawMessage, me *tools.MessageError) {
+// was refused, an error response to the request with id, saying why: the
+// request then fails rather than waits.
+func (c *stdioConn) pass(id json.RawMessage, code int, message string) {
 	r := stdioConnErrorResponse{JSONRPC: "2.0", ID: id}
-	r.Error.Code, r.Error.Message = me.Code(), "the client's response was refused: "+me.Error()
+	r.Error.Code, r.Error.Message = code, message
 	b, err := json.Marshal(r)
 	if err != nil {
 		return // an id encoding/json decoded is valid JSON: not reached
@@ -401,11 +412,43 @@ func (c *stdioConn) pass(id json.RawMessage, me *tools.MessageError) {
 // id it showed, unless it showed itself to be a notification or a response.
 func (c *stdioConn) refuseOversized() {
 	s := &c.skipped
+	tooLarge := "message too large: the limit is " + strconv.Itoa(c.maxMessage) + " bytes on one line"
+	if s.closed && !s.method && s.result && c.answers(s.id) {
+		c.pass(s.id, codeInvalidRequest, "the client's response was refused: "+tooLarge)
+		return
+	}
 	if s.closed && ((s.method && isJSONNull(s.id)) || (!s.method && s.result)) {
 		return
 	}
-	c.answer(stdioConnReplyID(s.id), codeInvalidRequest,
-		"message too large: the limit is "+strconv.Itoa(c.maxMessage)+" bytes on one line")
+	c.answer(stdioConnReplyID(s.id), codeInvalidRequest, tooLarge)
+}
+
+// questionID returns the id of a request of the server's that a response
+// with id answers, as mcp-go matches it: an integer, written as a number
+// or as a string.
+func questionID(id json.RawMessage) (int64, bool) {
+	var n json.Number
+	if isJSONNull(id) || json.Unmarshal(id, &n) != nil {
+		return 0, false
+	}
+	q, err := n.Int64()
+	return q, err == nil
+}
+
+// answers reports whether a response with id answers a request the server
+// sent and had no response to, and if so, notes that it has one.
+func (c *stdioConn) answers(id json.RawMessage) bool {
+	q, ok := questionID(id)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.asked[q]; !ok {
+		return false
+	}
+	delete(c.asked, q)
+	return true
 }
 
 // stdioConnErrorResponse is a JSON-RPC error response.
@@ -633,26 +676,38 @@ type stdioConnMessage struct {
 }
 
 // readLine notes a request read from the client, whose envelope is m, as
-// pending and a cancellation of a pending request as cancelled. Anything
-// that isn't a single JSON object, such as a batch, is not a request mcp-go
-// answers by id (its envelope is empty), and is left alone.
-func (c *stdioConn) readLine(m tools.Envelope) {
+// pending and a cancellation of a pending request as cancelled, and reports
+// whether to pass the line on. Anything that isn't a single JSON object,
+// such as a batch, is not a request mcp-go answers by id (its envelope is
+// empty), and is passed on. A response (a result or an error, even null)
+// to a request the server sent is passed on, whatever else it holds:
+// mcp-go takes it as the answer. One to nothing the server asked is
+// dropped: mcp-go would take it for a request and answer it.
+func (c *stdioConn) readLine(m tools.Envelope) bool {
+	if m.Result != nil || m.Error != nil {
+		if c.answers(m.ID) {
+			return true
+		}
+		if m.Method == "" {
+			return false
+		}
+	}
 	if m.Method == "" {
-		return
+		return true
 	}
 	if isJSONNull(m.ID) {
 		if m.Method == methodCancelled {
 			c.cancel(m.RequestID)
 		}
-		return
+		return true
 	}
 	// mcp-go answers nothing with a result, whatever its method.
 	if !isJSONNull(m.Result) {
-		return
+		return true
 	}
 	key, ok := idKey(m.ID)
 	if !ok {
-		return
+		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -661,6 +716,7 @@ func (c *stdioConn) readLine(m tools.Envelope) {
 	if c.npending == 1 {
 		c.idle = make(chan struct{})
 	}
+	return true
 }
 
 // cancel marks the request a notifications/cancelled names, by its
@@ -742,8 +798,16 @@ func (c *stdioConn) settle(line []byte) bool {
 	if none {
 		return true // nothing to match: spare a large result the parse
 	}
-	id, ok := tools.ReadAnswer(line)
-	if !ok {
+	id, response, request := tools.ReadAnswer(line)
+	if request {
+		if q, ok := questionID(id); ok {
+			c.mu.Lock()
+			c.asked[q] = struct{}{}
+			c.mu.Unlock()
+		}
+		return true
+	}
+	if !response {
 		return true
 	}
 	key, ok := idKey(id)

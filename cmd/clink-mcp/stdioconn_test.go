@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -622,11 +623,47 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			steps: []stdioConnStep{
 				{read: `{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"},
 				{read: `{"jsonrpc":"2.0","id":null,"method":"ping"}` + "\n"},
-				{read: `{"jsonrpc":"2.0","id":3,"result":{}}` + "\n"},
 				{read: `{"jsonrpc":"2.0","id":3,"method":"ping","result":{}}` + "\n"},
 				{read: `[{"jsonrpc":"2.0","id":3,"method":"ping"}]` + "\n"},
 				{read: `{"jsonrpc":"2.0","id":3,"method":7}` + "\n"},
 			},
+		},
+		{
+			// mcp-go would take a response to nothing it asked for a
+			// request, and answer it ("method not found"): the answer
+			// could even settle a pending request with the same id.
+			name: "a response to nothing the server asked is dropped",
+			steps: []stdioConnStep{
+				{read: stdioConnRequest("3")},
+				{read: `{"jsonrpc":"2.0","id":3,"result":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":9,"result":null}` + "\n"},
+			},
+			wantRead:    []string{strings.TrimSuffix(stdioConnRequest("3"), "\n")},
+			wantPending: 1,
+		},
+		{
+			// mcp-go asks (elicitation/create) while it handles a request;
+			// a response to the question is passed on once, as mcp-go
+			// matches it (1 and "1" alike), and is not a request, even
+			// with a method.
+			name: "a response to the server's request is passed on once",
+			steps: []stdioConnStep{
+				{read: stdioConnRequest("7")},
+				{write: `{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}` + "\n"},
+				{write: `{"jsonrpc":"2.0","id":2,"method":"elicitation/create","params":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":"1","result":{"action":"accept"}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":1,"result":{"action":"accept"}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":2,"method":"x","error":{"code":1,"message":"m"}}` + "\n"},
+			},
+			wantOut: `{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}` + "\n" +
+				`{"jsonrpc":"2.0","id":2,"method":"elicitation/create","params":{}}` + "\n",
+			wantRead: []string{
+				strings.TrimSuffix(stdioConnRequest("7"), "\n"),
+				`{"jsonrpc":"2.0","id":"1","result":{"action":"accept"}}`,
+				`{"jsonrpc":"2.0","id":2,"method":"x","error":{"code":1,"message":"m"}}`,
+			},
+			wantPending: 1,
 		},
 		{
 			name:        "a line longer than the limit is answered with its id and never read, and the next is",
@@ -674,6 +711,20 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			wantRead: []string{},
 		},
 		{
+			name: "a response longer than the limit to the server's request reaches it as an error response",
+			steps: []stdioConnStep{
+				{read: stdioConnRequest("7")},
+				{write: `{"jsonrpc":"2.0","id":4,"method":"elicitation/create","params":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":4,"result":{"pad":` + pad + `}}` + "\n"},
+			},
+			wantOut: `{"jsonrpc":"2.0","id":4,"method":"elicitation/create","params":{}}` + "\n",
+			wantRead: []string{
+				strings.TrimSuffix(stdioConnRequest("7"), "\n"),
+				`{"jsonrpc":"2.0","id":4,"error":{"code":-32600,"message":"the client's response was refused: message too large: the limit is ` + strconv.Itoa(limit) + ` bytes on one line"}}`,
+			},
+			wantPending: 1,
+		},
+		{
 			name: "a request repeating a key is answered with its id, naming the key, and never read",
 			steps: []stdioConnStep{
 				{read: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"arguments":{}}}` + "\n"},
@@ -712,16 +763,26 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 		},
 		{
 			// The client sends nothing back, as JSON-RPC wants; the
-			// server's request fails instead of waiting.
-			name: "a response repeating a key reaches the server as an error response to its request, unanswered",
+			// server's request fails instead of waiting. A refused
+			// response to nothing the server asked is dropped.
+			name: "a refused response to the server's request reaches it as an error response, unanswered",
 			steps: []stdioConnStep{
+				{read: stdioConnRequest("7")},
+				{write: `{"jsonrpc":"2.0","id":5,"method":"elicitation/create","params":{}}` + "\n"},
+				{write: `{"jsonrpc":"2.0","id":6,"method":"elicitation/create","params":{}}` + "\n"},
 				{read: `{"jsonrpc":"2.0","id":5,"result":{},"result":{}}` + "\n"},
-				{read: `{"jsonrpc":"2.0","id":"s-6","error":{"code":1,"message":"m","code":2}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":"6","error":{"code":1,"message":"m","code":2}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":5,"result":{},"result":{}}` + "\n"},
+				{read: `{"jsonrpc":"2.0","id":7,"result":{},"result":{}}` + "\n"},
 			},
+			wantOut: `{"jsonrpc":"2.0","id":5,"method":"elicitation/create","params":{}}` + "\n" +
+				`{"jsonrpc":"2.0","id":6,"method":"elicitation/create","params":{}}` + "\n",
 			wantRead: []string{
+				strings.TrimSuffix(stdioConnRequest("7"), "\n"),
 				`{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"the client's response was refused: duplicate key \"result\""}}`,
-				`{"jsonrpc":"2.0","id":"s-6","error":{"code":-32600,"message":"the client's response was refused: duplicate key \"error.code\""}}`,
+				`{"jsonrpc":"2.0","id":"6","error":{"code":-32600,"message":"the client's response was refused: duplicate key \"error.code\""}}`,
 			},
+			wantPending: 1,
 		},
 		{
 			name: "a response whose id repeats names no request: it is dropped",
@@ -1343,11 +1404,14 @@ func FuzzStdioConnIDScanner(f *testing.F) {
 	})
 }
 
-// FuzzAnswerIDMatchesEncodingJSON holds tools.ReadAnswer and idKey, which read the
-// lines Listen writes without encoding/json, to what encoding/json reads:
-// the line is a response (an object decoded without error, with a result
-// or an error and no method) exactly when it says so, and its id has the
-// key that decoding the id into an interface and encoding it again gives.
+// FuzzAnswerIDMatchesEncodingJSON holds tools.ReadAnswer and idKey, which
+// read the lines Listen writes without encoding/json, to what
+// encoding/json reads: the line is a response (an object decoded without
+// error, with a result or an error and no method) exactly when it says so,
+// and its id has the key that decoding the id into an interface and
+// encoding it again gives; it is a request of the server's (decoded
+// without error, a method and an id not null) exactly when it says so,
+// with that id.
 func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`,
@@ -1361,6 +1425,7 @@ func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
 		// The last method counts (found by a review: the first was taken).
 		`{"id":1,"method":"x","method":"","result":{}}`, `{"id":1,"method":"","method":"x","result":{}}`,
 		`{"id":1,"method":"x","method":null,"result":{}}`,
+		`{"jsonrpc":"2.0","id":3,"method":"elicitation/create","params":{}}`, `{"id":null,"method":"m"}`, `{"method":"m","ID":"q"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -1383,13 +1448,18 @@ func FuzzAnswerIDMatchesEncodingJSON(f *testing.F) {
 			}
 			return string(b), true
 		}()
-		id, ok := tools.ReadAnswer(line)
+		id, ok, request := tools.ReadAnswer(line)
 		key, keyOK := "", false
 		if ok {
 			key, keyOK = idKey(id)
 		}
 		if key != wantKey || keyOK != wantOK {
 			t.Fatalf("tools.ReadAnswer(%q) = %q, %v: key %q, %v; encoding/json reads key %q, %v", line, id, ok, key, keyOK, wantKey, wantOK)
+		}
+		var m stdioConnMessage
+		wantRequest := json.Unmarshal(line, &m) == nil && m.Method != "" && !isJSONNull(m.ID)
+		if request != wantRequest || (request && string(id) != string(m.ID)) {
+			t.Fatalf("tools.ReadAnswer(%q) = %q, request %v; encoding/json reads id %q, method %q", line, id, request, m.ID, m.Method)
 		}
 	})
 }
