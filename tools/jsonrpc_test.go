@@ -393,7 +393,7 @@ func FuzzReadMessageEnvelope(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		env, err := ReadMessage(msg)
 		if err != nil {
-			if env.ID != nil || env.Result != nil || env.RequestID != nil || env.Method != "" {
+			if env.ID != nil || env.Result != nil || env.Error != nil || env.RequestID != nil || env.Method != "" {
 				t.Fatalf("ReadMessage(%q) refused it (%v) with an envelope: %+v", msg, err, env)
 			}
 			return
@@ -402,6 +402,7 @@ func FuzzReadMessageEnvelope(f *testing.F) {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
 			Result json.RawMessage `json:"result"`
+			Error  json.RawMessage `json:"error"`
 			Params struct {
 				RequestID json.RawMessage `json:"requestId"`
 			} `json:"params"`
@@ -413,10 +414,11 @@ func FuzzReadMessageEnvelope(f *testing.F) {
 		}
 		if string(env.ID) != string(want.ID) || (env.ID == nil) != (want.ID == nil) ||
 			string(env.Result) != string(want.Result) || (env.Result == nil) != (want.Result == nil) ||
+			string(env.Error) != string(want.Error) || (env.Error == nil) != (want.Error == nil) ||
 			string(env.RequestID) != string(want.Params.RequestID) || (env.RequestID == nil) != (want.Params.RequestID == nil) ||
 			env.Method != want.Method {
-			t.Fatalf("ReadMessage(%q) = %+v,\nencoding/json reads id %q, method %q, result %q, requestId %q",
-				msg, env, want.ID, want.Method, want.Result, want.Params.RequestID)
+			t.Fatalf("ReadMessage(%q) = %+v,\nencoding/json reads id %q, method %q, result %q, error %q, requestId %q",
+				msg, env, want.ID, want.Method, want.Result, want.Error, want.Params.RequestID)
 		}
 	})
 }
