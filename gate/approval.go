@@ -178,11 +178,18 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		// An operator approved it while the user was being asked: the
 		// user's yes goes ahead on that approval; a no ends this call,
 		// and the approval stays the operator's.
+		// An operator's decision cannot be withdrawn from here (of two
+		// decisions, the first wins): the user is told it stands.
 		if ans.Accept {
 			return a.ID, nil
 		}
+		who := "it was approved already"
+		if strings.HasPrefix(a.DecidedBy, OperatorDecider) {
+			who = "an operator had approved it already"
+		}
 		return "", &Result{Code: policy.CodeApprovalDeclined, IsError: true,
-			Text: fmt.Sprintf("approval declined (%s): the user declined this payment (approval %s), which an operator had approved meanwhile. Nothing was created; do not repeat it unless the user asks.", policy.CodeApprovalDeclined, a.ID)}
+			Text: fmt.Sprintf("approval declined (%s): the user declined this payment, but %s (approval %s), and that approval stands until %s. Nothing was created; tell your user, and do not repeat the call unless the user asks.",
+				policy.CodeApprovalDeclined, who, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))}
 	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("it was used already: an answer counts once")
 	case ctx.Err() != nil:

@@ -273,6 +273,9 @@ func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
 			if res.Code != wantCode {
 				t.Errorf("the user's answer = %+v, want %s", res, wantCode)
 			}
+			if !accept && !strings.Contains(res.Text, "an operator had approved it already") {
+				t.Errorf("the decline says %q, want it to say an operator's approval stands", res.Text)
+			}
 			if n := fake.calls.Load(); n != wantCalls {
 				t.Errorf("%d calls reached Clink, want %d", n, wantCalls)
 			}

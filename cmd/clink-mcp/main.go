@@ -58,9 +58,12 @@ func notifyContext() (ctx context.Context, stop func()) {
 		s = <-sigs
 		signal.Stop(sigs) // the runtime's default again: the signal ends the process
 		if p, err := os.FindProcess(os.Getpid()); err == nil && p.Signal(s) == nil {
-			time.Sleep(5 * time.Second) // the signal's end comes first
+			time.Sleep(250 * time.Millisecond) // the signal's end comes first
 		}
-		os.Exit(2) // where a process cannot signal itself (Windows)
+		// Where a process cannot signal itself (Windows), or the signal
+		// was ignored when the process started (a background job of a
+		// shell: signal.Stop ignores it again).
+		os.Exit(2)
 	}()
 	return ctx, func() { signal.Stop(sigs); cancel(nil) }
 }
