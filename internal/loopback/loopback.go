@@ -12,14 +12,15 @@ import (
 
 // Host reports whether addr, a host ("localhost", "127.0.0.1", "::1",
 // "[::1]") or a host:port, names only the loopback interface: localhost,
-// in any case, or a loopback IP address. An empty host, like 0.0.0.0 and
-// ::, means every interface and is not loopback.
+// in any case and fully qualified or not ("localhost."), or a loopback IP
+// address. An empty host, like 0.0.0.0 and ::, means every interface and
+// is not loopback.
 func Host(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = strings.Trim(addr, "[]")
 	}
-	if strings.EqualFold(host, "localhost") {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)

@@ -8,6 +8,7 @@ func TestHost(t *testing.T) {
 		"::1": true, "[::1]": true, "[::1]:443": true, "::ffff:127.0.0.1": true,
 		"": false, "0.0.0.0": false, "::": false, ":8080": false, "192.0.2.1": false,
 		"evil.example.com": false, "localhost.evil.example": false, "[::2]:80": false,
+		"localhost.": true, "LOCALHOST.:8080": true, "localhost..": false, ".": false,
 	} {
 		if got := Host(addr); got != want {
 			t.Errorf("Host(%q) = %v, want %v", addr, got, want)
