@@ -270,3 +270,43 @@ func TestStdioARefusedAnswerToTheQuestionEndsTheCall(t *testing.T) {
 		t.Errorf("answer to the call: %s, want it to say the answer repeated a key", answer)
 	}
 }
+
+// TestStdioALateAnswerToTheQuestionIsDropped answers the approval question
+// of a 2025-11-25 client after cancelling the call that asked it: mcp-go no
+// longer waits for the answer and would take it for a request, and answer
+// it ("method not found", a response to a response). The answer must get
+// no reply, and the call create nothing.
+func TestStdioALateAnswerToTheQuestionIsDropped(t *testing.T) {
+	clink := newGatedClink(t)
+	clink.release()
+	p := startServerWith(t, clink, approvalsPolicyFile(t), `{"elicitation":{}}`, "CLINK_LOG_LEVEL=debug")
+	p.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_checkout_session","arguments":{"amount":150,"currency":"USD","customerEmail":"ann@example.com"}}}`)
+	question := p.awaitLine(`"method":"elicitation/create"`, 20*time.Second)
+	var q struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(question), &q); err != nil || len(q.ID) == 0 {
+		t.Fatalf("question %s: %v", question, err)
+	}
+	p.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"changed my mind"}}`)
+	p.awaitLog(`"msg":"stdio: dropped the response to a cancelled request","id":"7"`, 20*time.Second)
+	p.send(`{"jsonrpc":"2.0","id":` + string(q.ID) + `,"result":{"action":"accept","content":{"approve":true}}}`)
+	p.awaitLog(`"msg":"stdio: dropped a response to nothing the server waits for","id":"`+string(q.ID)+`"`, 20*time.Second)
+	p.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	p.reply(2, 20*time.Second)
+	for line := range strings.Lines(p.out.String()) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && string(m.ID) == string(q.ID) && m.Method == "" {
+			t.Errorf("the late answer was answered: %s", line)
+		}
+		if strings.Contains(line, `"id":7,"result"`) {
+			t.Errorf("the cancelled call was answered: %s", line)
+		}
+	}
+	if n := clink.POSTs(); n != 0 {
+		t.Errorf("%d creates reached Clink, want none", n)
+	}
+}

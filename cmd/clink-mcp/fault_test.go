@@ -181,6 +181,19 @@ func (l *replyLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// find returns the first line that contains s, if one has come, and a
+// channel closed at the next line.
+func (l *replyLog) find(s string) (string, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			return line, l.changed
+		}
+	}
+	return "", l.changed
+}
+
 // get returns the response to id, if it has come, and a channel closed at
 // the next line.
 func (l *replyLog) get(id int) (*toolReply, <-chan struct{}) {
@@ -226,9 +239,17 @@ type mcpProcess struct {
 }
 
 // startServer starts "clink-mcp serve" against clink under policyFile and
-// completes the MCP handshake (initialize is id 0). The process is killed,
-// if still running, when the test ends.
+// completes the MCP handshake (initialize is id 0) as a 2025-11-25 client
+// that cannot be asked questions. The process is killed, if still running,
+// when the test ends.
 func startServer(t *testing.T, clink *gatedClink, policyFile string) *mcpProcess {
+	t.Helper()
+	return startServerWith(t, clink, policyFile, `{}`)
+}
+
+// startServerWith is startServer for a client with capabilities (a JSON
+// object), with env (KEY=value) added to the server's environment.
+func startServerWith(t *testing.T, clink *gatedClink, policyFile, capabilities string, env ...string) *mcpProcess {
 	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {
@@ -246,6 +267,7 @@ func startServer(t *testing.T, clink *gatedClink, policyFile string) *mcpProcess
 		"CLINK_BASE_URL="+clink.url,
 		"CLINK_POLICY="+policyFile,
 	)
+	cmd.Env = append(cmd.Env, env...)
 	p := &mcpProcess{t: t, cmd: cmd, out: newReplyLog(), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
@@ -271,7 +293,7 @@ func startServer(t *testing.T, clink *gatedClink, policyFile string) *mcpProcess
 			t.Errorf("server process %d still running after kill", cmd.Process.Pid)
 		}
 	})
-	p.send(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"fault-test","version":"1"}}}`)
+	p.send(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":` + capabilities + `,"clientInfo":{"name":"fault-test","version":"1"}}}`)
 	if r := p.reply(0, 20*time.Second); r.Error != nil {
 		t.Fatalf("initialize: %s", r.raw)
 	}
@@ -353,6 +375,30 @@ func (p *mcpProcess) awaitExit(within time.Duration) error {
 	case <-time.After(within):
 		p.t.Fatalf("the server did not exit within %v\n%s", within, p.output())
 		return nil
+	}
+}
+
+// awaitLine waits for a line of the server's stdout that contains s, and
+// returns the first.
+func (p *mcpProcess) awaitLine(s string, within time.Duration) string {
+	p.t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		line, changed := p.out.find(s)
+		if line != "" {
+			return line
+		}
+		select {
+		case <-changed:
+		case <-p.exited:
+			if line, _ := p.out.find(s); line != "" {
+				return line
+			}
+			p.t.Fatalf("the server exited (%v) without writing a line with %s\n%s", p.err, s, p.output())
+		case <-timer.C:
+			p.t.Fatalf("no line with %s within %v\n%s", s, within, p.output())
+		}
 	}
 }
 

@@ -171,6 +171,7 @@ func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdou
 	// grace period, for those in flight and their answers.
 	grace := cfg.graceDuration()
 	conn := newStdioConn(stdin, stdout)
+	conn.log = logger
 	conn.SetDrainTimeout(grace)
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()

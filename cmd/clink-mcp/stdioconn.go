@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,8 +70,9 @@ const methodCancelled = "notifications/cancelled"
 //     refused (or oversized) response to one of the server's requests (an
 //     approval question) is passed on to mcp-go as an error response to
 //     it, so that the request fails rather than waits. A response to
-//     nothing the server asked is dropped, valid or not: mcp-go would take
-//     it for a request and answer it.
+//     nothing the server asked, or to a question whose request has ended
+//     (cancelled, or answered without it), is dropped, valid or not:
+//     mcp-go would take it for a request and answer it.
 //
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
@@ -82,6 +84,10 @@ type stdioConn struct {
 	// maxMessage is stdioConnMaxMessage, a field so that tests can reach
 	// the limit cheaply.
 	maxMessage int
+	// log takes, at debug level, the messages dropped unanswered: a
+	// response to nothing the server waits for, and the response to a
+	// cancelled request. Discarded unless set.
+	log *slog.Logger
 
 	// mu guards the bookkeeping shared by Reader, Writer and Wait.
 	mu sync.Mutex
@@ -97,9 +103,13 @@ type stdioConn struct {
 	cancelled map[string]struct{}
 	// asked holds the ids of the requests the server has sent the client
 	// (an approval question: elicitation/create) and had no response to,
-	// as mcp-go matches a response to them (questionID). mcp-go sends them
-	// while it handles a request, so they are seen while one is pending.
-	asked map[int64]struct{}
+	// as mcp-go matches a response to them (questionID), each with the
+	// keys of the client's requests pending when it was sent. mcp-go sends
+	// a question while it handles one of those requests, and stops waiting
+	// for its answer when that request ends: once none of them is pending,
+	// the question is forgotten, so that a late answer is dropped, as one
+	// to nothing asked, and a question never answered is not kept.
+	asked map[int64]map[string]struct{}
 	// idle is closed whenever nothing is pending, and replaced by an open
 	// channel when a request becomes pending, so that Wait can select on it.
 	idle chan struct{}
@@ -134,9 +144,10 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		in:         in,
 		out:        out,
 		maxMessage: stdioConnMaxMessage,
+		log:        slog.New(slog.DiscardHandler),
 		pending:    make(map[string]int),
 		cancelled:  make(map[string]struct{}),
-		asked:      make(map[int64]struct{}),
+		asked:      make(map[int64]map[string]struct{}),
 		idle:       idle,
 		// No bound until SetDrainTimeout sets one.
 		drainTimeout: -1,
@@ -689,6 +700,7 @@ func (c *stdioConn) readLine(m tools.Envelope) bool {
 			return true
 		}
 		if m.Method == "" {
+			c.log.Debug("stdio: dropped a response to nothing the server waits for", "id", logID(m.ID))
 			return false
 		}
 	}
@@ -802,7 +814,11 @@ func (c *stdioConn) settle(line []byte) bool {
 	if request {
 		if q, ok := questionID(id); ok {
 			c.mu.Lock()
-			c.asked[q] = struct{}{}
+			during := make(map[string]struct{}, len(c.pending))
+			for key := range c.pending {
+				during[key] = struct{}{}
+			}
+			c.asked[q] = during
 			c.mu.Unlock()
 		}
 		return true
@@ -815,13 +831,14 @@ func (c *stdioConn) settle(line []byte) bool {
 		return true
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	n := c.pending[key]
 	if n == 0 {
+		c.mu.Unlock()
 		return true
 	}
 	if n == 1 {
 		delete(c.pending, key)
+		c.forgetQuestions(key)
 	} else {
 		c.pending[key] = n - 1
 	}
@@ -829,11 +846,33 @@ func (c *stdioConn) settle(line []byte) bool {
 	if c.npending == 0 {
 		close(c.idle)
 	}
-	if _, ok := c.cancelled[key]; ok {
-		delete(c.cancelled, key)
-		return false
+	_, cancelled := c.cancelled[key]
+	delete(c.cancelled, key)
+	c.mu.Unlock()
+	if cancelled {
+		c.log.Debug("stdio: dropped the response to a cancelled request", "id", logID(id))
 	}
-	return true
+	return !cancelled
+}
+
+// logID is a client's JSON-RPC id for the log: as sent, cut to 64 bytes.
+func logID(id json.RawMessage) string {
+	if len(id) > 64 {
+		return string(id[:64]) + "..."
+	}
+	return string(id)
+}
+
+// forgetQuestions notes that no request with key is pending any more, and
+// forgets the questions that only a request with key could have asked.
+// c.mu is held.
+func (c *stdioConn) forgetQuestions(key string) {
+	for q, during := range c.asked {
+		delete(during, key)
+		if len(during) == 0 {
+			delete(c.asked, q)
+		}
+	}
 }
 
 // idKey returns the key under which a JSON-RPC id is pending: the id

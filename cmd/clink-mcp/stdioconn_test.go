@@ -666,6 +666,41 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			wantPending: 1,
 		},
 		{
+			// mcp-go stops waiting for an answer when the request that
+			// asked ends, and would answer a late one as a request.
+			name: "an answer after every request pending when the server asked has ended is dropped",
+			steps: []stdioConnStep{
+				{read: stdioConnRequest("7")},
+				{write: `{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}` + "\n"},
+				{write: stdioConnResult("7")},
+				{read: `{"jsonrpc":"2.0","id":1,"result":{"action":"accept"}}` + "\n"},
+				{read: stdioConnRequest("8")},
+				{read: stdioConnRequest("9")},
+				{write: `{"jsonrpc":"2.0","id":2,"method":"elicitation/create","params":{}}` + "\n"},
+				{read: stdioConnRequest("10")},
+				{write: `{"jsonrpc":"2.0","id":3,"method":"elicitation/create","params":{}}` + "\n"},
+				{write: stdioConnResult("8")},
+				{read: `{"jsonrpc":"2.0","id":2,"result":{"action":"accept"}}` + "\n"},
+				{write: stdioConnResult("9")},
+				{read: `{"jsonrpc":"2.0","id":3,"result":{"action":"decline"}}` + "\n"},
+				{write: stdioConnResult("10")},
+			},
+			wantOut: `{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}` + "\n" + stdioConnResult("7") +
+				`{"jsonrpc":"2.0","id":2,"method":"elicitation/create","params":{}}` + "\n" +
+				`{"jsonrpc":"2.0","id":3,"method":"elicitation/create","params":{}}` + "\n" +
+				stdioConnResult("8") + stdioConnResult("9") + stdioConnResult("10"),
+			wantRead: []string{
+				strings.TrimSuffix(stdioConnRequest("7"), "\n"),
+				strings.TrimSuffix(stdioConnRequest("8"), "\n"),
+				strings.TrimSuffix(stdioConnRequest("9"), "\n"),
+				strings.TrimSuffix(stdioConnRequest("10"), "\n"),
+				// 9 was pending when 2 was asked: 2 may be its question.
+				`{"jsonrpc":"2.0","id":2,"result":{"action":"accept"}}`,
+				// 10 was pending when 3 was asked.
+				`{"jsonrpc":"2.0","id":3,"result":{"action":"decline"}}`,
+			},
+		},
+		{
 			name:        "a line longer than the limit is answered with its id and never read, and the next is",
 			steps:       []stdioConnStep{{read: long[:100]}, {read: long[100:] + stdioConnRequest("2")}, {read: long}},
 			wantOut:     stdioConnRefusal("9", -32600, tooLarge) + stdioConnRefusal("9", -32600, tooLarge),
@@ -861,6 +896,12 @@ func TestStdioConnAccountsForEachLine(t *testing.T) {
 			}
 			if got := c.Pending(); got != tt.wantPending {
 				t.Errorf("Pending() = %d, want %d", got, tt.wantPending)
+			}
+			c.mu.Lock()
+			kept := len(c.asked)
+			c.mu.Unlock()
+			if tt.wantPending == 0 && kept != 0 {
+				t.Errorf("nothing is pending, and %d questions are still waited for", kept)
 			}
 			wantRead := tt.wantRead
 			if wantRead == nil {
