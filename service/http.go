@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -36,11 +37,13 @@ type HTTPOptions struct {
 	// sent to); requests without one, as from every non-browser client,
 	// are not affected.
 	AllowedOrigins []string
-	// AllowedHosts are the names (host or host:port, compared without
-	// case or a fully qualified name's trailing dot) that a request reaching a loopback address may carry as its
-	// Host besides localhost and loopback IPs: those a reverse proxy on the
-	// same host forwards with. Any other Host on a loopback connection is
-	// refused (403), on every path: the DNS-rebinding protection.
+	// AllowedHosts are the names (host or host:port, compared as hostKey
+	// has them: without case or a fully qualified name's trailing dot, IP
+	// addresses in any spelling) that a request reaching a loopback
+	// address may carry as its Host besides localhost and loopback IPs:
+	// those a reverse proxy on the same host forwards with. Any other Host
+	// on a loopback connection is refused (403), on every path: the
+	// DNS-rebinding protection.
 	AllowedHosts []string
 }
 
@@ -143,13 +146,26 @@ func allowedHost(set map[string]bool, host string) bool {
 
 // hostKey is a host, or host:port, as allowedHost compares it: lower case,
 // the name without the trailing dot of a fully qualified one
-// ("MCP.example.com.:443" is "mcp.example.com:443").
+// ("MCP.example.com.:443" is "mcp.example.com:443"), an IP address in its
+// canonical form and, without a port, an IPv6 address without its brackets
+// ("[FD00:0::1]" is "fd00::1", "[fd00::1]:80" stays), so that "[fd00::1]"
+// and "fd00::1" allow the same Hosts.
 func hostKey(host string) string {
-	host = strings.ToLower(host)
 	if name, port, err := net.SplitHostPort(host); err == nil {
-		return net.JoinHostPort(strings.TrimSuffix(name, "."), port)
+		return net.JoinHostPort(hostName(name), port)
 	}
-	return strings.TrimSuffix(host, ".")
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return hostName(host)
+}
+
+// hostName is a name or an IP address as hostKey has it.
+func hostName(name string) string {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return a.String()
+	}
+	return strings.TrimSuffix(strings.ToLower(name), ".")
 }
 
 // serveMCP hands an MCP request to the streamable HTTP server of the

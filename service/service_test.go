@@ -468,7 +468,7 @@ func TestTheOriginIsChecked(t *testing.T) {
 // A page whose name was rebound to 127.0.0.1 reaches a loopback server
 // with its own name as Host: every path refuses it, not /mcp alone.
 func TestEveryPathRefusesARebindingHost(t *testing.T) {
-	f := newFixture(t, setup{opts: service.HTTPOptions{AllowedHosts: []string{"mcp.example.com"}}})
+	f := newFixture(t, setup{opts: service.HTTPOptions{AllowedHosts: []string{"mcp.example.com", "[fd00::1]", "fd00::2", "[FD00:0:0::3]:8443"}}})
 	for _, path := range []string{"/metrics", "/readyz", "/healthz", "/mcp"} {
 		method, body := http.MethodGet, ""
 		if path == "/mcp" {
@@ -486,6 +486,18 @@ func TestEveryPathRefusesARebindingHost(t *testing.T) {
 			strings.TrimPrefix(f.srv.URL, "http://"): http.StatusOK,
 			"localhost":                              http.StatusOK,
 			"[::1]:80":                               http.StatusOK,
+			// An IPv6 address allowed with or without brackets, in any
+			// spelling, is allowed with or without a port.
+			"[fd00::1]":      http.StatusOK,
+			"[fd00::1]:80":   http.StatusOK,
+			"[FD00:0::1]:80": http.StatusOK,
+			"[fd00::2]":      http.StatusOK,
+			"[fd00::2]:443":  http.StatusOK,
+			"[fd00::3]:8443": http.StatusOK,
+			"[fd00::3]:80":   http.StatusForbidden,
+			"[fd00::3]":      http.StatusForbidden,
+			"[fd00::4]":      http.StatusForbidden,
+			"fd00::1":        http.StatusOK, // bare, as no Host should be, but the address allowed
 		} {
 			headers["Host"] = host
 			status, _, text := f.get(method, path, strings.NewReader(body), headers)
