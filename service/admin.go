@@ -46,7 +46,8 @@ func approvalOf(a *state.Approval) approvalJSON {
 //   - POST /admin/approvals/{id}/approve and /deny: decide one, recorded
 //     in the audit trail as "operator:" + the admin's principal name. 409
 //     when it is no longer pending, 404 when unknown, 403 when the admin's
-//     own calls asked for it.
+//     own calls asked for it, 503 when the store does not answer (the
+//     four-eyes read too: it fails closed).
 func (s *Service) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/approvals", func(w http.ResponseWriter, r *http.Request) {
@@ -71,8 +72,19 @@ func (s *Service) adminHandler() http.Handler {
 			p, _ := auth.FromContext(r.Context())
 			id := r.PathValue("id")
 			// Four eyes: a principal that is both an agent and an admin
-			// never decides a payment it asked for itself.
-			if own, err := s.store.Approval(r.Context(), id); err == nil && own.Caller == p.Name {
+			// never decides a payment it asked for itself. A store that
+			// does not answer here refuses the decision: a read that
+			// failed proves nothing about who asked.
+			own, err := s.store.Approval(r.Context(), id)
+			switch {
+			case errors.Is(err, state.ErrNotFound):
+				plain(w, http.StatusNotFound, "no such approval")
+				return
+			case err != nil:
+				s.log.ErrorContext(r.Context(), "admin: reading an approval failed", "approval", id, "err", err)
+				plain(w, http.StatusServiceUnavailable, "the store does not answer")
+				return
+			case own.Caller == p.Name:
 				plain(w, http.StatusForbidden, "forbidden: an admin cannot decide an approval its own calls asked for")
 				return
 			}

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/service/auth"
 )
@@ -221,5 +223,49 @@ func TestAnAdminCannotDecideItsOwnApproval(t *testing.T) {
 	}
 	if text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall); !strings.Contains(text, "approval_required") {
 		t.Fatalf("after the refused decision = %s, want still pending", text)
+	}
+}
+
+// failingApprovalRead is a store whose next Approval read fails once
+// armed, as a database blip would.
+type failingApprovalRead struct {
+	state.Store
+	armed atomic.Bool
+}
+
+func (s *failingApprovalRead) Approval(ctx context.Context, id string) (*state.Approval, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		return nil, errors.New("store: connection reset")
+	}
+	return s.Store.Approval(ctx, id)
+}
+
+// An admin's own approval stays undecided when the store fails the read
+// that tells who asked: the four-eyes rule fails closed.
+func TestAnAdminsOwnApprovalStaysUndecidedWhenTheStoreBlinks(t *testing.T) {
+	token, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &failingApprovalRead{Store: state.NewMemory()}
+	f := newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}, store: st,
+		principalsYAML: fmt.Sprintf("  - name: ops\n    token_sha256: %s\n    admin: true\n", auth.HashToken(token))})
+	f.tokens["ops"] = token
+	ops := f.client("ops", "")
+	text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall)
+	id := regexp.MustCompile(`apr_[0-9a-f]+`).FindString(text)
+	if id == "" {
+		t.Fatalf("the admin's own call = %s, want pending", text)
+	}
+	st.armed.Store(true)
+	code, _, body := f.get("POST", "/admin/approvals/"+id+"/approve", nil, map[string]string{"Authorization": "Bearer " + token})
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("approving one's own approval while the store fails the read = %d %s, want 503", code, body)
+	}
+	if text, _ := call(t, ops, policy.ToolAgentPaymentSession, bigCall); !strings.Contains(text, "approval_required") {
+		t.Errorf("the admin's own call after the refused decision = %.200s, want still pending", text)
+	}
+	if code, _, body := f.get("POST", "/admin/approvals/apr_00000000/approve", nil, map[string]string{"Authorization": "Bearer " + token}); code != http.StatusNotFound {
+		t.Errorf("approving an unknown approval = %d %s, want 404", code, body)
 	}
 }
