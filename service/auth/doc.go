@@ -51,7 +51,8 @@
 //   - iss equal to the issuer; aud containing the resource URL; exp present;
 //     exp, nbf and iat honoured with 30 s of leeway;
 //   - the claim (sub or client_id) present, non-empty, at most 256 bytes,
-//     without control characters;
+//     without control or invisible formatting characters (zero-width,
+//     bidi, line and paragraph separators);
 //   - the claim value listed under oauth.principals, or allow_unlisted
 //     (otherwise 403);
 //   - every required scope in the scope claim (space-separated) or the scp

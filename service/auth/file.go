@@ -579,6 +579,12 @@ func checkClaimValue(s string) error {
 		if unicode.IsControl(r) {
 			return errors.New("the claim value contains control characters")
 		}
+		// Invisible characters (zero-width, bidi overrides, line and
+		// paragraph separators) would let two principals' names look the
+		// same in records, logs and the approvals an operator decides.
+		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return errors.New("the claim value contains invisible formatting characters")
+		}
 	}
 	return nil
 }
