@@ -135,22 +135,22 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 		return Principal{}, invalidf("the token was not issued by %s", v.cfg.Issuer)
 	}
 
-	keys, err := v.keysFor(ctx, h.KeyID)
+	keys, err := v.keysFor(ctx, h.KeyID, false)
 	if err != nil {
 		return Principal{}, err
 	}
-	var payload json.RawMessage // the verified claims
-	for _, k := range keys {
-		if k.Algorithm != "" && k.Algorithm != h.Algorithm {
-			continue
+	payload := verifiedClaims(tok, h.Algorithm, keys)
+	if payload == nil {
+		// The issuer may have rotated a key its tokens name by no kid, or
+		// by a kid it used before: the keys are fetched again, as for an
+		// unknown kid, and the token tried on what was fetched.
+		if keys, err = v.keysFor(ctx, h.KeyID, true); err != nil {
+			return Principal{}, err
 		}
-		if err := tok.Claims(k.Key, &payload); err == nil {
-			break
-		}
-		payload = nil
+		payload = verifiedClaims(tok, h.Algorithm, keys)
 	}
 	if payload == nil {
-		return Principal{}, invalidf("the token's signature does not verify with the issuer's keys")
+		return Principal{}, badSignature()
 	}
 	var std jwt.Claims
 	var extra accessClaims
@@ -276,15 +276,39 @@ func candidates(keys []jose.JSONWebKey, kid string) []jose.JSONWebKey {
 
 var errKeysUnavailable = errors.New("keys unavailable")
 
+// badSignature refuses a token that none of the issuer's keys verifies.
+func badSignature() *Error {
+	return invalidf("the token's signature does not verify with the issuer's keys")
+}
+
+// verifiedClaims returns the claims of tok if one of keys (of the token's
+// algorithm alg, or of none named) verifies its signature, nil otherwise.
+func verifiedClaims(tok *jwt.JSONWebToken, alg string, keys []jose.JSONWebKey) json.RawMessage {
+	var payload json.RawMessage
+	for _, k := range keys {
+		if k.Algorithm != "" && k.Algorithm != alg {
+			continue
+		}
+		if err := tok.Claims(k.Key, &payload); err == nil {
+			return payload
+		}
+	}
+	return nil
+}
+
 // keysFor returns the keys that may verify a token with kid, fetching the
 // JWKS when there are none yet, when they are older than keysMaxAge, or
 // when kid is unknown (at most once per missRefetchInterval, the first
 // time at once). It fails closed: without keys, the token is invalid.
-func (v *verifier) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
+//
+// mismatch says that the keys it returned for the token did not verify
+// it: it then returns only keys fetched since (fetching them as for an
+// unknown kid), and badSignature() when there are none new to try.
+func (v *verifier) keysFor(ctx context.Context, kid string, mismatch bool) ([]jose.JSONWebKey, error) {
 	v.mu.Lock()
 	keys, at, gen := v.keys, v.keysAt, v.gen
 	v.mu.Unlock()
-	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge {
+	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge && !mismatch {
 		return c, nil
 	}
 
@@ -303,31 +327,37 @@ func (v *verifier) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, 
 	c := candidates(keys, kid)
 	var reason string
 	switch {
-	case len(c) > 0 && fresh:
+	case len(c) > 0 && fresh && !mismatch:
 		v.mu.Unlock()
 		return c, nil
 	case v.gen != gen:
-		// Keys were fetched while we waited and still lack kid: fetching
-		// again now would find the same.
+		// Keys were fetched while we waited: fetching again now would
+		// find the same.
 		v.mu.Unlock()
-		return v.noKey(kid, keys, at)
-	case !v.lastFail.IsZero() && now.Sub(v.lastFail) < failureRetryInterval:
-		v.mu.Unlock()
-		if len(c) > 0 { // stale, but the issuer is down: keep using them
+		if mismatch && len(c) > 0 {
 			return c, nil
 		}
-		return v.noKey(kid, keys, at)
+		return v.noKey(kid, keys, at, mismatch)
+	case !v.lastFail.IsZero() && now.Sub(v.lastFail) < failureRetryInterval:
+		v.mu.Unlock()
+		if len(c) > 0 && !mismatch { // stale, but the issuer is down: keep using them
+			return c, nil
+		}
+		return v.noKey(kid, keys, at, mismatch)
 	case at.IsZero():
 		reason = "first use"
 	case !fresh:
 		reason = "keys older than " + keysMaxAge.String()
-	default: // fresh keys, unknown kid
+	default: // fresh keys, unknown kid or none that verified the token
 		if !v.lastMiss.IsZero() && now.Sub(v.lastMiss) < missRefetchInterval {
 			v.mu.Unlock()
-			return v.noKey(kid, keys, at)
+			return v.noKey(kid, keys, at, mismatch)
 		}
 		v.lastMiss = now
 		reason = "unknown key id"
+		if mismatch {
+			reason = "a token's signature does not verify with the keys held"
+		}
 	}
 	v.mu.Unlock()
 
@@ -339,8 +369,11 @@ func (v *verifier) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, 
 		v.lastFail = v.a.now()
 		v.lastError = err.Error()
 		v.a.log.Warn("auth: cannot fetch the OAuth issuer's keys", "issuer", v.cfg.Issuer, "why", reason, "err", err)
-		if len(c) > 0 { // stale keys still name kid: keep using them
+		if len(c) > 0 && !mismatch { // stale keys still name kid: keep using them
 			return c, nil
+		}
+		if mismatch {
+			return nil, badSignature()
 		}
 		return nil, invalidf("the issuer's keys cannot be fetched now")
 	}
@@ -350,11 +383,15 @@ func (v *verifier) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, 
 	if c := candidates(fetched, kid); len(c) > 0 {
 		return c, nil
 	}
-	return v.noKey(kid, fetched, v.keysAt)
+	return v.noKey(kid, fetched, v.keysAt, mismatch)
 }
 
-// noKey is the error for a token whose key is not (yet) available.
-func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time) ([]jose.JSONWebKey, error) {
+// noKey is the error for a token whose key is not (yet) available, or,
+// after a mismatch (see keysFor), that none of the keys verified it.
+func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time, mismatch bool) ([]jose.JSONWebKey, error) {
+	if mismatch && len(candidates(keys, kid)) > 0 {
+		return nil, badSignature()
+	}
 	if at.IsZero() {
 		return nil, invalidf("the issuer's keys cannot be fetched now")
 	}
@@ -369,7 +406,7 @@ func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time) ([]jo
 
 // warm fetches the keys if there are none yet.
 func (v *verifier) warm(ctx context.Context) error {
-	_, err := v.keysFor(ctx, "")
+	_, err := v.keysFor(ctx, "", false)
 	var e *Error
 	if errors.As(err, &e) {
 		v.mu.Lock()

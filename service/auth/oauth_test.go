@@ -432,6 +432,49 @@ func TestAnUnknownKidRefetchesTheKeysOnce(t *testing.T) {
 	}
 }
 
+func TestARotatedKeyWithoutANewKidRefetchesTheKeysOnce(t *testing.T) {
+	cases := []struct{ name, kid string }{
+		{"tokens naming no kid", ""},
+		{"a kid the issuer reuses for its new key", "k1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newOAuthEnv(t, nil)
+			old := ecKey(t, c.kid)
+			e.is.publish(t, old)
+			wantOK(t, e.call(t, old.sign(t, e.claims())), aliceOK)
+			fetches := e.is.jwksFetches.Load()
+
+			// The issuer rotates its key a minute after the keys were
+			// fetched: the first token signed with the new one fetches
+			// them again and is accepted.
+			k2 := ecKey(t, c.kid)
+			e.is.publish(t, k2)
+			e.clk.add(time.Minute)
+			wantOK(t, e.call(t, k2.sign(t, e.claims())), aliceOK)
+			if n := e.is.jwksFetches.Load(); n != fetches+1 {
+				t.Fatalf("JWKS fetched %d times after the rotation, want %d", n, fetches+1)
+			}
+			wantOK(t, e.call(t, k2.sign(t, e.claims())), aliceOK)
+
+			// A token the keys do not verify refetches them no more
+			// than an unknown kid does: once per 10 s.
+			forged := ecKey(t, c.kid)
+			for range 5 {
+				wantInvalid(t, e.call(t, forged.sign(t, e.claims())), "the token's signature does not verify")
+			}
+			if n := e.is.jwksFetches.Load(); n != fetches+1 {
+				t.Errorf("forged tokens within 10 s of the refetch fetched again (%d fetches, want %d)", n, fetches+1)
+			}
+			e.clk.add(11 * time.Second)
+			wantInvalid(t, e.call(t, forged.sign(t, e.claims())), "the token's signature does not verify")
+			if n := e.is.jwksFetches.Load(); n != fetches+2 {
+				t.Errorf("a forged token 11 s later: %d fetches, want %d", n, fetches+2)
+			}
+		})
+	}
+}
+
 func TestUnknownKidsDoNotHammerTheIssuer(t *testing.T) {
 	e := newOAuthEnv(t, nil)
 	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
