@@ -135,16 +135,17 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 		return Principal{}, invalidf("the token was not issued by %s", v.cfg.Issuer)
 	}
 
-	keys, err := v.keysFor(ctx, h.KeyID, false)
+	tried := v.generation()
+	keys, err := v.keysFor(ctx, h.KeyID, nil)
 	if err != nil {
 		return Principal{}, err
 	}
 	payload := verifiedClaims(tok, h.Algorithm, keys)
 	if payload == nil {
 		// The issuer may have rotated a key its tokens name by no kid, or
-		// by a kid it used before: the keys are fetched again, as for an
-		// unknown kid, and the token tried on what was fetched.
-		if keys, err = v.keysFor(ctx, h.KeyID, true); err != nil {
+		// by a kid it used before: the token is tried on keys fetched
+		// since, fetching them as for an unknown kid if none were.
+		if keys, err = v.keysFor(ctx, h.KeyID, &tried); err != nil {
 			return Principal{}, err
 		}
 		payload = verifiedClaims(tok, h.Algorithm, keys)
@@ -301,13 +302,18 @@ func verifiedClaims(tok *jwt.JSONWebToken, alg string, keys []jose.JSONWebKey) j
 // when kid is unknown (at most once per missRefetchInterval, the first
 // time at once). It fails closed: without keys, the token is invalid.
 //
-// mismatch says that the keys it returned for the token did not verify
-// it: it then returns only keys fetched since (fetching them as for an
-// unknown kid), and badSignature() when there are none new to try.
-func (v *verifier) keysFor(ctx context.Context, kid string, mismatch bool) ([]jose.JSONWebKey, error) {
+// tried, when not nil, is the generation (see generation) of keys that
+// did not verify the token: keysFor then returns keys fetched since, if
+// any, or fetches them as for an unknown kid, and badSignature() when
+// there are none new to try.
+func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jose.JSONWebKey, error) {
+	mismatch := tried != nil
 	v.mu.Lock()
 	keys, at, gen := v.keys, v.keysAt, v.gen
 	v.mu.Unlock()
+	if mismatch {
+		gen = *tried
+	}
 	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge && !mismatch {
 		return c, nil
 	}
@@ -331,8 +337,8 @@ func (v *verifier) keysFor(ctx context.Context, kid string, mismatch bool) ([]jo
 		v.mu.Unlock()
 		return c, nil
 	case v.gen != gen:
-		// Keys were fetched while we waited: fetching again now would
-		// find the same.
+		// Keys were fetched while we waited (or since those tried):
+		// fetching again now would find the same.
 		v.mu.Unlock()
 		if mismatch && len(c) > 0 {
 			return c, nil
@@ -386,6 +392,14 @@ func (v *verifier) keysFor(ctx context.Context, kid string, mismatch bool) ([]jo
 	return v.noKey(kid, fetched, v.keysAt, mismatch)
 }
 
+// generation counts the keys fetched so far: keys returned by keysFor
+// after it was read are of that generation or a later one.
+func (v *verifier) generation() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.gen
+}
+
 // noKey is the error for a token whose key is not (yet) available, or,
 // after a mismatch (see keysFor), that none of the keys verified it.
 func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time, mismatch bool) ([]jose.JSONWebKey, error) {
@@ -406,7 +420,7 @@ func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time, misma
 
 // warm fetches the keys if there are none yet.
 func (v *verifier) warm(ctx context.Context) error {
-	_, err := v.keysFor(ctx, "", false)
+	_, err := v.keysFor(ctx, "", nil)
 	var e *Error
 	if errors.As(err, &e) {
 		v.mu.Lock()

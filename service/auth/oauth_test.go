@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -472,6 +473,35 @@ func TestARotatedKeyWithoutANewKidRefetchesTheKeysOnce(t *testing.T) {
 				t.Errorf("a forged token 11 s later: %d fetches, want %d", n, fetches+2)
 			}
 		})
+	}
+}
+
+// A token the keys did not verify, while another request fetched newer
+// ones, is tried on those, without fetching them again.
+func TestATokenIsTriedOnKeysFetchedSinceItsFirstTry(t *testing.T) {
+	e := newOAuthEnv(t, nil)
+	old := ecKey(t, "")
+	e.is.publish(t, old)
+	wantOK(t, e.call(t, old.sign(t, e.claims())), aliceOK)
+	v := e.a.oauth
+	tried := v.generation()
+	k2 := ecKey(t, "")
+	e.is.publish(t, k2)
+	// Another request's unknown kid fetches the keys, k2's among them.
+	e.clk.add(time.Minute)
+	if _, err := v.keysFor(context.Background(), "unknown", nil); err == nil {
+		t.Fatal("an unknown kid found a key")
+	}
+	fetches := e.is.jwksFetches.Load()
+	keys, err := v.keysFor(context.Background(), "", &tried)
+	if err != nil {
+		t.Fatalf("the keys fetched since the first try: %v", err)
+	}
+	if len(keys) != 1 || !k2.priv.Public().(*ecdsa.PublicKey).Equal(keys[0].Key) {
+		t.Errorf("got %d keys, want k2 alone", len(keys))
+	}
+	if n := e.is.jwksFetches.Load(); n != fetches {
+		t.Errorf("JWKS fetched again (%d fetches, want %d)", n, fetches)
 	}
 }
 
