@@ -24,8 +24,20 @@ func newValidator() *validator.Validate {
 		return name
 	})
 	v.RegisterStructValidation(checkoutRules, checkoutSessionArgs{})
+	// An ID with spaces around it would be another customer to the
+	// per-customer limits than the same ID without, whatever Clink makes
+	// of it.
+	if err := v.RegisterValidation(ruleTrimmed, func(fl validator.FieldLevel) bool {
+		s := fl.Field().String()
+		return s == strings.TrimSpace(s)
+	}); err != nil {
+		panic("tools: validator: " + err.Error())
+	}
 	return v
 }
+
+// ruleTrimmed refuses a string that begins or ends with white space.
+const ruleTrimmed = "trimmed"
 
 // validate runs v over args and returns every problem in plain English,
 // naming the argument, or nil.
@@ -73,6 +85,8 @@ func describeFieldError(fe validator.FieldError) string {
 		return fmt.Sprintf("argument %q must not list a value twice", path)
 	case "min", "max":
 		return describeBound(fe, path)
+	case ruleTrimmed:
+		return fmt.Sprintf("argument %q must not begin or end with spaces", path)
 	case ruleCustomerIdentifier:
 		return "give at least one customer identifier: customerEmail, customerId or referenceCustomerId"
 	case ruleReturnURLForElements:
