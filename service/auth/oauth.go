@@ -60,13 +60,16 @@ type verifier struct {
 
 	jwksURI string
 
-	mu        sync.Mutex // guards the fields below
-	keys      []jose.JSONWebKey
-	keysAt    time.Time // when keys were fetched; zero: never
-	gen       uint64    // counts successful fetches
-	lastFail  time.Time // last failed fetch
-	lastMiss  time.Time // last refetch caused by an unknown kid
-	lastError string    // why the last fetch failed, for refused requests
+	mu       sync.Mutex // guards the fields below
+	keys     []jose.JSONWebKey
+	keysAt   time.Time // when keys were fetched; zero: never
+	gen      uint64    // counts successful fetches
+	lastFail time.Time // last failed fetch
+	lastMiss time.Time // last refetch caused by an unknown kid
+	// lastMismatch is the last refetch caused by a token the keys held did
+	// not verify.
+	lastMismatch time.Time
+	lastError    string // why the last fetch failed, for refused requests
 }
 
 func newVerifier(o *OAuth, a *Authenticator) (*verifier, error) {
@@ -355,15 +358,19 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 	case !fresh:
 		reason = "keys older than " + keysMaxAge.String()
 	default: // fresh keys, unknown kid or none that verified the token
-		if !v.lastMiss.IsZero() && now.Sub(v.lastMiss) < missRefetchInterval {
+		// The two causes are spaced apart separately, so that tokens the
+		// keys do not verify (stale ones during a rotation, or forged)
+		// never delay the fetch of a key published under a new kid.
+		last := &v.lastMiss
+		reason = "unknown key id"
+		if mismatch {
+			last, reason = &v.lastMismatch, "a token's signature does not verify with the keys held"
+		}
+		if !last.IsZero() && now.Sub(*last) < missRefetchInterval {
 			v.mu.Unlock()
 			return v.noKey(kid, keys, at, mismatch)
 		}
-		v.lastMiss = now
-		reason = "unknown key id"
-		if mismatch {
-			reason = "a token's signature does not verify with the keys held"
-		}
+		*last = now
 	}
 	v.mu.Unlock()
 

@@ -476,6 +476,23 @@ func TestARotatedKeyWithoutANewKidRefetchesTheKeysOnce(t *testing.T) {
 	}
 }
 
+// Tokens the keys do not verify (forged, or stale during a rotation) do not
+// use up the refetch a key published under a new kid needs.
+func TestBadSignaturesDoNotDelayANewKid(t *testing.T) {
+	e := newOAuthEnv(t, nil)
+	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
+	e.clk.add(time.Minute)
+	wantInvalid(t, e.call(t, tamper(t, e.key.sign(t, e.claims()))), "the token's signature does not verify")
+	fetches := e.is.jwksFetches.Load()
+	k2 := ecKey(t, "k2")
+	e.is.publish(t, k2)
+	e.clk.add(time.Second)
+	wantOK(t, e.call(t, k2.sign(t, e.claims())), aliceOK)
+	if n := e.is.jwksFetches.Load(); n != fetches+1 {
+		t.Errorf("JWKS fetched %d times, want %d", n, fetches+1)
+	}
+}
+
 // A token the keys did not verify, while another request fetched newer
 // ones, is tried on those, without fetching them again.
 func TestATokenIsTriedOnKeysFetchedSinceItsFirstTry(t *testing.T) {
