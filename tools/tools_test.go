@@ -205,6 +205,8 @@ func TestRefusalsNeverReachClink(t *testing.T) {
 		{"a checkout without any customer identifier is refused", checkout, `{"amount":10,"currency":"USD"}`, []string{"at least one customer identifier"}},
 		{"a customerId with a space before it is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":" cus_1"}`, []string{`argument "customerId" must not begin or end with spaces`}},
 		{"a customerId with a tab after it is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"cus_1\t"}`, []string{`argument "customerId" must not begin or end with spaces`}},
+		{"a customerId with a zero-width space is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"cus_1\u200b"}`, []string{`argument "customerId" must not begin or end with spaces or hold invisible characters`}},
+		{"a customerId with a byte-order mark is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","customerId":"\ufeffcus_1"}`, []string{`argument "customerId" must not begin`}},
 		{"a referenceCustomerId with a space after it is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","referenceCustomerId":"user-1042 "}`, []string{`argument "referenceCustomerId" must not begin or end with spaces`}},
 		{"a non-http URL is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","successUrl":"javascript:alert(1)"}`, []string{`"successUrl" must be an absolute http:// or https:// URL`}},
 		{"a relative URL is refused", checkout, `{"amount":10,"currency":"USD","customerEmail":"alice@example.com","cancelUrl":"/cart"}`, []string{`"cancelUrl" must be an absolute`}},

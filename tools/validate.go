@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unicode"
 
 	"github.com/go-playground/validator/v10"
 )
@@ -24,20 +25,33 @@ func newValidator() *validator.Validate {
 		return name
 	})
 	v.RegisterStructValidation(checkoutRules, checkoutSessionArgs{})
-	// An ID with spaces around it would be another customer to the
-	// per-customer limits than the same ID without, whatever Clink makes
-	// of it.
-	if err := v.RegisterValidation(ruleTrimmed, func(fl validator.FieldLevel) bool {
-		s := fl.Field().String()
-		return s == strings.TrimSpace(s)
+	if err := v.RegisterValidation(ruleVisibleID, func(fl validator.FieldLevel) bool {
+		return visibleID(fl.Field().String())
 	}); err != nil {
 		panic("tools: validator: " + err.Error())
 	}
 	return v
 }
 
-// ruleTrimmed refuses a string that begins or ends with white space.
-const ruleTrimmed = "trimmed"
+// ruleVisibleID refuses an ID that visibleID refuses.
+const ruleVisibleID = "visible_id"
+
+// visibleID says whether s has no white space around it and no invisible
+// formatting characters (zero-width, bidi, byte-order mark, line and
+// paragraph separators) anywhere: an ID that reads the same as another
+// but differs from it would be another customer to the per-customer
+// limits, whatever Clink makes of it.
+func visibleID(s string) bool {
+	if s != strings.TrimSpace(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return false
+		}
+	}
+	return true
+}
 
 // validate runs v over args and returns every problem in plain English,
 // naming the argument, or nil.
@@ -85,8 +99,8 @@ func describeFieldError(fe validator.FieldError) string {
 		return fmt.Sprintf("argument %q must not list a value twice", path)
 	case "min", "max":
 		return describeBound(fe, path)
-	case ruleTrimmed:
-		return fmt.Sprintf("argument %q must not begin or end with spaces", path)
+	case ruleVisibleID:
+		return fmt.Sprintf("argument %q must not begin or end with spaces or hold invisible characters", path)
 	case ruleCustomerIdentifier:
 		return "give at least one customer identifier: customerEmail, customerId or referenceCustomerId"
 	case ruleReturnURLForElements:
