@@ -66,9 +66,10 @@
 // cached, and fetched again after an hour, or at once when a token names an
 // unknown key id or the keys held do not verify it (a rotation, whether or
 // not the new key has a key id of its own); refetches for each of these two
-// causes are at most one per 10 s, and attempts after a failure at most one per 2 s. The server
-// starts while the issuer is down and refuses OAuth tokens (401) until the
-// keys can be fetched; once fetched, keys are kept if a later refresh fails.
+// causes are at most one per 10 s, and attempts after a failure at most one
+// per 2 s. The server starts while the issuer is down and refuses OAuth
+// tokens (401) until the keys can be fetched; once fetched, keys are kept if
+// a later refresh fails.
 //
 // Refusals are 401 with a WWW-Authenticate challenge (naming the protected
 // resource metadata when OAuth is configured), or 403; see
