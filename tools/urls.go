@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/clink-mcp/clink-mcp/internal/textcheck"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -100,7 +101,7 @@ func urlCharacters(raw string) string {
 			return fmt.Sprintf("must not contain control characters (found %U)", r)
 		case unicode.IsSpace(r):
 			return fmt.Sprintf("must not contain spaces (found %U)", r)
-		case unicode.Is(unicode.Cf, r):
+		case textcheck.Invisible(r):
 			return fmt.Sprintf("must not contain invisible formatting characters (found %U)", r)
 		case r == '\\':
 			return `must not contain a backslash (write it as %5C)`

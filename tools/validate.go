@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"unicode"
 
 	"github.com/go-playground/validator/v10"
+
+	"github.com/clink-mcp/clink-mcp/internal/textcheck"
 )
 
 // newValidator returns the validator every tool shares: JSON names in
@@ -46,7 +47,7 @@ func visibleID(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+		if textcheck.Invisible(r) {
 			return false
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/clink-mcp/clink-mcp/internal/textcheck"
 	"github.com/clink-mcp/clink-mcp/policy/yamlfile"
 )
 
@@ -582,7 +583,7 @@ func checkClaimValue(s string) error {
 		// Invisible characters (zero-width, bidi overrides, line and
 		// paragraph separators) would let two principals' names look the
 		// same in records, logs and the approvals an operator decides.
-		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+		if textcheck.Invisible(r) {
 			return errors.New("the claim value contains invisible formatting characters")
 		}
 	}
