@@ -138,8 +138,7 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 		return Principal{}, invalidf("the token was not issued by %s", v.cfg.Issuer)
 	}
 
-	tried := v.generation()
-	keys, err := v.keysFor(ctx, h.KeyID, nil)
+	keys, tried, err := v.keysFor(ctx, h.KeyID, nil)
 	if err != nil {
 		return Principal{}, err
 	}
@@ -148,7 +147,7 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 		// The issuer may have rotated a key its tokens name by no kid, or
 		// by a kid it used before: the token is tried on keys fetched
 		// since, fetching them as for an unknown kid if none were.
-		if keys, err = v.keysFor(ctx, h.KeyID, &tried); err != nil {
+		if keys, _, err = v.keysFor(ctx, h.KeyID, &tried); err != nil {
 			return Principal{}, err
 		}
 		payload = verifiedClaims(tok, h.Algorithm, keys)
@@ -305,54 +304,55 @@ func verifiedClaims(tok *jwt.JSONWebToken, alg string, keys []jose.JSONWebKey) j
 // when kid is unknown (at most once per missRefetchInterval, the first
 // time at once). It fails closed: without keys, the token is invalid.
 //
-// tried, when not nil, is the generation (see generation) of keys that
-// did not verify the token: keysFor then returns keys fetched since, if
-// any, or fetches them as for an unknown kid, and badSignature() when
-// there are none new to try.
-func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jose.JSONWebKey, error) {
+// It also returns the generation of the keys it returns (v.gen when they
+// were fetched), read with them: tried, when not nil, is the generation
+// of keys that did not verify the token, and keysFor then returns keys
+// fetched since, if any, or fetches them as for an unknown kid, and
+// badSignature() when there are none new to try.
+func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jose.JSONWebKey, uint64, error) {
 	mismatch := tried != nil
 	v.mu.Lock()
 	keys, at, gen := v.keys, v.keysAt, v.gen
 	v.mu.Unlock()
+	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge && !mismatch {
+		return c, gen, nil
+	}
 	if mismatch {
 		gen = *tried
-	}
-	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge && !mismatch {
-		return c, nil
 	}
 
 	// One fetch at a time; whoever waited sees the keys it fetched.
 	select {
 	case v.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, invalidf("the request ended while the issuer's keys were being fetched")
+		return nil, 0, invalidf("the request ended while the issuer's keys were being fetched")
 	}
 	defer func() { <-v.sem }()
 
 	v.mu.Lock()
 	now := v.a.now()
-	keys, at = v.keys, v.keysAt
+	keys, at, held := v.keys, v.keysAt, v.gen
 	fresh := !at.IsZero() && now.Sub(at) < keysMaxAge
 	c := candidates(keys, kid)
 	var reason string
 	switch {
 	case len(c) > 0 && fresh && !mismatch:
 		v.mu.Unlock()
-		return c, nil
-	case v.gen != gen:
+		return c, held, nil
+	case held != gen:
 		// Keys were fetched while we waited (or since those tried):
 		// fetching again now would find the same.
 		v.mu.Unlock()
 		if mismatch && len(c) > 0 {
-			return c, nil
+			return c, held, nil
 		}
-		return v.noKey(kid, keys, at, mismatch)
+		return nil, 0, v.noKey(kid, keys, at, mismatch)
 	case !v.lastFail.IsZero() && now.Sub(v.lastFail) < failureRetryInterval:
 		v.mu.Unlock()
 		if len(c) > 0 && !mismatch { // stale, but the issuer is down: keep using them
-			return c, nil
+			return c, held, nil
 		}
-		return v.noKey(kid, keys, at, mismatch)
+		return nil, 0, v.noKey(kid, keys, at, mismatch)
 	case at.IsZero():
 		reason = "first use"
 	case !fresh:
@@ -368,7 +368,7 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 		}
 		if !last.IsZero() && now.Sub(*last) < missRefetchInterval {
 			v.mu.Unlock()
-			return v.noKey(kid, keys, at, mismatch)
+			return nil, 0, v.noKey(kid, keys, at, mismatch)
 		}
 		*last = now
 	}
@@ -383,51 +383,43 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 		v.lastError = err.Error()
 		v.a.log.Warn("auth: cannot fetch the OAuth issuer's keys", "issuer", v.cfg.Issuer, "why", reason, "err", err)
 		if len(c) > 0 && !mismatch { // stale keys still name kid: keep using them
-			return c, nil
+			return c, held, nil // no other fetch ran: this one holds v.sem
 		}
 		if mismatch {
-			return nil, badSignature()
+			return nil, 0, badSignature()
 		}
-		return nil, invalidf("the issuer's keys cannot be fetched now")
+		return nil, 0, invalidf("the issuer's keys cannot be fetched now")
 	}
 	v.keys, v.keysAt, v.lastFail, v.lastError = fetched, v.a.now(), time.Time{}, ""
 	v.gen++
 	v.a.log.Info("auth: fetched the OAuth issuer's keys", "issuer", v.cfg.Issuer, "why", reason, "keys", len(fetched))
 	if c := candidates(fetched, kid); len(c) > 0 {
-		return c, nil
+		return c, v.gen, nil
 	}
-	return v.noKey(kid, fetched, v.keysAt, mismatch)
-}
-
-// generation counts the keys fetched so far: keys returned by keysFor
-// after it was read are of that generation or a later one.
-func (v *verifier) generation() uint64 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.gen
+	return nil, 0, v.noKey(kid, fetched, v.keysAt, mismatch)
 }
 
 // noKey is the error for a token whose key is not (yet) available, or,
 // after a mismatch (see keysFor), that none of the keys verified it.
-func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time, mismatch bool) ([]jose.JSONWebKey, error) {
+func (v *verifier) noKey(kid string, keys []jose.JSONWebKey, at time.Time, mismatch bool) error {
 	if mismatch && len(candidates(keys, kid)) > 0 {
-		return nil, badSignature()
+		return badSignature()
 	}
 	if at.IsZero() {
-		return nil, invalidf("the issuer's keys cannot be fetched now")
+		return invalidf("the issuer's keys cannot be fetched now")
 	}
 	if kid == "" && len(keys) == 0 {
-		return nil, invalidf("the issuer publishes no usable signing keys")
+		return invalidf("the issuer publishes no usable signing keys")
 	}
 	if len(kid) > 64 {
-		return nil, invalidf("the token's signing key (a kid of %d bytes) is not among the issuer's keys", len(kid))
+		return invalidf("the token's signing key (a kid of %d bytes) is not among the issuer's keys", len(kid))
 	}
-	return nil, invalidf("the token's signing key (kid %q) is not among the issuer's keys", kid)
+	return invalidf("the token's signing key (kid %q) is not among the issuer's keys", kid)
 }
 
 // warm fetches the keys if there are none yet.
 func (v *verifier) warm(ctx context.Context) error {
-	_, err := v.keysFor(ctx, "", nil)
+	_, _, err := v.keysFor(ctx, "", nil)
 	var e *Error
 	if errors.As(err, &e) {
 		v.mu.Lock()

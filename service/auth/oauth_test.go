@@ -501,16 +501,19 @@ func TestATokenIsTriedOnKeysFetchedSinceItsFirstTry(t *testing.T) {
 	e.is.publish(t, old)
 	wantOK(t, e.call(t, old.sign(t, e.claims())), aliceOK)
 	v := e.a.oauth
-	tried := v.generation()
+	_, tried, err := v.keysFor(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	k2 := ecKey(t, "")
 	e.is.publish(t, k2)
 	// Another request's unknown kid fetches the keys, k2's among them.
 	e.clk.add(time.Minute)
-	if _, err := v.keysFor(context.Background(), "unknown", nil); err == nil {
+	if _, _, err := v.keysFor(context.Background(), "unknown", nil); err == nil {
 		t.Fatal("an unknown kid found a key")
 	}
 	fetches := e.is.jwksFetches.Load()
-	keys, err := v.keysFor(context.Background(), "", &tried)
+	keys, _, err := v.keysFor(context.Background(), "", &tried)
 	if err != nil {
 		t.Fatalf("the keys fetched since the first try: %v", err)
 	}
@@ -519,6 +522,65 @@ func TestATokenIsTriedOnKeysFetchedSinceItsFirstTry(t *testing.T) {
 	}
 	if n := e.is.jwksFetches.Load(); n != fetches {
 		t.Errorf("JWKS fetched again (%d fetches, want %d)", n, fetches)
+	}
+}
+
+// The generation keysFor returns is that of the keys it returns, on every
+// path, so a token first tried on keys another request had just fetched
+// (after its look-up began) is not taken to have been tried on older
+// ones: its retry fetches the keys again rather than try those it failed
+// on, and finds a key published since.
+func TestKeysForReturnsTheGenerationOfItsKeys(t *testing.T) {
+	e := newOAuthEnv(t, nil)
+	v := e.a.oauth
+	ctx := context.Background()
+	gen := func() uint64 {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.gen
+	}
+	k1 := ecKey(t, "")
+	e.is.publish(t, k1)
+	// First use: fetched by this look-up.
+	_, g, err := v.keysFor(ctx, "", nil)
+	if err != nil || g != gen() || g == 0 {
+		t.Fatalf("first look-up: generation %d, err %v; want %d", g, err, gen())
+	}
+	// Cached.
+	if _, g2, err := v.keysFor(ctx, "", nil); err != nil || g2 != g {
+		t.Fatalf("cached look-up: generation %d, err %v; want %d", g2, err, g)
+	}
+	// Another request's unknown kid fetches k2 in place of k1; the next
+	// look-up returns k2 with the new generation, not the one before.
+	k2 := ecKey(t, "")
+	e.is.publish(t, k2)
+	e.clk.add(time.Minute)
+	if _, _, err := v.keysFor(ctx, "unknown", nil); err == nil {
+		t.Fatal("an unknown kid found a key")
+	}
+	keys, g2, err := v.keysFor(ctx, "", nil)
+	if err != nil || g2 != g+1 || len(keys) != 1 || !k2.priv.Public().(*ecdsa.PublicKey).Equal(keys[0].Key) {
+		t.Fatalf("after a fetch: %d keys of generation %d, err %v; want k2 of %d", len(keys), g2, err, g+1)
+	}
+	// A token signed by k3, published after that fetch, fails on k2: tried
+	// at g2, it fetches again and is verified.
+	k3 := ecKey(t, "")
+	e.is.publish(t, k3)
+	fetches := e.is.jwksFetches.Load()
+	keys, g3, err := v.keysFor(ctx, "", &g2)
+	if err != nil || len(keys) != 1 || !k3.priv.Public().(*ecdsa.PublicKey).Equal(keys[0].Key) {
+		t.Fatalf("retry after k2: %d keys, err %v; want k3", len(keys), err)
+	}
+	if g3 != g2+1 || e.is.jwksFetches.Load() != fetches+1 {
+		t.Errorf("retry after k2: generation %d after %d fetches; want %d after one", g3, e.is.jwksFetches.Load()-fetches, g2+1)
+	}
+	wantOK(t, e.call(t, k3.sign(t, e.claims())), aliceOK)
+	// The issuer down, keys stale: the stale keys come with their own
+	// generation.
+	e.is.down.Store(true)
+	e.clk.add(2 * time.Hour)
+	if _, g4, err := v.keysFor(ctx, "", nil); err != nil || g4 != g3 {
+		t.Errorf("stale keys with the issuer down: generation %d, err %v; want %d", g4, err, g3)
 	}
 }
 
