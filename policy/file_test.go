@@ -222,6 +222,22 @@ func TestParseAccepts(t *testing.T) {
 			"  allowed: none\n",
 		},
 		{
+			"notes that the email lists do not bind checkouts by customer ID",
+			head + "customers:\n  allow_emails: [\"*@example.com\"]\n  allow_without_email: true\n",
+			"  checkout without an email: allowed when customerId or referenceCustomerId is given\n" +
+				"  note: the email lists do not bind a checkout without an email, nor one naming a customerId\n",
+		},
+		{
+			"notes it for a deny list alone too",
+			head + "customers:\n  deny_emails: [\"*@example.com\"]\n  allow_without_email: true\n",
+			"  note: the email lists do not bind",
+		},
+		{
+			"notes nothing when no email list restricts customers",
+			head + "customers:\n  allow_without_email: true\n",
+			"  checkout without an email: allowed when customerId or referenceCustomerId is given\nRedirect URLs",
+		},
+		{
 			"allows any email when customers is absent",
 			head,
 			"  allowed: any valid address\n  checkout without an email: refused\n",
@@ -294,6 +310,8 @@ Customer emails:
   allowed: any valid address
   denied (wins over allowed): blocked@example.com
   checkout without an email: allowed when customerId or referenceCustomerId is given
+  note: the email lists do not bind a checkout without an email, nor one naming a customerId
+    (Clink charges that customer whatever the email); allow_without_email: false makes them hold for every call
 Redirect URLs (successUrl, cancelUrl, returnUrl): any host
 Budgets (rolling windows, all tools together):
   USD 500.00 per 24h

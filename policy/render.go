@@ -38,6 +38,12 @@ func (p *Policy) Render() string {
 	}
 	if p.allowWithoutEmail {
 		b.WriteString("  checkout without an email: allowed when customerId or referenceCustomerId is given\n")
+		if !p.allowAnyEmail || len(p.deny.patterns) > 0 {
+			// checkCustomer: with allow_without_email a customerId is
+			// accepted beside any email the lists pass, or none.
+			b.WriteString("  note: the email lists do not bind a checkout without an email, nor one naming a customerId\n" +
+				"    (Clink charges that customer whatever the email); allow_without_email: false makes them hold for every call\n")
+		}
 	} else {
 		b.WriteString("  checkout without an email: refused\n")
 	}
