@@ -8,11 +8,14 @@
 //
 // A call succeeds only when the HTTP status is 2xx and the envelope code is 200.
 //
-// Clink has no idempotency key, so retries are deliberately narrow. A create call is retried
-// only when the request provably never reached Clink (a dial or DNS failure) or Clink rejected
-// the request timestamp; a create that failed after the request may have reached Clink
+// Clink has no idempotency key, so retries are deliberately narrow. Each attempt of a create
+// is sent once: net/http is not given the means to send it again by itself (as its HTTP/2
+// transport would after a stream reset). A create call is retried only when the request
+// provably never reached Clink (a dial or DNS failure) or Clink rejected the request
+// timestamp; one whose server certificate is refused was not sent either (it fails, not
+// retried). A create that failed after the request may have reached Clink
 // (a timeout after sending, a reset connection, a 5xx, a 302, 303 or other 3xx but 301, 307
-// and 308, an unreadable 2xx body, an envelope code of the 5xx class whatever the HTTP status,
+// and 308, whatever its body, an unreadable 2xx body, an envelope code of the 5xx class whatever the HTTP status,
 // a 2xx whose envelope code is one Clink does not document as a refusal) is reported as an
 // error matching ErrOutcomeUnknown, because the session may exist. A create Clink confirmed
 // (2xx, code 200, a sessionId) succeeds even when other fields of its answer do not read:
@@ -25,5 +28,6 @@
 // Secrets stay inside: the API key never appears in an error, a String or a log value, and a
 // checkout session's tokenValue is held in a Secret, which prints as [REDACTED]. Text Clink
 // sends is sanitized before an error carries it: emails are masked, token- and key-shaped
-// strings redacted, control characters dropped and the length bounded.
+// strings redacted, control characters dropped and the length bounded; so is the text of a
+// network error, which may quote what the server sent.
 package clink

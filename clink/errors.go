@@ -116,8 +116,10 @@ func (e *Error) public() error {
 	return &noResponseError{e}
 }
 
+// newError is the error of kind for cause. Its text may quote what the server sent (net/http
+// quotes a malformed status or header line), so it is sanitized as Clink's own text is.
 func newError(op operation, kind errKind, cause error, key string) *Error {
-	return &Error{Op: op.name, kind: kind, causes: []error{cause}, detail: clean(cause.Error(), detailLen, key)}
+	return &Error{Op: op.name, kind: kind, causes: []error{cause}, detail: sanitize(cause.Error(), detailLen, key)}
 }
 
 // Error describes the failure in one line.

@@ -3,6 +3,7 @@ package clink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,7 +119,7 @@ func (c *Client) attempt(ctx context.Context, op operation, body []byte, out any
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize+1))
 	if err != nil {
-		return c.transportError(ctx, actx, op, err, resp.StatusCode)
+		return c.bodyError(ctx, actx, op, err, resp.StatusCode)
 	}
 	e := c.decode(op, resp.StatusCode, resp.Header.Get("Content-Type"), data, out)
 	switch {
@@ -146,6 +147,13 @@ func (c *Client) newRequest(ctx context.Context, op operation, body []byte) (*ht
 	if err != nil {
 		return nil, err
 	}
+	if op.create {
+		// With GetBody, net/http's HTTP/2 transport sends a request again on
+		// its own when the server resets its stream with PROTOCOL_ERROR, or
+		// the connection goes away, even after Clink had all of it: a create
+		// is sent once per attempt, and only this client decides to retry.
+		req.GetBody = nil
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 	if body != nil {
@@ -161,6 +169,15 @@ func (c *Client) newRequest(ctx context.Context, op operation, body []byte) (*ht
 func (c *Client) sign(req *http.Request, _ []byte) {
 	req.Header.Set("X-API-KEY", c.key)
 	req.Header.Set("X-Timestamp", strconv.FormatInt(c.now().UnixMilli(), 10))
+}
+
+// bodyError classifies a failure to read the body of a response with this status: the status
+// says whether a create may have been processed, as it does for a body too large to read
+// (decode).
+func (c *Client) bodyError(ctx, actx context.Context, op operation, err error, status int) (*Error, bool) {
+	e, retry := c.transportError(ctx, actx, op, err, status)
+	e.outcomeUnknown = op.create && mayHaveProcessed(status)
+	return e, retry
 }
 
 // transportError classifies a failure to get or read a response. status is the HTTP status if
@@ -185,6 +202,10 @@ func (c *Client) transportError(ctx, actx context.Context, op operation, err err
 		if why, detail := unreachable(err); why != "" {
 			e.unreachable, e.base, e.detail = why, c.baseURL, clean(detail, detailLen, c.key)
 		}
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return e, false // the same certificate would be refused again
 	}
 	return e, ctx.Err() == nil && (notSent || !op.create)
 }
@@ -218,11 +239,16 @@ func unreachable(err error) (why, detail string) {
 }
 
 // neverSent reports whether err proves the request never left this machine: the connection
-// could not be made at all (DNS lookup, TCP dial, proxy connect). Anything later (TLS
-// handshake timeouts, resets, EOF, timeouts after writing) may have delivered the request.
+// could not be made at all (DNS lookup, TCP dial, proxy connect), or the server's certificate
+// was refused, which ends the TLS handshake before a byte of the request is written. Anything
+// else (handshake timeouts, resets, EOF, timeouts after writing) may have delivered it.
 func neverSent(err error) bool {
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
 		return true
 	}
 	var opErr *net.OpError
@@ -293,7 +319,7 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 	e := &Error{Op: op.name, HTTPStatus: status}
 	if len(body) > maxBodySize {
 		e.kind = kindTooLarge
-		e.outcomeUnknown = op.create && (status < 300 || status >= 500)
+		e.outcomeUnknown = op.create && mayHaveProcessed(status)
 		return e
 	}
 	env, perr := parseEnvelope(body)
@@ -371,6 +397,13 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 }
 
 var errEmptyBody = errors.New("empty body")
+
+// mayHaveProcessed reports whether an answer with this HTTP status, its body unread, may follow
+// a request the server processed: a success, a server failure or a redirect that may say so.
+// A 4xx says the request was refused.
+func mayHaveProcessed(status int) bool {
+	return status < 300 || status >= 500 || processedRedirect(status)
+}
 
 // processedRedirect reports whether status, a redirect the client does not
 // follow, may answer a POST the server processed: 303 See Other says so,

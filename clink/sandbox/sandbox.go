@@ -421,8 +421,13 @@ func (s *Server) Transport() http.RoundTripper { return memTransport{s} }
 // memTransport is [Server.Transport].
 type memTransport struct{ s *Server }
 
+// errConnClosed is what memTransport returns for a connection closed
+// without an answer (a CloseConn fault): as over TCP, the request had been
+// read.
+var errConnClosed = fmt.Errorf("sandbox: the connection was closed without an answer: %w", io.ErrUnexpectedEOF)
+
 // RoundTrip implements http.RoundTripper.
-func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t memTransport) RoundTrip(req *http.Request) (resp *http.Response, err error) {
 	if req.Body != nil {
 		defer req.Body.Close() // a RoundTripper closes the body, whatever happens
 	}
@@ -436,6 +441,16 @@ func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.RequestURI = req.URL.RequestURI()
 	r.RemoteAddr = "sandbox:0"
 	w := &memResponse{header: http.Header{}}
+	defer func() {
+		// closeConn cannot hijack an in-memory connection: it aborts the
+		// handler, which a server would recover from, and so does this.
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			resp, err = nil, errConnClosed
+		}
+	}()
 	t.s.ServeHTTP(w, r)
 	if w.code == 0 {
 		w.code = http.StatusOK
