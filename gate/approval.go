@@ -139,7 +139,7 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 		if o.CanAsk && !g.policy.ApprovalsByOperator() {
 			return "", g.question(c, o, got, key), false
 		}
-		return "", pendingResult(c, got), false
+		return "", g.pendingResult(c, got), false
 	}
 	return "", decidedResult(got), false
 }
@@ -242,7 +242,7 @@ func (g *Gate) expireApprovals(ctx context.Context) {
 func (g *Gate) question(c *call, o *Order, a *state.Approval, key string) *Result {
 	return &Result{
 		Code: policy.CodeApprovalRequired, IsError: true,
-		Text: pendingResult(c, a).Text,
+		Text: g.pendingResult(c, a).Text,
 		Question: &Question{
 			Message:    approvalMessage(c, &o.Request, a),
 			State:      g.sealQuestion(questionState{ID: a.ID, Expires: a.ExpiresAt.Unix()}, c.caller, key),
@@ -272,17 +272,29 @@ func approvalMessage(c *call, req *policy.Request, a *state.Approval) string {
 }
 
 // pendingResult is the answer to a call whose approval an operator is to
-// decide.
-func pendingResult(c *call, a *state.Approval) *Result {
+// decide: how one can (Config.Operators), or that none can.
+func (g *Gate) pendingResult(c *call, a *state.Approval) *Result {
 	what := strings.TrimSpace(a.Currency + " " + a.Amount)
+	head := fmt.Sprintf("approval required (%s): this payment of %s needs a person's approval before it is created. "+
+		"Approval ID %s, pending until %s (in %s). Nothing was created yet. ",
+		policy.CodeApprovalRequired, what, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339),
+		max(time.Until(a.ExpiresAt), 0).Round(time.Second))
+	var how string
+	switch g.operators {
+	case OperatorsNone:
+		return &Result{Code: policy.CodeApprovalRequired, IsError: true,
+			Text: head + "No operator can approve it on this server (it keeps its approvals in memory and has no admin endpoint), " +
+				"so it will expire unanswered: only the user, asked through an MCP client that can ask (elicitation) where the policy lets users decide, could approve it. " +
+				"Tell your user; a payment at or below the policy's approve_above needs no approval."}
+	case OperatorsEndpoint:
+		how = "an operator decides it through the server's admin endpoint: POST /admin/approvals/" + a.ID + "/approve"
+	default:
+		how = "an operator decides it with: clink-mcp approvals approve " + a.ID
+	}
 	return &Result{Code: policy.CodeApprovalRequired, IsError: true,
-		Text: fmt.Sprintf("approval required (%s): this payment of %s needs a person's approval before it is created. "+
-			"Approval ID %s, pending until %s (in %s). Nothing was created yet. "+
-			"Tell your user that the payment awaits approval (an operator decides it with: clink-mcp approvals approve %s); "+
-			"once it is approved, repeat this exact call (the same arguments, or the same idempotencyKey) to create the session. "+
-			"Repeating it before then answers that it is still pending.",
-			policy.CodeApprovalRequired, what, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339),
-			max(time.Until(a.ExpiresAt), 0).Round(time.Second), a.ID)}
+		Text: head + "Tell your user that the payment awaits approval (" + how + "); " +
+			"once it is approved, repeat this exact call (the same arguments, or the same idempotencyKey) to create the session. " +
+			"Repeating it before then answers that it is still pending."}
 }
 
 // decidedResult is the answer to a call whose approval was refused or

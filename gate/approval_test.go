@@ -418,3 +418,28 @@ func TestAnAnswerCountsOnlyForTheArgumentsItWasAskedAbout(t *testing.T) {
 		t.Errorf("the budget holds %d, want 25000", u)
 	}
 }
+
+// The answer to a call awaiting an operator says how one can decide it on
+// this server (Config.Operators), or that none can.
+func TestThePendingAnswerSaysHowAnOperatorDecides(t *testing.T) {
+	for _, tc := range []struct {
+		operators Operators
+		want      string
+		not       string
+	}{
+		{OperatorsCommand, "an operator decides it with: clink-mcp approvals approve apr_", "No operator"},
+		{OperatorsEndpoint, "through the server's admin endpoint: POST /admin/approvals/apr_", "clink-mcp approvals"},
+		{OperatorsNone, "No operator can approve it on this server", "clink-mcp approvals"},
+	} {
+		p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := New(Config{Policy: p, Store: memory(t), Secret: testSecret, Account: "acct", Operators: tc.operators})
+		res := g.Create(context.Background(), "agent", (&clinkFake{}).order(t, "250", "b@example.com"))
+		g.Close(context.Background())
+		if res.Code != policy.CodeApprovalRequired || !strings.Contains(res.Text, tc.want) || strings.Contains(res.Text, tc.not) {
+			t.Errorf("operators %d: %s: %s\nwant it to say %q, not %q", tc.operators, res.Code, res.Text, tc.want, tc.not)
+		}
+	}
+}

@@ -107,7 +107,27 @@ type Config struct {
 	// Observer is told how every call ended, as its log line is written
 	// (for metrics). Nil tells no one.
 	Observer Observer
+	// Operators says how an operator can decide an approval on this
+	// server, which the answer to a call awaiting one tells the agent.
+	// The zero value is OperatorsCommand.
+	Operators Operators
 }
+
+// Operators is how an operator can decide approvals on a server.
+type Operators int
+
+// The ways an operator can decide approvals.
+const (
+	// OperatorsCommand: with `clink-mcp approvals`, which reads the
+	// server's store (and through the admin endpoint, if the server has one).
+	OperatorsCommand Operators = iota
+	// OperatorsEndpoint: through the admin endpoint only (the server keeps
+	// its approvals in memory, where the command cannot see them).
+	OperatorsEndpoint
+	// OperatorsNone: no operator can (approvals in memory and no admin
+	// endpoint): only a client that can ask its user gets an approval.
+	OperatorsNone
+)
 
 // Observer is told how each call ended. Its method runs on the call's
 // goroutine, so it must be quick and safe for concurrent use.
@@ -129,6 +149,7 @@ type Gate struct {
 	now       func() time.Time
 	log       *slog.Logger
 	observer  Observer
+	operators Operators // Config.Operators
 	journal   *journal
 	mu        sync.Mutex
 	closing   bool
@@ -159,14 +180,15 @@ func New(cfg Config) *Gate {
 		panic("gate: Config.Policy, Store and a Secret of at least 32 bytes are required")
 	}
 	g := &Gate{
-		policy:   cfg.Policy,
-		store:    cfg.Store,
-		keys:     deriveKeys(cfg.Secret),
-		account:  cfg.Account,
-		scope:    scopePrefix(cfg.Scope),
-		now:      cfg.Clock,
-		log:      cfg.Logger,
-		observer: cfg.Observer,
+		policy:    cfg.Policy,
+		store:     cfg.Store,
+		keys:      deriveKeys(cfg.Secret),
+		account:   cfg.Account,
+		scope:     scopePrefix(cfg.Scope),
+		now:       cfg.Clock,
+		log:       cfg.Logger,
+		observer:  cfg.Observer,
+		operators: cfg.Operators,
 	}
 	g.replays = newAEAD(g.keys.replay)
 	g.questions = newAEAD(g.keys.question)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -267,5 +268,38 @@ func TestAnAdminsOwnApprovalStaysUndecidedWhenTheStoreBlinks(t *testing.T) {
 	}
 	if code, _, body := f.get("POST", "/admin/approvals/apr_00000000/approve", nil, map[string]string{"Authorization": "Bearer " + token}); code != http.StatusNotFound {
 		t.Errorf("approving an unknown approval = %d %s, want 404", code, body)
+	}
+}
+
+// An agent awaiting an operator is told how one can decide on this server:
+// with the command where the store outlives the process, through the
+// admin endpoint where approvals are in memory and an admin principal
+// exists, and that none can otherwise.
+func TestThePendingAnswerNamesTheWayAnOperatorDecides(t *testing.T) {
+	sqlite, err := state.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlite.Close() })
+	for _, tc := range []struct {
+		name string
+		f    func() *fixture
+		want string
+	}{
+		{"memory store and an admin principal", func() *fixture { return approvalsFixture(t) }, "POST /admin/approvals/apr_"},
+		{"memory store and no admin", func() *fixture {
+			return newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}})
+		}, "No operator can approve it on this server"},
+		{"a SQLite store", func() *fixture {
+			return newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}, store: sqlite})
+		}, "clink-mcp approvals approve apr_"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.f()
+			text, isErr := call(t, f.client("agent", mcp.ProtocolVersion20251125), policy.ToolAgentPaymentSession, bigCall)
+			if !isErr || !strings.Contains(text, "approval_required") || !strings.Contains(text, tc.want) {
+				t.Errorf("got %s\nwant approval_required saying %q", text, tc.want)
+			}
+		})
 	}
 }

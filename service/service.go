@@ -176,7 +176,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) addScope(sc *scope, payments tools.Payments) {
 	sc.gate = gate.New(gate.Config{
 		Policy: sc.policy, Store: s.store, Secret: s.cfg.Secret, Account: s.cfg.Account,
-		Scope: sc.key, Logger: s.log, Observer: s.metrics,
+		Scope: sc.key, Logger: s.log, Observer: s.metrics, Operators: s.operators(),
 	})
 	sc.mcp = tools.NewServer(tools.Deps{
 		Payments: payments, Policy: sc.policy, Gate: sc.gate,
@@ -185,6 +185,31 @@ func (s *Service) addScope(sc *scope, payments tools.Payments) {
 	sc.http = newStreamable(sc.mcp, s.log)
 	s.scopes = append(s.scopes, sc)
 	s.byPolicy[sc.path] = sc
+}
+
+// operators is how an operator can decide approvals on this server: the
+// command reads a store that outlives the process; a store in memory is
+// reached through the admin endpoint only, which a principal marked admin
+// may use.
+func (s *Service) operators() gate.Operators {
+	if _, mem := s.cfg.Store.(*state.Memory); !mem {
+		return gate.OperatorsCommand
+	}
+	if f := s.cfg.Principals; f != nil {
+		for _, p := range f.Principals {
+			if p.Admin {
+				return gate.OperatorsEndpoint
+			}
+		}
+		if f.OAuth != nil {
+			for _, p := range f.OAuth.Principals {
+				if p.Admin {
+					return gate.OperatorsEndpoint
+				}
+			}
+		}
+	}
+	return gate.OperatorsNone
 }
 
 // scopeOfFile returns the scope whose policy file is the file at path (the
