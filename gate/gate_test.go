@@ -667,6 +667,21 @@ func (p *panicOnComplete) Complete(ctx context.Context, c *state.Completion) err
 	return p.Store.Complete(ctx, c)
 }
 
+// panicAfterComplete is a store whose first Complete lands, then panics
+// (a bug in a store wrapper, after the store committed).
+type panicAfterComplete struct {
+	state.Store
+	n atomic.Int64
+}
+
+func (p *panicAfterComplete) Complete(ctx context.Context, c *state.Completion) error {
+	err := p.Store.Complete(ctx, c)
+	if p.n.Add(1) == 1 {
+		panic("wrapper bug")
+	}
+	return err
+}
+
 // failOnce is a store whose first Complete fails, writing nothing.
 type failOnce struct {
 	state.Store
@@ -720,6 +735,31 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 		intents, err := mem.Intents(context.Background())
 		if err != nil || len(intents) != 0 {
 			t.Errorf("open intents %v, %v; want none", intents, err)
+		}
+	})
+	t.Run("the store panics after its completion landed", func(t *testing.T) {
+		// The retry finds the intent closed: one outcome record, not two.
+		for _, kind := range []string{"memory", "sqlite"} {
+			var st state.Store = memory(t)
+			if kind == "sqlite" {
+				sq, err := state.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = sq.Close() })
+				st = sq
+			}
+			f := newFixture(t, &panicAfterComplete{Store: st}, "acct")
+			res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com"))
+			if res.Code != policy.CodeCreated || res.SessionID == "" {
+				t.Fatalf("%s: result %s %q: want created with its session", kind, res.Code, res.Text)
+			}
+			if err := f.g.Close(context.Background()); err != nil { // the journal lands its retry
+				t.Fatal(err)
+			}
+			if got := outcomes(t, st); len(got) != 1 || got[0] != string(policy.CodeCreated) {
+				t.Errorf("%s: outcome records %v, want [created]", kind, got)
+			}
 		}
 	})
 	t.Run("the log panics while the journal keeps a failed completion", func(t *testing.T) {

@@ -49,14 +49,21 @@ type pendingWrite struct {
 	record   *state.AuditRecord
 	replay   *Result // what identical calls get meanwhile, or nil
 	attempts int
+	// panicked says an attempt panicked, perhaps after its write landed.
+	panicked bool
 }
 
 // write tries w once. A store that panics (a bug in it or its driver) has
 // failed this write: the write is kept and retried like any other, never
-// lost with the goroutine that made it.
+// lost with the goroutine that made it. The panic may have come after the
+// write landed (a store wrapper's bug), so a completion is retried only
+// if its intent is still open: one closed has its outcome on record, and
+// writing it again would record the call twice. (A lone record, which has
+// no intent to tell, is appended again.)
 func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			w.panicked = true
 			j.log.ErrorContext(ctx, "panic in the store's journal write", "call", w.record.Call, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			err = fmt.Errorf("gate: the store panicked: %v", r)
 		}
@@ -64,8 +71,19 @@ func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	if w.completion == nil {
 		return j.store.AppendAudit(ctx, w.record)
 	}
-	err = j.store.Complete(ctx, w.completion)
-	if w.orAppend && errors.Is(err, state.ErrNotFound) {
+	c := w.completion
+	if w.panicked && !c.OnlyIfOpen {
+		only := *c
+		only.OnlyIfOpen = true
+		c = &only
+	}
+	err = j.store.Complete(ctx, c)
+	switch {
+	case !errors.Is(err, state.ErrNotFound) || !c.OnlyIfOpen:
+		return err
+	case w.panicked:
+		return nil // landed before the panic, or closed by whoever recorded its outcome
+	case w.orAppend:
 		return j.store.AppendAudit(ctx, w.record)
 	}
 	return err

@@ -1,12 +1,19 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 func TestComputeHash(t *testing.T) {
@@ -193,3 +200,112 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
 
 var errDiskFull = errors.New("disk full")
+
+// scanHook runs hook before the scan numbered at (1 for the first).
+type scanHook struct {
+	Store
+	at    int
+	scans int
+	hook  func()
+}
+
+func (s *scanHook) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
+	if s.scans++; s.scans == s.at {
+		s.hook()
+	}
+	return s.Store.ScanAudit(ctx, fn)
+}
+
+// An exported intent is marked open exactly when its call's outcome is not
+// in the export, whatever calls open and close while it runs: the records
+// and the marks come from one reading of the trail.
+func TestExportMarksOpenIntentsAsTheTrailItExportsHasThem(t *testing.T) {
+	ctx := context.Background()
+	hold := func(t *testing.T, s Store, call string) {
+		h := &Hold{At: day, Limits: []policy.Limit{budget("b", time.Hour, 100, 10)},
+			Intent: AuditRecord{Time: day, Kind: KindIntent, Call: call, Tool: "t", Decision: "allowed"}}
+		if _, err := s.Hold(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, store := range []string{"memory", "sqlite"} {
+		for _, at := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s, calls open and close before scan %d", store, at), func(t *testing.T) {
+				var s Store = NewMemory()
+				if store == "sqlite" {
+					s = openSQLite(t, filepath.Join(t.TempDir(), "state.db"))
+				}
+				hold(t, s, "c0")
+				w := &scanHook{Store: s, at: at, hook: func() {
+					err := s.Complete(ctx, &Completion{Call: "c0", Settlement: policy.Spent,
+						Record: AuditRecord{Time: day, Kind: KindOutcome, Call: "c0", Tool: "t", Decision: "created"}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					hold(t, s, "c1")
+				}}
+				var buf bytes.Buffer
+				n, err := ExportAudit(ctx, w, &buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var recs []AuditRecord
+				outcome := map[string]bool{}
+				for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+					var r AuditRecord
+					if err := json.Unmarshal([]byte(line), &r); err != nil {
+						t.Fatal(err)
+					}
+					recs = append(recs, r)
+					outcome[r.Call] = outcome[r.Call] || r.Kind == KindOutcome
+				}
+				if int64(len(recs)) != n {
+					t.Fatalf("ExportAudit says %d records, wrote %d", n, len(recs))
+				}
+				for _, r := range recs {
+					if r.Kind == KindIntent && r.Open == outcome[r.Call] {
+						t.Errorf("the intent of %s: open %v, its outcome exported %v", r.Call, r.Open, outcome[r.Call])
+					}
+				}
+				// Before the first scan, the export has all three records;
+				// before the second, the one the first scan saw.
+				if want := map[int]int{1: 3, 2: 1}[at]; len(recs) != want {
+					t.Errorf("%d records exported, want %d", len(recs), want)
+				}
+			})
+		}
+	}
+}
+
+// formatAt rewrites the format of one record as scans read it.
+type formatAt struct {
+	Store
+	seq    int64
+	format int
+}
+
+func (s *formatAt) ScanAudit(ctx context.Context, fn func(*AuditRecord) error) error {
+	return s.Store.ScanAudit(ctx, func(r *AuditRecord) error {
+		if r.Seq == s.seq {
+			r.Format = s.format
+		}
+		return fn(r)
+	})
+}
+
+// The hash covers a record's format family, not its number: a format this
+// version never wrote breaks the trail at that record.
+func TestVerifyRefusesAFormatItDoesNotKnow(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	appendAll(t, m, sampleRecords(3))
+	for _, format := range []int{7, auditFormat + 1, -1} {
+		rep, err := VerifyAudit(ctx, &formatAt{Store: m, seq: 2, format: format})
+		if err != nil || rep.Broken == nil || rep.Broken.Seq != 2 || !strings.Contains(rep.Broken.Reason, "does not know") {
+			t.Errorf("format %d: VerifyAudit = %+v, %v; want record 2 broken", format, rep, err)
+		}
+	}
+	if rep, err := VerifyAudit(ctx, &formatAt{Store: m, seq: 2, format: auditFormat}); err != nil || !rep.OK() {
+		t.Errorf("the format it wrote: VerifyAudit = %+v, %v; want OK", rep, err)
+	}
+}

@@ -661,6 +661,11 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 		case r.Seq < want:
 			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
 				"record %d is out of order: it comes after record %d", r.Seq, lastSeq)}
+		case r.Format < 0 || r.Format > auditFormat:
+			// The hash covers the format's family (first or later), not
+			// its number: a number this version never wrote is refused.
+			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
+				"record %d has format %d, which this clink-mcp does not know (a newer version wrote it, or it was altered)", r.Seq, r.Format)}
 		case r.Hash != r.ComputeHash():
 			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
 				"record %d was altered: its hash does not match its content", r.Seq)}
@@ -736,18 +741,35 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 // ExportAudit writes s's audit trail to w as JSON lines, one
 // [AuditRecord] per line in Seq order, and returns how many it wrote. An
 // intent still open is marked "open": true.
+//
+// Which intents are open is read from the trail itself, in a first pass:
+// those with no outcome up to its last record. (The store's open intents,
+// read apart from the records, would be judged at another moment: a call
+// opened or closed in between would be marked wrongly.) The second pass
+// writes the records up to that last one; any appended since are left to
+// the next export.
 func ExportAudit(ctx context.Context, s Journal, w io.Writer) (int64, error) {
-	intents, err := s.Intents(ctx)
-	if err != nil {
+	open := map[string]bool{}
+	last := int64(-1)
+	err := s.ScanAudit(ctx, func(r *AuditRecord) error {
+		switch r.Kind {
+		case KindIntent:
+			open[r.Call] = true
+		case KindOutcome:
+			delete(open, r.Call)
+		}
+		last = r.Seq
+		return nil
+	})
+	if err != nil || last < 0 {
 		return 0, err
-	}
-	open := make(map[string]bool, len(intents))
-	for _, in := range intents {
-		open[in.Call] = true
 	}
 	enc := json.NewEncoder(w)
 	var n int64
 	err = s.ScanAudit(ctx, func(r *AuditRecord) error {
+		if r.Seq > last {
+			return errExported
+		}
 		r.Open = r.Kind == KindIntent && open[r.Call]
 		if err := enc.Encode(r); err != nil {
 			return err
@@ -755,5 +777,12 @@ func ExportAudit(ctx context.Context, s Journal, w io.Writer) (int64, error) {
 		n++
 		return nil
 	})
+	if errors.Is(err, errExported) {
+		err = nil
+	}
 	return n, err
 }
+
+// errExported ends ExportAudit's second pass at the first pass's last
+// record.
+var errExported = errors.New("state: the export reached its last record")
