@@ -28,7 +28,7 @@ var agentPaymentSessionShape = shapeOf(reflect.TypeFor[agentPaymentSessionArgs](
 // agentPaymentSessionResult is the structured content of a success.
 type agentPaymentSessionResult struct {
 	SessionID     string      `json:"sessionId"`
-	ExpireTime    string      `json:"expireTime"`
+	ExpireTime    string      `json:"expireTime,omitempty"` // absent when Clink's answer had none that read
 	Amount        json.Number `json:"amount"`
 	Currency      string      `json:"currency"`
 	CustomerEmail string      `json:"customerEmail"`
@@ -64,13 +64,13 @@ const agentPaymentSessionOutputSchema = `{
   "type": "object",
   "properties": {
     "sessionId": {"type": "string", "description": "Clink's ID of the agent payment session; hand it to the customer's payment agent."},
-    "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC)."},
+    "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC). Absent only when Clink's answer gave none that could be read."},
     "amount": {"type": "number", "description": "Amount of the session, in major units of the currency."},
     "currency": {"type": "string", "description": "ISO 4217 currency code of the session."},
     "customerEmail": {"type": "string", "description": "The customer's email as sent to Clink (normalised: lower-cased)."},
     "replayed": ` + replayedSchema + `
   },
-  "required": ["sessionId", "expireTime", "amount", "currency", "customerEmail"],
+  "required": ["sessionId", "amount", "currency", "customerEmail"],
   "additionalProperties": false
 }`
 
@@ -165,8 +165,12 @@ func (ts *toolset) prepareAgentPaymentSession(raw []byte) *prepared {
 				Currency:      amount.Currency().Code(),
 				CustomerEmail: email,
 			}
-			return created(out.SessionID, out, fmt.Sprintf("Created agent payment session %s for %s, paid by %s; expires %s.",
-				out.SessionID, amount, email, out.ExpireTime), sess.Unread)
+			summary := fmt.Sprintf("Created agent payment session %s for %s, paid by %s", out.SessionID, amount, email)
+			if out.ExpireTime != "" {
+				summary += "; expires " + out.ExpireTime
+			}
+			summary += "."
+			return created(out.SessionID, out, summary+unreadNote(false, out.ExpireTime == "", ToolGetAgentPaymentSession), sess.Unread)
 		},
 	}
 	return p

@@ -98,8 +98,8 @@ func checkoutRules(sl validator.StructLevel) {
 // tokenValue is deliberately absent: it is a secret of the merchant's.
 type checkoutSessionResult struct {
 	SessionID  string      `json:"sessionId"`
-	URL        string      `json:"url"`
-	ExpireTime string      `json:"expireTime"`
+	URL        string      `json:"url,omitempty"`        // absent when Clink's answer had none that read
+	ExpireTime string      `json:"expireTime,omitempty"` // likewise
 	Amount     json.Number `json:"amount"`
 	Currency   string      `json:"currency"`
 	Replayed   bool        `json:"replayed,omitempty"`
@@ -229,8 +229,17 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 				Amount:     json.Number(amount.Amount()),
 				Currency:   amount.Currency().Code(),
 			}
-			return created(out.SessionID, out, fmt.Sprintf("Created checkout session %s for %s%s; the customer pays at %s (expires %s).",
-				out.SessionID, amount, lineItemTotals(items), out.URL, out.ExpireTime), sess.Unread)
+			summary := fmt.Sprintf("Created checkout session %s for %s%s", out.SessionID, amount, lineItemTotals(items))
+			switch {
+			case out.URL != "" && out.ExpireTime != "":
+				summary += fmt.Sprintf("; the customer pays at %s (expires %s)", out.URL, out.ExpireTime)
+			case out.URL != "":
+				summary += "; the customer pays at " + out.URL
+			case out.ExpireTime != "":
+				summary += "; it expires " + out.ExpireTime
+			}
+			summary += "."
+			return created(out.SessionID, out, summary+unreadNote(out.URL == "", out.ExpireTime == "", ToolGetCheckoutSession), sess.Unread)
 		},
 	}
 	return p
@@ -580,12 +589,12 @@ const checkoutSessionOutputSchema = `{
   "type": "object",
   "properties": {
     "sessionId": {"type": "string", "description": "Clink's ID of the checkout session."},
-    "url": {"type": "string", "format": "uri", "description": "The checkout page to give the customer."},
-    "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC)."},
+    "url": {"type": "string", "format": "uri", "description": "The checkout page to give the customer. Absent only when Clink's answer gave none that could be read: the session exists; get the URL with get_checkout_session."},
+    "expireTime": {"type": "string", "format": "date-time", "description": "When the session expires (RFC 3339, UTC). Absent only when Clink's answer gave none that could be read."},
     "amount": {"type": "number", "description": "Total amount of the session, in major units of the currency."},
     "currency": {"type": "string", "description": "ISO 4217 currency code of the session."},
     "replayed": ` + replayedSchema + `
   },
-  "required": ["sessionId", "url", "expireTime", "amount", "currency"],
+  "required": ["sessionId", "amount", "currency"],
   "additionalProperties": false
 }`

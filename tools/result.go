@@ -52,6 +52,25 @@ func created(sessionID string, structured any, summary string, unread []string) 
 	return &gate.Created{SessionID: sessionID, Structured: b, Summary: summary, Unread: unread}, nil
 }
 
+// unreadNote follows a created session's summary: nothing when Clink's answer
+// gave its URL and expiry, else which it did not give in a form that reads
+// (the session exists all the same) and the tool that follows it.
+func unreadNote(noURL, noExpiry bool, follow string) string {
+	var missing string
+	switch {
+	case noURL && noExpiry:
+		missing = "its checkout URL or expiry"
+	case noURL:
+		missing = "its checkout URL"
+	case noExpiry:
+		missing = "its expiry"
+	default:
+		return ""
+	}
+	return " The session was created, but Clink's answer did not give " + missing +
+		" in a form this server could read: do not create it again; " + follow + " with its sessionId shows what Clink holds."
+}
+
 // prepared is a create tool's call made ready for the gate, or what
 // stopped it on the way: the arguments' problems, the policy's rule on
 // URLs, or a failure of the tool's own.
