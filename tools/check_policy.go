@@ -163,6 +163,11 @@ func decodeCheckPolicy(raw []byte) (checkPolicyArgs, string) {
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
 		return args, "the arguments must be a JSON object with \"tool\" and \"arguments\""
 	}
+	// json.Unmarshal keeps the last of a repeated key: which tool was
+	// meant would be a guess.
+	if name, ok := repeatedKey(raw); ok {
+		return args, fmt.Sprintf("argument %q is given more than once", name)
+	}
 	for name := range fields {
 		if name != "tool" && name != "arguments" {
 			return args, fmt.Sprintf("unknown argument %q (expected \"tool\" and \"arguments\")", name)
@@ -176,6 +181,32 @@ func decodeCheckPolicy(raw []byte) (checkPolicyArgs, string) {
 		return args, `argument "arguments" is required, as an object: the arguments you would pass to the tool`
 	}
 	return args, ""
+}
+
+// repeatedKey returns a key the JSON object raw (valid JSON) holds twice
+// at its top level.
+func repeatedKey(raw []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return name, true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // limitStatusOf renders one limit's status.

@@ -150,7 +150,10 @@ func TestCheckPaymentPolicyReportsWhatIsLeft(t *testing.T) {
 		t.Errorf("summary = %s", ResultText(res))
 	}
 	for _, bad := range []string{`{}`, `{"tool":"create_checkout_session"}`, `{"tool":"delete_everything","arguments":{}}`,
-		`{"tool":"create_checkout_session","arguments":{},"extra":1}`, `{"tool":"create_checkout_session","arguments":[1]}`} {
+		`{"tool":"create_checkout_session","arguments":{},"extra":1}`, `{"tool":"create_checkout_session","arguments":[1]}`,
+		// A repeated key: which tool or arguments were meant is not guessed.
+		`{"tool":"create_checkout_session","tool":"create_agent_payment_session","arguments":{"customerEmail":"alice@example.com","amount":20,"currency":"USD"}}`,
+		`{"tool":"create_agent_payment_session","arguments":{"amount":1},"arguments":{"customerEmail":"alice@example.com","amount":20,"currency":"USD"}}`} {
 		if res := h.call(t, ToolCheckPaymentPolicy, bad); !res.IsError || !strings.Contains(ResultText(res), "invalid arguments") {
 			t.Errorf("check_payment_policy %s = %s, want invalid arguments", bad, ResultText(res))
 		}

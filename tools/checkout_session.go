@@ -30,9 +30,9 @@ type checkoutSessionArgs struct {
 	CustomerID                           string            `json:"customerId" validate:"omitempty,max=128,visible_id"`
 	CustomerEmail                        string            `json:"customerEmail" validate:"omitempty,max=254,email"`
 	ReferenceCustomerID                  string            `json:"referenceCustomerId" validate:"omitempty,max=128,visible_id"`
-	MerchantReferenceID                  string            `json:"merchantReferenceId" validate:"omitempty,max=128"`
-	PriceID                              string            `json:"priceId" validate:"omitempty,max=128"`
-	ProductID                            string            `json:"productId" validate:"omitempty,max=128"`
+	MerchantReferenceID                  string            `json:"merchantReferenceId" validate:"omitempty,max=128,visible_id,plain_text"`
+	PriceID                              string            `json:"priceId" validate:"omitempty,max=128,visible_id,plain_text"`
+	ProductID                            string            `json:"productId" validate:"omitempty,max=128,visible_id,plain_text"`
 	UIMode                               string            `json:"uiMode" validate:"omitempty,oneof=hostedPage elements"`
 	ReturnURL                            string            `json:"returnUrl" validate:"omitempty,max=2048"`  // and checkURL
 	SuccessURL                           string            `json:"successUrl" validate:"omitempty,max=2048"` // and checkURL
@@ -42,7 +42,7 @@ type checkoutSessionArgs struct {
 	DirectPaymentQrCodePaymentMethodType string            `json:"directPaymentQrCodePaymentMethodType" validate:"omitempty,oneof=CASHAPP QRIS"`
 	PriceDataList                        []priceDataArgs   `json:"priceDataList" validate:"omitempty,max=100,dive"`
 	AllowPromotionCodes                  *bool             `json:"allowPromotionCodes"`
-	PromotionCode                        string            `json:"promotionCode" validate:"omitempty,max=64"`
+	PromotionCode                        string            `json:"promotionCode" validate:"omitempty,max=64,visible_id,plain_text"`
 	ShowPromotionCode                    *bool             `json:"showPromotionCode"`
 	Metadata                             map[string]string `json:"metadata" validate:"omitempty,max=20"` // and checkMetadata
 	IdempotencyKey                       string            `json:"idempotencyKey" validate:"omitempty,min=8,max=128,printascii"`
@@ -50,7 +50,7 @@ type checkoutSessionArgs struct {
 
 // priceDataArgs is one line item of priceDataList.
 type priceDataArgs struct {
-	Name       string      `json:"name" validate:"required,max=200"`
+	Name       string      `json:"name" validate:"required,max=200,plain_text"`
 	UnitAmount json.Number `json:"unitAmount" validate:"required"`
 	Quantity   *int64      `json:"quantity" validate:"omitempty,min=1,max=10000"`
 	Currency   string      `json:"currency" validate:"omitempty,iso4217"`
@@ -549,7 +549,7 @@ const checkoutSessionInputSchema = `{
       "items": {
         "type": "object",
         "properties": {
-          "name": {"type": "string", "maxLength": 200, "description": "Item name shown to the customer. Example: \"Team plan, 1 month\"."},
+          "name": {"type": "string", "minLength": 1, "maxLength": 200, "description": "Item name shown to the customer, without control characters. Example: \"Team plan, 1 month\"."},
           "unitAmount": {"type": "number", "exclusiveMinimum": 0, "description": "Price of one unit in major units of the item's currency, no more decimals than the currency has. Example: 9.5."},
           "quantity": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "Number of units, a whole number. Default 1. Example: 2."},
           "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code of unitAmount. Default: the session's currency. Example: \"USD\"."},

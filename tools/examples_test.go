@@ -231,3 +231,22 @@ func decodeJSON(t *testing.T, raw json.RawMessage) map[string]any {
 	}
 	return m
 }
+
+// The schema refuses the idempotency keys the server refuses (printable
+// ASCII only), so that a model that follows it is not refused.
+func TestTheIdempotencyKeySchemaRefusesWhatTheServerRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		schema, args string
+	}{
+		{agentPaymentSessionInputSchema, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD","idempotencyKey":%q}`},
+		{checkoutSessionInputSchema, `{"customerEmail":"alice@example.com","amount":10,"currency":"USD","idempotencyKey":%q}`},
+	} {
+		s := compileSchema(t, decodeJSON(t, json.RawMessage(tc.schema)))
+		for key, ok := range map[string]bool{"7c9e6679-7425-40de-944b-e07fc1f90ae7": true, "order 42, try 1": true, "zahlung-ä-0001": false, "tab\there-123": false} {
+			err := s.Validate(decodeJSON(t, json.RawMessage(fmt.Sprintf(tc.args, key))))
+			if (err == nil) != ok {
+				t.Errorf("idempotencyKey %q: schema error %v, want ok %v", key, err, ok)
+			}
+		}
+	}
+}

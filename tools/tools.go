@@ -246,6 +246,7 @@ const idempotencyKeySchema = `{
       "type": "string",
       "minLength": 8,
       "maxLength": 128,
+      "pattern": "^[ -~]+$",
       "description": "Optional key you choose for this payment, e.g. a UUID (8 to 128 printable ASCII characters). A later call with the same key returns the first call's result instead of creating a second session, within the duplicate window this tool's description states, or 24 hours when it states none; the same key with different arguments is refused. Example: \"7c9e6679-7425-40de-944b-e07fc1f90ae7\"."
     }`
 

@@ -31,8 +31,19 @@ func newValidator() *validator.Validate {
 	}); err != nil {
 		panic("tools: validator: " + err.Error())
 	}
+	if err := v.RegisterValidation(rulePlainText, func(fl validator.FieldLevel) bool {
+		_, bad := controlRune(fl.Field().String())
+		return !bad
+	}); err != nil {
+		panic("tools: validator: " + err.Error())
+	}
 	return v
 }
+
+// rulePlainText refuses text with a control character (see controlRune):
+// text Clink keeps or shows the customer (a line item's name, a reference,
+// a promotion code) must read as it is.
+const rulePlainText = "plain_text"
 
 // ruleVisibleID refuses an ID that visibleID refuses.
 const ruleVisibleID = "visible_id"
@@ -98,10 +109,14 @@ func describeFieldError(fe validator.FieldError) string {
 		return fmt.Sprintf("argument %q must be one of: %s", path, strings.ReplaceAll(param, " ", ", "))
 	case "unique":
 		return fmt.Sprintf("argument %q must not list a value twice", path)
+	case "printascii":
+		return fmt.Sprintf("argument %q must hold printable ASCII characters only (letters, digits, punctuation, spaces), such as a UUID", path)
 	case "min", "max":
 		return describeBound(fe, path)
 	case ruleVisibleID:
 		return fmt.Sprintf("argument %q must not begin or end with spaces or hold invisible characters", path)
+	case rulePlainText:
+		return fmt.Sprintf("argument %q must not hold control characters (such as a newline or NUL) or bidirectional overrides", path)
 	case ruleCustomerIdentifier:
 		return "give at least one customer identifier: customerEmail, customerId or referenceCustomerId"
 	case ruleReturnURLForElements:
