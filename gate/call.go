@@ -201,11 +201,12 @@ func (g *Gate) Standing(ctx context.Context, caller string) ([]policy.LimitStatu
 	return g.policy.DescribeLimits(own, used), nil
 }
 
-// Created reports whether the audit trail records that this server (any
-// replica sharing its store) created the session id for caller: a
-// principal looks up only the sessions its own calls created.
-func (g *Gate) Created(ctx context.Context, caller, id string) (bool, error) {
-	return g.store.SessionCreated(ctx, id, principal(caller))
+// SessionTool returns the tool that created the session id for caller, as
+// the audit trail records it (this server, or any replica sharing its
+// store), or "" if none did: a principal looks up only the sessions its
+// own calls created, with the status tool of their kind.
+func (g *Gate) SessionTool(ctx context.Context, caller, id string) (string, error) {
+	return g.store.SessionTool(ctx, id, principal(caller))
 }
 
 // Invalid records a call whose arguments failed decoding or validation,

@@ -315,12 +315,13 @@ func (s *instrumentedStore) Usage(ctx context.Context, at time.Time, limits []po
 	return used, err
 }
 
-// SessionCreated implements [state.Store].
-func (s *instrumentedStore) SessionCreated(ctx context.Context, id, caller string) (bool, error) {
+// SessionTool implements [state.Store]. (Its op label keeps the name it
+// had before the method told the tool.)
+func (s *instrumentedStore) SessionTool(ctx context.Context, id, caller string) (string, error) {
 	start := time.Now()
-	ok, err := s.next.SessionCreated(ctx, id, caller)
+	tool, err := s.next.SessionTool(ctx, id, caller)
 	s.observe("session_created", start, err)
-	return ok, err
+	return tool, err
 }
 
 // RequestApproval implements [state.Store], and counts the approvals

@@ -304,14 +304,14 @@ func TestThePolicyResourceAndTheStatusToolsOnTheSandbox(t *testing.T) {
 	if res := s.call(t, tools.ToolGetCheckoutSession, `{"sessionId":"sess_made_elsewhere"}`); !res.IsError {
 		t.Fatalf("a session this server did not create = %s, want refused", tools.ResultText(res))
 	}
-	if res := s.call(t, tools.ToolGetAgentPaymentSession, `{"sessionId":"`+created.SessionID+`"}`); res.IsError {
-		// The ID is ours, so it is looked up; the sandbox answers that no
-		// agent payment session has it.
-		if !strings.Contains(tools.ResultText(res), "Clink refused the lookup") {
-			t.Errorf("an agent lookup of a checkout session = %s", tools.ResultText(res))
-		}
+	// A checkout session looked up as an agent payment session: Clink's
+	// other endpoint would say it does not exist, so it is refused here,
+	// naming the right tool.
+	if res := s.call(t, tools.ToolGetAgentPaymentSession, `{"sessionId":"`+created.SessionID+`"}`); !res.IsError ||
+		!strings.Contains(tools.ResultText(res), "wrong_tool") || !strings.Contains(tools.ResultText(res), tools.ToolGetCheckoutSession) {
+		t.Errorf("an agent lookup of a checkout session = %s, want refused naming %s", tools.ResultText(res), tools.ToolGetCheckoutSession)
 	}
-	if n := s.sb.Requests() - before; n != 1 {
-		t.Errorf("%d requests reached Clink, want 1 (the refused lookup sends none)", n)
+	if n := s.sb.Requests() - before; n != 0 {
+		t.Errorf("%d requests reached Clink, want none (both refused lookups send none)", n)
 	}
 }

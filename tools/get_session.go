@@ -12,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // The status tools' names.
@@ -160,8 +161,16 @@ func (ts *toolset) getAgentPaymentSession() Tool {
 	})}
 }
 
+// statusToolOf is the status tool that follows the sessions of each create
+// tool.
+var statusToolOf = map[string]string{
+	policy.ToolCheckoutSession:     ToolGetCheckoutSession,
+	policy.ToolAgentPaymentSession: ToolGetAgentPaymentSession,
+}
+
 // handleGetSession is a status tool's handler: decode, refuse a session
-// this server did not create without calling Clink, then look it up.
+// this server did not create, or created with the other create tool,
+// without calling Clink, then look it up.
 func (ts *toolset) handleGetSession(tool string, get func(ctx context.Context, id string) (any, string, error)) func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		var args getSessionArgs
@@ -175,14 +184,22 @@ func (ts *toolset) handleGetSession(tool string, get func(ctx context.Context, i
 			return errorText(`invalid arguments: argument "sessionId" may hold only letters, digits, "_" and "-". Nothing was looked up.`), nil
 		}
 		caller := ts.caller(ctx)
-		ok, err := ts.gate.Created(ctx, caller, args.SessionID)
+		createdBy, err := ts.gate.SessionTool(ctx, caller, args.SessionID)
 		switch {
 		case err != nil:
 			ts.log.ErrorContext(ctx, "status lookup: the store failed", "tool", tool, "caller", caller, "err", err)
 			return errorText("internal error: the server could not check that it created this session; the operator's log has the details."), nil
-		case !ok:
+		case createdBy == "":
 			ts.log.WarnContext(ctx, "status lookup refused: not a session this server created for this caller", "tool", tool, "caller", caller, "session_id", args.SessionID)
 			return errorText(fmt.Sprintf("refused (session_not_found): %s is not a session this server created for you, so it is not looked up. Use the sessionId a create tool of this server returned to you.", args.SessionID)), nil
+		case statusToolOf[createdBy] != tool:
+			// Clink keeps each kind of session apart: the other kind's
+			// endpoint would answer that this one does not exist.
+			follow := statusToolOf[createdBy]
+			if follow == "" {
+				follow = "the status tool of " + createdBy
+			}
+			return errorText(fmt.Sprintf("refused (wrong_tool): %s was created by %s; look it up with %s. Nothing was looked up.", args.SessionID, createdBy, follow)), nil
 		}
 		out, summary, err := get(ctx, args.SessionID)
 		if err != nil {

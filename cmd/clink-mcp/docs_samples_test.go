@@ -829,6 +829,12 @@ func TestDocsAgentErrorsAreReal(t *testing.T) {
 	}
 	call(ag, `{"amount":200,"currency":"USD","customerEmail":"frank@example.com"}`)
 	call(tools.ToolGetCheckoutSession, `{"sessionId":"sess_0123456789abcdef"}`)
+	// A checkout session looked up with the other kind's status tool.
+	made := regexp.MustCompile(`session (sess_[A-Za-z0-9]+)`).FindStringSubmatch(call(co, `{"amount":10,"currency":"USD","customerEmail":"grace@example.com"}`))
+	if made == nil {
+		t.Fatalf("the checkout for grace was not created: %v", real)
+	}
+	call(tools.ToolGetAgentPaymentSession, `{"sessionId":"`+made[1]+`"}`)
 
 	src, err := os.ReadFile(filepath.Join(repoRoot, "gate", "approval.go"))
 	if err != nil {

@@ -200,11 +200,11 @@ func checkHold(h *Hold) error {
 }
 
 // createdDecision is the Decision of the outcome record of a call that
-// created a Clink session: [Journal.SessionCreated] looks for it.
+// created a Clink session: [Journal.SessionTool] looks for it.
 const createdDecision = string(policy.CodeCreated)
 
 // countsAsCreated reports whether r records that Clink created a session:
-// what [Journal.SessionCreated] looks for.
+// what [Journal.SessionTool] looks for.
 func countsAsCreated(r *AuditRecord) bool {
 	return r.Kind == KindOutcome && r.Decision == createdDecision && r.SessionID != ""
 }

@@ -54,7 +54,7 @@ const (
 //
 //   - its audit trail keeps only the newest records (see [WithAuditLimit];
 //     it reports where the kept part starts through [AuditStarter], so
-//     [VerifyAudit] still verifies it), and [Memory.SessionCreated] knows
+//     [VerifyAudit] still verifies it), and [Memory.SessionTool] knows
 //     only the sessions the kept records created;
 //   - finished approvals are forgotten once old or many (see
 //     [WithApprovalLimit]);
@@ -759,7 +759,7 @@ func (m *Memory) append(rec *AuditRecord) {
 		m.audit = append(m.audit, r)
 	}
 	if countsAsCreated(&r) {
-		m.sessions[r.SessionID] = memSession{seq: r.Seq, caller: r.Caller}
+		m.sessions[r.SessionID] = memSession{seq: r.Seq, caller: r.Caller, tool: r.Tool}
 	}
 	m.headSeq, m.headHash = r.Seq, r.Hash
 	*rec = r
@@ -826,19 +826,23 @@ func (m *Memory) AuditHead(ctx context.Context) (int64, string, error) {
 type memSession struct {
 	seq    int64 // the record's
 	caller string
+	tool   string
 }
 
-// SessionCreated implements [Journal], for the sessions whose records
-// the store still keeps: one created longer ago than its audit limit
-// reaches is reported as not created.
-func (m *Memory) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
+// SessionTool implements [Journal], for the sessions whose records the
+// store still keeps: one created longer ago than its audit limit reaches
+// is reported as not created.
+func (m *Memory) SessionTool(ctx context.Context, sessionID, caller string) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return "", err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, created := m.sessions[sessionID]
-	return sessionID != "" && created && s.caller == caller, nil
+	if sessionID == "" || !created || s.caller != caller {
+		return "", nil
+	}
+	return s.tool, nil
 }
 
 // Intents implements [Journal].

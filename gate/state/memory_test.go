@@ -212,8 +212,8 @@ func TestMemoryStaysBounded(t *testing.T) {
 				t.Fatalf("AuditHead = %d, %v; want %d, every record appended", seq, err, appended)
 			}
 			for id, want := range map[string]bool{fmt.Sprint("sess_", calls-1): true, "sess_0": false} {
-				if got, err := m.SessionCreated(ctx, id, ""); err != nil || got != want {
-					t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
+				if got, err := m.SessionTool(ctx, id, ""); err != nil || (got != "") != want {
+					t.Errorf("SessionTool(%s) = %q, %v; want a tool %v", id, got, err, want)
 				}
 			}
 		})
@@ -404,8 +404,8 @@ func TestMemoryForgetsTheSessionsOfForgottenRecords(t *testing.T) {
 	created("sess_3") // the first record is forgotten
 	created("sess_4") // and the second
 	for id, want := range map[string]bool{"sess_1": true, "sess_2": false, "sess_3": true, "sess_4": true} {
-		if got, err := m.SessionCreated(ctx, id, ""); err != nil || got != want {
-			t.Errorf("SessionCreated(%s) = %v, %v; want %v", id, got, err, want)
+		if got, err := m.SessionTool(ctx, id, ""); err != nil || (got != "") != want {
+			t.Errorf("SessionTool(%s) = %q, %v; want a tool %v", id, got, err, want)
 		}
 	}
 	if n := m.sizes().Sessions; n != 3 {

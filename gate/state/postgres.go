@@ -369,8 +369,8 @@ WHERE expires <= clink_now($1) - $2 AND (state = 2 OR at <= clink_now($1) - $2 -
 	gone AS (DELETE FROM counters AS c USING idle WHERE c.key = idle.key RETURNING c.key)
 DELETE FROM counter_entries AS e USING gone WHERE e.key = gone.key`
 	// The session index is partial: the query must say session_id <> ''.
-	pqSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = $1 AND session_id <> '' AND kind = '` + KindOutcome +
-		`' AND decision = '` + createdDecision + `' AND caller = $2)`
+	pqSessionTool = `SELECT tool FROM audit WHERE session_id = $1 AND session_id <> '' AND kind = '` + KindOutcome +
+		`' AND decision = '` + createdDecision + `' AND caller = $2 ORDER BY seq LIMIT 1`
 	pqSweepOwners = `DELETE FROM owners WHERE owner IN (SELECT o.owner FROM owners AS o WHERE o.lease_until <= clink_now(NULL) - $1
 AND NOT EXISTS (SELECT 1 FROM intents AS i WHERE i.owner = o.owner) FOR UPDATE SKIP LOCKED)`
 )
@@ -1612,22 +1612,26 @@ func (p *Postgres) AuditHead(ctx context.Context) (int64, string, error) {
 	return head.seq, head.hash, nil
 }
 
-// SessionCreated implements [Journal], by the audit trail's session index.
-func (p *Postgres) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
+// SessionTool implements [Journal], by the audit trail's session index.
+func (p *Postgres) SessionTool(ctx context.Context, sessionID, caller string) (string, error) {
 	if p.closed.Load() {
-		return false, errClosed
+		return "", errClosed
 	}
 	if sessionID == "" {
-		return false, nil
+		return "", nil
 	}
-	var found bool
+	var tool string
 	err := p.read(ctx, func(c *pgxpool.Conn) error {
-		return c.QueryRow(ctx, pqSessionCreated, sessionID, caller).Scan(&found)
+		err := c.QueryRow(ctx, pqSessionTool, sessionID, caller).Scan(&tool)
+		if errors.Is(err, pgx.ErrNoRows) {
+			tool, err = "", nil
+		}
+		return err
 	})
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	return found, nil
+	return tool, nil
 }
 
 // Intents implements [Journal]. An intent is orphaned when its owner

@@ -26,9 +26,9 @@ func PostgresListening(p *Postgres) bool {
 	return l.connected
 }
 
-// PostgresSessionCreatedQuery is the statement SessionCreated runs, for a
+// PostgresSessionToolQuery is the statement SessionTool runs, for a
 // test of its plan.
-const PostgresSessionCreatedQuery = pqSessionCreated
+const PostgresSessionToolQuery = pqSessionTool
 
 // PostgresCommitStatus is p.commitStatus: how the write transaction that
 // recorded token ended, for a test of commit tokens.

@@ -1415,7 +1415,7 @@ func TestPostgresJudgesApprovalsByTheDatabaseClock(t *testing.T) {
 	}
 }
 
-// TestPostgresLooksSessionsUpByIndex: SessionCreated can use the audit
+// TestPostgresLooksSessionsUpByIndex: SessionTool can use the audit
 // trail's session index rather than scan it.
 func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
 	ctx := context.Background()
@@ -1429,7 +1429,7 @@ func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
 	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN `+state.PostgresSessionCreatedQuery, "sess_1", "agent-7")
+	rows, err := conn.Query(ctx, `EXPLAIN `+state.PostgresSessionToolQuery, "sess_1", "agent-7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1438,7 +1438,7 @@ func TestPostgresLooksSessionsUpByIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := strings.Join(plan, "\n"); !strings.Contains(got, "audit_session") {
-		t.Fatalf("the plan of SessionCreated is\n%s\nwant it to use the index audit_session", got)
+		t.Fatalf("the plan of SessionTool is\n%s\nwant it to use the index audit_session", got)
 	}
 }
 

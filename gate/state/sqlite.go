@@ -215,8 +215,8 @@ const (
 	qCloseIntent       = `DELETE FROM intents WHERE call = ? RETURNING reservation, at, keys`
 	qIntents           = `SELECT i.call, i.owner, i.claim_key, i.reservation, ` + auditColumnsOfA + ` FROM intents i JOIN audit a ON a.seq = i.seq ORDER BY i.seq`
 	// The session index is partial: the query must say session_id <> ''.
-	qSessionCreated = `SELECT EXISTS (SELECT 1 FROM audit WHERE session_id = ? AND session_id <> '' AND kind = '` + KindOutcome +
-		`' AND decision = '` + createdDecision + `' AND caller = ?)`
+	qSessionTool = `SELECT tool FROM audit WHERE session_id = ? AND session_id <> '' AND kind = '` + KindOutcome +
+		`' AND decision = '` + createdDecision + `' AND caller = ? ORDER BY seq LIMIT 1`
 	qLatestApproval = `SELECT ` + approvalColumns + ` FROM approvals WHERE key = ? ORDER BY seq DESC LIMIT 1`
 	qApproval       = `SELECT ` + approvalColumns + ` FROM approvals WHERE id = ?`
 	qDueApprovals   = `SELECT ` + approvalColumns + ` FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? ORDER BY seq`
@@ -410,7 +410,7 @@ func (s *SQLite) init(ctx context.Context) error {
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
 		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
 		qDropCallClaim, qHead, qSetHead, qMoveHead, qPublish, qOwners, qDropOwner, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
-		qSessionCreated, qLatestApproval, qApproval, qDueApprovals, qInsertApproval, qDecideApproval, qUseApproval,
+		qSessionTool, qLatestApproval, qApproval, qDueApprovals, qInsertApproval, qDecideApproval, qUseApproval,
 	} {
 		st, err := s.db.PrepareContext(ctx, q)
 		if err != nil {
@@ -1303,16 +1303,19 @@ func (s *SQLite) AuditHead(ctx context.Context) (int64, string, error) {
 	return seq, hash, nil
 }
 
-// SessionCreated implements [Journal], by the audit trail's session index.
-func (s *SQLite) SessionCreated(ctx context.Context, sessionID, caller string) (bool, error) {
+// SessionTool implements [Journal], by the audit trail's session index.
+func (s *SQLite) SessionTool(ctx context.Context, sessionID, caller string) (string, error) {
 	if sessionID == "" {
-		return false, nil
+		return "", nil
 	}
-	var found bool
-	if err := s.stmts[qSessionCreated].QueryRowContext(ctx, sessionID, caller).Scan(&found); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+	var tool string
+	switch err := s.stmts[qSessionTool].QueryRowContext(ctx, sessionID, caller).Scan(&tool); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("store: %w", err)
 	}
-	return found, nil
+	return tool, nil
 }
 
 // Intents implements [Journal]. An intent is orphaned when its owner's lock

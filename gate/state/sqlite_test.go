@@ -577,12 +577,12 @@ func TestOwnerLocksSurviveConcurrentSweeps(t *testing.T) {
 	}
 }
 
-// TestSQLiteLooksSessionsUpByIndex: SessionCreated does not scan the
+// TestSQLiteLooksSessionsUpByIndex: SessionTool does not scan the
 // audit trail.
 func TestSQLiteLooksSessionsUpByIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	openSQLite(t, path)
-	rows, err := rawDB(t, path).Query(`EXPLAIN QUERY PLAN `+qSessionCreated, "sess_1", "agent-7")
+	rows, err := rawDB(t, path).Query(`EXPLAIN QUERY PLAN `+qSessionTool, "sess_1", "agent-7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,14 +599,14 @@ func TestSQLiteLooksSessionsUpByIndex(t *testing.T) {
 		plan = append(plan, detail)
 	}
 	if got := strings.Join(plan, "; "); !strings.Contains(got, "USING INDEX audit_session") {
-		t.Fatalf("the plan of SessionCreated is %q, want it to use the index audit_session", got)
+		t.Fatalf("the plan of SessionTool is %q, want it to use the index audit_session", got)
 	}
 }
 
 // TestSQLiteVerifyCatchesEditedFirstFormatFields: the hash of a record of
 // the first format (in a store migrated from the first version) does not
 // cover Kind, Call, Caller, Reservation and the other fields that format
-// never had; editing them in place (which would make SessionCreated find
+// never had; editing them in place (which would make SessionTool find
 // the session for another caller) is caught all the same.
 func TestSQLiteVerifyCatchesEditedFirstFormatFields(t *testing.T) {
 	ctx := context.Background()
@@ -636,9 +636,9 @@ func TestSQLiteVerifyCatchesEditedFirstFormatFields(t *testing.T) {
 	if _, err := s.db.Exec(`UPDATE audit SET kind = 'outcome', caller = 'someone-else', call = 'c1', reservation = 'r1' WHERE seq = 1`); err != nil {
 		t.Fatal(err)
 	}
-	created, _ := s.SessionCreated(ctx, "sess_old", "someone-else")
+	created, _ := s.SessionTool(ctx, "sess_old", "someone-else")
 	rep, err := VerifyAudit(ctx, s)
 	if err == nil && rep.OK() {
-		t.Fatalf("VerifyAudit accepts a record whose caller/kind/call/reservation were edited in place (SessionCreated now %v)", created)
+		t.Fatalf("VerifyAudit accepts a record whose caller/kind/call/reservation were edited in place (SessionTool now %q)", created)
 	}
 }

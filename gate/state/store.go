@@ -213,11 +213,13 @@ type Journal interface {
 	// recorded apart from the records themselves, so that deleting the last
 	// records is detected too. It returns 0, "" for an empty trail.
 	AuditHead(ctx context.Context) (seq int64, hash string, err error)
-	// SessionCreated reports whether the trail holds an outcome record
-	// (Kind [KindOutcome]) with Decision "created" for Clink session
-	// sessionID made by caller (its Caller); false for "". It looks the
-	// session up by an index, never by a scan of the trail.
-	SessionCreated(ctx context.Context, sessionID, caller string) (bool, error)
+	// SessionTool returns the tool (the record's Tool) of the call by
+	// caller (its Caller) whose outcome record (Kind [KindOutcome], Decision
+	// "created") holds Clink session sessionID: the session this server
+	// created for caller, and which kind of session it is. It returns ""
+	// when the trail holds no such record, and for sessionID "". It looks
+	// the session up by an index, never by a scan of the trail.
+	SessionTool(ctx context.Context, sessionID, caller string) (string, error)
 	// Intents returns every open intent, oldest first, each marked
 	// Orphaned when the handle that holds it is gone (closed, or its
 	// process ended).

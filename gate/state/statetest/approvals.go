@@ -113,7 +113,7 @@ func testUsage(t *testing.T, f Factory) {
 	}
 }
 
-func testSessionCreated(t *testing.T, f Factory) {
+func testSessionTool(t *testing.T, f Factory) {
 	s := f(t)()
 	ctx := context.Background()
 	h := hold("call-1", day, nil)
@@ -125,6 +125,7 @@ func testSessionCreated(t *testing.T, f Factory) {
 	}
 	recs := []state.AuditRecord{
 		{Time: day, Kind: state.KindOutcome, Call: "call-2", Tool: "t", Decision: string(policy.CodeReplayed), SessionID: "sess_2"},
+		{Time: day, Kind: state.KindOutcome, Call: "call-5", Caller: "agent-7", Tool: "create_agent_payment_session", Decision: string(policy.CodeCreated), SessionID: "aps_5"},
 		{Time: day, Kind: state.KindIntent, Call: "call-3", Tool: "t", Decision: "created", SessionID: "sess_3"},
 		{Time: day, Kind: state.KindOutcome, Call: "call-4", Tool: "t", Decision: string(policy.CodeCreated)},
 	}
@@ -135,19 +136,21 @@ func testSessionCreated(t *testing.T, f Factory) {
 	}
 	// hold's caller is agent-7: another principal does not see its
 	// session.
+	// It tells which tool created each session.
 	for _, tt := range []struct {
 		id, caller string
-		want       bool
+		want       string
 	}{
-		{"sess_1", "agent-7", true}, {"sess_1", "agent-8", false}, {"sess_1", "", false},
-		{"sess_2", "agent-7", false}, {"sess_3", "agent-7", false}, {"", "agent-7", false}, {"sess_unknown", "agent-7", false},
+		{"sess_1", "agent-7", "create_checkout_session"}, {"aps_5", "agent-7", "create_agent_payment_session"},
+		{"sess_1", "agent-8", ""}, {"sess_1", "", ""}, {"aps_5", "agent-8", ""},
+		{"sess_2", "agent-7", ""}, {"sess_3", "agent-7", ""}, {"", "agent-7", ""}, {"sess_unknown", "agent-7", ""},
 	} {
-		if got, err := s.SessionCreated(ctx, tt.id, tt.caller); err != nil || got != tt.want {
-			t.Errorf("SessionCreated(%q, %q) = %v, %v; want %v", tt.id, tt.caller, got, err, tt.want)
+		if got, err := s.SessionTool(ctx, tt.id, tt.caller); err != nil || got != tt.want {
+			t.Errorf("SessionTool(%q, %q) = %q, %v; want %q", tt.id, tt.caller, got, err, tt.want)
 		}
 	}
-	if got, err := f(t)().SessionCreated(ctx, "sess_1", "agent-7"); err != nil || got {
-		t.Errorf("SessionCreated on another state = %v, %v; want false", got, err)
+	if got, err := f(t)().SessionTool(ctx, "sess_1", "agent-7"); err != nil || got != "" {
+		t.Errorf("SessionTool on another state = %q, %v; want \"\"", got, err)
 	}
 }
 

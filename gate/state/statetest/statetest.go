@@ -59,7 +59,7 @@ func Run(t *testing.T, f Factory) {
 		{"CompleteAfterAFailedWrite", testCompleteAfterAFailedWrite},
 		{"CompleteLeavesAnotherCallsClaim", testCompleteLeavesAnotherCallsClaim},
 		{"Usage", testUsage},
-		{"SessionCreated", testSessionCreated},
+		{"SessionTool", testSessionTool},
 		{"RequestApproval", testRequestApproval},
 		{"RequestApprovalOverBudget", testRequestApprovalOverBudget},
 		{"HoldOnAnApproval", testHoldOnAnApproval},
