@@ -15,7 +15,7 @@
 // timestamp; one whose server certificate is refused was not sent either (it fails, not
 // retried). A create that failed after the request may have reached Clink
 // (a timeout after sending, a reset connection, a 5xx, a 302, 303 or other 3xx but 301, 307
-// and 308, whatever its body, an unreadable 2xx body, an envelope code of the 5xx class whatever the HTTP status,
+// and 308, whatever its body, any answer but a 429 whose body cannot be read, an envelope code of the 5xx class whatever the HTTP status,
 // a 2xx whose envelope code is one Clink does not document as a refusal) is reported as an
 // error matching ErrOutcomeUnknown, because the session may exist. A create Clink confirmed
 // (2xx, code 200, a sessionId) succeeds even when other fields of its answer do not read:

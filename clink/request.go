@@ -171,12 +171,11 @@ func (c *Client) sign(req *http.Request, _ []byte) {
 	req.Header.Set("X-Timestamp", strconv.FormatInt(c.now().UnixMilli(), 10))
 }
 
-// bodyError classifies a failure to read the body of a response with this status: the status
-// says whether a create may have been processed, as it does for a body too large to read
-// (decode).
+// bodyError classifies a failure to read the body of a response with this status, as decode
+// classifies a body too large to read: see unreadMayHaveProcessed.
 func (c *Client) bodyError(ctx, actx context.Context, op operation, err error, status int) (*Error, bool) {
 	e, retry := c.transportError(ctx, actx, op, err, status)
-	e.outcomeUnknown = op.create && mayHaveProcessed(status)
+	e.outcomeUnknown = op.create && unreadMayHaveProcessed(status)
 	return e, retry
 }
 
@@ -319,7 +318,7 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 	e := &Error{Op: op.name, HTTPStatus: status}
 	if len(body) > maxBodySize {
 		e.kind = kindTooLarge
-		e.outcomeUnknown = op.create && mayHaveProcessed(status)
+		e.outcomeUnknown = op.create && unreadMayHaveProcessed(status)
 		return e
 	}
 	env, perr := parseEnvelope(body)
@@ -398,11 +397,13 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 
 var errEmptyBody = errors.New("empty body")
 
-// mayHaveProcessed reports whether an answer with this HTTP status, its body unread, may follow
-// a request the server processed: a success, a server failure or a redirect that may say so.
-// A 4xx says the request was refused.
-func mayHaveProcessed(status int) bool {
-	return status < 300 || status >= 500 || processedRedirect(status)
+// unreadMayHaveProcessed reports whether an answer with this HTTP status whose body could not be
+// read (cut short, or over the size cap) may follow a request Clink processed: any status but
+// 429. Clink's envelope code outweighs the status (a 4xx whose code is of the 5xx class may
+// follow a session created; see decode), and an unread body shows no code; only a 429 is a
+// refusal whatever its envelope says.
+func unreadMayHaveProcessed(status int) bool {
+	return status != http.StatusTooManyRequests
 }
 
 // processedRedirect reports whether status, a redirect the client does not

@@ -111,14 +111,41 @@ func TestACreateIsNotSentAgainByTheHTTP2Transport(t *testing.T) {
 }
 
 // A redirect that may answer a processed POST (303, 302) is an unknown
-// outcome whatever the size of its body.
-func TestAnOversizedRedirectIsAnUnknownOutcome(t *testing.T) {
-	for _, size := range []int{100, 2 << 20} {
-		srv := httptest.NewServer(replyWith(http.StatusSeeOther, "text/html", strings.Repeat("x", size)))
+// outcome whatever the size of its body; so is a 4xx whose body is over
+// the cap (its unread envelope could say 500), but for a 429.
+func TestAnOversizedAnswerIsAnUnknownOutcomeButOfA429(t *testing.T) {
+	for _, tc := range []struct {
+		status, size int
+		unknown      bool
+	}{{http.StatusSeeOther, 100, true}, {http.StatusSeeOther, 2 << 20, true}, {http.StatusBadRequest, 2 << 20, true}, {http.StatusTooManyRequests, 2 << 20, false}} {
+		srv := httptest.NewServer(replyWith(tc.status, "text/html", strings.Repeat("x", tc.size)))
+		c := newClient(t, srv.URL, clink.WithMaxAttempts(1))
+		_, err := c.CreateAgentPaymentSession(t.Context(), agentRequest(t))
+		if got := errors.Is(err, clink.ErrOutcomeUnknown); got != tc.unknown {
+			t.Errorf("HTTP %d with a %d-byte body: err = %v; unknown outcome %v, want %v", tc.status, tc.size, err, got, tc.unknown)
+		}
+		srv.Close()
+	}
+}
+
+// A 400 whose envelope says 500, its body cut short: the code is unseen,
+// so the outcome is unknown, as it is with the whole body.
+func TestACut4xxWhoseCodeMayBeAServerFaultIsAnUnknownOutcome(t *testing.T) {
+	body := `{"code":500,"msg":"internal error","data":null}`
+	for _, cut := range []bool{false, true} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			if cut {
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)+100))
+			}
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, body)
+		}))
 		c := newClient(t, srv.URL)
 		_, err := c.CreateAgentPaymentSession(t.Context(), agentRequest(t))
 		if !errors.Is(err, clink.ErrOutcomeUnknown) {
-			t.Errorf("303 with a %d-byte body: err = %v, want ErrOutcomeUnknown", size, err)
+			t.Errorf("cut %v: err = %v, want ErrOutcomeUnknown", cut, err)
 		}
 		srv.Close()
 	}
@@ -212,14 +239,15 @@ func rawHTTPServer(t *testing.T, reply string) string {
 	return ln.Addr().String()
 }
 
-// A 4xx is a refusal (decode takes every 4xx so, whatever its body), even
-// when its body cannot be read to the end; a 2xx whose body cannot be
-// read stays an unknown outcome.
-func TestAnUnreadableBodyIsJudgedByItsStatus(t *testing.T) {
+// A body cut short hides the envelope code, which outweighs the status (a
+// 400 whose code is 500 may follow a session created): only a 429, a
+// refusal whatever its envelope says, is one with its body unread.
+func TestAnUnreadableBodyLeavesTheOutcomeUnknownButOfA429(t *testing.T) {
 	for _, tc := range []struct {
 		status  int
 		unknown bool
-	}{{http.StatusUnauthorized, false}, {http.StatusBadRequest, false}, {http.StatusOK, true}, {http.StatusFound, true}, {http.StatusBadGateway, true}} {
+	}{{http.StatusTooManyRequests, false}, {http.StatusUnauthorized, true}, {http.StatusBadRequest, true}, {http.StatusOK, true}, {http.StatusFound, true},
+		{http.StatusMovedPermanently, true}, {http.StatusBadGateway, true}} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			w.Header().Set("Content-Type", "text/plain")
