@@ -762,6 +762,22 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the store panics before writing a hold's resolution", func(t *testing.T) {
+		// A hold that failed, not committed, leaves no intent: the retry
+		// after the panic finds none open and still appends the record.
+		inner := &unsureStore{Store: memory(t)}
+		inner.holdFailures.Store(1)
+		f := newFixture(t, &panicOnComplete{Store: inner}, "acct")
+		if res := f.g.Create(context.Background(), "", f.fake.order(t, "300", "a@example.com")); res.Code != policy.CodeInternal {
+			t.Fatalf("result %s %q, want internal_error", res.Code, res.Text)
+		}
+		if err := f.g.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := outcomes(t, inner); len(got) != 1 || got[0] != string(policy.CodeInternal) {
+			t.Errorf("outcome records %v, want [internal_error]", got)
+		}
+	})
 	t.Run("the log panics while the journal keeps a failed completion", func(t *testing.T) {
 		// The recover writes the completion itself, with the replay: an
 		// identical call is answered from it, not created again.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // Retry pacing of journal writes that failed: the first retry after
@@ -57,9 +58,10 @@ type pendingWrite struct {
 // failed this write: the write is kept and retried like any other, never
 // lost with the goroutine that made it. The panic may have come after the
 // write landed (a store wrapper's bug), so a completion is retried only
-// if its intent is still open: one closed has its outcome on record, and
-// writing it again would record the call twice. (A lone record, which has
-// no intent to tell, is appended again.)
+// if its intent is still open. Once it is closed, by this write or by
+// whatever else recorded an outcome of the call, a session's creation is
+// looked up by its session, and not recorded twice; any other record is
+// appended, at worst twice (as a lone record's retry may be), never lost.
 func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -82,11 +84,24 @@ func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	case !errors.Is(err, state.ErrNotFound) || !c.OnlyIfOpen:
 		return err
 	case w.panicked:
-		return nil // landed before the panic, or closed by whoever recorded its outcome
+		if landed, err := j.sessionOnRecord(ctx, w.record); err != nil || landed {
+			return err
+		}
+		return j.store.AppendAudit(ctx, w.record)
 	case w.orAppend:
 		return j.store.AppendAudit(ctx, w.record)
 	}
 	return err
+}
+
+// sessionOnRecord reports whether rec records a session's creation that the
+// trail already holds.
+func (j *journal) sessionOnRecord(ctx context.Context, rec *state.AuditRecord) (bool, error) {
+	if rec.Kind != state.KindOutcome || rec.Decision != string(policy.CodeCreated) || rec.SessionID == "" {
+		return false, nil
+	}
+	tool, err := j.store.SessionTool(ctx, rec.SessionID, rec.Caller)
+	return tool != "", err
 }
 
 func newJournal(s state.Store, log *slog.Logger) *journal {
