@@ -287,7 +287,7 @@ func (g *Gate) pendingResult(c *call, a *state.Approval) *Result {
 				"so it will expire unanswered: only the user, asked through an MCP client that can ask (elicitation) where the policy lets users decide, could approve it. " +
 				"Tell your user; a payment at or below the policy's approve_above needs no approval."}
 	case OperatorsEndpoint:
-		how = "an operator decides it through the server's admin endpoint: POST /admin/approvals/" + a.ID + "/approve"
+		how = "an operator, an admin principal other than the one that asked, decides it through the server's admin endpoint: POST /admin/approvals/" + a.ID + "/approve"
 	default:
 		how = "an operator decides it with: clink-mcp approvals approve " + a.ID
 	}

@@ -290,6 +290,9 @@ func TestThePendingAnswerNamesTheWayAnOperatorDecides(t *testing.T) {
 		{"memory store and no admin", func() *fixture {
 			return newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}})
 		}, "No operator can approve it on this server"},
+		{"a wrapped memory store that says what it wraps", func() *fixture {
+			return newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}, store: unwrappable{state.NewMemory()}})
+		}, "No operator can approve it on this server"},
 		{"a SQLite store", func() *fixture {
 			return newFixture(t, setup{policy: approvalsPolicy, principals: map[string]string{"agent": ""}, store: sqlite})
 		}, "clink-mcp approvals approve apr_"},
@@ -303,3 +306,8 @@ func TestThePendingAnswerNamesTheWayAnOperatorDecides(t *testing.T) {
 		})
 	}
 }
+
+// unwrappable wraps a store and says what it wraps.
+type unwrappable struct{ state.Store }
+
+func (u unwrappable) Unwrap() state.Store { return u.Store }

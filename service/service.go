@@ -58,7 +58,11 @@ type Config struct {
 	// Account names the Clink account calls go to ([gate.AccountID]).
 	Account string
 	// Store keeps budgets, rate limits, claims and the audit trail for
-	// every policy file. Required. The service does not close it.
+	// every policy file. Required. The service does not close it. A
+	// wrapper of a [state.Memory] should say what it wraps with a method
+	// Unwrap() state.Store: the answer to a call awaiting an operator then
+	// does not send the operator to `clink-mcp approvals`, which cannot see
+	// a store in memory.
 	Store state.Store
 	// Secret is the state secret ([gate.LoadSecret]), at least
 	// [gate.MinSecretLen] bytes. Required.
@@ -192,7 +196,7 @@ func (s *Service) addScope(sc *scope, payments tools.Payments) {
 // reached through the admin endpoint only, which a principal marked admin
 // may use.
 func (s *Service) operators() gate.Operators {
-	if _, mem := s.cfg.Store.(*state.Memory); !mem {
+	if !inMemory(s.cfg.Store) {
 		return gate.OperatorsCommand
 	}
 	if f := s.cfg.Principals; f != nil {
@@ -210,6 +214,21 @@ func (s *Service) operators() gate.Operators {
 		}
 	}
 	return gate.OperatorsNone
+}
+
+// inMemory reports whether st keeps its state in this process only: a
+// [state.Memory], or a wrapper of one that says so with Unwrap.
+func inMemory(st state.Store) bool {
+	for {
+		switch s := st.(type) {
+		case *state.Memory:
+			return true
+		case interface{ Unwrap() state.Store }:
+			st = s.Unwrap()
+		default:
+			return false
+		}
+	}
 }
 
 // scopeOfFile returns the scope whose policy file is the file at path (the

@@ -299,7 +299,7 @@ func TestVerifyRefusesAFormatItDoesNotKnow(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory()
 	appendAll(t, m, sampleRecords(3))
-	for _, format := range []int{7, auditFormat + 1, -1} {
+	for _, format := range []int{7, auditFormat + 1, 0, -1} {
 		rep, err := VerifyAudit(ctx, &formatAt{Store: m, seq: 2, format: format})
 		if err != nil || rep.Broken == nil || rep.Broken.Seq != 2 || !strings.Contains(rep.Broken.Reason, "does not know") {
 			t.Errorf("format %d: VerifyAudit = %+v, %v; want record 2 broken", format, rep, err)

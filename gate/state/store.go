@@ -663,7 +663,7 @@ func VerifyAudit(ctx context.Context, s Journal) (*AuditReport, error) {
 		case r.Seq < want:
 			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
 				"record %d is out of order: it comes after record %d", r.Seq, lastSeq)}
-		case r.Format < 0 || r.Format > auditFormat:
+		case r.Format < 1 || r.Format > auditFormat:
 			// The hash covers the format's family (first or later), not
 			// its number: a number this version never wrote is refused.
 			rep.Broken = &BrokenRecord{Seq: r.Seq, Reason: fmt.Sprintf(
