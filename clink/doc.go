@@ -10,7 +10,10 @@
 //
 // Clink has no idempotency key, so retries are deliberately narrow. Each attempt of a create
 // is sent once: net/http is not given the means to send it again by itself (as its HTTP/2
-// transport would after a stream reset). A create call is retried only when the request
+// transport would after a stream reset, even one that followed the whole request). The cost is
+// that a create net/http could have sent again safely (on a keep-alive connection the server had
+// just closed, or on a stream it refused or a connection it shut before reading the request)
+// is an unknown outcome rather than a silent retry: rare, and on the safe side. A create call is retried only when the request
 // provably never reached Clink (a dial or DNS failure) or Clink rejected the request
 // timestamp; one whose server certificate is refused was not sent either (it fails, not
 // retried). A create that failed after the request may have reached Clink
