@@ -105,6 +105,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 		if v := getenv(s.env); v != "" {
 			def = v
 		}
+		if looksLikeAPIKey(def) {
+			return nil, nil, misplacedKey(s)
+		}
 		switch p := s.target(c).(type) {
 		case *bool:
 			b, err := parseBool(def)
@@ -116,6 +119,21 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 			fs.StringVar(p, s.flag, def, s.usage)
 		}
 	}
+	for _, a := range args {
+		// Before Parse, whose errors quote what they refuse: a key given
+		// as a flag's value, or as a stray argument, is named, not shown.
+		if !looksLikeAPIKey(a) {
+			continue
+		}
+		if name, _, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); ok && strings.HasPrefix(a, "-") {
+			for _, s := range settings {
+				if s.flag == name {
+					return nil, nil, misplacedKey(s)
+				}
+			}
+		}
+		return nil, nil, errors.New("an argument looks like a Clink API key, which is never given on the command line, where other users and logs can see it (the argument is not shown): set CLINK_API_KEY, or --api-key-file (CLINK_API_KEY_FILE) with the path of a file holding it")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
@@ -126,6 +144,29 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 	c.apiKey, c.keyFrom = strings.TrimSpace(getenv("CLINK_API_KEY")), "CLINK_API_KEY"
 	c.databaseURL = strings.TrimSpace(getenv("CLINK_DATABASE_URL"))
 	return c, fs.Args(), nil
+}
+
+// looksLikeAPIKey reports whether s is shaped like a Clink API key (sk_test_
+// or sk_prod_, then letters and digits): a value no setting but the key
+// takes, and that an error must not repeat. A path (with a / or a .) is
+// not: ./sk_test_key names a file.
+func looksLikeAPIKey(s string) bool {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '='); i >= 0 && strings.HasPrefix(s, "-") {
+		s = s[i+1:] // --flag=value
+	}
+	rest, ok := strings.CutPrefix(s, "sk_test_")
+	if !ok {
+		rest, ok = strings.CutPrefix(s, "sk_prod_")
+	}
+	return ok && rest != "" && !strings.ContainsFunc(rest, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_')
+	})
+}
+
+// misplacedKey is the error for setting s given what looks like an API key.
+func misplacedKey(s setting) error {
+	return fmt.Errorf("%s (%s): its value looks like a Clink API key, which this setting does not take (the value is not shown): the key goes in CLINK_API_KEY, or in a file named by --api-key-file (CLINK_API_KEY_FILE)", s.flag, s.env)
 }
 
 func parseBool(s string) (bool, error) {
@@ -230,7 +271,14 @@ func (c *config) resolveEnv() (clink.Environment, error) {
 		if c.sandbox && env != clink.Sandbox {
 			return "", errors.New("sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with env (CLINK_ENV) production")
 		}
-		return env, nil
+	}
+	if c.sandbox && strings.HasPrefix(c.apiKey, "sk_prod_") {
+		// A CLINK_SANDBOX left in a production configuration would serve
+		// simulated payment links in place of real ones.
+		return "", fmt.Errorf("sandbox (CLINK_SANDBOX): the built-in sandbox cannot run with a production key (%s holds an sk_prod_ key): unset CLINK_SANDBOX to serve production, or the key to try the sandbox", c.keyFrom)
+	}
+	if c.env != "" {
+		return clink.ParseEnvironment(c.env)
 	}
 	if c.sandbox || strings.HasPrefix(c.apiKey, "sk_test_") {
 		return clink.Sandbox, nil
