@@ -29,6 +29,7 @@ import (
 	"crypto/cipher"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -343,16 +344,21 @@ func (g *Gate) Drain(ctx context.Context) error {
 // done, to land the journal writes still pending. A write that never lands
 // is logged at error level with everything it held (call, decision,
 // session ID) and Close returns [ErrClosed]: the intent stays open in the
-// store and the next server resolves it. Close does not close the store.
+// store and the next server resolves it. Calls still in flight when ctx
+// is done are not waited for: Close returns [ErrCallsInFlight] too, since
+// their outcomes may never be recorded (their intents stay open, as
+// above). Close does not close the store.
 func (g *Gate) Close(ctx context.Context) error {
 	g.closeOnce.Do(func() { close(g.stopClock) })
 	<-g.clockDone
-	drainErr := g.Drain(ctx)
-	if drainErr != nil {
-		g.log.Error("shutting down with calls still in flight", "err", drainErr)
+	var drainErr error
+	if err := g.Drain(ctx); err != nil {
+		g.log.Error("shutting down with calls still in flight", "err", err)
+		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
 	}
-	if err := g.journal.close(ctx); err != nil {
-		return err
-	}
-	return nil
+	return errors.Join(drainErr, g.journal.close(ctx))
 }
+
+// ErrCallsInFlight is returned by [Gate.Close] when calls were still in
+// flight at its deadline.
+var ErrCallsInFlight = errors.New("gate: closed with calls still in flight")

@@ -146,7 +146,7 @@ func serveHTTP(ctx context.Context, cfg *config, a *app, l *httpListener, logger
 	}
 	grace := cfg.graceDuration()
 	logger.Info("shutting down: finishing the calls in flight", "reason", context.Cause(ctx), "grace", grace)
-	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
+	drainCtx, cancel := context.WithDeadline(context.Background(), a.beginShutdown(grace)) // closing the service shares it
 	defer cancel()
 	_ = a.svc.Drain(drainCtx)
 	if err := srv.Shutdown(drainCtx); err != nil {

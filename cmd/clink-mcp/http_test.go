@@ -413,3 +413,43 @@ func TestHTTPASecondSignalEndsTheDrain(t *testing.T) {
 	}
 	p.awaitKilled(t, "a second SIGTERM")
 }
+
+// TestHTTPExitSaysWhenACallOutlivesTheGrace: a call still at Clink when
+// the grace period ends is not waited for: its intent stays open (the
+// next start resolves it as outcome_unknown), and the exit code and the
+// last line say so, within one grace period (the drain and the closing
+// share it).
+func TestHTTPExitSaysWhenACallOutlivesTheGrace(t *testing.T) {
+	clink := newGatedClink(t)
+	defer clink.release()
+	policyFile := policyWithStore(t)
+	p := startHTTP(t, []string{
+		"CLINK_API_KEY=" + sandbox.DefaultAPIKey, "CLINK_ENV=sandbox",
+		"CLINK_BASE_URL=" + clink.url, "CLINK_POLICY=" + policyFile, "CLINK_SHUTDOWN_GRACE=1s",
+	})
+	c := p.mcpClient(t, "")
+	go func() { _, _, _ = callTool(t, c, "12.5") }()
+	clink.awaitPOSTs(t, 1, 15*time.Second)
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("exit after SIGTERM with a call at Clink past the grace: %v, want exit code 1\n%s", err, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still running 30 s after SIGTERM")
+	}
+	if took := time.Since(start); took > 1900*time.Millisecond {
+		t.Errorf("exit %v after SIGTERM with a grace of 1s; want one grace period (the drain and the closing share it)", took)
+	}
+	if !strings.Contains(p.stderr.String(), "shut down without recording every call's outcome") {
+		t.Errorf("stderr does not say a call's outcome was not recorded:\n%s", p.stderr.String())
+	}
+	if code, out, errOut := auditVerify(t, policyFile); code != 1 || !strings.Contains(out+errOut, "1 left by a server that stopped mid-call") {
+		t.Errorf("audit verify: exit %d\n%s%s", code, out, errOut)
+	}
+}

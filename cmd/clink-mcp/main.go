@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -121,7 +122,7 @@ var errFailed = errors.New("failed")
 
 // serveCommand serves MCP over stdio until stdin ends or ctx is cancelled,
 // or over streamable HTTP (--http) until ctx is cancelled.
-func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	cfg, rest, err := parseConfig("clink-mcp serve", args, getenv, stdout, printUsage)
 	if err != nil {
 		return err
@@ -151,7 +152,12 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer func() {
+		// A call whose outcome is not on record makes the exit say so.
+		if cerr := a.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("shut down without recording every call's outcome (%v): their intents stay open, and the next start resolves them as outcome_unknown; check them in the Clink dashboard", cerr)
+		}
+	}()
 	if cfg.sandbox {
 		fmt.Fprintln(stderr, "clink-mcp: serving against the built-in sandbox: sessions are simulated, nothing is charged.")
 	}
@@ -180,7 +186,7 @@ func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdou
 		select {
 		case <-ctx.Done():
 			logger.Info("shutting down: finishing the calls in flight", "reason", context.Cause(ctx), "grace", grace)
-			drainCtx, cancel := context.WithTimeout(context.Background(), grace)
+			drainCtx, cancel := context.WithDeadline(context.Background(), a.beginShutdown(grace))
 			defer cancel()
 			_ = a.svc.Drain(drainCtx)
 			_ = conn.Wait(drainCtx)
@@ -215,7 +221,22 @@ type app struct {
 	sandbox    *sandbox.Server // nil unless built in
 	svc        *service.Service
 	mcp        *server.MCPServer // the server's own policy's, for stdio
-	close      func()
+	// close closes the service (landing what the journal holds), the store
+	// and the sandbox, by shutdownBy when it is set, else within the grace
+	// period. It reports what was not recorded.
+	close func() error
+	// shutdownBy is the end (Unix nanoseconds) of the grace period of a
+	// shutdown under way, 0 before one: closing shares it rather than
+	// starting another. Set by beginShutdown, from the goroutine that
+	// handles the signal.
+	shutdownBy atomic.Int64
+}
+
+// beginShutdown starts the grace period of a shutdown and returns its end.
+func (a *app) beginShutdown(grace time.Duration) time.Time {
+	by := time.Now().Add(grace)
+	a.shutdownBy.Store(by.UnixNano())
+	return by
 }
 
 // newApp wires everything from cfg, under pol when it is not nil. Otherwise
@@ -237,7 +258,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		return nil, errors.New("nothing to serve: no Clink API key and no policy file. To try it, run with --sandbox (the built-in sandbox: no account, nothing is charged), or run clink-mcp demo. " +
 			"To serve Clink, set CLINK_API_KEY (or --api-key-file, CLINK_API_KEY_FILE) and a policy file (--policy, CLINK_POLICY)")
 	}
-	a := &app{env: env, policy: pol, close: func() {}}
+	a := &app{env: env, policy: pol, close: func() error { return nil }}
 	switch {
 	case pol != nil:
 	case cfg.policyPath != "":
@@ -352,16 +373,23 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	}
 	a.mcp = a.svc.MCPServer()
 	closeSandbox := a.close
-	a.close = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.graceDuration())
+	a.close = func() error {
+		by := time.Now().Add(cfg.graceDuration())
+		if n := a.shutdownBy.Load(); n != 0 {
+			by = time.Unix(0, n)
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), by)
 		defer cancel()
-		if err := a.svc.Close(ctx); err != nil {
+		err := a.svc.Close(ctx)
+		if err != nil {
 			logger.Error("closing the journal", "err", err)
 		}
-		if err := st.Close(); err != nil {
-			logger.Error("closing the store", "err", err)
+		if serr := st.Close(); serr != nil {
+			logger.Error("closing the store", "err", serr)
+			err = errors.Join(err, serr)
 		}
-		closeSandbox()
+		_ = closeSandbox()
+		return err
 	}
 	// Calls left open by a server that stopped mid-call are resolved now,
 	// so that identical retries get their outcome at once.
