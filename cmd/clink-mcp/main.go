@@ -134,6 +134,12 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
+	if _, err := cfg.stdioWorkers(); err != nil {
+		// Checked before anything is wired, like every setting, and
+		// over HTTP too, where it has no use: a bad value is named wherever
+		// it is set.
+		return err
+	}
 	var listener *httpListener
 	if cfg.httpAddr != "" {
 		// The address and TLS files are checked before anything is wired,
@@ -143,9 +149,6 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 		}
 		defer listener.Close()
 	} else if err := cfg.checkStdioOnly(); err != nil {
-		return err
-	} else if _, err := cfg.stdioWorkers(); err != nil {
-		// Checked before anything is wired, like every setting.
 		return err
 	}
 	a, err := newApp(cfg, logger, nil)

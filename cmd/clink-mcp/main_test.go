@@ -126,6 +126,8 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 			[]string{`shutdown-delay (CLINK_SHUTDOWN_DELAY): "-5s" is not a duration`}, nil},
 		{"a bad stdio worker count is named before anything is wired", nil, []string{"--sandbox", "--stdio-workers", "0"},
 			[]string{`stdio-workers (CLINK_STDIO_WORKERS): "0" is not a number from 1 to 100`}, nil},
+		{"a bad stdio worker count is named over HTTP too", nil, []string{"--sandbox", "--http", "127.0.0.1:0", "--stdio-workers", "bogus"},
+			[]string{`stdio-workers (CLINK_STDIO_WORKERS): "bogus" is not a number from 1 to 100`}, nil},
 		{"an argument to serve is refused", nil, []string{"serve", "--sandbox", "now"},
 			[]string{`serve takes no arguments, got "now"`}, nil},
 		{"a principals file over stdio is refused", nil, []string{"--sandbox", "--principals", badPrincipals},
