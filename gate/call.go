@@ -60,7 +60,7 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,
 			Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."})
 	}
-	defer g.inFlight.Done()
+	defer g.leave()
 
 	var (
 		held      *state.Held

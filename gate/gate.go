@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
@@ -155,6 +156,7 @@ type Gate struct {
 	mu        sync.Mutex
 	closing   bool
 	inFlight  sync.WaitGroup
+	active    atomic.Int64  // the calls inFlight counts, for Drain to read
 	drained   chan struct{} // closed when closing and nothing is in flight
 
 	lastSweep time.Time // of orphaned intents, under mu
@@ -316,7 +318,14 @@ func (g *Gate) enter() bool {
 		return false
 	}
 	g.inFlight.Add(1)
+	g.active.Add(1)
 	return true
+}
+
+// leave ends a call enter admitted.
+func (g *Gate) leave() {
+	g.active.Add(-1)
+	g.inFlight.Done()
 }
 
 // Drain stops taking new calls (they are refused with
@@ -336,6 +345,12 @@ func (g *Gate) Drain(ctx context.Context) error {
 	case <-drained:
 		return nil
 	case <-ctx.Done():
+		// Both may be ready (a ctx already done, calls all ended before
+		// the goroutine above closed drained): only calls still running
+		// make it an error.
+		if g.active.Load() == 0 {
+			return nil
+		}
 		return ctx.Err()
 	}
 }

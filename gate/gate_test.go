@@ -762,6 +762,22 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the store panics after an unknown outcome landed", func(t *testing.T) {
+		// Not a creation: the intent this process held is closed, so the
+		// write landed, and is not appended again.
+		mem := memory(t)
+		f := newFixture(t, &panicAfterComplete{Store: mem}, "acct")
+		f.fake.err = fmt.Errorf("%w: reset", clink.ErrOutcomeUnknown)
+		if res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")); res.Code != policy.CodeOutcomeUnknown {
+			t.Fatalf("result %s %q, want outcome_unknown", res.Code, res.Text)
+		}
+		if err := f.g.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := outcomes(t, mem); len(got) != 1 || got[0] != string(policy.CodeOutcomeUnknown) {
+			t.Errorf("outcome records %v, want [outcome_unknown]", got)
+		}
+	})
 	t.Run("the store panics before writing a hold's resolution", func(t *testing.T) {
 		// A hold that failed, not committed, leaves no intent: the retry
 		// after the panic finds none open and still appends the record.
@@ -825,4 +841,34 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 			t.Error("the observer's panic is not in the log")
 		}
 	})
+}
+
+// Close reports calls in flight only when there are some: with none, a
+// deadline already past is no error (Drain's select could pick either
+// ready case), and with one held at Clink it is ErrCallsInFlight.
+func TestCloseReportsCallsInFlightOnlyWhenThereAreSome(t *testing.T) {
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 100 {
+		f := newFixture(t, memory(t), "acct")
+		if i%2 == 1 { // one call that has ended
+			if res := f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")); res.Code != policy.CodeCreated {
+				t.Fatal(res.Text)
+			}
+		}
+		if err := f.g.Close(expired); err != nil {
+			t.Fatalf("close %d with nothing in flight: %v", i, err)
+		}
+	}
+	f := newFixture(t, memory(t), "acct")
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	o := f.fake.order(t, "10", "a@example.com")
+	done := make(chan *Result, 1)
+	go func() { done <- f.g.Create(context.Background(), "", o) }()
+	<-f.fake.started
+	if err := f.g.Close(expired); !errors.Is(err, ErrCallsInFlight) {
+		t.Errorf("close with a call at Clink: %v, want ErrCallsInFlight", err)
+	}
+	close(f.fake.release)
+	<-done
 }

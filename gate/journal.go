@@ -58,10 +58,13 @@ type pendingWrite struct {
 // failed this write: the write is kept and retried like any other, never
 // lost with the goroutine that made it. The panic may have come after the
 // write landed (a store wrapper's bug), so a completion is retried only
-// if its intent is still open. Once it is closed, by this write or by
-// whatever else recorded an outcome of the call, a session's creation is
-// looked up by its session, and not recorded twice; any other record is
-// appended, at worst twice (as a lone record's retry may be), never lost.
+// if its intent is still open. Once it is closed: a session's creation is
+// looked up by its session, and appended only if it is not on record; a
+// completion of an intent this process held is taken to have landed (only
+// its write closes it while the process lives: another resolves it only
+// once its owner is gone); a resolution (orAppend), whose intent may never
+// have been committed, is appended, at worst twice (as a lone record's
+// retry may be), never lost.
 func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -87,6 +90,9 @@ func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 		if landed, err := j.sessionOnRecord(ctx, w.record); err != nil || landed {
 			return err
 		}
+		if !w.orAppend && !isCreation(w.record) {
+			return nil
+		}
 		return j.store.AppendAudit(ctx, w.record)
 	case w.orAppend:
 		return j.store.AppendAudit(ctx, w.record)
@@ -94,10 +100,15 @@ func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	return err
 }
 
+// isCreation reports whether rec records that Clink created a session.
+func isCreation(rec *state.AuditRecord) bool {
+	return rec.Kind == state.KindOutcome && rec.Decision == string(policy.CodeCreated) && rec.SessionID != ""
+}
+
 // sessionOnRecord reports whether rec records a session's creation that the
 // trail already holds.
 func (j *journal) sessionOnRecord(ctx context.Context, rec *state.AuditRecord) (bool, error) {
-	if rec.Kind != state.KindOutcome || rec.Decision != string(policy.CodeCreated) || rec.SessionID == "" {
+	if !isCreation(rec) {
 		return false, nil
 	}
 	tool, err := j.store.SessionTool(ctx, rec.SessionID, rec.Caller)
