@@ -119,20 +119,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 			fs.StringVar(p, s.flag, def, s.usage)
 		}
 	}
-	for _, a := range args {
-		// Before Parse, whose errors quote what they refuse: a key given
-		// as a flag's value, or as a stray argument, is named, not shown.
-		if !looksLikeAPIKey(a) {
-			continue
-		}
-		if name, _, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); ok && strings.HasPrefix(a, "-") {
-			for _, s := range settings {
-				if s.flag == name {
-					return nil, nil, misplacedKey(s)
-				}
-			}
-		}
-		return nil, nil, errors.New("an argument looks like a Clink API key, which is never given on the command line, where other users and logs can see it (the argument is not shown): set CLINK_API_KEY, or --api-key-file (CLINK_API_KEY_FILE) with the path of a file holding it")
+	if err := screenArgs(args); err != nil { // run screens them too; tests call this alone
+		return nil, nil, err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -146,10 +134,32 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 	return c, fs.Args(), nil
 }
 
-// looksLikeAPIKey reports whether s is shaped like a Clink API key (sk_test_
-// or sk_prod_, then letters and digits): a value no setting but the key
-// takes, and that an error must not repeat. A path (with a / or a .) is
-// not: ./sk_test_key names a file.
+// screenArgs refuses a command line holding what looks like a Clink API
+// key, naming the flag it was given to (if any) but never showing it:
+// commands quote their arguments in errors ("unknown command", "no
+// approval ...", flag parsing).
+func screenArgs(args []string) error {
+	for _, a := range args {
+		if !looksLikeAPIKey(a) {
+			continue
+		}
+		if name, _, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); ok && strings.HasPrefix(a, "-") {
+			for _, s := range settings {
+				if s.flag == name {
+					return misplacedKey(s)
+				}
+			}
+		}
+		return errors.New("an argument looks like a Clink API key, which is never given on the command line, where other users and logs can see it (the argument is not shown): set CLINK_API_KEY, or --api-key-file (CLINK_API_KEY_FILE) with the path of a file holding it")
+	}
+	return nil
+}
+
+// looksLikeAPIKey reports whether s is shaped like a Clink API key: sk_test_
+// or sk_prod_, then printable characters with no space, / or . in them. It
+// is a value no setting but the key takes, and that an error must not
+// repeat. A path (with a / or a .) is not, nor the name of a file that
+// exists (--api-key-file sk_test_key).
 func looksLikeAPIKey(s string) bool {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '='); i >= 0 && strings.HasPrefix(s, "-") {
@@ -159,9 +169,11 @@ func looksLikeAPIKey(s string) bool {
 	if !ok {
 		rest, ok = strings.CutPrefix(s, "sk_prod_")
 	}
-	return ok && rest != "" && !strings.ContainsFunc(rest, func(r rune) bool {
-		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_')
-	})
+	if !ok || rest == "" || strings.ContainsFunc(rest, func(r rune) bool { return r <= ' ' || r > '~' || r == '/' || r == '.' }) {
+		return false
+	}
+	_, err := os.Stat(s)
+	return err != nil
 }
 
 // misplacedKey is the error for setting s given what looks like an API key.

@@ -72,6 +72,11 @@ func notifyContext() (ctx context.Context, stop func()) {
 // run is the whole program behind main, with its environment passed in so
 // tests can call it. It returns the exit code; an error is one line on stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// Before any command can quote an argument in its error.
+	if err := screenArgs(args); err != nil {
+		fmt.Fprintf(stderr, "clink-mcp: %v\n", err)
+		return 1
+	}
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -388,8 +393,8 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 			logger.Error("closing the journal", "err", err)
 		}
 		if serr := st.Close(); serr != nil {
+			// Logged, not an unrecorded call: what was written stays.
 			logger.Error("closing the store", "err", serr)
-			err = errors.Join(err, serr)
 		}
 		_ = closeSandbox()
 		return err

@@ -104,6 +104,14 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 			[]string{"policy (CLINK_POLICY): its value looks like a Clink API key"}, []string{"sk_prod_abcdef123"}},
 		{"a key as an argument to serve is refused, not shown", nil, []string{"serve", "sk_prod_abcdef123"},
 			[]string{"an argument looks like a Clink API key"}, []string{"sk_prod_abcdef123"}},
+		{"a key as a command is refused, not shown", nil, []string{"sk_test_Abc123secret"},
+			[]string{"an argument looks like a Clink API key"}, []string{"sk_test_Abc123secret"}},
+		{"a key as an approval ID is refused, not shown", nil, []string{"approvals", "approve", "sk_test_Abc123secret", "--by", "me"},
+			[]string{"an argument looks like a Clink API key"}, []string{"sk_test_Abc123secret"}},
+		{"a key as a policy file to check is refused, not shown", nil, []string{"policy", "check", "sk_prod_Abc123secret"},
+			[]string{"an argument looks like a Clink API key"}, []string{"sk_prod_Abc123secret"}},
+		{"a key with a dash as a flag's value is named by the flag, not shown", nil, []string{"--env=sk_test_Abc-123"},
+			[]string{"env (CLINK_ENV): its value looks like a Clink API key"}, []string{"sk_test_Abc-123"}},
 		{"a path holding a key's prefix is a path", nil, []string{"--policy", filepath.Join(dir, "sk_test_dir", "p.yaml")},
 			[]string{"policy (CLINK_POLICY): ", "sk_test_dir"}, []string{"looks like a Clink API key"}},
 		{"the sandbox with a production key is refused", map[string]string{"CLINK_API_KEY": "sk_prod_abcdefghij"}, []string{"--sandbox"},
@@ -545,4 +553,23 @@ func startPiped(tb testing.TB, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.R
 		tb.Fatal(err)
 	}
 	return stdin, stdout, stderr
+}
+
+// A file in the working directory whose bare name starts like a key is a
+// file: it exists, so --api-key-file reads it rather than refusing it.
+func TestAKeyFileNamedLikeAKeyIsRead(t *testing.T) {
+	policy, err := filepath.Abs("../../tools/testdata/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	if err := os.WriteFile(filepath.Join(dir, "sk_test_named"), []byte("sk_test_abc def\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, nil, "--policy", policy, "--api-key-file", "sk_test_named")
+	if code != 1 || !strings.Contains(stderr, "api-key-file (CLINK_API_KEY_FILE): API key contains spaces") || strings.Contains(stderr, "looks like a Clink API key") {
+		t.Errorf("exit %d, stderr %q; want the file read (its key refused for its space)", code, stderr)
+	}
 }

@@ -499,7 +499,8 @@ const auditFormat = 2
 // (decimal), Time (UTC, [time.RFC3339Nano]), Kind, Call, Caller, Tool,
 // Decision, Amount, Currency, Amounts, EmailMasked, EmailHash,
 // CustomerIDHash, ReferenceHash, Reservation, SessionID, Duration (decimal nanoseconds) and
-// PrevHash. Format 1 (Format 0 or 1): the domain tag "clink-mcp/audit/v1",
+// PrevHash. Format 1 (and 0, which it hashes alike but [VerifyAudit]
+// refuses, no store having written it): the domain tag "clink-mcp/audit/v1",
 // Seq, Time, Tool, Decision, Amount, Currency, EmailMasked, EmailHash,
 // SessionID, Duration and PrevHash. Length prefixes make it unambiguous: no
 // two different records encode alike, whatever bytes their strings hold.
