@@ -271,7 +271,8 @@ type parsedEnvelope struct {
 }
 
 // parseEnvelope decodes body as exactly one JSON object in Clink's envelope. A truncated body
-// yields io.ErrUnexpectedEOF.
+// yields io.ErrUnexpectedEOF. Data after the object yields errTrailingData with the object's
+// envelope, whose code may still tell a server fault.
 func parseEnvelope(body []byte) (parsedEnvelope, error) {
 	var env envelope
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -281,8 +282,9 @@ func parseEnvelope(body []byte) (parsedEnvelope, error) {
 		}
 		return parsedEnvelope{}, err
 	}
+	var trailing error
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return parsedEnvelope{}, errTrailingData
+		trailing = errTrailingData
 	}
 	p := parsedEnvelope{data: env.Data}
 	if len(env.Code) > 0 && string(env.Code) != "null" {
@@ -303,7 +305,7 @@ func parseEnvelope(body []byte) (parsedEnvelope, error) {
 	if len(env.Msg) > 0 && env.Msg[0] == '"' {
 		_ = json.Unmarshal(env.Msg, &p.msg) // a string that decoded as part of valid JSON
 	}
-	return p, nil
+	return p, trailing
 }
 
 var (
@@ -326,12 +328,13 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 	if !ok2xx {
 		e.kind = kindHTTP
 		fault := status >= 500
-		if perr == nil && env.hasCode {
+		if env.hasCode && (perr == nil || errors.Is(perr, errTrailingData)) {
 			e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
 			// Clink's own word outweighs the status, but for a 429: a refusal
 			// before the request was taken on (see the package doc).
 			fault = fault || status != http.StatusTooManyRequests && Code(env.code).ServerFault()
-		} else {
+		}
+		if perr != nil {
 			e.body = describeBody(contentType, body, perr)
 			e.Excerpt = excerpt(body, c.key)
 		}

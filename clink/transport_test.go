@@ -291,3 +291,17 @@ func TestTheSandboxTransportClosesTheConnectionOnAFault(t *testing.T) {
 		t.Errorf("the sandbox received %d requests, want 1", n)
 	}
 }
+
+// A 4xx whose envelope says 500 is an unknown outcome even with data after
+// the envelope: the code is read from the object that is there.
+func TestA4xxWithAServerFaultCodeAndTrailingDataIsAnUnknownOutcome(t *testing.T) {
+	for _, body := range []string{`{"code":500,"msg":"internal error","data":null}`, `{"code":500,"msg":"internal error","data":null}{}`} {
+		srv := httptest.NewServer(replyWith(http.StatusBadRequest, "application/json", body))
+		c := newClient(t, srv.URL, clink.WithMaxAttempts(1))
+		_, err := c.CreateAgentPaymentSession(t.Context(), agentRequest(t))
+		if !errors.Is(err, clink.ErrOutcomeUnknown) {
+			t.Errorf("HTTP 400 with %s: err = %v, want ErrOutcomeUnknown", body, err)
+		}
+		srv.Close()
+	}
+}
