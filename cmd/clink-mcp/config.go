@@ -119,9 +119,6 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 			fs.StringVar(p, s.flag, def, s.usage)
 		}
 	}
-	if err := screenArgs(args); err != nil { // run screens them too; tests call this alone
-		return nil, nil, err
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
@@ -137,7 +134,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 // screenArgs refuses a command line holding what looks like a Clink API
 // key, naming the flag it was given to (if any) but never showing it:
 // commands quote their arguments in errors ("unknown command", "no
-// approval ...", flag parsing).
+// approval ...", flag parsing). run calls it before any command.
 func screenArgs(args []string) error {
 	for _, a := range args {
 		if !looksLikeAPIKey(a) {
