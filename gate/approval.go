@@ -172,7 +172,9 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	by := clientDecider + c.caller
 	a, err := g.store.DecideApproval(ctx, now, st.ID, ans.Accept, by, now.Add(timeout))
 	switch {
-	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalExpired:
+	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && (a.State == state.ApprovalExpired || a.State == state.ApprovalDenied):
+		// Expired, or denied (by an operator while the user was asked):
+		// the answer changes nothing, and the call is told which.
 		return "", decidedResult(a)
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalApproved:
 		// An operator approved it while the user was being asked: the

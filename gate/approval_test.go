@@ -286,6 +286,33 @@ func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
 	}
 }
 
+// A user's answer after an operator denied the payment is told the denial,
+// not that the answer was used already (which sent the agent to ask
+// again, only to be denied).
+func TestAnAnswerAfterTheOperatorDenied(t *testing.T) {
+	for _, accept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("accept=%v", accept), func(t *testing.T) {
+			st := memory(t)
+			g, _ := newGate(t, approvalPolicy, "", st)
+			fake := &clinkFake{}
+			q := ask(t, g, fake, "agent", "250", nil).Question
+			if q == nil {
+				t.Fatal("no question")
+			}
+			if _, err := DecideApproval(context.Background(), st, q.ApprovalID, false, "ops"); err != nil {
+				t.Fatal(err)
+			}
+			res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: accept})
+			if res.Code != policy.CodeApprovalDenied || !strings.Contains(res.Text, "an operator denied this payment") {
+				t.Errorf("the user's answer after the denial = %s %q, want approval_denied", res.Code, res.Text)
+			}
+			if n := fake.calls.Load(); n != 0 {
+				t.Errorf("%d calls reached Clink, want none", n)
+			}
+		})
+	}
+}
+
 func TestADeclineRefusesAndReleases(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
