@@ -228,6 +228,32 @@ func DecideApproval(ctx context.Context, st state.Approvals, id string, approve 
 	return st.DecideApproval(ctx, now, id, approve, OperatorDecider+by, now.Add(max(a.ExpiresAt.Sub(a.RequestedAt), time.Minute)))
 }
 
+// MaxApprovalsListed is the most approvals [ListApprovals] lists at once.
+const MaxApprovalsListed = 10000
+
+// ListApprovals lists the approvals of st in the given states (every state
+// when none), newest request first, at most limit of them (100 when limit
+// <= 0), and says whether more matched. It first expires those past their
+// time, as a running server's sweep does every few seconds: with no server
+// running, or between two sweeps, an approval is never shown pending (or
+// approved) past its expiry.
+func ListApprovals(ctx context.Context, st state.Approvals, states []string, limit int) (list []state.Approval, more bool, err error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, MaxApprovalsListed)
+	if _, err := st.ExpireApprovals(ctx, time.Now()); err != nil {
+		return nil, false, err
+	}
+	if list, err = st.ListApprovals(ctx, states, limit+1); err != nil {
+		return nil, false, err
+	}
+	if len(list) > limit {
+		return list[:limit], true, nil
+	}
+	return list, false, nil
+}
+
 // expireApprovals gives back the reservations of approvals nobody decided
 // or used in time. The clock beat runs it.
 func (g *Gate) expireApprovals(ctx context.Context) {

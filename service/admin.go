@@ -3,7 +3,9 @@ package service
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/gate"
@@ -55,7 +57,16 @@ func (s *Service) adminHandler() http.Handler {
 		if r.URL.Query().Get("all") == "" {
 			states = []string{state.ApprovalPending, state.ApprovalApproved}
 		}
-		list, err := s.store.ListApprovals(r.Context(), states, 0)
+		limit := 100
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > gate.MaxApprovalsListed {
+				plain(w, http.StatusBadRequest, fmt.Sprintf("limit must be a number from 1 to %d", gate.MaxApprovalsListed))
+				return
+			}
+			limit = n
+		}
+		list, more, err := gate.ListApprovals(r.Context(), s.store, states, limit)
 		if err != nil {
 			s.log.ErrorContext(r.Context(), "admin: listing approvals failed", "err", err)
 			plain(w, http.StatusServiceUnavailable, "the store does not answer")
@@ -65,7 +76,7 @@ func (s *Service) adminHandler() http.Handler {
 		for i := range list {
 			out = append(out, approvalOf(&list[i]))
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+		writeJSON(w, http.StatusOK, map[string]any{"approvals": out, "more": more})
 	})
 	decide := func(approve bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {

@@ -311,3 +311,36 @@ func TestThePendingAnswerNamesTheWayAnOperatorDecides(t *testing.T) {
 type unwrappable struct{ state.Store }
 
 func (u unwrappable) Unwrap() state.Store { return u.Store }
+
+// GET /admin/approvals lists the newest ?limit=N (100 by default) and says
+// whether older ones were left out; a limit out of range is a 400.
+func TestTheAdminListSaysWhenItLeavesSomeOut(t *testing.T) {
+	f := approvalsFixture(t)
+	agent := f.client("agent", "")
+	for i := range 3 {
+		text, _ := call(t, agent, policy.ToolAgentPaymentSession, fmt.Sprintf(`{"customerEmail":"c%d@example.com","amount":250,"currency":"USD"}`, i))
+		if !strings.Contains(text, "approval_required") {
+			t.Fatalf("call %d = %s, want pending", i, text)
+		}
+	}
+	ops := map[string]string{"Authorization": "Bearer " + f.tokens["ops"]}
+	for _, tc := range []struct {
+		query string
+		n     int
+		more  bool
+	}{{"", 3, false}, {"?limit=2", 2, true}, {"?limit=3", 3, false}} {
+		code, _, body := f.get("GET", "/admin/approvals"+tc.query, nil, ops)
+		var list struct {
+			Approvals []struct{ ID string }
+			More      bool
+		}
+		if err := json.Unmarshal([]byte(body), &list); code != http.StatusOK || err != nil || len(list.Approvals) != tc.n || list.More != tc.more {
+			t.Errorf("GET /admin/approvals%s = %d %s (%v); want %d approvals, more %v", tc.query, code, body, err, tc.n, tc.more)
+		}
+	}
+	for _, bad := range []string{"?limit=0", "?limit=x", "?limit=10001"} {
+		if code, _, body := f.get("GET", "/admin/approvals"+bad, nil, ops); code != http.StatusBadRequest {
+			t.Errorf("GET /admin/approvals%s = %d %s, want 400", bad, code, body)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,7 +14,7 @@ import (
 	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
-const approvalsUsage = "usage: clink-mcp approvals list [--all] | approve ID --by NAME | deny ID --by NAME  [--policy FILE]"
+const approvalsUsage = "usage: clink-mcp approvals list [--all] [--limit N] | approve ID --by NAME | deny ID --by NAME  [--policy FILE]"
 
 // approvalsCommand is "clink-mcp approvals": an operator lists the
 // payments waiting for approval, and approves or denies one, on the
@@ -27,7 +28,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	}
 	sub, args := args[0], args[1:]
 	var id, by string
-	all := false
+	all, limit := false, 100
 	var rest []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -42,6 +43,20 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 			_, by, _ = strings.Cut(a, "=")
 		case a == "--all" || a == "-all":
 			all = true
+		case sub == "list" && (a == "--limit" || a == "-limit" || strings.HasPrefix(a, "--limit=") || strings.HasPrefix(a, "-limit=")):
+			v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "limit=")
+			if !ok {
+				if i+1 >= len(args) {
+					return errors.New("approvals list: --limit needs a number")
+				}
+				v = args[i+1]
+				i++
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > gate.MaxApprovalsListed {
+				return fmt.Errorf("approvals list: --limit %q is not a number from 1 to %d", v, gate.MaxApprovalsListed)
+			}
+			limit = n
 		case !strings.HasPrefix(a, "-") && id == "" && sub != "list":
 			id = a
 		case takesValue(a) && i+1 < len(args):
@@ -83,9 +98,12 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 		if !all {
 			states = []string{state.ApprovalPending, state.ApprovalApproved}
 		}
-		list, err := st.ListApprovals(ctx, states, 0)
+		list, more, err := gate.ListApprovals(ctx, st, states, limit)
 		if err != nil {
 			return fmt.Errorf("approvals list: %v", err)
+		}
+		if more {
+			defer fmt.Fprintf(stdout, "(only the %d newest are shown; older ones, the first to expire, are left out: --limit N shows more)\n", limit)
 		}
 		if len(list) == 0 {
 			fmt.Fprintf(stdout, "no approvals waiting in %s\n", so.where)

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -21,6 +23,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/gate"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
 
@@ -308,5 +312,83 @@ func TestStdioALateAnswerToTheQuestionIsDropped(t *testing.T) {
 	}
 	if n := clink.POSTs(); n != 0 {
 		t.Errorf("%d creates reached Clink, want none", n)
+	}
+}
+
+// approvalsStore writes a policy (approval above 100 USD, 15m) with a
+// SQLite store, makes n calls needing approval on a gate whose clock is at
+// at, stops, and returns the policy's path.
+func approvalsStore(t *testing.T, n int, at time.Time) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	data := "version: 1\ncurrencies:\n  USD: { max_amount: 500, approve_above: 100 }\napprovals: { timeout: 15m }\n" +
+		"store: { path: " + filepath.Join(dir, "state.db") + " }\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.OpenSQLite(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gate.New(gate.Config{Policy: p, Store: st, Secret: bytes.Repeat([]byte{7}, gate.MinSecretLen), Account: "acct",
+		Clock: func() time.Time { return at }})
+	for i := range n {
+		m, err := policy.ParseMoney("250", "USD")
+		if err != nil {
+			t.Fatal(err)
+		}
+		email := fmt.Sprintf("c%d@example.com", i)
+		res := g.Create(context.Background(), "", &gate.Order{
+			Request:     policy.Request{Tool: policy.ToolAgentPaymentSession, Amount: m, CustomerEmail: email},
+			Fingerprint: []byte(email),
+			Commit:      func(context.Context) (*gate.Created, error) { return nil, errors.New("reached Clink") },
+		})
+		if res.Code != policy.CodeApprovalRequired {
+			t.Fatalf("call %d = %s %q", i, res.Code, res.Text)
+		}
+	}
+	if err := g.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// With no server running to sweep them, an approval past its time is
+// expired when listed, not shown pending (and its reservation released,
+// as the sweep would).
+func TestApprovalsListExpiresWhatIsPastItsTime(t *testing.T) {
+	path := approvalsStore(t, 1, time.Now().Add(-time.Hour))
+	code, out, errOut := runCmd(t, nil, "approvals", "list", "--policy", path)
+	if code != 0 || strings.Contains(out, "pending") || !strings.Contains(out, "no approvals waiting") {
+		t.Errorf("approvals list an hour after the approval expired: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCmd(t, nil, "approvals", "list", "--all", "--policy", path)
+	if code != 0 || !strings.Contains(out, " expired ") {
+		t.Errorf("approvals list --all: exit %d, want the approval expired\n%s%s", code, out, errOut)
+	}
+}
+
+// More approvals than the listing shows: the newest are listed, and a last
+// line says older ones were left out; --limit shows more.
+func TestApprovalsListSaysWhenItLeavesSomeOut(t *testing.T) {
+	path := approvalsStore(t, 4, time.Now())
+	code, out, errOut := runCmd(t, nil, "approvals", "list", "--limit", "3", "--policy", path)
+	if code != 0 || strings.Count(out, " pending ") != 3 || !strings.Contains(out, "only the 3 newest are shown") {
+		t.Errorf("approvals list --limit 3 of 4: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCmd(t, nil, "approvals", "list", "--limit=4", "--policy", path)
+	if code != 0 || strings.Count(out, " pending ") != 4 || strings.Contains(out, "only the") {
+		t.Errorf("approvals list --limit=4 of 4: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, nil, "approvals", "list", "--limit", "0", "--policy", path); code != 1 || !strings.Contains(errOut, "--limit \"0\" is not a number from 1 to 10000") {
+		t.Errorf("approvals list --limit 0: exit %d, %s", code, errOut)
 	}
 }

@@ -38,10 +38,11 @@ else the SQLite file at the store.path of the policy file (--policy,
 CLINK_POLICY), else the default path. The server's other flags are accepted
 too (see clink-mcp help).
 `),
-	"approvals": usageText(`Usage: clink-mcp approvals list [--all] | approve ID --by NAME | deny ID --by NAME  [--policy FILE]
+	"approvals": usageText(`Usage: clink-mcp approvals list [--all] [--limit N] | approve ID --by NAME | deny ID --by NAME  [--policy FILE]
 
   list [--all]            the payments waiting for a person's approval
-                          (--all: decided ones too)
+                          (--all: decided ones too), newest first, the
+                          100 newest unless --limit N (up to 10000)
   approve ID --by NAME    approve one: the agent's identical call then
                           creates it, within the policy's approvals.timeout
   deny ID --by NAME       deny one: its reservation is released
