@@ -70,12 +70,14 @@ const (
 // an owner of the intents it holds, with a lease in the database.
 //
 // Time comes from the database: windows, claim expiry, leases and
-// retention are judged by the database's clock (the time each transaction
-// began), never by the time a caller passes, so that no replica's clock
-// can stretch or erase a window. [PostgresClientClock] switches this off,
-// for tests only. A transaction that waits for a lock keeps the time it
-// began: it is still checked against every entry committed before it got
-// the lock, so no window ever holds more than its maximum.
+// retention are judged by the database's clock, never by the time a caller
+// passes, so that no replica's clock can stretch or erase a window.
+// [PostgresClientClock] switches this off, for tests only. A transaction
+// reads the time when it begins, and a hold reads it again once its
+// counters are locked, judging their windows and recording its entries at
+// that time: the holders of a counter see times that only go up, so none
+// judges by a time earlier than one that trimmed the counter before it got
+// the lock, and no window ever holds more than its maximum.
 //
 // Atomicity across replicas comes from row locks in READ COMMITTED
 // transactions, not from SERIALIZABLE: every transaction that reads or
@@ -103,7 +105,7 @@ const (
 // implicit transaction PostgreSQL makes of it. Hold and Complete, the two
 // writes of every call, each run in one round trip whose work is one
 // statement, a PL/pgSQL function (clink_hold, clink_complete: schema
-// migration 3) that also computes the audit record's hash: the rows every
+// migration 3; clink_hold as migration 5 redefined it) that also computes the audit record's hash: the rows every
 // call locks (the audit head, a global budget's counters) are held while
 // the database works, never across a client round trip. Every so many
 // calls, a sweep deletes what has expired, skipping the rows calls hold.
@@ -329,6 +331,12 @@ WHERE key = $1 AND CASE WHEN state = 2 THEN expires ELSE GREATEST(expires, at + 
 SELECT k, 0, 0, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
 	pqLockCounters = `SELECT key, total FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
 	pqExpire       = `WITH gone AS (DELETE FROM counter_entries WHERE key = $1 AND at <= clink_now($2) - $3 RETURNING amount)
+SELECT COALESCE(sum(amount), 0)::bigint FROM gone`
+	// pqLockedNow reads the database's clock once the counters are locked
+	// (see queueAdmit), and keeps it for pqExpireLocked, in the same batch.
+	pqLockedNow = `SELECT set_config('clink.locked_now', ((extract(epoch FROM clock_timestamp()) * 1000000000)::bigint)::text, true)::bigint`
+	// pqExpireLocked is pqExpire by the time pqLockedNow read.
+	pqExpireLocked = `WITH gone AS (DELETE FROM counter_entries WHERE key = $1 AND at <= current_setting('clink.locked_now')::bigint - $2 RETURNING amount)
 SELECT COALESCE(sum(amount), 0)::bigint FROM gone`
 	pqCounting      = `SELECT at, amount FROM counter_entries WHERE key = $1 AND at > $2 ORDER BY at`
 	pqInsertEntries = `INSERT INTO counter_entries (reservation, key, kind, at, amount)
@@ -1188,6 +1196,9 @@ func (p *Postgres) Reserve(ctx context.Context, at time.Time, limits []policy.Li
 type admission struct {
 	limits []policy.Limit
 	keys   []string
+	// t, when set, takes the time read once the counters were locked
+	// (pqLockedNow) as its now and clock.
+	t *pgTx
 }
 
 // queueAdmit queues the statements that create the missing counters of
@@ -1206,10 +1217,22 @@ func (t *pgTx) queueAdmit(b *pgx.Batch, limits []policy.Limit) admission {
 	}
 	b.Queue(pqEnsureCounters, keys)
 	b.Queue(pqLockCounters, keys)
-	for _, l := range limits {
-		b.Queue(pqExpire, l.Key, t.arg(t.clock), int64(l.Window))
+	if t.p.cfg.clientClock {
+		for _, l := range limits {
+			b.Queue(pqExpire, l.Key, t.arg(t.clock), int64(l.Window))
+		}
+		return admission{limits: limits, keys: keys}
 	}
-	return admission{limits: limits, keys: keys}
+	// In the database's time, the windows are judged, and the entries
+	// recorded, at the time the counters are held, not the time the
+	// transaction began: a transaction that waited for a lock must not
+	// judge by a time earlier than one that trimmed the counter meanwhile
+	// (migration 5 does the same in clink_hold).
+	b.Queue(pqLockedNow)
+	for _, l := range limits {
+		b.Queue(pqExpireLocked, l.Key, int64(l.Window))
+	}
+	return admission{limits: limits, keys: keys, t: t}
 }
 
 // read reads what queueAdmit queued: each counter's total, its expired
@@ -1237,6 +1260,13 @@ func (a admission) read(br pgx.BatchResults) (map[string]int64, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if a.t != nil {
+		var now int64
+		if err := br.QueryRow().Scan(&now); err != nil {
+			return nil, err
+		}
+		a.t.now, a.t.clock, a.t.known = now, now, true
 	}
 	for _, l := range a.limits {
 		var expired int64

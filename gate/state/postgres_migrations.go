@@ -386,6 +386,123 @@ END $$;
 -- redefines clink_hold must give it again (SET plan_cache_mode = ...).
 ALTER FUNCTION clink_hold SET plan_cache_mode = force_generic_plan;
 `},
+	{"holds judge windows by the time they hold their counters", `
+-- A hold judged its counters' windows by the time its transaction began.
+-- One that waited for a counter's lock, while a hold begun later trimmed
+-- the counter up to its own later time and committed, then missed the
+-- entries trimmed although still inside its own window: a rate limit of 1
+-- admitted two calls less than a window apart. Holds now read the time
+-- once their counters are locked: the holders of a counter see times that
+-- only go up. clink_hold is redefined so; the batched holds (Reserve,
+-- approvals) read it with pqLockedNow.
+CREATE OR REPLACE FUNCTION clink_hold(
+	c_key text, c_call text, c_fingerprint text, c_at bigint, c_window bigint, c_clock bigint, c_lease bigint,
+	l_keys text[], l_kinds smallint[], l_adds bigint[], l_maxes bigint[], l_windows bigint[],
+	h_now bigint, h_clock bigint, h_reservation text, h_owner text, h_keys text[], h_token text,
+	head bytea, body bytea,
+	r_format integer, r_time text, r_kind text, r_call text, r_caller text, r_tool text,
+	r_decision text, r_amount text, r_currency text, r_amounts text, r_email_masked text, r_email_hash text,
+	r_customer_id_hash text, r_reference_hash text, r_reservation text, r_session_id text, r_duration_ns bigint,
+	OUT o_state smallint, OUT o_fingerprint text, OUT o_claim_state smallint, OUT o_result bytea,
+	OUT o_limit integer, OUT o_used bigint, OUT o_now bigint, OUT o_clock bigint,
+	OUT a_seq bigint, OUT a_prev_hash text, OUT a_hash text)
+LANGUAGE plpgsql AS $$
+DECLARE
+	n integer := COALESCE(array_length(l_keys, 1), 0);
+	totals bigint[];
+	expired bigint;
+	changed boolean := false;
+BEGIN
+	o_state := 0;
+	o_now := clink_now(h_now);
+	o_clock := clink_now(h_clock);
+	IF c_key IS NOT NULL THEN
+		INSERT INTO claims AS c (key, call, fingerprint, at, expires, state, result)
+		VALUES (c_key, c_call, c_fingerprint, clink_now(c_at), clink_now(c_at) + c_window, 1, NULL)
+		ON CONFLICT (key) DO UPDATE SET call = excluded.call, fingerprint = excluded.fingerprint, at = excluded.at,
+			expires = excluded.expires, state = 1, result = NULL, waited = false
+		WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + c_lease) END <= clink_now(c_clock);
+		IF NOT FOUND THEN
+			SELECT c.fingerprint, c.state, c.result INTO o_fingerprint, o_claim_state, o_result
+				FROM claims AS c WHERE c.key = c_key;
+			o_state := 1;
+			RETURN;
+		END IF;
+	END IF;
+	IF n > 0 THEN
+		-- A counter a sweep deletes between its creation and its lock is
+		-- created again.
+		FOR attempt IN 1..10 LOOP
+			INSERT INTO counters (key, total, win, expires)
+				SELECT k, 0, 0, 0 FROM unnest(l_keys) AS k ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING;
+			SELECT array_agg(COALESCE(l.total, -1) ORDER BY v.i) INTO totals
+				FROM unnest(l_keys) WITH ORDINALITY AS v(key, i)
+				LEFT JOIN (SELECT c.key, c.total FROM counters AS c WHERE c.key = ANY(l_keys) ORDER BY c.key FOR UPDATE) AS l
+				ON l.key = v.key;
+			EXIT WHEN -1 <> ALL(totals);
+			IF attempt = 10 THEN
+				RAISE EXCEPTION 'counters keep vanishing under a sweep';
+			END IF;
+		END LOOP;
+		-- The counters held, their windows are judged by the time now, not
+		-- the time the transaction began: a hold that waited for a lock
+		-- must not judge by a time earlier than that of a hold that
+		-- trimmed the counters meanwhile. The entries are recorded at it.
+		IF h_clock IS NULL THEN
+			o_clock := (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint;
+			IF h_now IS NULL THEN
+				o_now := o_clock;
+			END IF;
+		END IF;
+		FOR i IN 1..n LOOP
+			WITH gone AS (DELETE FROM counter_entries AS e WHERE e.key = l_keys[i] AND e.at <= o_clock - l_windows[i] RETURNING e.amount)
+			SELECT COALESCE(sum(amount), 0) INTO expired FROM gone;
+			IF expired <> 0 THEN
+				totals[i] := totals[i] - expired;
+				changed := true;
+			END IF;
+		END LOOP;
+		FOR i IN 1..n LOOP
+			IF NOT (l_adds[i] <= l_maxes[i] AND totals[i] <= l_maxes[i] - l_adds[i]) THEN
+				o_state := 2;
+				o_limit := i - 1;
+				o_used := totals[i];
+				IF c_key IS NOT NULL THEN
+					-- The claim just taken: it replaced none but a dead one.
+					DELETE FROM claims AS c WHERE c.key = c_key AND c.call = c_call;
+				END IF;
+				IF changed THEN
+					UPDATE counters AS c SET total = v.total
+						FROM unnest(l_keys, totals) AS v(key, total) WHERE c.key = ANY(l_keys) AND c.key = v.key;
+				END IF;
+				RETURN;
+			END IF;
+		END LOOP;
+		INSERT INTO counter_entries (reservation, key, kind, at, amount)
+			SELECT h_reservation, v.key, v.kind, o_now, v.amount FROM unnest(l_keys, l_kinds, l_adds) AS v(key, kind, amount);
+		-- c.key = ANY(l_keys) makes the plan look the counters up by key
+		-- rather than scan them all.
+		UPDATE counters AS c SET total = v.total + v.amount, win = v.win, expires = GREATEST(c.expires, o_now + v.win)
+			FROM unnest(l_keys, totals, l_adds, l_windows) AS v(key, total, amount, win)
+			WHERE c.key = ANY(l_keys) AND c.key = v.key;
+	END IF;
+	WITH h AS (SELECT seq + 1 AS seq, hash AS prev FROM audit_head WHERE id = 1 FOR UPDATE),
+		n AS (SELECT h.seq, h.prev, encode(sha256(head || convert_to(length(h.seq::text)::text || ':' || h.seq::text || ',', 'UTF8')
+			|| body || convert_to(length(h.prev)::text || ':' || h.prev || ',', 'UTF8')), 'hex') AS hash FROM h),
+		i AS (INSERT INTO audit (seq, format, time, kind, call, caller, tool, decision, amount, currency, amounts,
+				email_masked, email_hash, customer_id_hash, reference_hash, reservation, session_id, duration_ns, prev_hash, hash)
+			SELECT n.seq, r_format, r_time, r_kind, r_call, r_caller, r_tool, r_decision, r_amount, r_currency, r_amounts,
+				r_email_masked, r_email_hash, r_customer_id_hash, r_reference_hash, r_reservation, r_session_id, r_duration_ns,
+				n.prev, n.hash FROM n),
+		u AS (UPDATE audit_head AS a SET seq = n.seq, hash = n.hash FROM n WHERE a.id = 1)
+	SELECT n.seq, n.prev, n.hash INTO a_seq, a_prev_hash, a_hash FROM n;
+	INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys)
+		VALUES (r_call, a_seq, h_owner, COALESCE(c_key, ''), h_reservation, o_now, COALESCE(h_keys, '{}'));
+	INSERT INTO commits (token, at, seq) VALUES (h_token, clink_now(NULL), a_seq);
+END $$;
+-- CREATE OR REPLACE FUNCTION dropped the setting of migration 4.
+ALTER FUNCTION clink_hold SET plan_cache_mode = force_generic_plan;
+`},
 }
 
 // migrationLock is the pg_advisory_lock key under which migrations run

@@ -1797,3 +1797,89 @@ func TestPostgresPlansTheHoldOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAHoldThatWaitedForALockJudgesByTheTimeItHoldsIt: a hold (of either
+// kind: clink_hold, or the batched Reserve) whose transaction began before
+// a second replica's hold trimmed a shared counter, and that got the
+// counter's lock after it, judges the counter's window by the time it
+// holds the lock, not by the time it began: a rate limit of 1 per window
+// never admits two calls less than a window apart. (Judged by its start,
+// the first kind admitted a call 1.7 s after another under 1 per 2 s.)
+func TestAHoldThatWaitedForALockJudgesByTheTimeItHoldsIt(t *testing.T) {
+	for _, kind := range []string{"Hold", "Reserve"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			u := freshDatabase(t)
+			a, b := openPostgres(t, u), openPostgres(t, u) // two replicas
+			const w = 2 * time.Second
+			rateK := pgRate("k-rate", w, 1)
+			// The first call: one entry on k-rate at t0.
+			h0 := pgHold("c0", time.Now(), []policy.Limit{rateK})
+			if _, err := a.Hold(ctx, h0); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Complete(ctx, pgComplete(h0, policy.Spent, []byte("r"))); err != nil {
+				t.Fatal(err)
+			}
+			entryAt := func() (at int64) {
+				t.Helper()
+				conn, err := pgx.Connect(ctx, u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close(ctx)
+				if err := conn.QueryRow(ctx, `SELECT max(at) FROM counter_entries WHERE key = 'k-rate'`).Scan(&at); err != nil {
+					t.Fatal(err)
+				}
+				return at
+			}
+			t0 := entryAt()
+			// A budget spent, to deny the trimming call of the other replica.
+			if _, err := b.Hold(ctx, pgHold("cz", time.Now(), []policy.Limit{pgBudget("z-budget", time.Hour, 10, 10)})); err != nil {
+				t.Fatal(err)
+			}
+			// A counter that sorts before k-rate, held by another transaction.
+			if _, err := a.Hold(ctx, pgHold("cx", time.Now(), []policy.Limit{pgRate("a-other", time.Hour, 100)})); err != nil {
+				t.Fatal(err)
+			}
+			locker, err := pgx.Connect(ctx, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer locker.Close(ctx)
+			if _, err := locker.Exec(ctx, `BEGIN; SELECT 1 FROM counters WHERE key = 'a-other' FOR UPDATE`); err != nil {
+				t.Fatal(err)
+			}
+			// T1 begins at t0 + W - 300 ms, k-rate's entry inside its window,
+			// and waits for a-other's lock.
+			time.Sleep(time.Until(time.Unix(0, t0).Add(w - 300*time.Millisecond)))
+			res := make(chan error, 1)
+			go func() {
+				limits := []policy.Limit{pgRate("a-other", time.Hour, 100), rateK}
+				var err error
+				if kind == "Hold" {
+					_, err = a.Hold(ctx, pgHold("c1", time.Now(), limits))
+				} else {
+					_, err = a.Reserve(ctx, time.Now(), limits)
+				}
+				res <- err
+			}()
+			time.Sleep(600 * time.Millisecond) // past t0 + W
+			// T2, on the other replica: denied by its budget, it trims
+			// k-rate up to its own time less W, past t0, and commits.
+			var d *policy.Denied
+			if _, err := b.Hold(ctx, pgHold("c2", time.Now(), []policy.Limit{rateK, pgBudget("z-budget", time.Hour, 10, 10)})); !errors.As(err, &d) {
+				t.Fatalf("the trimming call: %v, want a denial", err)
+			}
+			if _, err := locker.Exec(ctx, `COMMIT`); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-res; err != nil {
+				return // denied: the window held
+			}
+			if gap := time.Duration(entryAt() - t0); gap < w {
+				t.Fatalf("a rate limit of 1 per %v admitted calls at t0 and t0+%v", w, gap)
+			}
+		})
+	}
+}
