@@ -1180,11 +1180,10 @@ func (p *Postgres) Reserve(ctx context.Context, at time.Time, limits []policy.Li
 		b = &pgx.Batch{}
 		queueEntries(b, rid, t.now, limits, counters)
 		b.Queue(pqInsertReservation, rid, t.now, expiry(t.now, limits), lock.keys)
-		if err := t.exec(b, true); err != nil {
-			return err
-		}
+		// Set before the commit: a commit whose answer is lost, found
+		// committed, returns it.
 		id = rid
-		return nil
+		return t.exec(b, true)
 	})
 	if err != nil {
 		return "", err

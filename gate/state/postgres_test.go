@@ -1187,6 +1187,17 @@ func TestPostgresResolvesACommitWhoseAnswerWasLost(t *testing.T) {
 		t.Fatalf("AppendAudit whose answer was lost (cut %d times) left %+v, want record 3 as recorded", cutter.cuts.Load(), rec)
 	}
 
+	// A reservation whose answer is lost and which committed returns its
+	// ID, which releases it.
+	cutter.armed.Store(true)
+	rid, err := s.Reserve(ctx, time.Now(), l(10))
+	if err != nil || rid == "" || cutter.cuts.Load() != 5 {
+		t.Fatalf("Reserve whose answer was lost (cut %d times) = %q, %v; want its reservation ID", cutter.cuts.Load(), rid, err)
+	}
+	if err := s.Settle(ctx, rid, policy.Released); err != nil {
+		t.Fatalf("Settle of the reservation whose answer was lost = %v", err)
+	}
+
 	// A hold that committed unseen, the database unreachable: its call is
 	// completed as released, which gives its reservation back.
 	h2 := pgHold("call-2", time.Now(), l(30))
