@@ -1,10 +1,10 @@
 package tools
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -154,60 +154,25 @@ func (ts *toolset) handleCheckPolicy(ctx context.Context, req mcp.CallToolReques
 	return mcp.NewToolResultStructured(out, checkSummary(&out)), nil
 }
 
-// decodeCheckPolicy reads check_payment_policy's arguments: exactly "tool",
-// a string, and "arguments", an object (decoded strictly later, by the
-// create tool's own decoder).
+// decodeCheckPolicy reads check_payment_policy's arguments strictly (as
+// the create tools read theirs: unknown, repeated and case-variant keys
+// refused by name): exactly "tool", a string, and "arguments", an object
+// (decoded strictly later, by the create tool's own decoder).
 func decodeCheckPolicy(raw []byte) (checkPolicyArgs, string) {
 	var args checkPolicyArgs
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return args, "the arguments must be a JSON object with \"tool\" and \"arguments\""
+	if err := decodeStrict(raw, checkPolicyShape, &args); err != nil {
+		return args, joinProblems(err.(decodeProblems))
 	}
-	// json.Unmarshal keeps the last of a repeated key: which tool was
-	// meant would be a guess.
-	if name, ok := repeatedKey(raw); ok {
-		return args, fmt.Sprintf("argument %q is given more than once", name)
-	}
-	for name := range fields {
-		if name != "tool" && name != "arguments" {
-			return args, fmt.Sprintf("unknown argument %q (expected \"tool\" and \"arguments\")", name)
-		}
-	}
-	if err := json.Unmarshal(fields["tool"], &args.Tool); err != nil || args.Tool == "" {
+	if args.Tool == "" {
 		return args, `argument "tool" is required, as a string`
 	}
-	args.Arguments = bytes.TrimSpace(fields["arguments"])
-	if len(args.Arguments) == 0 || args.Arguments[0] != '{' {
+	if len(args.Arguments) == 0 || string(args.Arguments) == "null" {
 		return args, `argument "arguments" is required, as an object: the arguments you would pass to the tool`
 	}
 	return args, ""
 }
 
-// repeatedKey returns a key the JSON object raw (valid JSON) holds twice
-// at its top level.
-func repeatedKey(raw []byte) (string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if _, err := dec.Token(); err != nil { // {
-		return "", false
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		name, _ := t.(string)
-		if seen[name] {
-			return name, true
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return "", false
-		}
-	}
-	return "", false
-}
+var checkPolicyShape = shapeOf(reflect.TypeFor[checkPolicyArgs]())
 
 // limitStatusOf renders one limit's status.
 func limitStatusOf(l policy.LimitStatus) limitStatus {

@@ -31,6 +31,7 @@ const (
 	kindArray
 	kindObject    // a struct: a closed set of keys
 	kindStringMap // a map of strings to strings: any keys
+	kindRawObject // a json.RawMessage: any object, read later by its own decoder
 )
 
 func (k kind) String() string {
@@ -62,6 +63,7 @@ type shape struct {
 
 var (
 	numberType = reflect.TypeFor[json.Number]()
+	rawType    = reflect.TypeFor[json.RawMessage]()
 )
 
 // shapeOf derives the shape of t. It panics on a type it does not support:
@@ -71,8 +73,11 @@ func shapeOf(t reflect.Type) *shape {
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == numberType {
+	switch t {
+	case numberType:
 		return &shape{kind: kindNumber}
+	case rawType:
+		return &shape{kind: kindRawObject}
 	}
 	switch t.Kind() {
 	case reflect.String:
@@ -317,6 +322,8 @@ func (w *walker) value(sh *shape, nullOK bool) error {
 			return err
 		}
 		return w.object(sh)
+	case got == '{' && want == kindRawObject:
+		return w.dec.SkipValue() // its own decoder reads it
 	case got == '[' && want == kindArray:
 		if _, err := w.dec.ReadToken(); err != nil {
 			return err
