@@ -202,8 +202,7 @@ func (c *Client) transportError(ctx, actx context.Context, op operation, err err
 			e.unreachable, e.base, e.detail = why, c.baseURL, clean(detail, detailLen, c.key)
 		}
 	}
-	var certErr *tls.CertificateVerificationError
-	if errors.As(err, &certErr) {
+	if certificateRefused(err) {
 		return e, false // the same certificate would be refused again
 	}
 	return e, ctx.Err() == nil && (notSent || !op.create)
@@ -246,12 +245,18 @@ func neverSent(err error) bool {
 	if errors.As(err, &dnsErr) {
 		return true
 	}
-	var certErr *tls.CertificateVerificationError
-	if errors.As(err, &certErr) {
+	if certificateRefused(err) {
 		return true
 	}
 	var opErr *net.OpError
 	return errors.As(err, &opErr) && (opErr.Op == "dial" || opErr.Op == "proxyconnect")
+}
+
+// certificateRefused reports whether err is the server's certificate refused
+// by this client, in the TLS handshake.
+func certificateRefused(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &certErr)
 }
 
 // envelope is Clink's response wrapper. Code is raw so a string code ("200") or a missing one

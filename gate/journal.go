@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
-	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // Retry pacing of journal writes that failed: the first retry after
@@ -86,33 +85,18 @@ func (j *journal) write(ctx context.Context, w *pendingWrite) (err error) {
 	switch {
 	case !errors.Is(err, state.ErrNotFound) || !c.OnlyIfOpen:
 		return err
-	case w.panicked:
-		if landed, err := j.sessionOnRecord(ctx, w.record); err != nil || landed {
-			return err
-		}
-		if !w.orAppend && !isCreation(w.record) {
-			return nil
+	case w.panicked && w.record.CreatedSession():
+		tool, err := j.store.SessionTool(ctx, w.record.SessionID, w.record.Caller)
+		if err != nil || tool != "" {
+			return err // on record already, or not known yet
 		}
 		return j.store.AppendAudit(ctx, w.record)
+	case w.panicked && !w.orAppend:
+		return nil
 	case w.orAppend:
 		return j.store.AppendAudit(ctx, w.record)
 	}
 	return err
-}
-
-// isCreation reports whether rec records that Clink created a session.
-func isCreation(rec *state.AuditRecord) bool {
-	return rec.Kind == state.KindOutcome && rec.Decision == string(policy.CodeCreated) && rec.SessionID != ""
-}
-
-// sessionOnRecord reports whether rec records a session's creation that the
-// trail already holds.
-func (j *journal) sessionOnRecord(ctx context.Context, rec *state.AuditRecord) (bool, error) {
-	if !isCreation(rec) {
-		return false, nil
-	}
-	tool, err := j.store.SessionTool(ctx, rec.SessionID, rec.Caller)
-	return tool != "", err
 }
 
 func newJournal(s state.Store, log *slog.Logger) *journal {

@@ -203,9 +203,10 @@ func checkHold(h *Hold) error {
 // created a Clink session: [Journal.SessionTool] looks for it.
 const createdDecision = string(policy.CodeCreated)
 
-// countsAsCreated reports whether r records that Clink created a session:
-// what [Journal.SessionTool] looks for.
-func countsAsCreated(r *AuditRecord) bool {
+// CreatedSession reports whether r records that Clink created a session:
+// an outcome record with Decision "created" and a session ID, what
+// [Journal.SessionTool] looks for.
+func (r *AuditRecord) CreatedSession() bool {
 	return r.Kind == KindOutcome && r.Decision == createdDecision && r.SessionID != ""
 }
 

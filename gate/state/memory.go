@@ -758,7 +758,7 @@ func (m *Memory) append(rec *AuditRecord) {
 	} else {
 		m.audit = append(m.audit, r)
 	}
-	if countsAsCreated(&r) {
+	if r.CreatedSession() {
 		m.sessions[r.SessionID] = memSession{seq: r.Seq, caller: r.Caller, tool: r.Tool}
 	}
 	m.headSeq, m.headHash = r.Seq, r.Hash
@@ -771,7 +771,7 @@ func (m *Memory) append(rec *AuditRecord) {
 func (m *Memory) forget(r *AuditRecord) {
 	m.forgotten++
 	m.forgottenHash = r.Hash
-	if countsAsCreated(r) && m.sessions[r.SessionID].seq == r.Seq {
+	if r.CreatedSession() && m.sessions[r.SessionID].seq == r.Seq {
 		delete(m.sessions, r.SessionID)
 	}
 }
