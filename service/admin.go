@@ -57,7 +57,7 @@ func (s *Service) adminHandler() http.Handler {
 		if r.URL.Query().Get("all") == "" {
 			states = []string{state.ApprovalPending, state.ApprovalApproved}
 		}
-		limit := 100
+		limit := 0 // gate.ListApprovals's default
 		if v := r.URL.Query().Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > gate.MaxApprovalsListed {

@@ -28,7 +28,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	}
 	sub, args := args[0], args[1:]
 	var id, by string
-	all, limit := false, 100
+	all, limit := false, 0 // 0: gate.ListApprovals's default
 	var rest []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -103,7 +103,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 			return fmt.Errorf("approvals list: %v", err)
 		}
 		if more {
-			defer fmt.Fprintf(stdout, "(only the %d newest are shown; older ones, the first to expire, are left out: --limit N shows more)\n", limit)
+			defer fmt.Fprintf(stdout, "(only the %d newest are shown; older ones, the first to expire, are left out: --limit N shows more)\n", len(list))
 		}
 		if len(list) == 0 {
 			fmt.Fprintf(stdout, "no approvals waiting in %s\n", so.where)
