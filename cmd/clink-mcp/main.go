@@ -418,7 +418,7 @@ const storeInMemory = "in memory (--sandbox): budgets, rate limits, approvals an
 // where Clink is (its base URL, never the key) and where the state is (the
 // SQLite file, "the database (CLINK_DATABASE_URL)" without the URL, or
 // memory), with a warning for a key file others may read and for a
-// store.path that --sandbox does not use. Errors before it stay one line.
+// store.path or state secret file that --sandbox does not use. Errors before it stay one line.
 func logWiring(logger *slog.Logger, cfg *config, a *app, where string) {
 	if cfg.sandbox {
 		logger.Info("clink: the built-in sandbox, in process", "base_url", a.client.BaseURL(), "env", string(a.env))
@@ -429,6 +429,10 @@ func logWiring(logger *slog.Logger, cfg *config, a *app, where string) {
 	if path := a.policy.StorePath(); cfg.sandbox && path != "" {
 		logger.Warn("the policy's store.path is not used with --sandbox, which keeps its state in memory",
 			"policy", a.policy.Source(), "store.path", path)
+	}
+	if cfg.sandbox && cfg.secretFile != "" {
+		logger.Warn("the state secret file is not used with --sandbox, whose state in memory has a secret of its own",
+			"file", cfg.secretFile)
 	}
 	if mode, open := cfg.keyFileOpen(); open {
 		logger.Warn("the API key file is open to its group or others: make it readable by its owner alone",

@@ -147,6 +147,23 @@ func TestSandboxSaysThePolicysStorePathIsNotUsed(t *testing.T) {
 	})
 }
 
+// TestSandboxSaysTheStateSecretFileIsNotUsed: --sandbox keeps its state in
+// memory with a secret of its own, so a --state-secret-file given with it
+// (even one that does not exist, which is an error without --sandbox) is
+// named as unused rather than ignored in silence.
+func TestSandboxSaysTheStateSecretFileIsNotUsed(t *testing.T) {
+	const msg = "the state secret file is not used with --sandbox, whose state in memory has a secret of its own"
+	missing := filepath.Join(t.TempDir(), "no-such.secret")
+	lines, stderr := startLogs(t, nil, "--sandbox", "--state-secret-file", missing)
+	if w := find(lines, msg); len(w) != 1 || w[0]["level"] != "WARN" || w[0]["file"] != missing {
+		t.Errorf("warnings = %v, want one naming %s\n%s", w, missing, stderr)
+	}
+	lines, _ = startLogs(t, nil, "--sandbox")
+	if w := find(lines, msg); len(w) != 0 {
+		t.Errorf("without the flag: warnings = %v, want none", w)
+	}
+}
+
 // TestAClinkThatRefusesConnectionsIsNamedInTheLog runs the binary against
 // a port nothing listens on: the agent gets an internal error, and the
 // operator's log says that Clink is unreachable, where, and why.

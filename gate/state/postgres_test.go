@@ -764,6 +764,27 @@ func TestPostgresMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// docs/operations.md's way back to an older binary: remove the
+	// records of the steps it does not know; the next start of this one
+	// applies them again.
+	t.Run("steps 4 and 5 apply again once their records are removed", func(t *testing.T) {
+		u := freshDatabase(t)
+		openPostgres(t, u).Close()
+		generic := `SELECT count(*) FROM pg_proc WHERE proname = 'clink_hold' AND 'plan_cache_mode=force_generic_plan' = ANY(proconfig)`
+		for _, removed := range []string{`version = 5`, `version >= 4`} {
+			sqlExec(t, u, `DELETE FROM schema_migrations WHERE `+removed)
+			s := openPostgres(t, u)
+			if rows, latest := queryInt(t, u, `SELECT count(*) FROM schema_migrations`), queryInt(t, u, `SELECT max(version) FROM schema_migrations`); rows != 5 || latest != 5 {
+				t.Fatalf("after removing %s: schema_migrations holds %d rows up to version %d, want 5", removed, rows, latest)
+			}
+			if n := queryInt(t, u, generic); n != 1 {
+				t.Fatalf("after removing %s: clink_hold has plan_cache_mode set %d times, want once", removed, n)
+			}
+			if _, err := s.Hold(ctx, pgHold("c-"+removed, time.Now(), []policy.Limit{pgRate("r-"+removed, time.Minute, 1)})); err != nil {
+				t.Fatalf("after removing %s: Hold: %v", removed, err)
+			}
+		}
+	})
 	t.Run("a database with a newer schema is refused", func(t *testing.T) {
 		u := freshDatabase(t)
 		openPostgres(t, u).Close()
