@@ -140,7 +140,7 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 	if global != nil {
 		what = "tool " + tool + ": currencies"
 	}
-	r := currencyRules{byCode: map[string]limits{}}
+	r := currencyRules{byCode: map[string]limits{}, broken: map[string]bool{}}
 	es, ok := fp.Entries(n, what)
 	if !ok {
 		return r
@@ -163,11 +163,13 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 		if global != nil {
 			where = "tool " + tool + ": " + c.code
 		}
+		// Every way out of this loop but the last has reported an error.
+		r.broken[c.code] = true
 		var base limits
 		if global != nil {
 			var listed bool
 			if base, listed = global.byCode[c.code]; !listed {
-				if len(global.byCode) > 0 { // else the global entry already had its own error
+				if global.lacksUnreported(c.code) {
 					fp.errorf(e.Key, "%s is not in the global currencies list; a tool can only narrow the global rules", where)
 				}
 				continue
@@ -237,9 +239,18 @@ func (fp *fileParser) currencies(n *yaml.Node, global *currencyRules, tool strin
 		}
 		r.byCode[c.code] = lim
 		r.codes = append(r.codes, c.code)
+		delete(r.broken, c.code)
 	}
 	sort.Strings(r.codes)
 	return r
+}
+
+// lacksUnreported tells whether code's absence from r is a problem not
+// reported yet, for what refers to it elsewhere in the file: not when
+// code's entry in r had an error, nor when r has no entry at all (the list
+// had its own error).
+func (r *currencyRules) lacksUnreported(code string) bool {
+	return len(r.byCode) > 0 && !r.broken[code]
 }
 
 // amount reads an amount literal exactly from its text, quoted or not.

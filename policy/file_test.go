@@ -88,6 +88,19 @@ func TestLoadReportsEveryProblemWithFileAndLine(t *testing.T) {
 			},
 		},
 		{
+			// What refers to a currency whose entry had an error says
+			// nothing more: "EUR is not in the global currencies list"
+			// would send the operator to mend the wrong line.
+			"reports a broken currency entry once, not again where it is used",
+			"broken-entry.yaml",
+			[]string{
+				`4: EUR max_amount: amount "10.005" has more decimals than EUR allows (2)`,
+				`11: tool create_checkout_session: GBP is not in the global currencies list; a tool can only narrow the global rules`,
+				`12: tool create_checkout_session: USD max_amount: amount "50.001" has more decimals than USD allows (2)`,
+				`15: tool create_checkout_session: budgets: GBP is not in the global currencies list; a budget needs a currency agents may use`,
+			},
+		},
+		{
 			"reports an unsupported version and keys this version does not know",
 			"unknown-key.yaml",
 			[]string{

@@ -132,14 +132,14 @@ func (fp *fileParser) budgetCurrency(n *yaml.Node, what string, p *Policy, t *to
 		return Currency{}, false
 	}
 	if _, listed := p.currencies.byCode[c.code]; !listed {
-		if len(p.currencies.byCode) > 0 { // else currencies already has its own error
+		if p.currencies.lacksUnreported(c.code) {
 			fp.errorf(n, "%s: %s is not in the global currencies list; a budget needs a currency agents may use", what, c.code)
 		}
 		return Currency{}, false
 	}
 	if t != nil && t.narrowed {
 		if _, listed := t.currencies.byCode[c.code]; !listed {
-			if len(t.currencies.byCode) > 0 {
+			if t.currencies.lacksUnreported(c.code) {
 				fp.errorf(n, "%s: %s is not allowed for this tool, so a budget in it would never apply", what, c.code)
 			}
 			return Currency{}, false
@@ -262,14 +262,17 @@ func (fp *fileParser) window(n *yaml.Node, what string, max time.Duration, zeroO
 		return 0, false
 	}
 	d, err := parseWindow(n.Value)
+	// A sign is no part of a window: "-0s" would turn the guard off as 0
+	// does, and "+1h" is 1h written another way.
+	negative := strings.HasPrefix(n.Value, "-")
 	switch {
-	case err != nil:
+	case err != nil || strings.HasPrefix(n.Value, "+"):
 		fp.errorf(n, "%s: window %s is not a duration; write it like 30s, 10m, 24h or 7d", what, quoteInput(n.Value))
-	case d == 0 && zeroOff:
+	case d == 0 && zeroOff && !negative:
 		return 0, true
-	case d < 0 && zeroOff:
+	case (d < 0 || negative) && zeroOff:
 		fp.errorf(n, "%s: window %s must be positive, or 0 to turn the guard off", what, n.Value)
-	case d <= 0:
+	case d <= 0 || negative:
 		fp.errorf(n, "%s: window %s must be greater than zero", what, n.Value)
 	case d > max:
 		fp.errorf(n, "%s: window %s is longer than the most allowed, %s", what, n.Value, formatWindow(max))
@@ -342,10 +345,16 @@ func (fp *fileParser) per(n *yaml.Node, what, noun string) (perKind, bool) {
 
 // resolveStorePath expands a store path from a policy file: "~" and "~/"
 // against the home directory, a relative path against the file's
-// directory; the result is absolute and clean.
+// directory; the result is absolute and clean. Nothing else is expanded:
+// a $ is refused rather than taken as part of a directory's name, which
+// would put the state (budgets, audit trail, secret) somewhere unexpected
+// with no word said.
 func resolveStorePath(file, path string) (string, error) {
 	if strings.IndexByte(path, 0) >= 0 {
 		return "", errors.New("contains a NUL byte")
+	}
+	if strings.Contains(path, "$") {
+		return "", errors.New("environment variables are not expanded; write ~/... or the full path")
 	}
 	switch {
 	case path == "~" || strings.HasPrefix(path, "~/") || strings.HasPrefix(path, "~"+string(filepath.Separator)):

@@ -47,6 +47,10 @@ func TestParseRefusesBadLimits(t *testing.T) {
 			"f.yaml:6: budgets: window -1h must be greater than zero"},
 		{"refuses a negative number of days", head + "budgets:\n  - { currency: USD, window: -2d, max_amount: 10 }\n",
 			"f.yaml:6: budgets: window -2d must be greater than zero"},
+		{"refuses a signed window", head + "budgets:\n  - { currency: USD, window: +1h, max_amount: 10 }\n",
+			`f.yaml:6: budgets: window "+1h" is not a duration; write it like 30s, 10m, 24h or 7d`},
+		{"refuses a negative zero window", head + "rate_limits:\n  - { window: -0s, max_calls: 1 }\n",
+			"f.yaml:6: rate_limits: window -0s must be greater than zero"},
 		{"refuses a window of part of a second", head + "budgets:\n  - { currency: USD, window: 500ms, max_amount: 10 }\n",
 			"f.yaml:6: budgets: window 500ms must be a whole number of seconds"},
 		{"refuses a window that is not whole seconds", head + "budgets:\n  - { currency: USD, window: 1.5s, max_amount: 10 }\n",
@@ -152,6 +156,8 @@ func TestParseRefusesBadLimits(t *testing.T) {
 			`f.yaml:5: duplicates: unknown key "scope" (known keys: window)`},
 		{"refuses a negative duplicates window", head + "duplicates: { window: -10m }\n",
 			"f.yaml:5: duplicates: window -10m must be positive, or 0 to turn the guard off"},
+		{"refuses a negative zero duplicates window, not taken for 0", head + "duplicates: { window: -0s }\n",
+			"f.yaml:5: duplicates: window -0s must be positive, or 0 to turn the guard off"},
 		{"refuses a duplicates window over a day", head + "duplicates: { window: 25h }\n",
 			"f.yaml:5: duplicates: window 25h is longer than the most allowed, 24h"},
 		{"refuses a duplicates window of part of a second", head + "duplicates: { window: 1500ms }\n",
@@ -168,6 +174,10 @@ func TestParseRefusesBadLimits(t *testing.T) {
 			"f.yaml:5: store: path must be a file path like ~/.local/state/clink-mcp/state.db"},
 		{"refuses another user's home directory", head + "store: { path: ~root/state.db }\n",
 			`f.yaml:5: store: path "~root/state.db": ~user paths are not supported; write ~/... or the full path`},
+		{"refuses a variable, which is not expanded", head + "store: { path: $XDG_STATE_HOME/clink-mcp/state.db }\n",
+			`f.yaml:5: store: path "$XDG_STATE_HOME/clink-mcp/state.db": environment variables are not expanded; write ~/... or the full path`},
+		{"refuses a braced variable", head + "store: { path: \"/srv/${ENV}/state.db\" }\n",
+			`f.yaml:5: store: path "/srv/${ENV}/state.db": environment variables are not expanded; write ~/... or the full path`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

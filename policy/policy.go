@@ -64,6 +64,10 @@ type limits struct {
 type currencyRules struct {
 	byCode map[string]limits
 	codes  []string // sorted
+	// broken are the codes listed whose entry had an error, already
+	// reported: what refers to them says nothing more (the file is refused
+	// anyway, and "not in the list" would be untrue).
+	broken map[string]bool
 }
 
 // toolRules are the effective rules of one tool: the global ones, narrowed
