@@ -54,7 +54,7 @@ var configSamples = map[string]func(t *testing.T, s sample){
 // storySamples are the samples that the stories below produce, each in exactly one block.
 var storySamples = []string{
 	"approvals-policy", "approval-required", "approvals-cli", "audit-export",
-	"admin-endpoint",
+	"admin-endpoint", "http-curl",
 	"tools-example-policy", "check-payment-policy", "check-payment-policy-text", "policy-resource",
 	"limits-example-policy", "limit-refusals",
 	"agent-errors", "approval-question", "approval-threshold",
@@ -615,43 +615,12 @@ func TestDocsAdminEndpointSampleIsReal(t *testing.T) {
 
 	s := oneSample(t, all, "admin-endpoint")
 	toReal := map[string]string{}
-	var lines []string // the block's lines, continuations joined
-	for i := 0; i < len(s.body); i++ {
-		line := s.body[i]
-		for strings.HasSuffix(line, "\\") && i+1 < len(s.body) {
-			i++
-			line = strings.TrimSuffix(line, "\\") + " " + strings.TrimSpace(s.body[i])
+	lines, out := runCurlSample(t, s, "https://payments.example.com", func(c *curlCommand) {
+		if c.headers.Get("Authorization") != "Bearer $OPS_TOKEN" {
+			t.Fatalf("%s: %q: want ops's bearer token", s.where, c.line)
 		}
-		lines = append(lines, line)
-	}
-	var transcript strings.Builder
-	for _, line := range lines {
-		if !strings.HasPrefix(line, "curl ") {
-			continue // a response: compared below as part of the transcript
-		}
-		fmt.Fprintln(&transcript, line)
-		words := shellWords(line)
-		method, target := "GET", ""
-		headers := map[string]string{}
-		for i := 1; i < len(words); i++ {
-			switch w := words[i]; {
-			case w == "-X":
-				i++
-				method = words[i]
-			case w == "-H":
-				i++
-				k, v, _ := strings.Cut(words[i], ": ")
-				headers[k] = v
-			case strings.HasPrefix(w, "https://payments.example.com/"):
-				target = strings.TrimPrefix(w, "https://payments.example.com")
-			default:
-				t.Fatalf("%s: %q: %s is not understood here", s.where, line, w)
-			}
-		}
-		if headers["Authorization"] != "Bearer $OPS_TOKEN" || target == "" {
-			t.Fatalf("%s: %q: want ops's bearer token and a URL of payments.example.com", s.where, line)
-		}
-		target = approvalIDRE.ReplaceAllStringFunc(target, func(id string) string {
+		c.headers.Set("Authorization", "Bearer "+d.tokens["ops"])
+		c.path = approvalIDRE.ReplaceAllStringFunc(c.path, func(id string) string {
 			if _, ok := toReal[id]; !ok {
 				if len(fresh) == 0 {
 					fresh = append(fresh, pending(policy.ToolAgentPaymentSession, `{"amount":120,"currency":"USD","customerEmail":"bob@example.com"}`))
@@ -660,11 +629,73 @@ func TestDocsAdminEndpointSampleIsReal(t *testing.T) {
 			}
 			return toReal[id]
 		})
-		req, err := http.NewRequest(method, d.srv.URL+target, nil)
+	}, d.srv.URL)
+	for doc, r := range toReal {
+		out = strings.ReplaceAll(out, r, doc)
+	}
+	compareSample(t, sample{where: s.where, body: lines}, out)
+}
+
+// curlCommand is a curl command line of a sample, as runCurlSample understands it.
+type curlCommand struct {
+	line    string
+	method  string
+	path    string // the URL less the sample's base
+	headers http.Header
+	body    string
+}
+
+// runCurlSample runs the curl commands of s against server, where the sample says base: each
+// command's line, continuations joined, and its response when the sample shows one (a "# "
+// line after it). adjust may change a command before it runs (its credentials, IDs). It
+// returns the sample's lines, continuations joined, and the transcript to compare with them;
+// every response must be 200.
+func runCurlSample(t *testing.T, s sample, base string, adjust func(*curlCommand), server string) (lines []string, transcript string) {
+	t.Helper()
+	for i := 0; i < len(s.body); i++ {
+		line := s.body[i]
+		for strings.HasSuffix(line, "\\") && i+1 < len(s.body) {
+			i++
+			line = strings.TrimSuffix(line, "\\") + " " + strings.TrimSpace(s.body[i])
+		}
+		lines = append(lines, line)
+	}
+	var out strings.Builder
+	for n, line := range lines {
+		if !strings.HasPrefix(line, "curl ") {
+			continue // a response: compared as part of the transcript
+		}
+		fmt.Fprintln(&out, line)
+		c := &curlCommand{line: line, method: "GET", headers: http.Header{}}
+		words := shellWords(line)
+		for i := 1; i < len(words); i++ {
+			switch w := words[i]; {
+			case w == "-s":
+			case w == "-X" && i+1 < len(words):
+				i++
+				c.method = words[i]
+			case w == "-H" && i+1 < len(words):
+				i++
+				k, v, _ := strings.Cut(words[i], ": ")
+				c.headers.Add(k, v)
+			case w == "-d" && i+1 < len(words):
+				i++
+				c.method, c.body = "POST", words[i]
+			case strings.HasPrefix(w, base+"/"):
+				c.path = strings.TrimPrefix(w, base)
+			default:
+				t.Fatalf("%s: %q: %s is not understood here", s.where, line, w)
+			}
+		}
+		if c.path == "" {
+			t.Fatalf("%s: %q: no URL of %s", s.where, line, base)
+		}
+		adjust(c)
+		req, err := http.NewRequest(c.method, server+c.path, strings.NewReader(c.body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+d.tokens["ops"])
+		req.Header = c.headers
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -672,18 +703,22 @@ func TestDocsAdminEndpointSampleIsReal(t *testing.T) {
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		if res.StatusCode != http.StatusOK {
-			t.Errorf("%s: %s %s = %d %s", s.where, method, target, res.StatusCode, body)
+			t.Errorf("%s: %s %s = %d %s", s.where, c.method, c.path, res.StatusCode, body)
 		}
-		out := strings.TrimSpace(string(body))
-		// The block shows some responses, as comments; the others are not compared.
-		if i := slices.Index(lines, line); i+1 < len(lines) && strings.HasPrefix(lines[i+1], "# ") {
-			fmt.Fprintln(&transcript, "# "+out)
+		if n+1 < len(lines) && strings.HasPrefix(lines[n+1], "# ") {
+			fmt.Fprintln(&out, "# "+strings.TrimSpace(string(body)))
 		}
 	}
-	out := transcript.String()
-	for doc, r := range toReal {
-		out = strings.ReplaceAll(out, r, doc)
-	}
+	return lines, out.String()
+}
+
+// TestDocsCurlSampleIsReal runs docs/operations.md's curl commands against the HTTP handler
+// under the built-in demo policy, without principals as on loopback: a checkout at protocol
+// 2025-11-25, then the same call at 2026-07-28, which replays it.
+func TestDocsCurlSampleIsReal(t *testing.T) {
+	d := newDocService(t, string(policy.DemoYAML()))
+	s := oneSample(t, docSamples(t), "http-curl")
+	lines, out := runCurlSample(t, s, "http://127.0.0.1:8080", func(*curlCommand) {}, d.srv.URL)
 	compareSample(t, sample{where: s.where, body: lines}, out)
 }
 
