@@ -161,15 +161,19 @@ type Gate struct {
 
 	lastSweep time.Time // of orphaned intents, under mu
 
-	stopClock chan struct{} // closed by Close: the clock goroutine ends
-	clockDone chan struct{}
-	closeOnce sync.Once
+	stopClock  chan struct{} // closed by Close: the clock goroutine ends
+	clockDone  chan struct{}
+	clockEvery time.Duration // clockEvery, or less for a store's short lease
+	closeOnce  sync.Once
 }
 
 // Clock publishing: every clockEvery the gate publishes its time to the
 // store (so that other processes sharing it judge windows by a time no
-// live process is behind) and logs, at most once per skewReportEvery, a
-// skew beyond skewTolerance.
+// live process is behind, and a store with a lease renews it) and logs,
+// at most once per skewReportEvery, a skew beyond skewTolerance. A store
+// whose lease ([state.Leaser]) is shorter than three times clockEvery is
+// called every third of its lease instead, so that a call waiting for a
+// slow Clink is never taken for one of a dead process.
 const (
 	clockEvery      = 5 * time.Second
 	skewTolerance   = 2 * time.Second
@@ -203,6 +207,10 @@ func New(cfg Config) *Gate {
 	}
 	g.journal = newJournal(g.store, g.log)
 	g.stopClock, g.clockDone = make(chan struct{}), make(chan struct{})
+	g.clockEvery = clockEvery
+	if l, ok := g.store.(state.Leaser); ok && l.Lease() > 0 && l.Lease()/3 < g.clockEvery {
+		g.clockEvery = l.Lease() / 3
+	}
 	go g.publishClock()
 	return g
 }
@@ -214,7 +222,7 @@ func (g *Gate) publishClock() {
 	defer close(g.clockDone)
 	var reported time.Time
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), clockEvery)
+		ctx, cancel := context.WithTimeout(context.Background(), g.clockEvery)
 		ahead, err := g.store.Clock(ctx, g.now())
 		// Calls left open by a process that died while this one runs (a
 		// replica killed mid-call) are resolved here, not only at start or
@@ -238,7 +246,7 @@ func (g *Gate) publishClock() {
 		select {
 		case <-g.stopClock:
 			return
-		case <-time.After(clockEvery):
+		case <-time.After(g.clockEvery):
 		}
 	}
 }
@@ -362,16 +370,19 @@ func (g *Gate) Drain(ctx context.Context) error {
 // store and the next server resolves it. Calls still in flight when ctx
 // is done are not waited for: Close returns [ErrCallsInFlight] too, since
 // their outcomes may never be recorded (their intents stay open, as
-// above). Close does not close the store.
+// above). The gate keeps publishing its clock (renewing a store's lease)
+// until then, so that no other process takes the calls it waits for as
+// ones of a dead process. Close does not close the store.
 func (g *Gate) Close(ctx context.Context) error {
-	g.closeOnce.Do(func() { close(g.stopClock) })
-	<-g.clockDone
 	var drainErr error
 	if err := g.Drain(ctx); err != nil {
 		g.log.Error("shutting down with calls still in flight", "err", err)
 		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
 	}
-	return errors.Join(drainErr, g.journal.close(ctx))
+	err := errors.Join(drainErr, g.journal.close(ctx))
+	g.closeOnce.Do(func() { close(g.stopClock) })
+	<-g.clockDone
+	return err
 }
 
 // ErrCallsInFlight is returned by [Gate.Close] when calls were still in

@@ -872,3 +872,57 @@ func TestCloseReportsCallsInFlightOnlyWhenThereAreSome(t *testing.T) {
 	close(f.fake.release)
 	<-done
 }
+
+// leasedStore is a memory store with a lease, as a database handle has
+// ([state.Leaser]), that counts the renewals (Clock calls).
+type leasedStore struct {
+	*state.Memory
+	lease  time.Duration
+	clocks atomic.Int64
+}
+
+func (s *leasedStore) Lease() time.Duration { return s.lease }
+
+func (s *leasedStore) Clock(ctx context.Context, at time.Time) (time.Duration, error) {
+	s.clocks.Add(1)
+	return s.Memory.Clock(ctx, at)
+}
+
+// A store's lease is renewed often enough whatever its length, also while
+// Close waits for a call held at a slow Clink: a lease that lapses makes
+// other replicas resolve the running call as one of a dead process
+// (outcome_unknown, and its claim answering identical calls so).
+func TestTheLeaseIsRenewedWhileCallsRunAndWhileCloseWaitsForThem(t *testing.T) {
+	const lease = 600 * time.Millisecond // renewed every 200 ms: a third of it
+	st := &leasedStore{Memory: memory(t), lease: lease}
+	f := newFixture(t, st, "acct")
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	done := make(chan *Result, 1)
+	go func() { done <- f.g.Create(context.Background(), "", f.fake.order(t, "10", "a@example.com")) }()
+	<-f.fake.started
+	renewals := func(during time.Duration) int64 {
+		before := st.clocks.Load()
+		time.Sleep(during)
+		return st.clocks.Load() - before
+	}
+	// Three leases: at a third of the lease, some eight renewals; at the
+	// default five seconds, none.
+	if n := renewals(3 * lease); n < 4 {
+		t.Errorf("%d renewals in three leases while a call runs, want one every third of the lease", n)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.g.Close(context.Background()) }()
+	if n := renewals(3 * lease); n < 4 {
+		t.Errorf("%d renewals in three leases while Close waits for the call, want one every third of the lease", n)
+	}
+	close(f.fake.release)
+	if res := <-done; res.Code != policy.CodeCreated {
+		t.Errorf("the call = %s (%s), want created", res.Code, res.Text)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if n := renewals(2 * lease); n != 0 {
+		t.Errorf("%d renewals after Close, want none", n)
+	}
+}

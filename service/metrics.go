@@ -378,6 +378,17 @@ func (s *instrumentedStore) ExpireApprovals(ctx context.Context, at time.Time) (
 	return n, err
 }
 
+// Lease passes [state.Leaser] through: the gates renew the lease of the
+// store underneath; 0 when it has none.
+func (s *instrumentedStore) Lease() time.Duration {
+	if l, ok := s.next.(state.Leaser); ok {
+		return l.Lease()
+	}
+	return 0
+}
+
+var _ state.Leaser = (*instrumentedStore)(nil)
+
 // AuditStart passes [state.AuditStarter] through, for a store that forgets
 // its oldest records (the memory store), so that verifying the wrapped
 // store starts where it does.

@@ -16,7 +16,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -551,5 +553,32 @@ func TestRequestBodiesAreBoundedAndChecked(t *testing.T) {
 	}
 	if f.sandbox.Requests() != 0 {
 		t.Error("a refused body reached Clink")
+	}
+}
+
+// leasedMemory is a memory store with a lease ([state.Leaser]) that counts
+// its renewals (Clock calls).
+type leasedMemory struct {
+	*state.Memory
+	clocks atomic.Int64
+}
+
+func (s *leasedMemory) Lease() time.Duration { return 600 * time.Millisecond }
+
+func (s *leasedMemory) Clock(ctx context.Context, at time.Time) (time.Duration, error) {
+	s.clocks.Add(1)
+	return s.Memory.Clock(ctx, at)
+}
+
+// The service's gates see the lease of the store under its metrics and
+// renew it every third of it, not at their default five seconds.
+func TestTheServiceRenewsTheStoresLeaseInTime(t *testing.T) {
+	st := &leasedMemory{Memory: state.NewMemory()}
+	t.Cleanup(func() { st.Close() })
+	newFixture(t, setup{store: st})
+	before := st.clocks.Load()
+	time.Sleep(1800 * time.Millisecond)
+	if n := st.clocks.Load() - before; n < 4 {
+		t.Errorf("%d renewals in three leases, want one every third of the lease", n)
 	}
 }

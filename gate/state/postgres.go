@@ -185,6 +185,11 @@ func PostgresLease(d time.Duration) PostgresOption {
 	return func(c *postgresConfig) { c.lease = d }
 }
 
+// Lease implements [Leaser].
+func (p *Postgres) Lease() time.Duration { return p.cfg.lease }
+
+var _ Leaser = (*Postgres)(nil)
+
 // OpenPostgres connects to the database at url (a postgres:// URL or a
 // keyword/value string, as pgx accepts), brings its schema up to date and
 // returns a handle: one owner of intents, with its lease.

@@ -226,6 +226,20 @@ type Journal interface {
 	Intents(ctx context.Context) ([]Intent, error)
 }
 
+// Leaser is implemented by a store whose handle owns its open intents
+// under a lease ([Postgres]): the handle renews it when Clock is called or
+// it writes, and once it has passed without renewal other handles take
+// the handle's process for dead and resolve its open intents. Whoever
+// serves calls on the store must call Clock well within Lease, also while
+// it waits for slow calls and makes no writes (the gate calls it every
+// Lease/3, or more often).
+type Leaser interface {
+	// Lease returns how long the handle stays the live owner of its
+	// intents after it last renewed its lease; 0 when it has none (a
+	// wrapper of a store that has none).
+	Lease() time.Duration
+}
+
 // AuditStarter is implemented by a [Journal] that forgets the oldest
 // records of its trail and keeps only the newest ([Memory], past its audit
 // limit): its trail starts at the oldest record it keeps rather than at
