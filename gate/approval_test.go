@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 )
@@ -468,5 +471,81 @@ func TestThePendingAnswerSaysHowAnOperatorDecides(t *testing.T) {
 		if res.Code != policy.CodeApprovalRequired || !strings.Contains(res.Text, tc.want) || strings.Contains(res.Text, tc.not) {
 			t.Errorf("operators %d: %s: %s\nwant it to say %q, not %q", tc.operators, res.Code, res.Text, tc.want, tc.not)
 		}
+	}
+}
+
+// orderedHolds makes two identical calls on one approved approval race in
+// one order: both read the approval as approved (the approvals looked up
+// are the first call's request, then the two calls'), then the first
+// holds it (used), then the second's hold finds the first's claim and
+// waits on it.
+type orderedHolds struct {
+	state.Store
+	requests, holds        atomic.Int64
+	secondAsked, firstHeld chan struct{}
+}
+
+func (s *orderedHolds) RequestApproval(ctx context.Context, r *state.ApprovalRequest) (*state.Approval, bool, error) {
+	a, created, err := s.Store.RequestApproval(ctx, r)
+	if s.requests.Add(1) == 3 {
+		close(s.secondAsked)
+	}
+	return a, created, err
+}
+
+func (s *orderedHolds) Hold(ctx context.Context, h *state.Hold) (*state.Held, error) {
+	switch s.holds.Add(1) {
+	case 1:
+		<-s.secondAsked
+		defer close(s.firstHeld)
+	case 2:
+		<-s.firstHeld
+	}
+	return s.Store.Hold(ctx, h)
+}
+
+// An approval is for one payment: when the identical call that used it is
+// refused by Clink, a call that waited on it is not told that nobody
+// approved in time (approval_expired), but asks afresh.
+func TestACallWaitingOnAnApprovalUsedByARefusedCallAsksAgain(t *testing.T) {
+	st := &orderedHolds{Store: memory(t), secondAsked: make(chan struct{}), firstHeld: make(chan struct{})}
+	g, _ := newGate(t, approvalPolicy, "", st)
+	ctx := context.Background()
+	fake := &clinkFake{}
+	if res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("the first call = %+v, want approval_required", res)
+	}
+	first := approvalsIn(t, st)[0].ID
+	if _, err := DecideApproval(ctx, st, first, true, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	fake.release, fake.started = make(chan struct{}), make(chan struct{}, 2)
+	fake.err = &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}
+	results := make(chan *Result, 2)
+	for range 2 {
+		go func() { results <- g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")) }()
+	}
+	<-fake.started
+	time.Sleep(100 * time.Millisecond) // the second waits on the first's claim
+	close(fake.release)
+	var codes []string
+	for range 2 {
+		codes = append(codes, string((<-results).Code))
+	}
+	slices.Sort(codes)
+	if want := []string{string(policy.CodeApprovalRequired), string(policy.CodeUpstreamRefused)}; !slices.Equal(codes, want) {
+		t.Errorf("the two calls = %v, want %v", codes, want)
+	}
+	if got := outcomes(t, st); slices.Contains(got, string(policy.CodeApprovalExpired)) {
+		t.Errorf("outcomes %v: the waiter was told nobody approved in time", got)
+	}
+	var pending int
+	for _, a := range approvalsIn(t, st) {
+		if a.ID != first && a.State == state.ApprovalPending {
+			pending++
+		}
+	}
+	if pending != 1 || fake.calls.Load() != 1 {
+		t.Errorf("%d new pending approvals and %d calls to Clink, want 1 and 1", pending, fake.calls.Load())
 	}
 }

@@ -281,7 +281,14 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, cla
 		case errors.As(err, &denial):
 			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At)), false
 		case approval != "" && (errors.Is(err, state.ErrApprovalNotPending) || errors.Is(err, state.ErrNotFound)):
-			// Expired between its look and the hold: nothing was written.
+			// Nothing was written. Used by an identical call meanwhile (this
+			// one waited for its claim, which is gone: Clink refused it, or
+			// it was cancelled before reaching Clink): the approval was for
+			// that one payment, so the call asks afresh. Else it expired
+			// between its look and the hold.
+			if a, err := g.store.Approval(ctx, approval); err == nil && a.State == state.ApprovalUsed {
+				return nil, "", nil, false
+			}
 			return nil, "", decidedResult(&state.Approval{ID: approval, State: state.ApprovalExpired}), false
 		case ctx.Err() != nil:
 			return nil, claimKey, cancelled(), true
