@@ -27,9 +27,9 @@ import (
 type checkoutSessionArgs struct {
 	Amount                               json.Number       `json:"amount" validate:"required"`
 	Currency                             string            `json:"currency" validate:"required,iso4217"`
-	CustomerID                           string            `json:"customerId" validate:"omitempty,max=128,visible_id"`
+	CustomerID                           string            `json:"customerId" validate:"omitempty,max=128,visible_id,plain_text"`
 	CustomerEmail                        string            `json:"customerEmail" validate:"omitempty,max=254,email"`
-	ReferenceCustomerID                  string            `json:"referenceCustomerId" validate:"omitempty,max=128,visible_id"`
+	ReferenceCustomerID                  string            `json:"referenceCustomerId" validate:"omitempty,max=128,visible_id,plain_text"`
 	MerchantReferenceID                  string            `json:"merchantReferenceId" validate:"omitempty,max=128,visible_id,plain_text"`
 	PriceID                              string            `json:"priceId" validate:"omitempty,max=128,visible_id,plain_text"`
 	ProductID                            string            `json:"productId" validate:"omitempty,max=128,visible_id,plain_text"`

@@ -16,9 +16,12 @@ import (
 )
 
 // maxArgumentBytes bounds the size of one call's arguments. The largest
-// legitimate checkout (100 line items, 20 metadata entries of 500 characters)
-// stays far below it.
-const maxArgumentBytes = 256 << 10
+// checkout the schema allows (100 line items, 20 metadata entries of 500
+// characters, every URL at 2,048), its text in characters of four UTF-8
+// bytes, is some 340 KB, and some 600 KB from a client that escapes each
+// as a surrogate pair (\ud83d\ude00): both stay below it, and it below the
+// transports' 4 MiB for a whole message.
+const maxArgumentBytes = 1 << 20
 
 // kind is the JSON type an argument must have.
 type kind int

@@ -3,6 +3,7 @@ package tools
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"reflect"
 	"strconv"
@@ -156,6 +157,21 @@ func TestDecodeStrictDecodesValidArguments(t *testing.T) {
 			}
 		}
 	})
+	t.Run("takes the largest checkout its schema allows, in four-byte characters, escaped or not", func(t *testing.T) {
+		raw := largestCheckout()
+		// As a client that writes ASCII only (Python's json.dumps) sends
+		// it: each character a surrogate pair, twelve bytes.
+		escaped := strings.ReplaceAll(raw, "\U0001F600", `\ud83d\ude00`)
+		for _, raw := range []string{raw, escaped} {
+			var args checkoutSessionArgs
+			if err := decodeStrict([]byte(raw), checkoutSessionShape, &args); err != nil {
+				t.Fatalf("decodeStrict of %d bytes = %v", len(raw), err)
+			}
+			if len(args.PriceDataList) != 100 || len(args.Metadata) != 20 || args.PriceDataList[99].Name != strings.Repeat("\U0001F600", 200) {
+				t.Fatalf("decoded %d line items and %d metadata entries, want 100 and 20 with every character", len(args.PriceDataList), len(args.Metadata))
+			}
+		}
+	})
 	t.Run("refuses arguments over the size limit", func(t *testing.T) {
 		raw := `{"amount":1,"currency":"USD","merchantReferenceId":"` + strings.Repeat("x", maxArgumentBytes) + `"}`
 		var args checkoutSessionArgs
@@ -163,6 +179,37 @@ func TestDecodeStrictDecodesValidArguments(t *testing.T) {
 			t.Fatalf("decodeStrict = %v, want too large", err)
 		}
 	})
+}
+
+// largestCheckout is a create_checkout_session call with every string at
+// the most characters its schema allows, each character four bytes of
+// UTF-8 where the schema lets it be (URLs are ASCII): 100 line items, 20
+// metadata entries, every URL.
+func largestCheckout() string {
+	wide := func(n int) string { return strings.Repeat("\U0001F600", n) } // 😀, four bytes
+	url := func(n int) string {
+		return "https://shop.example.com/" + strings.Repeat("a", n-len("https://shop.example.com/"))
+	}
+	var b strings.Builder
+	b.WriteString(`{"amount":1000,"currency":"USD","customerEmail":"alice@example.com",`)
+	fmt.Fprintf(&b, `"customerId":%q,"referenceCustomerId":%q,"merchantReferenceId":%q,`, wide(128), wide(128), wide(128))
+	fmt.Fprintf(&b, `"successUrl":%q,"cancelUrl":%q,`, url(2048), url(2048))
+	b.WriteString(`"priceDataList":[`)
+	for i := range 100 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"name":%q,"unitAmount":10,"quantity":1,"currency":"USD","imageUrl":%q}`, wide(200), url(2048))
+	}
+	b.WriteString(`],"metadata":{`)
+	for i := range 20 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `%q:%q`, fmt.Sprintf("%02d", i)+wide(38), wide(500))
+	}
+	fmt.Fprintf(&b, `},"idempotencyKey":%q}`, strings.Repeat("k", 128))
+	return b.String()
 }
 
 // FuzzDecodeStrict feeds hostile arguments to the strict decoder: it must

@@ -20,7 +20,7 @@ import (
 // anything parses it, so this is the only bound on what a line costs: a
 // longer one is discarded as it streams in and answered with an error,
 // never buffered. The largest legitimate message, a tool call at the
-// tools' 256 KiB limit on arguments, stays far below it; what reaches
+// tools' 1 MiB limit on arguments, stays far below it; what reaches
 // mcp-go is copied a few times over as it is decoded, so this costs tens of
 // MiB at most.
 const stdioConnMaxMessage = 4 << 20
