@@ -82,6 +82,10 @@ func (g *Gate) callKey(c *call, o *Order) (key, fingerprint string) {
 	return g.keys.claimKey(c.tool, c.caller, g.account, "args", fingerprint), fingerprint
 }
 
+// keyReusedMessage is the refusal of an idempotencyKey used with other
+// arguments.
+const keyReusedMessage = "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"
+
 // approval runs the approval of a call that needs one. It returns the ID
 // of an approved approval to hold the call on, or the result to end the
 // call with instead; claimed reports that an identical call holds the
@@ -129,8 +133,7 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 			Text: "internal error: the server could not record the approval this payment needs, so nothing was created; the operator's log has the details."}, false
 	}
 	if got.Fingerprint != fingerprint {
-		return "", denied(policy.Decision{Code: policy.CodeDuplicateConflict,
-			Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"}), false
+		return "", denied(policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}), false
 	}
 	switch got.State {
 	case state.ApprovalApproved:

@@ -155,14 +155,18 @@ type Checked struct {
 	Limits []policy.LimitStatus
 }
 
-// Check decides req as Create would for caller ("" for the local user),
-// recording and reserving nothing: the policy's rules, then the budgets and
-// rate limits as they stand, caller's own where they are per principal.
-// The gate sets req.Principal, on a copy of req. The error is for a store
-// that cannot answer.
-func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (*Checked, error) {
-	if req != nil {
-		r := *req
+// Check decides o as Create would for caller ("" for the local user),
+// recording and reserving nothing: the policy's rules, the duplicate guard
+// (an identical call made or in flight within its window would be
+// answered with its result, code replayed; an idempotencyKey used with
+// other arguments is refused), then the budgets and rate limits as they
+// stand, caller's own where they are per principal. The gate sets the
+// request's Principal, on a copy. The error is for a store that cannot
+// answer.
+func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, error) {
+	var req *policy.Request
+	if o != nil {
+		r := o.Request
 		r.Principal = principal(caller)
 		req = &r
 	}
@@ -178,6 +182,12 @@ func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (*
 		return nil, err
 	}
 	out.Limits = g.policy.DescribeLimits(limits, used)
+	if d, err := g.checkClaim(ctx, caller, o, req, out.NeedsApproval, now); err != nil || d != nil {
+		if d != nil {
+			out.Decision, out.NeedsApproval = *d, false
+		}
+		return out, err
+	}
 	var denied *policy.Denied
 	switch err := g.store.Check(ctx, now, stored); {
 	case errors.As(err, &denied):
@@ -186,6 +196,47 @@ func (g *Gate) Check(ctx context.Context, caller string, req *policy.Request) (*
 		return nil, err
 	}
 	return out, nil
+}
+
+// checkClaim looks, writing nothing, at the duplicate guard's claim the
+// call o would take, and returns what Create would answer because of it:
+// a replay of an identical call, or the refusal of an idempotencyKey used
+// with other arguments; nil when the call would go on.
+func (g *Gate) checkClaim(ctx context.Context, caller string, o *Order, req *policy.Request, needsApproval bool, now time.Time) (*policy.Decision, error) {
+	if g.policy.DuplicatesWindow() <= 0 && o.IdempotencyKey == "" && !needsApproval {
+		return nil, nil // no claim: see hold
+	}
+	window := g.policy.DuplicatesWindow()
+	if needsApproval {
+		window = max(window, g.policy.ApprovalTimeout())
+	}
+	if window <= 0 {
+		window = defaultKeyWindow
+	}
+	c := g.begin(caller, req.Tool, req)
+	key, fingerprint := g.callKey(c, o)
+	_, stored := g.limits(req, c.customerKeys)
+	held, err := g.store.Hold(ctx, &state.Hold{
+		At:        now,
+		Claim:     &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, At: now, Window: window},
+		Limits:    stored,
+		Intent:    c.record(state.KindIntent, &Result{Code: policy.CodeAllowed}),
+		ClaimOnly: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch held.Prior.State {
+	case state.ClaimDone:
+		return &policy.Decision{Allowed: true, Code: policy.CodeReplayed,
+			Message: "an identical call (the same arguments, or the same idempotencyKey) was made within the duplicate window: this call would return its result, and create no new session"}, nil
+	case state.ClaimInFlight:
+		return &policy.Decision{Allowed: true, Code: policy.CodeReplayed,
+			Message: "an identical call (the same arguments, or the same idempotencyKey) is in flight: this call would wait for it and return its result, and create no new session"}, nil
+	case state.ClaimConflict:
+		return &policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}, nil
+	}
+	return nil, nil
 }
 
 // Standing describes the limits caller's calls count against whatever
@@ -306,8 +357,7 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, cla
 		case state.ClaimDone:
 			return nil, "", g.replayed(ctx, c, claim.Key, held.Prior.Result), false
 		case state.ClaimConflict:
-			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateConflict,
-				Message: "this idempotencyKey was already used with different arguments; use a new key for a new payment, or repeat the original arguments exactly"}), false
+			return nil, "", denied(policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}), false
 		}
 		// In flight: this process may hold its result already, waiting for
 		// the store; else wait for the call to finish, or for its process

@@ -499,7 +499,7 @@ func TestCheckRecordsNothing(t *testing.T) {
 	ctx := context.Background()
 	o := f.fake.order(t, "250", "a@example.com")
 	for range 3 {
-		if d, err := f.g.Check(ctx, "", &o.Request); err != nil || !d.Decision.Allowed {
+		if d, err := f.g.Check(ctx, "", o); err != nil || !d.Decision.Allowed {
 			t.Fatalf("Check = %+v, %v", d, err)
 		}
 	}
@@ -507,11 +507,11 @@ func TestCheckRecordsNothing(t *testing.T) {
 		t.Fatalf("Check wrote %d records", seq)
 	}
 	f.g.Create(ctx, "", o)
-	if d, err := f.g.Check(ctx, "", &o.Request); err != nil || d.Decision.Code != policy.CodeBudgetExceeded {
+	if d, err := f.g.Check(ctx, "", f.fake.order(t, "100", "a@example.com")); err != nil || d.Decision.Code != policy.CodeBudgetExceeded {
 		t.Fatalf("Check past the budget = %+v, %v; want budget_exceeded", d, err)
 	}
 	big := f.fake.order(t, "600", "a@example.com")
-	if d, _ := f.g.Check(ctx, "", &big.Request); d.Decision.Code != policy.CodeAmountOverCap {
+	if d, _ := f.g.Check(ctx, "", big); d.Decision.Code != policy.CodeAmountOverCap {
 		t.Fatalf("Check over the cap = %+v", d)
 	}
 }
@@ -924,5 +924,60 @@ func TestTheLeaseIsRenewedWhileCallsRunAndWhileCloseWaitsForThem(t *testing.T) {
 	}
 	if n := renewals(2 * lease); n != 0 {
 		t.Errorf("%d renewals after Close, want none", n)
+	}
+}
+
+// Check answers as Create would when the duplicate guard decides: an
+// identical call made (or in flight) within the window would be replayed,
+// an idempotencyKey used with other arguments refused; and it takes no
+// claim, so a call it checked is still made.
+func TestCheckSeesTheDuplicateGuard(t *testing.T) {
+	st := memory(t)
+	f := newFixture(t, st, "acct")
+	ctx := context.Background()
+	keyed := func(amount, key string) *Order {
+		o := f.fake.order(t, amount, "a@example.com")
+		o.IdempotencyKey = key
+		return o
+	}
+	first := keyed("50", "order-0042-key")
+	if d, err := f.g.Check(ctx, "", first); err != nil || d.Decision.Code != policy.CodeAllowed {
+		t.Fatalf("Check before any call = %+v, %v; want allowed", d, err)
+	}
+	if res := f.g.Create(ctx, "", first); res.Code != policy.CodeCreated {
+		t.Fatalf("the call Check allowed = %s, want created: Check took its claim", res.Code)
+	}
+	for _, tc := range []struct {
+		name    string
+		o       *Order
+		caller  string
+		code    policy.Code
+		allowed bool
+	}{
+		{"the same call again", keyed("50", "order-0042-key"), "", policy.CodeReplayed, true},
+		{"the same key with another amount", keyed("60", "order-0042-key"), "", policy.CodeDuplicateConflict, false},
+		{"another key", keyed("60", "order-0043-key"), "", policy.CodeAllowed, true},
+		{"the same call by another principal", keyed("50", "order-0042-key"), "agent-b", policy.CodeAllowed, true},
+	} {
+		d, err := f.g.Check(ctx, tc.caller, tc.o)
+		if err != nil || d.Decision.Code != tc.code || d.Decision.Allowed != tc.allowed || d.NeedsApproval {
+			t.Errorf("%s: Check = %+v, %v; want %s, allowed %t", tc.name, d, err, tc.code, tc.allowed)
+		}
+	}
+	// In flight: the identical call would wait for it.
+	f.fake.release, f.fake.started = make(chan struct{}), make(chan struct{}, 1)
+	running := keyed("20", "order-0044-key")
+	done := make(chan *Result, 1)
+	go func() { done <- f.g.Create(ctx, "", running) }()
+	<-f.fake.started
+	if d, err := f.g.Check(ctx, "", keyed("20", "order-0044-key")); err != nil || d.Decision.Code != policy.CodeReplayed || !strings.Contains(d.Decision.Message, "in flight") {
+		t.Errorf("Check of a call in flight = %+v, %v; want replayed, in flight", d, err)
+	}
+	close(f.fake.release)
+	if res := <-done; res.Code != policy.CodeCreated {
+		t.Fatalf("the call in flight = %s", res.Code)
+	}
+	if got := outcomes(t, st); len(got) != 2 {
+		t.Errorf("outcome records %v: Check recorded something", got)
 	}
 }

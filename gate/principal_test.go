@@ -141,7 +141,7 @@ func TestPrincipalsSpendTheirOwnAllowanceUnderASharedCap(t *testing.T) {
 		t.Errorf("%d calls reached Clink, want the 90 created", n)
 	}
 	// So is a principal that has spent nothing.
-	d, err := g.Check(context.Background(), "agent-e", &fake.order(t, "1", "x@example.com").Request)
+	d, err := g.Check(context.Background(), "agent-e", fake.order(t, "1", "x@example.com"))
 	if err != nil || d.Decision.Code != policy.CodeBudgetExceeded || strings.Contains(d.Decision.Message, "per principal") {
 		t.Errorf("Check for a fresh principal = %+v, %v; want the shared budget's refusal", d, err)
 	}
@@ -171,7 +171,7 @@ func TestGatesWithAnotherScopeShareNoCounter(t *testing.T) {
 	if res.Code != policy.CodeBudgetExceeded || !strings.Contains(res.Text, "the rolling 24h USD budget (300.00 USD, 50.00 USD left)") {
 		t.Errorf("a call under team-a's scope again = %+v, want budget_exceeded with 50.00 left", res)
 	}
-	d, err := teamB.Check(ctx, "agent", &fake.order(t, "100", "d@example.com").Request)
+	d, err := teamB.Check(ctx, "agent", fake.order(t, "100", "d@example.com"))
 	if err != nil || d.Decision.Code != policy.CodeBudgetExceeded || d.Decision.Remaining.Amount() != "50.00" {
 		t.Errorf("Check under team-b's scope = %+v, %v; want budget_exceeded with 50.00 left", d, err)
 	}
@@ -215,7 +215,7 @@ func TestScopeKeys(t *testing.T) {
 			if diff := cmp.Diff(want, st.last()); diff != "" {
 				t.Errorf("Hold's keys (-want +got):\n%s", diff)
 			}
-			if _, err := g.Check(context.Background(), "", &o.Request); err != nil {
+			if _, err := g.Check(context.Background(), "", o); err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(want, st.last()); diff != "" {
@@ -313,17 +313,17 @@ func TestCheckCountsTheCallersOwnAllowance(t *testing.T) {
 	if res := g.Create(ctx, "agent-a", fake.order(t, "250", "a@example.com")); res.Code != policy.CodeCreated {
 		t.Fatal(res)
 	}
-	req := fake.order(t, "100", "a@example.com").Request
+	o := fake.order(t, "100", "a@example.com")
 	for _, tc := range []struct {
 		caller string
 		code   policy.Code
 	}{{"agent-a", policy.CodeBudgetExceeded}, {"agent-b", policy.CodeAllowed}, {"", policy.CodeAllowed}} {
-		if d, err := g.Check(ctx, tc.caller, &req); err != nil || d.Decision.Code != tc.code {
+		if d, err := g.Check(ctx, tc.caller, o); err != nil || d.Decision.Code != tc.code {
 			t.Errorf("Check for %q = %+v, %v; want %s", tc.caller, d, err, tc.code)
 		}
 	}
-	if req.Principal != "" {
-		t.Errorf("Check changed the request: Principal %q", req.Principal)
+	if o.Request.Principal != "" {
+		t.Errorf("Check changed the request: Principal %q", o.Request.Principal)
 	}
 }
 

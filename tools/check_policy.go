@@ -64,7 +64,7 @@ const checkPolicyOutputSchema = `{
   "properties": {
     "tool": {"type": "string", "description": "The create tool checked."},
     "allowed": {"type": "boolean", "description": "Whether the call would pass the operator's policy now (after a person's approval, when needsApproval is true)."},
-    "code": {"type": "string", "description": "The code the create tool would answer with: \"allowed\", \"approval_required\", or the refusing rule's code (amount_over_cap, budget_exceeded, rate_limited, invalid_arguments, ...)."},
+    "code": {"type": "string", "description": "The code the create tool would answer with: \"allowed\", \"approval_required\", \"replayed\" (an identical call made or in flight within the duplicate window would answer it, and no new session would be created), or the refusing rule's code (amount_over_cap, budget_exceeded, rate_limited, idempotency_key_reused, invalid_arguments, ...)."},
     "message": {"type": "string", "description": "What would refuse the call and what to do about it."},
     "problems": {"type": "array", "items": {"type": "string"}, "description": "What is wrong with the arguments, when code is invalid_arguments."},
     "needsApproval": {"type": "boolean", "description": "Whether the call would wait for a person's approval before the session is created."},
@@ -97,7 +97,8 @@ func (ts *toolset) checkPolicy() Tool {
 		Title: "Check a payment against the policy",
 		Description: "Check, without creating anything, whether a call to create_agent_payment_session or create_checkout_session " +
 			"would be allowed now: which rule would refuse it, what is left of each budget and rate limit that applies, " +
-			"and whether a person would have to approve it. It records nothing, reserves nothing and never calls Clink; " +
+			"whether a person would have to approve it, and whether an identical earlier call (or its idempotencyKey) would answer it instead. " +
+			"It records nothing, reserves nothing and never calls Clink; " +
 			"the actual call may still be refused if other calls spend the budget first.",
 		RawInputSchema:  json.RawMessage(checkPolicyInputSchema),
 		RawOutputSchema: json.RawMessage(checkPolicyOutputSchema),
@@ -132,7 +133,7 @@ func (ts *toolset) handleCheckPolicy(ctx context.Context, req mcp.CallToolReques
 	case p.refusal != nil:
 		out.Code, out.Message = p.refusal.Code, p.refusal.Message
 	default:
-		checked, err := ts.gate.Check(ctx, ts.caller(ctx), &p.order.Request)
+		checked, err := ts.gate.Check(ctx, ts.caller(ctx), p.order)
 		if err != nil {
 			ts.log.ErrorContext(ctx, "check_payment_policy: the store failed", "tool", p.tool, "err", err)
 			return errorText("internal error: the server could not read its spending limits, so the call could not be checked; the operator's log has the details."), nil
@@ -189,6 +190,8 @@ func checkSummary(out *checkPolicyResult) string {
 	switch {
 	case out.NeedsApproval:
 		b.WriteString(out.Tool + " with these arguments is within the policy now, and would need a person's approval before it is created.")
+	case out.Code == policy.CodeReplayed:
+		fmt.Fprintf(&b, "%s with these arguments would be answered by an identical earlier call: %s.", out.Tool, out.Message)
 	case out.Allowed:
 		b.WriteString(out.Tool + " with these arguments would be allowed now.")
 	default:

@@ -34,10 +34,13 @@ tools:
 var codeInText = regexp.MustCompile(`\((` + `[a-z_]+` + `)\)`)
 
 func codeOf(res *mcp.CallToolResult) policy.Code {
+	text := ResultText(res)
+	if strings.HasPrefix(text, "Replay:") {
+		return policy.CodeReplayed
+	}
 	if !res.IsError {
 		return policy.CodeCreated
 	}
-	text := ResultText(res)
 	if strings.HasPrefix(text, "invalid arguments") {
 		return policy.CodeInvalidArguments
 	}
@@ -78,6 +81,9 @@ func TestCheckPaymentPolicyAgreesWithTheCreateToolsAndWritesNothing(t *testing.T
 		want             policy.Code
 	}{
 		{"allowed", policy.ToolCheckoutSession, checkoutArgs("200", "a@example.com"), policy.CodeCreated},
+		{"the identical call again", policy.ToolCheckoutSession, checkoutArgs("200", "a@example.com"), policy.CodeReplayed},
+		{"a call with a key", policy.ToolCheckoutSession, `{"amount":10,"currency":"USD","customerEmail":"e@example.com","idempotencyKey":"order-0042-key"}`, policy.CodeCreated},
+		{"its key with another amount", policy.ToolCheckoutSession, `{"amount":11,"currency":"USD","customerEmail":"e@example.com","idempotencyKey":"order-0042-key"}`, policy.CodeDuplicateConflict},
 		{"over the cap", policy.ToolCheckoutSession, checkoutArgs("501", "a@example.com"), policy.CodeAmountOverCap},
 		{"over the tool's cap", policy.ToolAgentPaymentSession, `{"customerEmail":"a@example.com","amount":60,"currency":"USD"}`, policy.CodeAmountOverCap},
 		{"under the minimum", policy.ToolCheckoutSession, checkoutArgs("0.5", "a@example.com"), policy.CodeAmountUnderMin},
@@ -116,13 +122,13 @@ func TestCheckPaymentPolicyAgreesWithTheCreateToolsAndWritesNothing(t *testing.T
 		if got.Code != wantCheck {
 			t.Errorf("%s: check said %s (%s), the create tool %s", c.name, got.Code, got.Message, code)
 		}
-		allowed := code == policy.CodeCreated || code == policy.CodeApprovalRequired
+		allowed := code == policy.CodeCreated || code == policy.CodeApprovalRequired || code == policy.CodeReplayed
 		if got.Allowed != allowed || got.NeedsApproval != (code == policy.CodeApprovalRequired) {
 			t.Errorf("%s: check = %+v; want allowed %v", c.name, got, allowed)
 		}
 	}
-	if n := h.pay.calls(); n != 2 {
-		t.Errorf("%d calls reached Clink, want the 2 created", n)
+	if n := h.pay.calls(); n != 3 {
+		t.Errorf("%d calls reached Clink, want the 3 created", n)
 	}
 }
 
