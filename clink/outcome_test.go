@@ -255,6 +255,17 @@ func TestACreatedSessionIsReadWhateverElseItsAnswerHolds(t *testing.T) {
 			t.Fatalf("got %+v, %v; want aps_1 with expireTime unread", s, err)
 		}
 	})
+	t.Run("a time past the year 9999 is not read", func(t *testing.T) {
+		for _, expire := range []string{`253402300800000`, `"253402300800000"`} { // 10000-01-01 in ms
+			srv := httptest.NewServer(replyWith(200, "application/json",
+				`{"code":200,"msg":"success","data":{"sessionId":"aps_1","expireTime":`+expire+`}}`))
+			s, err := newClient(t, srv.URL).CreateAgentPaymentSession(t.Context(), agentRequest(t))
+			srv.Close()
+			if err != nil || s.SessionID != "aps_1" || strings.Join(s.Unread, ",") != "expireTime" || !s.ExpireTime.IsZero() {
+				t.Fatalf("expireTime %s: got %+v, %v; want aps_1 with expireTime unread", expire, s, err)
+			}
+		}
+	})
 	t.Run("a key in another case is read, the last one in the document winning", func(t *testing.T) {
 		srv := httptest.NewServer(replyWith(200, "application/json",
 			`{"code":200,"msg":"success","data":{"sessionId":"sess_1","expireTime":"soon","CustomerId":"A","CUSTOMERID":"B"}}`))

@@ -12,7 +12,8 @@ import (
 // shapes a Java backend commonly emits: RFC 3339 ("2025-01-02T15:04:05Z"), the same with a
 // "+0000" offset, "2025-01-02 15:04:05" and "2025-01-02T15:04:05" (no zone: UTC), each with
 // optional fractional seconds, and milliseconds since the epoch as a number or a string. null
-// and "" leave the time zero. It embeds time.Time, whose methods (IsZero, UTC, Format,
+// and "" leave the time zero. A time outside the years 1 to 9999 is not read (RFC 3339 has no
+// other years; such a time is a mistake, not an expiry). It embeds time.Time, whose methods (IsZero, UTC, Format,
 // MarshalJSON, ...) it has.
 type Time struct{ time.Time }
 
@@ -46,17 +47,24 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return errBadTime
 		}
-		*t = Time{time.UnixMilli(ms).UTC()}
-		return nil
+		return t.set(time.UnixMilli(ms).UTC())
 	}
 	if len(s) > 64 {
 		return errBadTime
 	}
 	for _, layout := range timeLayouts {
 		if v, err := time.Parse(layout, s); err == nil {
-			*t = Time{v}
-			return nil
+			return t.set(v)
 		}
 	}
 	return errBadTime
+}
+
+// set sets t to v, a time in the years 1 to 9999 (in UTC), or refuses it.
+func (t *Time) set(v time.Time) error {
+	if y := v.UTC().Year(); y < 1 || y > 9999 {
+		return errBadTime
+	}
+	*t = Time{v}
+	return nil
 }

@@ -222,6 +222,15 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 			if err != nil {
 				return nil, err
 			}
+			// The result promises a URI (its schema's format): a page URL
+			// that is not one is left out as unread, as one that did not
+			// decode is.
+			unread := sess.Unread
+			if sess.URL != "" && !pageURL(sess.URL) {
+				ts.log.WarnContext(ctx, "Clink's answer gave a checkout URL that is not an absolute http(s) URI; it is left out of the result",
+					"session", sess.SessionID)
+				sess.URL, unread = "", append(slices.Clone(unread), "url")
+			}
 			out := checkoutSessionResult{
 				SessionID:  sess.SessionID,
 				URL:        sess.URL,
@@ -239,7 +248,7 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 				summary += "; it expires " + out.ExpireTime
 			}
 			summary += "."
-			return created(out.SessionID, out, summary+unreadNote(out.URL == "", out.ExpireTime == "", ToolGetCheckoutSession), sess.Unread)
+			return created(out.SessionID, out, summary+unreadNote(out.URL == "", out.ExpireTime == "", ToolGetCheckoutSession), unread)
 		},
 	}
 	return p

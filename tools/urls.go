@@ -223,3 +223,18 @@ func localName(name string) string {
 	}
 	return ""
 }
+
+// pageURL reports whether s is an absolute http or https URI with a host,
+// written with RFC 3986's characters alone (unreserved, reserved and
+// percent-escapes): what a result's "format": "uri" promises a client
+// that validates it.
+func pageURL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~:/?#[]@!$&'()*+,;=%", c) >= 0) {
+			return false
+		}
+	}
+	u, err := url.Parse(s)
+	return err == nil && (strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) && u.Host != ""
+}
