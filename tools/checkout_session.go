@@ -554,7 +554,7 @@ const checkoutSessionInputSchema = `{
     "priceDataList": {
       "type": "array",
       "maxItems": 100,
-      "description": "One-time line items, for a purchase without dashboard products. The per-session cap applies to the larger of amount and the sum of unitAmount x quantity.",
+      "description": "One-time line items, for a purchase without dashboard products. Give items that add up to amount, the total the customer pays: this server does not check that they do, and what Clink makes of items that do not is not documented. The per-session cap applies to the larger of amount and the sum of unitAmount x quantity.",
       "items": {
         "type": "object",
         "properties": {
