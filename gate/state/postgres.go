@@ -145,6 +145,12 @@ type Postgres struct {
 	renewed     atomic.Int64
 	published   atomic.Int64
 	publishedAt atomic.Int64
+	// A renewal that failed (the database out of reach) makes the handle
+	// judge no other owner dead until a lease after its next success
+	// (judgeFrom): the others lost the database too, and their leases
+	// passed without their processes ending. See Intents.
+	renewFailed atomic.Bool
+	judgeFrom   atomic.Int64
 
 	writes atomic.Int64 // timed write transactions: sweeps run every sweepEvery
 
@@ -365,8 +371,15 @@ UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key =
 	// appended: the audit head, which it holds locked.
 	pqAddIntent = `INSERT INTO intents (call, seq, owner, claim_key, reservation, at, keys)
 VALUES ($1, (SELECT seq FROM audit_head WHERE id = 1), $2, $3, $4, $5, $6)`
+	// pqIntents marks an intent orphaned when its owner (another handle)
+	// closed, or its lease has passed while the database has been up for a
+	// lease ($2, the reader's) or more: leases that passed while it was
+	// down (a restart) are given one to be renewed. The last column says
+	// the owner closed (or is gone from owners).
 	pqIntents = `SELECT i.call, i.owner, i.claim_key, i.reservation,
-	i.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners AS o WHERE o.owner = i.owner AND NOT o.closed AND o.lease_until > clink_now(NULL)),
+	i.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners AS o WHERE o.owner = i.owner AND NOT o.closed
+		AND (o.lease_until > clink_now(NULL) OR clink_now(NULL) - $2 < (extract(epoch FROM pg_postmaster_start_time()) * 1000000000)::bigint)),
+	i.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners AS o WHERE o.owner = i.owner AND NOT o.closed),
 	` + auditColumnsOfA + ` FROM intents AS i JOIN audit AS a ON a.seq = i.seq ORDER BY i.seq`
 	pqCheck = `SELECT n.now, COALESCE(c.total, 0),
 	COALESCE((SELECT sum(e.amount) FROM counter_entries AS e WHERE e.key = v.key AND e.at <= n.now - v.win), 0)::bigint
@@ -835,9 +848,13 @@ func (p *Postgres) renew(ctx context.Context, at int64, force bool) error {
 		return err
 	})
 	if err != nil {
+		p.renewFailed.Store(true)
 		return err
 	}
 	now := int64(time.Since(p.started))
+	if p.renewFailed.Swap(false) {
+		p.judgeFrom.Store(now + int64(p.cfg.lease))
+	}
 	p.renewed.Store(now)
 	if pub > p.published.Load() {
 		p.published.Store(pub)
@@ -1676,17 +1693,28 @@ func (p *Postgres) Intents(ctx context.Context) ([]Intent, error) {
 		return nil, errClosed
 	}
 	var out []Intent
+	// This handle lost the database a moment ago: so did the others,
+	// whose leases may have passed meanwhile although their processes live
+	// on. They get a lease to renew before any is judged dead; only a
+	// handle that closed is.
+	grace := int64(time.Since(p.started)) < p.judgeFrom.Load()
 	err := p.read(ctx, func(c *pgxpool.Conn) error {
 		out = nil
-		rows, err := c.Query(ctx, pqIntents, p.owner)
+		rows, err := c.Query(ctx, pqIntents, p.owner, int64(p.cfg.lease))
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var in Intent
-			if err := scanRecord(rows, &in.Record, &in.Call, &in.Owner, &in.ClaimKey, &in.Reservation, &in.Orphaned); err != nil {
+			var (
+				in     Intent
+				closed bool
+			)
+			if err := scanRecord(rows, &in.Record, &in.Call, &in.Owner, &in.ClaimKey, &in.Reservation, &in.Orphaned, &closed); err != nil {
 				return err
+			}
+			if grace {
+				in.Orphaned = closed
 			}
 			out = append(out, in)
 		}

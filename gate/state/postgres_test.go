@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -907,6 +908,95 @@ func TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed(t *testing.T) {
 	a.Close()
 	if !orphaned() {
 		t.Fatal("the intent of a closed handle is not orphaned")
+	}
+}
+
+// TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged: when
+// the database is out of reach for longer than a lease, every live
+// handle's lease passes at once; a handle that has just got the database
+// back judges no other dead for a lease (the others renew meanwhile), and
+// after that as before. Without the grace, the first sweep after an
+// outage resolved the live replicas' calls in flight as outcome_unknown.
+func TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	const lease = 2 * time.Second
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u, state.PostgresLease(lease))
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	orphaned := func() bool {
+		t.Helper()
+		intents, err := b.Intents(ctx)
+		if err != nil || len(intents) != 1 {
+			t.Fatalf("Intents = %+v, %v; want 1", intents, err)
+		}
+		return intents[0].Orphaned
+	}
+	name := databaseName(t, u)
+	// The database turns both handles away for longer than a lease: b's
+	// renewals fail, a (a live replica whose Clink call is slow) makes none.
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS false`)
+	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name)
+	away := time.Now()
+	for time.Since(away) < lease+lease/2 {
+		if _, err := b.Clock(ctx, time.Now()); err == nil {
+			t.Fatal("a renewal succeeded while the database turned every connection away")
+		}
+		time.Sleep(lease / 4)
+	}
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS true`)
+	if _, err := b.Clock(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if orphaned() {
+		t.Fatal("a live handle's call is orphaned the moment the database is back: its lease passed while the database was away")
+	}
+	// A lease later, a handle that has not renewed is dead.
+	time.Sleep(lease + lease/4)
+	if !orphaned() {
+		t.Fatal("a lease after the database came back, the intent of a handle that never renewed is not orphaned")
+	}
+}
+
+// TestPostgresLeasesThatPassedWhileTheDatabaseRestartedAreNotJudged: a
+// handle opened just after a restart, which saw no outage of its own, does
+// not judge leases that passed during it either, until the database has
+// been up for a lease. It restarts the cluster .ci/postgres.sh started in
+// CLINK_TEST_PG_DIR.
+func TestPostgresLeasesThatPassedWhileTheDatabaseRestartedAreNotJudged(t *testing.T) {
+	clusterDir := os.Getenv("CLINK_TEST_PG_DIR")
+	if clusterDir == "" {
+		t.Fatal("CLINK_TEST_PG_DIR is not set: this test restarts the cluster .ci/postgres.sh started in that folder")
+	}
+	ctx := context.Background()
+	u := freshDatabase(t)
+	a := openPostgres(t, u, state.PostgresLease(2*time.Second))
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	held := time.Now()
+	if out, err := exec.Command("bash", "../../.ci/postgres.sh", "restart", clusterDir).CombinedOutput(); err != nil {
+		t.Fatalf("restarting PostgreSQL: %v: %s", err, out)
+	}
+	const lease = 4 * time.Second // b's: the database must have been up this long
+	b := openPostgres(t, u, state.PostgresLease(lease))
+	time.Sleep(time.Until(held.Add(2*time.Second + 300*time.Millisecond))) // a's lease has passed
+	if up := time.Duration(queryInt(t, u, `SELECT (extract(epoch FROM clock_timestamp() - pg_postmaster_start_time()) * 1e9)::bigint`)); up >= lease {
+		t.Fatalf("the database has been up %v since its restart, want less than %v to test anything", up, lease)
+	}
+	intents, err := b.Intents(ctx)
+	if err != nil || len(intents) != 1 || intents[0].Orphaned {
+		t.Fatalf("Intents = %+v, %v; want a's intent, not orphaned: its lease passed while the database restarted", intents, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		intents, err := b.Intents(ctx)
+		if err == nil && len(intents) == 1 && intents[0].Orphaned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Intents = %+v, %v; want a's intent orphaned once the database has been up a lease", intents, err)
+		}
 	}
 }
 
