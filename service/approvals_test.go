@@ -344,3 +344,78 @@ func TestTheAdminListSaysWhenItLeavesSomeOut(t *testing.T) {
 		}
 	}
 }
+
+// modernCall posts a 2026-07-28 tools/call of create_agent_payment_session
+// as principal, from a client that declares the capabilities caps (JSON);
+// extra is added to params (an answer).
+func (f *fixture) modernCall(principal, id, caps, args, extra string) string {
+	f.t.Helper()
+	headers := map[string]string{
+		"Authorization":        "Bearer " + f.tokens[principal],
+		"Content-Type":         "application/json",
+		"Accept":               "application/json, text/event-stream",
+		"Mcp-Protocol-Version": "2026-07-28",
+		"Mcp-Method":           "tools/call",
+		"Mcp-Name":             "create_agent_payment_session",
+	}
+	msg := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":` + args + extra +
+		`,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":` + caps + `}}}`
+	_, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(msg), headers)
+	return body
+}
+
+var requestStateRE = regexp.MustCompile(`"requestState":"([^"]+)"`)
+
+// approveByAnswer asks the agent's user about bigCall and answers yes: the
+// session is created.
+func approveByAnswer(t *testing.T, f *fixture) (answer string) {
+	t.Helper()
+	body := f.modernCall("agent", "1", `{"elicitation":{"form":{}}}`, bigCall, "")
+	m := requestStateRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no question asked: %s", body)
+	}
+	answer = `,"inputResponses":{"approve_payment":{"action":"accept","content":{"approve":true}}},"requestState":"` + m[1] + `"`
+	if body := f.modernCall("agent", "2", `{"elicitation":{"form":{}}}`, bigCall, answer); !strings.Contains(body, "Created agent payment session") {
+		t.Fatalf("the answer did not create the session: %s", body)
+	}
+	return answer
+}
+
+// The replay of an approved call is an answer of the store's
+// (RequestApproval's ErrClaimHeld), not a failure: store_errors_total,
+// which operators alert on, does not count it.
+func TestAReplayOfAnApprovedCallIsNoStoreError(t *testing.T) {
+	f := approvalsFixture(t)
+	approveByAnswer(t, f)
+	if body := f.modernCall("agent", "3", `{"elicitation":{"form":{}}}`, bigCall, ""); !strings.Contains(body, "Replay") {
+		t.Fatalf("the repeated call = %s, want a replay", body)
+	}
+	_, _, metrics := f.get(http.MethodGet, "/metrics", nil, nil)
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "clink_mcp_store_errors_total") {
+			t.Errorf("no store failed, yet: %s", line)
+		}
+	}
+}
+
+// A client that declares elicitation in URL mode alone cannot show the
+// approval question, a form: it is not asked, and the approval waits for
+// the operator. Form mode, or elicitation with no mode, is asked.
+func TestAClientOfURLElicitationAloneIsNotAskedAForm(t *testing.T) {
+	for _, tc := range []struct {
+		caps  string
+		asked bool
+	}{
+		{`{"elicitation":{"url":{}}}`, false},
+		{`{"elicitation":{"form":{},"url":{}}}`, true},
+		{`{"elicitation":{}}`, true},
+		{`{}`, false},
+	} {
+		f := approvalsFixture(t)
+		body := f.modernCall("agent", "1", tc.caps, bigCall, "")
+		if asked := strings.Contains(body, `"inputRequests"`); asked != tc.asked || !asked && !strings.Contains(body, "approval_required") {
+			t.Errorf("capabilities %s: %s; want asked %t, else the approval pending", tc.caps, body, tc.asked)
+		}
+	}
+}

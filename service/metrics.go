@@ -185,10 +185,12 @@ type instrumentedStore struct {
 }
 
 // observe records one operation that started at start and ended with err.
+// A refusal by a limit, an unknown ID and an identical call holding the
+// claim (RequestApproval's signal to replay it) are answers, not failures.
 func (s *instrumentedStore) observe(op string, start time.Time, err error) {
 	s.m.storeSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	var denied *policy.Denied
-	if err != nil && !errors.As(err, &denied) && !errors.Is(err, state.ErrNotFound) {
+	if err != nil && !errors.As(err, &denied) && !errors.Is(err, state.ErrNotFound) && !errors.Is(err, state.ErrClaimHeld) {
 		s.m.storeErrors.WithLabelValues(op).Inc()
 	}
 }

@@ -37,7 +37,7 @@ func canAsk(ctx context.Context, req mcp.CallToolRequest) bool {
 		// Capabilities come with each request; mcp-go checks them against
 		// what the request may ask of the client.
 		caps := req.Params.Meta.ClientCapabilities()
-		return caps != nil && caps.Elicitation != nil
+		return caps != nil && formElicitation(caps.Elicitation)
 	}
 	// An earlier client declared its capabilities when it initialised the
 	// session; a request's _meta is not the client's word for them, and
@@ -48,7 +48,15 @@ func canAsk(ctx context.Context, req mcp.CallToolRequest) bool {
 		return false
 	}
 	info, ok := session.(server.SessionWithClientInfo)
-	return ok && info.GetClientCapabilities().Elicitation != nil
+	return ok && formElicitation(info.GetClientCapabilities().Elicitation)
+}
+
+// formElicitation reports whether a client that declared e can answer the
+// approval question, a form: it declared form mode, or elicitation with no
+// mode at all (which means form alone). A client of URL mode alone cannot,
+// and is not asked: the approval goes to the operator.
+func formElicitation(e *mcp.ElicitationCapability) bool {
+	return e != nil && (e.Form != nil || e.URL == nil)
 }
 
 // answerOf returns the user's answer to the approval question that an
