@@ -95,6 +95,9 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 	now := g.now()
 	timeout := g.policy.ApprovalTimeout()
 	answer := o.Answer
+	if c.answerSpent {
+		answer = nil // see below: the call is looked at again without it
+	}
 	if answer != nil && g.policy.ApprovalsByOperator() {
 		// A question asked while the client could decide (before the
 		// policy changed, or on a replica with the older policy) is the
@@ -104,7 +107,17 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 		answer = nil
 	}
 	if answer != nil {
-		id, res := g.answered(ctx, c, answer, key, fingerprint, now, timeout)
+		id, res, used := g.answered(ctx, c, answer, key, fingerprint, now, timeout)
+		if used {
+			// The same yes again (a client whose answer's response was
+			// lost repeats its request): the approval was used by the
+			// call it answered, whose claim answers this one (replay, or
+			// wait for it). Should the claim be gone (Clink refused that
+			// call), the call is looked at again without the answer: it
+			// asks afresh.
+			c.answerSpent = true
+			return "", nil, true
+		}
 		return id, res, false
 	}
 	_, stored := g.limits(&o.Request, c.customerKeys)
@@ -151,26 +164,28 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 // approved, or the result to end the call with. The answer counts only for
 // the call it was asked about: the state is bound to the principal and the
 // call's key, and the approval must be for these very arguments (an
-// idempotencyKey repeated with other arguments has the same key).
-func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerprint string, now time.Time, timeout time.Duration) (string, *Result) {
+// idempotencyKey repeated with other arguments has the same key). used
+// reports a yes brought again to the approval it made, which the call it
+// answered has used since: that call's claim answers this one.
+func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerprint string, now time.Time, timeout time.Duration) (id string, res *Result, used bool) {
 	st, err := g.openQuestion(ans.State, c.caller, key)
 	if err != nil {
 		g.log.WarnContext(ctx, "an approval answer was refused", "tool", c.tool, "call", c.id, "err", err)
-		return "", invalidAnswer("it does not belong to this call (altered, made for other arguments or another principal, or not a state this server issued)")
+		return "", invalidAnswer("it does not belong to this call (altered, made for other arguments or another principal, or not a state this server issued)"), false
 	}
 	if !now.Before(time.Unix(st.Expires, 0)) {
-		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired})
+		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired}), false
 	}
 	switch a, err := g.store.Approval(ctx, st.ID); {
 	case errors.Is(err, state.ErrNotFound):
-		return "", invalidAnswer("its approval is unknown to this server")
+		return "", invalidAnswer("its approval is unknown to this server"), false
 	case err != nil:
 		g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "approval", "err", err)
 		return "", &Result{Code: policy.CodeInternal, IsError: true,
-			Text: "internal error: the server could not read the approval this answer is for, so nothing was created; the operator's log has the details."}
+			Text: "internal error: the server could not read the approval this answer is for, so nothing was created; the operator's log has the details."}, false
 	case a.Key != key || a.Fingerprint != fingerprint:
 		g.log.WarnContext(ctx, "an approval answer was brought to other arguments", "tool", c.tool, "call", c.id, "approval", st.ID)
-		return "", invalidAnswer("it was given for other arguments: the person approved a different payment")
+		return "", invalidAnswer("it was given for other arguments: the person approved a different payment"), false
 	}
 	by := clientDecider + c.caller
 	a, err := g.store.DecideApproval(ctx, now, st.ID, ans.Accept, by, now.Add(timeout))
@@ -178,7 +193,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && (a.State == state.ApprovalExpired || a.State == state.ApprovalDenied):
 		// Expired, or denied (by an operator while the user was asked):
 		// the answer changes nothing, and the call is told which.
-		return "", decidedResult(a)
+		return "", decidedResult(a), false
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalApproved:
 		// An operator approved it while the user was being asked: the
 		// user's yes goes ahead on that approval; a no ends this call,
@@ -186,7 +201,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		// An operator's decision cannot be withdrawn from here (of two
 		// decisions, the first wins): the user is told it stands.
 		if ans.Accept {
-			return a.ID, nil
+			return a.ID, nil, false
 		}
 		who := "it was approved already"
 		if strings.HasPrefix(a.DecidedBy, OperatorDecider) {
@@ -194,20 +209,22 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		}
 		return "", &Result{Code: policy.CodeApprovalDeclined, IsError: true,
 			Text: fmt.Sprintf("approval declined (%s): the user declined this payment, but %s (approval %s), and that approval stands until %s. Nothing was created; tell your user, and do not repeat the call unless the user asks.",
-				policy.CodeApprovalDeclined, who, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))}
+				policy.CodeApprovalDeclined, who, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))}, false
+	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalUsed && ans.Accept:
+		return "", nil, true
 	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
-		return "", invalidAnswer("it was used already: an answer counts once")
+		return "", invalidAnswer("it was used already: an answer counts once"), false
 	case ctx.Err() != nil:
-		return "", cancelled()
+		return "", cancelled(), false
 	case err != nil:
 		g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "decide approval", "err", err)
 		return "", &Result{Code: policy.CodeInternal, IsError: true,
-			Text: "internal error: the server could not record the approval's answer, so nothing was created; the operator's log has the details."}
+			Text: "internal error: the server could not record the approval's answer, so nothing was created; the operator's log has the details."}, false
 	}
 	if !ans.Accept {
-		return "", decidedResult(a)
+		return "", decidedResult(a), false
 	}
-	return a.ID, nil
+	return a.ID, nil, false
 }
 
 // DecideApproval records an operator's decision on the pending approval

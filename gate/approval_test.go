@@ -233,10 +233,15 @@ func TestTheClientsUserIsAskedAndTheirAnswerCountsOnce(t *testing.T) {
 	if res.Code != policy.CodeCreated {
 		t.Fatalf("accepted = %+v, want created", res)
 	}
-	// Replayed: the call's own replay answers the identical call, but the
-	// state itself counts once.
-	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); again.Code != policy.CodeApprovalInvalid {
-		t.Errorf("the same answer again = %+v, want approval_invalid", again)
+	// The same answer again (a client whose answer's response was lost
+	// repeats its request): the call it answered answers it (a replay),
+	// and nothing is created twice: the state counts once.
+	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); again.Code != policy.CodeReplayed || again.SessionID != res.SessionID {
+		t.Errorf("the same answer again = %+v, want the replay of %s", again, res.SessionID)
+	}
+	// A no brought to the approval the yes used is refused.
+	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); again.Code != policy.CodeApprovalInvalid {
+		t.Errorf("a no after the yes was used = %+v, want approval_invalid", again)
 	}
 	if n := fake.calls.Load(); n != 1 {
 		t.Fatalf("%d calls reached Clink, want 1", n)
@@ -547,5 +552,28 @@ func TestACallWaitingOnAnApprovalUsedByARefusedCallAsksAgain(t *testing.T) {
 	}
 	if pending != 1 || fake.calls.Load() != 1 {
 		t.Errorf("%d new pending approvals and %d calls to Clink, want 1 and 1", pending, fake.calls.Load())
+	}
+}
+
+// The same yes brought again after Clink refused the call it answered
+// (its claim dropped, its approval used): the call asks afresh, with a new
+// question, rather than being told the answer was invalid.
+func TestTheSameAnswerAfterARefusalAsksAfresh(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{err: &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question asked")
+	}
+	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeUpstreamRefused {
+		t.Fatalf("the answered call = %+v, want upstream_refused", res)
+	}
+	again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true})
+	if again.Code != policy.CodeApprovalRequired || again.Question == nil || again.Question.State == q.State {
+		t.Errorf("the same answer again = %+v, want a new question", again)
+	}
+	if n := fake.calls.Load(); n != 1 {
+		t.Errorf("%d calls reached Clink, want 1", n)
 	}
 }

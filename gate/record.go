@@ -43,6 +43,8 @@ type call struct {
 	customerKeys              []string // every identifier's, for per-customer limits
 
 	recorded *Result // the result whose outcome record is with the journal, which lands it
+
+	answerSpent bool // its approval answer was used by the call it answered: look again without it
 }
 
 // LocalPrincipal is the principal of calls made with caller "": the local

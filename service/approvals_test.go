@@ -419,3 +419,18 @@ func TestAClientOfURLElicitationAloneIsNotAskedAForm(t *testing.T) {
 		}
 	}
 }
+
+// A client whose answer's response was lost repeats the request exactly
+// (the same answer and requestState): it gets the created session's
+// replay, not "approval_invalid ... Nothing was created", which was untrue.
+func TestARepeatedAnswerGetsTheCreatedSession(t *testing.T) {
+	f := approvalsFixture(t)
+	answer := approveByAnswer(t, f)
+	again := f.modernCall("agent", "3", `{"elicitation":{"form":{}}}`, bigCall, answer)
+	if !strings.Contains(again, "Replay") || !strings.Contains(again, "Created agent payment session") || strings.Contains(again, "Nothing was created") {
+		t.Errorf("the same answer again = %s; want the created session's replay", again)
+	}
+	if n := f.sandbox.SessionCount(); n != 1 {
+		t.Errorf("Clink has %d sessions, want 1", n)
+	}
+}
