@@ -29,10 +29,13 @@ var errCancelledByClient = errors.New("the client cancelled the request (notific
 // it, one principal could cancel another's calls by guessing their ids
 // (clients number them 1, 2, 3...). So /mcp answers every cancellation
 // itself (202, as for any notification) and never hands one to mcp-go: it
-// cancels the requests of the same principal with that id that this
-// process is serving. A request on another replica is not reached, as it
+// cancels the request of the same principal with that id that this
+// process is serving. When it serves two or more (clients sharing a
+// principal, one token for a platform's agents, each number their requests
+// alike), it cancels none: the cancellation is any one client's, and
+// nothing tells which. A request on another replica is not reached, as it
 // would not be by mcp-go either; closing the request's connection cancels
-// it wherever it runs.
+// it wherever it runs, in every case.
 type inflight struct {
 	mu   sync.Mutex
 	reqs map[inflightKey][]*inflightReq
@@ -106,13 +109,14 @@ func (f *inflight) track(w http.ResponseWriter, r *http.Request, id json.RawMess
 	next.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// cancel ends the requests with id that r's principal is making, and
-// answers r, their cancellation, with 202 Accepted.
+// cancel ends the request with id that r's principal is making, unless it
+// makes more than one (see inflight), and answers r, its cancellation,
+// with 202 Accepted.
 func (f *inflight) cancel(w http.ResponseWriter, r *http.Request, id json.RawMessage) {
 	if k := keyOf(r, id); k.id != "" {
 		f.mu.Lock()
-		for _, req := range f.reqs[k] {
-			req.cancel(errCancelledByClient)
+		if reqs := f.reqs[k]; len(reqs) == 1 {
+			reqs[0].cancel(errCancelledByClient)
 		}
 		f.mu.Unlock()
 	}

@@ -123,3 +123,40 @@ func TestCancellationEndsOnlyTheSendersRequest(t *testing.T) {
 		t.Errorf("Clink has %d sessions, want the 4 calls that were not cancelled", n)
 	}
 }
+
+// Two agents of one platform share a principal (one token) and number
+// their requests alike: when one cancels its request 1 while both have a
+// request 1 in flight here, nothing tells whose it is, so neither is
+// cancelled (the other agent's payment must not be dropped for it).
+func TestACancellationThatCouldBeEitherOfTwoRequestsCancelsNeither(t *testing.T) {
+	st := &holdingStore{Store: state.NewMemory(), entered: make(chan struct{}, 2), release: make(chan struct{})}
+	f := newFixture(t, setup{principals: map[string]string{"platform": ""}, store: st})
+	done := make(chan string, 2)
+	for agent := range 2 {
+		go func() {
+			args := fmt.Sprintf(`{"customerEmail":"agent%d@example.com","amount":30,"currency":"USD"}`, agent)
+			_, body := f.postMCP("platform", "2025-11-25", "tools/call", "1", `"name":"create_agent_payment_session","arguments":`+args)
+			done <- body
+		}()
+	}
+	<-st.entered
+	<-st.entered
+	if code, body := f.postMCP("platform", "2025-11-25", "notifications/cancelled", "", `"requestId":1`); code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	time.Sleep(100 * time.Millisecond) // time for a cancellation to land, were there one
+	for range 2 {
+		select {
+		case st.release <- struct{}{}:
+		case <-time.After(time.Second): // a call cancelled waits no more
+		}
+	}
+	for range 2 {
+		if body := <-done; !strings.Contains(body, "Created agent payment session") {
+			t.Errorf("a call = %s, want created", body)
+		}
+	}
+	if n := f.sandbox.SessionCount(); n != 2 {
+		t.Errorf("Clink has %d sessions, want both agents' 2", n)
+	}
+}
