@@ -86,7 +86,7 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 	if s.auth != nil {
 		mcp = s.auth.Middleware(mcp)
 	}
-	mcp = checkOrigin(mcp, opts.AllowedOrigins)
+	mcp = checkOrigin(mcp, opts.AllowedOrigins, true)
 	mux.Handle("/mcp", s.metrics.instrumentHTTP("/mcp", mcp))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusOK, "ok")
@@ -105,7 +105,7 @@ func (s *Service) Handler(opts HTTPOptions) http.Handler {
 		for _, path := range s.auth.MetadataPaths() {
 			mux.Handle(path, s.auth.MetadataHandler())
 		}
-		mux.Handle("/admin/", checkOrigin(s.adminHandler(), opts.AllowedOrigins))
+		mux.Handle("/admin/", checkOrigin(s.adminHandler(), opts.AllowedOrigins, false))
 	}
 	return checkHost(mux, opts.AllowedHosts)
 }
@@ -242,20 +242,46 @@ func requestID(body []byte) any {
 // allowed origin nor the server's own: the DNS-rebinding and cross-site
 // protection the MCP transport asks of servers. mcp-go adds its own check
 // that a request reaching a loopback address names a loopback Host.
-func checkOrigin(next http.Handler, allowed []string) http.Handler {
+//
+// With cors, a page of an allowed origin may call next from a browser
+// (CORS): its preflight (OPTIONS with Access-Control-Request-Method) is
+// answered here, before any credentials are asked for, which a preflight
+// never carries; and every answer to that origin says it may read it, the
+// challenge of a 401 and the session header included. Credentials travel
+// in Authorization, never in cookies: no Access-Control-Allow-Credentials.
+func checkOrigin(next http.Handler, allowed []string, cors bool) http.Handler {
 	set := map[string]bool{}
 	for _, o := range allowed {
 		set[strings.ToLower(strings.TrimRight(o, "/"))] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
-		if origin == "" || set[strings.ToLower(origin)] || sameOrigin(origin, r.Host) {
-			next.ServeHTTP(w, r)
+		switch {
+		case origin == "" || sameOrigin(origin, r.Host):
+		case !set[strings.ToLower(origin)]:
+			plain(w, http.StatusForbidden, "forbidden: origin not allowed")
 			return
+		case cors:
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+				h.Set("Access-Control-Allow-Headers", corsRequestHeaders)
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
 		}
-		plain(w, http.StatusForbidden, "forbidden: origin not allowed")
+		next.ServeHTTP(w, r)
 	})
 }
+
+// corsRequestHeaders are the headers a page may send to /mcp: its
+// credentials, the body's type, and the MCP transport's own.
+const corsRequestHeaders = "Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Mcp-Method, Mcp-Name, Last-Event-ID"
 
 // sameOrigin reports whether origin names host, the one the request was
 // sent to.

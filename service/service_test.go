@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -580,5 +581,47 @@ func TestTheServiceRenewsTheStoresLeaseInTime(t *testing.T) {
 	time.Sleep(1800 * time.Millisecond)
 	if n := st.clocks.Load() - before; n < 4 {
 		t.Errorf("%d renewals in three leases, want one every third of the lease", n)
+	}
+}
+
+// A page of an allowed origin can call /mcp from a browser: its
+// preflight is answered without credentials (a preflight carries none),
+// and every answer, a 401's challenge included, tells the browser the page
+// may read it. Another origin's preflight is refused; the server's own
+// origin needs no CORS.
+func TestAnAllowedOriginCanCallFromABrowser(t *testing.T) {
+	const app = "https://app.example.com"
+	f := newFixture(t, setup{principals: map[string]string{"agent": ""}, opts: service.HTTPOptions{AllowedOrigins: []string{app}}})
+	preflight := map[string]string{"Origin": app, "Access-Control-Request-Method": "POST",
+		"Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version, mcp-method, mcp-name"}
+	status, h, body := f.get(http.MethodOptions, "/mcp", nil, preflight)
+	if status != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != app || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("the preflight = %d %v %s; want 204 allowing %s to POST", status, h, body, app)
+	}
+	allowed := strings.ToLower(h.Get("Access-Control-Allow-Headers"))
+	for _, want := range []string{"authorization", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-session-id"} {
+		if !strings.Contains(allowed, want) {
+			t.Errorf("the preflight allows the headers %q, without %s", allowed, want)
+		}
+	}
+	call := map[string]string{"Origin": app, "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"Mcp-Protocol-Version": "2025-11-25", "Authorization": "Bearer " + f.tokens["agent"]}
+	status, h, body = f.get(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), call)
+	if status != http.StatusOK || h.Get("Access-Control-Allow-Origin") != app || !slices.Contains(h.Values("Vary"), "Origin") {
+		t.Errorf("the call = %d %v %s; want 200 readable by %s", status, h, body, app)
+	}
+	call["Authorization"] = "Bearer wrong"
+	status, h, _ = f.get(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), call)
+	if status != http.StatusUnauthorized || h.Get("Access-Control-Allow-Origin") != app || !strings.Contains(h.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") {
+		t.Errorf("a refused call = %d %v; want 401 whose challenge %s may read", status, h, app)
+	}
+	preflight["Origin"] = "https://evil.example.com"
+	if status, h, _ := f.get(http.MethodOptions, "/mcp", nil, preflight); status != http.StatusForbidden || h.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("another origin's preflight = %d %v, want 403 without CORS headers", status, h)
+	}
+	delete(call, "Origin")
+	call["Authorization"] = "Bearer " + f.tokens["agent"]
+	if status, h, _ := f.get(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), call); status != http.StatusOK || h.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("a call without Origin = %d %v, want 200 without CORS headers", status, h)
 	}
 }
