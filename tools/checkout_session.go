@@ -1,9 +1,11 @@
 package tools
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"reflect"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/go-playground/validator/v10"
 	"github.com/mark3labs/mcp-go/mcp"
 	"golang.org/x/text/unicode/norm"
@@ -115,7 +118,7 @@ func (ts *toolset) checkoutSession() Tool {
 			"Returns the checkout url to give the customer, the sessionId and when it expires. " +
 			ts.repeatSentence() +
 			"Limits set by this server's operator: " + ts.policy.Summary(policy.ToolCheckoutSession),
-		RawInputSchema:  json.RawMessage(checkoutSessionInputSchema),
+		RawInputSchema:  checkoutInputSchema(ts.policy.CheckoutCustomerIDUse()),
 		RawOutputSchema: json.RawMessage(checkoutSessionOutputSchema),
 		Annotations:     annotations("Create checkout session"),
 	}
@@ -252,6 +255,53 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 		},
 	}
 	return p
+}
+
+// checkoutInputSchema is the checkout's input schema under the policy's
+// rule for customer identifiers (use), so that a model that follows the
+// schema sends what the policy takes: customerEmail required unless
+// another identifier may stand in for it, and customerId left out where
+// it is refused. The rest is checkoutSessionInputSchema as written, in its
+// order.
+func checkoutInputSchema(use policy.CustomerIDUse) json.RawMessage {
+	if use == policy.CustomerIDWithoutEmail {
+		return json.RawMessage(checkoutSessionInputSchema)
+	}
+	var out bytes.Buffer
+	dec := jsontext.NewDecoder(strings.NewReader(checkoutSessionInputSchema))
+	enc := jsontext.NewEncoder(&out, jsontext.Multiline(true), jsontext.WithIndent("  "))
+	for {
+		tok, err := dec.ReadToken()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			panic("tools: the checkout's input schema: " + err.Error()) // a constant: a test reads it
+		}
+		tok = tok.Clone() // the decoder's next call voids it
+		// An object's name: the stack index of its object is odd after it.
+		depth := dec.StackDepth()
+		kind, n := dec.StackIndex(depth)
+		isName := kind == '{' && n%2 == 1
+		switch {
+		case isName && depth == 2 && tok.String() == "customerId" && use == policy.CustomerIDRefused:
+			if err := dec.SkipValue(); err != nil {
+				panic("tools: the checkout's input schema: " + err.Error())
+			}
+			continue
+		case isName && depth == 1 && tok.String() == "required":
+			if err := dec.SkipValue(); err != nil {
+				panic("tools: the checkout's input schema: " + err.Error())
+			}
+			_ = enc.WriteToken(tok)
+			_ = enc.WriteValue(jsontext.Value(`["amount", "currency", "customerEmail"]`))
+			continue
+		}
+		if err := enc.WriteToken(tok); err != nil {
+			panic("tools: the checkout's input schema: " + err.Error())
+		}
+	}
+	return json.RawMessage(out.Bytes())
 }
 
 // urlArg is one URL argument, named as the model sent it.

@@ -3,6 +3,7 @@ package tools
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/clink-mcp/clink-mcp/policy"
 )
@@ -169,5 +172,55 @@ func checkObjectSchema(t *testing.T, s map[string]any, typ reflect.Type) {
 	sort.Strings(wantRequired)
 	if !slices.Equal(required, wantRequired) {
 		t.Errorf("%s: schema requires %v, validation requires %v", typ, required, wantRequired)
+	}
+}
+
+// The checkout's input schema follows the policy's rule for customer
+// identifiers, so that a model that obeys it sends what the policy takes:
+// customerEmail required unless another identifier may stand in for it,
+// customerId left out where it is refused; every other property kept, in
+// its order, and the schema valid.
+func TestTheCheckoutSchemaFollowsThePolicysCustomerRule(t *testing.T) {
+	names := func(raw json.RawMessage) []string {
+		t.Helper()
+		dec := jsontext.NewDecoder(bytes.NewReader(raw))
+		var out []string
+		for {
+			tok, err := dec.ReadToken()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kind, n := dec.StackIndex(dec.StackDepth()); dec.StackDepth() == 2 && kind == '{' && n%2 == 1 {
+				out = append(out, tok.String())
+			}
+		}
+	}
+	all := names(json.RawMessage(checkoutSessionInputSchema))
+	for _, tc := range []struct {
+		use        policy.CustomerIDUse
+		required   []string
+		customerID bool
+	}{
+		{policy.CustomerIDWithoutEmail, []string{"amount", "currency"}, true},
+		{policy.CustomerIDBesideEmail, []string{"amount", "currency", "customerEmail"}, true},
+		{policy.CustomerIDRefused, []string{"amount", "currency", "customerEmail"}, false},
+	} {
+		raw := checkoutInputSchema(tc.use)
+		schema := decodeJSON(t, raw)
+		compileSchema(t, schema)
+		var required []string
+		for _, r := range schema["required"].([]any) {
+			required = append(required, r.(string))
+		}
+		want := all
+		if !tc.customerID {
+			want = slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == "customerId" })
+		}
+		if got := names(raw); !slices.Equal(required, tc.required) || !slices.Equal(got, want) {
+			t.Errorf("use %d: required %v, properties %v; want %v and %v", tc.use, required, got, tc.required, want)
+		}
 	}
 }
