@@ -9,6 +9,7 @@ import (
 	"github.com/go-playground/validator/v10"
 
 	"github.com/clink-mcp/clink-mcp/internal/textcheck"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // newValidator returns the validator every tool shares: JSON names in
@@ -100,8 +101,15 @@ func describeFieldError(fe validator.FieldError) string {
 	param := fe.Param()
 	switch fe.Tag() {
 	case "required":
-		return fmt.Sprintf("argument %q is required", path)
+		return fmt.Sprintf("argument %q is required, and must not be empty", path)
 	case "email":
+		// The policy's reading of addresses says what is wrong with one
+		// when it can (a doubled dot, an IP address, a display name).
+		if s, ok := fe.Value().(string); ok {
+			if _, err := policy.NormalizeEmail(s); err != nil {
+				return fmt.Sprintf("argument %q must be an email address such as alice@example.com: %v", path, err)
+			}
+		}
 		return fmt.Sprintf("argument %q must be an email address such as alice@example.com", path)
 	case "iso4217":
 		return fmt.Sprintf("argument %q must be a three-letter ISO 4217 currency code in capitals, such as USD", path)
