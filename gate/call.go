@@ -198,20 +198,31 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 	return out, nil
 }
 
+// claimWindow returns the window of the duplicate guard's claim a call
+// takes, and whether it takes one: with the guard on, or with an
+// idempotencyKey (keyed; its own window when the guard is off). A call
+// made on an approval (onApproval) always keeps its result for identical
+// calls, at least as long as approvals wait: repeating it must not ask
+// again, nor create it twice.
+func (g *Gate) claimWindow(onApproval, keyed bool) (time.Duration, bool) {
+	window := g.policy.DuplicatesWindow()
+	if onApproval {
+		window = max(window, g.policy.ApprovalTimeout())
+	}
+	if window <= 0 {
+		return defaultKeyWindow, keyed
+	}
+	return window, true
+}
+
 // checkClaim looks, writing nothing, at the duplicate guard's claim the
 // call o would take, and returns what Create would answer because of it:
 // a replay of an identical call, or the refusal of an idempotencyKey used
 // with other arguments; nil when the call would go on.
 func (g *Gate) checkClaim(ctx context.Context, caller string, o *Order, req *policy.Request, needsApproval bool, now time.Time) (*policy.Decision, error) {
-	if g.policy.DuplicatesWindow() <= 0 && o.IdempotencyKey == "" && !needsApproval {
-		return nil, nil // no claim: see hold
-	}
-	window := g.policy.DuplicatesWindow()
-	if needsApproval {
-		window = max(window, g.policy.ApprovalTimeout())
-	}
-	if window <= 0 {
-		window = defaultKeyWindow
+	window, claims := g.claimWindow(needsApproval, o.IdempotencyKey != "")
+	if !claims {
+		return nil, nil
 	}
 	c := g.begin(caller, req.Tool, req)
 	key, fingerprint := g.callKey(c, o)
@@ -296,17 +307,7 @@ func (g *Gate) Refused(ctx context.Context, caller, tool, email string, d policy
 // approval again.
 func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, claimOnly bool) (_ *state.Held, key string, _ *Result, unsure bool) {
 	var claim *state.Claim
-	window := g.policy.DuplicatesWindow()
-	if approval != "" || claimOnly {
-		// A call made on an approval always keeps its result for identical
-		// calls, at least as long as approvals wait: repeating it must not
-		// ask again, nor create it twice.
-		window = max(window, g.policy.ApprovalTimeout())
-	}
-	if window > 0 || o.IdempotencyKey != "" {
-		if window <= 0 {
-			window = defaultKeyWindow
-		}
+	if window, claims := g.claimWindow(approval != "" || claimOnly, o.IdempotencyKey != ""); claims {
 		key, fingerprint := g.callKey(c, o)
 		claim = &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, Window: window}
 	}
