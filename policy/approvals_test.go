@@ -184,6 +184,8 @@ func TestParseRefusesBadApprovals(t *testing.T) {
 			"f.yaml:4: approvals: timeout 30s is shorter than the least allowed, 1m"},
 		{"refuses a timeout over a day", head + "approvals: { timeout: 25h }\n",
 			"f.yaml:4: approvals: timeout 25h is longer than the most allowed, 24h"},
+		{"refuses a signed timeout", head + "approvals: { timeout: +10m }\n",
+			`f.yaml:4: approvals: timeout "+10m" is not a duration; write it like 5m, 15m or 1h`},
 		{"refuses a timeout of two days", head + "approvals: { timeout: 2d }\n",
 			"f.yaml:4: approvals: timeout 2d is longer than the most allowed, 24h"},
 		{"refuses a timeout of a fraction of a second", head + "approvals: { timeout: 90.5s }\n",

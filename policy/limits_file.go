@@ -263,10 +263,10 @@ func (fp *fileParser) window(n *yaml.Node, what string, max time.Duration, zeroO
 	}
 	d, err := parseWindow(n.Value)
 	// A sign is no part of a window: "-0s" would turn the guard off as 0
-	// does, and "+1h" is 1h written another way.
+	// does (parseWindow refuses "+").
 	negative := strings.HasPrefix(n.Value, "-")
 	switch {
-	case err != nil || strings.HasPrefix(n.Value, "+"):
+	case err != nil:
 		fp.errorf(n, "%s: window %s is not a duration; write it like 30s, 10m, 24h or 7d", what, quoteInput(n.Value))
 	case d == 0 && zeroOff && !negative:
 		return 0, true
@@ -286,6 +286,9 @@ func (fp *fileParser) window(n *yaml.Node, what string, max time.Duration, zeroO
 
 // parseWindow parses Go duration syntax, plus whole days ("7d").
 func parseWindow(s string) (time.Duration, error) {
+	if strings.HasPrefix(s, "+") {
+		return 0, errors.New("a duration has no + sign") // "+1h" is 1h written another way
+	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		unsigned, neg := strings.CutPrefix(days, "-")
 		if unsigned != "" && strings.Trim(unsigned, "0123456789") == "" {

@@ -33,7 +33,12 @@ var errCancelledByClient = errors.New("the client cancelled the request (notific
 // process is serving. When it serves two or more (clients sharing a
 // principal, one token for a platform's agents, each number their requests
 // alike), it cancels none: the cancellation is any one client's, and
-// nothing tells which. A request on another replica is not reached, as it
+// nothing tells which. It cannot tell either when one client's
+// cancellation arrives after its own request ended and another client's
+// request with that id is the one in flight: that one is cancelled
+// (before Clink, or not at all: a call at Clink runs to its end). Clients
+// that share a principal should number their requests apart. A request on
+// another replica is not reached, as it
 // would not be by mcp-go either; closing the request's connection cancels
 // it wherever it runs, in every case.
 type inflight struct {

@@ -848,7 +848,11 @@ func (p *Postgres) renew(ctx context.Context, at int64, force bool) error {
 		return err
 	})
 	if err != nil {
-		p.renewFailed.Store(true)
+		// Only the database out of reach counts: not a caller that gave
+		// up (its context ended) on a database that answers.
+		if ctx.Err() == nil {
+			p.renewFailed.Store(true)
+		}
 		return err
 	}
 	now := int64(time.Since(p.started))

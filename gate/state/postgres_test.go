@@ -959,6 +959,37 @@ func TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged(t *testing.
 	}
 }
 
+// A renewal that fails only because its caller gave up (its context
+// ended, the database answering) starts no grace: a dead handle's
+// intents are still judged orphaned once its lease has passed.
+func TestPostgresACancelledRenewalStartsNoGrace(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	const lease = 2 * time.Second
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u, state.PostgresLease(lease))
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lease + lease/4) // a never renews: it is dead
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.Hold(cancelled, pgHold("call-2", time.Now(), nil)); err == nil {
+		t.Fatal("hold with a cancelled ctx succeeded")
+	}
+	if _, err := b.Clock(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	intents, err := b.Intents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range intents {
+		if in.Call == "call-1" && !in.Orphaned {
+			t.Fatalf("a's intent (lease passed %v ago, no outage) is not orphaned: a cancelled request's renewal started a grace", lease/4)
+		}
+	}
+}
+
 // TestPostgresLeasesThatPassedWhileTheDatabaseRestartedAreNotJudged: a
 // handle opened just after a restart, which saw no outage of its own, does
 // not judge leases that passed during it either, until the database has
