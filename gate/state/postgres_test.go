@@ -878,7 +878,9 @@ func TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed(t *testing.T) {
 	ctx := context.Background()
 	u := freshDatabase(t)
 	const lease = 2 * time.Second
-	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u)
+	// b judges with the same lease: no lease passes until the database has
+	// been up that long (pqIntents), and a cluster just started is not.
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u, state.PostgresLease(lease))
 	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -911,6 +913,23 @@ func TestPostgresOrphansTheIntentsOfAHandleWhoseLeasePassed(t *testing.T) {
 	}
 }
 
+// orphaned reports whether s sees the open intent of call as orphaned; the
+// test fails when s sees no such intent.
+func orphaned(t *testing.T, s *state.Postgres, call string) bool {
+	t.Helper()
+	intents, err := s.Intents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range intents {
+		if in.Call == call {
+			return in.Orphaned
+		}
+	}
+	t.Fatalf("Intents = %+v; want the intent of %s", intents, call)
+	return false
+}
+
 // TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged: when
 // the database is out of reach for longer than a lease, every live
 // handle's lease passes at once; a handle that has just got the database
@@ -924,14 +943,6 @@ func TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged(t *testing.
 	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u, state.PostgresLease(lease))
 	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
 		t.Fatal(err)
-	}
-	orphaned := func() bool {
-		t.Helper()
-		intents, err := b.Intents(ctx)
-		if err != nil || len(intents) != 1 {
-			t.Fatalf("Intents = %+v, %v; want 1", intents, err)
-		}
-		return intents[0].Orphaned
 	}
 	name := databaseName(t, u)
 	// The database turns both handles away for longer than a lease: b's
@@ -949,12 +960,12 @@ func TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged(t *testing.
 	if _, err := b.Clock(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if orphaned() {
+	if orphaned(t, b, "call-1") {
 		t.Fatal("a live handle's call is orphaned the moment the database is back: its lease passed while the database was away")
 	}
 	// A lease later, a handle that has not renewed is dead.
 	time.Sleep(lease + lease/4)
-	if !orphaned() {
+	if !orphaned(t, b, "call-1") {
 		t.Fatal("a lease after the database came back, the intent of a handle that never renewed is not orphaned")
 	}
 }
@@ -979,14 +990,8 @@ func TestPostgresACancelledRenewalStartsNoGrace(t *testing.T) {
 	if _, err := b.Clock(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	intents, err := b.Intents(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, in := range intents {
-		if in.Call == "call-1" && !in.Orphaned {
-			t.Fatalf("a's intent (lease passed %v ago, no outage) is not orphaned: a cancelled request's renewal started a grace", lease/4)
-		}
+	if !orphaned(t, b, "call-1") {
+		t.Fatalf("a's intent (lease passed %v ago, no outage) is not orphaned: a cancelled request's renewal started a grace", lease/4)
 	}
 }
 
