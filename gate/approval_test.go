@@ -577,3 +577,109 @@ func TestTheSameAnswerAfterARefusalAsksAfresh(t *testing.T) {
 		t.Errorf("%d calls reached Clink, want 1", n)
 	}
 }
+
+// TestCheckReadsTheCallsOwnApproval: Check answers as Create would where an
+// identical call's approval exists. Pending or approved, its reservation
+// is the call's, not counted against it a second time (a budget nearly
+// spent by pending approvals must not read budget_exceeded for one of
+// them); an idempotencyKey reused with other arguments meanwhile is
+// refused; a refused or expired approval answers until it is forgotten.
+func TestCheckReadsTheCallsOwnApproval(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	keyed := func(amount, email, key string) *Order {
+		o := fake.order(t, amount, email)
+		o.IdempotencyKey = key
+		return o
+	}
+	check := func(what string, o *Order, code policy.Code, allowed, needsApproval bool, id string) *Checked {
+		t.Helper()
+		d, err := g.Check(ctx, "agent", o)
+		if err != nil || d.Decision.Code != code || d.Decision.Allowed != allowed || d.NeedsApproval != needsApproval || d.ApprovalID != id {
+			t.Fatalf("Check %s = %+v, %v; want %s (allowed %v, needs approval %v, approval %q)", what, d, err, code, allowed, needsApproval, id)
+		}
+		return d
+	}
+	check("before any approval", keyed("450", "b@example.com", "order-0001"), policy.CodeAllowed, true, true, "")
+
+	// Two pending approvals reserve 450 + 500 of the 1000 budget.
+	for _, o := range []*Order{keyed("450", "b@example.com", "order-0001"), keyed("500", "c@example.com", "order-0002")} {
+		if res := g.Create(ctx, "agent", o); res.Code != policy.CodeApprovalRequired {
+			t.Fatalf("Create = %+v, want approval_required", res)
+		}
+	}
+	list := approvalsIn(t, st)
+	ids := map[string]string{}
+	for _, a := range list {
+		ids[a.Amount] = a.ID
+	}
+	d := check("of a pending call", keyed("450", "b@example.com", "order-0001"), policy.CodeAllowed, true, true, ids["450.00"])
+	if !strings.Contains(d.Decision.Message, ids["450.00"]) || !strings.Contains(d.Decision.Message, "pending") {
+		t.Errorf("the pending call's message %q does not name its pending approval", d.Decision.Message)
+	}
+	check("of a new call over what the pending ones leave", keyed("100.01", "d@example.com", "order-0003"), policy.CodeBudgetExceeded, false, true, "")
+	check("of the pending call's key with other arguments", keyed("450", "mallory@example.com", "order-0001"), policy.CodeDuplicateConflict, false, false, "")
+
+	// Approved by an operator: the call would go ahead on it.
+	if _, err := DecideApproval(ctx, st, ids["450.00"], true, "ops-alice"); err != nil {
+		t.Fatal(err)
+	}
+	check("of an approved call", keyed("450", "b@example.com", "order-0001"), policy.CodeAllowed, true, false, ids["450.00"])
+
+	// Denied: refused, until the denial is forgotten.
+	if _, err := DecideApproval(ctx, st, ids["500.00"], false, "ops-alice"); err != nil {
+		t.Fatal(err)
+	}
+	d = check("of a denied call", keyed("500", "c@example.com", "order-0002"), policy.CodeApprovalDenied, false, false, ids["500.00"])
+	if d.Decision.RetryAt.IsZero() || !d.Decision.RetryAt.After(time.Now().Add(14*time.Minute)) {
+		t.Errorf("the denied call's RetryAt = %v, want about 15 minutes from now", d.Decision.RetryAt)
+	}
+
+	// Whatever Check said, Create answers the same.
+	for _, tc := range []struct {
+		o    *Order
+		code policy.Code
+	}{
+		{keyed("450", "mallory@example.com", "order-0001"), policy.CodeDuplicateConflict},
+		{keyed("500", "c@example.com", "order-0002"), policy.CodeApprovalDenied},
+		{keyed("450", "b@example.com", "order-0001"), policy.CodeCreated},
+	} {
+		if res := g.Create(ctx, "agent", tc.o); res.Code != tc.code {
+			t.Fatalf("Create after Check = %+v, want %s", res, tc.code)
+		}
+	}
+	if n := fake.calls.Load(); n != 1 {
+		t.Fatalf("%d calls reached Clink, want 1", n)
+	}
+}
+
+// TestCheckSaysAnApprovalExpired: a pending approval past its deadline is
+// reported expired, as Create would find it, and Check leaves it be;
+// once forgotten, the call would ask afresh.
+func TestCheckSaysAnApprovalExpired(t *testing.T) {
+	g, advance := clockedGate(t)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	o := fake.order(t, "250", "b@example.com")
+	res := g.Create(ctx, "agent", o)
+	if res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("Create = %+v, want approval_required", res)
+	}
+	advance(15 * time.Minute)
+	d, err := g.Check(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if err != nil || d.Decision.Code != policy.CodeApprovalExpired || d.Decision.Allowed || d.ApprovalID == "" {
+		t.Fatalf("Check at the deadline = %+v, %v; want approval_expired", d, err)
+	}
+	if u := usage(t, g); u != 25000 {
+		t.Fatalf("the budget holds %d after Check, want 25000: Check expired nothing", u)
+	}
+	if res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")); res.Code != policy.CodeApprovalExpired {
+		t.Fatalf("Create at the deadline = %+v, want approval_expired", res)
+	}
+	advance(15 * time.Minute)
+	if d, err := g.Check(ctx, "agent", fake.order(t, "250", "b@example.com")); err != nil || d.Decision.Code != policy.CodeAllowed || !d.NeedsApproval || d.ApprovalID != "" {
+		t.Fatalf("Check once the expiry is forgotten = %+v, %v; want a new approval_required", d, err)
+	}
+}

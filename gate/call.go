@@ -153,14 +153,19 @@ type Checked struct {
 	// what each holds and what is left, in the policy's order; nil when
 	// the policy's rules refuse the call.
 	Limits []policy.LimitStatus
+	// ApprovalID names the approval of an identical call that would answer
+	// this one (pending, approved, or refused within the time it is
+	// remembered); "" when there is none.
+	ApprovalID string
 }
 
 // Check decides o as Create would for caller ("" for the local user),
 // recording and reserving nothing: the policy's rules, the duplicate guard
 // (an identical call made or in flight within its window would be
 // answered with its result, code replayed; an idempotencyKey used with
-// other arguments is refused), then the budgets and rate limits as they
-// stand, caller's own where they are per principal. The gate sets the
+// other arguments is refused), the approval of an identical call where the
+// call needs one (see checkApproval), then the budgets and rate limits as
+// they stand, caller's own where they are per principal. The gate sets the
 // request's Principal, on a copy. The error is for a store that cannot
 // answer.
 func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, error) {
@@ -187,6 +192,14 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 			out.Decision, out.NeedsApproval = *d, false
 		}
 		return out, err
+	}
+	if out.NeedsApproval {
+		if a, err := g.checkApproval(ctx, caller, o, req, now); err != nil || a != nil {
+			if a != nil {
+				out.Decision, out.NeedsApproval, out.ApprovalID = a.decision, a.needsApproval, a.id
+			}
+			return out, err
+		}
 	}
 	var denied *policy.Denied
 	switch err := g.store.Check(ctx, now, stored); {
@@ -248,6 +261,65 @@ func (g *Gate) checkClaim(ctx context.Context, caller string, o *Order, req *pol
 		return &policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}, nil
 	}
 	return nil, nil
+}
+
+// checkedApproval is what the approval of an identical call would make of
+// a call Check looks at.
+type checkedApproval struct {
+	id            string
+	decision      policy.Decision
+	needsApproval bool
+}
+
+// checkApproval looks, writing nothing, for the approval Create would find
+// for the call o, which needs one, and returns what Create would answer
+// because of it; nil when Create would request a new approval. A pending
+// or approved approval already holds its reservation in the limits, so
+// the call is not judged against them again: a pending one would be
+// waited for, an approved one used. A refused or expired one answers
+// identical calls for as long as approvals wait (until RetryAt).
+func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *policy.Request, now time.Time) (*checkedApproval, error) {
+	c := g.begin(caller, req.Tool, req)
+	key, fingerprint := g.callKey(c, o)
+	remember := g.policy.ApprovalTimeout()
+	a, err := g.store.CallApproval(ctx, key, now, remember)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case a.Fingerprint != fingerprint:
+		return &checkedApproval{decision: policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}}, nil
+	}
+	out := &checkedApproval{id: a.ID}
+	until := a.ExpiresAt.UTC().Format(time.RFC3339)
+	switch a.State {
+	case state.ApprovalPending:
+		out.needsApproval = true
+		out.decision = policy.Decision{Allowed: true, Code: policy.CodeAllowed,
+			Message: fmt.Sprintf("an identical call's approval (%s) is pending until %s: this call would be answered with it, and go ahead once a person approves it; its reservation is already counted in the limits", a.ID, until)}
+		return out, nil
+	case state.ApprovalApproved:
+		out.decision = policy.Decision{Allowed: true, Code: policy.CodeAllowed,
+			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it; its reservation is already counted in the limits", a.ID, until)}
+		return out, nil
+	}
+	refused := decidedResult(a)
+	var why string
+	switch refused.Code {
+	case policy.CodeApprovalDeclined:
+		why = "the user declined an identical call"
+	case policy.CodeApprovalDenied:
+		why = "an operator denied an identical call"
+	case policy.CodeApprovalExpired:
+		why = "nobody approved an identical call in time"
+	default:
+		why = "an identical call's approval cannot be used"
+	}
+	retry := a.DecidedAt.Add(remember).UTC().Truncate(time.Second).Add(time.Second)
+	out.decision = policy.Decision{Code: refused.Code, RetryAt: retry,
+		Message: fmt.Sprintf("%s (approval %s): this call would be refused with that answer until %s; ask your user before trying again", why, a.ID, retry.Format(time.RFC3339))}
+	return out, nil
 }
 
 // Standing describes the limits caller's calls count against whatever

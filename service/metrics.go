@@ -346,6 +346,14 @@ func (s *instrumentedStore) Approval(ctx context.Context, id string) (*state.App
 	return a, err
 }
 
+// CallApproval implements [state.Store].
+func (s *instrumentedStore) CallApproval(ctx context.Context, key string, at time.Time, remember time.Duration) (*state.Approval, error) {
+	start := time.Now()
+	a, err := s.next.CallApproval(ctx, key, at, remember)
+	s.observe("call_approval", start, err)
+	return a, err
+}
+
 // ListApprovals implements [state.Store].
 func (s *instrumentedStore) ListApprovals(ctx context.Context, states []string, limit int) ([]state.Approval, error) {
 	start := time.Now()

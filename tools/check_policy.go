@@ -30,6 +30,7 @@ type checkPolicyResult struct {
 	Problems      []string      `json:"problems,omitempty"`
 	NeedsApproval bool          `json:"needsApproval"`
 	RetryAt       string        `json:"retryAt,omitempty"`
+	ApprovalID    string        `json:"approvalId,omitempty"`
 	Limits        []limitStatus `json:"limits"`
 }
 
@@ -68,7 +69,8 @@ const checkPolicyOutputSchema = `{
     "message": {"type": "string", "description": "What would refuse the call and what to do about it."},
     "problems": {"type": "array", "items": {"type": "string"}, "description": "What is wrong with the arguments, when code is invalid_arguments."},
     "needsApproval": {"type": "boolean", "description": "Whether the call would wait for a person's approval before the session is created."},
-    "retryAt": {"type": "string", "format": "date-time", "description": "When a budget or rate limit that refuses the call frees up enough (RFC 3339, UTC)."},
+    "retryAt": {"type": "string", "format": "date-time", "description": "When a budget or rate limit that refuses the call frees up enough, or when a refused or expired approval of an identical call stops answering it (RFC 3339, UTC)."},
+    "approvalId": {"type": "string", "description": "The approval of an identical call that would answer this one: pending, approved, or refused (code approval_declined, approval_denied or approval_expired)."},
     "limits": {
       "type": "array",
       "description": "Every budget and rate limit that applies to this call, with what is left now.",
@@ -141,9 +143,12 @@ func (ts *toolset) handleCheckPolicy(ctx context.Context, req mcp.CallToolReques
 		d := checked.Decision
 		out.Allowed, out.Code, out.Message = d.Allowed, d.Code, d.Message
 		out.NeedsApproval = d.Allowed && checked.NeedsApproval
+		out.ApprovalID = checked.ApprovalID
 		if out.NeedsApproval {
 			out.Code = policy.CodeApprovalRequired
-			out.Message = "the call is within the policy, and would wait for a person's approval before the session is created"
+			if out.Message == "" {
+				out.Message = "the call is within the policy, and would wait for a person's approval before the session is created"
+			}
 		}
 		if !d.RetryAt.IsZero() {
 			out.RetryAt = formatTime(d.RetryAt)
@@ -188,8 +193,12 @@ func limitStatusOf(l policy.LimitStatus) limitStatus {
 func checkSummary(out *checkPolicyResult) string {
 	var b strings.Builder
 	switch {
+	case out.NeedsApproval && out.ApprovalID != "":
+		fmt.Fprintf(&b, "%s with these arguments would wait for a person's approval: %s.", out.Tool, out.Message)
 	case out.NeedsApproval:
 		b.WriteString(out.Tool + " with these arguments is within the policy now, and would need a person's approval before it is created.")
+	case out.Allowed && out.ApprovalID != "":
+		fmt.Fprintf(&b, "%s with these arguments would be allowed now: %s.", out.Tool, out.Message)
 	case out.Code == policy.CodeReplayed:
 		fmt.Fprintf(&b, "%s with these arguments would be answered by an identical earlier call: %s.", out.Tool, out.Message)
 	case out.Allowed:

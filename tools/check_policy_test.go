@@ -73,6 +73,9 @@ func snapshot(t *testing.T, st state.Store) string {
 	return b.String()
 }
 
+// pendingRepeated names the case of a call whose approval is pending.
+const pendingRepeated = "the call awaiting approval, repeated"
+
 func TestCheckPaymentPolicyAgreesWithTheCreateToolsAndWritesNothing(t *testing.T) {
 	st := memoryStore(t)
 	h := newStateHarness(t, parsePolicy(t, checkPolicyYAML), st)
@@ -93,6 +96,9 @@ func TestCheckPaymentPolicyAgreesWithTheCreateToolsAndWritesNothing(t *testing.T
 		{"invalid arguments", policy.ToolCheckoutSession, `{"amount":"ten","currency":"USD","customerEmail":"a@example.com"}`, policy.CodeInvalidArguments},
 		{"above the approval threshold", policy.ToolCheckoutSession, checkoutArgs("350", "c@example.com"), policy.CodeApprovalRequired},
 		{"over what is left of the budget", policy.ToolCheckoutSession, checkoutArgs("250", "d@example.com"), policy.CodeBudgetExceeded},
+		// Its own pending approval's reservation is not counted against it
+		// a second time (560 + 350 would be over the 700 budget).
+		{pendingRepeated, policy.ToolCheckoutSession, checkoutArgs("350", "c@example.com"), policy.CodeApprovalRequired},
 		{"the customer's second call", policy.ToolAgentPaymentSession, `{"customerEmail":"a@example.com","amount":20,"currency":"USD"}`, policy.CodeCreated},
 		{"the customer's third call in the hour", policy.ToolAgentPaymentSession, `{"customerEmail":"a@example.com","amount":21,"currency":"USD"}`, policy.CodeRateLimited},
 	}
@@ -121,6 +127,9 @@ func TestCheckPaymentPolicyAgreesWithTheCreateToolsAndWritesNothing(t *testing.T
 		}
 		if got.Code != wantCheck {
 			t.Errorf("%s: check said %s (%s), the create tool %s", c.name, got.Code, got.Message, code)
+		}
+		if (got.ApprovalID != "") != (c.name == pendingRepeated) || c.name == pendingRepeated && !strings.Contains(got.Message, got.ApprovalID) {
+			t.Errorf("%s: check = %+v; want an approvalId (and a message naming it) only for the call whose approval is pending", c.name, got)
 		}
 		allowed := code == policy.CodeCreated || code == policy.CodeApprovalRequired || code == policy.CodeReplayed
 		if got.Allowed != allowed || got.NeedsApproval != (code == policy.CodeApprovalRequired) {

@@ -249,6 +249,35 @@ const defaultApprovalList = 100
 // and may still be decided or used.
 func (a *Approval) live() bool { return a.State == ApprovalPending || a.State == ApprovalApproved }
 
+// answers reports what RequestApproval at clock (unix ns), remembering
+// decided approvals for remember, does with a, the latest approval of
+// its key: answer with it (found), after expiring it when it is live and
+// due (expire); neither when a call with that key is to get a new one.
+func (a *Approval) answers(clock int64, remember time.Duration) (found, expire bool) {
+	switch {
+	case a.live() && a.ExpiresAt.UnixNano() <= clock:
+		return true, true
+	case a.live(), a.State != ApprovalUsed && a.DecidedAt.UnixNano()+int64(remember) > clock:
+		return true, false
+	}
+	return false, false
+}
+
+// foundApproval is what CallApproval returns of a, the latest approval of
+// a key at at: a copy, expired (unwritten) when RequestApproval would
+// expire it; ErrNotFound when RequestApproval would make a new one.
+func foundApproval(a *Approval, at time.Time, clock int64, remember time.Duration) (*Approval, error) {
+	found, expire := a.answers(clock, remember)
+	if !found {
+		return nil, ErrNotFound
+	}
+	out := *a
+	if expire {
+		out.State, out.DecidedBy, out.DecidedAt = ApprovalExpired, "", at.UTC()
+	}
+	return &out, nil
+}
+
 // approvalRecord is the audit record of a's decision or expiry, decided
 // by by at at.
 func approvalRecord(a *Approval, decision, by string, at time.Time) AuditRecord {

@@ -32,11 +32,10 @@ func (m *Memory) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 	now := r.At.UnixNano()
 	clock := m.clock(now)
 	if a := m.latest[r.Approval.Key]; a != nil {
-		switch {
-		case a.live() && a.ExpiresAt.UnixNano() <= clock:
-			m.expireApproval(a, r.At)
-			return new(a.Approval), false, nil
-		case a.live(), a.State != ApprovalUsed && a.DecidedAt.UnixNano()+int64(r.Remember) > clock:
+		if found, expire := a.answers(clock, r.Remember); found {
+			if expire {
+				m.expireApproval(a, r.At)
+			}
 			return new(a.Approval), false, nil
 		}
 	}
@@ -117,6 +116,20 @@ func (m *Memory) Approval(ctx context.Context, id string) (*Approval, error) {
 		return nil, ErrNotFound
 	}
 	return new(a.Approval), nil
+}
+
+// CallApproval implements [Approvals].
+func (m *Memory) CallApproval(ctx context.Context, key string, at time.Time, remember time.Duration) (*Approval, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.latest[key]
+	if a == nil {
+		return nil, ErrNotFound
+	}
+	return foundApproval(&a.Approval, at, min(at.UnixNano(), m.othersBound()), remember)
 }
 
 // ListApprovals implements [Approvals].

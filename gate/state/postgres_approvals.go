@@ -22,6 +22,7 @@ const (
 	pqSetLatest         = `UPDATE approval_keys SET latest = $2 WHERE key = $1`
 	pqLockApproval      = `SELECT ` + approvalColumns + ` FROM approvals WHERE id = $1 FOR UPDATE`
 	pqApproval          = `SELECT ` + approvalColumns + ` FROM approvals WHERE id = $1`
+	pqLatestApproval    = `SELECT ` + approvalColumns + `, clink_now($2) FROM approvals WHERE id = (SELECT latest FROM approval_keys WHERE key = $1)`
 	pqInsertApproval    = `INSERT INTO approvals (` + approvalColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
 	pqDecideApproval    = `UPDATE approvals SET state = $2, expires_at = $3, decided_by = $4, decided_at = $5 WHERE id = $1`
 	pqExpireApprovals   = `UPDATE approvals SET state = 'expired', decided_by = '', decided_at = $2 WHERE id = ANY($1)`
@@ -40,14 +41,15 @@ type pgApproval struct {
 	keys       []string
 }
 
-// scanPgApproval reads approvalColumns.
-func scanPgApproval(row pgx.Row) (*pgApproval, error) {
+// scanPgApproval reads approvalColumns, then the row's further columns
+// into more.
+func scanPgApproval(row pgx.Row, more ...any) (*pgApproval, error) {
 	var (
 		a                           pgApproval
 		requested, expires, decided int64
 	)
-	err := row.Scan(&a.ID, &a.Key, &a.Fingerprint, &a.Caller, &a.Tool, &a.Amount, &a.Currency, &a.Amounts, &a.EmailMasked,
-		&a.Reservation, &a.reservedAt, &a.keys, &a.State, &requested, &expires, &a.DecidedBy, &decided)
+	err := row.Scan(append([]any{&a.ID, &a.Key, &a.Fingerprint, &a.Caller, &a.Tool, &a.Amount, &a.Currency, &a.Amounts, &a.EmailMasked,
+		&a.Reservation, &a.reservedAt, &a.keys, &a.State, &requested, &expires, &a.DecidedBy, &decided}, more...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -110,12 +112,11 @@ func (p *Postgres) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Ap
 			return err
 		}
 		if a := latest; a != nil {
-			switch {
-			case a.live() && a.ExpiresAt.UnixNano() <= t.clock:
+			if found, expire := a.answers(t.clock, r.Remember); found {
 				out = &a.Approval
-				return t.expireApprovals([]*pgApproval{a}, r.At)
-			case a.live(), a.State != ApprovalUsed && a.DecidedAt.UnixNano()+int64(r.Remember) > t.clock:
-				out = &a.Approval
+				if expire {
+					return t.expireApprovals([]*pgApproval{a}, r.At)
+				}
 				t.rollback = true
 				return nil
 			}
@@ -223,6 +224,33 @@ func (p *Postgres) Approval(ctx context.Context, id string) (*Approval, error) {
 		return nil, err
 	}
 	return &a.Approval, nil
+}
+
+// CallApproval implements [Approvals]. It reads, and judges by the
+// database's clock as RequestApproval does; it writes nothing.
+func (p *Postgres) CallApproval(ctx context.Context, key string, at time.Time, remember time.Duration) (*Approval, error) {
+	if p.closed.Load() {
+		return nil, errClosed
+	}
+	var clock any // the database's
+	if p.cfg.clientClock {
+		clock = at.UnixNano()
+	}
+	var (
+		a   *pgApproval
+		now int64
+	)
+	err := p.read(ctx, func(c *pgxpool.Conn) (err error) {
+		a, err = scanPgApproval(c.QueryRow(ctx, pqLatestApproval, key, clock), &now)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return foundApproval(&a.Approval, fromUnix(now), now, remember)
 }
 
 // ListApprovals implements [Approvals].

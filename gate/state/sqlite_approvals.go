@@ -65,15 +65,16 @@ func (s *SQLite) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
 			return err
-		case a.live() && a.ExpiresAt.UnixNano() <= clock:
-			if err := t.expireApproval(a, r.At); err != nil {
-				return err
+		default:
+			if found, expire := a.answers(clock, r.Remember); found {
+				if expire {
+					if err := t.expireApproval(a, r.At); err != nil {
+						return err
+					}
+				}
+				out = &a.Approval
+				return nil
 			}
-			out = &a.Approval
-			return nil
-		case a.live(), a.State != ApprovalUsed && a.DecidedAt.UnixNano()+int64(r.Remember) > clock:
-			out = &a.Approval
-			return nil
 		}
 		p, err := t.claim(Claim{Key: r.Approval.Key, Fingerprint: r.Approval.Fingerprint, At: r.At}, false)
 		if err != nil {
@@ -135,6 +136,18 @@ func (s *SQLite) Approval(ctx context.Context, id string) (*Approval, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return &a.Approval, nil
+}
+
+// CallApproval implements [Approvals]. It reads; it writes nothing.
+func (s *SQLite) CallApproval(ctx context.Context, key string, at time.Time, remember time.Duration) (*Approval, error) {
+	a, err := scanApproval(s.stmts[qLatestApproval].QueryRowContext(ctx, key))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return foundApproval(&a.Approval, at, at.UnixNano(), remember)
 }
 
 // ListApprovals implements [Approvals].

@@ -461,6 +461,13 @@ type Approvals interface {
 	RequestApproval(ctx context.Context, r *ApprovalRequest) (a *Approval, created bool, err error)
 	// Approval returns the approval with id, or [ErrNotFound].
 	Approval(ctx context.Context, id string) (*Approval, error)
+	// CallApproval returns, writing nothing, the approval RequestApproval
+	// at at (remembering decided ones for remember) would find for key:
+	// the check of a call before it is made. One it would expire first is
+	// returned expired (State ApprovalExpired, DecidedAt at) but left as it
+	// is; ErrNotFound when it would find none. A store that keeps its
+	// time judges by its own clock, as RequestApproval does.
+	CallApproval(ctx context.Context, key string, at time.Time, remember time.Duration) (*Approval, error)
 	// ListApprovals returns the approvals in the given states (every state
 	// when none), newest request first, at most limit of them (100 when
 	// limit <= 0).

@@ -201,6 +201,81 @@ func testRequestApproval(t *testing.T, f Factory) {
 	verified(t, s, 1)
 }
 
+// testCallApproval: CallApproval finds what RequestApproval would (a live
+// approval, a refused or expired one for Remember after its decision,
+// never a used one), and writes nothing, not even the expiry of one due.
+func testCallApproval(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	l := approvalLimits()
+	unwritten := func(what string, records int64) {
+		t.Helper()
+		if head, _, err := s.AuditHead(ctx); err != nil || head != records {
+			t.Fatalf("AuditHead %s = %d, %v; want %d: CallApproval wrote", what, head, err, records)
+		}
+	}
+	callApproval := func(key string, at time.Time) *state.Approval {
+		t.Helper()
+		a, err := s.CallApproval(ctx, key, at, approvalTimeout)
+		if err != nil {
+			t.Fatalf("CallApproval(%s) at %v: %v", key, at, err)
+		}
+		return a
+	}
+	notFound := func(what, key string, at time.Time) {
+		t.Helper()
+		if a, err := s.CallApproval(ctx, key, at, approvalTimeout); !errors.Is(err, state.ErrNotFound) {
+			t.Fatalf("CallApproval %s = %+v, %v; want ErrNotFound", what, a, err)
+		}
+	}
+	notFound("of a key never asked about", "key-1", day)
+
+	pending, _ := request(t, s, approvalRequest("apr_1", "key-1", day, l))
+	if got := callApproval("key-1", day.Add(time.Minute)); cmp.Diff(pending, got) != "" {
+		t.Fatalf("CallApproval of a pending approval differs from it (-want +got):\n%s", cmp.Diff(pending, got))
+	}
+	// Due: found expired, as RequestApproval would expire it, but left
+	// pending, its reservation kept.
+	due := day.Add(approvalTimeout)
+	if got := callApproval("key-1", due); got.ID != "apr_1" || got.State != state.ApprovalExpired || !got.DecidedAt.Equal(due) {
+		t.Fatalf("CallApproval at the deadline = %+v; want apr_1 expired at %v", got, due)
+	}
+	if got, err := s.Approval(ctx, "apr_1"); err != nil || got.State != state.ApprovalPending {
+		t.Fatalf("apr_1 after CallApproval at its deadline = %+v, %v; want it still pending", got, err)
+	}
+	wantUsage(t, s, "after CallApproval at the deadline", day.Add(time.Minute), l, 600, 1)
+	unwritten("after CallApproval at the deadline", 1)
+
+	// Denied: found until Remember after the decision, then not.
+	decided := day.Add(2 * time.Minute)
+	if _, err := s.DecideApproval(ctx, decided, "apr_1", false, "operator:ops", decided); err != nil {
+		t.Fatal(err)
+	}
+	if got := callApproval("key-1", decided.Add(time.Minute)); got.ID != "apr_1" || got.State != state.ApprovalDenied || got.DecidedBy != "operator:ops" {
+		t.Fatalf("CallApproval after the denial = %+v; want apr_1 denied by operator:ops", got)
+	}
+	if got := callApproval("key-1", decided.Add(approvalTimeout-time.Nanosecond)); got.ID != "apr_1" {
+		t.Fatalf("CallApproval just before the denial is forgotten = %+v; want apr_1", got)
+	}
+	notFound("once the denial is forgotten", "key-1", decided.Add(approvalTimeout))
+
+	// Approved: found; used by its call: not found.
+	request(t, s, approvalRequest("apr_2", "key-2", day, l[1:]))
+	if _, err := s.DecideApproval(ctx, decided, "apr_2", true, "operator:ops", decided.Add(approvalTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if got := callApproval("key-2", decided.Add(time.Minute)); got.ID != "apr_2" || got.State != state.ApprovalApproved {
+		t.Fatalf("CallApproval of an approved approval = %+v; want apr_2 approved", got)
+	}
+	h := hold("call-2", decided.Add(time.Minute), l[1:])
+	h.Approval = "apr_2"
+	if _, err := s.Hold(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	notFound("of an approval its call used", "key-2", decided.Add(2*time.Minute))
+	unwritten("at the end", 5) // two requests, two decisions, one intent
+}
+
 // testHoldOnAnApprovalSpendsWhenHeld: a call held on an approval spends
 // when it is held, not when the approval was requested: its budget entries
 // move to the hold's time, checked again. Were they left at the request's

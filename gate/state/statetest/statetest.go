@@ -62,6 +62,7 @@ func Run(t *testing.T, f Factory) {
 		{"SessionTool", testSessionTool},
 		{"RequestApproval", testRequestApproval},
 		{"RequestApprovalOverBudget", testRequestApprovalOverBudget},
+		{"CallApproval", testCallApproval},
 		{"HoldOnAnApproval", testHoldOnAnApproval},
 		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
 		{"HoldOnAnApprovalSpendsWhenHeld", testHoldOnAnApprovalSpendsWhenHeld},
