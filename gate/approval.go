@@ -212,6 +212,12 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 				policy.CodeApprovalDeclined, who, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))}, false
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalUsed && ans.Accept:
 		return "", nil, true
+	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalUsed:
+		// A no to an approval a yes has used: the call that yes answered
+		// went to Clink, and this answer cannot call it back.
+		return "", &Result{Code: policy.CodeApprovalInvalid, IsError: true,
+			Text: fmt.Sprintf("approval answer refused (%s): approval %s was already used: the call it answered went ahead on an earlier yes, and this no cannot undo it. "+
+				"Repeat the call without the answer to get that call's result (the session, if Clink created it), and tell your user.", policy.CodeApprovalInvalid, a.ID)}, false
 	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("it was used already: an answer counts once"), false
 	case ctx.Err() != nil:
@@ -225,6 +231,37 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		return "", decidedResult(a), false
 	}
 	return a.ID, nil, false
+}
+
+// answerWhileClosing is the result of a call that brings its user's answer
+// while the gate drains: it makes no call, but the answer counts. A no
+// refuses the approval (giving its reservation back), a yes approves it
+// for an identical call made once the server is back; either way the
+// user's word is not lost with the process.
+func (g *Gate) answerWhileClosing(ctx context.Context, c *call, o *Order) *Result {
+	closing := &Result{Code: policy.CodeShuttingDown, IsError: true,
+		Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."}
+	if g.policy.ApprovalsByOperator() {
+		return closing
+	}
+	key, fingerprint := g.callKey(c, o)
+	now := g.now()
+	id, res, used := g.answered(ctx, c, o.Answer, key, fingerprint, now, g.policy.ApprovalTimeout())
+	switch {
+	case used:
+		closing.Text = "the server is shutting down and takes no new call. This approval was already used by the call it answered: " +
+			"repeat this exact call once the server is back to get that call's result."
+		return closing
+	case res != nil:
+		return res
+	}
+	until := "it expires"
+	if a, err := g.store.Approval(ctx, id); err == nil {
+		until = a.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	closing.Text = fmt.Sprintf("the server is shutting down and takes no new call, so nothing was created yet. The user's approval (%s) is recorded: "+
+		"repeat this exact call once the server is back, before %s, to create the session on it.", id, until)
+	return closing
 }
 
 // DecideApproval records an operator's decision on the pending approval

@@ -182,10 +182,28 @@ func clockedGate(t *testing.T) (g *Gate, advance func(time.Duration)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g = New(Config{Policy: p, Store: memory(t), Secret: testSecret, Account: "acct",
+	st := &sweptStore{Memory: memory(t), swept: make(chan struct{})}
+	g = New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct",
 		Clock: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
 	t.Cleanup(func() { g.Close(context.Background()) })
+	// The gate's clock sweeps expired approvals at once and then every few
+	// seconds: wait for the first sweep, so that it cannot fall after the
+	// test moves the clock on and do what the test expects of the call.
+	<-st.swept
 	return g, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+}
+
+// sweptStore is a memory store that says when the gate first swept its
+// expired approvals.
+type sweptStore struct {
+	*state.Memory
+	once  sync.Once
+	swept chan struct{}
+}
+
+func (s *sweptStore) ExpireApprovals(ctx context.Context, now time.Time) (int, error) {
+	defer s.once.Do(func() { close(s.swept) })
+	return s.Memory.ExpireApprovals(ctx, now)
 }
 
 // ask makes a call whose client can ask its user, and returns its result.
@@ -239,9 +257,11 @@ func TestTheClientsUserIsAskedAndTheirAnswerCountsOnce(t *testing.T) {
 	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); again.Code != policy.CodeReplayed || again.SessionID != res.SessionID {
 		t.Errorf("the same answer again = %+v, want the replay of %s", again, res.SessionID)
 	}
-	// A no brought to the approval the yes used is refused.
-	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); again.Code != policy.CodeApprovalInvalid {
-		t.Errorf("a no after the yes was used = %+v, want approval_invalid", again)
+	// A no brought to the approval the yes used is refused, and not told
+	// that nothing was created: a session was.
+	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); again.Code != policy.CodeApprovalInvalid ||
+		strings.Contains(again.Text, "Nothing was created") || !strings.Contains(again.Text, "already used") {
+		t.Errorf("a no after the yes was used = %+v, want approval_invalid saying the approval was used", again)
 	}
 	if n := fake.calls.Load(); n != 1 {
 		t.Fatalf("%d calls reached Clink, want 1", n)
@@ -681,5 +701,67 @@ func TestCheckSaysAnApprovalExpired(t *testing.T) {
 	advance(15 * time.Minute)
 	if d, err := g.Check(ctx, "agent", fake.order(t, "250", "b@example.com")); err != nil || d.Decision.Code != policy.CodeAllowed || !d.NeedsApproval || d.ApprovalID != "" {
 		t.Fatalf("Check once the expiry is forgotten = %+v, %v; want a new approval_required", d, err)
+	}
+}
+
+// TestAnAnswerWhileTheServerDrains: the user's answer to a question asked
+// before a shutdown began is kept though no call is made: a yes approves
+// the approval for the identical call made once the server is back, a no
+// refuses it and gives its reservation back.
+func TestAnAnswerWhileTheServerDrains(t *testing.T) {
+	for _, accept := range []bool{true, false} {
+		t.Run(fmt.Sprint("accept=", accept), func(t *testing.T) {
+			st := memory(t)
+			g, _ := newGate(t, approvalPolicy, "", st)
+			fake := &clinkFake{}
+			q := ask(t, g, fake, "agent", "250", nil).Question
+			if q == nil {
+				t.Fatal("no question")
+			}
+			if err := g.Drain(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if res := ask(t, g, fake, "agent", "300", nil); res.Code != policy.CodeShuttingDown {
+				t.Fatalf("a new call while draining = %+v, want shutting_down", res)
+			}
+			res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: accept})
+			list := approvalsIn(t, st)
+			if len(list) != 1 {
+				t.Fatalf("approvals = %+v, want one", list)
+			}
+			if accept {
+				if res.Code != policy.CodeShuttingDown || !strings.Contains(res.Text, q.ApprovalID+") is recorded") {
+					t.Fatalf("a yes while draining = %+v, want shutting_down saying the approval is recorded", res)
+				}
+				if list[0].State != state.ApprovalApproved || list[0].DecidedBy != "client:agent" {
+					t.Fatalf("the approval after a yes while draining = %+v, want approved by client:agent", list[0])
+				}
+				if u := usage(t, g); u != 25000 {
+					t.Fatalf("the budget holds %d, want 25000 reserved for the approved call", u)
+				}
+				// The server back (another gate on the store): the identical
+				// call is created on the user's yes, not asked again.
+				back, _ := newGate(t, approvalPolicy, "", st)
+				if res := ask(t, back, fake, "agent", "250", nil); res.Code != policy.CodeCreated {
+					t.Fatalf("the identical call once the server is back = %+v, want created", res)
+				}
+				if n := fake.calls.Load(); n != 1 {
+					t.Fatalf("%d calls reached Clink, want 1", n)
+				}
+				return
+			}
+			if res.Code != policy.CodeApprovalDeclined {
+				t.Fatalf("a no while draining = %+v, want approval_declined", res)
+			}
+			if list[0].State != state.ApprovalDenied {
+				t.Fatalf("the approval after a no while draining = %+v, want denied", list[0])
+			}
+			if u := usage(t, g); u != 0 {
+				t.Fatalf("the budget holds %d, want 0: the declined approval's reservation given back", u)
+			}
+			if n := fake.calls.Load(); n != 0 {
+				t.Fatalf("%d calls reached Clink while draining, want 0", n)
+			}
+		})
 	}
 }

@@ -57,6 +57,11 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	order.Request.Principal = c.caller
 	o = &order
 	if !g.enter() {
+		if o.Answer != nil {
+			// The user answered a question asked before the drain: the
+			// answer is kept, though the call is not made.
+			return c.end(ctx, g.answerWhileClosing(ctx, c, o))
+		}
 		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,
 			Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."})
 	}

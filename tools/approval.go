@@ -61,14 +61,19 @@ func formElicitation(e *mcp.ElicitationCapability) bool {
 
 // answerOf returns the user's answer to the approval question that an
 // earlier round of this call asked, or nil when the call brings none.
-// Declining, cancelling or leaving "approve" unticked is a refusal.
+// Declining, cancelling or leaving "approve" unticked is a refusal. A
+// requestState without a response to the question is no answer (the
+// user's word is not guessed): the call asks again.
 func answerOf(req mcp.CallToolRequest) *gate.Answer {
 	if req.Params.RequestState == "" {
 		return nil
 	}
-	ans := &gate.Answer{State: req.Params.RequestState}
 	res := server.ElicitationResponse(req.Params.InputResponses, approvalInput)
-	if res == nil || res.Action != mcp.ElicitationResponseActionAccept {
+	if res == nil {
+		return nil
+	}
+	ans := &gate.Answer{State: req.Params.RequestState}
+	if res.Action != mcp.ElicitationResponseActionAccept {
 		return ans
 	}
 	content, _ := res.Content.(map[string]any)

@@ -158,6 +158,17 @@ func TestTheClientsUserApprovesOrDeclinesInEitherProtocol(t *testing.T) {
 // approve answer when state is not "", and returns its result.
 func raw(t *testing.T, srv *server.MCPServer, state string, approve bool) map[string]any {
 	t.Helper()
+	var responses map[string]any
+	if state != "" {
+		responses = map[string]any{"approve_payment": map[string]any{
+			"action": "accept", "content": map[string]any{"approve": approve}}}
+	}
+	return rawCall(t, srv, state, responses)
+}
+
+// rawCall is raw with the inputResponses given (none when nil).
+func rawCall(t *testing.T, srv *server.MCPServer, state string, responses map[string]any) map[string]any {
+	t.Helper()
 	params := map[string]any{
 		"name": policy.ToolCheckoutSession, "arguments": json.RawMessage(bigCheckout),
 		"_meta": map[string]any{
@@ -168,8 +179,9 @@ func raw(t *testing.T, srv *server.MCPServer, state string, approve bool) map[st
 	}
 	if state != "" {
 		params["requestState"] = state
-		params["inputResponses"] = map[string]any{"approve_payment": map[string]any{
-			"action": "accept", "content": map[string]any{"approve": approve}}}
+	}
+	if responses != nil {
+		params["inputResponses"] = responses
 	}
 	msg, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
 	if err != nil {
@@ -224,6 +236,36 @@ func TestARequestStateCountsOnceAndOnlyAsIssued(t *testing.T) {
 	// created session's replay: it counts once, and creates nothing more.
 	if res := raw(t, srv, state, true); res["isError"] == true || !strings.Contains(text(res), "Replay") {
 		t.Errorf("the answer brought again = %s, want the created session's replay", text(res))
+	}
+	if n := s.sb.Requests(); n != 1 {
+		t.Fatalf("Clink got %d requests, want exactly 1", n)
+	}
+}
+
+// TestARequestStateWithoutTheAnswerAsksAgain: a retry that brings the
+// requestState but no answer to approve_payment (none, or only to
+// another input) is not the user's word: it is asked again, and the
+// approval stays pending, its reservation held once.
+func TestARequestStateWithoutTheAnswerAsksAgain(t *testing.T) {
+	s := newApprovalSetup(t, mcp.ProtocolVersion20260728, nil)
+	srv := s.server
+	first := raw(t, srv, "", false)
+	rs, _ := first["requestState"].(string)
+	if first["resultType"] != "input_required" || rs == "" {
+		t.Fatalf("the first round = %v, want input_required with a requestState", first)
+	}
+	for _, responses := range []map[string]any{nil, {"something_else": map[string]any{"action": "accept", "content": map[string]any{}}}} {
+		again := rawCall(t, srv, rs, responses)
+		if again["resultType"] != "input_required" || again["requestState"] == "" {
+			t.Fatalf("a retry without the answer (%v) = %v, want the question again", responses, again)
+		}
+	}
+	list, err := s.store.ListApprovals(context.Background(), nil, 0)
+	if err != nil || len(list) != 1 || list[0].State != state.ApprovalPending {
+		t.Fatalf("approvals = %+v, %v; want the one still pending", list, err)
+	}
+	if res := raw(t, srv, rs, true); res["isError"] == true {
+		t.Fatalf("the answer = %s, want created", text(res))
 	}
 	if n := s.sb.Requests(); n != 1 {
 		t.Fatalf("Clink got %d requests, want exactly 1", n)

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -390,5 +391,95 @@ func TestApprovalsListSaysWhenItLeavesSomeOut(t *testing.T) {
 	}
 	if code, _, errOut := runCmd(t, nil, "approvals", "list", "--limit", "0", "--policy", path); code != 1 || !strings.Contains(errOut, "--limit \"0\" is not a number from 1 to 10000") {
 		t.Errorf("approvals list --limit 0: exit %d, %s", code, errOut)
+	}
+}
+
+// question starts a call (id) of a 2025-11-25 client over stdio that needs
+// approval, and returns the id of the question (elicitation/create) it
+// asks.
+func question(t *testing.T, p *mcpProcess, id int) string {
+	t.Helper()
+	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create_checkout_session","arguments":{"amount":150,"currency":"USD","customerEmail":"ann@example.com"}}}`, id))
+	line := p.awaitLine(`"method":"elicitation/create"`, 20*time.Second)
+	var q struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(line), &q); err != nil || len(q.ID) == 0 {
+		t.Fatalf("question %s: %v", line, err)
+	}
+	return string(q.ID)
+}
+
+// approvalsListed runs "approvals list --all" under pol and returns its
+// output.
+func approvalsListed(t *testing.T, pol string) string {
+	t.Helper()
+	code, out, errOut := runBinary(t, "approvals", "list", "--all", "--policy", pol)
+	if code != 0 {
+		t.Fatalf("approvals list = %d\n%s%s", code, out, errOut)
+	}
+	return out
+}
+
+// TestStdioTheEndOfInputEndsAnOpenQuestion: a client that closes stdin
+// while its user is asked (2025-11-25: elicitation/create) can never
+// answer. The call that asked ends at once, with an error and nothing
+// created, rather than waiting out the shutdown grace for the answer; the
+// approval stays pending for an operator.
+func TestStdioTheEndOfInputEndsAnOpenQuestion(t *testing.T) {
+	clink := newGatedClink(t)
+	clink.release()
+	pol := approvalsPolicyFile(t)
+	p := startServerWith(t, clink, pol, `{"elicitation":{}}`, "CLINK_SHUTDOWN_GRACE=5m")
+	question(t, p, 7)
+	p.closeStdin()
+	if err := p.awaitExit(60 * time.Second); err != nil {
+		t.Fatalf("the server exited with %v\n%s", err, p.output())
+	}
+	r := p.reply(7, time.Second)
+	if r.Error == nil || !strings.Contains(r.raw, "input ended") || strings.Contains(r.raw, "sessionId") {
+		t.Errorf("the call whose question was open = %s, want an error saying the input ended", r.raw)
+	}
+	if n := clink.POSTs(); n != 0 {
+		t.Errorf("%d creates reached Clink, want none", n)
+	}
+	if out := approvalsListed(t, pol); !strings.Contains(out, "pending") {
+		t.Errorf("approvals = %s, want the one pending", out)
+	}
+}
+
+// TestStdioAnAnswerDuringTheShutdownCounts: the user answers a question
+// asked before SIGTERM while the server drains. The answer is kept: a yes
+// approves the approval (the call is not made, and says how to make it
+// once the server is back), a no refuses it.
+func TestStdioAnAnswerDuringTheShutdownCounts(t *testing.T) {
+	for _, approve := range []bool{true, false} {
+		t.Run(fmt.Sprint("approve=", approve), func(t *testing.T) {
+			clink := newGatedClink(t)
+			clink.release()
+			pol := approvalsPolicyFile(t)
+			p := startServerWith(t, clink, pol, `{"elicitation":{}}`, "CLINK_SHUTDOWN_GRACE=5m")
+			q := question(t, p, 7)
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			p.awaitLog("shutting down", 20*time.Second)
+			p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"action":"accept","content":{"approve":%v}}}`, q, approve))
+			r := p.reply(7, 20*time.Second)
+			if err := p.awaitExit(60 * time.Second); err != nil {
+				t.Fatalf("the server exited with %v\n%s", err, p.output())
+			}
+			out := approvalsListed(t, pol)
+			if approve {
+				if !strings.Contains(r.raw, "shutting down") || !strings.Contains(r.raw, "is recorded") || !strings.Contains(out, "approved") {
+					t.Errorf("a yes while shutting down = %s; approvals:\n%s\nwant it to say the server is shutting down and the approval is recorded", r.raw, out)
+				}
+			} else if !strings.Contains(r.raw, "approval_declined") || !strings.Contains(out, "denied") {
+				t.Errorf("a no while shutting down = %s; approvals:\n%s\nwant approval_declined, the approval denied", r.raw, out)
+			}
+			if n := clink.POSTs(); n != 0 {
+				t.Errorf("%d creates reached Clink, want none", n)
+			}
+		})
 	}
 }

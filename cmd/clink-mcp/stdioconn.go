@@ -110,6 +110,10 @@ type stdioConn struct {
 	// the question is forgotten, so that a late answer is dropped, as one
 	// to nothing asked, and a question never answered is not kept.
 	asked map[int64]map[string]struct{}
+	// inputEnded is set once in has ended: a question asked after that
+	// can never be answered. askedLate wakes the drain when one is.
+	inputEnded bool
+	askedLate  chan struct{}
 	// idle is closed whenever nothing is pending, and replaced by an open
 	// channel when a request becomes pending, so that Wait can select on it.
 	idle chan struct{}
@@ -127,6 +131,8 @@ type stdioConn struct {
 	readyOff int                // how much of ready Read has returned
 	readErr  error              // the error in returned, held back until drained
 	drained  bool               // the wait at the end of input is over
+	drainEnd context.Context    // the drain's deadline, once it has begun
+	stopEnd  context.CancelFunc // releases drainEnd
 
 	// Write state, guarded by wmu: mcp-go writes from several goroutines.
 	wmu    sync.Mutex
@@ -148,6 +154,7 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		pending:    make(map[string]int),
 		cancelled:  make(map[string]struct{}),
 		asked:      make(map[int64]map[string]struct{}),
+		askedLate:  make(chan struct{}, 1),
 		idle:       idle,
 		// No bound until SetDrainTimeout sets one.
 		drainTimeout: -1,
@@ -237,7 +244,10 @@ func (r *stdioConnReader) Read(p []byte) (int, error) {
 	}
 	for empty := 0; len(c.ready) == 0; {
 		if c.readErr != nil {
-			return 0, c.endOfInput()
+			if c.abandonQuestions() || c.endOfInput() {
+				continue
+			}
+			return 0, c.readErr
 		}
 		if c.chunk == nil {
 			c.chunk = make([]byte, stdioConnChunk)
@@ -247,12 +257,18 @@ func (r *stdioConnReader) Read(p []byte) (int, error) {
 		switch {
 		case err != nil:
 			c.readErr = err
+			c.mu.Lock()
+			c.inputEnded = true
+			c.mu.Unlock()
 		case n > 0:
 			empty = 0
 		default:
 			// As bufio does: a reader that never makes progress is broken.
 			if empty++; empty == 100 {
 				c.readErr = io.ErrNoProgress
+				c.mu.Lock()
+				c.inputEnded = true
+				c.mu.Unlock()
 			}
 		}
 	}
@@ -269,27 +285,54 @@ func (r *stdioConnReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// endOfInput waits, the first time it is called, for the pending requests to
-// be answered or the drain deadline to pass, and then returns the error that
-// ended in.
-func (c *stdioConn) endOfInput() error {
+// endOfInput waits for the pending requests to be answered or the drain
+// deadline to pass, and reports whether it stopped waiting early because a
+// request asked the client a question meanwhile, which abandonQuestions
+// must answer before the wait goes on (the deadline stays the one the
+// first wait set). Once the wait is over it reports false at once.
+func (c *stdioConn) endOfInput() bool {
 	if c.drained {
-		return c.readErr
+		return false
+	}
+	if c.drainEnd == nil {
+		c.mu.Lock()
+		ctx, d := c.drainCtx, c.drainTimeout
+		c.mu.Unlock()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		c.drainEnd, c.stopEnd = ctx, func() {}
+		if d >= 0 {
+			c.drainEnd, c.stopEnd = context.WithTimeout(ctx, d)
+		}
+	}
+	c.mu.Lock()
+	idle := c.idle
+	c.mu.Unlock()
+	select {
+	case <-idle:
+	case <-c.drainEnd.Done(): // past the deadline the requests are abandoned to Listen
+	case <-c.askedLate:
+		return true
 	}
 	c.drained = true
+	c.stopEnd()
+	return false
+}
+
+// abandonQuestions answers, once in has ended, every question the server
+// asked the client and has no answer to, with an error response handed to
+// Listen, so that the request that asked fails at once rather than waits
+// out the drain for an answer that cannot come (its approval stays
+// pending). It reports whether it handed any.
+func (c *stdioConn) abandonQuestions() bool {
 	c.mu.Lock()
-	ctx, d := c.drainCtx, c.drainTimeout
-	c.mu.Unlock()
-	if ctx == nil {
-		ctx = context.Background()
+	defer c.mu.Unlock()
+	for q := range c.asked {
+		delete(c.asked, q)
+		c.pass(strconv.AppendInt(nil, q, 10), codeInvalidRequest, "the client's input ended before it answered")
 	}
-	if d >= 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	_ = c.Wait(ctx) // past the deadline the requests are abandoned to Listen
-	return c.readErr
+	return len(c.ready) > 0
 }
 
 // scan splits what was read from in into lines and admits or refuses each
@@ -819,6 +862,12 @@ func (c *stdioConn) settle(line []byte) bool {
 				during[key] = struct{}{}
 			}
 			c.asked[q] = during
+			if c.inputEnded {
+				select {
+				case c.askedLate <- struct{}{}:
+				default:
+				}
+			}
 			c.mu.Unlock()
 		}
 		return true
