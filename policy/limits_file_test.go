@@ -132,6 +132,8 @@ func TestParseRefusesBadLimits(t *testing.T) {
 			"f.yaml:6: rate_limits: max_calls must be a whole number of calls, at least 1"},
 		{"refuses quoted max_calls", head + "rate_limits:\n  - { window: 1m, max_calls: \"10\" }\n",
 			"f.yaml:6: rate_limits: max_calls must be a whole number of calls, at least 1"},
+		{"refuses max_calls tagged as a float", head + "rate_limits:\n  - { window: 1m, max_calls: !!float 5 }\n",
+			"f.yaml:6: YAML tags (!!float) are not supported; write the value plainly"},
 		{"refuses hexadecimal max_calls", head + "rate_limits:\n  - { window: 1m, max_calls: 0x10 }\n",
 			"f.yaml:6: rate_limits: max_calls must be a whole number of calls, at least 1"},
 		{"refuses max_calls beyond 64 bits", head + "rate_limits:\n  - { window: 1m, max_calls: 99999999999999999999 }\n",

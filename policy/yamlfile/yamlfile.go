@@ -106,8 +106,9 @@ func (p *Parser) Err(file string) *Error {
 // for a file with no content.
 //
 // It returns nil, having recorded why, for a syntax error, an empty file, or
-// a document with aliases or merge keys: they make a file harder to review
-// and are a classic way to blow up a parser's memory. A second document is
+// a document with aliases or merge keys (they make a file harder to review
+// and are a classic way to blow up a parser's memory) or explicit tags
+// (`!!float 5` would read as the number a reviewer does not see). A second document is
 // reported, but the first is still returned so that its problems are found
 // too.
 func (p *Parser) Decode(data []byte, noun, empty string) *yaml.Node {
@@ -133,7 +134,7 @@ func (p *Parser) Decode(data []byte, noun, empty string) *yaml.Node {
 		return nil
 	}
 	root := doc.Content[0]
-	if p.hasAliases(root) {
+	if p.unsupported(root) {
 		return nil
 	}
 	return root
@@ -154,8 +155,9 @@ func (p *Parser) yamlError(err error) {
 	p.problems = append(p.problems, Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")})
 }
 
-// hasAliases reports, and records, every alias under n.
-func (p *Parser) hasAliases(n *yaml.Node) bool {
+// unsupported reports, and records, every alias and every explicit tag
+// under n.
+func (p *Parser) unsupported(n *yaml.Node) bool {
 	found := false
 	var walk func(*yaml.Node)
 	walk = func(n *yaml.Node) {
@@ -163,6 +165,10 @@ func (p *Parser) hasAliases(n *yaml.Node) bool {
 			p.Errorf(n, "YAML aliases (*%s) are not supported; write the value out", n.Value)
 			found = true
 			return
+		}
+		if n.Style&yaml.TaggedStyle != 0 {
+			p.Errorf(n, "YAML tags (%s) are not supported; write the value plainly", n.Tag)
+			found = true
 		}
 		for _, c := range n.Content {
 			walk(c)

@@ -40,6 +40,10 @@ func TestParserReportsEveryProblemInLineOrder(t *testing.T) {
 			"f.yaml:3: a second YAML document; a test file holds exactly one",
 		}},
 		{"refuses aliases and reads no further", "a: &x 1\nzz: *x\n", []string{"f.yaml:2: YAML aliases (*x) are not supported; write the value out"}},
+		{"refuses explicit tags, which read as what a reviewer does not see", "a: !!float 5\non: !!bool \"true\"\n", []string{
+			"f.yaml:1: YAML tags (!!float) are not supported; write the value plainly",
+			"f.yaml:2: YAML tags (!!bool) are not supported; write the value plainly",
+		}},
 		{"refuses a top level that is not a mapping", "- a\n", []string{"f.yaml:1: the top level must be a mapping (key: value)"}},
 		{"asks for a non-string key to be quoted", "a: 1\n42: 2\n", []string{`f.yaml:2: the top level: keys must be strings (quote "42")`}},
 		{"names the first of duplicate keys", "a: 1\n\na: 2\n", []string{`f.yaml:3: the top level: duplicate key "a" (first at line 1)`}},
