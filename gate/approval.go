@@ -173,10 +173,12 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		g.log.WarnContext(ctx, "an approval answer was refused", "tool", c.tool, "call", c.id, "err", err)
 		return "", invalidAnswer("it does not belong to this call (altered, made for other arguments or another principal, or not a state this server issued)"), false
 	}
-	if !now.Before(time.Unix(st.Expires, 0)) {
-		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired}), false
-	}
+	// Whether the approval is still open is the store's to say, by its
+	// clock (a database's, for replicas), not this server's: the state's
+	// expiry only names what a forgotten approval was.
 	switch a, err := g.store.Approval(ctx, st.ID); {
+	case errors.Is(err, state.ErrNotFound) && !now.Before(time.Unix(st.Expires, 0)):
+		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired}), false
 	case errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("its approval is unknown to this server"), false
 	case err != nil:

@@ -314,6 +314,35 @@ func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
 	}
 }
 
+// TestAnAnswerIsJudgedByItsApprovalNotItsQuestion: whether an answer
+// counts is for the store's approval to say (by the store's clock, the
+// database's for replicas), not for the question's own expiry, read by
+// this server's clock. A yes that comes after the question's time, to an
+// approval an operator approved for longer, goes ahead on it; the same
+// yes brought again gets the session it created.
+func TestAnAnswerIsJudgedByItsApprovalNotItsQuestion(t *testing.T) {
+	g, advance := clockedGate(t)
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	advance(10 * time.Minute)
+	at := g.now()
+	if _, err := g.store.DecideApproval(context.Background(), at, q.ApprovalID, true, OperatorDecider+"ops", at.Add(15*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	advance(6 * time.Minute) // past the question's 15 minutes, within the approval's
+	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true})
+	if res.Code != policy.CodeCreated || fake.calls.Load() != 1 {
+		t.Fatalf("a yes past the question's time, to an approval that stands = %+v, want created", res)
+	}
+	advance(time.Minute)
+	if again := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); again.Code != policy.CodeReplayed || again.SessionID != res.SessionID {
+		t.Errorf("the same yes again = %+v, want the replay of %s", again, res.SessionID)
+	}
+}
+
 // A user's answer after an operator denied the payment is told the denial,
 // not that the answer was used already (which sent the agent to ask
 // again, only to be denied).
