@@ -185,15 +185,16 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 	sc.http.ServeHTTP(w, r)
 }
 
-// checkBody bounds a POST body to MaxRequestBody and refuses, before mcp-go
-// decodes it, a message encoding/json would read one way and a reader of it
+// checkBody takes only POST (see notPost), bounds its body to
+// MaxRequestBody and refuses, before mcp-go decodes it, a JSON-RPC batch
+// and a message encoding/json would read one way and a reader of it
 // another (duplicate keys, case variants: tools.CheckMessage), as the stdio
 // transport does line by line. It hands what it accepts to requests, which
 // tracks requests and answers cancellations (see inflight).
 func checkBody(next http.Handler, requests *inflight) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.Body == nil {
-			next.ServeHTTP(w, r)
+		if r.Method != http.MethodPost {
+			notPost(w, r.Method)
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBody))
@@ -207,6 +208,11 @@ func checkBody(next http.Handler, requests *inflight) http.Handler {
 			return
 		}
 		env, err := tools.ReadMessage(body)
+		if err == nil && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("[")) {
+			// MCP dropped JSON-RPC batches (2025-06-18); mcp-go would call
+			// one a parse error.
+			err = errBatch
+		}
 		if err != nil {
 			var me *tools.MessageError
 			code := -32600
@@ -225,6 +231,24 @@ func checkBody(next http.Handler, requests *inflight) http.Handler {
 		r.ContentLength = int64(len(body))
 		requests.serve(w, r, env, next)
 	})
+}
+
+// errBatch refuses a JSON-RPC batch (code -32600, invalid request).
+var errBatch = errors.New("JSON-RPC batches are not supported: send one message per request")
+
+// notPost answers a request to /mcp with another method than POST: 405,
+// saying why. The service is stateless (see newStreamable): it opens no
+// event stream for a GET and keeps no MCP session for a DELETE to end.
+func notPost(w http.ResponseWriter, method string) {
+	w.Header().Set("Allow", http.MethodPost)
+	why := "method not allowed: send each JSON-RPC message with POST"
+	switch method {
+	case http.MethodGet:
+		why = "method not allowed: this server opens no event stream (it is stateless); send each JSON-RPC message with POST"
+	case http.MethodDelete:
+		why = "method not allowed: this server keeps no MCP session, so there is none to end"
+	}
+	plain(w, http.StatusMethodNotAllowed, why)
 }
 
 // requestID is the id of a JSON-RPC request body, or nil.
@@ -267,7 +291,7 @@ func checkOrigin(next http.Handler, allowed []string, cors bool) http.Handler {
 			h.Add("Vary", "Origin")
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
-				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+				h.Set("Access-Control-Allow-Methods", http.MethodPost)
 				h.Set("Access-Control-Allow-Headers", corsRequestHeaders)
 				h.Set("Access-Control-Max-Age", "600")
 				w.WriteHeader(http.StatusNoContent)

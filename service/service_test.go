@@ -625,3 +625,31 @@ func TestAnAllowedOriginCanCallFromABrowser(t *testing.T) {
 		t.Errorf("a call without Origin = %d %v, want 200 without CORS headers", status, h)
 	}
 }
+
+// TestMCPTakesOnlyOneMessageByPost: the stateless /mcp answers another
+// method than POST with 405 and Allow: POST, saying why, and a JSON-RPC
+// batch with "invalid request", naming batches; neither reaches Clink.
+func TestMCPTakesOnlyOneMessageByPost(t *testing.T) {
+	f := newFixture(t, setup{})
+	headers := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+	for _, version := range []string{mcp.LATEST_PROTOCOL_VERSION, "2025-11-25"} {
+		headers["Mcp-Protocol-Version"] = version
+		for method, why := range map[string]string{
+			http.MethodGet: "opens no event stream", http.MethodDelete: "keeps no MCP session",
+			http.MethodPut: "send each JSON-RPC message with POST", http.MethodPatch: "send each JSON-RPC message with POST",
+		} {
+			status, h, body := f.get(method, "/mcp", strings.NewReader(`{}`), headers)
+			if status != http.StatusMethodNotAllowed || h.Get("Allow") != http.MethodPost || !strings.Contains(body, why) {
+				t.Errorf("%s %s /mcp: %d, Allow %q, %q; want 405, Allow POST, saying %q", version, method, status, h.Get("Allow"), body, why)
+			}
+		}
+		batch := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_agent_payment_session","arguments":` + agentArgs + `}}]`
+		status, _, body := f.get(http.MethodPost, "/mcp", strings.NewReader(batch), headers)
+		if status != http.StatusBadRequest || !strings.Contains(body, `"code":-32600`) || !strings.Contains(body, "batches are not supported") {
+			t.Errorf("%s a batch: %d %s; want 400, -32600 naming batches", version, status, body)
+		}
+	}
+	if f.sandbox.Requests() != 0 {
+		t.Error("a refused request reached Clink")
+	}
+}
