@@ -92,13 +92,19 @@ type maskShapes struct {
 	secretField *regexp.Regexp
 	// email is an email address; its local part is masked. The local part
 	// takes every character policy.NormalizeEmail accepts there (RFC 5322's
-	// atext and dots), and letters and digits of any script.
+	// atext and dots), letters and digits of any script, and JSON escapes
+	// (alice\u002Btag@..., as a JSON body Clink repeats writes a "+").
 	email *regexp.Regexp
-	// encodedEmail is an email address percent-encoded in a URL ("%40" for
-	// its "@"), as in a redirect URL Clink repeats; its local part is masked.
-	// Its local part stops at the URL's delimiters (/ ? = & #), which an
-	// encoded address would have escaped.
+	// encodedEmail is an email address whose "@" is encoded: percent-encoded
+	// in a URL ("%40"), twice so in a URL carried in another ("%2540"), a
+	// JSON escape ("\u0040", its backslash doubled in JSON within JSON), or
+	// an HTML character reference ("&#64;", "&#x40;"), as in a redirect URL
+	// or a body Clink repeats; its local part, encoded alike, is masked. It
+	// stops at a URL's delimiters (/ ? = & #), which an encoded address would
+	// have escaped.
 	encodedEmail *regexp.Regexp
+	// encodedAt finds the encoded "@" in a match of encodedEmail.
+	encodedAt *regexp.Regexp
 	// jwt is a JSON Web Token: its header is base64url JSON, so it starts with "eyJ".
 	jwt *regexp.Regexp
 	// dotted is anything else shaped like a JWT (xxx.yyy.zzz), masked unless its parts are
@@ -125,8 +131,9 @@ var shapes = sync.OnceValue(func() *maskShapes {
 	return &maskShapes{
 		bearer:       regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+`),
 		secretField:  regexp.MustCompile(`(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[a-z]*"?\s*[:=]\s*"?)[^\s",;&}]+`),
-		email:        regexp.MustCompile("[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
-		encodedEmail: regexp.MustCompile("(?:[\\p{L}\\p{N}.!$'*+^_\x60{|}~-]|%[0-9A-Fa-f]{2})+%40[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		email:        regexp.MustCompile("(?:[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]|\\\\+u[0-9A-Fa-f]{4})+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		encodedEmail: regexp.MustCompile("(?:[\\p{L}\\p{N}.!$'*+^_\x60{|}~-]|%(?:25)?" + encodedByte + "|\\\\+[uU][0-9A-Fa-f]{4})+" + encodedAt + "[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		encodedAt:    regexp.MustCompile(encodedAt),
 		jwt:          regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*)?`),
 		dotted:       regexp.MustCompile(`[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{8,}){2,}`),
 		prefixed:     regexp.MustCompile(`\b(?:sk|pk|rk|tok|whsec)_[A-Za-z0-9_-]*`),
@@ -136,6 +143,15 @@ var shapes = sync.OnceValue(func() *maskShapes {
 		tokenValue:   regexp.MustCompile(`("tokenValue"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)`),
 	}
 })
+
+// encodedByte is a percent-encoded byte (without its %) other than a URL's
+// delimiters (%23 #, %26 &, %2F /, %3A :, %3D =, %3F ?): an address
+// encoded in a URL within a URL stops at them, as one encoded once stops
+// at the delimiters themselves.
+const encodedByte = `(?:2[0-24-57-9A-Ea-e]|3[0-9BbCcEe]|[014-9A-Fa-f][0-9A-Fa-f])`
+
+// encodedAt is an encoded "@" (see maskShapes.encodedEmail).
+const encodedAt = `(?:%(?:25)?40|\\+[uU]0040|&#0*64;|&#[xX]0*40;)`
 
 // maxEmailPasses bounds mask's passes over emails.
 const maxEmailPasses = 8
@@ -164,8 +180,10 @@ func mask(s string) string {
 		s = next
 	}
 	s = re.encodedEmail.ReplaceAllStringFunc(s, func(m string) string {
-		local, domain, _ := strings.Cut(m, "%40")
-		return strings.Replace(maskEmail(local+"@"+domain), "@", "%40", 1)
+		// The last encoded "@": the domain holds none.
+		loc := re.encodedAt.FindAllStringIndex(m, -1)
+		at := loc[len(loc)-1]
+		return strings.Replace(maskEmail(m[:at[0]]+"@"+m[at[1]:]), "@", m[at[0]:at[1]], 1)
 	})
 	s = re.jwt.ReplaceAllString(s, redacted)
 	s = re.dotted.ReplaceAllStringFunc(s, unlessWords)

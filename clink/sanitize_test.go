@@ -49,6 +49,17 @@ func TestSanitizeMasksSecretsAndKeepsNames(t *testing.T) {
 			"successUrl https://shop.example/done?to=a***%40example.com is invalid"},
 		{"an encoded email with an encoded plus is masked", "cancelUrl=https://x.example/?u=bob%2Btag%40mail.example.org&y=1",
 			"cancelUrl=https://x.example/?u=b***%40mail.example.org&y=1"},
+		{"an email with a JSON-escaped @ is masked", `{"customerEmail":"alice.smith\u0040example.com"}`,
+			`{"customerEmail":"a***\u0040example.com"}`},
+		{"an email in JSON within JSON is masked", `"body":"{\"customerEmail\":\"alice.smith\\u0040example.com\"}"`,
+			`"body":"{\"customerEmail\":\"a***\\u0040example.com\"}"`},
+		{"an email with a JSON-escaped plus is masked whole", `"alice.smith\u002Btag@example.com"`, `"a***@example.com"`},
+		{"an email encoded twice in a URL is masked", "returnUrl=https%3A%2F%2Fshop.example%2Fthanks%3Femail%3Dbob.jones%2540example.com",
+			// The mailbox starts, as far as a pattern can tell, after "%": the
+			// "3D" of the "=" goes with it.
+			"returnUrl=https%3A%2F%2Fshop.example%2Fthanks%3Femail%3***%2540example.com"},
+		{"an email with an HTML-escaped @ is masked", "to carol&#64;example.com or dave&#x40;example.org",
+			"to c***&#64;example.com or d***&#x40;example.org"},
 		{"a planted token keeps only its prefix", "session token tok_PLANTED_41b2 leaked", "session token tok_[REDACTED] leaked"},
 		{"a live secret key keeps only its prefix", "key sk_live_51HxYzAbCdEf is revoked", "key sk_live_[REDACTED] is revoked"},
 		{"a production key keeps only its prefix", "sk_prod_abcdef123456", "sk_prod_[REDACTED]"},

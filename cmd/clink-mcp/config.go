@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"github.com/clink-mcp/clink-mcp/clink"
+	"github.com/clink-mcp/clink-mcp/service/auth"
 )
 
 // config is everything the server is run with, from flags and their
@@ -105,8 +107,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 		if v := getenv(s.env); v != "" {
 			def = v
 		}
-		if looksLikeAPIKey(def) {
-			return nil, nil, misplacedKey(s)
+		if what, where := misplacedSecret(def); what != "" {
+			return nil, nil, misplaced(s, what, where)
 		}
 		switch p := s.target(c).(type) {
 		case *bool:
@@ -131,25 +133,65 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 	return c, fs.Args(), nil
 }
 
-// screenArgs refuses a command line holding what looks like a Clink API
-// key, naming the flag it was given to (if any) but never showing it:
-// commands quote their arguments in errors ("unknown command", "no
-// approval ...", flag parsing). run calls it before any command.
+// screenArgs refuses a command line holding what looks like a secret (see
+// misplacedSecret), naming the flag it was given to (if any) but never
+// showing it: commands quote their arguments in errors ("unknown command",
+// "no approval ...", flag parsing). run calls it before any command.
 func screenArgs(args []string) error {
 	for _, a := range args {
-		if !looksLikeAPIKey(a) {
+		what, where := misplacedSecret(a)
+		if what == "" {
 			continue
 		}
 		if name, _, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); ok && strings.HasPrefix(a, "-") {
 			for _, s := range settings {
 				if s.flag == name {
-					return misplacedKey(s)
+					return misplaced(s, what, where)
 				}
 			}
 		}
-		return errors.New("an argument looks like a Clink API key, which is never given on the command line, where other users and logs can see it (the argument is not shown): set CLINK_API_KEY, or --api-key-file (CLINK_API_KEY_FILE) with the path of a file holding it")
+		return fmt.Errorf("an argument looks like %s, which is never given on the command line, where other users and logs can see it (the argument is not shown): %s", what, where)
 	}
 	return nil
+}
+
+// misplacedSecret tells what secret s (a setting's value, an argument or
+// --flag=value) looks like, and where that secret goes, or "" when it looks
+// like none. No setting takes a secret as its value, and an error, a log
+// line or the process list must not repeat one: a Clink API key (sk_test_
+// or sk_prod_, see looksLikeAPIKey), a bearer token (clk_, as `token new`
+// makes them), a PostgreSQL URL with a password, or a long hex string (a
+// state secret, as `openssl rand -hex 32` makes them). A path is not, nor
+// the name of a file that exists.
+func misplacedSecret(s string) (what, where string) {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '='); i >= 0 && strings.HasPrefix(s, "-") {
+		s = s[i+1:] // --flag=value
+	}
+	if looksLikeAPIKey(s) {
+		return "a Clink API key", "the key goes in CLINK_API_KEY, or in a file named by --api-key-file (CLINK_API_KEY_FILE)"
+	}
+	lower := strings.ToLower(s)
+	if strings.HasPrefix(lower, "postgres://") || strings.HasPrefix(lower, "postgresql://") {
+		if u, err := url.Parse(s); err != nil || u.User != nil {
+			return "a database URL", "a database URL goes in CLINK_DATABASE_URL, never on the command line"
+		}
+	}
+	if _, err := os.Stat(s); err == nil {
+		return "", ""
+	}
+	if rest, ok := strings.CutPrefix(s, auth.TokenPrefix); ok && len(rest) >= 16 && onlyOf(rest, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") {
+		return "a bearer token", "a client sends its token; the principals file holds only its SHA-256 (clink-mcp token new)"
+	}
+	if len(s) >= 32 && onlyOf(s, "0123456789abcdefABCDEF") {
+		return "a secret (a long hex string)", "a state secret goes in a file named by --state-secret-file (CLINK_STATE_SECRET_FILE)"
+	}
+	return "", ""
+}
+
+// onlyOf reports whether every byte of s is one of set.
+func onlyOf(s, set string) bool {
+	return strings.Trim(s, set) == ""
 }
 
 // looksLikeAPIKey reports whether s is shaped like a Clink API key: sk_test_
@@ -158,10 +200,6 @@ func screenArgs(args []string) error {
 // repeat. A path (with a / or a .) is not, nor the name of a file that
 // exists (--api-key-file sk_test_key).
 func looksLikeAPIKey(s string) bool {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '='); i >= 0 && strings.HasPrefix(s, "-") {
-		s = s[i+1:] // --flag=value
-	}
 	rest, ok := strings.CutPrefix(s, "sk_test_")
 	if !ok {
 		rest, ok = strings.CutPrefix(s, "sk_prod_")
@@ -173,9 +211,10 @@ func looksLikeAPIKey(s string) bool {
 	return err != nil
 }
 
-// misplacedKey is the error for setting s given what looks like an API key.
-func misplacedKey(s setting) error {
-	return fmt.Errorf("%s (%s): its value looks like a Clink API key, which this setting does not take (the value is not shown): the key goes in CLINK_API_KEY, or in a file named by --api-key-file (CLINK_API_KEY_FILE)", s.flag, s.env)
+// misplaced is the error for setting s given what looks like a secret
+// (what), which goes where.
+func misplaced(s setting, what, where string) error {
+	return fmt.Errorf("%s (%s): its value looks like %s, which this setting does not take (the value is not shown): %s", s.flag, s.env, what, where)
 }
 
 func parseBool(s string) (bool, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
+	"github.com/clink-mcp/clink-mcp/service/auth"
 )
 
 // env is a fake environment for run.
@@ -43,6 +44,8 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 	}
 	empty := file("empty-key", "\n")
 	twoLines := file("two-line-key", "sk_test_abc\nsk_test_def\n")
+	hexSecret := strings.Repeat("9f8e", 16)
+	bearer := auth.TokenPrefix + "Q29ycmVjdEhvcnNlQmF0dGVyeVN0YXBsZTAxMjM0NTY"
 	spaced := file("spaced-key", "sk_test_abc def\n")
 	testKey := file("test-key", "sk_test_abc\n")
 	badPolicy := file("bad.yaml", "version: 1\ncurrencies:\n  USD: { max_amount: 10, colour: red }\n")
@@ -112,6 +115,14 @@ func TestBadConfigurationExitsWithOneLineNamingTheSetting(t *testing.T) {
 			[]string{"an argument looks like a Clink API key"}, []string{"sk_prod_Abc123secret"}},
 		{"a key with a dash as a flag's value is named by the flag, not shown", nil, []string{"--env=sk_test_Abc-123"},
 			[]string{"env (CLINK_ENV): its value looks like a Clink API key"}, []string{"sk_test_Abc-123"}},
+		{"a state secret as the secret file's path is named by the flag, not shown", map[string]string{"CLINK_STATE_SECRET_FILE": hexSecret}, []string{"--sandbox"},
+			[]string{"state-secret-file (CLINK_STATE_SECRET_FILE): its value looks like a secret (a long hex string)", "(the value is not shown)"}, []string{hexSecret}},
+		{"a database URL as the policy is named by the flag, not shown", map[string]string{"CLINK_POLICY": "postgres://clink:Hunter2Pw@db/clink"}, nil,
+			[]string{"policy (CLINK_POLICY): its value looks like a database URL", "CLINK_DATABASE_URL"}, []string{"Hunter2Pw"}},
+		{"a bearer token as the principals file is named by the flag, not shown", nil, []string{"--principals=" + bearer},
+			[]string{"principals (CLINK_PRINCIPALS): its value looks like a bearer token"}, []string{bearer}},
+		{"a bearer token as an argument is refused, not shown", nil, []string{"approvals", "approve", bearer, "--by", "me"},
+			[]string{"an argument looks like a bearer token", "(the argument is not shown)"}, []string{bearer}},
 		{"a path holding a key's prefix is a path", nil, []string{"--policy", filepath.Join(dir, "sk_test_dir", "p.yaml")},
 			[]string{"policy (CLINK_POLICY): ", "sk_test_dir"}, []string{"looks like a Clink API key"}},
 		{"the sandbox with a production key is refused", map[string]string{"CLINK_API_KEY": "sk_prod_abcdefghij"}, []string{"--sandbox"},

@@ -515,9 +515,18 @@ func checkHash(h string) error {
 // checkURL checks an issuer or resource URL: absolute, https (http only on
 // a loopback host, for tests and local development), no credentials, query
 // or fragment (RFC 8414 §2, RFC 9728 §1.2).
+//
+// A URL with credentials is never repeated with them: the error names it
+// without its user info, or, when it does not parse, not at all.
 func checkURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.Opaque != "" {
+	switch {
+	case err != nil && strings.Contains(s, "@"):
+		return errors.New("is not an absolute URL (it is not shown: it may hold credentials)")
+	case err == nil && u.User != nil:
+		u.User = nil
+		return fmt.Errorf("%q must not contain credentials (they are not shown)", u.String())
+	case err != nil || u.Host == "" || u.Opaque != "":
 		return fmt.Errorf("%q is not an absolute URL", s)
 	}
 	switch u.Scheme {
@@ -528,9 +537,6 @@ func checkURL(s string) error {
 		}
 	default:
 		return fmt.Errorf("%q must use https", s)
-	}
-	if u.User != nil {
-		return fmt.Errorf("%q must not contain credentials", s)
 	}
 	if u.Fragment != "" || strings.Contains(s, "#") {
 		return fmt.Errorf("%q must not have a fragment", s)

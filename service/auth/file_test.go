@@ -224,6 +224,21 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 			},
 		},
 		{
+			"names a URL with credentials without them",
+			"oauth:\n  issuer: https://svc:IdpPassw0rd@idp.example.com\n  resource: \"https://tok3n@mcp.example.com/mcp\"\n",
+			[]string{
+				`p.yaml:2: oauth: issuer "https://idp.example.com" must not contain credentials (they are not shown)`,
+				`p.yaml:3: oauth: resource "https://mcp.example.com/mcp" must not contain credentials (they are not shown)`,
+			},
+		},
+		{
+			"does not repeat a URL with credentials that does not parse",
+			"oauth:\n  issuer: \"https://svc:IdpPassw0rd@idp.example.com:port\"\n  resource: https://mcp.example.com/mcp\n",
+			[]string{
+				`p.yaml:2: oauth: issuer is not an absolute URL (it is not shown: it may hold credentials)`,
+			},
+		},
+		{
 			"refuses an oauth section without issuer and resource",
 			"oauth:\n  allow_unlisted: true\n",
 			[]string{
