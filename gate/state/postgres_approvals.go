@@ -232,15 +232,21 @@ func (p *Postgres) CallApproval(ctx context.Context, key string, at time.Time, r
 	if p.closed.Load() {
 		return nil, errClosed
 	}
-	var clock any // the database's
-	if p.cfg.clientClock {
-		clock = at.UnixNano()
-	}
 	var (
 		a   *pgApproval
 		now int64
 	)
 	err := p.read(ctx, func(c *pgxpool.Conn) (err error) {
+		var clock any // the database's
+		if p.cfg.clientClock {
+			// at bounded by the earliest time another live handle has
+			// published, as a hold judges the approval (see usageOn).
+			var earliest int64
+			if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
+				return err
+			}
+			clock = min(at.UnixNano(), earliest)
+		}
 		a, err = scanPgApproval(c.QueryRow(ctx, pqLatestApproval, key, clock), &now)
 		return err
 	})

@@ -147,7 +147,13 @@ func (s *SQLite) CallApproval(ctx context.Context, key string, at time.Time, rem
 	case err != nil:
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return foundApproval(&a.Approval, at, at.UnixNano(), remember)
+	// Judged by the clock RequestApproval judges it by: at, bounded by the
+	// earliest time another live handle has published.
+	clock, err := s.bound(ctx, s.stmts[qOwners], at.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	return foundApproval(&a.Approval, at, clock, remember)
 }
 
 // ListApprovals implements [Approvals].

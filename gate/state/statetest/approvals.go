@@ -276,6 +276,34 @@ func testCallApproval(t *testing.T, f Factory) {
 	unwritten("at the end", 5) // two requests, two decisions, one intent
 }
 
+// testCallApprovalSharesRequestApprovalsClock: CallApproval judges by the
+// clock RequestApproval judges by. With another handle on the state whose
+// clock is behind (it published day), an approval due by this handle's
+// clock is not due yet to either: CallApproval does not call it expired
+// while the identical call would find it pending.
+func testCallApprovalSharesRequestApprovalsClock(t *testing.T, f Factory) {
+	open := f(t)
+	a, b := open(), open()
+	ctx := context.Background()
+	l := approvalLimits()
+	if _, err := b.Clock(ctx, day); err != nil {
+		t.Fatal(err)
+	}
+	request(t, a, approvalRequest("apr_1", "key-1", day, l))
+	due := day.Add(approvalTimeout)
+	got, err := a.CallApproval(ctx, "key-1", due, approvalTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, created := request(t, a, approvalRequest("apr_2", "key-1", due, l))
+	if created || found.ID != "apr_1" || found.State != state.ApprovalPending {
+		t.Fatalf("RequestApproval at the deadline, another handle behind = %+v (created %v); want apr_1 still pending", found, created)
+	}
+	if got.ID != "apr_1" || got.State != state.ApprovalPending {
+		t.Fatalf("CallApproval at the deadline, another handle behind = %+v; want apr_1 pending, as RequestApproval finds it", got)
+	}
+}
+
 // testHoldOnAnApprovalSpendsWhenHeld: a call held on an approval spends
 // when it is held, not when the approval was requested: its budget entries
 // move to the hold's time, checked again. Were they left at the request's

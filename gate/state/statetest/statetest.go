@@ -63,6 +63,7 @@ func Run(t *testing.T, f Factory) {
 		{"RequestApproval", testRequestApproval},
 		{"RequestApprovalOverBudget", testRequestApprovalOverBudget},
 		{"CallApproval", testCallApproval},
+		{"CallApprovalSharesRequestApprovalsClock", testCallApprovalSharesRequestApprovalsClock},
 		{"HoldOnAnApproval", testHoldOnAnApproval},
 		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
 		{"HoldOnAnApprovalSpendsWhenHeld", testHoldOnAnApprovalSpendsWhenHeld},
