@@ -448,6 +448,29 @@ func TestStdioTheEndOfInputEndsAnOpenQuestion(t *testing.T) {
 	}
 }
 
+// TestStdioAQuestionAskedAfterTheEndOfInputEndsTheCall: a client that
+// sends its call and closes stdin at once has ended its input before the
+// call asks its user (the server reads the end of input long before the
+// call has reserved its approval): that question cannot be answered
+// either, and the call ends at once rather than after the grace.
+func TestStdioAQuestionAskedAfterTheEndOfInputEndsTheCall(t *testing.T) {
+	clink := newGatedClink(t)
+	clink.release()
+	pol := approvalsPolicyFile(t)
+	p := startServerWith(t, clink, pol, `{"elicitation":{}}`, "CLINK_SHUTDOWN_GRACE=5m")
+	p.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_checkout_session","arguments":{"amount":150,"currency":"USD","customerEmail":"ann@example.com"}}}`)
+	p.closeStdin()
+	if err := p.awaitExit(60 * time.Second); err != nil {
+		t.Fatalf("the server exited with %v\n%s", err, p.output())
+	}
+	if r := p.reply(7, time.Second); r.Error == nil || !strings.Contains(r.raw, "input ended") {
+		t.Errorf("the call = %s, want an error saying the input ended", r.raw)
+	}
+	if n := clink.POSTs(); n != 0 {
+		t.Errorf("%d creates reached Clink, want none", n)
+	}
+}
+
 // TestStdioAnAnswerDuringTheShutdownCounts: the user answers a question
 // asked before SIGTERM while the server drains. The answer is kept: a yes
 // approves the approval (the call is not made, and says how to make it
