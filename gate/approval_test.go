@@ -794,3 +794,56 @@ func TestAnAnswerWhileTheServerDrains(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckJudgesAnApprovedCallsBudgetsAsTheHoldWill: a call made on an
+// approved approval has its budgets checked again when it is held, as of
+// then (its reservation moved to that time). Once the request's
+// reservation has left a budget's window and others have spent what it
+// left, check_payment_policy says budget_exceeded, as the call will be
+// answered; while the window still holds the reservation, it says the
+// call would go ahead.
+func TestCheckJudgesAnApprovedCallsBudgetsAsTheHoldWill(t *testing.T) {
+	p, err := policy.Parse("test.yaml", []byte(`
+version: 1
+currencies:
+  USD: { max_amount: 1000, approve_above: 500 }
+budgets:
+  - { currency: USD, max_amount: 1000, window: 1h }
+approvals: { timeout: 1h }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	st := &sweptStore{Memory: memory(t), swept: make(chan struct{})}
+	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct",
+		Clock: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
+	t.Cleanup(func() { g.Close(context.Background()) })
+	<-st.swept
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	ctx := context.Background()
+	fake := &clinkFake{}
+	if res := g.Create(ctx, "agent", fake.order(t, "600", "b@example.com")); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("Create = %+v, want approval_required", res)
+	}
+	id := approvalsIn(t, st)[0].ID
+	advance(59 * time.Minute)
+	if _, err := st.DecideApproval(ctx, g.now(), id, true, OperatorDecider+"ops", g.now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := g.Check(ctx, "agent", fake.order(t, "600", "b@example.com")); err != nil || !d.Decision.Allowed || d.ApprovalID != id {
+		t.Fatalf("Check within the reservation's hour = %+v, %v; want allowed on %s", d, err, id)
+	}
+	advance(2 * time.Minute) // the reservation has left the hour
+	if res := g.Create(ctx, "agent", fake.order(t, "500", "c@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("another call = %+v, want created", res)
+	}
+	d, err := g.Check(ctx, "agent", fake.order(t, "600", "b@example.com"))
+	if err != nil || d.Decision.Allowed || d.Decision.Code != policy.CodeBudgetExceeded {
+		t.Fatalf("Check once others spent the budget = %+v, %v; want budget_exceeded", d, err)
+	}
+	if res := g.Create(ctx, "agent", fake.order(t, "600", "b@example.com")); res.Code != d.Decision.Code {
+		t.Errorf("Create = %s, Check said %s", res.Code, d.Decision.Code)
+	}
+}

@@ -199,11 +199,27 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 		return out, err
 	}
 	if out.NeedsApproval {
-		if a, err := g.checkApproval(ctx, caller, o, req, now); err != nil || a != nil {
-			if a != nil {
-				out.Decision, out.NeedsApproval, out.ApprovalID = a.decision, a.needsApproval, a.id
-			}
+		a, err := g.checkApproval(ctx, caller, o, req, now)
+		if err != nil {
 			return out, err
+		}
+		if a != nil {
+			out.Decision, out.NeedsApproval, out.ApprovalID = a.decision, a.needsApproval, a.id
+			if a.approved.IsZero() {
+				return out, nil
+			}
+			// A hold on an approved approval checks its budgets again, as
+			// of the hold: judge them so.
+			budgets, index := approvedBudgets(stored, a.approved, now)
+			var denied *policy.Denied
+			switch err := g.store.Check(ctx, now, budgets); {
+			case errors.As(err, &denied):
+				denied.Limit = index[denied.Limit]
+				out.Decision = g.policy.LimitDecision(limits, denied, now)
+			case err != nil:
+				return nil, err
+			}
+			return out, nil
 		}
 	}
 	var denied *policy.Denied
@@ -274,6 +290,29 @@ type checkedApproval struct {
 	id            string
 	decision      policy.Decision
 	needsApproval bool
+	// approved is, for an approved approval, when its reservation was
+	// made (its request); the zero time otherwise.
+	approved time.Time
+}
+
+// approvedBudgets is what a hold on an approved approval, whose
+// reservation was made at reserved, checks at now among the call's limits
+// (stored): the budgets alone (the request counted the rate limits), the
+// reservation moved to now. A budget whose window still holds the
+// reservation is not added to again; one whose window it has left gets
+// the call's amount anew. index maps each budget back to its place in
+// stored.
+func approvedBudgets(stored []policy.Limit, reserved, now time.Time) (budgets []policy.Limit, index []int) {
+	for i, l := range stored {
+		if l.Kind != policy.KindBudget {
+			continue
+		}
+		if reserved.After(now.Add(-l.Window)) {
+			l.Add = 0
+		}
+		budgets, index = append(budgets, l), append(index, i)
+	}
+	return budgets, index
 }
 
 // checkApproval looks, writing nothing, for the approval Create would find
@@ -305,8 +344,9 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 			Message: fmt.Sprintf("an identical call's approval (%s) is pending until %s: this call would be answered with it, and go ahead once a person approves it; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
 	case state.ApprovalApproved:
+		out.approved = a.RequestedAt
 		out.decision = policy.Decision{Allowed: true, Code: policy.CodeAllowed,
-			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it; its reservation is already counted in the limits", a.ID, until)}
+			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it, its budgets checked again as of now; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
 	}
 	refused := decidedResult(a)
