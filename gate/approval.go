@@ -218,7 +218,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		// A no to an approval a yes has used: the call that yes answered
 		// went to Clink, and this answer cannot call it back.
 		return "", &Result{Code: policy.CodeApprovalInvalid, IsError: true,
-			Text: fmt.Sprintf("approval answer refused (%s): approval %s was already used: the call it answered went ahead on an earlier yes, and this no cannot undo it. "+
+			Text: fmt.Sprintf("approval answer refused (%s): approval %s was already used: an identical call went ahead on its yes, and this no cannot undo it. "+
 				"Repeat the call without the answer to get that call's result (the session, if Clink created it), and tell your user.", policy.CodeApprovalInvalid, a.ID)}, false
 	case errors.Is(err, state.ErrApprovalNotPending), errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("it was used already: an answer counts once"), false

@@ -847,3 +847,57 @@ approvals: { timeout: 1h }
 		t.Errorf("Create = %s, Check said %s", res.Code, d.Decision.Code)
 	}
 }
+
+// decideBlocked is a memory store whose DecideApproval waits for release,
+// saying when it began.
+type decideBlocked struct {
+	*state.Memory
+	began, release chan struct{}
+}
+
+func (s *decideBlocked) DecideApproval(ctx context.Context, at time.Time, id string, approve bool, by string, useBy time.Time) (*state.Approval, error) {
+	close(s.began)
+	<-s.release
+	return s.Memory.DecideApproval(ctx, at, id, approve, by, useBy)
+}
+
+// TestCloseWaitsForAnAnswerBeingRecorded: an answer recorded while the
+// gate drains (answerWhileClosing) is not a call in flight, but Close
+// waits for it as for one, so that an embedder closing the store after
+// Close does not cut it short.
+func TestCloseWaitsForAnAnswerBeingRecorded(t *testing.T) {
+	st := &decideBlocked{Memory: memory(t), began: make(chan struct{}), release: make(chan struct{})}
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	if err := g.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan *Result, 1)
+	go func() { answered <- ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}) }()
+	<-st.began
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		closed <- g.Close(ctx)
+	}()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an answer was being recorded", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(st.release)
+	if err := <-closed; err != nil {
+		t.Errorf("Close = %v, want nil once the answer is recorded", err)
+	}
+	if res := <-answered; res.Code != policy.CodeShuttingDown || !strings.Contains(res.Text, "is recorded") {
+		t.Errorf("the answer = %+v, want shutting_down saying it is recorded", res)
+	}
+	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeShuttingDown || strings.Contains(res.Text, "is recorded") {
+		t.Errorf("an answer after Close = %+v, want shutting_down, recording nothing", res)
+	}
+}

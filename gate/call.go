@@ -57,9 +57,10 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	order.Request.Principal = c.caller
 	o = &order
 	if !g.enter() {
-		if o.Answer != nil {
+		if o.Answer != nil && g.enterLate() {
 			// The user answered a question asked before the drain: the
 			// answer is kept, though the call is not made.
+			defer g.leaveLate()
 			return c.end(ctx, g.answerWhileClosing(ctx, c, o))
 		}
 		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,

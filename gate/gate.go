@@ -156,8 +156,11 @@ type Gate struct {
 	mu        sync.Mutex
 	closing   bool
 	inFlight  sync.WaitGroup
-	active    atomic.Int64  // the calls inFlight counts, for Drain to read
-	drained   chan struct{} // closed when closing and nothing is in flight
+	active    atomic.Int64   // the calls inFlight counts, for Drain to read
+	drained   chan struct{}  // closed when closing and nothing is in flight
+	closed    bool           // Close has waited for the late answers: none is taken now
+	late      sync.WaitGroup // the answers recorded while closing (enterLate)
+	lateN     atomic.Int64   // the answers late counts, for waitLate to read
 
 	lastSweep time.Time // of orphaned intents, under mu
 
@@ -336,6 +339,46 @@ func (g *Gate) leave() {
 	g.inFlight.Done()
 }
 
+// enterLate admits, while the gate drains, a call that only records its
+// user's answer (answerWhileClosing), for Close to wait for before the
+// journal closes and its caller closes the store. It reports false once
+// Close has stopped waiting for them; a true is ended with leaveLate.
+func (g *Gate) enterLate() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.late.Add(1)
+	g.lateN.Add(1)
+	return true
+}
+
+// leaveLate ends a late answer enterLate admitted.
+func (g *Gate) leaveLate() {
+	g.lateN.Add(-1)
+	g.late.Done()
+}
+
+// waitLate stops admitting late answers and waits, until ctx is done, for
+// those admitted to end.
+func (g *Gate) waitLate(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() { g.late.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		if g.lateN.Load() == 0 {
+			return nil // as in Drain: only answers still running make it an error
+		}
+		return ctx.Err()
+	}
+}
+
 // Drain stops taking new calls (they are refused with
 // [policy.CodeShuttingDown]) and waits until the calls in flight have
 // ended, or ctx is done. Calls already sent to Clink are never cut short;
@@ -377,6 +420,9 @@ func (g *Gate) Close(ctx context.Context) error {
 	var drainErr error
 	if err := g.Drain(ctx); err != nil {
 		g.log.Error("shutting down with calls still in flight", "err", err)
+		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
+	} else if err := g.waitLate(ctx); err != nil {
+		g.log.Error("shutting down while a user's answer was still being recorded", "err", err)
 		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
 	}
 	err := errors.Join(drainErr, g.journal.close(ctx))
