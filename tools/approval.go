@@ -62,8 +62,9 @@ func formElicitation(e *mcp.ElicitationCapability) bool {
 // answerOf returns the user's answer to the approval question that an
 // earlier round of this call asked, or nil when the call brings none.
 // Declining, cancelling or leaving "approve" unticked is a refusal. A
-// requestState without a response to the question is no answer (the
-// user's word is not guessed): the call asks again.
+// requestState without a response to the question, or with one that is
+// not an elicitation result, is no answer (the user's word is not
+// guessed): the call asks again.
 func answerOf(req mcp.CallToolRequest) *gate.Answer {
 	if req.Params.RequestState == "" {
 		return nil
