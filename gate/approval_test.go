@@ -2,8 +2,10 @@ package gate
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -899,5 +901,44 @@ func TestCloseWaitsForAnAnswerBeingRecorded(t *testing.T) {
 	}
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeShuttingDown || strings.Contains(res.Text, "is recorded") {
 		t.Errorf("an answer after Close = %+v, want shutting_down, recording nothing", res)
+	}
+}
+
+// TestCheckTakesNoWriteLock: check_payment_policy reads; it takes no
+// write lock on a SQLite store, so that checks neither wait for nor hold
+// up the calls that write. With another connection holding the write
+// lock, Check still answers, the duplicate guard's claim looked at.
+func TestCheckTakesNoWriteLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := state.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	g, _ := newGate(t, "version: 1\ncurrencies:\n  USD: { max_amount: 500 }\nduplicates: { window: 10m }\n", "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	if res := g.Create(ctx, "agent", fake.order(t, "20", "b@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("Create = %+v, want created", res)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d, err := g.Check(checkCtx, "agent", fake.order(t, "20", "b@example.com"))
+	if err != nil || d.Decision.Code != policy.CodeReplayed {
+		t.Fatalf("Check while another connection holds the write lock = %+v, %v; want replayed, read without the lock", d, err)
 	}
 }

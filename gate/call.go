@@ -261,18 +261,11 @@ func (g *Gate) checkClaim(ctx context.Context, caller string, o *Order, req *pol
 	}
 	c := g.begin(caller, req.Tool, req)
 	key, fingerprint := g.callKey(c, o)
-	_, stored := g.limits(req, c.customerKeys)
-	held, err := g.store.Hold(ctx, &state.Hold{
-		At:        now,
-		Claim:     &state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, At: now, Window: window},
-		Limits:    stored,
-		Intent:    c.record(state.KindIntent, &Result{Code: policy.CodeAllowed}),
-		ClaimOnly: true,
-	})
+	prior, err := g.store.LookClaim(ctx, state.Claim{Key: key, Call: c.id, Fingerprint: fingerprint, At: now, Window: window})
 	if err != nil {
 		return nil, err
 	}
-	switch held.Prior.State {
+	switch prior.State {
 	case state.ClaimDone:
 		return &policy.Decision{Allowed: true, Code: policy.CodeReplayed,
 			Message: "an identical call (the same arguments, or the same idempotencyKey) was made within the duplicate window: this call would return its result, and create no new session"}, nil

@@ -230,6 +230,14 @@ func (s *instrumentedStore) Claim(ctx context.Context, c state.Claim) (state.Pri
 	return p, err
 }
 
+// LookClaim implements [state.Store].
+func (s *instrumentedStore) LookClaim(ctx context.Context, c state.Claim) (state.Prior, error) {
+	start := time.Now()
+	p, err := s.next.LookClaim(ctx, c)
+	s.observe("look_claim", start, err)
+	return p, err
+}
+
 func (s *instrumentedStore) Finish(ctx context.Context, key string, result []byte) error {
 	start := time.Now()
 	err := s.next.Finish(ctx, key, result)

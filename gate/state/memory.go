@@ -638,20 +638,29 @@ func (m *Memory) claim(c Claim) Prior {
 		m.sweep(now)
 	}
 	if cl, ok := m.claims[c.Key]; ok && now < cl.liveUntil() {
-		switch {
-		case cl.fingerprint != c.Fingerprint:
-			return Prior{State: ClaimConflict}
-		case cl.done:
-			return Prior{State: ClaimDone, Result: cloneBytes(cl.result)}
-		default:
-			return Prior{State: ClaimInFlight}
-		}
+		return claimPrior(cl.fingerprint, c.Fingerprint, cl.done, cl.result)
 	}
 	if old, ok := m.claims[c.Key]; ok {
 		m.dropClaim(old)
 	}
 	m.claims[c.Key] = &memClaim{key: c.Key, call: c.Call, fingerprint: c.Fingerprint, at: at, expires: at + int64(c.Window)}
 	return Prior{State: ClaimNew}
+}
+
+// LookClaim implements [Claims].
+func (m *Memory) LookClaim(ctx context.Context, c Claim) (Prior, error) {
+	if err := ctx.Err(); err != nil {
+		return Prior{}, err
+	}
+	if err := checkClaim(c); err != nil {
+		return Prior{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cl, ok := m.claims[c.Key]; ok && min(c.At.UnixNano(), m.othersBound()) < cl.liveUntil() {
+		return claimPrior(cl.fingerprint, c.Fingerprint, cl.done, cl.result), nil
+	}
+	return Prior{State: ClaimNew}, nil
 }
 
 // finishClaim records cl's result, making it the newest finished claim,

@@ -336,7 +336,9 @@ WHERE CASE WHEN c.state = 2 THEN c.expires ELSE GREATEST(c.expires, c.at + $7) E
 RETURNING true`
 	pqPriorClaim = `SELECT fingerprint, state, result FROM claims WHERE key = $1`
 	pqWaitOn     = `UPDATE claims SET waited = true WHERE key = $1 AND state = 1 RETURNING true`
-	pqClaimLive  = `SELECT true FROM claims
+	pqLookClaim  = `SELECT fingerprint, state, result FROM claims
+WHERE key = $1 AND CASE WHEN state = 2 THEN expires ELSE GREATEST(expires, at + $3) END > clink_now($2)`
+	pqClaimLive = `SELECT true FROM claims
 WHERE key = $1 AND CASE WHEN state = 2 THEN expires ELSE GREATEST(expires, at + $3) END > clink_now($2)`
 	pqEnsureCounters = `INSERT INTO counters (key, total, win, expires)
 SELECT k, 0, 0, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
@@ -1469,14 +1471,48 @@ func (t *pgTx) prior(c Claim) (Prior, error) {
 	if err := t.conn.QueryRow(t.ctx, pqPriorClaim, c.Key).Scan(&fingerprint, &state, &result); err != nil {
 		return Prior{}, err
 	}
-	switch {
-	case fingerprint != c.Fingerprint:
-		return Prior{State: ClaimConflict}, nil
-	case state == claimDone:
-		return Prior{State: ClaimDone, Result: cloneBytes(result)}, nil
-	default:
-		return Prior{State: ClaimInFlight}, nil
+	return claimPrior(fingerprint, c.Fingerprint, state == claimDone, result), nil
+}
+
+// LookClaim implements [Claims], in one read: the claim is judged live by
+// the database's clock, or with a client clock by c.At bounded by the
+// earliest time another live handle has published, as Claim judges it.
+func (p *Postgres) LookClaim(ctx context.Context, c Claim) (Prior, error) {
+	if err := checkClaim(c); err != nil {
+		return Prior{}, err
 	}
+	if p.closed.Load() {
+		return Prior{}, errClosed
+	}
+	prior := Prior{State: ClaimNew}
+	err := p.read(ctx, func(conn *pgxpool.Conn) error {
+		var clock any // the database's
+		if p.cfg.clientClock {
+			var earliest int64
+			if err := conn.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
+				return err
+			}
+			clock = min(c.At.UnixNano(), earliest)
+		}
+		var (
+			fingerprint string
+			state       int16
+			result      []byte
+		)
+		err := conn.QueryRow(ctx, pqLookClaim, c.Key, clock, int64(InFlightLease)).Scan(&fingerprint, &state, &result)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return err
+		}
+		prior = claimPrior(fingerprint, c.Fingerprint, state == claimDone, result)
+		return nil
+	})
+	if err != nil {
+		return Prior{}, err
+	}
+	return prior, nil
 }
 
 // Claim implements [Claims].

@@ -1143,14 +1143,7 @@ func (t *txn) claim(c Claim, take bool) (Prior, error) {
 	)
 	switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &claimed, &expires, &state, &result); {
 	case err == nil && now < claimLiveUntil(claimed, expires, state == claimDone):
-		switch {
-		case fingerprint != c.Fingerprint:
-			return Prior{State: ClaimConflict}, nil
-		case state == claimDone:
-			return Prior{State: ClaimDone, Result: cloneBytes(result)}, nil
-		default:
-			return Prior{State: ClaimInFlight}, nil
-		}
+		return claimPrior(fingerprint, c.Fingerprint, state == claimDone, result), nil
 	case err != nil && !errors.Is(err, sql.ErrNoRows):
 		return Prior{}, fmt.Errorf("store: %w", err)
 	}
@@ -1160,6 +1153,31 @@ func (t *txn) claim(c Claim, take bool) (Prior, error) {
 		}
 	}
 	return Prior{State: ClaimNew}, nil
+}
+
+// LookClaim implements [Claims]. It reads; it writes nothing.
+func (s *SQLite) LookClaim(ctx context.Context, c Claim) (Prior, error) {
+	if err := checkClaim(c); err != nil {
+		return Prior{}, err
+	}
+	now, err := s.bound(ctx, s.stmts[qOwners], c.At.UnixNano())
+	if err != nil {
+		return Prior{}, err
+	}
+	var (
+		fingerprint             string
+		claimed, expires, state int64
+		result                  []byte
+	)
+	switch err := s.stmts[qGetClaim].QueryRowContext(ctx, c.Key).Scan(&fingerprint, &claimed, &expires, &state, &result); {
+	case errors.Is(err, sql.ErrNoRows):
+		return Prior{State: ClaimNew}, nil
+	case err != nil:
+		return Prior{}, fmt.Errorf("store: %w", err)
+	case now >= claimLiveUntil(claimed, expires, state == claimDone):
+		return Prior{State: ClaimNew}, nil
+	}
+	return claimPrior(fingerprint, c.Fingerprint, state == claimDone, result), nil
 }
 
 // Finish implements [Claims].

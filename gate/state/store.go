@@ -75,6 +75,20 @@ func claimLiveUntil(at, expires int64, done bool) int64 {
 	return max(expires, at+int64(InFlightLease))
 }
 
+// claimPrior is what a live claim of fingerprint answers a claim of want:
+// ClaimConflict for another fingerprint, else ClaimDone (with result)
+// when the claim's call finished, or ClaimInFlight.
+func claimPrior(fingerprint, want string, done bool, result []byte) Prior {
+	switch {
+	case fingerprint != want:
+		return Prior{State: ClaimConflict}
+	case done:
+		return Prior{State: ClaimDone, Result: cloneBytes(result)}
+	default:
+		return Prior{State: ClaimInFlight}
+	}
+}
+
 // Prior is the answer to a [Claim].
 type Prior struct {
 	State ClaimState
@@ -193,6 +207,11 @@ type Claims interface {
 	// holds it. A finished claim whose window has passed is replaced; one
 	// still in flight only after [InFlightLease] too.
 	Claim(ctx context.Context, c Claim) (Prior, error)
+	// LookClaim reports, writing nothing, what Claim would answer for c:
+	// the live claim that holds c.Key (ClaimInFlight, ClaimDone with its
+	// result, ClaimConflict for another fingerprint), or ClaimNew, judged
+	// by the clock Claim judges by.
+	LookClaim(ctx context.Context, c Claim) (Prior, error)
 	// Finish stores the result of the claimed call for replays and ends
 	// its flight.
 	Finish(ctx context.Context, key string, result []byte) error

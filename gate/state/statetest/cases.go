@@ -365,6 +365,15 @@ func testClaim(t *testing.T, f Factory) {
 				for i, o := range tt.ops {
 					switch {
 					case o.claim != nil:
+						// LookClaim foretells the answer and takes nothing:
+						// the claim that follows still answers as told.
+						look, err := s.LookClaim(ctx, *o.claim)
+						if err != nil {
+							t.Fatalf("op %d: LookClaim: %v", i, err)
+						}
+						if diff := cmp.Diff(o.want, look); diff != "" {
+							t.Fatalf("op %d: LookClaim (-want +got):\n%s", i, diff)
+						}
 						got, err := s.Claim(ctx, *o.claim)
 						if err != nil {
 							t.Fatalf("op %d: state.Claim: %v", i, err)
@@ -384,6 +393,31 @@ func testClaim(t *testing.T, f Factory) {
 				}
 			})
 		}
+		t.Run("LookClaim judges by the clock Claim judges by", func(t *testing.T) {
+			// Another handle behind (it published day): a claim whose
+			// window has passed by this handle's clock still holds to both.
+			open := f(t)
+			a, b := open(), open()
+			if _, err := b.Clock(ctx, day); err != nil {
+				t.Fatal(err)
+			}
+			c := claim(day, "f1")
+			if _, err := a.Claim(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Finish(ctx, c.Key, []byte("r")); err != nil {
+				t.Fatal(err)
+			}
+			c.At = day.Add(window)
+			look, err := a.LookClaim(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.Claim(ctx, c)
+			if err != nil || got.State != state.ClaimDone || cmp.Diff(got, look) != "" {
+				t.Fatalf("LookClaim = %+v, then Claim = %+v, %v; want both the finished claim", look, got, err)
+			}
+		})
 		t.Run("finishing or dropping an unknown key is state.ErrNotFound", func(t *testing.T) {
 			s := open(t)
 			if err := s.Finish(ctx, "nope", []byte("r")); !errors.Is(err, state.ErrNotFound) {
