@@ -209,9 +209,13 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 		if strings.HasPrefix(a.DecidedBy, OperatorDecider) {
 			who = "an operator had approved it already"
 		}
+		stands := "and that approval stands until " + a.ExpiresAt.UTC().Format(time.RFC3339)
+		if !now.Before(a.ExpiresAt) {
+			stands = "though that approval ran out at " + a.ExpiresAt.UTC().Format(time.RFC3339) + " unused"
+		}
 		return "", &Result{Code: policy.CodeApprovalDeclined, IsError: true,
-			Text: fmt.Sprintf("approval declined (%s): the user declined this payment, but %s (approval %s), and that approval stands until %s. Nothing was created; tell your user, and do not repeat the call unless the user asks.",
-				policy.CodeApprovalDeclined, who, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))}, false
+			Text: fmt.Sprintf("approval declined (%s): the user declined this payment, but %s (approval %s), %s. Nothing was created; tell your user, and do not repeat the call unless the user asks.",
+				policy.CodeApprovalDeclined, who, a.ID, stands)}, false
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalUsed && ans.Accept:
 		return "", nil, true
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalUsed:

@@ -942,3 +942,27 @@ func TestCheckTakesNoWriteLock(t *testing.T) {
 		t.Fatalf("Check while another connection holds the write lock = %+v, %v; want replayed, read without the lock", d, err)
 	}
 }
+
+// TestANoAfterAnApprovalRanOutDoesNotSayItStands: a user's no to an
+// approval an operator approved, whose use-by has passed though no sweep
+// has expired it yet, is not told that the approval stands.
+func TestANoAfterAnApprovalRanOutDoesNotSayItStands(t *testing.T) {
+	g, advance := clockedGate(t)
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	at := g.now()
+	if _, err := g.store.DecideApproval(context.Background(), at, q.ApprovalID, true, OperatorDecider+"ops", at.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); !strings.Contains(res.Text, "stands until") {
+		t.Fatalf("a no within the approval's time = %+v, want it to say the approval stands", res)
+	}
+	advance(2 * time.Minute)
+	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false})
+	if res.Code != policy.CodeApprovalDeclined || strings.Contains(res.Text, "stands") || !strings.Contains(res.Text, "ran out") {
+		t.Errorf("a no after the approval's time = %+v, want approval_declined saying it ran out", res)
+	}
+}
