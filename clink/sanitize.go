@@ -132,7 +132,7 @@ var shapes = sync.OnceValue(func() *maskShapes {
 		bearer:       regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+`),
 		secretField:  regexp.MustCompile(`(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[a-z]*"?\s*[:=]\s*"?)[^\s",;&}]+`),
 		email:        regexp.MustCompile("(?:[\\p{L}\\p{N}.!#$%&'*+/=?^_\x60{|}~-]|\\\\+u[0-9A-Fa-f]{4})+@[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
-		encodedEmail: regexp.MustCompile("(?:[\\p{L}\\p{N}.!$'*+^_\x60{|}~-]|%(?:25)?" + encodedByte + "|\\\\+[uU][0-9A-Fa-f]{4})+" + encodedAt + "[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
+		encodedEmail: regexp.MustCompile("(?:[\\p{L}\\p{N}.!$'*+^_\x60{|}~-]|%(?:25)?" + encodedByte + "|\\\\+[uU][0-9A-Fa-f]{4}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};)+" + encodedAt + "[\\p{L}\\p{N}-]+(?:\\.[\\p{L}\\p{N}-]+)+"),
 		encodedAt:    regexp.MustCompile(encodedAt),
 		jwt:          regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*)?`),
 		dotted:       regexp.MustCompile(`[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{8,}){2,}`),

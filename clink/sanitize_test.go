@@ -60,6 +60,7 @@ func TestSanitizeMasksSecretsAndKeepsNames(t *testing.T) {
 			"returnUrl=https%3A%2F%2Fshop.example%2Fthanks%3Femail%3***%2540example.com"},
 		{"an email with an HTML-escaped @ is masked", "to carol&#64;example.com or dave&#x40;example.org",
 			"to c***&#64;example.com or d***&#x40;example.org"},
+		{"an email with an HTML-escaped plus is masked whole", "to alice&#43;tag&#64;example.com", "to a***&#64;example.com"},
 		{"a planted token keeps only its prefix", "session token tok_PLANTED_41b2 leaked", "session token tok_[REDACTED] leaked"},
 		{"a live secret key keeps only its prefix", "key sk_live_51HxYzAbCdEf is revoked", "key sk_live_[REDACTED] is revoked"},
 		{"a production key keeps only its prefix", "sk_prod_abcdef123456", "sk_prod_[REDACTED]"},

@@ -966,3 +966,35 @@ func TestANoAfterAnApprovalRanOutDoesNotSayItStands(t *testing.T) {
 		t.Errorf("a no after the approval's time = %+v, want approval_declined saying it ran out", res)
 	}
 }
+
+// TestNoAnswerIsTakenAfterACloseWhoseDrainRanOut: after a Close whose
+// drain ran out of time (a call still in flight), a user's answer brought
+// later is not recorded: the journal is closed, and the store may be.
+func TestNoAnswerIsTakenAfterACloseWhoseDrainRanOut(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	slow := &clinkFake{release: make(chan struct{}), started: make(chan struct{}, 1)}
+	done := make(chan *Result, 1)
+	go func() { done <- g.Create(context.Background(), "agent", slow.order(t, "20", "c@example.com")) }()
+	<-slow.started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := g.Close(ctx); !errors.Is(err, ErrCallsInFlight) {
+		t.Fatalf("Close = %v, want ErrCallsInFlight", err)
+	}
+	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true})
+	a, _ := st.Approval(context.Background(), q.ApprovalID)
+	close(slow.release)
+	<-done
+	if strings.Contains(res.Text, "is recorded") || a.State != state.ApprovalPending {
+		t.Errorf("an answer after Close returned = %+v; approval now %s; want shutting_down, recording nothing", res, a.State)
+	}
+	if res.Code != policy.CodeShuttingDown {
+		t.Errorf("the answer after Close = %s, want shutting_down", res.Code)
+	}
+}

@@ -295,7 +295,10 @@ type checkedApproval struct {
 // reservation moved to now. A budget whose window still holds the
 // reservation is not added to again; one whose window it has left gets
 // the call's amount anew. index maps each budget back to its place in
-// stored.
+// stored. Whether the window still holds the reservation is judged by the
+// gate's clock, the store's windows by its own (bounded by other handles',
+// or the database's): within that skew of the window's edge, Check may
+// answer otherwise than the hold.
 func approvedBudgets(stored []policy.Limit, reserved, now time.Time) (budgets []policy.Limit, index []int) {
 	for i, l := range stored {
 		if l.Kind != policy.KindBudget {

@@ -421,7 +421,10 @@ func (g *Gate) Close(ctx context.Context) error {
 	if err := g.Drain(ctx); err != nil {
 		g.log.Error("shutting down with calls still in flight", "err", err)
 		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
-	} else if err := g.waitLate(ctx); err != nil {
+	}
+	// Late answers stop being taken whatever the drain's end; they are
+	// waited for only when it ended in time (ctx is done otherwise).
+	if err := g.waitLate(ctx); err != nil && drainErr == nil {
 		g.log.Error("shutting down while a user's answer was still being recorded", "err", err)
 		drainErr = fmt.Errorf("%w (%v)", ErrCallsInFlight, err)
 	}

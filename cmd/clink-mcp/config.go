@@ -160,7 +160,7 @@ func screenArgs(args []string) error {
 // like none. No setting takes a secret as its value, and an error, a log
 // line or the process list must not repeat one: a Clink API key (sk_test_
 // or sk_prod_, see looksLikeAPIKey), a bearer token (clk_, as `token new`
-// makes them), a PostgreSQL URL with a password, or a long hex string (a
+// makes them), a PostgreSQL URL with user info (its password, if any) or one that does not parse, or a long hex string (a
 // state secret, as `openssl rand -hex 32` makes them). A path is not, nor
 // the name of a file that exists.
 func misplacedSecret(s string) (what, where string) {

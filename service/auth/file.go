@@ -521,7 +521,7 @@ func checkHash(h string) error {
 func checkURL(s string) error {
 	u, err := url.Parse(s)
 	switch {
-	case err != nil && strings.Contains(s, "@"):
+	case (err != nil || u.Host == "" || u.Opaque != "") && strings.Contains(s, "@"):
 		return errors.New("is not an absolute URL (it is not shown: it may hold credentials)")
 	case err == nil && u.User != nil:
 		u.User = nil

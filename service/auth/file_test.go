@@ -233,9 +233,10 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 		},
 		{
 			"does not repeat a URL with credentials that does not parse",
-			"oauth:\n  issuer: \"https://svc:IdpPassw0rd@idp.example.com:port\"\n  resource: https://mcp.example.com/mcp\n",
+			"oauth:\n  issuer: \"https://svc:IdpPassw0rd@idp.example.com:port\"\n  resource: \"https:/alice:s3cret@mcp.example.com/mcp\"\n",
 			[]string{
 				`p.yaml:2: oauth: issuer is not an absolute URL (it is not shown: it may hold credentials)`,
+				`p.yaml:3: oauth: resource is not an absolute URL (it is not shown: it may hold credentials)`,
 			},
 		},
 		{
