@@ -178,9 +178,15 @@ func TestAnApprovalNobodyDecidesExpiresAndGivesItsBudgetBack(t *testing.T) {
 // the test moves with advance.
 func clockedGate(t *testing.T) (g *Gate, advance func(time.Duration)) {
 	t.Helper()
+	return clockedGateWith(t, approvalPolicy)
+}
+
+// clockedGateWith is clockedGate with the policy yaml.
+func clockedGateWith(t *testing.T, yaml string) (g *Gate, advance func(time.Duration)) {
+	t.Helper()
 	var mu sync.Mutex
 	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	p, err := policy.Parse("test.yaml", []byte(approvalPolicy))
+	p, err := policy.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +212,16 @@ type sweptStore struct {
 func (s *sweptStore) ExpireApprovals(ctx context.Context, now time.Time) (int, error) {
 	defer s.once.Do(func() { close(s.swept) })
 	return s.Memory.ExpireApprovals(ctx, now)
+}
+
+// operatorApproves approves approval id in g's store as the operator ops,
+// at g's time, for use within useBy.
+func operatorApproves(t *testing.T, g *Gate, id string, useBy time.Duration) {
+	t.Helper()
+	at := g.now()
+	if _, err := g.store.DecideApproval(context.Background(), at, id, true, OperatorDecider+"ops", at.Add(useBy)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ask makes a call whose client can ask its user, and returns its result.
@@ -330,10 +346,7 @@ func TestAnAnswerIsJudgedByItsApprovalNotItsQuestion(t *testing.T) {
 		t.Fatal("no question")
 	}
 	advance(10 * time.Minute)
-	at := g.now()
-	if _, err := g.store.DecideApproval(context.Background(), at, q.ApprovalID, true, OperatorDecider+"ops", at.Add(15*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	operatorApproves(t, g, q.ApprovalID, 15*time.Minute)
 	advance(6 * time.Minute) // past the question's 15 minutes, within the approval's
 	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true})
 	if res.Code != policy.CodeCreated || fake.calls.Load() != 1 {
@@ -805,35 +818,22 @@ func TestAnAnswerWhileTheServerDrains(t *testing.T) {
 // answered; while the window still holds the reservation, it says the
 // call would go ahead.
 func TestCheckJudgesAnApprovedCallsBudgetsAsTheHoldWill(t *testing.T) {
-	p, err := policy.Parse("test.yaml", []byte(`
+	g, advance := clockedGateWith(t, `
 version: 1
 currencies:
   USD: { max_amount: 1000, approve_above: 500 }
 budgets:
   - { currency: USD, max_amount: 1000, window: 1h }
 approvals: { timeout: 1h }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	st := &sweptStore{Memory: memory(t), swept: make(chan struct{})}
-	g := New(Config{Policy: p, Store: st, Secret: testSecret, Account: "acct",
-		Clock: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
-	t.Cleanup(func() { g.Close(context.Background()) })
-	<-st.swept
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+`)
 	ctx := context.Background()
 	fake := &clinkFake{}
 	if res := g.Create(ctx, "agent", fake.order(t, "600", "b@example.com")); res.Code != policy.CodeApprovalRequired {
 		t.Fatalf("Create = %+v, want approval_required", res)
 	}
-	id := approvalsIn(t, st)[0].ID
+	id := approvalsIn(t, g.store)[0].ID
 	advance(59 * time.Minute)
-	if _, err := st.DecideApproval(ctx, g.now(), id, true, OperatorDecider+"ops", g.now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	operatorApproves(t, g, id, time.Hour)
 	if d, err := g.Check(ctx, "agent", fake.order(t, "600", "b@example.com")); err != nil || !d.Decision.Allowed || d.ApprovalID != id {
 		t.Fatalf("Check within the reservation's hour = %+v, %v; want allowed on %s", d, err, id)
 	}
@@ -953,10 +953,7 @@ func TestANoAfterAnApprovalRanOutDoesNotSayItStands(t *testing.T) {
 	if q == nil {
 		t.Fatal("no question")
 	}
-	at := g.now()
-	if _, err := g.store.DecideApproval(context.Background(), at, q.ApprovalID, true, OperatorDecider+"ops", at.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	operatorApproves(t, g, q.ApprovalID, time.Minute)
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); !strings.Contains(res.Text, "stands until") {
 		t.Fatalf("a no within the approval's time = %+v, want it to say the approval stands", res)
 	}
