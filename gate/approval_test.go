@@ -921,7 +921,7 @@ func TestCheckTakesNoWriteLock(t *testing.T) {
 	if res := g.Create(ctx, "agent", fake.order(t, "20", "b@example.com")); res.Code != policy.CodeCreated {
 		t.Fatalf("Create = %+v, want created", res)
 	}
-	db, err := sql.Open("sqlite", path)
+	db, err := sql.Open("sqlite", path+"?_busy_timeout=10000") // the gate may be writing (its clock, the journal)
 	if err != nil {
 		t.Fatal(err)
 	}
