@@ -214,6 +214,18 @@ func (s *sweptStore) ExpireApprovals(ctx context.Context, now time.Time) (int, e
 	return s.Memory.ExpireApprovals(ctx, now)
 }
 
+// asked makes agent's call of USD 250 (above approvalPolicy's threshold)
+// with a client that can ask its user, and returns the question put to
+// the user; the test fails when none is.
+func asked(t *testing.T, g *Gate, fake *clinkFake) *Question {
+	t.Helper()
+	q := ask(t, g, fake, "agent", "250", nil).Question
+	if q == nil {
+		t.Fatal("no question")
+	}
+	return q
+}
+
 // operatorApproves approves approval id in g's store as the operator ops,
 // at g's time, for use within useBy.
 func operatorApproves(t *testing.T, g *Gate, id string, useBy time.Duration) {
@@ -300,10 +312,7 @@ func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
 			st := memory(t)
 			g, _ := newGate(t, approvalPolicy, "", st)
 			fake := &clinkFake{}
-			q := ask(t, g, fake, "agent", "250", nil).Question
-			if q == nil {
-				t.Fatal("no question")
-			}
+			q := asked(t, g, fake)
 			list := approvalsIn(t, st)
 			if len(list) != 1 {
 				t.Fatalf("approvals = %+v, want one", list)
@@ -341,10 +350,7 @@ func TestAnAnswerAfterTheOperatorApproved(t *testing.T) {
 func TestAnAnswerIsJudgedByItsApprovalNotItsQuestion(t *testing.T) {
 	g, advance := clockedGate(t)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
-	if q == nil {
-		t.Fatal("no question")
-	}
+	q := asked(t, g, fake)
 	advance(10 * time.Minute)
 	operatorApproves(t, g, q.ApprovalID, 15*time.Minute)
 	advance(6 * time.Minute) // past the question's 15 minutes, within the approval's
@@ -367,10 +373,7 @@ func TestAnAnswerAfterTheOperatorDenied(t *testing.T) {
 			st := memory(t)
 			g, _ := newGate(t, approvalPolicy, "", st)
 			fake := &clinkFake{}
-			q := ask(t, g, fake, "agent", "250", nil).Question
-			if q == nil {
-				t.Fatal("no question")
-			}
+			q := asked(t, g, fake)
 			if _, err := DecideApproval(context.Background(), st, q.ApprovalID, false, "ops"); err != nil {
 				t.Fatal(err)
 			}
@@ -389,7 +392,7 @@ func TestADeclineRefusesAndReleases(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
+	q := asked(t, g, fake)
 	res := ask(t, g, fake, "agent", "250", &Answer{State: q.State})
 	if res.Code != policy.CodeApprovalDeclined {
 		t.Fatalf("declined = %+v, want approval_declined", res)
@@ -405,7 +408,7 @@ func TestADeclineRefusesAndReleases(t *testing.T) {
 func TestAnExpiredQuestionIsRefused(t *testing.T) {
 	g, advance := clockedGate(t)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
+	q := asked(t, g, fake)
 	advance(20 * time.Minute)
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeApprovalExpired {
 		t.Fatalf("an answer after expiry = %+v, want approval_expired", res)
@@ -626,10 +629,7 @@ func TestTheSameAnswerAfterARefusalAsksAfresh(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
 	fake := &clinkFake{err: &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}}
-	q := ask(t, g, fake, "agent", "250", nil).Question
-	if q == nil {
-		t.Fatal("no question asked")
-	}
+	q := asked(t, g, fake)
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: true}); res.Code != policy.CodeUpstreamRefused {
 		t.Fatalf("the answered call = %+v, want upstream_refused", res)
 	}
@@ -758,10 +758,7 @@ func TestAnAnswerWhileTheServerDrains(t *testing.T) {
 			st := memory(t)
 			g, _ := newGate(t, approvalPolicy, "", st)
 			fake := &clinkFake{}
-			q := ask(t, g, fake, "agent", "250", nil).Question
-			if q == nil {
-				t.Fatal("no question")
-			}
+			q := asked(t, g, fake)
 			if err := g.Drain(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -871,10 +868,7 @@ func TestCloseWaitsForAnAnswerBeingRecorded(t *testing.T) {
 	st := &decideBlocked{Memory: memory(t), began: make(chan struct{}), release: make(chan struct{})}
 	g, _ := newGate(t, approvalPolicy, "", st)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
-	if q == nil {
-		t.Fatal("no question")
-	}
+	q := asked(t, g, fake)
 	if err := g.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -949,10 +943,7 @@ func TestCheckTakesNoWriteLock(t *testing.T) {
 func TestANoAfterAnApprovalRanOutDoesNotSayItStands(t *testing.T) {
 	g, advance := clockedGate(t)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
-	if q == nil {
-		t.Fatal("no question")
-	}
+	q := asked(t, g, fake)
 	operatorApproves(t, g, q.ApprovalID, time.Minute)
 	if res := ask(t, g, fake, "agent", "250", &Answer{State: q.State, Accept: false}); !strings.Contains(res.Text, "stands until") {
 		t.Fatalf("a no within the approval's time = %+v, want it to say the approval stands", res)
@@ -971,10 +962,7 @@ func TestNoAnswerIsTakenAfterACloseWhoseDrainRanOut(t *testing.T) {
 	st := memory(t)
 	g, _ := newGate(t, approvalPolicy, "", st)
 	fake := &clinkFake{}
-	q := ask(t, g, fake, "agent", "250", nil).Question
-	if q == nil {
-		t.Fatal("no question")
-	}
+	q := asked(t, g, fake)
 	slow := &clinkFake{release: make(chan struct{}), started: make(chan struct{}, 1)}
 	done := make(chan *Result, 1)
 	go func() { done <- g.Create(context.Background(), "agent", slow.order(t, "20", "c@example.com")) }()

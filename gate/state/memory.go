@@ -637,8 +637,8 @@ func (m *Memory) claim(c Claim) Prior {
 	if m.claimCalls%sweepEvery == 0 {
 		m.sweep(now)
 	}
-	if cl, ok := m.claims[c.Key]; ok && now < cl.liveUntil() {
-		return claimPrior(cl.fingerprint, c.Fingerprint, cl.done, cl.result)
+	if p, live := m.liveClaim(c, now); live {
+		return p
 	}
 	if old, ok := m.claims[c.Key]; ok {
 		m.dropClaim(old)
@@ -657,10 +657,18 @@ func (m *Memory) LookClaim(ctx context.Context, c Claim) (Prior, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if cl, ok := m.claims[c.Key]; ok && min(c.At.UnixNano(), m.othersBound()) < cl.liveUntil() {
-		return claimPrior(cl.fingerprint, c.Fingerprint, cl.done, cl.result), nil
+	// Claim's clock, without publishing c.At as this handle's time.
+	p, _ := m.liveClaim(c, min(c.At.UnixNano(), m.othersBound()))
+	return p, nil
+}
+
+// liveClaim returns what the claim holding c.Key answers c at now, and
+// whether one still does (else ClaimNew). Under m.mu.
+func (m *Memory) liveClaim(c Claim, now int64) (Prior, bool) {
+	if cl, ok := m.claims[c.Key]; ok && now < cl.liveUntil() {
+		return claimPrior(cl.fingerprint, c.Fingerprint, cl.done, cl.result), true
 	}
-	return Prior{State: ClaimNew}, nil
+	return Prior{State: ClaimNew}, false
 }
 
 // finishClaim records cl's result, making it the newest finished claim,

@@ -1096,18 +1096,29 @@ func (p *Postgres) Check(ctx context.Context, at time.Time, limits []policy.Limi
 	return nil
 }
 
+// readClock is the clock a read on c judges by, as the statements take it
+// (clink_now's argument): nil for the database's, or with a client clock
+// at bounded by the earliest time another live handle has published, as
+// a write judges by.
+func (p *Postgres) readClock(ctx context.Context, c *pgxpool.Conn, at time.Time) (any, error) {
+	if !p.cfg.clientClock {
+		return nil, nil
+	}
+	var earliest int64
+	if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
+		return nil, err
+	}
+	return min(at.UnixNano(), earliest), nil
+}
+
 // usageOn returns what the counters of keys, with their windows, hold at
 // at on c: the transaction's time (the database's, or with a client clock
 // at bounded by the earliest time another live handle has published) and
 // each counter's total within its window.
 func (p *Postgres) usageOn(ctx context.Context, c *pgxpool.Conn, at time.Time, keys []string, windows []int64) (int64, []int64, error) {
-	var clock any // the database's
-	if p.cfg.clientClock {
-		var earliest int64
-		if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
-			return 0, nil, err
-		}
-		clock = min(at.UnixNano(), earliest)
+	clock, err := p.readClock(ctx, c, at)
+	if err != nil {
+		return 0, nil, err
 	}
 	var now, total, expired int64
 	used := make([]int64, 0, len(keys))
@@ -1486,20 +1497,16 @@ func (p *Postgres) LookClaim(ctx context.Context, c Claim) (Prior, error) {
 	}
 	prior := Prior{State: ClaimNew}
 	err := p.read(ctx, func(conn *pgxpool.Conn) error {
-		var clock any // the database's
-		if p.cfg.clientClock {
-			var earliest int64
-			if err := conn.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
-				return err
-			}
-			clock = min(c.At.UnixNano(), earliest)
+		clock, err := p.readClock(ctx, conn, c.At)
+		if err != nil {
+			return err
 		}
 		var (
 			fingerprint string
 			state       int16
 			result      []byte
 		)
-		err := conn.QueryRow(ctx, pqLookClaim, c.Key, clock, int64(InFlightLease)).Scan(&fingerprint, &state, &result)
+		err = conn.QueryRow(ctx, pqLookClaim, c.Key, clock, int64(InFlightLease)).Scan(&fingerprint, &state, &result)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return nil

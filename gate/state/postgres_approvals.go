@@ -237,15 +237,9 @@ func (p *Postgres) CallApproval(ctx context.Context, key string, at time.Time, r
 		now int64
 	)
 	err := p.read(ctx, func(c *pgxpool.Conn) (err error) {
-		var clock any // the database's
-		if p.cfg.clientClock {
-			// at bounded by the earliest time another live handle has
-			// published, as a hold judges the approval (see usageOn).
-			var earliest int64
-			if err := c.QueryRow(ctx, pqOthers, p.owner).Scan(&earliest, new(int64)); err != nil {
-				return err
-			}
-			clock = min(at.UnixNano(), earliest)
+		clock, err := p.readClock(ctx, c, at)
+		if err != nil {
+			return err
 		}
 		a, err = scanPgApproval(c.QueryRow(ctx, pqLatestApproval, key, clock), &now)
 		return err

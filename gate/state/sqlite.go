@@ -1136,16 +1136,8 @@ func (t *txn) claim(c Claim, take bool) (Prior, error) {
 	if err := t.maybeSweep(now); err != nil {
 		return Prior{}, err
 	}
-	var (
-		fingerprint             string
-		claimed, expires, state int64
-		result                  []byte
-	)
-	switch err := t.row(qGetClaim, c.Key).Scan(&fingerprint, &claimed, &expires, &state, &result); {
-	case err == nil && now < claimLiveUntil(claimed, expires, state == claimDone):
-		return claimPrior(fingerprint, c.Fingerprint, state == claimDone, result), nil
-	case err != nil && !errors.Is(err, sql.ErrNoRows):
-		return Prior{}, fmt.Errorf("store: %w", err)
+	if p, err := liveClaim(t.row(qGetClaim, c.Key), c, now); err != nil || p.State != ClaimNew {
+		return p, err
 	}
 	if take {
 		if _, err := t.exec(qPutClaim, c.Key, c.Call, c.Fingerprint, at, at+int64(c.Window)); err != nil {
@@ -1164,12 +1156,19 @@ func (s *SQLite) LookClaim(ctx context.Context, c Claim) (Prior, error) {
 	if err != nil {
 		return Prior{}, err
 	}
+	return liveClaim(s.stmts[qGetClaim].QueryRowContext(ctx, c.Key), c, now)
+}
+
+// liveClaim reads row, a qGetClaim, and returns what the claim it holds
+// answers c at now: ClaimNew when there is none or it no longer holds
+// its key.
+func liveClaim(row *sql.Row, c Claim, now int64) (Prior, error) {
 	var (
 		fingerprint             string
 		claimed, expires, state int64
 		result                  []byte
 	)
-	switch err := s.stmts[qGetClaim].QueryRowContext(ctx, c.Key).Scan(&fingerprint, &claimed, &expires, &state, &result); {
+	switch err := row.Scan(&fingerprint, &claimed, &expires, &state, &result); {
 	case errors.Is(err, sql.ErrNoRows):
 		return Prior{State: ClaimNew}, nil
 	case err != nil:
