@@ -257,19 +257,18 @@ func (r *stdioConnReader) Read(p []byte) (int, error) {
 		switch {
 		case err != nil:
 			c.readErr = err
-			c.mu.Lock()
-			c.inputEnded = true
-			c.mu.Unlock()
 		case n > 0:
 			empty = 0
 		default:
 			// As bufio does: a reader that never makes progress is broken.
 			if empty++; empty == 100 {
 				c.readErr = io.ErrNoProgress
-				c.mu.Lock()
-				c.inputEnded = true
-				c.mu.Unlock()
 			}
+		}
+		if c.readErr != nil {
+			c.mu.Lock()
+			c.inputEnded = true
+			c.mu.Unlock()
 		}
 	}
 	n := copy(p, c.ready[c.readyOff:])
