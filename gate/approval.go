@@ -239,14 +239,19 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	return a.ID, nil, false
 }
 
+// shuttingDown is the result of a call the gate, draining, does not make.
+func shuttingDown() *Result {
+	return &Result{Code: policy.CodeShuttingDown, IsError: true,
+		Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."}
+}
+
 // answerWhileClosing is the result of a call that brings its user's answer
 // while the gate drains: it makes no call, but the answer counts. A no
 // refuses the approval (giving its reservation back), a yes approves it
 // for an identical call made once the server is back; either way the
 // user's word is not lost with the process.
 func (g *Gate) answerWhileClosing(ctx context.Context, c *call, o *Order) *Result {
-	closing := &Result{Code: policy.CodeShuttingDown, IsError: true,
-		Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."}
+	closing := shuttingDown()
 	if g.policy.ApprovalsByOperator() {
 		return closing
 	}

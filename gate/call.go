@@ -63,8 +63,7 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 			defer g.leaveLate()
 			return c.end(ctx, g.answerWhileClosing(ctx, c, o))
 		}
-		return c.end(ctx, &Result{Code: policy.CodeShuttingDown, IsError: true,
-			Text: "the server is shutting down and takes no new call. Nothing was created; try again in a moment."})
+		return c.end(ctx, shuttingDown())
 	}
 	defer g.leave()
 
