@@ -19,11 +19,15 @@
 // retried). A create that failed after the request may have reached Clink
 // (a timeout after sending, a reset connection, a 5xx, a 302, 303 or other 3xx but 301, 307
 // and 308, whatever its body, any answer but a 429 whose body cannot be read, an envelope code of the 5xx class whatever the HTTP status,
-// a 2xx whose envelope code is one Clink does not document as a refusal) is reported as an
+// an answer but a 429 whose envelope code is one Clink does not document as a refusal, its
+// success code on a 4xx included) is reported as an
 // error matching ErrOutcomeUnknown, because the session may exist. A create Clink confirmed
 // (2xx, code 200, a sessionId) succeeds even when other fields of its answer do not read:
 // they are left zero and named in the result's Unread. Only the codes Clink
-// documents (see Code.Refusal) and its named customer errors prove that nothing was created. A
+// documents (see Code.Refusal) and its named customer errors prove that nothing was created,
+// and so does a 4xx that carries no envelope of Clink's (an empty or plain-text body, as a
+// 401's, a proxy's HTML page, JSON without a code); a 4xx whose body begins as a JSON object
+// but does not read may be Clink's envelope with any code, and is an unknown outcome. A
 // 429 is taken as a refusal, whatever its envelope says: a create is neither retried nor
 // reported as unknown. Reads (Get*)
 // are also retried on 5xx, 5xx-class envelope codes, 429 and network failures.

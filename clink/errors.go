@@ -269,6 +269,16 @@ func (e *Error) Explanation() string {
 		s = "Clink is limiting the request rate (HTTP 429): wait before trying again."
 	case e.undocumented():
 		s = fmt.Sprintf("Clink answered with a code the client does not know as a refusal (%s).", e.codeWithMessage())
+	case e.kind == kindHTTP && e.outcomeUnknown:
+		// A redirect, or a 4xx whose body does not prove a refusal.
+		s = fmt.Sprintf("Clink answered HTTP %d", e.HTTPStatus)
+		switch {
+		case e.Code != 0:
+			s += " with " + e.codeWithMessage()
+		case e.body != "":
+			s += " with " + e.body
+		}
+		s += ", which does not show that the request was refused."
 	case e.kind == kindMalformed || e.kind == kindTooLarge:
 		s = "Clink's response could not be understood."
 	case e.kind == kindTimeout:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -288,4 +289,66 @@ func TestACreatedSessionIsReadWhateverElseItsAnswerHolds(t *testing.T) {
 			t.Fatalf("err = %v, want the outcome unknown", err)
 		}
 	})
+}
+
+// A 4xx proves nothing was created only when it carries no envelope of
+// Clink's (an empty or plain-text body, a proxy's HTML page, JSON without a
+// code) or an envelope whose code Clink documents as a refusal. An envelope
+// that does not read, or that says success, a 5xx-class code or a code
+// Clink does not document, may follow a session created: the outcome is
+// unknown, as the same envelope on HTTP 200 is. A 429 refuses whatever its
+// body.
+func TestOnlyADocumentedRefusalOnA4xxProvesACreateMadeNothing(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		contentType string
+		body        string
+		wantUnknown bool
+	}{
+		{"JSON cut short", 400, "application/json", `{"code":500,"msg":"SYSTEM_ER`, true},
+		{"invalid JSON", 400, "application/json", `{"code":500,"msg":"SYSTEM_ERROR",}`, true},
+		{"a code that is not an integer", 400, "application/json", `{"code":500.0,"msg":"SYSTEM_ERROR"}`, true},
+		{"Clink's success envelope", 400, "application/json", `{"code":200,"msg":"success","data":{"sessionId":"aps_1"}}`, true},
+		{"a code Clink does not document", 400, "application/json", `{"code":90109999,"msg":"SYSTEM_BUSY"}`, true},
+		{"a cut envelope sent as text", 404, "text/plain", `  {"code":`, true},
+		{"a documented 4xx-class code", 400, "application/json", `{"code":400,"msg":"bad request"}`, false},
+		{"a documented refusal code", 400, "application/json", `{"code":` + strconv.Itoa(int(clink.CodeAmountOrCurrency)) + `,"msg":"incorrect amount"}`, false},
+		{"a named customer error", 400, "application/json", `{"code":90000001,"msg":"CUSTOMER_NOT_FOUND"}`, false},
+		{"401 with a plain-text body", 401, "text/plain", `Unauthorized`, false},
+		{"a proxy's HTML page", 403, "text/html", `<html><body>Forbidden</body></html>`, false},
+		{"an empty body", 404, "", ``, false},
+		{"JSON that is not an envelope", 400, "application/json", `{"timestamp":"2026-12-05T00:00:00Z","status":400,"error":"Bad Request"}`, false},
+		{"429 with a cut envelope", 429, "application/json", `{"code":500,"msg":"SYS`, false},
+		{"429 with an undocumented code", 429, "application/json", `{"code":90109999,"msg":"SYSTEM_BUSY"}`, false},
+	}
+	for _, tt := range tests {
+		for _, cr := range creates {
+			t.Run(tt.name+"/"+cr.name, func(t *testing.T) {
+				h, n := countRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if tt.contentType != "" {
+						w.Header().Set("Content-Type", tt.contentType)
+					}
+					w.WriteHeader(tt.status)
+					_, _ = w.Write([]byte(tt.body))
+				}))
+				srv := httptest.NewServer(h)
+				defer srv.Close()
+				err := cr.call(newClient(t, srv.URL, clink.WithMaxAttempts(3)), t)
+				var ce *clink.Error
+				if !errors.As(err, &ce) || ce.HTTPStatus != tt.status {
+					t.Fatalf("err = %v, want a *clink.Error with HTTP status %d", err, tt.status)
+				}
+				if got := errors.Is(err, clink.ErrOutcomeUnknown); got != tt.wantUnknown {
+					t.Errorf("HTTP %d %s: unknown outcome = %v, want %v (err %v)", tt.status, tt.body, got, tt.wantUnknown, err)
+				}
+				if x := ce.Explanation(); tt.wantUnknown && strings.Contains(x, "refused") && !strings.Contains(x, "does not show that the request was refused") {
+					t.Errorf("Explanation() = %q: an unknown outcome is not a refusal", x)
+				}
+				if n.Load() != 1 {
+					t.Errorf("%d requests, want 1: a create answered by Clink is not sent again", n.Load())
+				}
+			})
+		}
+	}
 }

@@ -333,11 +333,20 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 	if !ok2xx {
 		e.kind = kindHTTP
 		fault := status >= 500
-		if env.hasCode && (perr == nil || errors.Is(perr, errTrailingData)) {
+		read := perr == nil || errors.Is(perr, errTrailingData)
+		if env.hasCode && read {
 			e.Code, e.Message = env.code, sanitizeMessage(env.msg, c.key)
 			// Clink's own word outweighs the status, but for a 429: a refusal
-			// before the request was taken on (see the package doc).
-			fault = fault || status != http.StatusTooManyRequests && Code(env.code).ServerFault()
+			// before the request was taken on (see the package doc). Only a
+			// code Clink documents as a refusal, or a named customer error,
+			// proves nothing was created; its success code, a 5xx-class code
+			// or one it does not document may follow a session created.
+			fault = fault || status != http.StatusTooManyRequests && !definiteRefusal(Code(env.code), env.msg)
+		}
+		if !read && status != http.StatusTooManyRequests && envelopeShaped(body) {
+			// A JSON object that does not read (cut short, invalid, a code
+			// that is not an integer) may be Clink's envelope with any code.
+			fault = true
 		}
 		if perr != nil {
 			e.body = describeBody(contentType, body, perr)
@@ -404,6 +413,14 @@ func (c *Client) decode(op operation, status int, contentType string, body []byt
 }
 
 var errEmptyBody = errors.New("empty body")
+
+// envelopeShaped reports whether body begins as a JSON object does, as
+// Clink's envelope would: an answer that does not (an empty body, the
+// plain text of a 401, a proxy's HTML page) carries no code of Clink's.
+func envelopeShaped(body []byte) bool {
+	t := bytes.TrimSpace(body)
+	return len(t) > 0 && t[0] == '{'
+}
 
 // unreadMayHaveProcessed reports whether an answer with this HTTP status whose body could not be
 // read (cut short, or over the size cap) may follow a request Clink processed: any status but
