@@ -983,3 +983,55 @@ func TestNoAnswerIsTakenAfterACloseWhoseDrainRanOut(t *testing.T) {
 		t.Errorf("the answer after Close = %s, want shutting_down", res.Code)
 	}
 }
+
+// An idempotencyKey whose payment waits for its approval is that payment's
+// while it waits, and once approved until it is made: a call with other
+// arguments under the key, below the threshold, is refused as the key's
+// reuse (and Check says so), not created; the approved payment is then
+// created on its key.
+func TestTheKeyOfAPaymentWaitingForApprovalIsNotTakenByAnother(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	keyed := func(amount string) *Order {
+		o := fake.order(t, amount, "b@example.com")
+		o.IdempotencyKey = "order-7777"
+		return o
+	}
+	if res := g.Create(ctx, "agent", keyed("250")); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("the payment above the threshold = %+v, want approval_required", res)
+	}
+	id := approvalsIn(t, st)[0].ID
+	other := func(when string) {
+		t.Helper()
+		if c, err := g.Check(ctx, "agent", keyed("70")); err != nil || c.Decision.Code != policy.CodeDuplicateConflict {
+			t.Errorf("%s: Check of other arguments under the key = %+v, %v; want duplicate_conflict", when, c, err)
+		}
+		res := g.Create(ctx, "agent", keyed("70"))
+		if res.Code != policy.CodeDuplicateConflict || !strings.Contains(res.Text, id) {
+			t.Errorf("%s: other arguments under the key = %+v, want duplicate_conflict naming %s", when, res, id)
+		}
+	}
+	other("while the approval is pending")
+	operatorApproves(t, g, id, 15*time.Minute)
+	other("once it is approved")
+	if n := fake.calls.Load(); n != 0 {
+		t.Fatalf("%d calls reached Clink, want 0", n)
+	}
+	if res := g.Create(ctx, "agent", keyed("250")); res.Code != policy.CodeCreated {
+		t.Fatalf("the approved payment = %+v, want created", res)
+	}
+	if res := g.Create(ctx, "agent", keyed("70")); res.Code != policy.CodeDuplicateConflict {
+		t.Errorf("other arguments once it was made = %+v, want duplicate_conflict", res)
+	}
+	// The same payment under a key of its own is another payment.
+	o := fake.order(t, "70", "b@example.com")
+	o.IdempotencyKey = "order-7778"
+	if res := g.Create(ctx, "agent", o); res.Code != policy.CodeCreated {
+		t.Errorf("a payment under another key = %+v, want created", res)
+	}
+	if u := usage(t, g); u != 32000 {
+		t.Errorf("the budget holds %d, want 32000 (250.00 and 70.00)", u)
+	}
+}

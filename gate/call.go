@@ -110,6 +110,18 @@ func (g *Gate) Create(ctx context.Context, caller string, o *Order) (res *Result
 	// one instead (the hold replays or waits for it); should that claim be
 	// gone by the time the hold looks, the approval is looked at again.
 	needsApproval := g.policy.NeedsApproval(&o.Request)
+	if !needsApproval {
+		switch d, err := g.keyOfApproval(ctx, c, o, g.now()); {
+		case d != nil:
+			return c.end(ctx, denied(*d))
+		case ctx.Err() != nil:
+			return c.end(ctx, cancelled())
+		case err != nil:
+			g.log.ErrorContext(ctx, "store failed; refusing the call", "tool", c.tool, "call", c.id, "op", "call approval", "err", err)
+			return c.end(ctx, &Result{Code: policy.CodeInternal, IsError: true,
+				Text: "internal error: the server could not check whether this idempotencyKey waits for an approval, so nothing was created; the operator's log has the details."})
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		var (
 			approval  string
@@ -192,6 +204,15 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 		return nil, err
 	}
 	out.Limits = g.policy.DescribeLimits(limits, used)
+	if !out.NeedsApproval {
+		c := g.begin(caller, req.Tool, req)
+		if d, err := g.keyOfApproval(ctx, c, o, now); err != nil || d != nil {
+			if d != nil {
+				out.Decision = *d
+			}
+			return out, err
+		}
+	}
 	if d, err := g.checkClaim(ctx, caller, o, req, out.NeedsApproval, now); err != nil || d != nil {
 		if d != nil {
 			out.Decision, out.NeedsApproval = *d, false
@@ -273,6 +294,35 @@ func (g *Gate) checkClaim(ctx context.Context, caller string, o *Order, req *pol
 			Message: "an identical call (the same arguments, or the same idempotencyKey) is in flight: this call would wait for it and return its result, and create no new session"}, nil
 	case state.ClaimConflict:
 		return &policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage}, nil
+	}
+	return nil, nil
+}
+
+// keyOfApproval refuses, as the reuse of its key, a call that needs no
+// approval but whose idempotencyKey is that of a call with other arguments
+// waiting for its approval, or approved and not yet made: the key is that
+// payment's. (The duplicate guard's claim, which refuses such reuse
+// otherwise, is taken when the approved call is made, not while it waits.)
+// A call that needs approval meets the approval itself (see approval). It
+// reads the store only for a call with an idempotencyKey under a policy
+// with approvals, and writes nothing: a call that takes the key while the
+// other's approval is being requested goes ahead, and the approved call is
+// then refused as the key's reuse when it is made, its reservation
+// released when the approval expires.
+func (g *Gate) keyOfApproval(ctx context.Context, c *call, o *Order, now time.Time) (*policy.Decision, error) {
+	if o.IdempotencyKey == "" || !g.policy.HasApprovals() {
+		return nil, nil
+	}
+	key, fingerprint := g.callKey(c, o)
+	a, err := g.store.CallApproval(ctx, key, now, g.policy.ApprovalTimeout())
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case a.Fingerprint != fingerprint && (a.State == state.ApprovalPending || a.State == state.ApprovalApproved):
+		return &policy.Decision{Code: policy.CodeDuplicateConflict, Message: keyReusedMessage +
+			" (a payment with this key is waiting for its approval, " + a.ID + ")"}, nil
 	}
 	return nil, nil
 }

@@ -62,6 +62,8 @@ type Policy interface {
 	// ApprovalsByOperator reports that approvals are decided by an
 	// operator even when the caller's client could ask its user.
 	ApprovalsByOperator() bool
+	// HasApprovals reports whether any call may need approval.
+	HasApprovals() bool
 	// DescribeLimits explains limits (as Limits returned them) with what
 	// each counter holds.
 	DescribeLimits(limits []policy.Limit, used []int64) []policy.LimitStatus

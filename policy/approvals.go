@@ -159,6 +159,11 @@ func (p *Policy) ApprovalTimeout() time.Duration {
 // and an operator otherwise.
 func (p *Policy) ApprovalsByOperator() bool { return p != nil && p.approvalsByOperator }
 
+// HasApprovals reports whether any call may need approval: whether an
+// approval threshold (approve_above) is in effect, for a tool or in the
+// global currencies list.
+func (p *Policy) HasApprovals() bool { return p != nil && p.hasThresholds() }
+
 // hasThresholds reports whether any approval threshold is in effect, for a
 // tool or in the global currencies list.
 func (p *Policy) hasThresholds() bool {
