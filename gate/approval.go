@@ -157,7 +157,7 @@ func (g *Gate) approval(ctx context.Context, c *call, o *Order) (id string, res 
 		}
 		return "", g.pendingResult(c, got), false
 	}
-	return "", decidedResult(got), false
+	return "", decidedResult(got, timeout), false
 }
 
 // answered decides the approval an answer is for, and returns its ID when
@@ -178,7 +178,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	// expiry only names what a forgotten approval was.
 	switch a, err := g.store.Approval(ctx, st.ID); {
 	case errors.Is(err, state.ErrNotFound) && !now.Before(time.Unix(st.Expires, 0)):
-		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired}), false
+		return "", decidedResult(&state.Approval{ID: st.ID, State: state.ApprovalExpired}, 0), false
 	case errors.Is(err, state.ErrNotFound):
 		return "", invalidAnswer("its approval is unknown to this server"), false
 	case err != nil:
@@ -195,7 +195,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && (a.State == state.ApprovalExpired || a.State == state.ApprovalDenied):
 		// Expired, or denied (by an operator while the user was asked):
 		// the answer changes nothing, and the call is told which.
-		return "", decidedResult(a), false
+		return "", decidedResult(a, timeout), false
 	case errors.Is(err, state.ErrApprovalNotPending) && a != nil && a.State == state.ApprovalApproved:
 		// An operator approved it while the user was being asked: the
 		// user's yes goes ahead on that approval; a no ends this call,
@@ -234,7 +234,7 @@ func (g *Gate) answered(ctx context.Context, c *call, ans *Answer, key, fingerpr
 			Text: "internal error: the server could not record the approval's answer, so nothing was created; the operator's log has the details."}, false
 	}
 	if !ans.Accept {
-		return "", decidedResult(a), false
+		return "", decidedResult(a, timeout), false
 	}
 	return a.ID, nil, false
 }
@@ -394,21 +394,46 @@ func (g *Gate) pendingResult(c *call, a *state.Approval) *Result {
 }
 
 // decidedResult is the answer to a call whose approval was refused or
-// expired.
-func decidedResult(a *state.Approval) *Result {
+// expired. An approval decided at a known time answers identical calls
+// the same for remember after (see approvalRetryAt): the answer says until
+// when, and, for a refusal that was not an operator's, how the user can
+// still have the payment (a new idempotencyKey makes it another call, and
+// asks again).
+func decidedResult(a *state.Approval, remember time.Duration) *Result {
+	retry := approvalRetryAt(a, remember)
+	var until, again string
+	if !retry.IsZero() {
+		until = " An identical call is answered so until " + retry.Format(time.RFC3339) + "."
+		again = until + " If the user wants this payment after all, make the call again with a new idempotencyKey: they will be asked again."
+	}
+	var r *Result
 	switch {
 	case a.State == state.ApprovalDenied && strings.HasPrefix(a.DecidedBy, clientDecider):
-		return &Result{Code: policy.CodeApprovalDeclined, IsError: true,
-			Text: fmt.Sprintf("approval declined (%s): the user declined this payment (approval %s). Nothing was created; do not repeat it unless the user asks.", policy.CodeApprovalDeclined, a.ID)}
+		r = &Result{Code: policy.CodeApprovalDeclined, IsError: true,
+			Text: fmt.Sprintf("approval declined (%s): the user declined this payment (approval %s). Nothing was created; do not repeat it unless the user asks.%s", policy.CodeApprovalDeclined, a.ID, again)}
 	case a.State == state.ApprovalDenied:
-		return &Result{Code: policy.CodeApprovalDenied, IsError: true,
-			Text: fmt.Sprintf("approval denied (%s): an operator denied this payment (approval %s). Nothing was created; do not repeat it, tell your user.", policy.CodeApprovalDenied, a.ID)}
+		r = &Result{Code: policy.CodeApprovalDenied, IsError: true,
+			Text: fmt.Sprintf("approval denied (%s): an operator denied this payment (approval %s). Nothing was created; do not repeat it, tell your user.%s", policy.CodeApprovalDenied, a.ID, until)}
 	case a.State == state.ApprovalExpired:
-		return &Result{Code: policy.CodeApprovalExpired, IsError: true,
-			Text: fmt.Sprintf("approval expired (%s): nobody approved this payment in time (approval %s). Nothing was created; ask your user before trying again.", policy.CodeApprovalExpired, a.ID)}
+		r = &Result{Code: policy.CodeApprovalExpired, IsError: true,
+			Text: fmt.Sprintf("approval expired (%s): nobody approved this payment in time (approval %s). Nothing was created; ask your user before trying again.%s", policy.CodeApprovalExpired, a.ID, again)}
+	default:
+		return &Result{Code: policy.CodeApprovalInvalid, IsError: true,
+			Text: fmt.Sprintf("approval %s is %s and cannot be used. Nothing was created.", a.ID, a.State)}
 	}
-	return &Result{Code: policy.CodeApprovalInvalid, IsError: true,
-		Text: fmt.Sprintf("approval %s is %s and cannot be used. Nothing was created.", a.ID, a.State)}
+	r.RetryAt = retry
+	return r
+}
+
+// approvalRetryAt is when identical calls stop being answered with the
+// refusal or expiry of approval a, remembered for remember after its
+// decision (rounded up to the second); zero when a's decision time is not
+// known.
+func approvalRetryAt(a *state.Approval, remember time.Duration) time.Time {
+	if a.DecidedAt.IsZero() || remember <= 0 {
+		return time.Time{}
+	}
+	return a.DecidedAt.Add(remember).UTC().Truncate(time.Second).Add(time.Second)
 }
 
 // invalidAnswer is the result of an answer that does not count.

@@ -1035,3 +1035,41 @@ func TestTheKeyOfAPaymentWaitingForApprovalIsNotTakenByAnother(t *testing.T) {
 		t.Errorf("the budget holds %d, want 32000 (250.00 and 70.00)", u)
 	}
 }
+
+// A refused approval answers identical calls the same for as long as
+// approvals wait: the answer says until when (and carries it as RetryAt)
+// and, but for an operator's denial, that a new idempotencyKey asks again;
+// which it does.
+func TestARefusedApprovalSaysUntilWhenAndHowToAskAgain(t *testing.T) {
+	st := memory(t)
+	g, _ := newGate(t, approvalPolicy, "", st)
+	fake := &clinkFake{}
+	q := asked(t, g, fake)
+	declined := ask(t, g, fake, "agent", "250", &Answer{State: q.State})
+	again := ask(t, g, fake, "agent", "250", nil)
+	for _, res := range []*Result{declined, again} {
+		if res.Code != policy.CodeApprovalDeclined || res.RetryAt.IsZero() || res.Question != nil ||
+			!strings.Contains(res.Text, "until "+res.RetryAt.Format(time.RFC3339)) || !strings.Contains(res.Text, "new idempotencyKey") {
+			t.Fatalf("the decline and the identical call after it = %+v; want approval_declined saying until when, and that a new idempotencyKey asks again", res)
+		}
+	}
+	if d := again.RetryAt.Sub(g.now()); d < 14*time.Minute || d > 15*time.Minute+2*time.Second {
+		t.Errorf("RetryAt is %v from now, want the approvals' 15m", d)
+	}
+	o := fake.order(t, "250", "b@example.com")
+	o.CanAsk, o.IdempotencyKey = true, "after-the-no"
+	if res := g.Create(context.Background(), "agent", o); res.Question == nil {
+		t.Errorf("the call with a new idempotencyKey = %+v, want the user asked again", res)
+	}
+
+	// An operator's denial says until when, and nothing of a new key.
+	res := g.Create(context.Background(), "agent", fake.order(t, "300", "c@example.com"))
+	id := res.Text[strings.Index(res.Text, "apr_"):][:24]
+	if _, err := DecideApproval(context.Background(), st, id, false, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	res = g.Create(context.Background(), "agent", fake.order(t, "300", "c@example.com"))
+	if res.Code != policy.CodeApprovalDenied || res.RetryAt.IsZero() || strings.Contains(res.Text, "idempotencyKey") {
+		t.Errorf("the call after an operator's denial = %+v; want approval_denied saying until when, not how to ask again", res)
+	}
+}

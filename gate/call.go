@@ -395,7 +395,7 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it, its budgets checked again as of now; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
 	}
-	refused := decidedResult(a)
+	refused := decidedResult(a, remember)
 	var why string
 	switch refused.Code {
 	case policy.CodeApprovalDeclined:
@@ -407,7 +407,7 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 	default:
 		why = "an identical call's approval cannot be used"
 	}
-	retry := a.DecidedAt.Add(remember).UTC().Truncate(time.Second).Add(time.Second)
+	retry := refused.RetryAt
 	out.decision = policy.Decision{Code: refused.Code, RetryAt: retry,
 		Message: fmt.Sprintf("%s (approval %s): this call would be refused with that answer until %s; ask your user before trying again", why, a.ID, retry.Format(time.RFC3339))}
 	return out, nil
@@ -504,7 +504,7 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, cla
 			if a, err := g.store.Approval(ctx, approval); err == nil && a.State == state.ApprovalUsed {
 				return nil, "", nil, false
 			}
-			return nil, "", decidedResult(&state.Approval{ID: approval, State: state.ApprovalExpired}), false
+			return nil, "", decidedResult(&state.Approval{ID: approval, State: state.ApprovalExpired}, 0), false
 		case ctx.Err() != nil:
 			return nil, claimKey, cancelled(), true
 		case err != nil:
