@@ -179,7 +179,8 @@ func checkJSONBody(r *http.Request, body []byte) (response, bool) {
 
 // decodeStrict decodes exactly one JSON object into v, refusing unknown fields. Field names
 // must match exactly: encoding/json alone would accept "paymentMethodTypeBlacklist" for
-// "paymentMethodTypeBlackList", and a Java backend would not.
+// "paymentMethodTypeBlackList", and a Java backend would not. Amounts must be JSON numbers:
+// encoding/json alone fills a json.Number from a string holding a number ("10.00").
 func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -189,12 +190,17 @@ func decodeStrict(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("data after the JSON object")
 	}
-	return exactNames(body, reflect.TypeOf(v).Elem())
+	return exactFields(body, reflect.TypeOf(v).Elem())
 }
 
-// exactNames checks that every object key in data is spelt exactly as a json tag of t, a
-// struct type, recursing into struct and slice-of-struct fields.
-func exactNames(data []byte, t reflect.Type) error {
+// numberType is the type of the amount fields, which Clink documents as JSON numbers.
+var numberType = reflect.TypeFor[json.Number]()
+
+// exactFields checks that every object key in data is spelt exactly as a json tag of t, a
+// struct type, and that every json.Number field holds a JSON number (or null), not a
+// string, recursing into struct and slice-of-struct fields. A string is refused as
+// encoding/json refuses a bool there, with an *json.UnmarshalTypeError.
+func exactFields(data []byte, t reflect.Type) error {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return nil // not an object (null); the typed decode has judged it
@@ -209,13 +215,16 @@ func exactNames(data []byte, t reflect.Type) error {
 		if !ok {
 			return fmt.Errorf("json: unknown field %q", key)
 		}
+		if ft == numberType && len(raw) > 0 && raw[0] == '"' {
+			return &json.UnmarshalTypeError{Value: "string", Type: ft, Struct: t.Name(), Field: key}
+		}
 		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
 			var items []json.RawMessage
 			if err := json.Unmarshal(raw, &items); err != nil {
 				continue // null
 			}
 			for _, item := range items {
-				if err := exactNames(item, ft.Elem()); err != nil {
+				if err := exactFields(item, ft.Elem()); err != nil {
 					return fmt.Errorf("%s: %w", key, err)
 				}
 			}

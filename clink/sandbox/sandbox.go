@@ -24,7 +24,9 @@
 //	413   413       REQUEST_TOO_LARGE                 a body over 1 MiB
 //	200   400       INVALID_PARAMETER: <detail>       body not one JSON object, an unknown field (the
 //	                                                  sandbox is stricter than Clink here, to catch
-//	                                                  misspelt wire names), a missing or invalid field
+//	                                                  misspelt wire names), an amount sent as a JSON
+//	                                                  string ("10.00": Clink documents amounts as
+//	                                                  numbers), a missing or invalid field
 //	200   90101206  AMOUNT_OR_CURRENCY_INCORRECT: ... amount < 0.5 (agent), originalAmount or
 //	                                                  unitAmount <= 0, currency not three letters
 //	200   400       RETURN_URL_REQUIRED               uiMode "elements" without returnUrl

@@ -114,6 +114,10 @@ func TestTheSandboxEnforcesClinksRules(t *testing.T) {
 		{"an agent session under 0.5 is refused", "POST", agentPath, `{"customerEmail":"a@b.c","amount":0.4999,"currency":"USD"}`, nil, 200, 90101206, "AMOUNT_OR_CURRENCY_INCORRECT: amount must be at least 0.5"},
 		{"an agent session of exactly 0.5 is accepted", "POST", agentPath, `{"customerEmail":"a@b.c","amount":0.50,"currency":"USD"}`, nil, 200, 200, "success"},
 		{"a lower-case currency is refused", "POST", agentPath, `{"customerEmail":"a@b.c","amount":1,"currency":"usd"}`, nil, 200, 90101206, "AMOUNT_OR_CURRENCY_INCORRECT: currency"},
+		{"an agent amount sent as a string is refused", "POST", agentPath, `{"customerEmail":"a@b.c","amount":"10.00","currency":"USD"}`, nil, 200, 400, "INVALID_PARAMETER: json: cannot unmarshal string into Go struct field agentRequest.amount"},
+		{"an original amount sent as a string is refused", "POST", checkoutPath, `{"originalAmount": "10.00","originalCurrency":"USD","customerId":"cus_ada"}`, nil, 200, 400, "INVALID_PARAMETER: json: cannot unmarshal string into Go struct field checkoutRequest.originalAmount"},
+		{"a unit amount sent as a string is refused", "POST", checkoutPath, `{"originalAmount":10,"originalCurrency":"USD","customerId":"cus_ada","priceDataList":[{"name":"x","unitAmount":"10"}]}`, nil, 200, 400, "INVALID_PARAMETER: priceDataList: json: cannot unmarshal string into Go struct field priceData.unitAmount"},
+		{"a null amount is a missing one", "POST", agentPath, `{"customerEmail":"a@b.c","amount":null,"currency":"USD"}`, nil, 200, 400, "INVALID_PARAMETER: amount is required"},
 		{"an absurd exponent is refused", "POST", agentPath, `{"customerEmail":"a@b.c","amount":1e999999999,"currency":"USD"}`, nil, 200, 400, "INVALID_PARAMETER: amount is not a number"},
 		{"a checkout needs an original amount", "POST", checkoutPath, `{"originalCurrency":"USD","customerId":"cus_ada"}`, nil, 200, 400, "INVALID_PARAMETER: originalAmount is required"},
 		{"a zero original amount is refused", "POST", checkoutPath, `{"originalAmount":0,"originalCurrency":"USD","customerId":"cus_ada"}`, nil, 200, 90101206, "AMOUNT_OR_CURRENCY_INCORRECT: originalAmount must be greater than 0"},
@@ -224,7 +228,7 @@ func TestSessionsReturnWhatWasCreatedWithTheExactDigits(t *testing.T) {
 		t.Errorf("agent session =\n%s\nwant\n%s", got.Data, want)
 	}
 
-	a = call(t, s, "POST", checkoutPath, `{"originalAmount":"99.90","originalCurrency":"USD","customerId":"cus_bob",`+
+	a = call(t, s, "POST", checkoutPath, `{"originalAmount":99.90,"originalCurrency":"USD","customerId":"cus_bob",`+
 		`"uiMode":"elements","returnUrl":"https://shop.example/r?id={ELEMENTS_SESSION_ID}","merchantReferenceId":"o-1",`+
 		`"priceDataList":[{"name":"Tea","unitAmount":33.30,"quantity":3}]}`, nil)
 	var cs struct{ SessionID string }
