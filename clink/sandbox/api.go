@@ -180,7 +180,8 @@ func checkJSONBody(r *http.Request, body []byte) (response, bool) {
 // decodeStrict decodes exactly one JSON object into v, refusing unknown fields. Field names
 // must match exactly: encoding/json alone would accept "paymentMethodTypeBlacklist" for
 // "paymentMethodTypeBlackList", and a Java backend would not. Amounts must be JSON numbers:
-// encoding/json alone fills a json.Number from a string holding a number ("10.00").
+// encoding/json alone fills a json.Number from a string holding a number ("10.00"). A key
+// given twice in one object is refused, where encoding/json would keep the last value.
 func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -190,7 +191,54 @@ func decodeStrict(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("data after the JSON object")
 	}
+	dec = json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := uniqueKeys(dec, ""); err != nil {
+		return err
+	}
 	return exactFields(body, reflect.TypeOf(v).Elem())
+}
+
+// uniqueKeys reads one JSON value, already known to be valid, from dec and checks that no
+// object in it, at any depth, has a key twice. path names the value in the error
+// ("priceDataList[0]"), empty for the body itself.
+func uniqueKeys(dec *json.Decoder, path string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := make(map[string]bool)
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			key, _ := tok.(string)
+			name := key
+			if path != "" {
+				name = path + "." + key
+			}
+			if seen[key] {
+				return fmt.Errorf("json: duplicate field %q", name)
+			}
+			seen[key] = true
+			if err := uniqueKeys(dec, name); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if err := uniqueKeys(dec, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil // a scalar
+	}
+	_, err = dec.Token() // the closing delimiter
+	return err
 }
 
 // numberType is the type of the amount fields, which Clink documents as JSON numbers.

@@ -26,7 +26,9 @@
 //	                                                  sandbox is stricter than Clink here, to catch
 //	                                                  misspelt wire names), an amount sent as a JSON
 //	                                                  string ("10.00": Clink documents amounts as
-//	                                                  numbers), a missing or invalid field
+//	                                                  numbers), a key given twice in one object
+//	                                                  (stricter than Clink may be: last wins in
+//	                                                  many decoders), a missing or invalid field
 //	200   90101206  AMOUNT_OR_CURRENCY_INCORRECT: ... amount < 0.5 (agent), originalAmount or
 //	                                                  unitAmount <= 0, currency not three letters
 //	200   400       RETURN_URL_REQUIRED               uiMode "elements" without returnUrl
