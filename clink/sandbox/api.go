@@ -154,8 +154,12 @@ func (s *Server) checkTimestamp(r *http.Request) (response, bool) {
 	if raw == "" {
 		return fail(CodeTimestampMissing, MsgTimestampMissing), false
 	}
+	// Digits only: strconv.ParseInt would also take a sign ("+1767268800000").
+	if strings.TrimLeft(raw, "0123456789") != "" {
+		return fail(CodeTimestampInvalid, MsgTimestampInvalid), false
+	}
 	ms, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || ms < 0 {
+	if err != nil {
 		return fail(CodeTimestampInvalid, MsgTimestampInvalid), false
 	}
 	diff := s.now().Sub(time.UnixMilli(ms))

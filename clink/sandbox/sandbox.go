@@ -17,6 +17,7 @@
 //	401   -         plain text "Unauthorized"         X-API-KEY missing or wrong (Clink's 401 is plain text)
 //	200   80102212  TIMESTAMP_MISSING                 no X-Timestamp
 //	200   80102213  TIMESTAMP_INVALID                 X-Timestamp is not milliseconds since the epoch
+//	                                                  in decimal digits alone (no sign)
 //	200   80102203  TIMESTAMP_EXPIRED                 X-Timestamp further than the skew window from now
 //	404   404       NOT_FOUND                         unknown path
 //	405   405       METHOD_NOT_ALLOWED                wrong method for the path

@@ -96,6 +96,8 @@ func TestTheSandboxEnforcesClinksRules(t *testing.T) {
 		{"a wrong key is a plain-text 401", "GET", checkoutPath + "/x", "", map[string]string{"X-API-KEY": "sk_test_other"}, 401, 0, ""},
 		{"a missing timestamp is refused", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": ""}, 200, 80102212, "TIMESTAMP_MISSING"},
 		{"a timestamp in seconds with a fraction is invalid", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": "1767268800.5"}, 200, 80102213, "TIMESTAMP_INVALID"},
+		{"a timestamp with a plus sign is invalid", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": "+" + ms(0)}, 200, 80102213, "TIMESTAMP_INVALID"},
+		{"a negative timestamp is invalid", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": "-" + ms(0)}, 200, 80102213, "TIMESTAMP_INVALID"},
 		{"a timestamp older than the skew is expired", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": ms(-5*time.Minute - time.Millisecond)}, 200, 80102203, "TIMESTAMP_EXPIRED"},
 		{"a timestamp ahead by more than the skew is expired", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": ms(5*time.Minute + time.Millisecond)}, 200, 80102203, "TIMESTAMP_EXPIRED"},
 		{"a timestamp at the edge of the skew is accepted", "GET", checkoutPath + "/x", "", map[string]string{"X-Timestamp": ms(-5 * time.Minute)}, 200, 404, "SESSION_NOT_FOUND"},
