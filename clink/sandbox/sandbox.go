@@ -419,8 +419,11 @@ const BaseURL = "http://sandbox.clink-mcp.invalid/"
 // Transport returns an http.RoundTripper that serves every request with s
 // in memory, with no listener, socket or goroutine: what `clink-mcp serve
 // --sandbox` and the demo give their Clink client (with [BaseURL]). The
-// request's context is honoured as a server's would be: the handler sees
-// it, and a request whose context is done is not served.
+// request's context is honoured as net/http's transport honours it: the
+// handler sees it, a request whose context is done is not served, and a
+// request whose context ends before its answer is complete (an injected
+// Latency outlasting a timeout) fails with the context's error, not with
+// the empty answer the handler leaves.
 func (s *Server) Transport() http.RoundTripper { return memTransport{s} }
 
 // memTransport is [Server.Transport].
@@ -436,10 +439,11 @@ func (t memTransport) RoundTrip(req *http.Request) (resp *http.Response, err err
 	if req.Body != nil {
 		defer req.Body.Close() // a RoundTripper closes the body, whatever happens
 	}
-	if err := req.Context().Err(); err != nil {
-		return nil, err
+	ctx := req.Context()
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx) // what net/http's transport returns
 	}
-	r := req.Clone(req.Context())
+	r := req.Clone(ctx)
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}
@@ -457,6 +461,11 @@ func (t memTransport) RoundTrip(req *http.Request) (resp *http.Response, err err
 		}
 	}()
 	t.s.ServeHTTP(w, r)
+	if ctx.Err() != nil {
+		// Over a socket the client would have stopped waiting and seen
+		// the context's error; the handler, cut short, wrote nothing.
+		return nil, context.Cause(ctx)
+	}
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}

@@ -565,3 +565,55 @@ func TestTheInMemoryTransportServesAsTheListenerDoes(t *testing.T) {
 		t.Error("a cancelled request was answered")
 	}
 }
+
+// An attempt that outlasts the client's timeout fails the same way through the in-memory
+// transport as through a socket: a read is retried, and a create's error is a timeout of
+// unknown outcome, not an HTTP answer.
+func TestALateAnswerTimesOutInMemoryAsOverASocket(t *testing.T) {
+	for _, viaSocket := range []bool{true, false} {
+		t.Run(fmt.Sprintf("socket=%v", viaSocket), func(t *testing.T) {
+			s := sandbox.New()
+			opts := []clink.Option{clink.WithEnvironment(clink.Sandbox), clink.WithTimeout(50 * time.Millisecond),
+				clink.WithMaxAttempts(3), clink.WithBackoff(time.Millisecond, 2*time.Millisecond)}
+			if viaSocket {
+				base, shutdown, err := s.Listen()
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = shutdown(context.Background()) })
+				opts = append(opts, clink.WithBaseURL(base))
+			} else {
+				opts = append(opts, clink.WithBaseURL(sandbox.BaseURL), clink.WithHTTPClient(&http.Client{Transport: s.Transport()}))
+			}
+			c, err := clink.NewClient(sandbox.DefaultAPIKey, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.CloseIdleConnections)
+			amount, _ := clink.ParseAmount("1.00")
+			sess, err := c.CreateCheckoutSession(t.Context(), &clink.CheckoutSessionRequest{OriginalAmount: amount, OriginalCurrency: "USD", CustomerEmail: "a@example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			s.SetFault(sandbox.Fault{Latency: time.Hour, Count: 1})
+			if _, err := c.GetCheckoutSession(t.Context(), sess.SessionID); err != nil {
+				t.Errorf("a read whose first answer was late: %v; want it retried and answered", err)
+			}
+
+			s.SetFault(sandbox.Fault{Latency: time.Hour, Count: 1})
+			before := s.Requests()
+			_, err = c.CreateAgentPaymentSession(t.Context(), &clink.AgentPaymentSessionRequest{CustomerEmail: "a@example.com", Amount: amount, Currency: "USD"})
+			var ce *clink.Error
+			switch {
+			case errors.As(err, &ce):
+				t.Errorf("a create that timed out reads as an HTTP %d answer: %v", ce.HTTPStatus, err)
+			case !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, clink.ErrOutcomeUnknown):
+				t.Errorf("a create that timed out: %v; want a deadline exceeded of unknown outcome", err)
+			}
+			if n := s.Requests() - before; n != 1 {
+				t.Errorf("the timed-out create was sent %d times, want once", n)
+			}
+		})
+	}
+}
