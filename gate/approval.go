@@ -348,6 +348,17 @@ func (g *Gate) question(c *call, o *Order, a *state.Approval, key string) *Resul
 	}
 }
 
+// paymentOf states a payment of amount in currency, with what it counts in
+// every currency (amounts, as the budgets count it) when its line items
+// count for more than its amount: those may be why it needs approval.
+func paymentOf(currency, amount, amounts string) string {
+	what := strings.TrimSpace(currency + " " + amount)
+	if amounts != "" && amounts != what {
+		what += " (counting line items: " + amounts + ")"
+	}
+	return what
+}
+
 // approvalMessage states the payment plainly for the person asked.
 func approvalMessage(c *call, req *policy.Request, a *state.Approval) string {
 	customer := "no customer email"
@@ -359,18 +370,14 @@ func approvalMessage(c *call, req *policy.Request, a *state.Approval) string {
 	case req.ReferenceCustomerID != "":
 		customer = "the customer with reference " + req.ReferenceCustomerID
 	}
-	what := c.currency + " " + c.amount
-	if c.amounts != "" && c.amounts != what {
-		what += " (counting line items: " + c.amounts + ")"
-	}
 	return fmt.Sprintf("Approve a payment request of %s for %s? An AI agent asks to create it with %s. Approval %s; unanswered, it expires at %s.",
-		what, customer, c.tool, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))
+		paymentOf(a.Currency, a.Amount, a.Amounts), customer, c.tool, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339))
 }
 
 // pendingResult is the answer to a call whose approval an operator is to
 // decide: how one can (Config.Operators), or that none can.
 func (g *Gate) pendingResult(c *call, a *state.Approval) *Result {
-	what := strings.TrimSpace(a.Currency + " " + a.Amount)
+	what := paymentOf(a.Currency, a.Amount, a.Amounts)
 	head := fmt.Sprintf("approval required (%s): this payment of %s needs a person's approval before it is created. "+
 		"Approval ID %s, pending until %s (in %s). Nothing was created yet. ",
 		policy.CodeApprovalRequired, what, a.ID, a.ExpiresAt.UTC().Format(time.RFC3339),

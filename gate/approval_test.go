@@ -1073,3 +1073,22 @@ func TestARefusedApprovalSaysUntilWhenAndHowToAskAgain(t *testing.T) {
 		t.Errorf("the call after an operator's denial = %+v; want approval_denied saying until when, not how to ask again", res)
 	}
 }
+
+// A checkout whose line items, not its amount, put it over the approval
+// threshold says so in the pending answer, as in the question: the amount
+// alone would not explain why it waits.
+func TestThePendingAnswerCountsTheLineItems(t *testing.T) {
+	g, _ := newGate(t, approvalPolicy, "", memory(t))
+	fake := &clinkFake{}
+	o := fake.order(t, "1", "b@example.com")
+	o.Request.Tool = policy.ToolCheckoutSession
+	unit, err := policy.ParseMoney("45", "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Request.LineItems = []policy.LineItem{{UnitAmount: unit, Quantity: 3}}
+	res := g.Create(context.Background(), "agent", o)
+	if res.Code != policy.CodeApprovalRequired || !strings.Contains(res.Text, "USD 1.00 (counting line items: USD 135.00)") {
+		t.Errorf("a checkout of 1.00 whose line items make 135.00 = %+v; want approval_required counting the line items", res)
+	}
+}
