@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -114,7 +115,7 @@ func (ts *toolset) prepareAgentPaymentSession(raw []byte) *prepared {
 	var email string
 	if len(problems) == 0 {
 		var err error
-		if amount, err = parseAmount("amount", args.Amount, args.Currency); err != nil {
+		if amount, err = parseAmount("amount", args.Amount, "currency", args.Currency); err != nil {
 			problems = append(problems, err.Error())
 		} else if !atLeastHalf(amount) {
 			problems = append(problems, fmt.Sprintf(`argument "amount" must be at least 0.5 (got %s)`, amount))
@@ -176,11 +177,16 @@ func (ts *toolset) prepareAgentPaymentSession(raw []byte) *prepared {
 	return p
 }
 
-// parseAmount turns an amount argument into exact money, naming the argument
-// in the error.
-func parseAmount(arg string, amount json.Number, currency string) (policy.Money, error) {
+// parseAmount turns an amount argument into exact money in currency, given
+// by the argument currencyArg, naming in the error the argument at fault:
+// the currency's when the currency cannot be paid in (not legal tender),
+// else the amount's.
+func parseAmount(arg string, amount json.Number, currencyArg, currency string) (policy.Money, error) {
 	m, err := policy.ParseMoney(string(amount), currency)
-	if err != nil {
+	switch {
+	case errors.Is(err, policy.ErrNotTender) || errors.Is(err, policy.ErrUnknownCurrency):
+		return policy.Money{}, fmt.Errorf("argument %q: %v", currencyArg, err)
+	case err != nil:
 		return policy.Money{}, fmt.Errorf("argument %q: %v", arg, err)
 	}
 	return m, nil

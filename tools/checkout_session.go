@@ -160,7 +160,7 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 	problems = append(problems, checkMetadata(args.Metadata)...)
 	if len(problems) == 0 {
 		var err error
-		if amount, err = parseAmount("amount", args.Amount, args.Currency); err != nil {
+		if amount, err = parseAmount("amount", args.Amount, "currency", args.Currency); err != nil {
 			problems = append(problems, err.Error())
 		}
 		if args.CustomerEmail != "" {
@@ -169,13 +169,15 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 			}
 		}
 		for i, item := range args.PriceDataList {
-			currency := item.Currency
+			currency, currencyArg := item.Currency, fmt.Sprintf("priceDataList[%d].currency", i)
 			if currency == "" {
-				currency = args.Currency
+				currency, currencyArg = args.Currency, "currency"
 			}
-			unit, err := parseAmount(fmt.Sprintf("priceDataList[%d].unitAmount", i), item.UnitAmount, currency)
+			unit, err := parseAmount(fmt.Sprintf("priceDataList[%d].unitAmount", i), item.UnitAmount, currencyArg, currency)
 			if err != nil {
-				problems = append(problems, err.Error())
+				if !slices.Contains(problems, err.Error()) { // the session's currency, said once
+					problems = append(problems, err.Error())
+				}
 				continue
 			}
 			items = append(items, policy.LineItem{UnitAmount: unit, Quantity: quantity(item.Quantity)})
