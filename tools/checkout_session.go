@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"reflect"
 	"slices"
 	"strconv"
@@ -253,6 +254,12 @@ func (ts *toolset) prepareCheckoutSession(raw []byte) *prepared {
 				summary += "; it expires " + out.ExpireTime
 			}
 			summary += "."
+			if echo := amountEcho(sess, amount); echo != "" {
+				ts.log.WarnContext(ctx, "Clink's answer gives the created checkout session another amount than the one requested, which the limits counted",
+					"session", sess.SessionID, "requested", amount.String(), "clink", echo)
+				summary += fmt.Sprintf(" Clink's answer gives its amount as %s, not the %s requested and counted against the limits: check the session (%s) before telling the customer.",
+					echo, amount, ToolGetCheckoutSession)
+			}
 			return created(out.SessionID, out, summary+unreadNote(out.URL == "", out.ExpireTime == "", ToolGetCheckoutSession), unread)
 		},
 	}
@@ -659,3 +666,29 @@ const checkoutSessionOutputSchema = `{
   "required": ["sessionId", "amount", "currency"],
   "additionalProperties": false
 }`
+
+// amountEcho returns the amount and currency Clink's answer gives a
+// created checkout session ("USD 12.50") when they differ from requested,
+// the amount the policy allowed and the limits counted; "" when they agree
+// or the answer gives none. The amounts are compared as numbers: "12.5"
+// and "12.50" agree.
+func amountEcho(sess *clink.CheckoutSession, requested policy.Money) string {
+	if sess.OriginalAmount.IsZero() && sess.OriginalCurrency == "" {
+		return ""
+	}
+	cur := sess.OriginalCurrency
+	if cur == "" {
+		cur = requested.Currency().Code()
+	}
+	want, _ := new(big.Rat).SetString(requested.Amount())
+	if !sess.OriginalAmount.IsZero() {
+		if got := sess.OriginalAmount.Rat(); got == nil || want == nil || got.Cmp(want) != 0 || cur != requested.Currency().Code() {
+			return strings.TrimSpace(cur + " " + sess.OriginalAmount.String())
+		}
+		return ""
+	}
+	if cur != requested.Currency().Code() {
+		return cur + " (no amount given)"
+	}
+	return ""
+}

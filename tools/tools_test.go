@@ -33,6 +33,9 @@ type fakePayments struct {
 	checkout []clink.CheckoutSessionRequest
 	gets     int
 	noAmount bool // the lookups answer without an amount
+	// echo, when set, is the amount and currency a created checkout
+	// session's answer gives; else it gives none.
+	echo *struct{ amount, currency string }
 }
 
 // record notes a request and returns the call's number and the error to
@@ -60,8 +63,13 @@ func (f *fakePayments) CreateCheckoutSession(_ context.Context, req *clink.Check
 		return nil, err
 	}
 	id := fmt.Sprintf("sess_%d", n)
-	return &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id,
-		ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}}, nil
+	sess := &clink.CheckoutSession{SessionID: id, URL: "https://checkout.example/pay/" + id,
+		ExpireTime: clink.Time{Time: time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)}}
+	if f.echo != nil {
+		sess.OriginalAmount, _ = clink.ParseAmount(f.echo.amount)
+		sess.OriginalCurrency = f.echo.currency
+	}
+	return sess, nil
 }
 
 // GetAgentPaymentSession answers for any ID, and counts the lookup.
@@ -608,6 +616,38 @@ func TestCheckoutSummaryCarriesLineItemTotals(t *testing.T) {
 			again := h.call(t, checkout, tt.args)
 			if got := ResultText(again); !strings.Contains(got, tt.want) {
 				t.Errorf("the replay's summary %q lacks %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A created checkout whose answer gives another amount or currency than the
+// one requested (and counted against the limits) says so to the agent and
+// warns the operator; the same amount in other digits is no difference.
+func TestACheckoutCreatedForAnotherAmountSaysSo(t *testing.T) {
+	tests := []struct {
+		name, amount, currency string
+		differs                bool
+	}{
+		{"the same amount", "12.50", "USD", false},
+		{"the same amount in other digits", "12.5", "USD", false},
+		{"no currency, the same amount", "12.50", "", false},
+		{"another amount", "125.00", "USD", true},
+		{"another currency", "12.50", "EUR", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testPolicy(t))
+			h.pay.echo = &struct{ amount, currency string }{tt.amount, tt.currency}
+			res := h.call(t, checkout, `{"amount":12.5,"currency":"USD","customerEmail":"alice@example.com"}`)
+			got := ResultText(res)
+			if res.IsError || !strings.Contains(got, "Created checkout session sess_1") {
+				t.Fatalf("result %q, want created", got)
+			}
+			said := strings.Contains(got, "not the 12.50 USD requested")
+			warned := strings.Contains(h.logs.String(), "another amount than the one requested")
+			if said != tt.differs || warned != tt.differs {
+				t.Errorf("Clink's answer %s %s: said %v, warned %v, want %v (result %q)", tt.currency, tt.amount, said, warned, tt.differs, got)
 			}
 		})
 	}
