@@ -115,7 +115,10 @@ func TestDateTimesDecodeInEveryShapeClinkMaySend(t *testing.T) {
 			t.Errorf("Unmarshal(%s) = %v, %v; want the zero time", in, w.Time, err)
 		}
 	}
-	for _, in := range []string{`"tomorrow"`, `"2026-13-01T00:00:00Z"`, `true`, `-5`, `"99999999999999999999999"`} {
+	// Epoch seconds (1767323045, 2026) would read as a date in January
+	// 1970 if taken for milliseconds; 0 may mean "none": neither is read.
+	for _, in := range []string{`"tomorrow"`, `"2026-13-01T00:00:00Z"`, `true`, `-5`, `"99999999999999999999999"`,
+		`1767323045`, `"1767323045"`, `0`, `99999999999`} {
 		var w Time
 		err := json.Unmarshal([]byte(in), &w)
 		if err == nil {
