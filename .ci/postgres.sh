@@ -10,7 +10,9 @@
 # The cluster listens on a free port on 127.0.0.1 only (and on a unix socket in DIR), with a
 # superuser "clink" whose password is generated for this cluster: the URL holds it, so keep it
 # out of logs (the tests read it from CLINK_TEST_DATABASE_URL and never print it). It is tuned for
-# tests (fsync off): never keep data in it.
+# tests (fsync off): never keep data in it. With PG_DURABLE=1 in the environment, start makes a
+# cluster that syncs its commits as PostgreSQL does by default (fsync, synchronous_commit and
+# full_page_writes on), to compare the Postgres store with SQLite's, which syncs every commit.
 #
 # PostgreSQL's server binaries are taken from PATH, else from /usr/lib/postgresql/*/bin, else
 # installed from Debian's packages (apt-get, as root). initdb refuses to run as root, so when run
@@ -115,14 +117,16 @@ start() {
     -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 || {
     echo "postgres.sh: initdb failed:" >&2; cat "$dir/initdb.log" >&2; exit 1; }
   rm -f "$pwfile"
+  local sync=off
+  [ "${PG_DURABLE:-}" != 1 ] || sync=on
   cat >>"$dir/data/postgresql.conf" <<EOF
 # postgres.sh: a throwaway cluster for tests
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 max_connections = 400
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $sync
+synchronous_commit = $sync
+full_page_writes = $sync
 shared_buffers = 128MB
 # TestPostgresPlansTheHoldOnce counts plans with it; tracking is off but on its own connections
 shared_preload_libraries = 'pg_stat_statements'
