@@ -19,7 +19,11 @@ type ownerLock struct {
 	lock *flock.Flock
 }
 
-// ownersDir is where the owner locks of the store at path live.
+// ownersDir is where the owner locks of the store at path live. Every
+// handle on one file must find the same directory, so path is the file's
+// with its symlinks resolved (see OpenSQLite). Two hard links to one file
+// are two paths that nothing in the file system joins: handles that open
+// the file by two of its hard links do not see each other's locks.
 func ownersDir(path string) string { return path + "-owners" }
 
 // An owner's lock file is ID.lock; ID.ready, created once the lock is

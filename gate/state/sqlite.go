@@ -264,6 +264,12 @@ type SQLite struct {
 	stmts map[string]*sql.Stmt
 	owner *ownerLock // this handle's, held until Close
 
+	// owners is the directory of the owner locks of every handle on the
+	// file (see ownersDir), named after the file with its symlinks
+	// resolved: handles that opened the file by different paths agree on
+	// it, and so on which owners are alive.
+	owners string
+
 	writes int                  // write transactions begun, under wlock: sweeps run every sweepEvery
 	wconn  *sql.Conn            // the connection writes run on, under wlock
 	wstmts map[string]*sql.Stmt // statements prepared on wconn, under wlock
@@ -307,6 +313,11 @@ func OpenSQLite(path string) (*SQLite, error) {
 	if err := prepareFile(abs); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	// The file exists now: resolve the links to it.
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite", dsn(abs))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -317,19 +328,20 @@ func OpenSQLite(path string) (*SQLite, error) {
 	const conns = 4
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
-	s := &SQLite{db: db, path: abs, wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), liveness: make(map[string]liveness)}
+	s := &SQLite{db: db, path: abs, owners: ownersDir(resolved), wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), liveness: make(map[string]liveness)}
 	if err := s.init(context.Background()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if s.owner, err = lockOwner(ownersDir(abs)); err != nil {
+	if s.owner, err = lockOwner(s.owners); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Path returns the absolute path of the store's file.
+// Path returns the absolute path of the store's file, made from the path
+// given to [OpenSQLite]: symlinks in it are not resolved.
 func (s *SQLite) Path() string { return s.path }
 
 // dsn is the driver's name for the file at abs, with the settings every
@@ -705,7 +717,7 @@ func (s *SQLite) alive(owner string) bool {
 	if l, ok := s.liveness[owner]; ok && time.Since(l.at) < livenessTTL {
 		return l.alive
 	}
-	alive := ownerAlive(ownersDir(s.path), owner)
+	alive := ownerAlive(s.owners, owner)
 	s.liveness[owner] = liveness{alive: alive, at: time.Now()}
 	return alive
 }
@@ -1361,7 +1373,7 @@ func (s *SQLite) Intents(ctx context.Context) ([]Intent, error) {
 		owner := out[i].Owner
 		live, seen := alive[owner]
 		if !seen {
-			live = owner == s.owner.id || ownerAlive(ownersDir(s.path), owner)
+			live = owner == s.owner.id || ownerAlive(s.owners, owner)
 			alive[owner] = live
 		}
 		out[i].Orphaned = !live

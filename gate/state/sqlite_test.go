@@ -644,3 +644,67 @@ func TestSQLiteVerifyCatchesEditedFirstFormatFields(t *testing.T) {
 		t.Fatalf("VerifyAudit accepts a record whose caller/kind/call/reservation were edited in place (SessionTool now %q)", created)
 	}
 }
+
+// TestSQLiteHandlesByTwoPathsSeeEachOtherAlive: two servers may open one
+// store file by two paths (a symlink to the file, or to its directory).
+// Each must see the other's open intents as alive, or it would resolve a
+// call still at Clink as outcome_unknown; once a handle closes, the other
+// sees its intents orphaned.
+func TestSQLiteHandlesByTwoPathsSeeEachOtherAlive(t *testing.T) {
+	ctx := context.Background()
+	links := map[string]func(t *testing.T, root, real string) string{
+		"a symlink to the file": func(t *testing.T, root, real string) string {
+			link := filepath.Join(root, "link.db")
+			if err := os.Symlink(real, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		},
+		"a symlink to its directory": func(t *testing.T, root, real string) string {
+			link := filepath.Join(root, "linked-dir")
+			if err := os.Symlink(filepath.Dir(real), link); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(link, filepath.Base(real))
+		},
+	}
+	for name, link := range links {
+		for _, first := range []string{"real", "link"} {
+			t.Run(fmt.Sprintf("by %s, the %s path opened first", name, first), func(t *testing.T) {
+				root := t.TempDir()
+				real := filepath.Join(root, "data", "state.db")
+				if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				other := link(t, root, real)
+				pa, pb := real, other
+				if first == "link" {
+					pa, pb = other, real
+				}
+				a := openSQLite(t, pa)
+				b := openSQLite(t, pb)
+				h := &Hold{At: day, Limits: []policy.Limit{budget("b", time.Hour, 100, 10)},
+					Intent: AuditRecord{Time: day, Kind: KindIntent, Call: "c0", Tool: "t", Decision: "allowed"}}
+				if _, err := a.Hold(ctx, h); err != nil {
+					t.Fatal(err)
+				}
+				intents, err := b.Intents(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(intents) != 1 || intents[0].Orphaned {
+					t.Fatalf("the handle opened by %s sees %d intents (the first orphaned: %v); want the one of the handle opened by %s, alive",
+						pb, len(intents), len(intents) > 0 && intents[0].Orphaned, pa)
+				}
+				a.Close()
+				if intents, err = b.Intents(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if len(intents) != 1 || !intents[0].Orphaned {
+					t.Fatalf("after the other handle closed, %d intents (the first orphaned: %v); want it orphaned",
+						len(intents), len(intents) > 0 && intents[0].Orphaned)
+				}
+			})
+		}
+	}
+}
