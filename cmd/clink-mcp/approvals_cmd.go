@@ -86,7 +86,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	if len(extra) > 0 {
 		return fmt.Errorf("approvals %s: unexpected argument %q", sub, extra[0])
 	}
-	so, err := openServerStore(ctx, cfg)
+	so, err := openServerStore(ctx, cfg, "approvals "+sub)
 	if err != nil {
 		return err
 	}

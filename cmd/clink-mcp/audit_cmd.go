@@ -26,7 +26,7 @@ func auditCommand(ctx context.Context, args []string, getenv func(string) string
 	if len(rest) > 0 {
 		return fmt.Errorf("audit %s: unexpected argument %q", sub, rest[0])
 	}
-	so, err := openServerStore(ctx, cfg)
+	so, err := openServerStore(ctx, cfg, "audit "+sub)
 	if err != nil {
 		return err
 	}

@@ -348,7 +348,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		}
 		where = storeInMemory
 	} else {
-		so, err := openStore(context.Background(), cfg, a.policy, false)
+		so, err := openStore(context.Background(), cfg, a.policy, "")
 		if err != nil {
 			a.close()
 			return nil, err

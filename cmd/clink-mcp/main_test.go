@@ -502,6 +502,88 @@ func TestAuditCommandsNeedAnExistingStore(t *testing.T) {
 	}
 }
 
+// besideTheServer are the commands that open a server's store beside it.
+var besideTheServer = [][]string{
+	{"audit", "verify"}, {"audit", "export"}, {"approvals", "list"},
+	{"approvals", "approve", "apr_1", "--by", "dana"}, {"approvals", "deny", "apr_1", "--by", "dana"},
+}
+
+// userVersion is the schema version of the SQLite file at path.
+func userVersion(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// A newer binary used beside an older server (to verify its trail, list
+// or decide its approvals) must not upgrade its store: the older server
+// would then refuse to restart. The commands refuse a store of an older
+// schema, say why and what to do, and leave it at its schema.
+func TestCommandsBesideTheServerNeverUpgradeItsStore(t *testing.T) {
+	policyFile := policyWithStore(t)
+	path := storePathOf(t, policyFile)
+	st, err := state.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	current := userVersion(t, path)
+	if current != 3 {
+		t.Fatalf("the schema is at %d: make the store of an older clink-mcp below by undoing the last step", current)
+	}
+	// What clink-mcp of schema 2 left: schema 3 without its approvals and
+	// its session index.
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TABLE approvals`, `DROP INDEX audit_session`, `PRAGMA user_version = 2`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	for _, args := range besideTheServer {
+		command := strings.Join(args[:2], " ")
+		code, out, errOut := runCmd(t, nil, append(args, "--policy", policyFile)...)
+		want := fmt.Sprintf("the store at %s has schema version %d, older than this clink-mcp's %d: \"clink-mcp %s\" does not upgrade it; run the clink-mcp that serves this store, or start the upgraded server once",
+			path, current-1, current, command)
+		if code != 1 || out != "" || !strings.Contains(errOut, want) {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 saying %q", command, code, out, errOut, want)
+		}
+		if v := userVersion(t, path); v != current-1 {
+			t.Fatalf("%s upgraded the store to schema %d", command, v)
+		}
+	}
+}
+
+// An empty file at store.path is not a store: the commands refuse it
+// rather than make it one.
+func TestCommandsBesideTheServerRefuseAFileThatIsNotAStore(t *testing.T) {
+	policyFile := policyWithStore(t)
+	path := storePathOf(t, policyFile)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range besideTheServer {
+		code, out, errOut := runCmd(t, nil, append(args, "--policy", policyFile)...)
+		if code != 1 || out != "" || !strings.Contains(errOut, path) || !strings.Contains(errOut, "not a clink-mcp store") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 saying %s is not a clink-mcp store", strings.Join(args[:2], " "), code, out, errOut, path)
+		}
+		if b, err := os.ReadFile(path); err != nil || len(b) != 0 {
+			t.Fatalf("%s: the file now has %d bytes (%v), want it left empty", strings.Join(args[:2], " "), len(b), err)
+		}
+	}
+}
+
 // storePathOf is the store path a policy file names.
 func storePathOf(t *testing.T, policyFile string) string {
 	t.Helper()

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
+	"github.com/clink-mcp/clink-mcp/gate/state"
 )
 
 // replicaDatabase creates a fresh database on the server of
@@ -416,4 +417,62 @@ func TestReplicasSurviveADatabaseRestart(t *testing.T) {
 		t.Errorf("audit verify: exit %d %s%s", code, out, errOut)
 	}
 	t.Logf("created %d, refused %d by the budget and %d during the restart", created.Load(), refusedBudget.Load(), refusedOther.Load())
+}
+
+// The commands that work beside the replicas never migrate their
+// database: a newer binary used to verify the trail would otherwise
+// upgrade it under the older replicas, which would then refuse to
+// restart. They refuse a database of an older schema, and one without the
+// store, and leave both as they were.
+func TestCommandsBesideTheReplicasNeverUpgradeTheDatabase(t *testing.T) {
+	query := func(t *testing.T, dbURL, q string) (n int) {
+		t.Helper()
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			t.Fatal("connecting to the test database failed")
+		}
+		defer conn.Close(ctx)
+		if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+	t.Run("an older schema", func(t *testing.T) {
+		dbURL := replicaDatabase(t)
+		st, err := state.OpenPostgres(context.Background(), dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		current := query(t, dbURL, `SELECT max(version) FROM schema_migrations`)
+		// What a replica of the schema before left, as docs/operations.md
+		// says to go back to it.
+		query(t, dbURL, fmt.Sprintf(`WITH d AS (DELETE FROM schema_migrations WHERE version = %d RETURNING 1) SELECT count(*) FROM d`, current))
+		for _, args := range besideTheServer {
+			command := strings.Join(args[:2], " ")
+			code, out, errOut := runCmd(t, map[string]string{"CLINK_DATABASE_URL": dbURL}, args...)
+			want := fmt.Sprintf("the store in the database (CLINK_DATABASE_URL) has schema version %d, older than this clink-mcp's %d: \"clink-mcp %s\" does not upgrade it",
+				current-1, current, command)
+			if code != 1 || out != "" || !strings.Contains(errOut, want) {
+				t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 saying %q", command, code, out, errOut, want)
+			}
+			if v := query(t, dbURL, `SELECT max(version) FROM schema_migrations`); v != current-1 {
+				t.Fatalf("%s upgraded the database to schema %d", command, v)
+			}
+		}
+	})
+	t.Run("a database without the store", func(t *testing.T) {
+		dbURL := replicaDatabase(t)
+		for _, args := range besideTheServer {
+			command := strings.Join(args[:2], " ")
+			code, out, errOut := runCmd(t, map[string]string{"CLINK_DATABASE_URL": dbURL}, args...)
+			if code != 1 || out != "" || !strings.Contains(errOut, "holds no clink-mcp store") {
+				t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 saying the database holds no store", command, code, out, errOut)
+			}
+			if n := query(t, dbURL, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`); n != 0 {
+				t.Fatalf("%s made %d tables in the database", command, n)
+			}
+		}
+	})
 }

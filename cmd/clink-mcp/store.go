@@ -25,11 +25,15 @@ type storeOpening struct {
 }
 
 // openServerStore opens the store a server under cfg uses, for the
-// commands that work on it beside the server (audit, approvals): the
-// database of CLINK_DATABASE_URL, else the store.path of the policy named
-// by --policy or CLINK_POLICY (the built-in demo policy's without one),
-// which must exist.
-func openServerStore(ctx context.Context, cfg *config) (*storeOpening, error) {
+// commands that work on it beside the server (audit, approvals; command
+// names the one running, as "audit verify"): the database of
+// CLINK_DATABASE_URL, else the store.path of the policy named by --policy
+// or CLINK_POLICY (the built-in demo policy's without one). The store must
+// exist, be a clink-mcp store and have this binary's schema: these commands
+// never create or migrate one, since a newer binary used only to read a
+// store would otherwise upgrade it under the older server that serves it,
+// which would then refuse to restart.
+func openServerStore(ctx context.Context, cfg *config, command string) (*storeOpening, error) {
 	p := policy.Demo()
 	if cfg.policyPath != "" {
 		var err error
@@ -37,40 +41,63 @@ func openServerStore(ctx context.Context, cfg *config) (*storeOpening, error) {
 			return nil, fmt.Errorf("policy (CLINK_POLICY): %v", err)
 		}
 	}
-	return openStore(ctx, cfg, p, true)
+	return openStore(ctx, cfg, p, command)
 }
 
 // openStore opens the store every policy file shares: PostgreSQL when
 // CLINK_DATABASE_URL is set (replicas), else SQLite at the policy's
-// store.path. When mustExist is set, a SQLite file that is not there is an
-// error instead of a new store (the audit commands read, never create).
-func openStore(ctx context.Context, cfg *config, p *policy.Policy, mustExist bool) (*storeOpening, error) {
+// store.path. The server (command "") creates and migrates it; a command
+// working beside the server (see openServerStore) opens only a store that
+// exists with this binary's schema, and refuses any other.
+func openStore(ctx context.Context, cfg *config, p *policy.Policy, command string) (*storeOpening, error) {
 	if cfg.databaseURL != "" {
 		ctx, cancel := context.WithTimeout(ctx, openTimeout)
 		defer cancel()
-		st, err := state.OpenPostgres(ctx, cfg.databaseURL)
+		var opts []state.PostgresOption
+		if command != "" {
+			opts = append(opts, state.PostgresNoMigrate())
+		}
+		const where = "the database (CLINK_DATABASE_URL)"
+		st, err := state.OpenPostgres(ctx, cfg.databaseURL, opts...)
+		if old := (*state.OldSchemaError)(nil); errors.As(err, &old) {
+			return nil, olderStore("the store in "+where, command, old)
+		}
 		if err != nil {
 			// The store's errors never hold the URL's password. The
 			// driver's may span lines (one per address tried): a
 			// configuration error is one line.
 			return nil, fmt.Errorf("store (CLINK_DATABASE_URL): %s", strings.Join(strings.Fields(err.Error()), " "))
 		}
-		return &storeOpening{st: st, where: "the database (CLINK_DATABASE_URL)"}, nil
+		return &storeOpening{st: st, where: where}, nil
 	}
 	path, err := p.StoreFile()
 	if err != nil {
 		return nil, fmt.Errorf("store (the policy's store.path): %v", err)
 	}
-	if mustExist {
+	var opts []state.SQLiteOption
+	if command != "" {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("store %s: %v (is --policy / CLINK_POLICY the server's?)", path, errors.Unwrap(err))
 		}
+		opts = append(opts, state.SQLiteNoMigrate())
 	}
-	st, err := state.OpenSQLite(path)
+	st, err := state.OpenSQLite(path, opts...)
+	if old := (*state.OldSchemaError)(nil); errors.As(err, &old) {
+		return nil, olderStore("the store at "+path, command, old)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store (the policy's store.path): %v", err)
 	}
 	return &storeOpening{st: st, where: path, path: path}, nil
+}
+
+// olderStore is the refusal of command to open the store (named by
+// store), whose schema is older than this binary's: upgrading it is the
+// server's job, done when the store's operator chooses to.
+func olderStore(store, command string, old *state.OldSchemaError) error {
+	return fmt.Errorf("%s has schema version %d, older than this clink-mcp's %d: \"clink-mcp %s\" does not upgrade it; "+
+		"run the clink-mcp that serves this store, or start the upgraded server once (it upgrades the store, after which older servers refuse it)",
+		store, old.Version, old.Current, command)
 }
 
 // loadSecret reads the state secret: the file named by

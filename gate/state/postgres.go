@@ -164,6 +164,7 @@ var _ Store = (*Postgres)(nil)
 type postgresConfig struct {
 	clientClock bool
 	lease       time.Duration
+	noMigrate   bool
 }
 
 // PostgresOption configures [OpenPostgres].
@@ -191,14 +192,26 @@ func PostgresLease(d time.Duration) PostgresOption {
 	return func(c *postgresConfig) { c.lease = d }
 }
 
+// PostgresNoMigrate makes [OpenPostgres] open only a database that holds
+// a clink-mcp store of this code's schema, as the commands that work
+// beside the replicas (audit, approvals) need: a newer binary used to read
+// the store must not upgrade it under the older replicas that serve it. A
+// database without the store's schema is refused, and one of an older
+// schema is refused with an [*OldSchemaError]; neither is written to. The
+// default is to create or migrate the schema.
+func PostgresNoMigrate() PostgresOption {
+	return func(c *postgresConfig) { c.noMigrate = true }
+}
+
 // Lease implements [Leaser].
 func (p *Postgres) Lease() time.Duration { return p.cfg.lease }
 
 var _ Leaser = (*Postgres)(nil)
 
 // OpenPostgres connects to the database at url (a postgres:// URL or a
-// keyword/value string, as pgx accepts), brings its schema up to date and
-// returns a handle: one owner of intents, with its lease.
+// keyword/value string, as pgx accepts), brings its schema up to date
+// (unless [PostgresNoMigrate]) and returns a handle: one owner of intents,
+// with its lease.
 //
 // Migrations are versioned in the table schema_migrations and applied
 // under pg_advisory_lock, so that replicas starting together migrate once;

@@ -534,7 +534,8 @@ func schemaVersion(ctx context.Context, q interface {
 }
 
 // migrate brings the schema up to date under the advisory lock, or refuses
-// a database whose schema is newer than this code.
+// a database whose schema is newer than this code; with PostgresNoMigrate,
+// it refuses any schema but this code's.
 func (p *Postgres) migrate(ctx context.Context) error {
 	// A database that is up to date needs no lock: replicas starting
 	// together do not queue behind each other.
@@ -544,6 +545,12 @@ func (p *Postgres) migrate(ctx context.Context) error {
 	}
 	if err := checkVersion(version); err != nil || version == len(postgresMigrations) {
 		return err
+	}
+	if p.cfg.noMigrate {
+		if version == 0 {
+			return errors.New("the database holds no clink-mcp store (no schema_migrations table of clink-mcp's)")
+		}
+		return &OldSchemaError{Version: version, Current: len(postgresMigrations)}
 	}
 	conn, err := p.pool.Acquire(ctx)
 	if err != nil {

@@ -795,6 +795,41 @@ func TestPostgresMigrations(t *testing.T) {
 			t.Fatalf("OpenPostgres = %v, want the newer schema refused", err)
 		}
 	})
+	// The audit and approvals commands open the store with
+	// PostgresNoMigrate: a newer binary used to read it must not upgrade
+	// it under the older replicas serving it.
+	t.Run("without migrating, a database of this schema opens", func(t *testing.T) {
+		u := freshDatabase(t)
+		openPostgres(t, u).Close()
+		s := openPostgres(t, u, state.PostgresNoMigrate())
+		if rep, err := state.VerifyAudit(ctx, s); err != nil || !rep.OK() {
+			t.Fatalf("VerifyAudit = %+v, %v", rep, err)
+		}
+	})
+	t.Run("without migrating, an older schema is refused and left as it was", func(t *testing.T) {
+		u := freshDatabase(t)
+		openPostgres(t, u).Close()
+		latest := queryInt(t, u, `SELECT max(version) FROM schema_migrations`)
+		sqlExec(t, u, `DELETE FROM schema_migrations WHERE version = $1`, latest)
+		_, err := state.OpenPostgres(ctx, u, state.PostgresNoMigrate())
+		var old *state.OldSchemaError
+		if !errors.As(err, &old) || int64(old.Version) != latest-1 || int64(old.Current) != latest {
+			t.Fatalf("OpenPostgres = %v, want an OldSchemaError from %d to %d", err, latest-1, latest)
+		}
+		if now := queryInt(t, u, `SELECT max(version) FROM schema_migrations`); now != latest-1 {
+			t.Fatalf("the schema is now at %d, want %d as it was", now, latest-1)
+		}
+	})
+	t.Run("without migrating, a database without the store is refused and left empty", func(t *testing.T) {
+		u := freshDatabase(t)
+		_, err := state.OpenPostgres(ctx, u, state.PostgresNoMigrate())
+		if err == nil || !strings.Contains(err.Error(), "holds no clink-mcp store") {
+			t.Fatalf("OpenPostgres = %v, want the empty database refused", err)
+		}
+		if n := queryInt(t, u, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`); n != 0 {
+			t.Fatalf("the database now has %d tables, want none", n)
+		}
+	})
 	t.Run("another program's schema_migrations is refused", func(t *testing.T) {
 		u := freshDatabase(t)
 		sqlExec(t, u, `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL)`)

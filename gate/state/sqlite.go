@@ -290,8 +290,29 @@ type SQLite struct {
 
 var _ Store = (*SQLite)(nil)
 
+// sqliteConfig is what the options set.
+type sqliteConfig struct {
+	noMigrate bool
+}
+
+// SQLiteOption configures [OpenSQLite].
+type SQLiteOption func(*sqliteConfig)
+
+// SQLiteNoMigrate makes [OpenSQLite] open only a clink-mcp store that
+// exists and whose schema is this code's, as the commands that work beside
+// a server (audit, approvals) need: a newer binary used to read a store
+// must not upgrade it under the older server that serves it, which would
+// then refuse to restart. A missing file is not created; a file that is
+// not a clink-mcp store (an empty one, or a SQLite database of another
+// program) is refused before SQLite's settings are applied to it; a store
+// of an older schema is refused with an [*OldSchemaError]. The default is
+// to create the file if needed and migrate its schema.
+func SQLiteNoMigrate() SQLiteOption {
+	return func(c *sqliteConfig) { c.noMigrate = true }
+}
+
 // OpenSQLite opens the store at path, creating it if needed, and brings its
-// schema up to date.
+// schema up to date (see [SQLiteNoMigrate] for neither).
 //
 // A missing parent directory is created with mode 0700 (an existing one is
 // left as it is), and a missing file with mode 0600. An existing file that
@@ -302,7 +323,11 @@ var _ Store = (*SQLite)(nil)
 // schema version) is refused, as is a location that cannot be written:
 // every error names path, so that the server stops with a clear message
 // rather than running without its limits.
-func OpenSQLite(path string) (*SQLite, error) {
+func OpenSQLite(path string, opts ...SQLiteOption) (*SQLite, error) {
+	var cfg sqliteConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if path == "" {
 		return nil, errors.New("store: no store path given")
 	}
@@ -310,8 +335,13 @@ func OpenSQLite(path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if err := prepareFile(abs); err != nil {
+	if err := prepareFile(abs, !cfg.noMigrate); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if cfg.noMigrate {
+		if err := probeStore(abs); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
 	}
 	// The file exists now: resolve the links to it.
 	resolved, err := filepath.EvalSymlinks(abs)
@@ -329,7 +359,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
 	s := &SQLite{db: db, path: abs, owners: ownersDir(resolved), wlock: make(chan struct{}, 1), stmts: make(map[string]*sql.Stmt), liveness: make(map[string]liveness)}
-	if err := s.init(context.Background()); err != nil {
+	if err := s.init(context.Background(), !cfg.noMigrate); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -358,12 +388,17 @@ func dsn(abs string) string {
 }
 
 // prepareFile creates path's directory (0700) and the file (0600) if they
-// are missing, and restricts an existing file to its owner.
-func prepareFile(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
+// are missing and create is set, and restricts an existing file to its
+// owner.
+func prepareFile(path string, create bool) error {
+	flag := os.O_RDWR
+	if create {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		flag |= os.O_CREATE
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return err
 	}
@@ -374,6 +409,9 @@ func prepareFile(path string) error {
 	}
 	if !fi.Mode().IsRegular() {
 		return errors.New("not a regular file")
+	}
+	if !create && fi.Size() == 0 {
+		return errors.New("the file is empty, not a clink-mcp store")
 	}
 	if err := restrict(f.Name(), fi.Mode()); err != nil {
 		return err
@@ -401,8 +439,76 @@ func restrict(name string, mode os.FileMode) error {
 	return nil
 }
 
-// init checks the file and migrates its schema.
-func (s *SQLite) init(ctx context.Context) error {
+// probeStore checks, on a read-only connection that applies none of the
+// store's settings (WAL mode would be written into another program's
+// database), that the file at abs is a clink-mcp store of this code's
+// schema.
+func probeStore(abs string) error {
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	db, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	return checkSchema(context.Background(), db)
+}
+
+// schemaOf reads the schema version and the application ID of the
+// database.
+func schemaOf(ctx context.Context, db queryRower) (version, appID int64, err error) {
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, 0, err
+	}
+	if err := db.QueryRowContext(ctx, `PRAGMA application_id`).Scan(&appID); err != nil {
+		return 0, 0, err
+	}
+	return version, appID, nil
+}
+
+// queryRower is a database, a connection or a transaction.
+type queryRower interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}
+
+// checkSchema refuses, for a handle that does not migrate, a database that
+// is not a clink-mcp store or whose schema is not this code's.
+func checkSchema(ctx context.Context, db queryRower) error {
+	version, appID, err := schemaOf(ctx, db)
+	if err != nil {
+		return err
+	}
+	var tables int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		return err
+	}
+	switch {
+	case version == 0 && tables == 0:
+		return errors.New("the file is an empty SQLite database, not a clink-mcp store")
+	case version == 0, appID != applicationID:
+		return errNotAStore
+	case version > int64(len(migrations)):
+		return newerSchema(version)
+	case version < int64(len(migrations)):
+		return &OldSchemaError{Version: int(version), Current: len(migrations)}
+	}
+	return nil
+}
+
+// errNotAStore refuses a file that is not a clink-mcp store.
+var errNotAStore = errors.New("the file is a SQLite database of another program, not a clink-mcp store")
+
+// newerSchema refuses a schema newer than this code knows.
+func newerSchema(version int64) error {
+	return fmt.Errorf("the store has schema version %d, newer than this clink-mcp understands (%d): upgrade clink-mcp",
+		version, len(migrations))
+}
+
+// init checks the file and, if migrate is set, migrates its schema; if
+// not, it refuses a schema that is not this code's.
+func (s *SQLite) init(ctx context.Context, migrate bool) error {
 	// The first connection applies WAL mode, which reads the header: a file
 	// that is not a database fails here.
 	if err := s.db.PingContext(ctx); err != nil {
@@ -415,8 +521,16 @@ func (s *SQLite) init(ctx context.Context) error {
 	if check != "ok" {
 		return fmt.Errorf("the database is corrupt: %s", check)
 	}
-	if err := s.migrate(ctx); err != nil {
-		return err
+	if migrate {
+		if err := s.migrate(ctx); err != nil {
+			return err
+		}
+	} else {
+		// Checked again with the store's settings: another process may
+		// have migrated the file since the probe.
+		if err := checkSchema(ctx, s.db); err != nil {
+			return err
+		}
 	}
 	for _, q := range []string{
 		qExpireEntries, qExpiredSum, qCounterTotal, qOldest, qSubtract, qIdleCounters, qDropEntries,
@@ -440,11 +554,8 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	// A store that is up to date needs no write lock to open, so the audit
 	// commands and a starting server are not held up by another process
 	// writing; the check is made again under the lock before migrating.
-	var version, appID int64
-	if err := s.db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return err
-	}
-	if err := s.db.QueryRowContext(ctx, `PRAGMA application_id`).Scan(&appID); err != nil {
+	version, appID, err := schemaOf(ctx, s.db)
+	if err != nil {
 		return err
 	}
 	if version == int64(len(migrations)) && appID == applicationID {
@@ -467,10 +578,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	}
 	switch {
 	case version == 0 && tables > 0, version > 0 && appID != applicationID:
-		return errors.New("the file is a SQLite database of another program, not a clink-mcp store")
+		return errNotAStore
 	case version > int64(len(migrations)):
-		return fmt.Errorf("the store has schema version %d, newer than this clink-mcp understands (%d): upgrade clink-mcp",
-			version, len(migrations))
+		return newerSchema(version)
 	case version == int64(len(migrations)):
 		return nil
 	}

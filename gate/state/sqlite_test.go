@@ -708,3 +708,111 @@ func TestSQLiteHandlesByTwoPathsSeeEachOtherAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenSQLiteWithoutMigrating: the commands that work beside a server
+// open its store with SQLiteNoMigrate, which opens a store of this code's
+// schema and refuses anything else, leaving it as it was: a store of an
+// older schema (a newer binary upgrading it would stop its older server
+// from restarting), a missing or empty file (not made into a store), and
+// another program's database (not even switched to WAL mode).
+func TestOpenSQLiteWithoutMigrating(t *testing.T) {
+	ctx := context.Background()
+	journalMode := func(t *testing.T, path string) string {
+		t.Helper()
+		var mode string
+		if err := rawDB(t, path).QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		return mode
+	}
+	t.Run("it opens a store of this schema, to read and write", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		appendAll(t, openSQLite(t, path), sampleRecords(2))
+		s, err := OpenSQLite(path, SQLiteNoMigrate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if rep, err := VerifyAudit(ctx, s); err != nil || !rep.OK() || rep.Records != 2 {
+			t.Fatalf("VerifyAudit = %+v, %v; want 2 intact records", rep, err)
+		}
+		appendAll(t, s, sampleRecords(1))
+	})
+	t.Run("it refuses a store of an older schema, and leaves it at that schema", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		db := rawDB(t, path)
+		mustExec(t, db, `PRAGMA journal_mode = WAL`)
+		mustExec(t, db, migrations[0])
+		mustExec(t, db, migrations[1])
+		mustExec(t, db, fmt.Sprintf(`PRAGMA application_id = %d`, applicationID))
+		mustExec(t, db, `PRAGMA user_version = 2`)
+		s, err := OpenSQLite(path, SQLiteNoMigrate())
+		if err == nil {
+			s.Close()
+			t.Fatal("OpenSQLite succeeded")
+		}
+		var old *OldSchemaError
+		if !errors.As(err, &old) || old.Version != 2 || old.Current != len(migrations) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("OpenSQLite = %v; want an OldSchemaError from 2 to %d naming %s", err, len(migrations), path)
+		}
+		var version int
+		if err := db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
+			t.Fatalf("user_version = %d, %v; want 2, as it was", version, err)
+		}
+	})
+	refusals := []struct {
+		name  string
+		setup func(t *testing.T, path string)
+		want  string
+		check func(t *testing.T, path string)
+	}{
+		{"a missing file, and creates neither it nor its directory", func(t *testing.T, path string) {}, "no such file",
+			func(t *testing.T, path string) {
+				if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the directory is there: %v", err)
+				}
+			}},
+		{"an empty file, and leaves it empty", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "the file is empty, not a clink-mcp store", func(t *testing.T, path string) {
+			if b, err := os.ReadFile(path); err != nil || len(b) != 0 {
+				t.Errorf("the file now has %d bytes, %v", len(b), err)
+			}
+		}},
+		{"an empty SQLite database", func(t *testing.T, path string) {
+			mustExec(t, rawDB(t, path), `PRAGMA user_version = 0`)
+		}, "an empty SQLite database, not a clink-mcp store", func(t *testing.T, path string) {}},
+		{"another program's database, and leaves its journal mode", func(t *testing.T, path string) {
+			mustExec(t, rawDB(t, path), `CREATE TABLE notes (body TEXT)`)
+		}, "another program", func(t *testing.T, path string) {
+			if mode := journalMode(t, path); mode != "delete" {
+				t.Errorf("journal_mode = %s, want delete, as it was", mode)
+			}
+		}},
+		{"a store of a newer schema", func(t *testing.T, path string) {
+			openSQLite(t, path).Close()
+			mustExec(t, rawDB(t, path), `PRAGMA user_version = 99`)
+		}, "newer than this clink-mcp understands", func(t *testing.T, path string) {}},
+	}
+	for _, tt := range refusals {
+		t.Run("it refuses "+tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "state.db")
+			if strings.HasPrefix(tt.name, "a missing") {
+				path = filepath.Join(dir, "sub", "state.db")
+			}
+			tt.setup(t, path)
+			s, err := OpenSQLite(path, SQLiteNoMigrate())
+			if err == nil {
+				s.Close()
+				t.Fatal("OpenSQLite succeeded")
+			}
+			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, tt.want) {
+				t.Fatalf("OpenSQLite error %q, want it to name %s and say %q", msg, path, tt.want)
+			}
+			tt.check(t, path)
+		})
+	}
+}

@@ -515,6 +515,22 @@ type Approvals interface {
 // a call cannot be held on it, in the state it is in.
 var ErrApprovalNotPending = errors.New("store: the approval is no longer pending")
 
+// OldSchemaError is the error of opening, without migrating it, a store
+// whose schema is older than this code's: see [SQLiteNoMigrate] and
+// [PostgresNoMigrate]. Nothing was written to the store.
+type OldSchemaError struct {
+	// Version is the store's schema version.
+	Version int
+	// Current is the schema version of this code, which it would migrate
+	// the store to.
+	Current int
+}
+
+// Error says the versions and that the store was left as it was.
+func (e *OldSchemaError) Error() string {
+	return fmt.Sprintf("the store has schema version %d, older than this clink-mcp's (%d), and was not upgraded", e.Version, e.Current)
+}
+
 // ErrClaimHeld is returned by RequestApproval when a live claim holds the
 // approval's key: an identical call made on an earlier approval answers.
 var ErrClaimHeld = errors.New("store: an identical call holds the claim")
