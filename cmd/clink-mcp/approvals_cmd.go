@@ -122,11 +122,24 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 		return tw.Flush()
 	}
 
-	a, err := gate.DecideApproval(ctx, st, id, sub == "approve", by)
+	// The state before the decision tells an approval decided or expired
+	// earlier (nothing changes) from a pending one whose deadline has
+	// passed with no server sweeping it yet: deciding that one expires it,
+	// which is recorded in the audit trail and releases its reservation.
+	before, err := st.Approval(ctx, id)
+	var a *state.Approval
+	if err == nil {
+		a, err = gate.DecideApproval(ctx, st, id, sub == "approve", by)
+	}
+	notPending := errors.Is(err, state.ErrApprovalNotPending) && a != nil
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		return fmt.Errorf("approvals %s: no approval %s in %s", sub, id, so.where)
-	case errors.Is(err, state.ErrApprovalNotPending) && a != nil:
+	case notPending && a.State == state.ApprovalExpired && before.State == state.ApprovalPending:
+		verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
+		return fmt.Errorf("approvals %s: approval %s had expired at %s, so it was not %s: it is now recorded as expired "+
+			"(in the audit trail), and its reservation is released", sub, id, a.ExpiresAt.UTC().Format(time.RFC3339), verb)
+	case notPending:
 		return fmt.Errorf("approvals %s: approval %s is %s, not pending: nothing changed", sub, id, a.State)
 	case err != nil:
 		return fmt.Errorf("approvals %s: %v", sub, err)

@@ -506,3 +506,55 @@ func TestStdioAnAnswerDuringTheShutdownCounts(t *testing.T) {
 		})
 	}
 }
+
+// Deciding an approval whose deadline passed with no server running to
+// sweep it expires it: the expiry is recorded and its reservation
+// released. The command says so, not that nothing changed; deciding it
+// again changes nothing, and says that.
+func TestDecidingAnApprovalPastItsDeadlineSaysItExpiredIt(t *testing.T) {
+	for _, sub := range []string{"approve", "deny"} {
+		t.Run(sub, func(t *testing.T) {
+			pol := approvalsStore(t, 1, time.Now().Add(-16*time.Minute)) // timeout 15m: a minute past it
+			dir := filepath.Dir(pol)
+			look := func() (a state.Approval, decisions []string) {
+				t.Helper()
+				st, err := state.OpenSQLite(filepath.Join(dir, "state.db"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				list, err := st.ListApprovals(context.Background(), nil, 10)
+				if err != nil || len(list) != 1 {
+					t.Fatalf("ListApprovals = %v, %v", list, err)
+				}
+				err = st.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
+					decisions = append(decisions, r.Decision)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return list[0], decisions
+			}
+			a, before := look()
+			code, out, errOut := runCmd(t, nil, "approvals", sub, a.ID, "--by", "dana", "--policy", pol)
+			now, after := look()
+			if now.State != state.ApprovalExpired || len(after) != len(before)+1 || after[len(after)-1] != "approval_expired" {
+				t.Fatalf("after the decision: approval %s, audit %v (was %v); want it expired, with its record", now.State, after, before)
+			}
+			verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
+			want := fmt.Sprintf("approval %s had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+				a.ID, a.ExpiresAt.UTC().Format(time.RFC3339), verb)
+			if code != 1 || out != "" || !strings.Contains(errOut, want) || strings.Contains(errOut, "nothing changed") {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 1 saying %q", code, out, errOut, want)
+			}
+			code, out, errOut = runCmd(t, nil, "approvals", sub, a.ID, "--by", "dana", "--policy", pol)
+			if _, again := look(); len(again) != len(after) {
+				t.Fatalf("deciding it again appended %v", again[len(after):])
+			}
+			if code != 1 || out != "" || !strings.Contains(errOut, "approval "+a.ID+" is expired, not pending: nothing changed") {
+				t.Errorf("deciding it again: exit %d, stdout %q, stderr %q; want nothing changed", code, out, errOut)
+			}
+		})
+	}
+}
