@@ -67,9 +67,11 @@
 // unknown key id or the keys held do not verify it (a rotation, whether or
 // not the new key has a key id of its own); refetches for each of these two
 // causes are at most one per 10 s, and attempts after a failure at most one
-// per 2 s. The server starts while the issuer is down and refuses OAuth
-// tokens (401) until the keys can be fetched; once fetched, keys are kept if
-// a later refresh fails.
+// per 2 s. The hourly refresh runs in the background: a token whose key is
+// held is verified with it at once meanwhile, so a slow or hanging issuer
+// delays only tokens whose key is not held. The server starts while the
+// issuer is down and refuses OAuth tokens (401) until the keys can be
+// fetched; once fetched, keys are kept if a later refresh fails.
 //
 // Refusals are 401 with a WWW-Authenticate challenge (naming the protected
 // resource metadata when OAuth is configured), or 403; see

@@ -39,8 +39,9 @@ const (
 	// issuer is down.
 	failureRetryInterval = 2 * time.Second
 	// keysMaxAge is how long fetched keys are used before they are fetched
-	// again, so that keys the issuer withdraws stop being accepted. If the
-	// refresh fails the old keys are kept.
+	// again, so that keys the issuer withdraws stop being accepted. The
+	// refresh runs in the background: a token whose key is held is verified
+	// with it at once, and if the refresh fails the old keys are kept.
 	keysMaxAge = time.Hour
 	// fetchTimeout bounds one fetch (discovery and JWKS together), whatever
 	// the HTTP client's own timeout.
@@ -300,9 +301,13 @@ func verifiedClaims(tok *jwt.JSONWebToken, alg string, keys []jose.JSONWebKey) j
 }
 
 // keysFor returns the keys that may verify a token with kid, fetching the
-// JWKS when there are none yet, when they are older than keysMaxAge, or
-// when kid is unknown (at most once per missRefetchInterval, the first
-// time at once). It fails closed: without keys, the token is invalid.
+// JWKS when there are none yet, or when kid is unknown (at most once per
+// missRefetchInterval, the first time at once; at once too when the keys
+// held are older than keysMaxAge). Keys older than keysMaxAge that name kid
+// are returned at once and refreshed in the background
+// (refreshInBackground), so that a slow or hanging issuer never delays
+// tokens whose key is held. It fails closed: without keys, the token is
+// invalid.
 //
 // It also returns the generation of the keys it returns (v.gen when they
 // were fetched), read with them: tried, when not nil, is the generation
@@ -314,7 +319,10 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 	v.mu.Lock()
 	keys, at, gen := v.keys, v.keysAt, v.gen
 	v.mu.Unlock()
-	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && v.a.now().Sub(at) < keysMaxAge && !mismatch {
+	if c := candidates(keys, kid); len(c) > 0 && !at.IsZero() && !mismatch {
+		if v.a.now().Sub(at) >= keysMaxAge {
+			v.refreshInBackground()
+		}
 		return c, gen, nil
 	}
 	if mismatch {
@@ -336,7 +344,9 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 	c := candidates(keys, kid)
 	var reason string
 	switch {
-	case len(c) > 0 && fresh && !mismatch:
+	case len(c) > 0 && !mismatch:
+		// Fetched while we waited (keys of one generation are the same
+		// keys, and those first read named no kid).
 		v.mu.Unlock()
 		return c, held, nil
 	case held != gen:
@@ -347,11 +357,8 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 			return c, held, nil
 		}
 		return nil, 0, v.noKey(kid, keys, at, mismatch)
-	case !v.lastFail.IsZero() && now.Sub(v.lastFail) < failureRetryInterval:
+	case v.failedRecently(now):
 		v.mu.Unlock()
-		if len(c) > 0 && !mismatch { // stale, but the issuer is down: keep using them
-			return c, held, nil
-		}
 		return nil, 0, v.noKey(kid, keys, at, mismatch)
 	case at.IsZero():
 		reason = "first use"
@@ -374,6 +381,58 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 	}
 	v.mu.Unlock()
 
+	fetched, fetchedAt, fetchedGen, err := v.refetch(ctx, reason)
+	if err != nil {
+		if mismatch {
+			return nil, 0, badSignature()
+		}
+		return nil, 0, invalidf("the issuer's keys cannot be fetched now")
+	}
+	if c := candidates(fetched, kid); len(c) > 0 {
+		return c, fetchedGen, nil
+	}
+	return nil, 0, v.noKey(kid, fetched, fetchedAt, mismatch)
+}
+
+// failedRecently reports whether the last fetch failed less than
+// failureRetryInterval before now. Called with v.mu held.
+func (v *verifier) failedRecently(now time.Time) bool {
+	return !v.lastFail.IsZero() && now.Sub(v.lastFail) < failureRetryInterval
+}
+
+// refreshInBackground starts a fetch of keys older than keysMaxAge, unless
+// a fetch is running (it takes v.sem, or leaves it) or the last one failed
+// less than failureRetryInterval ago. The caller goes on with the old keys,
+// which are kept if the fetch fails.
+func (v *verifier) refreshInBackground() {
+	v.mu.Lock()
+	recent := v.failedRecently(v.a.now())
+	v.mu.Unlock()
+	if recent {
+		return
+	}
+	select {
+	case v.sem <- struct{}{}:
+	default:
+		return // a fetch is running: it brings new keys, or fails
+	}
+	go func() {
+		defer func() { <-v.sem }()
+		v.mu.Lock()
+		now := v.a.now()
+		due := now.Sub(v.keysAt) >= keysMaxAge && !v.failedRecently(now)
+		v.mu.Unlock()
+		if due { // not fetched, nor failed, since the caller looked
+			_, _, _, _ = v.refetch(context.Background(), "keys older than "+keysMaxAge.String())
+		}
+	}()
+}
+
+// refetch fetches the keys and keeps them, or, if the fetch fails, notes
+// (and logs) the failure and keeps the old ones. It returns the keys
+// fetched, when and their generation. Called with v.sem held; reason says
+// why, for the log.
+func (v *verifier) refetch(ctx context.Context, reason string) ([]jose.JSONWebKey, time.Time, uint64, error) {
 	fetched, err := v.fetch(ctx)
 
 	v.mu.Lock()
@@ -382,21 +441,12 @@ func (v *verifier) keysFor(ctx context.Context, kid string, tried *uint64) ([]jo
 		v.lastFail = v.a.now()
 		v.lastError = err.Error()
 		v.a.log.Warn("auth: cannot fetch the OAuth issuer's keys", "issuer", v.cfg.Issuer, "why", reason, "err", err)
-		if len(c) > 0 && !mismatch { // stale keys still name kid: keep using them
-			return c, held, nil // no other fetch ran: this one holds v.sem
-		}
-		if mismatch {
-			return nil, 0, badSignature()
-		}
-		return nil, 0, invalidf("the issuer's keys cannot be fetched now")
+		return nil, time.Time{}, 0, err
 	}
 	v.keys, v.keysAt, v.lastFail, v.lastError = fetched, v.a.now(), time.Time{}, ""
 	v.gen++
 	v.a.log.Info("auth: fetched the OAuth issuer's keys", "issuer", v.cfg.Issuer, "why", reason, "keys", len(fetched))
-	if c := candidates(fetched, kid); len(c) > 0 {
-		return c, v.gen, nil
-	}
-	return nil, 0, v.noKey(kid, fetched, v.keysAt, mismatch)
+	return fetched, v.keysAt, v.gen, nil
 }
 
 // noKey is the error for a token whose key is not (yet) available, or,

@@ -642,16 +642,113 @@ func TestConcurrentFirstRequestsFetchTheKeysOnce(t *testing.T) {
 	}
 }
 
+// waitForFetch waits until no fetch of the keys is running (one started in
+// the background holds v.sem from before its start).
+func waitForFetch(v *verifier) {
+	v.sem <- struct{}{}
+	<-v.sem
+}
+
 func TestKeysAreRefreshedAfterAnHourAndKeptIfTheRefreshFails(t *testing.T) {
 	e := newOAuthEnv(t, nil)
 	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
 	e.clk.add(time.Hour)
 	e.is.down.Store(true)
 	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
+	waitForFetch(e.a.oauth)
+	if n := e.is.requests.Load(); n != 3 {
+		t.Errorf("the issuer got %d requests, want 3 (metadata and JWKS, then one refresh)", n)
+	}
+	// The refresh failed: the old keys are kept, and the next attempt
+	// waits 2 s.
+	e.clk.add(time.Second)
+	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
+	waitForFetch(e.a.oauth)
+	if n := e.is.requests.Load(); n != 3 {
+		t.Errorf("the issuer got %d requests within 2 s of a failed refresh, want 3", n)
+	}
+	// Back up, with k1 withdrawn: the request that finds the keys stale is
+	// still served with them; once the refresh is done, k1 is refused.
 	e.is.down.Store(false)
-	e.is.publish(t, ecKey(t, "k2")) // k1 withdrawn
-	e.clk.add(3 * time.Second)
+	e.is.publish(t, ecKey(t, "k2"))
+	e.clk.add(2 * time.Second)
+	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
+	waitForFetch(e.a.oauth)
+	if n := e.is.jwksFetches.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times, want 2 (the first, and the refresh)", n)
+	}
 	wantInvalid(t, e.call(t, e.key.sign(t, e.claims())), `kid "k1"`)
+}
+
+// Keys older than an hour are refreshed in the background: while the
+// issuer hangs, tokens whose key is held are verified at once, and one
+// refresh runs at a time. A token whose kid is not held waits for keys.
+func TestStaleKeysServeAtOnceWhileTheRefreshHangs(t *testing.T) {
+	e := newOAuthEnv(t, nil)
+	wantOK(t, e.call(t, e.key.sign(t, e.claims())), aliceOK)
+	e.is.jwksArrived = make(chan struct{}, 100)
+	e.is.jwksHeld = make(chan struct{})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(e.is.jwksHeld)
+		}
+	}
+	t.Cleanup(release)
+
+	e.clk.add(time.Hour + time.Second)
+	tok := e.key.sign(t, e.claims())
+	done := make(chan response, 6)
+	for range 3 {
+		go func() { done <- e.call(t, tok) }()
+	}
+	// The refresh is under way, held by the issuer.
+	select {
+	case <-e.is.jwksArrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refresh of the stale keys started")
+	}
+	// Real time goes on, past the spacing of failed attempts: requests do
+	// not wait, and start no second refresh.
+	e.clk.add(3 * time.Second)
+	for range 3 {
+		go func() { done <- e.call(t, tok) }()
+	}
+	for i := range 6 {
+		select {
+		case r := <-done:
+			wantOK(t, r, aliceOK)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d with a held key waited for the hanging refresh", i)
+		}
+	}
+	if n := len(e.is.jwksArrived); n != 0 {
+		t.Errorf("%d more JWKS requests while the refresh ran, want none", n)
+	}
+
+	// A new kid waits for keys: the refresh in progress brings k2.
+	k2 := ecKey(t, "k2")
+	e.is.publish(t, e.key, k2)
+	newKid := make(chan response, 1)
+	go func() { newKid <- e.call(t, k2.sign(t, e.claims())) }()
+	select {
+	case r := <-newKid:
+		t.Fatalf("a token with a kid not held did not wait for the refresh: %d %s", r.status, r.body)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	wantOK(t, <-newKid, aliceOK)
+	waitForFetch(e.a.oauth)
+	if n := e.is.jwksFetches.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times, want 2 (the first, and one refresh)", n)
+	}
+	// Fresh keys: no refresh.
+	wantOK(t, e.call(t, tok), aliceOK)
+	waitForFetch(e.a.oauth)
+	if n := e.is.jwksFetches.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times after the refresh, want 2", n)
+	}
 }
 
 func TestUnlistedPrincipalsGet403UnlessAllowed(t *testing.T) {
