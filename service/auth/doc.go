@@ -48,6 +48,9 @@
 //     metadata (RFC 8414 /.well-known/oauth-authorization-server, then
 //     OpenID Connect /.well-known/openid-configuration), whose issuer must
 //     be the configured one;
+//   - claims read by their exact names: a payload that repeats a name, or
+//     spells a claim read here (iss, sub, aud, exp, nbf, iat, client_id,
+//     scope, scp) in another case too, is refused;
 //   - iss equal to the issuer; aud containing the resource URL; exp present;
 //     exp, nbf and iat honoured with 30 s of leeway;
 //   - the claim (sub or client_id) present, non-empty, at most 256 bytes,

@@ -19,6 +19,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // allowedAlgorithms are the JWS algorithms an access token may be signed
@@ -113,9 +115,46 @@ func newVerifier(o *OAuth, a *Authenticator) (*verifier, error) {
 // accessClaims are the claims read from an access token besides the
 // registered ones.
 type accessClaims struct {
-	ClientID json.RawMessage `json:"client_id"`
-	Scope    json.RawMessage `json:"scope"`
-	Scp      json.RawMessage `json:"scp"`
+	ClientID jsontext.Value `json:"client_id"`
+	Scope    jsontext.Value `json:"scope"`
+	Scp      jsontext.Value `json:"scp"`
+}
+
+// claimsRead are the names of the claims authenticate reads; the
+// configured claim (sub or client_id) is one of them.
+var claimsRead = []string{"iss", "sub", "aud", "exp", "nbf", "iat", ClaimClientID, "scope", "scp"}
+
+// errClaims refuses a payload that is not a JSON object of JWT claims.
+func errClaims() *Error {
+	return invalidf("the token's claims are not a JSON object of JWT claims")
+}
+
+// decodeClaims reads a token's claims by their exact names (JSON v2).
+// encoding/json matches names in any case and lets the last of "sub" and
+// "Sub" win, so a claim the issuer signs for another purpose could name
+// the principal or the audience: a payload that repeats a name, or that
+// spells a claim read here in another case as well, is refused.
+func (v *verifier) decodeClaims(payload []byte) (jwt.Claims, accessClaims, error) {
+	var std jwt.Claims
+	var extra accessClaims
+	var members map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(payload, &members); err != nil {
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			return std, extra, invalidf("the token's claims name a claim twice")
+		}
+		return std, extra, errClaims()
+	}
+	for name := range members {
+		for _, c := range claimsRead {
+			if name != c && strings.EqualFold(name, c) {
+				return std, extra, invalidf("the token's claims spell the %s claim in another case too", c)
+			}
+		}
+	}
+	if jsonv2.Unmarshal(payload, &std) != nil || jsonv2.Unmarshal(payload, &extra) != nil {
+		return std, extra, errClaims()
+	}
+	return std, extra, nil
 }
 
 func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, error) {
@@ -131,9 +170,13 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 	// Tokens of another issuer are refused before any key is fetched, so
 	// that they cannot make us call the issuer. (The claims are checked
 	// again once the signature is verified.)
-	var unverified jwt.Claims
-	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
-		return Principal{}, invalidf("the token's claims are not a JSON object of JWT claims")
+	var unverifiedPayload json.RawMessage
+	if err := tok.UnsafeClaimsWithoutVerification(&unverifiedPayload); err != nil {
+		return Principal{}, errClaims()
+	}
+	unverified, _, err := v.decodeClaims(unverifiedPayload)
+	if err != nil {
+		return Principal{}, err
 	}
 	if unverified.Issuer != v.cfg.Issuer {
 		return Principal{}, invalidf("the token was not issued by %s", v.cfg.Issuer)
@@ -156,10 +199,9 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 	if payload == nil {
 		return Principal{}, badSignature()
 	}
-	var std jwt.Claims
-	var extra accessClaims
-	if json.Unmarshal(payload, &std) != nil || json.Unmarshal(payload, &extra) != nil {
-		return Principal{}, invalidf("the token's claims are not a JSON object of JWT claims")
+	std, extra, err := v.decodeClaims(payload)
+	if err != nil {
+		return Principal{}, err
 	}
 
 	if std.Expiry == nil {
@@ -189,7 +231,7 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 	var value string
 	switch v.cfg.Claim {
 	case ClaimClientID:
-		if len(extra.ClientID) > 0 && string(extra.ClientID) != "null" && json.Unmarshal(extra.ClientID, &value) != nil {
+		if len(extra.ClientID) > 0 && string(extra.ClientID) != "null" && jsonv2.Unmarshal(extra.ClientID, &value) != nil {
 			return Principal{}, invalidf("the token's client_id claim is not a string")
 		}
 	default:
@@ -234,19 +276,19 @@ func (v *verifier) authenticate(ctx context.Context, raw string) (Principal, err
 // and the scp claim (a list, or a string, as some issuers send it).
 func tokenScopes(c accessClaims) (map[string]bool, error) {
 	have := map[string]bool{}
-	add := func(raw json.RawMessage, name string) error {
+	add := func(raw jsontext.Value, name string) error {
 		if len(raw) == 0 || string(raw) == "null" {
 			return nil
 		}
 		var s string
-		if err := json.Unmarshal(raw, &s); err == nil {
+		if err := jsonv2.Unmarshal(raw, &s); err == nil {
 			for _, f := range strings.Fields(s) {
 				have[f] = true
 			}
 			return nil
 		}
 		var list []string
-		if err := json.Unmarshal(raw, &list); err != nil {
+		if err := jsonv2.Unmarshal(raw, &list); err != nil {
 			return fmt.Errorf("the token's %s claim is neither a string nor a list of strings", name)
 		}
 		for _, f := range list {

@@ -64,6 +64,27 @@ func (k signingKey) sign(t *testing.T, claims any) string {
 	return tok
 }
 
+// signPayload returns a JWT whose payload is exactly payload (JSON text a
+// map cannot hold: repeated names, their order), signed with k.
+func (k signingKey) signPayload(t *testing.T, payload string) string {
+	t.Helper()
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: k.alg, Key: jose.JSONWebKey{Key: k.priv, KeyID: k.kid}},
+		(&jose.SignerOptions{}).WithType("at+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign([]byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // testIssuer is an authorization server: metadata and JWKS endpoints,
 // counting fetches, which can go down.
 type testIssuer struct {
@@ -749,6 +770,57 @@ func TestStaleKeysServeAtOnceWhileTheRefreshHangs(t *testing.T) {
 	if n := e.is.jwksFetches.Load(); n != 2 {
 		t.Errorf("JWKS fetched %d times after the refresh, want 2", n)
 	}
+}
+
+// Claims are read by their exact names: a payload that repeats a name, or
+// spells a claim the server reads in another case too, is refused, so that
+// a claim signed for another purpose ("Sub", "AUD") cannot stand in for
+// the one read.
+func TestClaimsAreReadByTheirExactNames(t *testing.T) {
+	e := newOAuthEnv(t, nil)
+	now := e.clk.now().Unix()
+	times := fmt.Sprintf(`"iat":%d,"exp":%d`, now, now+300)
+	iss, aud := fmt.Sprintf(`"iss":%q`, e.is.issuer), fmt.Sprintf(`"aud":%q`, resource)
+	const twice, otherCase = "the token's claims name a claim twice", "in another case too"
+	cases := []struct {
+		name    string
+		payload string
+		reason  string // "" for alice authenticated
+	}{
+		{"exact names", iss + "," + aud + "," + times + `,"sub":"alice"`, ""},
+		{"other claims in any case", iss + "," + aud + "," + times + `,"sub":"alice","Nonce":"a","nonce":"b","Subject":"x"`, ""},
+		{"sub, then Sub", iss + "," + aud + "," + times + `,"sub":"mallory","Sub":"alice"`, "the sub claim " + otherCase},
+		{"Sub alone", iss + "," + aud + "," + times + `,"Sub":"alice"`, "the sub claim " + otherCase},
+		{"SUB, then sub", iss + "," + aud + "," + times + `,"SUB":"alice","sub":"mallory"`, "the sub claim " + otherCase},
+		{"sub with a long s", iss + "," + aud + "," + times + `,"sub":"mallory","ſub":"alice"`, "the sub claim " + otherCase},
+		{"sub twice", iss + "," + aud + "," + times + `,"sub":"mallory","sub":"alice"`, twice},
+		{"AUD beside aud", iss + `,"aud":"https://other.example/mcp","AUD":` + fmt.Sprintf("%q", resource) + "," + times + `,"sub":"alice"`, "the aud claim " + otherCase},
+		{"aud twice", iss + `,"aud":"https://other.example/mcp",` + aud + "," + times + `,"sub":"alice"`, twice},
+		{"ISS beside iss", iss + `,"ISS":"https://other.example",` + aud + "," + times + `,"sub":"alice"`, "the iss claim " + otherCase},
+		{"Exp beside exp", iss + "," + aud + "," + times + fmt.Sprintf(`,"Exp":%d`, now-3600) + `,"sub":"alice"`, "the exp claim " + otherCase},
+		{"Nbf beside nbf", iss + "," + aud + "," + times + fmt.Sprintf(`,"nbf":%d,"NBF":%d`, now, now+3600) + `,"sub":"alice"`, "the nbf claim " + otherCase},
+		{"IAT beside iat", iss + "," + aud + "," + times + fmt.Sprintf(`,"IAT":%d`, now) + `,"sub":"alice"`, "the iat claim " + otherCase},
+		{"Scope beside scope", iss + "," + aud + "," + times + `,"sub":"alice","scope":"a","Scope":"b"`, "the scope claim " + otherCase},
+		{"SCP beside scp", iss + "," + aud + "," + times + `,"sub":"alice","SCP":["b"]`, "the scp claim " + otherCase},
+		{"Client_ID beside client_id", iss + "," + aud + "," + times + `,"sub":"alice","client_id":"a","Client_ID":"b"`, "the client_id claim " + otherCase},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.call(t, e.key.signPayload(t, "{"+c.payload+"}"))
+			if c.reason == "" {
+				wantOK(t, r, aliceOK)
+				return
+			}
+			wantInvalid(t, r, c.reason)
+		})
+	}
+
+	byClientID := newOAuthEnv(t, func(o *OAuth) {
+		o.Claim = ClaimClientID
+		o.Principals = map[string]OAuthPrincipal{"client-1": {}}
+	})
+	payload := fmt.Sprintf(`{"iss":%q,"aud":%q,"iat":%d,"exp":%d,"client_id":"client-2","Client_Id":"client-1"}`, byClientID.is.issuer, resource, now, now+300)
+	wantInvalid(t, byClientID.call(t, byClientID.key.signPayload(t, payload)), "the client_id claim "+otherCase)
 }
 
 func TestUnlistedPrincipalsGet403UnlessAllowed(t *testing.T) {
