@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -222,6 +223,36 @@ func TestHTTPWithoutPrincipalsListensOnLoopbackOnly(t *testing.T) {
 	code, _, stderr = runCmd(t, nil, "serve", "--sandbox", "--http", "127.0.0.1:0", "--tls-cert", "c.pem")
 	if code != 1 || !strings.Contains(stderr, "give both") {
 		t.Errorf("--tls-cert alone: exit %d, %q", code, stderr)
+	}
+}
+
+// A principals file whose resource URL has a path no route can hold (the
+// metadata is served under it) stops the server at start with the file's
+// line, never a panic.
+func TestHTTPRefusesAResourceURLNoRouteCanHold(t *testing.T) {
+	for _, resource := range []string{"https://mcp.example.com/a{b}", "https://mcp.example.com/a%20b", "https://mcp.example.com/{tenant}/mcp"} {
+		principals := filepath.Join(t.TempDir(), "principals.yaml")
+		file := "oauth:\n  issuer: https://auth.example.com\n  resource: " + resource + "\n  allow_unlisted: true\n"
+		if err := os.WriteFile(principals, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("resource %s: the server panicked: %v", resource, r)
+				}
+			}()
+			// A server that starts is stopped after a while (a wildcard
+			// such as {tenant} mounts without a panic, at a path that
+			// matches any tenant).
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			code := run(ctx, []string{"serve", "--sandbox", "--http", "127.0.0.1:0", "--principals", principals}, env(nil), strings.NewReader(""), &stdout, &stderr)
+			if want := principals + ":3: oauth: resource"; code != 1 || !strings.Contains(stderr.String(), want) {
+				t.Errorf("resource %s: exit %d, %q; want 1 and %q", resource, code, stderr.String(), want)
+			}
+		}()
 	}
 }
 

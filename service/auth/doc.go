@@ -32,10 +32,12 @@
 // once, with the lines to paste ([TokenLines]).
 //
 // In the oauth section, issuer and resource must be https URLs (http only on
-// a loopback host, for tests), without query or fragment. Claim values
-// under principals must be quoted if YAML would read them as numbers or
-// booleans. With no principals listed, allow_unlisted must be true, or no
-// OAuth caller could get in.
+// a loopback host, for tests), without query or fragment. The resource's
+// path, under which the protected resource metadata is also served, may
+// hold only letters, digits, / and -._~!$&'()*+,;=:@, without empty, . or
+// .. segments. Claim values under principals must be quoted if YAML would
+// read them as numbers or booleans. With no principals listed,
+// allow_unlisted must be true, or no OAuth caller could get in.
 //
 // # Requests
 //

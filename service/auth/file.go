@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -354,7 +355,7 @@ func (fp *fileParser) oauth(n *yaml.Node) *OAuth {
 		ok = false
 	} else if s, good := fp.str(e.Value, "oauth: resource"); !good {
 		ok = false
-	} else if err := checkURL(s); err != nil {
+	} else if err := checkResource(s); err != nil {
 		fp.Errorf(e.Value, "oauth: resource %v", err)
 		ok = false
 	} else {
@@ -545,6 +546,42 @@ func checkURL(s string) error {
 		return fmt.Errorf("%q must not have a query", s)
 	}
 	return nil
+}
+
+// checkResource checks a resource URL: checkURL's rules, and a path (as
+// decoded) of letters, digits, / and the other characters RFC 3986 allows
+// in a path unescaped (-._~!$&'()*+,;=:@), without empty, . or ..
+// segments. The protected resource metadata is served at a path built from
+// it (MetadataPaths), which an http.ServeMux pattern must be able to hold
+// and a request reach: a space would read as a method, braces as a
+// wildcard (registering either panics), a percent sign as an escape, and
+// requests for an unclean path are redirected to the clean one.
+func checkResource(s string) error {
+	if err := checkURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s) // parsed by checkURL
+	for _, r := range u.Path {
+		if !isPathChar(r) {
+			return fmt.Errorf("%q has %q in its path: use letters, digits, / and -._~!$&'()*+,;=:@ only (the protected resource metadata is served at a path built from it)", s, r)
+		}
+	}
+	// Requests are redirected to their clean path, so the metadata could
+	// not be served at an unclean one.
+	if p := strings.TrimSuffix(u.Path, "/"); p != "" && (p == "/" || path.Clean(p) != p) {
+		return fmt.Errorf("%q has an empty, . or .. segment in its path (the protected resource metadata is served at a path built from it)", s)
+	}
+	return nil
+}
+
+// isPathChar reports whether r may appear in a resource URL's path: RFC
+// 3986 unreserved characters, sub-delims, ':', '@' and '/'.
+func isPathChar(r rune) bool {
+	switch {
+	case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
+		return true
+	}
+	return strings.ContainsRune("-._~!$&'()*+,;=:@/", r)
 }
 
 func isLoopback(host string) bool {

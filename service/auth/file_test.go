@@ -224,6 +224,20 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 			},
 		},
 		{
+			"refuses a resource URL whose path no route can hold",
+			"oauth:\n  issuer: https://auth.example.com\n  resource: https://mcp.example.com/{tenant}/mcp\n",
+			[]string{
+				`p.yaml:3: oauth: resource "https://mcp.example.com/{tenant}/mcp" has '{' in its path: use letters, digits, / and -._~!$&'()*+,;=:@ only (the protected resource metadata is served at a path built from it)`,
+			},
+		},
+		{
+			"refuses a resource URL with an escaped space in its path",
+			"oauth:\n  issuer: https://auth.example.com\n  resource: https://mcp.example.com/a%20b\n",
+			[]string{
+				`p.yaml:3: oauth: resource "https://mcp.example.com/a%20b" has ' ' in its path: use letters, digits, / and -._~!$&'()*+,;=:@ only (the protected resource metadata is served at a path built from it)`,
+			},
+		},
+		{
 			"names a URL with credentials without them",
 			"oauth:\n  issuer: https://svc:IdpPassw0rd@idp.example.com\n  resource: \"https://tok3n@mcp.example.com/mcp\"\n",
 			[]string{

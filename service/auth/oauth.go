@@ -79,7 +79,7 @@ func newVerifier(o *OAuth, a *Authenticator) (*verifier, error) {
 	if err := checkURL(o.Issuer); err != nil {
 		return nil, fmt.Errorf("auth: oauth: issuer %w", err)
 	}
-	if err := checkURL(o.Resource); err != nil {
+	if err := checkResource(o.Resource); err != nil {
 		return nil, fmt.Errorf("auth: oauth: resource %w", err)
 	}
 	cfg := *o
