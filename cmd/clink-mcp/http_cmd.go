@@ -46,8 +46,16 @@ func (l *httpListener) URL() string {
 	return scheme + "://" + l.Addr().String() + "/mcp"
 }
 
+// netListen opens the --http socket. Tests replace it to see what listen
+// does with an address bound off loopback, which the machine they run on
+// may not have.
+var netListen = net.Listen
+
 // listen checks the HTTP settings and opens the listener. Without a
-// principals file nobody is authenticated, so it listens on loopback only.
+// principals file nobody is authenticated, so it listens on loopback only:
+// the host named is checked first, and the address bound after, since a
+// name ("localhost") is resolved by Listen (/etc/hosts, DNS), possibly to
+// another address.
 func (c *config) listen() (*httpListener, error) {
 	host, _, err := net.SplitHostPort(c.httpAddr)
 	if err != nil {
@@ -67,8 +75,13 @@ func (c *config) listen() (*httpListener, error) {
 	case c.tlsCert != "" || c.tlsKey != "":
 		return nil, errors.New("tls-cert, tls-key (CLINK_TLS_CERT, CLINK_TLS_KEY): give both, or neither")
 	}
-	if l.Listener, err = net.Listen("tcp", c.httpAddr); err != nil {
+	if l.Listener, err = netListen("tcp", c.httpAddr); err != nil {
 		return nil, fmt.Errorf("http (CLINK_HTTP_ADDR): %v", err)
+	}
+	if c.principalsPath == "" && !loopbackListener(l) {
+		bound := l.Addr().String()
+		_ = l.Close()
+		return nil, fmt.Errorf("http (CLINK_HTTP_ADDR): %s was bound on %s, which is not a loopback address; without a principals file (--principals, CLINK_PRINCIPALS) every caller is trusted, so the server listens on loopback only (127.0.0.1, [::1], or localhost where it resolves to them)", c.httpAddr, bound)
 	}
 	if l.tls != nil {
 		l.Listener = tls.NewListener(l.Listener, l.tls)

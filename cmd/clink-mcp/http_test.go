@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -223,6 +225,60 @@ func TestHTTPWithoutPrincipalsListensOnLoopbackOnly(t *testing.T) {
 	code, _, stderr = runCmd(t, nil, "serve", "--sandbox", "--http", "127.0.0.1:0", "--tls-cert", "c.pem")
 	if code != 1 || !strings.Contains(stderr, "give both") {
 		t.Errorf("--tls-cert alone: exit %d, %q", code, stderr)
+	}
+}
+
+// fakeListener is a listener bound at addr, which the machine need not
+// have: it accepts nothing and records its closing.
+type fakeListener struct {
+	addr   net.Addr
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *fakeListener) Accept() (net.Conn, error) {
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *fakeListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *fakeListener) Addr() net.Addr { return l.addr }
+
+// Without a principals file, a name that passes as loopback ("localhost")
+// but that Listen resolves to another address (/etc/hosts, DNS) is refused
+// once bound, and the socket closed, before anything is served.
+func TestHTTPWithoutPrincipalsRefusesANameBoundOffLoopback(t *testing.T) {
+	var opened []*fakeListener
+	listen := netListen
+	t.Cleanup(func() { netListen = listen })
+	netListen = func(network, addr string) (net.Listener, error) {
+		l := &fakeListener{addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 8080}, closed: make(chan struct{})}
+		opened = append(opened, l)
+		return l, nil
+	}
+	for _, addr := range []string{"localhost:8080", "localhost.:8080"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		var stdout, stderr bytes.Buffer
+		code := run(ctx, []string{"serve", "--sandbox", "--http", addr}, env(nil), strings.NewReader(""), &stdout, &stderr)
+		cancel()
+		want := "http (CLINK_HTTP_ADDR): " + addr + " was bound on 192.0.2.1:8080, which is not a loopback address"
+		if code != 1 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("--http %s bound on 192.0.2.1: exit %d, %q; want 1 and %q", addr, code, stderr.String(), want)
+		}
+	}
+	if len(opened) != 2 {
+		t.Fatalf("%d listeners opened, want 2", len(opened))
+	}
+	for _, l := range opened {
+		select {
+		case <-l.closed:
+		default:
+			t.Error("the listener bound off loopback was left open")
+		}
 	}
 }
 
