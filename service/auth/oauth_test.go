@@ -48,8 +48,8 @@ func ecKey(t *testing.T, kid string) signingKey {
 	return signingKey{kid, jose.ES256, k}
 }
 
-// sign returns a JWT of claims signed with k.
-func (k signingKey) sign(t *testing.T, claims any) string {
+// signer returns a signer of access tokens (typ at+jwt) with k.
+func (k signingKey) signer(t *testing.T) jose.Signer {
 	t.Helper()
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: k.alg, Key: jose.JSONWebKey{Key: k.priv, KeyID: k.kid}},
@@ -57,6 +57,13 @@ func (k signingKey) sign(t *testing.T, claims any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signer
+}
+
+// sign returns a JWT of claims signed with k.
+func (k signingKey) sign(t *testing.T, claims any) string {
+	t.Helper()
+	signer := k.signer(t)
 	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
 	if err != nil {
 		t.Fatal(err)
@@ -68,12 +75,7 @@ func (k signingKey) sign(t *testing.T, claims any) string {
 // map cannot hold: repeated names, their order), signed with k.
 func (k signingKey) signPayload(t *testing.T, payload string) string {
 	t.Helper()
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: k.alg, Key: jose.JSONWebKey{Key: k.priv, KeyID: k.kid}},
-		(&jose.SignerOptions{}).WithType("at+jwt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := k.signer(t)
 	jws, err := signer.Sign([]byte(payload))
 	if err != nil {
 		t.Fatal(err)
