@@ -47,9 +47,10 @@ func approvalOf(a *state.Approval) approvalJSON {
 //     not used yet); ?all=1 lists decided ones too, newest first;
 //   - POST /admin/approvals/{id}/approve and /deny: decide one, recorded
 //     in the audit trail as "operator:" + the admin's principal name. 409
-//     when it is no longer pending, 404 when unknown, 403 when the admin's
-//     own calls asked for it, 503 when the store does not answer (the
-//     four-eyes read too: it fails closed).
+//     when it is no longer pending (saying so when the decision came past
+//     its deadline before a sweep, and so expired it), 404 when unknown,
+//     403 when the admin's own calls asked for it, 503 when the store does
+//     not answer (the four-eyes read too: it fails closed).
 func (s *Service) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/approvals", func(w http.ResponseWriter, r *http.Request) {
@@ -103,6 +104,15 @@ func (s *Service) adminHandler() http.Handler {
 			switch {
 			case errors.Is(err, state.ErrNotFound):
 				plain(w, http.StatusNotFound, "no such approval")
+				return
+			case errors.Is(err, state.ErrApprovalNotPending) && a != nil && own.State == state.ApprovalPending && a.State == state.ApprovalExpired:
+				// Pending when read, past its deadline with no sweep yet:
+				// deciding it expired it, which changed something.
+				verb := map[bool]string{true: "approved", false: "denied"}[approve]
+				writeJSON(w, http.StatusConflict, map[string]any{
+					"error": fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+						a.ExpiresAt.UTC().Format(time.RFC3339), verb),
+					"approval": approvalOf(a)})
 				return
 			case errors.Is(err, state.ErrApprovalNotPending) && a != nil:
 				writeJSON(w, http.StatusConflict, map[string]any{"error": "the approval is no longer pending", "approval": approvalOf(a)})

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/clink-mcp/clink-mcp/gate"
 	"github.com/clink-mcp/clink-mcp/gate/state"
 	"github.com/clink-mcp/clink-mcp/policy"
 	"github.com/clink-mcp/clink-mcp/service/auth"
@@ -432,5 +434,71 @@ func TestARepeatedAnswerGetsTheCreatedSession(t *testing.T) {
 	}
 	if n := f.sandbox.SessionCount(); n != 1 {
 		t.Errorf("Clink has %d sessions, want 1", n)
+	}
+}
+
+// unswept hides a store's sweep of expired approvals, standing in for a
+// server whose sweep has not come round yet.
+type unswept struct{ state.Store }
+
+func (unswept) ExpireApprovals(context.Context, time.Time) (int, error) { return 0, nil }
+
+// An admin deciding an approval whose deadline passed before any sweep
+// expires it: the 409 says so, not merely that it is no longer pending.
+func TestTheAdminEndpointSaysADecisionPastTheDeadlineExpiredIt(t *testing.T) {
+	for _, verb := range []string{"approve", "deny"} {
+		t.Run(verb, func(t *testing.T) {
+			st, err := state.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			pol, err := policy.Parse("policy.yaml", []byte(approvalsPolicy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			past := time.Now().Add(-16 * time.Minute) // timeout 15m: a minute past it
+			g := gate.New(gate.Config{Policy: pol, Store: st, Secret: bytes.Repeat([]byte{7}, gate.MinSecretLen), Account: "acct",
+				Clock: func() time.Time { return past }})
+			m, err := policy.ParseMoney("250", "USD")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := g.Create(context.Background(), "", &gate.Order{
+				Request:     policy.Request{Tool: policy.ToolAgentPaymentSession, Amount: m, CustomerEmail: "bob@example.com"},
+				Fingerprint: []byte("bob"),
+				Commit:      func(context.Context) (*gate.Created, error) { return nil, errors.New("reached Clink") },
+			})
+			if res.Code != policy.CodeApprovalRequired {
+				t.Fatalf("the call = %s %q, want approval_required", res.Code, res.Text)
+			}
+			if err := g.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			list, err := st.ListApprovals(context.Background(), nil, 10)
+			if err != nil || len(list) != 1 || list[0].State != state.ApprovalPending {
+				t.Fatalf("ListApprovals = %+v, %v; want one pending", list, err)
+			}
+			a := list[0]
+
+			token, err := auth.NewToken()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, setup{policy: approvalsPolicy, store: unswept{st}, principals: map[string]string{"agent": ""},
+				principalsYAML: fmt.Sprintf("  - name: ops\n    token_sha256: %s\n    admin: true\n", auth.HashToken(token))})
+			ops := map[string]string{"Authorization": "Bearer " + token}
+			code, _, body := f.get("POST", "/admin/approvals/"+a.ID+"/"+verb, nil, ops)
+			done := map[string]string{"approve": "approved", "deny": "denied"}[verb]
+			want := fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+				a.ExpiresAt.UTC().Format(time.RFC3339), done)
+			if code != http.StatusConflict || !strings.Contains(body, want) || !strings.Contains(body, `"state":"expired"`) {
+				t.Errorf("deciding it = %d %s; want 409 saying %q", code, body, want)
+			}
+			code, _, body = f.get("POST", "/admin/approvals/"+a.ID+"/"+verb, nil, ops)
+			if code != http.StatusConflict || !strings.Contains(body, "the approval is no longer pending") || strings.Contains(body, "had expired") {
+				t.Errorf("deciding it again = %d %s; want 409, no longer pending", code, body)
+			}
+		})
 	}
 }
