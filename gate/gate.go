@@ -220,6 +220,10 @@ func New(cfg Config) *Gate {
 	return g
 }
 
+// Now is the gate's clock: the time of calls, by which a [Question]'s
+// ExpiresAt is set.
+func (g *Gate) Now() time.Time { return g.now() }
+
 // publishClock publishes the gate's time to the store until Close,
 // reports clocks that disagree with the other processes', and resolves the
 // calls that processes gone have left open.

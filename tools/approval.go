@@ -2,6 +2,9 @@ package tools
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -94,4 +97,109 @@ func asking(q *gate.Question) *mcp.CallToolResult {
 			RequestedSchema: approvalSchema,
 		}).
 		ToolResult()
+}
+
+// askedKey keys, in a call's context, where create notes the question the
+// gate put (see askUntilExpiry).
+type askedKey struct{}
+
+// noteQuestion tells askUntilExpiry, when it runs the call, the question
+// the gate asked.
+func noteQuestion(ctx context.Context, q *gate.Question) {
+	if p, ok := ctx.Value(askedKey{}).(**gate.Question); ok && q != nil {
+		*p = q
+	}
+}
+
+// maxAskRounds bounds how many times askUntilExpiry asks within one call,
+// as mcp-go's own bridge does.
+const maxAskRounds = 10
+
+// askPoll is the longest askUntilExpiry waits before it looks at the
+// gate's clock again.
+const askPoll = time.Second
+
+// askUntilExpiry puts the approval question to a client of a protocol
+// before 2026-07-28 (elicitation/create), as mcp-go's bridge from input
+// requests would, but stops waiting when the approval expires by the
+// gate's clock. The bridge waits however long the user takes, and on
+// stdio nothing else ends the wait while the client's input stays open,
+// so an unanswered question kept the agent's call open past its approval.
+// Then the call runs again without an answer, and the gate says the
+// approval expired (or, if an operator decided it meanwhile, what they
+// decided). Clients of 2026-07-28 get the question as an input request
+// and are not waited for; anything but the approval question is left to
+// mcp-go.
+func askUntilExpiry(g *gate.Gate) server.ToolHandlerMiddleware {
+	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
+		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if mcp.IsModernProtocol(server.RequestProtocolVersion(ctx)) {
+				return next(ctx, req)
+			}
+			srv := server.ServerFromContext(ctx)
+			for round := 0; ; round++ {
+				var q *gate.Question
+				res, err := next(context.WithValue(ctx, askedKey{}, &q), req)
+				if err != nil || res == nil || !res.NeedsInput() || q == nil || srv == nil || round == maxAskRounds {
+					return res, err
+				}
+				in, ok := res.InputRequests[approvalInput]
+				if !ok || len(res.InputRequests) != 1 || in.Method != mcp.MethodElicitationCreate || in.Elicitation == nil {
+					return res, nil
+				}
+				answer, err := askBefore(ctx, srv, g, *in.Elicitation, q.ExpiresAt)
+				if err != nil {
+					return nil, err
+				}
+				req.Params.MultiRoundTripParams = mcp.MultiRoundTripParams{RequestState: res.RequestState}
+				if answer != nil {
+					req.Params.InputResponses = mcp.InputResponses{approvalInput: mcp.NewElicitationInputResponse(*answer)}
+				}
+			}
+		}
+	}
+}
+
+// askBefore sends the question and waits for the client's answer until
+// expires by g's clock: nil, nil once it has passed with no answer (the
+// question's request is abandoned; a late answer finds nothing waiting).
+// An error is the client's, or the call's context's.
+func askBefore(ctx context.Context, srv *server.MCPServer, g *gate.Gate, params mcp.ElicitationParams, expires time.Time) (*mcp.ElicitationResult, error) {
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type reply struct {
+		res *mcp.ElicitationResult
+		err error
+	}
+	replies := make(chan reply, 1)
+	go func() {
+		res, err := srv.RequestElicitation(qctx, mcp.ElicitationRequest{
+			Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
+			Params:  params,
+		})
+		replies <- reply{res, err}
+	}()
+	for {
+		left := expires.Sub(g.Now())
+		if left <= 0 {
+			cancel()
+			if r := <-replies; r.err == nil && r.res != nil {
+				return r.res, nil // answered as it expired: the gate judges it
+			}
+			return nil, nil
+		}
+		timer := time.NewTimer(min(left, askPoll))
+		select {
+		case r := <-replies:
+			timer.Stop()
+			switch {
+			case r.err != nil:
+				return nil, fmt.Errorf("multi round-trip: %w", r.err)
+			case r.res == nil:
+				return nil, errors.New("multi round-trip: the session returned no elicitation result")
+			}
+			return r.res, nil
+		case <-timer.C:
+		}
+	}
 }

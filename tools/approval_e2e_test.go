@@ -6,7 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -63,6 +65,18 @@ type approvalSetup struct {
 
 func newApprovalSetup(t *testing.T, version string, u *user) *approvalSetup {
 	t.Helper()
+	var h client.ElicitationHandler
+	if u != nil {
+		h = u
+	}
+	return newApprovalSetupAt(t, version, h, nil)
+}
+
+// newApprovalSetupAt is newApprovalSetup with the user's elicitation
+// handler h (nil: a client that cannot ask) and the gate's clock (nil: the
+// real one).
+func newApprovalSetupAt(t *testing.T, version string, h client.ElicitationHandler, clock func() time.Time) *approvalSetup {
+	t.Helper()
 	sb := sandbox.New()
 	hs := httptest.NewServer(sb)
 	t.Cleanup(hs.Close)
@@ -76,11 +90,11 @@ func newApprovalSetup(t *testing.T, version string, u *user) *approvalSetup {
 	}
 	st := state.NewMemory()
 	t.Cleanup(func() { st.Close() })
-	g := gate.New(gate.Config{Policy: p, Store: st, Secret: []byte("approval e2e state secret, 32 bytes or more")})
+	g := gate.New(gate.Config{Policy: p, Store: st, Secret: []byte("approval e2e state secret, 32 bytes or more"), Clock: clock})
 	t.Cleanup(func() { g.Close(context.Background()) })
 	opts := []client.ClientOption{client.WithProtocolVersion(version)}
-	if u != nil {
-		opts = append(opts, client.WithElicitationHandler(u))
+	if h != nil {
+		opts = append(opts, client.WithElicitationHandler(h))
 	}
 	srv := tools.NewServer(tools.Deps{Payments: c, Policy: p, Gate: g}, "test")
 	cli, err := client.NewInProcessClientWithOptions(srv, opts...)
@@ -357,5 +371,73 @@ func TestThePolicyResourceAndTheStatusToolsOnTheSandbox(t *testing.T) {
 	}
 	if n := s.sb.Requests() - before; n != 0 {
 		t.Errorf("%d requests reached Clink, want none (both refused lookups send none)", n)
+	}
+}
+
+// silentUser is asked and never answers: its question stays open until
+// the server withdraws it.
+type silentUser struct {
+	asked     chan struct{}
+	withdrawn chan struct{}
+}
+
+func (u *silentUser) Elicit(ctx context.Context, _ mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	u.asked <- struct{}{}
+	<-ctx.Done()
+	close(u.withdrawn)
+	return nil, ctx.Err()
+}
+
+// A client before 2026-07-28 is asked with elicitation/create and the call
+// waits for its answer; a question nobody answers no longer keeps the call
+// open past its approval: once the approval expires by the gate's clock,
+// the question is withdrawn and the call says the approval expired. A
+// client of 2026-07-28 is never waited for (its question is an input
+// request).
+func TestAnUnansweredQuestionEndsWhenItsApprovalExpires(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	u := &silentUser{asked: make(chan struct{}, 1), withdrawn: make(chan struct{})}
+	s := newApprovalSetupAt(t, mcp.ProtocolVersion20251125, u, clock)
+	results := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		res, err := s.cli.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: policy.ToolCheckoutSession, Arguments: json.RawMessage(bigCheckout)}})
+		if err != nil {
+			res = mcp.NewToolResultError("transport error: " + err.Error())
+		}
+		results <- res
+	}()
+	select {
+	case <-u.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the user was never asked")
+	}
+	select {
+	case res := <-results:
+		t.Fatalf("the call ended before its approval expired: %s", tools.ResultText(res))
+	case <-time.After(1500 * time.Millisecond):
+	}
+	offset.Store(int64(16 * time.Minute)) // approvals: { timeout: 15m }
+	var res *mcp.CallToolResult
+	select {
+	case res = <-results:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call still waits for an answer to a question whose approval has expired")
+	}
+	if text := tools.ResultText(res); !res.IsError || !strings.Contains(text, "approval_expired") {
+		t.Errorf("the call = %s, want approval_expired", text)
+	}
+	select {
+	case <-u.withdrawn:
+	case <-time.After(5 * time.Second):
+		t.Error("the question was not withdrawn")
+	}
+	select {
+	case <-u.asked:
+		t.Error("the user was asked again")
+	default:
+	}
+	if n := s.sb.Requests(); n != 0 {
+		t.Errorf("Clink got %d requests, want none", n)
 	}
 }

@@ -97,7 +97,9 @@ func (ts *toolset) create(ctx context.Context, req mcp.CallToolRequest, p *prepa
 	}
 	p.order.CanAsk = canAsk(ctx, req)
 	p.order.Answer = answerOf(req)
-	return render(ts.gate.Create(ctx, caller, p.order))
+	res := ts.gate.Create(ctx, caller, p.order)
+	noteQuestion(ctx, res.Question)
+	return render(res)
 }
 
 // internal records a failure of the tool's own (it could not build the

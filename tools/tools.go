@@ -195,6 +195,7 @@ func NewServer(d Deps, version string) *server.MCPServer {
 		server.WithElicitation(),
 		server.WithInstructions(Instructions(d.Sandbox, d.Policy.DuplicatesWindow())),
 		server.WithRecovery(),
+		server.WithToolHandlerMiddleware(askUntilExpiry(d.Gate)),
 	)
 	s.AddTools(All(d)...)
 	r := PolicyResource(d)
