@@ -2,7 +2,8 @@
 // payment sessions inside a policy set by its operator.
 //
 // Run "clink-mcp help" for the commands and every flag with its environment
-// twin; README.md has the full reference.
+// twin; docs/operations.md explains each setting, and README.md lists the
+// commands and the other pages.
 package main
 
 import (
