@@ -15,8 +15,10 @@
 //     duplicate guard, budgets and rate limits, the journal's intent, the
 //     Clink call, and its settlement.
 //
-// Every call, whatever its outcome, leaves a record in the audit trail and
-// one log line, written by the core. Every failure is a tool result with
+// Every call of a create tool, whatever its outcome, leaves an outcome
+// record in the audit trail and one log line, written by the core; the
+// read-only tools (check_payment_policy and the status tools) record nothing
+// in the audit trail. Every failure is a tool result with
 // isError set and a message the model can act on; it never carries the API
 // key, Clink's tokenValue, a stack trace or a raw upstream body.
 package tools
