@@ -7,7 +7,8 @@
 // claims and records under keys its callers choose. [Store] is the
 // interface the server uses; [OpenSQLite] is the embedded, durable
 // implementation, [OpenPostgres] the one that several replicas share, and
-// [NewMemory] the in-memory one for tests.
+// [NewMemory] the in-memory one that tests, the demo and `serve --sandbox`
+// use (bounded: it forgets its oldest records).
 package state
 
 import (
