@@ -237,7 +237,7 @@ Usage:
   clink-mcp token new NAME      make a bearer token for a principal: prints it once, and the line for the principals file
   clink-mcp demo                run the server against the built-in sandbox and show what it does
   clink-mcp policy check FILE   validate a policy file and print the effective policy
-  clink-mcp audit verify        check the audit trail's hash chain (the store of --policy)
+  clink-mcp audit verify        check the audit trail's hash chain (the store of CLINK_DATABASE_URL, else of --policy)
   clink-mcp audit export        write the audit trail to stdout as JSON lines
   clink-mcp approvals list      list the payments waiting for a person's approval (--all: decided ones too)
   clink-mcp approvals approve ID --by NAME   approve one: the agent's identical call then creates it
