@@ -883,3 +883,83 @@ func TestDocsInlineConfigFragments(t *testing.T) {
 		t.Error("no inline \"args\" fragment found; docs/install.md quotes one")
 	}
 }
+
+// TestDocsNameSettingsAndMetricsThatExist checks the names the running text gives in code
+// spans, which no sample marker covers: a flag (`--policy`, `--limit N`) is one of the
+// command's settings or a subcommand's own flags, an environment variable (`CLINK_ENV`,
+// `CLINK_POLICY=FILE`) is one the code reads, and a metric (`clink_mcp_tool_calls_total`,
+// `clink_mcp_approvals_total{event}`) is one service/metrics.go registers.
+func TestDocsNameSettingsAndMetricsThatExist(t *testing.T) {
+	flags := map[string]bool{"--help": true, "--version": true, "--all": true, "--limit": true, "--by": true}
+	for _, s := range settings {
+		flags["--"+s.flag] = true
+	}
+	envs := map[string]bool{}
+	envRE := regexp.MustCompile(`"(CLINK_[A-Z0-9_]+)"`)
+	err := filepath.WalkDir(repoRoot, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() && strings.HasPrefix(e.Name(), ".") && p != repoRoot {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".go") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for _, m := range envRE.FindAllSubmatch(data, -1) {
+				envs[string(m[1])] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := map[string]bool{}
+	src, err := os.ReadFile(filepath.Join(repoRoot, "service", "metrics.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`Namespace: namespace, Name: "([a-z_]+)"`).FindAllSubmatch(src, -1) {
+		metrics["clink_mcp_"+string(m[1])] = true
+	}
+	if len(metrics) == 0 || !envs["CLINK_API_KEY"] {
+		t.Fatalf("found %d metrics and env names %v in the code: the scan has lost them", len(metrics), envs)
+	}
+	var (
+		flagRE   = regexp.MustCompile(`^(--[a-z][a-z-]*)(?:[ =]|$)`)
+		envSpan  = regexp.MustCompile(`^(CLINK_[A-Z0-9_]+)(?:[ =]|$)`)
+		metricRE = regexp.MustCompile(`^(clink_mcp_[a-z_]+)(?:\{|$)`)
+	)
+	checked := 0
+	for _, d := range readDocs(t) {
+		prose := d.prose()
+		for i := range len(d.lines) {
+			for _, m := range codeSpanRE.FindAllStringSubmatch(prose[i], -1) {
+				where := fmt.Sprintf("%s:%d: `%s`", d.path, i+1, m[1])
+				switch {
+				case flagRE.MatchString(m[1]):
+					checked++
+					if f := flagRE.FindStringSubmatch(m[1])[1]; !flags[f] {
+						t.Errorf("%s: clink-mcp has no flag %s", where, f)
+					}
+				case envSpan.MatchString(m[1]):
+					checked++
+					if v := envSpan.FindStringSubmatch(m[1])[1]; !envs[v] {
+						t.Errorf("%s: no code reads %s", where, v)
+					}
+				case metricRE.MatchString(m[1]):
+					checked++
+					if n := metricRE.FindStringSubmatch(m[1])[1]; !metrics[n] {
+						t.Errorf("%s: service/metrics.go registers no metric %s", where, n)
+					}
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d flags, variables and metrics found in the docs' running text; the parser has lost them", checked)
+	}
+}
