@@ -21,7 +21,8 @@ import (
 )
 
 // demoPolicy is the policy the demo runs under: small enough to read in the
-// transcript, with a rule of every kind to show refusing.
+// transcript, with rules of most kinds to show refusing (it sets no
+// redirect hosts and no tool budget).
 //
 //go:embed demo-policy.yaml
 var demoPolicy []byte

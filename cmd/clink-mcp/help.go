@@ -16,9 +16,10 @@ var commandUsage = map[string]func(io.Writer){
 	"demo": usageText(`Usage: clink-mcp demo
 
 Runs the server against the built-in Clink sandbox, in process, through a real
-MCP client, and prints a transcript: sessions created, a refusal of every
-kind, duplicates, a rate limit, approvals put to a scripted user, status
-lookups and the clink://policy resource, with every policy it runs under.
+MCP client, and prints a transcript: sessions created, refusals by the
+policy's rules and by validation, duplicates, a rate limit, a budget,
+approvals put to a scripted user, status lookups and the clink://policy
+resource, with every policy it runs under.
 Nothing is charged and nothing is written to disk. It exits 1 if a step does
 not behave as the transcript says.
 `),
