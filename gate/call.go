@@ -561,25 +561,56 @@ func (g *Gate) waitClaim(ctx context.Context, key string) bool {
 }
 
 // commit makes the Clink call, detached from the caller's cancellation,
-// and maps its outcome. A panic in it is an unknown outcome: the request
-// may have left.
-func (g *Gate) commit(ctx context.Context, c *call, o *Order) (res *Result) {
+// and maps its outcome. A panic in the call is an unknown outcome: the
+// request may have left. Once the call has returned, its answer stands:
+// a panic in a log line written about it changes nothing (logSafely).
+func (g *Gate) commit(ctx context.Context, c *call, o *Order) *Result {
 	ctx = context.WithoutCancel(ctx)
-	defer func() {
-		if r := recover(); r != nil {
-			g.log.ErrorContext(ctx, "panic in the Clink call", "tool", c.tool, "call", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			res = unknownResult(outcomeUnknownMessage)
-		}
-	}()
-	created, err := o.Commit(ctx)
-	if err != nil {
+	created, err := g.callClink(ctx, c, o)
+	switch {
+	case errors.Is(err, errCommitPanicked):
+		return unknownResult(outcomeUnknownMessage)
+	case err != nil:
 		return g.upstreamFailure(ctx, c, err)
 	}
 	if len(created.Unread) > 0 {
-		g.log.WarnContext(ctx, "clink created the session, but some fields of its answer could not be read", "tool", c.tool, "call", c.id,
-			"session_id", created.SessionID, "fields", created.Unread)
+		logSafely(func() {
+			g.log.WarnContext(ctx, "clink created the session, but some fields of its answer could not be read", "tool", c.tool, "call", c.id,
+				"session_id", created.SessionID, "fields", created.Unread)
+		})
 	}
 	return &Result{Code: policy.CodeCreated, Text: created.Summary, SessionID: created.SessionID, Structured: created.Structured}
+}
+
+// errCommitPanicked is callClink's error for a call that panicked, or
+// returned neither a session nor an error: what Clink did is unknown.
+var errCommitPanicked = errors.New("gate: the Clink call panicked")
+
+// callClink runs o.Commit, turning a panic in it into errCommitPanicked.
+// Only the call itself is guarded: what Clink answered is mapped outside.
+func (g *Gate) callClink(ctx context.Context, c *call, o *Order) (created *Created, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := string(debug.Stack())
+			logSafely(func() {
+				g.log.ErrorContext(ctx, "panic in the Clink call", "tool", c.tool, "call", c.id, "panic", fmt.Sprint(r), "stack", stack)
+			})
+			created, err = nil, errCommitPanicked
+		}
+	}()
+	created, err = o.Commit(ctx)
+	if created == nil && err == nil {
+		panic("gate: the order's Commit returned neither a session nor an error")
+	}
+	return created, err
+}
+
+// logSafely writes a log line about a call whose outcome is decided: a
+// panic in the log's handler is dropped, so that it cannot change the
+// outcome the call reports and records.
+func logSafely(log func()) {
+	defer func() { _ = recover() }()
+	log()
 }
 
 // settle writes the call's completion (see [state.Completion]) and its log
@@ -656,20 +687,22 @@ func (g *Gate) upstreamFailure(ctx context.Context, c *call, err error) *Result 
 	var cerr *clink.Error
 	switch {
 	case errors.Is(err, clink.ErrOutcomeUnknown):
-		g.log.ErrorContext(ctx, "clink outcome unknown", "tool", c.tool, "call", c.id, "err", err)
+		logSafely(func() { g.log.ErrorContext(ctx, "clink outcome unknown", "tool", c.tool, "call", c.id, "err", err) })
 		return unknownResult(outcomeUnknownMessage)
 	case errors.As(err, &cerr):
 		code := policy.CodeUpstreamRefused
 		if errors.Is(err, clink.ErrUnauthorized) {
 			code = policy.CodeUpstreamAuth
 		}
-		g.log.WarnContext(ctx, "clink refused", "tool", c.tool, "call", c.id, "err", err)
+		logSafely(func() { g.log.WarnContext(ctx, "clink refused", "tool", c.tool, "call", c.id, "err", err) })
 		return &Result{Code: code, IsError: true,
 			Text: fmt.Sprintf("Clink refused the request (%s): %s Nothing was created.", refusalLabel(cerr), cerr.Explanation())}
 	default:
 		// The client reports every failure after sending as an unknown
 		// outcome, so anything else happened before the request left.
-		g.log.ErrorContext(ctx, "clink call failed before sending", "tool", c.tool, "call", c.id, "err", err)
+		logSafely(func() {
+			g.log.ErrorContext(ctx, "clink call failed before sending", "tool", c.tool, "call", c.id, "err", err)
+		})
 		return internalResult()
 	}
 }

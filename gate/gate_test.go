@@ -841,6 +841,63 @@ func TestAPanicAfterClinkAnsweredKeepsItsAnswer(t *testing.T) {
 			t.Error("the observer's panic is not in the log")
 		}
 	})
+	// A panic in the log lines written once Clink has answered: the
+	// answer stands, as a panic in the store's write or the observer
+	// leaves it.
+	panickyLog := func(t *testing.T, msg string) *fixture {
+		t.Helper()
+		mem := memory(t)
+		logs := &syncBuffer{}
+		g := New(Config{Policy: parsePolicy(t), Store: mem, Secret: testSecret, Account: "acct",
+			Logger: slog.New(&panicOnMessage{Handler: slog.NewJSONHandler(logs, nil), msg: msg})})
+		t.Cleanup(func() { g.Close(context.Background()) })
+		return &fixture{g: g, store: mem, fake: &clinkFake{}, logs: logs}
+	}
+	t.Run("the log panics on a created session's unread fields", func(t *testing.T) {
+		f := panickyLog(t, "clink created the session, but some fields of its answer could not be read")
+		o := f.fake.order(t, "250", "a@example.com")
+		commit := o.Commit
+		o.Commit = func(ctx context.Context) (*Created, error) {
+			c, err := commit(ctx)
+			if c != nil {
+				c.Unread = []string{"expireTime"}
+			}
+			return c, err
+		}
+		res := f.g.Create(context.Background(), "", o)
+		if res.Code != policy.CodeCreated || res.SessionID != "sess_1" {
+			t.Fatalf("result %s %q: want created with sess_1", res.Code, res.Text)
+		}
+		if err := f.g.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var sessions []string
+		_ = f.store.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
+			if r.Kind == state.KindOutcome {
+				sessions = append(sessions, r.Decision+"/"+r.SessionID)
+			}
+			return nil
+		})
+		if fmt.Sprint(sessions) != "[created/sess_1]" {
+			t.Errorf("outcome records %v, want [created/sess_1]", sessions)
+		}
+	})
+	t.Run("the log panics on Clink's refusal", func(t *testing.T) {
+		f := panickyLog(t, "clink refused")
+		f.fake.err = &clink.Error{HTTPStatus: 200, Code: 400, Message: "CUSTOMER_NOT_FOUND"}
+		if res := f.g.Create(context.Background(), "", f.fake.order(t, "250", "a@example.com")); res.Code != policy.CodeUpstreamRefused {
+			t.Fatalf("result %s %q: want %s", res.Code, res.Text, policy.CodeUpstreamRefused)
+		}
+		// Clink made nothing: the budget is given back, and the identical
+		// call is made again rather than answered "outcome unknown".
+		f.fake.err = nil
+		if res := f.g.Create(context.Background(), "", f.fake.order(t, "250", "a@example.com")); res.Code != policy.CodeCreated {
+			t.Fatalf("the identical call after the refusal: %s %q, want created", res.Code, res.Text)
+		}
+		if u := usage(t, f.g); u != 25000 {
+			t.Errorf("the budget holds %d, want 25000: the refused call's 250.00 released", u)
+		}
+	})
 }
 
 // Close reports calls in flight only when there are some: with none, a
