@@ -1092,3 +1092,56 @@ func TestThePendingAnswerCountsTheLineItems(t *testing.T) {
 		t.Errorf("a checkout of 1.00 whose line items make 135.00 = %+v; want approval_required counting the line items", res)
 	}
 }
+
+// A denied approval gives its budget back, but the call it asked for still
+// counts against the rate limits (docs/approvals.md, step 2), as a call
+// Clink refused does; the approved call is not counted again.
+func TestARefusedApprovalGivesBackItsBudgetNotItsRateLimitCount(t *testing.T) {
+	const yaml = approvalPolicy + `
+rate_limits:
+  - { window: 1h, max_calls: 5 }
+`
+	st := memory(t)
+	g, _ := newGate(t, yaml, "", st)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	used := func() (budget, calls int64) {
+		t.Helper()
+		standing, err := g.Standing(ctx, "agent")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range standing {
+			if l.Kind == policy.KindBudget {
+				budget = l.Used
+			} else {
+				calls = l.Used
+			}
+		}
+		return budget, calls
+	}
+	for i, approve := range []bool{false, true} {
+		amount := []string{"250", "300"}[i]
+		if res := g.Create(ctx, "agent", fake.order(t, amount, "b@example.com")); res.Code != policy.CodeApprovalRequired {
+			t.Fatalf("call %d = %s, want approval_required", i, res.Code)
+		}
+		var id string
+		for _, a := range approvalsIn(t, st) {
+			if a.State == state.ApprovalPending {
+				id = a.ID
+			}
+		}
+		if _, err := DecideApproval(ctx, st, id, approve, "ops"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if budget, calls := used(); budget != 30000 || calls != 2 {
+		t.Fatalf("after a denied and an approved request: budget %d, calls %d; want 30000 (the approved one's) and 2", budget, calls)
+	}
+	if res := g.Create(ctx, "agent", fake.order(t, "300", "b@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("the approved call = %s, want created", res.Code)
+	}
+	if budget, calls := used(); budget != 30000 || calls != 2 {
+		t.Errorf("after the approved call: budget %d, calls %d; want 30000 and 2 (counted when it asked)", budget, calls)
+	}
+}
