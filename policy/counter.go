@@ -27,9 +27,10 @@ const (
 // entry stamped later than the check (the clocks of processes sharing a
 // store disagree) counts too: the store fails closed.
 type Limit struct {
-	// Key names the counter, e.g. "budget|*|USD|24h|" or
-	// "rate|*|1m|cust:4f2a…". Callers choose keys; the store only compares
-	// them. Keys must not contain raw customer emails.
+	// Key names the counter, e.g. "budget|*|USD|24h0m0s|" or
+	// "rate|*|1m0s|c:4f2a…" (the forms [Policy.Limits] makes). Callers
+	// choose keys; the store only compares them. Keys must not contain raw
+	// customer emails.
 	Key string
 	// Kind is what the counter counts.
 	Kind Kind
