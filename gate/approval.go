@@ -405,7 +405,9 @@ func (g *Gate) pendingResult(c *call, a *state.Approval) *Result {
 // the same for remember after (see approvalRetryAt): the answer says until
 // when, and, for a refusal that was not an operator's, how the user can
 // still have the payment (a new idempotencyKey makes it another call, and
-// asks again).
+// asks again). An expired approval may have been approved and then not used
+// in time (its decision is not kept once it expires): the answer says
+// either.
 func decidedResult(a *state.Approval, remember time.Duration) *Result {
 	retry := approvalRetryAt(a, remember)
 	var until, again string
@@ -423,7 +425,7 @@ func decidedResult(a *state.Approval, remember time.Duration) *Result {
 			Text: fmt.Sprintf("approval denied (%s): an operator denied this payment (approval %s). Nothing was created; do not repeat it, tell your user.%s", policy.CodeApprovalDenied, a.ID, until)}
 	case a.State == state.ApprovalExpired:
 		r = &Result{Code: policy.CodeApprovalExpired, IsError: true,
-			Text: fmt.Sprintf("approval expired (%s): nobody approved this payment in time (approval %s). Nothing was created; ask your user before trying again.%s", policy.CodeApprovalExpired, a.ID, again)}
+			Text: fmt.Sprintf("approval expired (%s): nobody approved this payment, or made the approved call, in time (approval %s). Nothing was created; ask your user before trying again.%s", policy.CodeApprovalExpired, a.ID, again)}
 	default:
 		return &Result{Code: policy.CodeApprovalInvalid, IsError: true,
 			Text: fmt.Sprintf("approval %s is %s and cannot be used. Nothing was created.", a.ID, a.State)}

@@ -1145,3 +1145,28 @@ rate_limits:
 		t.Errorf("after the approved call: budget %d, calls %d; want 30000 and 2 (counted when it asked)", budget, calls)
 	}
 }
+
+// An approval an operator approved, whose call then came too late, expires
+// like one nobody decided: the answer does not tell the agent that nobody
+// approved it.
+func TestAnApprovedCallThatCameTooLateIsNotToldNobodyApproved(t *testing.T) {
+	g, advance := clockedGate(t)
+	fake := &clinkFake{}
+	ctx := context.Background()
+	if res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com")); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("the call = %s, want approval_required", res.Code)
+	}
+	id := approvalsIn(t, g.store)[0].ID
+	operatorApproves(t, g, id, 15*time.Minute)
+	advance(16 * time.Minute)
+	res := g.Create(ctx, "agent", fake.order(t, "250", "b@example.com"))
+	if res.Code != policy.CodeApprovalExpired {
+		t.Fatalf("the call after its approval ran out = %s %q, want approval_expired", res.Code, res.Text)
+	}
+	if strings.Contains(res.Text, "nobody approved this payment in time") {
+		t.Errorf("an approved payment whose call came too late is told nobody approved it: %q", res.Text)
+	}
+	if !strings.Contains(res.Text, "or made the approved call") {
+		t.Errorf("the answer %q does not say the approved call may have come too late", res.Text)
+	}
+}

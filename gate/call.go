@@ -403,7 +403,7 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 	case policy.CodeApprovalDenied:
 		why = "an operator denied an identical call"
 	case policy.CodeApprovalExpired:
-		why = "nobody approved an identical call in time"
+		why = "nobody approved an identical call, or made it once approved, in time"
 	default:
 		why = "an identical call's approval cannot be used"
 	}
