@@ -413,7 +413,7 @@ func decidedResult(a *state.Approval, remember time.Duration) *Result {
 	var until, again string
 	if !retry.IsZero() {
 		until = " An identical call is answered so until " + retry.Format(time.RFC3339) + "."
-		again = until + " If the user wants this payment after all, make the call again with a new idempotencyKey: they will be asked again."
+		again = until + " If the user wants this payment after all, make the call again with a new idempotencyKey: that call asks for approval afresh."
 	}
 	var r *Result
 	switch {

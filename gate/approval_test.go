@@ -1170,3 +1170,31 @@ func TestAnApprovedCallThatCameTooLateIsNotToldNobodyApproved(t *testing.T) {
 		t.Errorf("the answer %q does not say the approved call may have come too late", res.Text)
 	}
 }
+
+// Where an operator decides approvals, an expired approval's answer does
+// not promise the agent that its user will be asked: a new idempotencyKey
+// asks for approval afresh, which an operator gives.
+func TestAnExpiredApprovalUnderOperatorsDoesNotPromiseToAskTheUser(t *testing.T) {
+	g, advance := clockedGateWith(t, strings.Replace(approvalPolicy, "approvals: { timeout: 15m }", "approvals: { timeout: 15m, by: operator }", 1))
+	if !g.policy.ApprovalsByOperator() {
+		t.Fatal("the test's policy does not have operators decide")
+	}
+	fake := &clinkFake{}
+	ctx := context.Background()
+	o := fake.order(t, "250", "b@example.com")
+	o.CanAsk = true
+	if res := g.Create(ctx, "agent", o); res.Code != policy.CodeApprovalRequired || res.Question != nil {
+		t.Fatalf("the call = %+v, want approval_required for an operator", res)
+	}
+	advance(16 * time.Minute)
+	res := g.Create(ctx, "agent", o)
+	if res.Code != policy.CodeApprovalExpired {
+		t.Fatalf("the call after its approval expired = %s %q, want approval_expired", res.Code, res.Text)
+	}
+	if strings.Contains(res.Text, "will be asked") {
+		t.Errorf("under approvals.by: operator the answer promises the user will be asked: %q", res.Text)
+	}
+	if !strings.Contains(res.Text, "new idempotencyKey") {
+		t.Errorf("the answer %q does not say a new idempotencyKey asks afresh", res.Text)
+	}
+}
