@@ -101,7 +101,9 @@ func (p *Policy) AgentMarkdown(principal string, standing []LimitStatus) string 
 	if p.dupWindow > 0 {
 		b.WriteString(p.duplicatesSummary() + "\n")
 	} else {
-		b.WriteString("Not detected: every call creates a session of its own.\n")
+		// An idempotencyKey is honoured all the same (the gate keeps its
+		// claim for a window of its own).
+		b.WriteString("Not detected: a call creates a session of its own unless it repeats an earlier call's idempotencyKey, which returns that call's result (see the create tools' idempotencyKey argument).\n")
 	}
 	return b.String()
 }

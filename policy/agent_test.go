@@ -83,7 +83,7 @@ func TestAgentMarkdownOfSmallPolicies(t *testing.T) {
 			"\n## Budgets and rate limits\n\nEach customer has an allowance of its own under these rules; a call must fit what is left of its customer's:\n\n- per customer: 10.00 USD per 1h\n\n## Duplicate calls"},
 		{"says when duplicates are not detected",
 			"version: 1\ncurrencies: { USD: { max_amount: 5 } }\nduplicates: { window: 0 }\n",
-			"\n## Duplicate calls\n\nNot detected: every call creates a session of its own.\n"},
+			"\n## Duplicate calls\n\nNot detected: a call creates a session of its own unless it repeats an earlier call's idempotencyKey, which returns that call's result (see the create tools' idempotencyKey argument).\n"},
 		{"says dashboard prices are accepted where they are",
 			"version: 1\ncurrencies: { USD: { max_amount: 5 } }\ntools: { create_checkout_session: { allow_dashboard_prices: true } }\n",
 			"- priceId and productId are accepted.\n"},
