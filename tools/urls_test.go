@@ -261,3 +261,19 @@ func FuzzCheckURL(f *testing.F) {
 		}
 	})
 }
+
+// The redirect URL rule is judged as the arguments are read, before the
+// policy decides the call (docs/policy.md, How a call is decided): a
+// redirect off urls.allow_hosts is the answer even for a disabled tool and
+// an amount over the cap.
+func TestTheRedirectHostRuleComesBeforeThePolicysSteps(t *testing.T) {
+	p, err := policy.Parse("hosts.yaml", []byte("version: 1\ncurrencies:\n  USD: { max_amount: 5 }\nurls:\n  allow_hosts: [shop.example.com]\ntools:\n  create_checkout_session: { enabled: false }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, p)
+	res := h.call(t, checkout, checkoutWithURL(t, "successUrl", "https://evil.example/thanks"))
+	if got := ResultText(res); !res.IsError || !strings.HasPrefix(got, "refused by policy (url_not_allowed)") {
+		t.Errorf("result %q, want url_not_allowed first", got)
+	}
+}
