@@ -146,9 +146,9 @@ type Postgres struct {
 	published   atomic.Int64
 	publishedAt atomic.Int64
 	// A renewal that failed (the database out of reach) makes the handle
-	// judge no other owner dead until a lease after its next success
-	// (judgeFrom): the others lost the database too, and their leases
-	// passed without their processes ending. See Intents.
+	// judge no other owner dead from then until a lease after its next
+	// success (judgeFrom): the others lost the database too, and their
+	// leases passed without their processes ending. See Intents.
 	renewFailed atomic.Bool
 	judgeFrom   atomic.Int64
 
@@ -1756,8 +1756,10 @@ func (p *Postgres) Intents(ctx context.Context) ([]Intent, error) {
 	// This handle lost the database a moment ago: so did the others,
 	// whose leases may have passed meanwhile although their processes live
 	// on. They get a lease to renew before any is judged dead; only a
-	// handle that closed is.
-	grace := int64(time.Since(p.started)) < p.judgeFrom.Load()
+	// handle that closed is. That holds from the renewal that failed on:
+	// the database may answer this read before this handle has renewed
+	// again (the gate resolves orphans after its renewal, failed or not).
+	grace := p.renewFailed.Load() || int64(time.Since(p.started)) < p.judgeFrom.Load()
 	err := p.read(ctx, func(c *pgxpool.Conn) error {
 		out = nil
 		rows, err := c.Query(ctx, pqIntents, p.owner, int64(p.cfg.lease))

@@ -1005,6 +1005,48 @@ func TestPostgresLeasesThatPassedWhileTheDatabaseWasAwayAreNotJudged(t *testing.
 	}
 }
 
+// TestPostgresAHandleWhoseRenewalFailedJudgesNoLeaseBeforeItRenews: the
+// gate's beat renews (Clock) and then resolves orphans (Intents) whether
+// the renewal failed or not. When the database comes back between the two,
+// the handle has not renewed since its outage, and the leases of the
+// other live handles passed while it was away: it must judge none of
+// them until it has renewed and a lease has passed since, as after a
+// renewal that succeeded.
+func TestPostgresAHandleWhoseRenewalFailedJudgesNoLeaseBeforeItRenews(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	const lease = 2 * time.Second
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, u, state.PostgresLease(lease))
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	name := databaseName(t, u)
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS false`)
+	adminExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name)
+	away := time.Now()
+	for time.Since(away) < lease+lease/2 {
+		if _, err := b.Clock(ctx, time.Now()); err == nil {
+			t.Fatal("a renewal succeeded while the database turned every connection away")
+		}
+		time.Sleep(lease / 4)
+	}
+	adminExec(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS true`)
+	// b's last renewal failed; the database is back for its next read.
+	if orphaned(t, b, "call-1") {
+		t.Fatal("a live handle's call is orphaned by a handle whose last renewal failed: its lease passed while the database was away")
+	}
+	if _, err := b.Clock(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if orphaned(t, b, "call-1") {
+		t.Fatal("a live handle's call is orphaned the moment the database is back")
+	}
+	time.Sleep(lease + lease/4)
+	if !orphaned(t, b, "call-1") {
+		t.Fatal("a lease after the database came back, the intent of a handle that never renewed is not orphaned")
+	}
+}
+
 // A renewal that fails only because its caller gave up (its context
 // ended, the database answering) starts no grace: a dead handle's
 // intents are still judged orphaned once its lease has passed.
