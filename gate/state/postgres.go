@@ -864,8 +864,11 @@ func (p *Postgres) renew(ctx context.Context, at int64, force bool) error {
 	})
 	if err != nil {
 		// Only the database out of reach counts: not a caller that gave
-		// up (its context ended) on a database that answers.
-		if ctx.Err() == nil {
+		// up (its context cancelled) on a database that answers. A
+		// deadline that passed is the database not answering in the
+		// time given (the gate's beat gives its renewal one): a network
+		// that drops packets fails every renewal so, never refusing.
+		if !errors.Is(ctx.Err(), context.Canceled) {
 			p.renewFailed.Store(true)
 		}
 		return err

@@ -1047,6 +1047,135 @@ func TestPostgresAHandleWhoseRenewalFailedJudgesNoLeaseBeforeItRenews(t *testing
 	}
 }
 
+// TestPostgresADatabaseThatStopsAnsweringStartsTheGrace: a database cut
+// off by a network that drops packets (no refusal, no reset) makes every
+// renewal wait until its deadline (the gate gives its beat's renewal one);
+// such a renewal failed for the database, not for a caller that gave up,
+// and a handle that has just got the database back judges no lease that
+// passed meanwhile, as after a refused connection.
+func TestPostgresADatabaseThatStopsAnsweringStartsTheGrace(t *testing.T) {
+	ctx := context.Background()
+	u := freshDatabase(t)
+	hole, viaHole := newBlackhole(t, u)
+	const lease = 2 * time.Second
+	a, b := openPostgres(t, u, state.PostgresLease(lease)), openPostgres(t, viaHole, state.PostgresLease(lease))
+	if _, err := a.Hold(ctx, pgHold("call-1", time.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	// a is a live replica whose Clink call is slow and that cannot renew
+	// either; b's beats time out.
+	hole.drop.Store(true)
+	away := time.Now()
+	for time.Since(away) < lease+lease/2 {
+		beat, cancel := context.WithTimeout(ctx, lease/4)
+		_, err := b.Clock(beat, time.Now())
+		cancel()
+		if err == nil {
+			t.Fatal("a renewal succeeded while the network dropped every packet")
+		}
+	}
+	hole.heal()
+	if _, err := b.Clock(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if orphaned(t, b, "call-1") {
+		t.Fatal("a live handle's call is orphaned the moment the database answers again: its lease passed while the database did not")
+	}
+	time.Sleep(lease + lease/4)
+	if !orphaned(t, b, "call-1") {
+		t.Fatal("a lease after the database came back, the intent of a handle that never renewed is not orphaned")
+	}
+}
+
+// blackhole is a proxy to the database that, while drop is set, passes
+// nothing on either way and leaves the connections open, as a network that
+// drops packets does.
+type blackhole struct {
+	ln     net.Listener
+	target string
+	drop   atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+// newBlackhole starts a blackhole to the database of u and returns it with
+// u pointing through it.
+func newBlackhole(t *testing.T, u string) (*blackhole, string) {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Host == "" {
+		t.Fatal("the test database URL is not a URL with a host")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blackhole{ln: ln, target: parsed.Host}
+	t.Cleanup(func() { ln.Close(); h.closeAll() })
+	go h.serve()
+	parsed.Host = ln.Addr().String()
+	return h, parsed.String()
+}
+
+func (h *blackhole) serve() {
+	for {
+		client, err := h.ln.Accept()
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		h.conns = append(h.conns, client)
+		h.mu.Unlock()
+		if h.drop.Load() {
+			go io.Copy(io.Discard, client)
+			continue
+		}
+		server, err := net.Dial("tcp", h.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		h.mu.Lock()
+		h.conns = append(h.conns, server)
+		h.mu.Unlock()
+		go h.pass(server, client)
+		go h.pass(client, server)
+	}
+}
+
+// pass copies from src to dst, dropping what it reads while h drops.
+func (h *blackhole) pass(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !h.drop.Load() {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// heal passes packets again; the connections open while they were
+// dropped are reset, as their peers would once they hear of each other.
+func (h *blackhole) heal() {
+	h.drop.Store(false)
+	h.closeAll()
+}
+
+func (h *blackhole) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		c.Close()
+	}
+	h.conns = nil
+}
+
 // A renewal that fails only because its caller gave up (its context
 // ended, the database answering) starts no grace: a dead handle's
 // intents are still judged orphaned once its lease has passed.
