@@ -165,6 +165,9 @@ type postgresConfig struct {
 	clientClock bool
 	lease       time.Duration
 	noMigrate   bool
+	// tracer, for tests, sees every statement the handle's connections
+	// send.
+	tracer pgx.QueryTracer
 }
 
 // PostgresOption configures [OpenPostgres].
@@ -214,7 +217,8 @@ var _ Leaser = (*Postgres)(nil)
 // with its lease.
 //
 // Migrations are versioned in the table schema_migrations and applied
-// under pg_advisory_lock, so that replicas starting together migrate once;
+// under a transaction-level advisory lock, so that replicas starting
+// together migrate once (through a pooler in transaction mode too);
 // a database whose schema is newer than this code is refused. The schema's
 // tables are created in the first schema of the connection's search_path:
 // give clink-mcp a database, or a schema (options=-csearch_path=...), of
@@ -252,6 +256,9 @@ func OpenPostgres(ctx context.Context, url string, opts ...PostgresOption) (*Pos
 	// run at the session's default isolation: the store's locking is
 	// designed for READ COMMITTED, whatever the server's default.
 	pcfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = "read committed"
+	if cfg.tracer != nil {
+		pcfg.ConnConfig.Tracer = cfg.tracer
+	}
 	listenCfg := pcfg.ConnConfig.Copy()
 	listenCfg.RuntimeParams["application_name"] += " listener"
 	p := &Postgres{

@@ -1,6 +1,10 @@
 package state
 
-import "context"
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // PostgresWaiters returns how many WaitClaim calls are waiting on p's
 // LISTEN connection, so that a test can end a claim once its waiter is
@@ -40,3 +44,9 @@ func PostgresCommitStatus(ctx context.Context, p *Postgres, token string) string
 // PostgresClaimHash is the payload that announces the end of the claim on
 // key.
 func PostgresClaimHash(key string) string { return claimHash(key) }
+
+// PostgresTracer makes OpenPostgres's connections report every statement
+// they send to tr.
+func PostgresTracer(tr pgx.QueryTracer) PostgresOption {
+	return func(c *postgresConfig) { c.tracer = tr }
+}

@@ -505,8 +505,9 @@ ALTER FUNCTION clink_hold SET plan_cache_mode = force_generic_plan;
 `},
 }
 
-// migrationLock is the pg_advisory_lock key under which migrations run
-// ("clinkmcp" in ASCII), so that replicas starting together migrate once.
+// migrationLock is the pg_advisory_xact_lock key under which migrations
+// run ("clinkmcp" in ASCII), so that replicas starting together migrate
+// once.
 const migrationLock int64 = 0x636c696e6b6d6370
 
 // schemaVersion returns the highest version schema_migrations lists, 0 for
@@ -533,9 +534,18 @@ func schemaVersion(ctx context.Context, q interface {
 	return version, err
 }
 
-// migrate brings the schema up to date under the advisory lock, or refuses
-// a database whose schema is newer than this code; with PostgresNoMigrate,
-// it refuses any schema but this code's.
+// migrate brings the schema up to date under the migration lock, or
+// refuses a database whose schema is newer than this code; with
+// PostgresNoMigrate, it refuses any schema but this code's.
+//
+// Each step runs in a transaction of its own that takes the lock first
+// (pg_advisory_xact_lock) and reads the version again under it. The lock
+// is the transaction's, never the session's: behind a pooler in
+// transaction mode (pgbouncer), statements sent outside a transaction run
+// on whichever server session is free, so a session's lock would be taken
+// on one, the steps run on others, and its unlock miss it (the lock then
+// held on until the pooler closes that session, and taken again at once
+// by whichever client lands on it).
 func (p *Postgres) migrate(ctx context.Context) error {
 	// A database that is up to date needs no lock: replicas starting
 	// together do not queue behind each other.
@@ -557,41 +567,40 @@ func (p *Postgres) migrate(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {
-		return fmt.Errorf("waiting for the migration lock: %w", err)
-	}
-	defer func() {
-		// The lock is the session's: a connection that cannot unlock is
-		// closed, which releases it.
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLock); err != nil {
-			conn.Conn().Close(context.Background())
-		}
-	}()
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	for done := false; !done; {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+				return fmt.Errorf("waiting for the migration lock: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    integer PRIMARY KEY,
 	name       text NOT NULL,
 	applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )`); err != nil {
-		return err
-	}
-	// Another replica may have migrated while this one waited.
-	if version, err = schemaVersion(ctx, conn); err != nil {
-		return err
-	}
-	if err := checkVersion(version); err != nil {
-		return err
-	}
-	for v := version; v < len(postgresMigrations); v++ {
-		m := postgresMigrations[v]
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, v+1, m.name)
-			return err
+			// Another replica may have migrated while this one waited.
+			v, err := schemaVersion(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if err := checkVersion(v); err != nil {
+				return err
+			}
+			if done = v == len(postgresMigrations); done {
+				return nil
+			}
+			m := postgresMigrations[v]
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return fmt.Errorf("schema migration %d (%s): %w", v+1, m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, v+1, m.name); err != nil {
+				return fmt.Errorf("schema migration %d (%s): %w", v+1, m.name, err)
+			}
+			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("schema migration %d (%s): %w", v+1, m.name, err)
+			return err
 		}
 	}
 	return nil

@@ -737,6 +737,59 @@ func TestOpenPostgresNeverShowsThePassword(t *testing.T) {
 	})
 }
 
+// migrationTracer records, for each statement a handle sends, whether its
+// connection was inside a transaction.
+type migrationTracer struct {
+	mu    sync.Mutex
+	stmts []tracedStatement
+}
+
+type tracedStatement struct {
+	sql  string
+	inTx bool
+}
+
+func (m *migrationTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stmts = append(m.stmts, tracedStatement{sql: data.SQL, inTx: conn.PgConn().TxStatus() != 'I'})
+	return ctx
+}
+
+func (m *migrationTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestPostgresMigratesUnderATransactionLock: behind a pooler in
+// transaction mode (pgbouncer), a client's statements outside a
+// transaction run on whichever server session is free. A session-level
+// migration lock was so taken on one server session while the steps ran
+// on others, and its unlock missed it: replicas starting together through
+// pgbouncer ran migration 1 side by side (all but one failing to start),
+// and the lock stayed held on a server session after they had all gone.
+// The lock must be taken inside the transaction that migrates.
+func TestPostgresMigratesUnderATransactionLock(t *testing.T) {
+	u := freshDatabase(t)
+	tr := &migrationTracer{}
+	openPostgres(t, u, state.PostgresTracer(tr)).Close()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	locks := 0
+	for _, st := range tr.stmts {
+		if !strings.Contains(st.sql, "pg_advisory") {
+			continue
+		}
+		locks++
+		if !st.inTx || !strings.Contains(st.sql, "pg_advisory_xact_lock") {
+			t.Errorf("the migration lock is taken or released outside a transaction: %q", st.sql)
+		}
+	}
+	if locks == 0 {
+		t.Fatal("the migration took no lock")
+	}
+	if n := queryInt(t, u, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`); n != 0 {
+		t.Errorf("%d advisory locks are held once the migration is over", n)
+	}
+}
+
 // TestPostgresMigrations: the schema is versioned in the database and
 // applied once, however many replicas start together; a newer schema, or
 // another program's table, is refused.
