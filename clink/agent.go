@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // AgentPaymentSessionRequest asks Clink for an agent payment session: a session bound to an
@@ -26,10 +29,7 @@ type AgentPaymentSession struct {
 func (s *AgentPaymentSession) setUnread(f []string) { s.Unread = f }
 
 func (s *AgentPaymentSession) validate() error {
-	if s.SessionID == "" {
-		return errNoSessionID
-	}
-	return nil
+	return checkAnsweredID(s.SessionID)
 }
 
 // AgentPaymentSessionInfo is an agent payment session as GET /order/payment-session/{id}
@@ -71,13 +71,30 @@ func (d *AgentPaymentSessionInfo) UnmarshalJSON(b []byte) error {
 }
 
 func (d *AgentPaymentSessionInfo) validate() error {
-	if d.SessionID == "" {
+	return checkAnsweredID(d.SessionID)
+}
+
+var (
+	errNoSessionID  = errors.New("data has no sessionId")
+	errBadSessionID = errors.New("data has a sessionId with control characters or invalid UTF-8")
+)
+
+// checkAnsweredID accepts a session ID in Clink's answer that can be
+// recorded, shown and sent back as it is: not empty, valid UTF-8, without
+// control characters (a NUL, which PostgreSQL's text refuses, a newline in
+// a log line). Any other makes the answer malformed: for a create, an
+// unknown outcome. It is looser than checkSessionID, the rule for IDs an
+// agent sends, so that an ID Clink made with other printable characters
+// still counts as created.
+func checkAnsweredID(id string) error {
+	if id == "" {
 		return errNoSessionID
+	}
+	if !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+		return errBadSessionID
 	}
 	return nil
 }
-
-var errNoSessionID = errors.New("data has no sessionId")
 
 // CreateAgentPaymentSession creates an agent payment session (POST /order/payment-session).
 // It is retried only when the request provably never reached Clink or Clink rejected its

@@ -90,10 +90,7 @@ type CheckoutSession struct {
 func (s *CheckoutSession) setUnread(f []string) { s.Unread = f }
 
 func (s *CheckoutSession) validate() error {
-	if s.SessionID == "" {
-		return errNoSessionID
-	}
-	return nil
+	return checkAnsweredID(s.SessionID)
 }
 
 // CheckoutSessionInfo is a checkout session as GET /checkout/session/{id} returns it. Clink
@@ -146,10 +143,7 @@ func (d *CheckoutSessionInfo) UnmarshalJSON(b []byte) error {
 }
 
 func (d *CheckoutSessionInfo) validate() error {
-	if d.SessionID == "" {
-		return errNoSessionID
-	}
-	return nil
+	return checkAnsweredID(d.SessionID)
 }
 
 // CreateCheckoutSession creates a checkout session (POST /checkout/session). It is retried

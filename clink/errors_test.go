@@ -188,6 +188,13 @@ func TestEachKindOfFailedResponseGivesAPreciseError(t *testing.T) {
 			wantUnknown: true,
 		},
 		{
+			name:        "success with a session ID holding a NUL is malformed",
+			handler:     replyWith(200, "application/json", `{"code":200,"msg":"success","data":{"sessionId":"a\u0000b","url":"x"}}`),
+			wantStatus:  200,
+			wantText:    []string{"data has a sessionId with control characters"},
+			wantUnknown: true,
+		},
+		{
 			name:        "an envelope without a code is malformed",
 			handler:     replyWith(200, "application/json", `{"msg":"success","data":{"sessionId":"s"}}`),
 			wantStatus:  200,
