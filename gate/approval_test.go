@@ -1142,7 +1142,54 @@ rate_limits:
 		t.Fatalf("the approved call = %s, want created", res.Code)
 	}
 	if budget, calls := used(); budget != 30000 || calls != 2 {
-		t.Errorf("after the approved call: budget %d, calls %d; want 30000 and 2 (counted when it asked)", budget, calls)
+		t.Errorf("after the approved call: budget %d, calls %d; want 30000 and 2 (counted once)", budget, calls)
+	}
+}
+
+// TestARateLimitCountsAnApprovedCallWhenItIsMade: a rate limit counts an
+// approved call when it is made, not only when it asked. Under one call
+// in 20 minutes, a call asks at 0, is approved, another call is made at
+// 21 (the request has left the window), and the approved call at 22 would
+// be the second in 20 minutes: check_payment_policy and the call say
+// rate_limited, and the approval stands until the window allows it.
+func TestARateLimitCountsAnApprovedCallWhenItIsMade(t *testing.T) {
+	g, advance := clockedGateWith(t, approvalPolicy+`
+rate_limits:
+  - { window: 20m, max_calls: 1 }
+`)
+	ctx := context.Background()
+	fake := &clinkFake{}
+	approved := func() *Order { return fake.order(t, "250", "b@example.com") }
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("Create = %+v, want approval_required", res)
+	}
+	id := approvalsIn(t, g.store)[0].ID
+	advance(time.Minute)
+	operatorApproves(t, g, id, time.Hour)
+	advance(20 * time.Minute)
+	if res := g.Create(ctx, "agent", fake.order(t, "10", "c@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("another call at 21m = %+v, want created", res)
+	}
+	advance(time.Minute)
+	d, err := g.Check(ctx, "agent", approved())
+	if err != nil || d.Decision.Allowed || d.Decision.Code != policy.CodeRateLimited {
+		t.Fatalf("Check of the approved call at 22m = %+v, %v; want rate_limited", d, err)
+	}
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeRateLimited {
+		t.Fatalf("the approved call at 22m = %+v, want rate_limited", res)
+	}
+	if fake.calls.Load() != 1 {
+		t.Fatalf("Clink was called %d times, want once (the other call)", fake.calls.Load())
+	}
+	advance(20 * time.Minute) // the other call has left the window
+	if d, err := g.Check(ctx, "agent", approved()); err != nil || !d.Decision.Allowed || d.ApprovalID != id {
+		t.Fatalf("Check at 42m = %+v, %v; want allowed on %s", d, err, id)
+	}
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeCreated {
+		t.Fatalf("the approved call at 42m = %+v, want created", res)
+	}
+	if d, err := g.Check(ctx, "agent", fake.order(t, "10", "d@example.com")); err != nil || d.Decision.Code != policy.CodeRateLimited {
+		t.Fatalf("Check of another call just after = %+v, %v; want rate_limited (the approved call counts now)", d, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -229,13 +230,11 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 			if a.approved.IsZero() {
 				return out, nil
 			}
-			// A hold on an approved approval checks its budgets again, as
+			// A hold on an approved approval checks its limits again, as
 			// of the hold: judge them so.
-			budgets, index := approvedBudgets(stored, a.approved, now)
 			var denied *policy.Denied
-			switch err := g.store.Check(ctx, now, budgets); {
+			switch err := g.store.Check(ctx, now, approvedLimits(stored, a.approved, now)); {
 			case errors.As(err, &denied):
-				denied.Limit = index[denied.Limit]
 				out.Decision = g.policy.LimitDecision(limits, denied, now)
 			case err != nil:
 				return nil, err
@@ -338,27 +337,23 @@ type checkedApproval struct {
 	approved time.Time
 }
 
-// approvedBudgets is what a hold on an approved approval, whose
-// reservation was made at reserved, checks at now among the call's limits
-// (stored): the budgets alone (the request counted the rate limits), the
-// reservation moved to now. A budget whose window still holds the
-// reservation is not added to again; one whose window it has left gets
-// the call's amount anew. index maps each budget back to its place in
-// stored. Whether the window still holds the reservation is judged by the
-// gate's clock, the store's windows by its own (bounded by other handles',
-// or the database's): within that skew of the window's edge, Check may
+// approvedLimits is what a hold on an approved approval, whose
+// reservation was made at reserved, checks at now: the call's limits
+// (stored), the reservation moved to now. A limit whose window still
+// holds the reservation is not added to again; one whose window it has
+// left gets the call's amount (a budget) or the call (a rate limit) anew.
+// Whether the window still holds the reservation is judged by the gate's
+// clock, the store's windows by its own (bounded by other handles', or
+// the database's): within that skew of the window's edge, Check may
 // answer otherwise than the hold.
-func approvedBudgets(stored []policy.Limit, reserved, now time.Time) (budgets []policy.Limit, index []int) {
-	for i, l := range stored {
-		if l.Kind != policy.KindBudget {
-			continue
-		}
+func approvedLimits(stored []policy.Limit, reserved, now time.Time) []policy.Limit {
+	out := slices.Clone(stored)
+	for i, l := range out {
 		if reserved.After(now.Add(-l.Window)) {
-			l.Add = 0
+			out[i].Add = 0
 		}
-		budgets, index = append(budgets, l), append(index, i)
 	}
-	return budgets, index
+	return out
 }
 
 // checkApproval looks, writing nothing, for the approval Create would find
@@ -392,7 +387,7 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 	case state.ApprovalApproved:
 		out.approved = a.RequestedAt
 		out.decision = policy.Decision{Allowed: true, Code: policy.CodeAllowed,
-			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it, its budgets checked again as of now; its reservation is already counted in the limits", a.ID, until)}
+			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it, its budgets and rate limits checked again as of now; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
 	}
 	refused := decidedResult(a, remember)

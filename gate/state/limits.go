@@ -55,30 +55,6 @@ func checkLimits(at time.Time, limits []policy.Limit) error {
 	return nil
 }
 
-// approvalBudgets are the budget limits of limits, which a call held on an
-// approval reserves again at the hold's time (its rate limits counted the
-// call when the approval was requested), with the index of each in limits.
-func approvalBudgets(limits []policy.Limit) (budgets []policy.Limit, index []int) {
-	for i, l := range limits {
-		if l.Kind == policy.KindBudget {
-			budgets = append(budgets, l)
-			index = append(index, i)
-		}
-	}
-	return budgets, index
-}
-
-// inLimits maps a denial by one of approvalBudgets' limits back to the
-// index of that limit in the hold's limits; other errors are returned as
-// they are.
-func inLimits(err error, index []int) error {
-	var d *policy.Denied
-	if errors.As(err, &d) && d.Limit >= 0 && d.Limit < len(index) {
-		d.Limit = index[d.Limit]
-	}
-	return err
-}
-
 // checkTime refuses a time outside what unix nanoseconds can hold, with
 // room for a window on either side.
 func checkTime(at time.Time) error {
@@ -191,10 +167,6 @@ func checkHold(h *Hold) error {
 		if err := checkClaim(*h.Claim); err != nil {
 			return err
 		}
-	}
-	if h.Approval != "" {
-		// The approval's reservation stands for the limits.
-		return checkTime(h.At)
 	}
 	return checkLimits(h.At, h.Limits)
 }

@@ -136,7 +136,8 @@ type memCounter struct {
 }
 
 // memEntry is one exact entry; res is the reservation of a budget entry,
-// nil for a rate entry, which is never released.
+// or of a rate entry that may move (an approval's); nil for the rate
+// entries of other calls, which are never released.
 type memEntry struct {
 	entry
 	res *memReservation
@@ -155,18 +156,21 @@ type memBucket struct {
 
 type memReservation struct {
 	at       int64
-	adds     []memAdd // what its budget limits added
+	adds     []memAdd // what its budget limits added, and its rate limits when it may move
 	expires  int64
 	outcome  policy.Settlement // 0 until settled
-	released bool
+	released bool              // its budget entries are gone (and its rate entries, if it moved)
 }
 
-// memAdd is what a reservation added to a budget counter: an exact entry
-// at the reservation's time until the counter coalesces it into bucket.
+// memAdd is what a reservation added to a counter: an exact entry at the
+// reservation's time until the counter coalesces it into bucket. A rate
+// limit's (rate) stays when the reservation is released; it goes only
+// when the reservation moves.
 type memAdd struct {
 	counter *memCounter
 	bucket  *memBucket
 	amount  int64
+	rate    bool
 }
 
 type memClaim struct {
@@ -350,8 +354,9 @@ func (c *memCounter) counting(from int64, without *memReservation) []entry {
 	return out
 }
 
-// heldBy is what c counts of r's budget entries: nothing once r is
-// released or its entries have expired.
+// heldBy is what c counts of r's entries (its budgets', and its rate
+// limits' when it may move): nothing once r is released or its entries
+// have expired.
 func (c *memCounter) heldBy(r *memReservation) int64 {
 	if r == nil || r.released {
 		return 0
@@ -407,7 +412,7 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	id, r, err := m.reserve(at.UnixNano(), limits, nil)
+	id, r, err := m.reserve(at.UnixNano(), limits, nil, false)
 	if err != nil {
 		return "", err
 	}
@@ -417,9 +422,11 @@ func (m *Memory) Reserve(ctx context.Context, at time.Time, limits []policy.Limi
 
 // reserve is Reserve under m.mu, returning the reservation rather than
 // keeping it: a hold keeps it in its intent. A reservation it replaces (an
-// approval's, whose call spends now) is released if the new one fits,
-// which it is checked as if released already, and kept if it does not.
-func (m *Memory) reserve(now int64, limits []policy.Limit, replaces *memReservation) (string, *memReservation, error) {
+// approval's, whose call is made now) moves: its entries, budgets' and
+// rate limits', are removed if the new one fits, which it is checked as
+// if they were removed already, and kept if it does not. A movable
+// reservation (an approval's) links its rate entries too, so that it can.
+func (m *Memory) reserve(now int64, limits []policy.Limit, replaces *memReservation, movable bool) (string, *memReservation, error) {
 	id, err := newReservationID()
 	if err != nil {
 		return "", nil, err
@@ -441,16 +448,16 @@ func (m *Memory) reserve(now int64, limits []policy.Limit, replaces *memReservat
 			return "", nil, denial(i, l, used, c.counting(from, replaces))
 		}
 	}
-	release(replaces)
+	remove(replaces, true)
 	r := &memReservation{at: now, expires: expiry(now, limits)}
 	for _, l := range limits {
 		c := m.counters[l.Key]
 		c.window = int64(l.Window)
 		c.total += l.Add
 		e := memEntry{entry: entry{at: now, amount: l.Add}}
-		if l.Kind == policy.KindBudget {
+		if l.Kind == policy.KindBudget || movable {
 			e.res = r
-			r.adds = append(r.adds, memAdd{counter: c, amount: l.Add})
+			r.adds = append(r.adds, memAdd{counter: c, amount: l.Add, rate: l.Kind == policy.KindRate})
 		}
 		// Entries are kept oldest first; a call stamped earlier than the
 		// newest (clocks of callers disagree) goes in its place.
@@ -587,15 +594,23 @@ func (m *Memory) settle(id string, outcome policy.Settlement) error {
 	return nil
 }
 
-// release takes r's budget entries out of their counters, once: an exact
-// entry is removed, and the bucket an entry was coalesced into gives back
-// exactly its amount. What has expired is gone already.
-func release(r *memReservation) {
+// release takes r's budget entries out of their counters, once: its rate
+// limits keep counting the call.
+func release(r *memReservation) { remove(r, false) }
+
+// remove takes r's budget entries, and with rates its rate entries too,
+// out of their counters, once: an exact entry is removed, and the bucket
+// an entry was coalesced into gives back exactly its amount. What has
+// expired is gone already.
+func remove(r *memReservation, rates bool) {
 	if r == nil || r.released {
 		return
 	}
 	r.released = true
 	for _, a := range r.adds {
+		if a.rate && !rates {
+			continue
+		}
 		c := a.counter
 		if a.bucket != nil {
 			if !a.bucket.dead {
@@ -918,20 +933,19 @@ func (m *Memory) Hold(ctx context.Context, h *Hold) (*Held, error) {
 		case a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= m.clock(now):
 			return nil, ErrApprovalNotPending
 		}
-		// The approval's budget was reserved when it was requested; the
-		// call spends now. Its entries move to now, checked again against
-		// the budgets: the request's may have left a window since, and
-		// others spent what it left.
+		// The approval's limits were reserved when it was requested; the
+		// call is made now. Its entries, budgets' and rate limits', move
+		// to now, checked again against the limits: the request's may
+		// have left a window since, and other calls used what it left.
 		// Refused, the approval keeps its reservation, as a store that
 		// rolls back does.
-		budgets, index := approvalBudgets(h.Limits)
-		if _, r, err = m.reserve(now, budgets, a.held); err != nil {
-			return nil, inLimits(err, index)
+		if _, r, err = m.reserve(now, h.Limits, a.held, false); err != nil {
+			return nil, err
 		}
 		id = a.Reservation
 		a.State = ApprovalUsed
 		delete(m.liveApprovals, a.ID)
-	} else if id, r, err = m.reserve(now, h.Limits, nil); err != nil {
+	} else if id, r, err = m.reserve(now, h.Limits, nil, false); err != nil {
 		return nil, err
 	}
 	held.Reservation = id

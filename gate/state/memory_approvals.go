@@ -45,7 +45,7 @@ func (m *Memory) RequestApproval(ctx context.Context, r *ApprovalRequest) (*Appr
 	if _, dup := m.approvals[r.Approval.ID]; dup {
 		return nil, false, fmt.Errorf("store: approval %s exists already", r.Approval.ID)
 	}
-	id, res, err := m.reserve(now, r.Limits, nil)
+	id, res, err := m.reserve(now, r.Limits, nil, true)
 	if err != nil {
 		return nil, false, err
 	}

@@ -666,6 +666,61 @@ func TestMemoryRefusedApprovalHoldKeepsACoalescedReservation(t *testing.T) {
 	}
 }
 
+// An approval's rate entry moves to its hold even once it was coalesced
+// into a bucket, counted once; a denied approval's rate entry stays where
+// it is, coalesced or not: the call was made, and asked.
+func TestMemoryApprovalRateEntriesMoveFromABucket(t *testing.T) {
+	ctx := context.Background()
+	l := []policy.Limit{rate("rate|*|24h|", 24*time.Hour, 1<<40)}
+	m := NewMemory()
+	for _, id := range []string{"apr_1", "apr_2"} {
+		req := &ApprovalRequest{At: day, Limits: l, Remember: time.Hour,
+			Approval: Approval{ID: id, Key: "key-" + id, Fingerprint: "f", Tool: "t", ExpiresAt: day.Add(time.Hour)},
+			Record:   AuditRecord{Time: day, Kind: KindApproval, Call: id, Tool: "t", Decision: "approval_required"}}
+		if _, _, err := m.RequestApproval(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := day
+	for range exactEntries + coalesceBatch { // enough to coalesce the approvals' entries
+		at = at.Add(time.Millisecond)
+		if _, err := m.Reserve(ctx, at, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"apr_1", "apr_2"} {
+		if adds := m.approvals[id].held.adds; len(adds) != 1 || !adds[0].rate || adds[0].bucket == nil {
+			t.Fatalf("%s's rate entry is not in a bucket: %+v", id, adds)
+		}
+	}
+	calls := int64(exactEntries+coalesceBatch) + 2
+	used := func(what string, at time.Time, want int64) {
+		t.Helper()
+		if u, err := m.Usage(ctx, at, l); err != nil || u[0] != want {
+			t.Fatalf("Usage %s = %v, %v; want %d", what, u, err, want)
+		}
+		if err := m.consistent(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used("before the decisions", at, calls)
+	if _, err := m.DecideApproval(ctx, at, "apr_2", false, "operator:ops", at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	used("after a denial", at, calls)
+	if _, err := m.DecideApproval(ctx, at, "apr_1", true, "operator:ops", at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	at = at.Add(time.Second)
+	if _, err := m.Hold(ctx, &Hold{At: at, Approval: "apr_1", Limits: l,
+		Intent: AuditRecord{Time: at, Kind: KindIntent, Call: "call-approved", Tool: "t", Decision: "allowed"}}); err != nil {
+		t.Fatal(err)
+	}
+	used("after the hold", at, calls)
+	// A day after the others, only the moved entry still counts.
+	used("a day after the hold", at.Add(24*time.Hour-time.Nanosecond), 1)
+}
+
 func TestMemoryForgetsTheOldestFinishedClaims(t *testing.T) {
 	ctx := context.Background()
 	claim := func(m *Memory, key string) Prior {

@@ -385,6 +385,8 @@ WHERE c.key = ANY($1) AND c.key = v.key`
 	pqLockKeys          = `SELECT 1 FROM counters WHERE key = ANY($1) ORDER BY key FOR UPDATE`
 	pqRelease           = `WITH gone AS (DELETE FROM counter_entries WHERE key = ANY($1) AND at = $2 AND reservation = $3 AND kind = $4 RETURNING key, amount)
 UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
+	pqMove = `WITH gone AS (DELETE FROM counter_entries WHERE key = ANY($1) AND at = $2 AND reservation = $3 RETURNING key, amount)
+UPDATE counters AS c SET total = c.total - g.amount FROM gone AS g WHERE c.key = g.key`
 	pqFinish    = `WITH u AS (UPDATE claims SET state = 2, result = $2 WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $3) FROM u`
 	pqDrop      = `WITH d AS (DELETE FROM claims WHERE key = $1 RETURNING key) SELECT pg_notify('` + claimChannel + `', $2) FROM d`
 	pqHead      = `SELECT seq, hash FROM audit_head WHERE id = 1`
@@ -1408,13 +1410,20 @@ func queueEntries(b *pgx.Batch, id string, now int64, limits []policy.Limit, cou
 }
 
 // queueRelease queues the statements that lock the counters of keys and
-// remove reservation id's budget entries, made at at, from them.
-func queueRelease(b *pgx.Batch, id string, at int64, keys []string) {
+// remove reservation id's budget entries, made at at, from them: its rate
+// limits keep counting the call. With rates, its rate entries go too: a
+// reservation that moves to a new time (an approval's, when its call is
+// made).
+func queueRelease(b *pgx.Batch, id string, at int64, keys []string, rates bool) {
 	if len(keys) == 0 {
 		return
 	}
 	keys = slices.Sorted(slices.Values(keys))
 	b.Queue(pqLockKeys, keys)
+	if rates {
+		b.Queue(pqMove, keys, at, id)
+		return
+	}
 	b.Queue(pqRelease, keys, at, id, int16(policy.KindBudget))
 }
 
@@ -1461,7 +1470,7 @@ func (p *Postgres) Settle(ctx context.Context, id string, outcome policy.Settlem
 			return nil
 		}
 		b = &pgx.Batch{}
-		queueRelease(b, id, at, keys)
+		queueRelease(b, id, at, keys, false)
 		return t.exec(b, true)
 	})
 }
@@ -1987,16 +1996,14 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	case approval.State != ApprovalApproved || approval.ExpiresAt.UnixNano() <= t.clock:
 		return nil, ErrApprovalNotPending
 	}
-	// The approval's budget was reserved when it was requested; the call
-	// spends now. The reservation's entries move to now, checked again
-	// against the budgets (the request's may have left a window since, and
-	// others spent what it left); the request counted the call's rate
-	// limits.
-	budgets, index := approvalBudgets(h.Limits)
+	// The approval's limits were reserved when it was requested; the call
+	// is made now. The reservation's entries, budgets' and rate limits',
+	// move to now, checked again against the limits (the request's may
+	// have left a window since, and other calls used what it left).
 	b = &pgx.Batch{}
-	queueRelease(b, approval.Reservation, approval.reservedAt, approval.keys)
+	queueRelease(b, approval.Reservation, approval.reservedAt, approval.keys, true)
 	released := len(approval.keys) > 0
-	lock := t.queueAdmit(b, budgets)
+	lock := t.queueAdmit(b, h.Limits)
 	var counters map[string]int64
 	err = t.send(b, false, func(br pgx.BatchResults) (err error) {
 		if released {
@@ -2012,8 +2019,8 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := t.admit(budgets, lock.keys, counters); err != nil {
-		return nil, inLimits(err, index)
+	if err := t.admit(h.Limits, lock.keys, counters); err != nil {
+		return nil, err
 	}
 	held.Reservation = approval.Reservation
 	held.Intent = h.Intent
@@ -2023,7 +2030,7 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 		claimKey = h.Claim.Key
 	}
 	b = &pgx.Batch{}
-	queueEntries(b, approval.Reservation, t.now, budgets, counters)
+	queueEntries(b, approval.Reservation, t.now, h.Limits, counters)
 	b.Queue(pqUseApproval, approval.ID)
 	queueAppend(b, &held.Intent)
 	b.Queue(pqAddIntent, h.Intent.Call, p.owner, claimKey, approval.Reservation, t.now, lock.keys)

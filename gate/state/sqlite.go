@@ -189,6 +189,7 @@ const (
 	qDropEntries       = `DELETE FROM counter_entries WHERE key = ?`
 	qReservationKeys   = `SELECT at, keys FROM reservations WHERE id = ?`
 	qReleaseEntry      = `DELETE FROM counter_entries WHERE key = ? AND at = ? AND reservation = ? AND kind = ? RETURNING amount`
+	qMoveEntry         = `DELETE FROM counter_entries WHERE key = ? AND at = ? AND reservation = ? RETURNING amount`
 	qPruneReservations = `DELETE FROM reservations WHERE expires <= ?`
 	qCounting          = `SELECT at, amount FROM counter_entries WHERE key = ? AND at > ? ORDER BY at`
 	qInsertReservation = `INSERT INTO reservations (id, at, expires, keys) VALUES (?, ?, ?, ?)`
@@ -535,7 +536,7 @@ func (s *SQLite) init(ctx context.Context, migrate bool) error {
 	for _, q := range []string{
 		qExpireEntries, qExpiredSum, qCounterTotal, qOldest, qSubtract, qIdleCounters, qDropEntries,
 		qPruneReservations, qCounting, qInsertReservation, qInsertEntry, qOutcome, qSetOutcome,
-		qRelease, qReservationKeys, qReleaseEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
+		qRelease, qReservationKeys, qReleaseEntry, qMoveEntry, qPruneClaims, qGetClaim, qPutClaim, qFinishClaim, qDropClaim, qFinishCallClaim,
 		qDropCallClaim, qHead, qSetHead, qMoveHead, qPublish, qOwners, qDropOwner, qAppendAudit, qScanAudit, qInsertIntent, qCloseIntent, qIntents,
 		qSessionTool, qLatestApproval, qApproval, qDueApprovals, qInsertApproval, qDecideApproval, qUseApproval,
 	} {
@@ -1177,14 +1178,30 @@ func (t *txn) settle(id string, outcome policy.Settlement) error {
 }
 
 // release removes the budget entries of reservation id, made at at for
-// the counters keysJSON lists, and takes them off the running totals.
+// the counters keysJSON lists, and takes them off the running totals: its
+// rate limits keep counting the call.
 func (t *txn) release(id string, at int64, keysJSON string) error {
+	return t.remove(id, at, keysJSON, false)
+}
+
+// remove is release, removing the reservation's rate entries too with
+// rates: a reservation that moves to a new time (an approval's, when its
+// call is made).
+func (t *txn) remove(id string, at int64, keysJSON string, rates bool) error {
 	var keys []string
 	if err := json.Unmarshal([]byte(keysJSON), &keys); err != nil {
 		return fmt.Errorf("store: reservation %s: %w", id, err)
 	}
 	for _, key := range keys {
-		amount, err := t.sumRows(qReleaseEntry, key, at, id, int64(policy.KindBudget))
+		var (
+			amount int64
+			err    error
+		)
+		if rates {
+			amount, err = t.sumRows(qMoveEntry, key, at, id)
+		} else {
+			amount, err = t.sumRows(qReleaseEntry, key, at, id, int64(policy.KindBudget))
+		}
 		if err != nil {
 			return err
 		}
@@ -1517,11 +1534,11 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			err          error
 		)
 		if h.Approval != "" {
-			// Held on the approval, whose budget was reserved when it was
-			// requested: the call spends now. The reservation's entries
-			// move to now, checked again against the budgets (the
-			// request's may have left a window since, and others spent
-			// what it left); the request counted the call's rate limits.
+			// Held on the approval, whose limits were reserved when it was
+			// requested: the call is made now. The reservation's entries,
+			// budgets' and rate limits', move to now, checked again
+			// against the limits (the request's may have left a window
+			// since, and other calls used what it left).
 			a, err := t.approval(qApproval, h.Approval)
 			if err != nil {
 				return err
@@ -1533,12 +1550,11 @@ func (s *SQLite) Hold(ctx context.Context, h *Hold) (*Held, error) {
 			if a.State != ApprovalApproved || a.ExpiresAt.UnixNano() <= clock {
 				return ErrApprovalNotPending
 			}
-			if err := t.release(a.Reservation, a.reservedAt, a.keys); err != nil {
+			if err := t.remove(a.Reservation, a.reservedAt, a.keys, true); err != nil {
 				return err
 			}
-			budgets, index := approvalBudgets(h.Limits)
-			if id, keysJSON, err = t.reserveEntries(a.Reservation, at, budgets, false); err != nil {
-				return inLimits(err, index)
+			if id, keysJSON, err = t.reserveEntries(a.Reservation, at, h.Limits, false); err != nil {
+				return err
 			}
 			if _, err := t.exec(qUseApproval, a.ID); err != nil {
 				return err

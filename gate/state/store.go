@@ -307,13 +307,14 @@ type Hold struct {
 	// "". In the hold's transaction it must be approved and not expired at
 	// At ([ErrApprovalNotPending] otherwise, [ErrNotFound] for an unknown
 	// ID, and nothing is written); it becomes used, and the hold takes
-	// over its reservation: the call spends at At, not when the approval
-	// was requested, so the reservation's budget entries move to At,
-	// checked again against the budgets of Limits (the call's, as for any
-	// hold: a *policy.Denied names the first exceeded by its index in
-	// Limits, and nothing is written). Its rate limits are not counted
-	// again: the request counted the call. When the claim is held by
-	// another call, the approval is left approved.
+	// over its reservation: the call is made at At, not when the approval
+	// was requested, so the reservation's entries, budgets' and rate
+	// limits', move to At, checked again against Limits (the call's, as
+	// for any hold: a *policy.Denied names the first exceeded by its index
+	// in Limits, and nothing is written). The call is counted once: where
+	// a window still holds the request's entry, that entry is what moves.
+	// When the claim is held by another call, the approval is left
+	// approved.
 	Approval string
 	// ClaimOnly makes the hold only look at the claim: when another call
 	// holds it, Held.Prior says so as usual; when none does, nothing is

@@ -353,6 +353,64 @@ func testHoldOnAnApprovalSpendsWhenHeld(t *testing.T, f Factory) {
 	wantUsage(t, s, "after its release", at, l, 2, 0)
 }
 
+// testHoldOnAnApprovalCountsItsRateLimitsWhenHeld: a call held on an
+// approval is counted by the rate limits when it is made, as by the
+// budgets: once, its request's entry moved to the hold. Counted only when
+// it asked, a call approved long after its request would escape a rate
+// limit another call had used up meanwhile.
+func testHoldOnAnApprovalCountsItsRateLimitsWhenHeld(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	l := []policy.Limit{rate("rate|*|20m|", 20*time.Minute, 1)}
+	request(t, s, approvalRequest("apr_1", "key-1", day, l))
+	if _, err := s.DecideApproval(ctx, day.Add(time.Minute), "apr_1", true, "operator:ops", day.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	wantUsage(t, s, "after the request", day, l, 1)
+	// At day+21m the request has left the window: another call is made.
+	other := hold("call-other", day.Add(21*time.Minute), l)
+	other.Claim.Key = "other-key"
+	if _, err := s.Hold(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	// A minute later the approved call would be a second call in 20m.
+	refusedOnApproval(t, s, hold("call-approved", day.Add(22*time.Minute), l), "apr_1", 0, 1)
+	wantUsage(t, s, "after the refused hold", day.Add(22*time.Minute), l, 1)
+	// Once the other call has left the window, it is made, counted once.
+	at := day.Add(41*time.Minute + time.Second)
+	h := hold("call-approved", at, l)
+	h.Approval = "apr_1"
+	if _, err := s.Hold(ctx, h); err != nil {
+		t.Fatalf("Hold on the approval once the rate limit allows it: %v", err)
+	}
+	wantUsage(t, s, "after the hold", at, l, 1)
+	wantUsage(t, s, "19 minutes after the hold", at.Add(19*time.Minute), l, 1)
+	wantUsage(t, s, "20 minutes after the hold", at.Add(20*time.Minute), l, 0)
+	// Released (Clink refused it), it still counts: the call was made.
+	if err := s.Complete(ctx, outcome(h, policy.Released, "upstream_refused", nil)); err != nil {
+		t.Fatal(err)
+	}
+	wantUsage(t, s, "after its release", at, l, 1)
+
+	// Used soon after its request, the call counts once, from its hold.
+	start := day.Add(3 * time.Hour)
+	r := approvalRequest("apr_2", "key-2", start, l)
+	request(t, s, r)
+	if _, err := s.DecideApproval(ctx, start.Add(time.Minute), "apr_2", true, "operator:ops", start.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	soon := start.Add(2 * time.Minute)
+	h2 := hold("call-approved-2", soon, l)
+	h2.Claim.Key = "key-2-claim"
+	h2.Approval = "apr_2"
+	if _, err := s.Hold(ctx, h2); err != nil {
+		t.Fatalf("Hold on an approval within its request's window: %v (counted twice?)", err)
+	}
+	wantUsage(t, s, "after the second hold", soon, l, 1)
+	wantUsage(t, s, "20 minutes after the second request", start.Add(20*time.Minute), l, 1)
+	wantUsage(t, s, "20 minutes after the second hold", soon.Add(20*time.Minute), l, 0)
+}
+
 // refusedOnApproval holds h on approval id, which a budget must refuse
 // (a *policy.Denied of limit, used), leaving the approval approved.
 func refusedOnApproval(t *testing.T, s state.Store, h *state.Hold, id string, limit int, used int64) {
@@ -522,7 +580,7 @@ func testHoldOnAnApprovalReleased(t *testing.T, f Factory) {
 	if _, err := s.DecideApproval(ctx, day, "apr_1", true, "client:agent-7", day.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	h := hold("call-1", day, nil)
+	h := hold("call-1", day, l)
 	h.Approval = "apr_1"
 	// Expired unused, at its deadline to use it.
 	late := *h

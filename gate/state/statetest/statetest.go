@@ -68,6 +68,7 @@ func Run(t *testing.T, f Factory) {
 		{"HoldOnAnApprovalReleased", testHoldOnAnApprovalReleased},
 		{"HoldOnAnApprovalSpendsWhenHeld", testHoldOnAnApprovalSpendsWhenHeld},
 		{"RefusedHoldOnAnApprovalKeepsItsReservation", testRefusedHoldOnAnApprovalKeepsItsReservation},
+		{"HoldOnAnApprovalCountsItsRateLimitsWhenHeld", testHoldOnAnApprovalCountsItsRateLimitsWhenHeld},
 		{"ApprovalAnsweredByItsCall", testApprovalAnsweredByItsCall},
 		{"DenyApproval", testDenyApproval},
 		{"ExpireApprovals", testExpireApprovals},
