@@ -1175,8 +1175,10 @@ rate_limits:
 	if err != nil || d.Decision.Allowed || d.Decision.Code != policy.CodeRateLimited {
 		t.Fatalf("Check of the approved call at 22m = %+v, %v; want rate_limited", d, err)
 	}
-	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeRateLimited {
-		t.Fatalf("the approved call at 22m = %+v, want rate_limited", res)
+	// Usable until 61m, the approval will still stand at 41m: the
+	// refusal does not say it will be gone.
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeRateLimited || strings.Contains(res.Text, "can be used only until") {
+		t.Fatalf("the approved call at 22m = %+v, want rate_limited, the approval not said to be gone", res)
 	}
 	if fake.calls.Load() != 1 {
 		t.Fatalf("Clink was called %d times, want once (the other call)", fake.calls.Load())
@@ -1190,6 +1192,40 @@ rate_limits:
 	}
 	if d, err := g.Check(ctx, "agent", fake.order(t, "10", "d@example.com")); err != nil || d.Decision.Code != policy.CodeRateLimited {
 		t.Fatalf("Check of another call just after = %+v, %v; want rate_limited (the approved call counts now)", d, err)
+	}
+}
+
+// TestARefusedApprovedCallSaysWhenItsApprovalWillBeGone: an approved call
+// a limit refuses until after its approval can be used is told so, by
+// check_payment_policy and by the call: retrying when the limit allows it
+// would not find the approval.
+func TestARefusedApprovedCallSaysWhenItsApprovalWillBeGone(t *testing.T) {
+	g, advance := clockedGateWith(t, approvalPolicy+`
+rate_limits:
+  - { window: 20m, max_calls: 1 }
+`)
+	ctx := context.Background()
+	fake := &clinkFake{}
+	approved := func() *Order { return fake.order(t, "250", "b@example.com") }
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("Create = %+v, want approval_required", res)
+	}
+	id := approvalsIn(t, g.store)[0].ID
+	advance(time.Minute)
+	operatorApproves(t, g, id, 24*time.Minute) // usable until 25m
+	advance(20 * time.Minute)
+	if res := g.Create(ctx, "agent", fake.order(t, "10", "c@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("another call at 21m = %+v, want created", res)
+	}
+	advance(time.Minute)
+	want := "approval (" + id + ") can be used only until 2026-12-03T10:25:00Z"
+	d, err := g.Check(ctx, "agent", approved())
+	if err != nil || d.Decision.Code != policy.CodeRateLimited || !strings.Contains(d.Decision.Message, want) {
+		t.Fatalf("Check of the approved call at 22m = %+v, %v; want rate_limited saying %q", d.Decision, err, want)
+	}
+	res := g.Create(ctx, "agent", approved())
+	if res.Code != policy.CodeRateLimited || !strings.Contains(res.Text, want) || !res.RetryAt.Equal(time.Date(2026, 12, 3, 10, 41, 0, 0, time.UTC)) {
+		t.Fatalf("the approved call at 22m = %+v; want rate_limited until 10:41 saying %q", res, want)
 	}
 }
 

@@ -236,6 +236,7 @@ func (g *Gate) Check(ctx context.Context, caller string, o *Order) (*Checked, er
 			switch err := g.store.Check(ctx, now, approvedLimits(stored, a.approved, now)); {
 			case errors.As(err, &denied):
 				out.Decision = g.policy.LimitDecision(limits, denied, now)
+				out.Decision.Message += outlivesApproval(a.id, a.usableUntil, out.Decision.RetryAt)
 			case err != nil:
 				return nil, err
 			}
@@ -333,8 +334,21 @@ type checkedApproval struct {
 	decision      policy.Decision
 	needsApproval bool
 	// approved is, for an approved approval, when its reservation was
-	// made (its request); the zero time otherwise.
-	approved time.Time
+	// made (its request), and usableUntil when it expires unused; the
+	// zero time otherwise.
+	approved, usableUntil time.Time
+}
+
+// outlivesApproval is what the refusal of a call on approval id, usable
+// until, adds when the limit that refuses it allows it again only at
+// retry, too late: the approval will expire unused, and retrying then
+// would not find it.
+func outlivesApproval(id string, until, retry time.Time) string {
+	if retry.IsZero() || retry.Before(until) {
+		return ""
+	}
+	return fmt.Sprintf("; but this payment's approval (%s) can be used only until %s, before then: it will expire unused, and the payment will need a new approval (tell your user)",
+		id, until.UTC().Format(time.RFC3339))
 }
 
 // approvedLimits is what a hold on an approved approval, whose
@@ -385,7 +399,7 @@ func (g *Gate) checkApproval(ctx context.Context, caller string, o *Order, req *
 			Message: fmt.Sprintf("an identical call's approval (%s) is pending until %s: this call would be answered with it, and go ahead once a person approves it; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
 	case state.ApprovalApproved:
-		out.approved = a.RequestedAt
+		out.approved, out.usableUntil = a.RequestedAt, a.ExpiresAt
 		out.decision = policy.Decision{Allowed: true, Code: policy.CodeAllowed,
 			Message: fmt.Sprintf("an identical call's approval (%s) was approved, and may be used until %s: this call would create the session on it, its budgets and rate limits checked again as of now; its reservation is already counted in the limits", a.ID, until)}
 		return out, nil
@@ -489,7 +503,15 @@ func (g *Gate) hold(ctx context.Context, c *call, o *Order, approval string, cla
 			// Held: whatever happens to ctx now, the call goes on, so that
 			// the hold is settled.
 		case errors.As(err, &denial):
-			return nil, "", denied(g.policy.LimitDecision(limits, denial, h.At)), false
+			d := g.policy.LimitDecision(limits, denial, h.At)
+			if approval != "" {
+				// Refused, the approval stands: say whether it will still
+				// stand when the limit allows the call.
+				if a, err := g.store.Approval(ctx, approval); err == nil {
+					d.Message += outlivesApproval(approval, a.ExpiresAt, d.RetryAt)
+				}
+			}
+			return nil, "", denied(d), false
 		case approval != "" && (errors.Is(err, state.ErrApprovalNotPending) || errors.Is(err, state.ErrNotFound)):
 			// Nothing was written. Used by an identical call meanwhile (this
 			// one waited for its claim, which is gone: Clink refused it, or
