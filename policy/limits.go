@@ -388,11 +388,11 @@ func (p *Policy) StoreFile() (string, error) {
 	return path, nil
 }
 
-// HasState reports whether the policy has any budget, rate limit or
-// duplicate guard, that is, whether calls need the store for more than the
-// audit trail.
+// HasState reports whether the policy has any budget, rate limit,
+// duplicate guard or approval threshold, that is, whether calls need the
+// store for more than the audit trail.
 func (p *Policy) HasState() bool {
-	if len(p.budgets) > 0 || len(p.rates) > 0 || p.dupWindow > 0 {
+	if len(p.budgets) > 0 || len(p.rates) > 0 || p.dupWindow > 0 || p.hasThresholds() {
 		return true
 	}
 	for _, t := range p.tools {
