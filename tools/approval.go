@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/clink-mcp/clink-mcp/gate"
+	"github.com/clink-mcp/clink-mcp/internal/textcheck"
+	"github.com/clink-mcp/clink-mcp/policy"
 )
 
 // approvalInput names the approval question among a call's input requests
@@ -36,6 +41,9 @@ var approvalSchema = map[string]any{
 // an earlier client that declared it when it initialised a session that
 // can carry server requests (mcp-go then sends it elicitation/create).
 func canAsk(ctx context.Context, req mcp.CallToolRequest) bool {
+	if ctx.Value(cannotAskKey{}) != nil {
+		return false // it declared it could, and failed to (askUntilExpiry)
+	}
 	if mcp.IsModernProtocol(server.RequestProtocolVersion(ctx)) {
 		// Capabilities come with each request; mcp-go checks them against
 		// what the request may ask of the client.
@@ -103,6 +111,47 @@ func asking(q *gate.Question) *mcp.CallToolResult {
 // gate put (see askUntilExpiry).
 type askedKey struct{}
 
+// cannotAskKey marks, in a call's context, a client that failed to ask
+// its user the approval question; its value says why (see askUntilExpiry).
+type cannotAskKey struct{}
+
+// maxAskFailure bounds, in runes, the reason a failed question gives in
+// the call's result.
+const maxAskFailure = 200
+
+// askFailure is why the question failed, as err says it, fit to show the
+// agent: printable, on one line, at most maxAskFailure runes. It is the
+// client's own reply or the transport's refusal of it, nothing secret.
+func askFailure(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "multi round-trip: ")
+	var b strings.Builder
+	n := 0
+	for _, r := range msg {
+		if n == maxAskFailure {
+			b.WriteString("…")
+			break
+		}
+		if !unicode.IsPrint(r) || textcheck.Invisible(r) {
+			r = ' '
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+// noteAskFailure adds to res, the pending approval's result of a call
+// whose client failed to ask its user, why it failed.
+func noteAskFailure(ctx context.Context, res *gate.Result) *gate.Result {
+	why, ok := ctx.Value(cannotAskKey{}).(string)
+	if !ok || res.Code != policy.CodeApprovalRequired {
+		return res
+	}
+	out := *res
+	out.Text += " Your MCP client was asked to put this question to its user, and could not (" + why + ")."
+	return &out
+}
+
 // noteQuestion tells askUntilExpiry, when it runs the call, the question
 // the gate asked.
 func noteQuestion(ctx context.Context, q *gate.Question) {
@@ -127,10 +176,14 @@ const askPoll = time.Second
 // so an unanswered question kept the agent's call open past its approval.
 // Then the call runs again without an answer, and the gate says the
 // approval expired (or, if an operator decided it meanwhile, what they
-// decided). Clients of 2026-07-28 get the question as an input request
-// and are not waited for; anything but the approval question is left to
+// decided). A client that answers the question with an error (it
+// declared elicitation, yet could not ask anyone) is then treated as one
+// that cannot ask: the call runs again and gets the pending approval's
+// result, which says how an operator decides it, rather than the client's
+// error (the result says why the question failed). Clients of 2026-07-28 get the question as an input request and
+// are not waited for; anything but the approval question is left to
 // mcp-go.
-func askUntilExpiry(g *gate.Gate) server.ToolHandlerMiddleware {
+func askUntilExpiry(g *gate.Gate, log *slog.Logger) server.ToolHandlerMiddleware {
 	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			if mcp.IsModernProtocol(server.RequestProtocolVersion(ctx)) {
@@ -148,6 +201,13 @@ func askUntilExpiry(g *gate.Gate) server.ToolHandlerMiddleware {
 					return res, nil
 				}
 				answer, err := askBefore(ctx, srv, g, *in.Elicitation, q.ExpiresAt)
+				if err != nil && ctx.Err() == nil {
+					log.WarnContext(ctx, "the client could not ask its user the approval question; the approval waits for an operator",
+						"tool", req.Params.Name, "approval", q.ApprovalID, "err", err)
+					ctx = context.WithValue(ctx, cannotAskKey{}, askFailure(err))
+					req.Params.MultiRoundTripParams = mcp.MultiRoundTripParams{}
+					continue
+				}
 				if err != nil {
 					return nil, err
 				}

@@ -3,6 +3,7 @@ package tools_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -436,6 +437,44 @@ func TestAnUnansweredQuestionEndsWhenItsApprovalExpires(t *testing.T) {
 	case <-u.asked:
 		t.Error("the user was asked again")
 	default:
+	}
+	if n := s.sb.Requests(); n != 0 {
+		t.Errorf("Clink got %d requests, want none", n)
+	}
+}
+
+// failingUser is a client whose elicitation fails: it declared the
+// capability, but cannot put the question to anyone now.
+type failingUser struct{ asked atomic.Int32 }
+
+func (u *failingUser) Elicit(context.Context, mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	u.asked.Add(1)
+	return nil, errors.New("the assistant's window is closed")
+}
+
+// A client before 2026-07-28 whose answer to the approval question is an
+// error (it declared elicitation but could not ask) is treated as a client
+// that cannot ask: the call gets the pending approval's ordinary result,
+// which says how an operator decides it, and why the question failed,
+// rather than failing with the client's error; the approval stays pending
+// for the operator.
+func TestAClientThatFailsToAskGetsAPendingApproval(t *testing.T) {
+	u := &failingUser{}
+	s := newApprovalSetupAt(t, mcp.ProtocolVersion20251125, u, time.Now)
+	res := s.call(t, policy.ToolCheckoutSession, bigCheckout)
+	text := tools.ResultText(res)
+	if u.asked.Load() != 1 {
+		t.Fatalf("the client was asked %d times, want once", u.asked.Load())
+	}
+	if !strings.Contains(text, "approval_required") || !strings.Contains(text, "clink-mcp approvals approve") {
+		t.Errorf("the call = %s; want the pending approval's result, saying how an operator decides", text)
+	}
+	if !strings.Contains(text, "and could not (the assistant's window is closed).") {
+		t.Errorf("the call = %s; want it to say why the question failed", text)
+	}
+	as, err := s.store.ListApprovals(context.Background(), nil, 0)
+	if err != nil || len(as) != 1 || as[0].State != state.ApprovalPending {
+		t.Fatalf("approvals = %+v, %v; want one, pending", as, err)
 	}
 	if n := s.sb.Requests(); n != 0 {
 		t.Errorf("Clink got %d requests, want none", n)

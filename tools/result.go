@@ -99,7 +99,7 @@ func (ts *toolset) create(ctx context.Context, req mcp.CallToolRequest, p *prepa
 	p.order.Answer = answerOf(req)
 	res := ts.gate.Create(ctx, caller, p.order)
 	noteQuestion(ctx, res.Question)
-	return render(res)
+	return render(noteAskFailure(ctx, res))
 }
 
 // internal records a failure of the tool's own (it could not build the

@@ -114,14 +114,19 @@ func newToolset(d Deps) *toolset {
 	if d.Payments == nil || d.Policy == nil || d.Gate == nil {
 		panic("tools: Deps.Payments, Policy and Gate are required")
 	}
-	ts := &toolset{payments: d.Payments, policy: d.Policy, gate: d.Gate, caller: d.Caller, log: d.Logger, validate: newValidator()}
+	ts := &toolset{payments: d.Payments, policy: d.Policy, gate: d.Gate, caller: d.Caller, log: logger(d.Logger), validate: newValidator()}
 	if ts.caller == nil {
 		ts.caller = func(context.Context) string { return "" }
 	}
-	if ts.log == nil {
-		ts.log = slog.New(slog.DiscardHandler)
-	}
 	return ts
+}
+
+// logger is l, or a logger that discards for a nil l.
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }
 
 // All returns every tool, in a stable order, ready to register.
@@ -197,7 +202,7 @@ func NewServer(d Deps, version string) *server.MCPServer {
 		server.WithElicitation(),
 		server.WithInstructions(Instructions(d.Sandbox, d.Policy.DuplicatesWindow())),
 		server.WithRecovery(),
-		server.WithToolHandlerMiddleware(askUntilExpiry(d.Gate)),
+		server.WithToolHandlerMiddleware(askUntilExpiry(d.Gate, logger(d.Logger))),
 	)
 	s.AddTools(All(d)...)
 	r := PolicyResource(d)

@@ -423,9 +423,10 @@ func approvalsListed(t *testing.T, pol string) string {
 
 // TestStdioTheEndOfInputEndsAnOpenQuestion: a client that closes stdin
 // while its user is asked (2025-11-25: elicitation/create) can never
-// answer. The call that asked ends at once, with an error and nothing
-// created, rather than waiting out the shutdown grace for the answer; the
-// approval stays pending for an operator.
+// answer. The call that asked ends at once, with the pending approval's
+// result saying the input ended and nothing created, rather than waiting
+// out the shutdown grace for the answer; the approval stays pending for
+// an operator.
 func TestStdioTheEndOfInputEndsAnOpenQuestion(t *testing.T) {
 	clink := newGatedClink(t)
 	clink.release()
@@ -437,8 +438,9 @@ func TestStdioTheEndOfInputEndsAnOpenQuestion(t *testing.T) {
 		t.Fatalf("the server exited with %v\n%s", err, p.output())
 	}
 	r := p.reply(7, time.Second)
-	if r.Error == nil || !strings.Contains(r.raw, "input ended") || strings.Contains(r.raw, "sessionId") {
-		t.Errorf("the call whose question was open = %s, want an error saying the input ended", r.raw)
+	if !strings.Contains(r.raw, `"isError":true`) || !strings.Contains(r.raw, "approval_required") ||
+		!strings.Contains(r.raw, "input ended") || strings.Contains(r.raw, "sessionId") {
+		t.Errorf("the call whose question was open = %s, want the pending approval, saying the input ended", r.raw)
 	}
 	if n := clink.POSTs(); n != 0 {
 		t.Errorf("%d creates reached Clink, want none", n)
@@ -463,8 +465,8 @@ func TestStdioAQuestionAskedAfterTheEndOfInputEndsTheCall(t *testing.T) {
 	if err := p.awaitExit(60 * time.Second); err != nil {
 		t.Fatalf("the server exited with %v\n%s", err, p.output())
 	}
-	if r := p.reply(7, time.Second); r.Error == nil || !strings.Contains(r.raw, "input ended") {
-		t.Errorf("the call = %s, want an error saying the input ended", r.raw)
+	if r := p.reply(7, time.Second); !strings.Contains(r.raw, `"isError":true`) || !strings.Contains(r.raw, "approval_required") || !strings.Contains(r.raw, "input ended") {
+		t.Errorf("the call = %s, want the pending approval, saying the input ended", r.raw)
 	}
 	if n := clink.POSTs(); n != 0 {
 		t.Errorf("%d creates reached Clink, want none", n)

@@ -321,9 +321,10 @@ func (c *stdioConn) endOfInput() bool {
 
 // abandonQuestions answers, once in has ended, every question the server
 // asked the client and has no answer to, with an error response handed to
-// Listen, so that the request that asked fails at once rather than waits
-// out the drain for an answer that cannot come (its approval stays
-// pending). It reports whether it handed any.
+// Listen, so that the request that asked stops waiting at once rather than
+// waits out the drain for an answer that cannot come (a call asking for
+// approval then ends with its approval pending, saying why). It reports
+// whether it handed any.
 func (c *stdioConn) abandonQuestions() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
