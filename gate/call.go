@@ -347,7 +347,7 @@ func outlivesApproval(id string, until, retry time.Time) string {
 	if retry.IsZero() || retry.Before(until) {
 		return ""
 	}
-	return fmt.Sprintf("; but this payment's approval (%s) can be used only until %s, before then: it will expire unused, and the payment will need a new approval (tell your user)",
+	return fmt.Sprintf("; but this payment's approval (%s) can be used only until %s, which is sooner: it will expire unused, and the payment will need a new approval (tell your user)",
 		id, until.UTC().Format(time.RFC3339))
 }
 
@@ -359,7 +359,10 @@ func outlivesApproval(id string, until, retry time.Time) string {
 // Whether the window still holds the reservation is judged by the gate's
 // clock, the store's windows by its own (bounded by other handles', or
 // the database's): within that skew of the window's edge, Check may
-// answer otherwise than the hold.
+// answer otherwise than the hold. So it may for a limit added to the
+// policy since the request (the reservation never counted it, and it is
+// taken for counted), and in the memory store for a reservation whose
+// entry was coalesced into a bucket that outlives it: Check advises.
 func approvedLimits(stored []policy.Limit, reserved, now time.Time) []policy.Limit {
 	out := slices.Clone(stored)
 	for i, l := range out {

@@ -2000,14 +2000,29 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	// is made now. The reservation's entries, budgets' and rate limits',
 	// move to now, checked again against the limits (the request's may
 	// have left a window since, and other calls used what it left).
+	// Counters are locked in key order, as every hold locks them: the
+	// approval's and the hold's together, made if missing, before the
+	// move, so that queueAdmit then locks nothing new. (Locking the
+	// approval's first would take a hold's key out of order when it sorts
+	// before one of them: a limit added since the request, or a counter
+	// swept since; and deadlock with a hold taking them in order.)
+	keys := slices.Clone(approval.keys)
+	for _, l := range h.Limits {
+		keys = append(keys, l.Key)
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
 	b = &pgx.Batch{}
-	queueRelease(b, approval.Reservation, approval.reservedAt, approval.keys, true)
-	released := len(approval.keys) > 0
+	moved := len(keys) > 0
+	if moved {
+		b.Queue(pqEnsureCounters, keys)
+	}
+	queueRelease(b, approval.Reservation, approval.reservedAt, keys, true)
 	lock := t.queueAdmit(b, h.Limits)
 	var counters map[string]int64
 	err = t.send(b, false, func(br pgx.BatchResults) (err error) {
-		if released {
-			for range 2 { // pqLockKeys, pqRelease
+		if moved {
+			for range 3 { // pqEnsureCounters, pqLockKeys, pqMove
 				if _, err := br.Exec(); err != nil {
 					return err
 				}
