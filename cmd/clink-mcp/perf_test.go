@@ -28,18 +28,26 @@ import (
 )
 
 // buildFloor builds the floor server once.
-var buildFloor = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "clink-mcp-floor")
+var buildFloor = sync.OnceValues(func() (string, error) { return buildTestdata("floor") })
+
+// buildFloorLinked builds testdata/floorlinked once: the floor, linking
+// every package clink-mcp's command imports.
+var buildFloorLinked = sync.OnceValues(func() (string, error) { return buildTestdata("floorlinked") })
+
+// buildTestdata builds the command in testdata/name into a new temporary
+// directory and returns its path.
+func buildTestdata(name string) (string, error) {
+	dir, err := os.MkdirTemp("", "clink-mcp-"+name)
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "floor")
-	out, err := exec.Command("go", "build", "-o", bin, "./testdata/floor").CombinedOutput()
+	bin := filepath.Join(dir, name)
+	out, err := exec.Command("go", "build", "-o", bin, "./testdata/"+name).CombinedOutput()
 	if err != nil {
 		return "", &buildError{out}
 	}
 	return bin, nil
-})
+}
 
 // binaries returns clink-mcp's and the floor's.
 func binaries(b *testing.B) (clinkMCP, floor string) {
@@ -123,6 +131,43 @@ func BenchmarkVsFloorStartup(b *testing.B) {
 		f = append(f, startToToolsList(b, floor))
 	}
 	reportVsFloor(b, c, f)
+}
+
+// BenchmarkFloorLinkedStartup splits the start-up ratio: the floor, the
+// floor linking every package clink-mcp's command imports (their package
+// initialisation, nothing more: testdata/floorlinked) and `clink-mcp serve
+// --sandbox`, alternating, each from its start to its tools/list answer.
+// linked-ratio is what linking the packages costs against the floor;
+// main-ratio what clink-mcp's own work adds to that.
+func BenchmarkFloorLinkedStartup(b *testing.B) {
+	clinkMCP, floor := binaries(b)
+	linked, err := buildFloorLinked()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c, l, f []time.Duration
+	starts := []func(){
+		func() { f = append(f, startToToolsList(b, floor)) },
+		func() { l = append(l, startToToolsList(b, linked)) },
+		func() { c = append(c, startToToolsList(b, clinkMCP, "serve", "--sandbox", "--log-level", "error")) },
+	}
+	i := 0
+	for b.Loop() {
+		// Each goes first in turn: the one after another pays for what
+		// the other left in the caches, or finds what it warmed.
+		for k := range starts {
+			starts[(i+k)%len(starts)]()
+		}
+		i++
+	}
+	pc, pl, pf := p50(c), p50(l), p50(f)
+	b.ReportMetric(float64(pf.Microseconds())/1000, "floor-p50-ms")
+	b.ReportMetric(float64(pl.Microseconds())/1000, "linked-p50-ms")
+	b.ReportMetric(float64(pc.Microseconds())/1000, "clink-mcp-p50-ms")
+	b.ReportMetric(float64(pl)/float64(pf), "linked-ratio")
+	b.ReportMetric(float64(pc)/float64(pl), "main-ratio")
+	b.ReportMetric(float64(pc)/float64(pf), "ratio")
+	b.ReportMetric(0, "ns/op") // the metrics above are the figures
 }
 
 // BenchmarkVsFloorCall: one tools/call at a time over stdio, clink-mcp
