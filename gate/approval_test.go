@@ -1146,6 +1146,35 @@ rate_limits:
 	}
 }
 
+// approvedBehindARateLimit sets up a call approved behind a rate limit of
+// one call in 20 minutes: the call (approved() makes it again) asks at 0,
+// an operator approves it at 1m for use within useBy, another call is
+// made at 21m (the request has left the window), and the clock is left at
+// 22m. It returns the gate, its clock's advance, the fake Clink (called
+// once so far), approved and the approval's ID.
+func approvedBehindARateLimit(t *testing.T, useBy time.Duration) (g *Gate, advance func(time.Duration), fake *clinkFake, approved func() *Order, id string) {
+	t.Helper()
+	g, advance = clockedGateWith(t, approvalPolicy+`
+rate_limits:
+  - { window: 20m, max_calls: 1 }
+`)
+	ctx := context.Background()
+	fake = &clinkFake{}
+	approved = func() *Order { return fake.order(t, "250", "b@example.com") }
+	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeApprovalRequired {
+		t.Fatalf("Create = %+v, want approval_required", res)
+	}
+	id = approvalsIn(t, g.store)[0].ID
+	advance(time.Minute)
+	operatorApproves(t, g, id, useBy)
+	advance(20 * time.Minute)
+	if res := g.Create(ctx, "agent", fake.order(t, "10", "c@example.com")); res.Code != policy.CodeCreated {
+		t.Fatalf("another call at 21m = %+v, want created", res)
+	}
+	advance(time.Minute)
+	return g, advance, fake, approved, id
+}
+
 // TestARateLimitCountsAnApprovedCallWhenItIsMade: a rate limit counts an
 // approved call when it is made, not only when it asked. Under one call
 // in 20 minutes, a call asks at 0, is approved, another call is made at
@@ -1153,24 +1182,8 @@ rate_limits:
 // be the second in 20 minutes: check_payment_policy and the call say
 // rate_limited, and the approval stands until the window allows it.
 func TestARateLimitCountsAnApprovedCallWhenItIsMade(t *testing.T) {
-	g, advance := clockedGateWith(t, approvalPolicy+`
-rate_limits:
-  - { window: 20m, max_calls: 1 }
-`)
+	g, advance, fake, approved, id := approvedBehindARateLimit(t, time.Hour)
 	ctx := context.Background()
-	fake := &clinkFake{}
-	approved := func() *Order { return fake.order(t, "250", "b@example.com") }
-	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeApprovalRequired {
-		t.Fatalf("Create = %+v, want approval_required", res)
-	}
-	id := approvalsIn(t, g.store)[0].ID
-	advance(time.Minute)
-	operatorApproves(t, g, id, time.Hour)
-	advance(20 * time.Minute)
-	if res := g.Create(ctx, "agent", fake.order(t, "10", "c@example.com")); res.Code != policy.CodeCreated {
-		t.Fatalf("another call at 21m = %+v, want created", res)
-	}
-	advance(time.Minute)
 	d, err := g.Check(ctx, "agent", approved())
 	if err != nil || d.Decision.Allowed || d.Decision.Code != policy.CodeRateLimited {
 		t.Fatalf("Check of the approved call at 22m = %+v, %v; want rate_limited", d, err)
@@ -1200,24 +1213,8 @@ rate_limits:
 // check_payment_policy and by the call: retrying when the limit allows it
 // would not find the approval.
 func TestARefusedApprovedCallSaysWhenItsApprovalWillBeGone(t *testing.T) {
-	g, advance := clockedGateWith(t, approvalPolicy+`
-rate_limits:
-  - { window: 20m, max_calls: 1 }
-`)
+	g, _, _, approved, id := approvedBehindARateLimit(t, 24*time.Minute) // usable until 25m
 	ctx := context.Background()
-	fake := &clinkFake{}
-	approved := func() *Order { return fake.order(t, "250", "b@example.com") }
-	if res := g.Create(ctx, "agent", approved()); res.Code != policy.CodeApprovalRequired {
-		t.Fatalf("Create = %+v, want approval_required", res)
-	}
-	id := approvalsIn(t, g.store)[0].ID
-	advance(time.Minute)
-	operatorApproves(t, g, id, 24*time.Minute) // usable until 25m
-	advance(20 * time.Minute)
-	if res := g.Create(ctx, "agent", fake.order(t, "10", "c@example.com")); res.Code != policy.CodeCreated {
-		t.Fatalf("another call at 21m = %+v, want created", res)
-	}
-	advance(time.Minute)
 	want := "approval (" + id + ") can be used only until 2026-12-03T10:25:00Z"
 	d, err := g.Check(ctx, "agent", approved())
 	if err != nil || d.Decision.Code != policy.CodeRateLimited || !strings.Contains(d.Decision.Message, want) {
