@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -120,35 +121,37 @@ type cannotAskKey struct{}
 const maxAskFailure = 200
 
 // askFailure is why the question failed, as err says it, fit to show the
-// agent: printable, on one line, at most maxAskFailure runes. It is the
-// client's own reply or the transport's refusal of it, nothing secret.
+// agent and to log: printable, on one line, its spaces collapsed, at most
+// maxAskFailure runes (and an ellipsis when cut). It is the client's own
+// reply, the transport's refusal of it, or mcp-go's failure to send the
+// question: nothing secret.
 func askFailure(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "multi round-trip: ")
-	var b strings.Builder
-	n := 0
-	for _, r := range msg {
-		if n == maxAskFailure {
-			b.WriteString("…")
-			break
-		}
+	msg = strings.Map(func(r rune) rune {
 		if !unicode.IsPrint(r) || textcheck.Invisible(r) {
-			r = ' '
+			return ' '
 		}
-		b.WriteRune(r)
-		n++
+		return r
+	}, msg)
+	msg = strings.Join(strings.Fields(msg), " ")
+	if msg == "" {
+		return "no reason given"
 	}
-	return b.String()
+	if utf8.RuneCountInString(msg) > maxAskFailure {
+		return string([]rune(msg)[:maxAskFailure]) + "…"
+	}
+	return msg
 }
 
 // noteAskFailure adds to res, the pending approval's result of a call
-// whose client failed to ask its user, why it failed.
+// whose question could not be put to its client's user, why.
 func noteAskFailure(ctx context.Context, res *gate.Result) *gate.Result {
 	why, ok := ctx.Value(cannotAskKey{}).(string)
 	if !ok || res.Code != policy.CodeApprovalRequired {
 		return res
 	}
 	out := *res
-	out.Text += " Your MCP client was asked to put this question to its user, and could not (" + why + ")."
+	out.Text += " The question could not be put to the user through your MCP client (" + why + ")."
 	return &out
 }
 
@@ -176,13 +179,15 @@ const askPoll = time.Second
 // so an unanswered question kept the agent's call open past its approval.
 // Then the call runs again without an answer, and the gate says the
 // approval expired (or, if an operator decided it meanwhile, what they
-// decided). A client that answers the question with an error (it
-// declared elicitation, yet could not ask anyone) is then treated as one
-// that cannot ask: the call runs again and gets the pending approval's
-// result, which says how an operator decides it, rather than the client's
-// error (the result says why the question failed). Clients of 2026-07-28 get the question as an input request and
-// are not waited for; anything but the approval question is left to
-// mcp-go.
+// decided). A question that fails (the client answers it with an error:
+// it declared elicitation, yet could not ask anyone; or the question could
+// not be sent) is taken for a client that cannot ask: the call runs again
+// and gets the pending approval's result, which says how an operator
+// decides it and why the question failed (or, had an operator decided it
+// meanwhile, their decision), rather than the error. A call cancelled
+// meanwhile ends there. Clients of 2026-07-28 get the question as an
+// input request and are not waited for; anything but the approval
+// question is left to mcp-go.
 func askUntilExpiry(g *gate.Gate, log *slog.Logger) server.ToolHandlerMiddleware {
 	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -202,9 +207,10 @@ func askUntilExpiry(g *gate.Gate, log *slog.Logger) server.ToolHandlerMiddleware
 				}
 				answer, err := askBefore(ctx, srv, g, *in.Elicitation, q.ExpiresAt)
 				if err != nil && ctx.Err() == nil {
-					log.WarnContext(ctx, "the client could not ask its user the approval question; the approval waits for an operator",
-						"tool", req.Params.Name, "approval", q.ApprovalID, "err", err)
-					ctx = context.WithValue(ctx, cannotAskKey{}, askFailure(err))
+					why := askFailure(err)
+					log.WarnContext(ctx, "the approval question could not be put to the client's user; the approval stays pending",
+						"tool", req.Params.Name, "approval", q.ApprovalID, "err", why)
+					ctx = context.WithValue(ctx, cannotAskKey{}, why)
 					req.Params.MultiRoundTripParams = mcp.MultiRoundTripParams{}
 					continue
 				}

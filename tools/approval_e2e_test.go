@@ -469,8 +469,8 @@ func TestAClientThatFailsToAskGetsAPendingApproval(t *testing.T) {
 	if !strings.Contains(text, "approval_required") || !strings.Contains(text, "clink-mcp approvals approve") {
 		t.Errorf("the call = %s; want the pending approval's result, saying how an operator decides", text)
 	}
-	if !strings.Contains(text, "and could not (the assistant's window is closed).") {
-		t.Errorf("the call = %s; want it to say why the question failed", text)
+	if !res.IsError || !strings.Contains(text, "through your MCP client (the assistant's window is closed).") {
+		t.Errorf("the call = %s (isError %v); want an error result saying why the question failed", text, res.IsError)
 	}
 	as, err := s.store.ListApprovals(context.Background(), nil, 0)
 	if err != nil || len(as) != 1 || as[0].State != state.ApprovalPending {
@@ -478,5 +478,50 @@ func TestAClientThatFailsToAskGetsAPendingApproval(t *testing.T) {
 	}
 	if n := s.sb.Requests(); n != 0 {
 		t.Errorf("Clink got %d requests, want none", n)
+	}
+}
+
+// A call its client cancels while its question is open ends there: it is
+// not run again as one whose client cannot ask (which would leave a
+// second outcome record, cancelled, and a misleading warning).
+func TestACancelledCallIsNotRunAgain(t *testing.T) {
+	u := &silentUser{asked: make(chan struct{}, 1), withdrawn: make(chan struct{})}
+	s := newApprovalSetupAt(t, mcp.ProtocolVersion20251125, u, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.cli.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: policy.ToolCheckoutSession, Arguments: json.RawMessage(bigCheckout)}})
+		done <- err
+	}()
+	<-u.asked
+	cancel()
+	<-done
+	select {
+	case <-u.withdrawn: // the server's side of the call has seen the cancellation
+	case <-time.After(5 * time.Second):
+		t.Fatal("the question was not withdrawn")
+	}
+	deadline := time.Now().Add(time.Second)
+	var outcomes []string
+	for {
+		outcomes = outcomes[:0]
+		err := s.store.ScanAudit(context.Background(), func(r *state.AuditRecord) error {
+			if r.Kind == state.KindOutcome {
+				outcomes = append(outcomes, r.Decision)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The question's round leaves its record; a second, if any, comes
+		// once the middleware has run the call again.
+		if len(outcomes) > 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(outcomes) != 1 || outcomes[0] != string(policy.CodeApprovalRequired) {
+		t.Errorf("outcome records %v, want one: the question's round (approval_required)", outcomes)
 	}
 }

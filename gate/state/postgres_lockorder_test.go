@@ -79,9 +79,15 @@ func TestPostgresAHoldOnAnApprovalLocksCountersInKeyOrder(t *testing.T) {
 				_, err := s.Hold(ctx, h)
 				held <- err
 			}()
-			// Let the hold reach the counters: it waits for a-budget, and
-			// had it locked r-rate first, the next statement deadlocks.
-			time.Sleep(500 * time.Millisecond)
+			// Wait for the hold to wait for a-budget: had it locked r-rate
+			// first, the next statement deadlocks.
+			for waited := time.Now(); queryInt(t, u, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 0; {
+				if time.Since(waited) > 10*time.Second {
+					t.Fatal("the hold on the approval never waited for the counter the other transaction holds")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			_, lockErr := other.Exec(lctx, `SELECT 1 FROM counters WHERE key = 'r-rate' FOR UPDATE`)
