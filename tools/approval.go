@@ -43,7 +43,7 @@ var approvalSchema = map[string]any{
 // can carry server requests (mcp-go then sends it elicitation/create).
 func canAsk(ctx context.Context, req mcp.CallToolRequest) bool {
 	if ctx.Value(cannotAskKey{}) != nil {
-		return false // it declared it could, and failed to (askUntilExpiry)
+		return false // it declared it could, and the question failed (askUntilExpiry)
 	}
 	if mcp.IsModernProtocol(server.RequestProtocolVersion(ctx)) {
 		// Capabilities come with each request; mcp-go checks them against
@@ -112,8 +112,9 @@ func asking(q *gate.Question) *mcp.CallToolResult {
 // gate put (see askUntilExpiry).
 type askedKey struct{}
 
-// cannotAskKey marks, in a call's context, a client that failed to ask
-// its user the approval question; its value says why (see askUntilExpiry).
+// cannotAskKey marks, in a call's context, a call whose approval question
+// could not be put to its client's user; its value says why (see
+// askUntilExpiry).
 type cannotAskKey struct{}
 
 // maxAskFailure bounds, in runes, the reason a failed question gives in
