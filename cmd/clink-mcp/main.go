@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clink-mcp/clink-mcp/clink"
 	"github.com/clink-mcp/clink-mcp/clink/sandbox"
@@ -374,6 +375,7 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 		},
 		Payments: a.client, Account: gate.AccountID(a.client.BaseURL(), key),
 		Store: st, Secret: secret, Version: build.Version, Logger: logger,
+		Metrics: stdioRegistry(cfg),
 	})
 	if err != nil {
 		st.Close()
@@ -410,6 +412,17 @@ func newApp(cfg *config, logger *slog.Logger, pol *policy.Policy) (*app, error) 
 	}
 	logWiring(logger, cfg, a, where)
 	return a, nil
+}
+
+// stdioRegistry is the metrics registry of a server over stdio: one
+// without the Go runtime and process collectors, which only /metrics reads
+// and which cost every start some 0.35 ms (docs/performance.md). Over HTTP
+// it is nil: the service's own registry, with them, served at /metrics.
+func stdioRegistry(cfg *config) *prometheus.Registry {
+	if cfg.httpAddr != "" {
+		return nil
+	}
+	return prometheus.NewRegistry()
 }
 
 // storeInMemory is where --sandbox keeps its state, for the log.

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -664,5 +665,41 @@ func TestAKeyFileNamedLikeAKeyIsRead(t *testing.T) {
 	code, _, stderr := runCmd(t, nil, "--policy", policy, "--api-key-file", "sk_test_named")
 	if code != 1 || !strings.Contains(stderr, "api-key-file (CLINK_API_KEY_FILE): API key contains spaces") || strings.Contains(stderr, "looks like a Clink API key") {
 		t.Errorf("exit %d, stderr %q; want the file read (its key refused for its space)", code, stderr)
+	}
+}
+
+// Over stdio nothing serves /metrics, so the registry goes without the Go
+// runtime and process collectors; over HTTP /metrics has them.
+func TestOnlyHTTPRegistersTheRuntimeCollectors(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		runtime bool
+	}{
+		{[]string{"--sandbox"}, false},
+		{[]string{"--sandbox", "--http", "127.0.0.1:0"}, true},
+	} {
+		cfg, _, err := parseConfig("t", tt.args, env(nil), &bytes.Buffer{}, printUsage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := newApp(cfg, slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		families, err := a.svc.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var goroutines, process bool
+		for _, f := range families {
+			goroutines = goroutines || f.GetName() == "go_goroutines"
+			process = process || strings.HasPrefix(f.GetName(), "process_")
+		}
+		if goroutines != tt.runtime || process != tt.runtime {
+			t.Errorf("%v: go_goroutines %v, process_* %v; want both %v", tt.args, goroutines, process, tt.runtime)
+		}
+		if err := a.close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
