@@ -330,7 +330,7 @@ func (g *Gate) expireApprovals(ctx context.Context) {
 	case err != nil && ctx.Err() == nil:
 		g.log.WarnContext(ctx, "expiring approvals failed", "err", err)
 	case n > 0:
-		g.log.InfoContext(ctx, "approvals expired undecided; their reservations are released", "count", n)
+		g.log.InfoContext(ctx, "approvals expired undecided; their budgets are given back", "count", n)
 	}
 }
 

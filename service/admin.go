@@ -110,7 +110,7 @@ func (s *Service) adminHandler() http.Handler {
 				// deciding it expired it, which changed something.
 				verb := map[bool]string{true: "approved", false: "denied"}[approve]
 				writeJSON(w, http.StatusConflict, map[string]any{
-					"error": fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+					"error": fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its budgets are given back (its rate limits keep counting the call)",
 						a.ExpiresAt.UTC().Format(time.RFC3339), verb),
 					"approval": approvalOf(a)})
 				return

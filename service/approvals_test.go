@@ -490,7 +490,7 @@ func TestTheAdminEndpointSaysADecisionPastTheDeadlineExpiredIt(t *testing.T) {
 			ops := map[string]string{"Authorization": "Bearer " + token}
 			code, _, body := f.get("POST", "/admin/approvals/"+a.ID+"/"+verb, nil, ops)
 			done := map[string]string{"approve": "approved", "deny": "denied"}[verb]
-			want := fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+			want := fmt.Sprintf("the approval had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its budgets are given back (its rate limits keep counting the call)",
 				a.ExpiresAt.UTC().Format(time.RFC3339), done)
 			if code != http.StatusConflict || !strings.Contains(body, want) || !strings.Contains(body, `"state":"expired"`) {
 				t.Errorf("deciding it = %d %s; want 409 saying %q", code, body, want)

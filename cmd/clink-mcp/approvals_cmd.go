@@ -125,7 +125,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	// The state before the decision tells an approval decided or expired
 	// earlier (nothing changes) from a pending one whose deadline has
 	// passed with no server sweeping it yet: deciding that one expires it,
-	// which is recorded in the audit trail and releases its reservation.
+	// which is recorded in the audit trail and gives its budgets back.
 	before, err := st.Approval(ctx, id)
 	var a *state.Approval
 	if err == nil {
@@ -138,7 +138,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 	case notPending && a.State == state.ApprovalExpired && before.State == state.ApprovalPending:
 		verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
 		return fmt.Errorf("approvals %s: approval %s had expired at %s, so it was not %s: it is now recorded as expired "+
-			"(in the audit trail), and its reservation is released", sub, id, a.ExpiresAt.UTC().Format(time.RFC3339), verb)
+			"(in the audit trail), and its budgets are given back (its rate limits keep counting the call)", sub, id, a.ExpiresAt.UTC().Format(time.RFC3339), verb)
 	case notPending:
 		return fmt.Errorf("approvals %s: approval %s is %s, not pending: nothing changed", sub, id, a.State)
 	case err != nil:
@@ -149,7 +149,7 @@ func approvalsCommand(ctx context.Context, args []string, getenv func(string) st
 			a.ID, a.Currency, a.Amount, a.Tool, a.Caller, a.ExpiresAt.UTC().Format(time.RFC3339))
 		return nil
 	}
-	fmt.Fprintf(stdout, "denied %s (%s %s via %s, asked by %s); its reservation is released\n", a.ID, a.Currency, a.Amount, a.Tool, a.Caller)
+	fmt.Fprintf(stdout, "denied %s (%s %s via %s, asked by %s); its budgets are given back (its rate limits keep counting the call)\n", a.ID, a.Currency, a.Amount, a.Tool, a.Caller)
 	return nil
 }
 

@@ -545,7 +545,7 @@ func TestDecidingAnApprovalPastItsDeadlineSaysItExpiredIt(t *testing.T) {
 				t.Fatalf("after the decision: approval %s, audit %v (was %v); want it expired, with its record", now.State, after, before)
 			}
 			verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
-			want := fmt.Sprintf("approval %s had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its reservation is released",
+			want := fmt.Sprintf("approval %s had expired at %s, so it was not %s: it is now recorded as expired (in the audit trail), and its budgets are given back (its rate limits keep counting the call)",
 				a.ID, a.ExpiresAt.UTC().Format(time.RFC3339), verb)
 			if code != 1 || out != "" || !strings.Contains(errOut, want) || strings.Contains(errOut, "nothing changed") {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit 1 saying %q", code, out, errOut, want)

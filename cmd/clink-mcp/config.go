@@ -241,7 +241,7 @@ Usage:
   clink-mcp audit export        write the audit trail to stdout as JSON lines
   clink-mcp approvals list      list the payments waiting for a person's approval (--all: decided ones too)
   clink-mcp approvals approve ID --by NAME   approve one: the agent's identical call then creates it
-  clink-mcp approvals deny ID --by NAME      deny one: its reservation is released
+  clink-mcp approvals deny ID --by NAME      deny one: its budgets are given back
   clink-mcp version             print the version
   clink-mcp help                print this help
 

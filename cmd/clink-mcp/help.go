@@ -46,7 +46,7 @@ too (see clink-mcp help).
                           100 newest unless --limit N (up to 10000)
   approve ID --by NAME    approve one: the agent's identical call then
                           creates it, within the policy's approvals.timeout
-  deny ID --by NAME       deny one: its reservation is released
+  deny ID --by NAME       deny one: its budgets are given back
 
 Who decides (--by) is recorded in the audit trail. The store is found as
 "clink-mcp audit" finds it (CLINK_DATABASE_URL, else the policy's store.path).
