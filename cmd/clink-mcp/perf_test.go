@@ -28,21 +28,25 @@ import (
 )
 
 // buildFloor builds the floor server once.
-var buildFloor = sync.OnceValues(func() (string, error) { return buildTestdata("floor") })
+var buildFloor = sync.OnceValues(func() (string, error) { return buildFloorWith("") })
 
-// buildFloorLinked builds testdata/floorlinked once: the floor, linking
-// every package clink-mcp's command imports.
-var buildFloorLinked = sync.OnceValues(func() (string, error) { return buildTestdata("floorlinked") })
+// buildFloorLinked builds the floor with the floorlinked tag once: linking
+// every package clink-mcp's command imports (testdata/floor/linked.go).
+var buildFloorLinked = sync.OnceValues(func() (string, error) { return buildFloorWith("floorlinked") })
 
-// buildTestdata builds the command in testdata/name into a new temporary
-// directory and returns its path.
-func buildTestdata(name string) (string, error) {
-	dir, err := os.MkdirTemp("", "clink-mcp-"+name)
+// buildFloorProm builds the floor with the floorprom tag once: linking
+// Prometheus's Go client (testdata/floor/prom.go).
+var buildFloorProm = sync.OnceValues(func() (string, error) { return buildFloorWith("floorprom") })
+
+// buildFloorWith builds testdata/floor with the build tag, if any, into a
+// new temporary directory and returns its path.
+func buildFloorWith(tag string) (string, error) {
+	dir, err := os.MkdirTemp("", "clink-mcp-floor"+tag)
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, name)
-	out, err := exec.Command("go", "build", "-o", bin, "./testdata/"+name).CombinedOutput()
+	bin := filepath.Join(dir, "floor")
+	out, err := exec.Command("go", "build", "-tags", tag, "-o", bin, "./testdata/floor").CombinedOutput()
 	if err != nil {
 		return "", &buildError{out}
 	}
@@ -134,20 +138,27 @@ func BenchmarkVsFloorStartup(b *testing.B) {
 }
 
 // BenchmarkFloorLinkedStartup splits the start-up ratio: the floor, the
+// floor linking Prometheus's Go client alone (testdata/floor/prom.go), the
 // floor linking every package clink-mcp's command imports (their package
-// initialisation, nothing more: testdata/floorlinked) and `clink-mcp serve
-// --sandbox`, alternating, each from its start to its tools/list answer.
-// linked-ratio is what linking the packages costs against the floor;
-// main-ratio what clink-mcp's own work adds to that.
+// initialisation, nothing more: testdata/floor/linked.go) and `clink-mcp
+// serve --sandbox`, alternating, each from its start to its tools/list
+// answer. prom-ratio and linked-ratio are what linking the client, and
+// every package, costs against the floor; main-ratio what clink-mcp's own
+// work adds to the latter.
 func BenchmarkFloorLinkedStartup(b *testing.B) {
 	clinkMCP, floor := binaries(b)
 	linked, err := buildFloorLinked()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var c, l, f []time.Duration
+	prom, err := buildFloorProm()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c, l, p, f []time.Duration
 	starts := []func(){
 		func() { f = append(f, startToToolsList(b, floor)) },
+		func() { p = append(p, startToToolsList(b, prom)) },
 		func() { l = append(l, startToToolsList(b, linked)) },
 		func() { c = append(c, startToToolsList(b, clinkMCP, "serve", "--sandbox", "--log-level", "error")) },
 	}
@@ -160,10 +171,12 @@ func BenchmarkFloorLinkedStartup(b *testing.B) {
 		}
 		i++
 	}
-	pc, pl, pf := p50(c), p50(l), p50(f)
+	pc, pl, pp, pf := p50(c), p50(l), p50(p), p50(f)
 	b.ReportMetric(float64(pf.Microseconds())/1000, "floor-p50-ms")
+	b.ReportMetric(float64(pp.Microseconds())/1000, "prom-p50-ms")
 	b.ReportMetric(float64(pl.Microseconds())/1000, "linked-p50-ms")
 	b.ReportMetric(float64(pc.Microseconds())/1000, "clink-mcp-p50-ms")
+	b.ReportMetric(float64(pp)/float64(pf), "prom-ratio")
 	b.ReportMetric(float64(pl)/float64(pf), "linked-ratio")
 	b.ReportMetric(float64(pc)/float64(pl), "main-ratio")
 	b.ReportMetric(float64(pc)/float64(pf), "ratio")

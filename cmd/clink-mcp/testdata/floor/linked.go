@@ -1,20 +1,14 @@
-// Command floorlinked is the floor (../floor) linking, besides, every
+//go:build floorlinked
+
+// Built with the floorlinked tag, the floor (main.go) links, besides, every
 // package clink-mcp's command imports, unused: their package
 // initialisation runs, nothing else of them does. Started against the
 // floor and clink-mcp (BenchmarkFloorLinkedStartup), it splits clink-mcp's
 // start-up into what linking those packages costs before main runs and
-// what clink-mcp's own main then costs. It lives under testdata so that
-// `go build ./...` leaves it out; the benchmark builds it.
+// what clink-mcp's own main then costs.
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-
-	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
-
 	_ "github.com/clink-mcp/clink-mcp/clink"
 	_ "github.com/clink-mcp/clink-mcp/clink/sandbox"
 	_ "github.com/clink-mcp/clink-mcp/gate"
@@ -28,17 +22,3 @@ import (
 	_ "github.com/lmittmann/tint"
 	_ "github.com/mark3labs/mcp-go/client"
 )
-
-func main() {
-	s := server.NewMCPServer("floor", "1.0.0", server.WithToolCapabilities(false))
-	s.AddTool(mcp.NewTool("echo",
-		mcp.WithDescription("Echoes its argument."),
-		mcp.WithString("text", mcp.Required(), mcp.Description("What to echo.")),
-	), func(_ context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return mcp.NewToolResultText(req.GetString("text", "")), nil
-	})
-	if err := server.ServeStdio(s); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
