@@ -53,6 +53,37 @@ func buildFloorWith(tag string) (string, error) {
 	return bin, nil
 }
 
+// TestFloorLinkedLinksWhatTheCommandLinks holds testdata/floor/linked.go
+// to its promise: built with the floorlinked tag, the floor links the very
+// packages the command does, no fewer and no more, so that
+// BenchmarkFloorLinkedStartup's split stays true as imports change.
+func TestFloorLinkedLinksWhatTheCommandLinks(t *testing.T) {
+	deps := func(args ...string) map[string]bool {
+		out, err := exec.Command("go", append([]string{"list", "-deps"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %v: %v", args, err)
+		}
+		m := map[string]bool{}
+		for _, p := range strings.Fields(string(out)) {
+			m[p] = true
+		}
+		return m
+	}
+	cmd, floor := deps("."), deps("-tags", "floorlinked", "./testdata/floor")
+	delete(cmd, "github.com/clink-mcp/clink-mcp/cmd/clink-mcp")
+	delete(floor, "github.com/clink-mcp/clink-mcp/cmd/clink-mcp/testdata/floor")
+	for p := range cmd {
+		if !floor[p] {
+			t.Errorf("the command links %s, the floorlinked floor does not: import it in testdata/floor/linked.go", p)
+		}
+	}
+	for p := range floor {
+		if !cmd[p] {
+			t.Errorf("the floorlinked floor links %s, the command does not", p)
+		}
+	}
+}
+
 // binaries returns clink-mcp's and the floor's.
 func binaries(b *testing.B) (clinkMCP, floor string) {
 	b.Helper()

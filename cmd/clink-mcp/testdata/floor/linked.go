@@ -5,10 +5,14 @@
 // initialisation runs, nothing else of them does. Started against the
 // floor and clink-mcp (BenchmarkFloorLinkedStartup), it splits clink-mcp's
 // start-up into what linking those packages costs before main runs and
-// what clink-mcp's own main then costs.
+// what clink-mcp's own main then costs. TestFloorLinkedLinksWhatTheCommandLinks
+// keeps the two lists of packages the same.
 package main
 
 import (
+	_ "flag"
+	_ "text/tabwriter"
+
 	_ "github.com/clink-mcp/clink-mcp/clink"
 	_ "github.com/clink-mcp/clink-mcp/clink/sandbox"
 	_ "github.com/clink-mcp/clink-mcp/gate"
