@@ -94,6 +94,57 @@ func checkoutArgs(amount string, email string) string {
 	return `{"amount":` + amount + `,"currency":"USD","customerEmail":"` + email + `"}`
 }
 
+// Identical calls made at once, each spelling the amount and the email its
+// own way (50, 5e1, 500e-1...; case, spaces, full-width letters), are one
+// payment: one request reaches Clink and every call answers with its
+// session, on the memory store and on SQLite. (From a review that tried to
+// double-spend through the duplicate guard.)
+func TestIdenticalCallsSpelledDifferentlyMakeOneSession(t *testing.T) {
+	stores := map[string]func(t *testing.T) state.Store{
+		"memory": func(t *testing.T) state.Store { return memoryStore(t) },
+		"sqlite": func(t *testing.T) state.Store {
+			st, err := state.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			h := newStateHarness(t, parsePolicy(t, statePolicy), open(t))
+			h.pay.delay = 20 * time.Millisecond // the first is still at Clink when the others come
+			amounts := []string{"50", "50.0", "5e1", "50.00", "0.5e2", "500e-1"}
+			emails := []string{"a@example.com", "A@EXAMPLE.COM", " a@example.com ", "a@ＥＸＡＭＰＬＥ.com"}
+			results := make([]*mcp.CallToolResult, 24)
+			var wg sync.WaitGroup
+			for i := range results {
+				wg.Go(func() {
+					results[i] = h.call(t, checkout, checkoutArgs(amounts[i%len(amounts)], emails[i%len(emails)]))
+				})
+			}
+			wg.Wait()
+			if n := h.pay.calls(); n != 1 {
+				t.Fatalf("Clink called %d times, want 1", n)
+			}
+			var session any
+			for i, r := range results {
+				if r.IsError {
+					t.Fatalf("call %d: %s", i, ResultText(r))
+				}
+				id := structured(t, r)["sessionId"]
+				if session == nil {
+					session = id
+				}
+				if id != session {
+					t.Errorf("call %d: session %v, want %v", i, id, session)
+				}
+			}
+		})
+	}
+}
+
 func TestDuplicateCallsReplayTheFirstResult(t *testing.T) {
 	t.Run("a repeated call returns the same session with one upstream request", func(t *testing.T) {
 		h := newStateHarness(t, parsePolicy(t, statePolicy), memoryStore(t))
