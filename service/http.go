@@ -308,24 +308,27 @@ func checkOrigin(next http.Handler, allowed []string, cors bool) http.Handler {
 const corsRequestHeaders = "Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Mcp-Method, Mcp-Name, Last-Event-ID"
 
 // sameOrigin reports whether origin names host, the one the request was
-// sent to.
+// sent to, a default port written or not on either side (a browser leaves
+// it out of both; other clients may write it in the Host).
 func sameOrigin(origin, host string) bool {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return false
 	}
-	return strings.EqualFold(u.Host, host) || strings.EqualFold(withoutDefaultPort(u), host)
+	return strings.EqualFold(withoutDefaultPort(u.Scheme, u.Host), withoutDefaultPort(u.Scheme, host))
 }
 
-func withoutDefaultPort(u *url.URL) string {
-	host, port, err := net.SplitHostPort(u.Host)
-	if err != nil {
-		return u.Host
+// withoutDefaultPort returns hostport without scheme's default port, if it
+// has it: "[::1]:443" is "[::1]" for https.
+func withoutDefaultPort(scheme, hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || !(scheme == "http" && port == "80" || scheme == "https" && port == "443") {
+		return hostport
 	}
-	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
-		return host
+	if strings.Contains(host, ":") {
+		return "[" + host + "]"
 	}
-	return u.Host
+	return host
 }
 
 func plain(w http.ResponseWriter, status int, msg string) {
