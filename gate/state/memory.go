@@ -986,6 +986,7 @@ func (m *Memory) Complete(ctx context.Context, c *Completion) error {
 			m.dropClaim(cl)
 		} else {
 			m.finishClaim(cl, c.Replay)
+			cl.expires = finishedClaimExpires(cl.at, cl.expires, &c.Record)
 		}
 	}
 	m.append(&c.Record)

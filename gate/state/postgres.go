@@ -431,6 +431,13 @@ var (
 	pqAppend = `SELECT a_seq, a_prev_hash, a_hash FROM clink_append(` + recordParams(1) + `)`
 	pqHold   = `SELECT o_state, o_fingerprint, o_claim_state, o_result, o_limit, o_used, o_now, o_clock, a_seq, a_prev_hash, a_hash
 FROM clink_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + recordParams(19) + `)`
+	// pqExtendFinishedClaim moves the end of a claim that clink_complete
+	// has just finished to a window after the call ended ($3, or the
+	// database's time), if later; only when the completion wrote (its
+	// token $4 is recorded): one that found its call resolved by another
+	// process writes nothing.
+	pqExtendFinishedClaim = `UPDATE claims AS c SET expires = GREATEST(c.expires, clink_now($3) + (c.expires - c.at))
+		WHERE c.key = $1 AND c.call = $2 AND c.state = 2 AND EXISTS (SELECT 1 FROM commits AS k WHERE k.token = $4)`
 	pqComplete = `SELECT o_open, a_seq, a_prev_hash, a_hash FROM clink_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ` + recordParams(11) + `)`
 )
 
@@ -2060,8 +2067,9 @@ func (p *Postgres) holdOnApproval(t *pgTx, h *Hold) (*Held, error) {
 	return held, nil
 }
 
-// Complete implements [Store], in one round trip: clink_complete alone, an
-// implicit transaction, which records the commit token when it completes.
+// Complete implements [Store], in one round trip: clink_complete, an
+// implicit transaction which records the commit token when it completes,
+// then the finished claim's new end (pqExtendFinishedClaim).
 // clink_complete locks the intent, the claim
 // (finishing or dropping it), the counters (releasing the intent's
 // reservation) and the audit head, in that order, closes the intent and
@@ -2097,6 +2105,16 @@ func (p *Postgres) Complete(ctx context.Context, c *Completion) error {
 		b.Queue(pqComplete, args...).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&open, &seq, &prev, &hash)
 		})
+		if c.ClaimKey != "" && c.Replay != nil {
+			// A window after the call ended, if later
+			// (finishedClaimExpires), once clink_complete has finished
+			// the claim: in the database's time unless the caller's.
+			ended := any(nil)
+			if t.p.cfg.clientClock {
+				ended = callEnded(&rec)
+			}
+			b.Queue(pqExtendFinishedClaim, c.ClaimKey, c.Call, ended, t.token)
+		}
 		t.tokenInside = true
 		if err := t.send(b, true, nil); err != nil {
 			return err

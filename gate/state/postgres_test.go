@@ -1397,13 +1397,18 @@ var (
 	// The implicit one: CommandComplete SELECT 1 (the function's), then
 	// ReadyForQuery, idle (Hold and Complete, whose functions record the
 	// token), or BindComplete (and NoData, when pgx described the
-	// statement), CommandComplete INSERT 0 1 (the token) and ReadyForQuery
-	// (AppendAudit).
-	implicitCommitComplete = [][]byte{
-		[]byte("C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I"),
-		[]byte("C\x00\x00\x00\rSELECT 1\x002\x00\x00\x00\x04C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I"),
-		[]byte("C\x00\x00\x00\rSELECT 1\x002\x00\x00\x00\x04n\x00\x00\x00\x04C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I"),
-	}
+	// statement), CommandComplete INSERT 0 1 (the token) or UPDATE 0 or 1
+	// (Complete's finished claim's new end) and ReadyForQuery (AppendAudit,
+	// Complete).
+	implicitCommitComplete = func() [][]byte {
+		ends := [][]byte{[]byte("C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I")}
+		for _, noData := range []string{"", "n\x00\x00\x00\x04"} {
+			for _, tag := range []string{"\x0fINSERT 0 1", "\rUPDATE 0", "\rUPDATE 1"} {
+				ends = append(ends, []byte("C\x00\x00\x00\rSELECT 1\x002\x00\x00\x00\x04"+noData+"C\x00\x00\x00"+tag+"\x00Z\x00\x00\x00\x05I"))
+			}
+		}
+		return ends
+	}()
 )
 
 // committing reports whether answer, the last tail bytes of which were

@@ -202,7 +202,7 @@ const (
 	qPutClaim          = `INSERT OR REPLACE INTO claims (key, call, fingerprint, at, expires, state, result) VALUES (?, ?, ?, ?, ?, 1, NULL)`
 	qFinishClaim       = `UPDATE claims SET state = 2, result = ? WHERE key = ?`
 	qDropClaim         = `DELETE FROM claims WHERE key = ?`
-	qFinishCallClaim   = `UPDATE claims SET state = 2, result = ? WHERE key = ? AND call = ?`
+	qFinishCallClaim   = `UPDATE claims SET state = 2, result = ?, expires = MAX(expires, ? + (expires - at)) WHERE key = ? AND call = ?`
 	qDropCallClaim     = `DELETE FROM claims WHERE key = ? AND call = ?`
 	qHead              = `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`
 	qSetHead           = `UPDATE meta SET audit_seq = ?, audit_hash = ? WHERE id = 1`
@@ -1614,7 +1614,8 @@ func (s *SQLite) Complete(ctx context.Context, c *Completion) error {
 			if c.Replay == nil {
 				_, err = t.exec(qDropCallClaim, c.ClaimKey, c.Call)
 			} else {
-				_, err = t.exec(qFinishCallClaim, cloneBytes(c.Replay), c.ClaimKey, c.Call)
+				// A window after the call ended, if later (finishedClaimExpires).
+				_, err = t.exec(qFinishCallClaim, cloneBytes(c.Replay), callEnded(&rec), c.ClaimKey, c.Call)
 			}
 			if err != nil {
 				return err

@@ -76,6 +76,26 @@ func claimLiveUntil(at, expires int64, done bool) int64 {
 	return max(expires, at+int64(InFlightLease))
 }
 
+// finishedClaimExpires is when a claim made at at, its window ending at
+// expires, stops answering identical calls once finished by a completion
+// whose record is rec: a window after the call ended, if that is later,
+// so that a call slower than its window, or resolved as unknown by a later
+// start, is still replayed for a whole window after its outcome is on
+// record, never made again.
+func finishedClaimExpires(at, expires int64, rec *AuditRecord) int64 {
+	return max(expires, callEnded(rec)+(expires-at))
+}
+
+// callEnded is when the call of an outcome record ended, in Unix
+// nanoseconds: its time (when it began) plus its duration; 0 for a record
+// without a time.
+func callEnded(rec *AuditRecord) int64 {
+	if rec.Time.IsZero() {
+		return 0
+	}
+	return rec.Time.Add(max(rec.Duration, 0)).UnixNano()
+}
+
 // claimPrior is what a live claim of fingerprint answers a claim of want:
 // ClaimConflict for another fingerprint, else ClaimDone (with result)
 // when the claim's call finished, or ClaimInFlight.
@@ -348,7 +368,9 @@ type Completion struct {
 	Settlement policy.Settlement
 	// ClaimKey is the call's claim, or "". It is finished with Replay, or
 	// dropped when Replay is nil; a claim that another call has taken
-	// since is left alone.
+	// since is left alone. A finished claim answers identical calls for a
+	// whole window after the call ended (Record's Time plus its Duration),
+	// if that is later than a window after it began.
 	ClaimKey string
 	// Replay is the result stored for identical calls.
 	Replay []byte

@@ -58,6 +58,7 @@ func Run(t *testing.T, f Factory) {
 		{"ClosedHandleOrphansItsIntents", testClosedHandleOrphansItsIntents},
 		{"CompleteAfterAFailedWrite", testCompleteAfterAFailedWrite},
 		{"CompleteLeavesAnotherCallsClaim", testCompleteLeavesAnotherCallsClaim},
+		{"AFinishedClaimAnswersAWindowAfterItsCallEnded", testAFinishedClaimAnswersAWindowAfterItsCallEnded},
 		{"Usage", testUsage},
 		{"SessionTool", testSessionTool},
 		{"RequestApproval", testRequestApproval},
@@ -396,6 +397,32 @@ func testCompleteLeavesAnotherCallsClaim(t *testing.T, f Factory) {
 	c2.Call, c2.At = "call-3", later.Add(time.Second)
 	if p, err := s.Claim(ctx, c2); err != nil || p.State != state.ClaimInFlight {
 		t.Fatalf("Claim = %+v, %v; want call-2's claim still in flight", p, err)
+	}
+}
+
+// testAFinishedClaimAnswersAWindowAfterItsCallEnded: a call that ended
+// (or was resolved by a later start) after its window had passed keeps
+// answering identical calls for a window after it ended, and no longer.
+func testAFinishedClaimAnswersAWindowAfterItsCallEnded(t *testing.T, f Factory) {
+	s := f(t)()
+	ctx := context.Background()
+	h := hold("call-1", day, nil) // a window of 10 minutes
+	if _, err := s.Hold(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	c := outcome(h, policy.Unknown, "outcome_unknown", []byte("unknown"))
+	c.Record.Duration = 15 * time.Minute // resolved a quarter of an hour later
+	if err := s.Complete(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	again := *h.Claim
+	again.Call, again.At = "call-2", day.Add(24*time.Minute)
+	if p, err := s.Claim(ctx, again); err != nil || p.State != state.ClaimDone || string(p.Result) != "unknown" {
+		t.Fatalf("Claim 24 minutes after the call began, 9 after it ended = %+v, %v; want its result replayed", p, err)
+	}
+	again.Call, again.At = "call-3", day.Add(25*time.Minute)
+	if p, err := s.Claim(ctx, again); err != nil || p.State != state.ClaimNew {
+		t.Fatalf("Claim a window after the call ended = %+v, %v; want it new", p, err)
 	}
 }
 
