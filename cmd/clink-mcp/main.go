@@ -130,6 +130,12 @@ var errFailed = errors.New("failed")
 // serveCommand serves MCP over stdio until stdin ends or ctx is cancelled,
 // or over streamable HTTP (--http) until ctx is cancelled.
 func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	// A client that dies closes both pipes. Go ends a process that writes
+	// to a closed stdout or stderr with SIGPIPE unless the signal is
+	// ignored: the drain's first answer or log line would kill the server
+	// with calls still at Clink, unrecorded. Ignored, the write fails with
+	// EPIPE, which the stdio conn and the logger already handle.
+	signal.Ignore(syscall.SIGPIPE)
 	cfg, rest, err := parseConfig("clink-mcp serve", args, getenv, stdout, printUsage)
 	if err != nil {
 		return err
