@@ -152,10 +152,11 @@ func CheckMessage(msg []byte) error {
 // case. ID, Result, Error and RequestID are the members' JSON as sent, in
 // the message's bytes; each is nil when the member is absent, and
 // RequestID also when params is not an object. Method is "" when absent or
-// not a string.
+// not a string. Version is the jsonrpc member's JSON as sent, nil when
+// absent.
 type Envelope struct {
-	ID, Result, Error, RequestID json.RawMessage
-	Method                       string
+	ID, Result, Error, RequestID, Version json.RawMessage
+	Method                                string
 }
 
 // ReadMessage is CheckMessage, and returns, for a message it accepts that
@@ -348,6 +349,7 @@ const (
 	foldedID             = "ID"
 	foldedMethod         = "METHOD"
 	foldedRequestID      = "REQUESTID"
+	foldedJSONRPC        = "JSONRPC"
 )
 
 // object walks the members of an object whose '{' has been read, refusing
@@ -421,6 +423,8 @@ func (w *messageWalker) member(lv level, folded string, child level) error {
 		note = &w.env.Error
 	case lv == levelParams && folded == foldedRequestID:
 		note = &w.env.RequestID
+	case lv == levelEnvelope && folded == foldedJSONRPC:
+		note = &w.env.Version
 	case lv == levelEnvelope && folded == foldedMethod && w.dec.PeekKind() == '"':
 		raw, err := w.dec.ReadValue()
 		if err != nil {

@@ -32,6 +32,10 @@ const stdioConnChunk = 64 << 10
 // acceptable request, as an oversized one is.
 const codeInvalidRequest = -32600
 
+// codeMethodNotFound is JSON-RPC's error code for a method the server does
+// not have.
+const codeMethodNotFound = -32601
+
 // methodCancelled is the MCP notification by which a client cancels one of
 // its requests.
 const methodCancelled = "notifications/cancelled"
@@ -72,7 +76,14 @@ const methodCancelled = "notifications/cancelled"
 //     it, so that the request fails rather than waits. A response to
 //     nothing the server asked, or to a question whose request has ended
 //     (cancelled, or answered without it), is dropped, valid or not:
-//     mcp-go would take it for a request and answer it.
+//     mcp-go would take it for a request and answer it. So is an answer
+//     whose error member mcp-go cannot decode, passed on as a refused one,
+//     and mcp-go's answer to an answer it no longer waits for (its call
+//     cancelled while another runs): that answer has the question's id,
+//     which may be one of the client's own requests'.
+//   - A request whose "jsonrpc" is not a string, which mcp-go answers
+//     with a null id (so that it would stay pending for good), is refused
+//     with its own id (-32600).
 //
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
@@ -505,6 +516,50 @@ func (c *stdioConn) answers(id json.RawMessage) bool {
 	return true
 }
 
+// unroutedAnswer says why mcp-go would not take m, a response to one of
+// its questions, for the answer: an error member that does not decode into
+// its {code int, message string} (null, a string, a code that is not a
+// whole number...) and no result. "" when mcp-go takes it.
+func unroutedAnswer(m tools.Envelope) string {
+	if m.Result != nil {
+		return ""
+	}
+	var e *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(m.Error, &e) != nil || e == nil {
+		return "its error is not an object with a whole-number code and a string message"
+	}
+	return ""
+}
+
+// emptyMethodNotFound is what mcp-go's answer to a message without a method
+// says; repliesToAnAnswer looks for it.
+var emptyMethodNotFound = []byte(`"Method  not found"`)
+
+// repliesToAnAnswer reports whether line is mcp-go's answer to a message
+// without a method: an error, METHOD_NOT_FOUND, "Method  not found" (the
+// method's name empty). The only such messages the conn passes on are the
+// client's answers to the server's questions, so this is mcp-go taking an
+// answer it no longer waits for (the call that asked was cancelled) for a
+// request. JSON-RPC answers no response, and the id, the question's, may
+// be one of the client's own requests still pending: the line is dropped.
+func repliesToAnAnswer(line []byte) bool {
+	if len(line) > 256 || !bytes.Contains(line, emptyMethodNotFound) {
+		return false
+	}
+	var m struct {
+		Method string `json:"method"`
+		Error  *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	return json.Unmarshal(line, &m) == nil && m.Method == "" && m.Error != nil &&
+		m.Error.Code == codeMethodNotFound && m.Error.Message == "Method  not found"
+}
+
 // stdioConnErrorResponse is a JSON-RPC error response.
 type stdioConnErrorResponse struct {
 	JSONRPC string          `json:"jsonrpc"`
@@ -740,6 +795,13 @@ type stdioConnMessage struct {
 func (c *stdioConn) readLine(m tools.Envelope) bool {
 	if m.Result != nil || m.Error != nil {
 		if c.answers(m.ID) {
+			if why := unroutedAnswer(m); why != "" {
+				// mcp-go would take it for a request, and the question
+				// would wait on: the request that asked gets an error
+				// response in its place, as for a refused answer.
+				c.pass(m.ID, codeInvalidRequest, "the client's response was refused: "+why)
+				return false
+			}
 			return true
 		}
 		if m.Method == "" {
@@ -755,6 +817,13 @@ func (c *stdioConn) readLine(m tools.Envelope) bool {
 			c.cancel(m.RequestID)
 		}
 		return true
+	}
+	if len(m.Version) > 0 && m.Version[0] != '"' && !isJSONNull(m.Version) {
+		// mcp-go cannot decode such a request and answers it with a null
+		// id: the client would never learn its request failed, and it
+		// would stay pending. It is refused here with its id.
+		c.answer(stdioConnReplyID(m.ID), codeInvalidRequest, `Invalid JSON-RPC version: "jsonrpc" must be "2.0"`)
+		return false
 	}
 	// mcp-go answers nothing with a result, whatever its method.
 	if !isJSONNull(m.Result) {
@@ -814,7 +883,11 @@ func (w *stdioConnWriter) Write(p []byte) (int, error) {
 	run := 0
 	for start := 0; start < end; {
 		next := start + bytes.IndexByte(data[start:end], '\n') + 1
-		if !c.settle(data[start : next-1]) {
+		if line := data[start : next-1]; repliesToAnAnswer(line) {
+			c.log.Debug("stdio: dropped mcp-go's answer to the client's answer to a withdrawn question")
+			c.emit(data[run:start])
+			run = next
+		} else if !c.settle(line) {
 			c.emit(data[run:start])
 			run = next
 		}
