@@ -218,8 +218,12 @@ func serveStdio(ctx context.Context, cfg *config, a *app, stdin io.Reader, stdou
 	stdio.SetErrorLogger(log.New(&slogWriter{logger}, "", 0))
 	server.WithWorkerPoolSize(workers)(stdio)
 	// Room for the calls a client may have in flight beyond the workers, so
-	// that reading stdin rarely waits on a full queue.
-	server.WithQueueSize(16 * workers)(stdio)
+	// that reading stdin rarely waits on a full queue; the conn refuses a
+	// request beyond that many in flight, so that mcp-go never finds the
+	// queue full (it would run the call on the loop that reads stdin).
+	queue := 16 * workers
+	server.WithQueueSize(queue)(stdio)
+	conn.maxPending = queue
 	err = stdio.Listen(listenCtx, conn.Reader(), conn.Writer())
 	if ctx.Err() != nil {
 		return nil

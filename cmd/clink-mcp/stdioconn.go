@@ -32,6 +32,10 @@ const stdioConnChunk = 64 << 10
 // acceptable request, as an oversized one is.
 const codeInvalidRequest = -32600
 
+// codeServerBusy is the JSON-RPC error code (one of those left to the
+// server) of a request refused because too many are in flight.
+const codeServerBusy = -32000
+
 // codeMethodNotFound is JSON-RPC's error code for a method the server does
 // not have.
 const codeMethodNotFound = -32601
@@ -84,6 +88,9 @@ const methodCancelled = "notifications/cancelled"
 //   - A request whose "jsonrpc" is not a string, which mcp-go answers
 //     with a null id (so that it would stay pending for good), is refused
 //     with its own id (-32600).
+//   - A request beyond maxPending in flight is refused (-32000): mcp-go
+//     runs a tools/call that finds its queue full on the loop reading
+//     stdin, where one that asks the client a question deadlocks.
 //
 // Requests and responses are matched by JSON-RPC id, one message per line,
 // as the stdio transport frames them. Give Listen Reader and Writer in
@@ -95,6 +102,13 @@ type stdioConn struct {
 	// maxMessage is stdioConnMaxMessage, a field so that tests can reach
 	// the limit cheaply.
 	maxMessage int
+	// maxPending, when positive, is how many requests may be pending at
+	// once; one more is refused (codeServerBusy) without reaching mcp-go.
+	// Set to the size of mcp-go's tool call queue, it keeps the queue from
+	// filling: mcp-go runs a tools/call that finds it full on the loop that
+	// reads stdin, where a call that asks the client a question waits for
+	// an answer only that loop could read.
+	maxPending int
 	// log takes, at debug level, the messages dropped unanswered: a
 	// response to nothing the server waits for, and the response to a
 	// cancelled request. Discarded unless set.
@@ -834,6 +848,12 @@ func (c *stdioConn) readLine(m tools.Envelope) bool {
 		return true
 	}
 	c.mu.Lock()
+	if c.maxPending > 0 && c.npending >= c.maxPending {
+		c.mu.Unlock()
+		c.answer(stdioConnReplyID(m.ID), codeServerBusy, "too many requests in flight on this connection ("+
+			strconv.Itoa(c.maxPending)+"): wait for their answers before sending more")
+		return false
+	}
 	defer c.mu.Unlock()
 	c.pending[key]++
 	c.npending++
