@@ -247,14 +247,10 @@ func startServer(t *testing.T, clink *gatedClink, policyFile string) *mcpProcess
 	return startServerWith(t, clink, policyFile, `{}`)
 }
 
-// startServerWith is startServer for a client with capabilities (a JSON
-// object), with env (KEY=value) added to the server's environment.
-func startServerWith(t *testing.T, clink *gatedClink, policyFile, capabilities string, env ...string) *mcpProcess {
-	t.Helper()
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+// serveCommandFor is `bin serve` logging JSON, against the Clink at
+// clinkURL under policyFile, with the test's environment less its CLINK_
+// variables, and env (KEY=value) added.
+func serveCommandFor(bin, clinkURL, policyFile string, env ...string) *exec.Cmd {
 	cmd := exec.Command(bin, "serve", "--log-format", "json")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CLINK_") {
@@ -264,10 +260,22 @@ func startServerWith(t *testing.T, clink *gatedClink, policyFile, capabilities s
 	cmd.Env = append(cmd.Env,
 		"CLINK_API_KEY="+sandbox.DefaultAPIKey,
 		"CLINK_ENV=sandbox",
-		"CLINK_BASE_URL="+clink.url,
+		"CLINK_BASE_URL="+clinkURL,
 		"CLINK_POLICY="+policyFile,
 	)
 	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// startServerWith is startServer for a client with capabilities (a JSON
+// object), with env (KEY=value) added to the server's environment.
+func startServerWith(t *testing.T, clink *gatedClink, policyFile, capabilities string, env ...string) *mcpProcess {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := serveCommandFor(bin, clink.url, policyFile, env...)
 	p := &mcpProcess{t: t, cmd: cmd, out: newReplyLog(), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {

@@ -62,14 +62,7 @@ func TestAGoneClientsClosedStdoutDoesNotKillTheDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--log-format", "json")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CLINK_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "CLINK_API_KEY="+sandbox.DefaultAPIKey, "CLINK_ENV=sandbox",
-		"CLINK_BASE_URL="+srv.URL+"/", "CLINK_POLICY="+policyFile)
+	cmd := serveCommandFor(bin, srv.URL+"/", policyFile)
 	cmd.Stdout = outW
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
